@@ -1,0 +1,64 @@
+# Fjord: the two commands a new machine needs are `make run` and `make test`.
+# Everything builds once, in the release profile (RocksDB's C++ build is the long part;
+# ccache keeps a second build of it short).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV := .venv
+PYTEST := $(VENV)/bin/pytest
+# Route the C/C++ compilers through ccache when it is installed (setup installs it).
+CCACHE := $(shell command -v ccache 2>/dev/null)
+ifneq ($(CCACHE),)
+export CC := ccache gcc
+export CXX := ccache g++
+endif
+
+.PHONY: run build-deps-hint system-deps build setup test test-rust test-compat fmt lint clean-data
+
+## Run a single-node broker on PLAINTEXT://0.0.0.0:9092 with data in ./fjord-data.
+run: build-deps-hint
+	$(CARGO) run --release --bin fjord -- $(ARGS)
+
+build-deps-hint:
+	@command -v clang >/dev/null || { echo "installing build dependencies (clang for RocksDB bindings)"; $(MAKE) --no-print-directory system-deps; }
+
+## System packages: clang/libclang (RocksDB bindgen), ccache, kcat (compat tests).
+system-deps:
+	@missing=""; \
+	command -v clang >/dev/null || missing="$$missing clang libclang-dev"; \
+	command -v ccache >/dev/null || missing="$$missing ccache"; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+## Everything the tests need: system packages, Python clients in .venv, the Java client.
+setup: system-deps
+	bash compat-tests/setup.sh
+
+build:
+	$(CARGO) build --release --workspace --all-targets
+
+## Every test: unit, property and integration tests, then real clients against real brokers.
+test: setup
+	$(MAKE) --no-print-directory build
+	$(MAKE) --no-print-directory test-rust
+	$(MAKE) --no-print-directory test-compat
+
+test-rust:
+	$(CARGO) test --release --workspace --no-fail-fast
+
+test-compat:
+	$(PYTEST) compat-tests -n 2 -q -p no:cacheprovider
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets
+
+clean-data:
+	rm -rf fjord-data

@@ -1,0 +1,418 @@
+//! Broker configuration with Kafka's own property names.
+//!
+//! Sources, later ones winning, as with `kafka-server-start.sh` and the apache/kafka image:
+//! defaults, then `KAFKA_*` environment variables (`KAFKA_LOG_DIRS` -> `log.dirs`), then the
+//! properties file given as the first argument, then `--override key=value`.
+//!
+//! Every key is checked at start: a key Fjord does not know, or a value that does not parse,
+//! stops the broker with a message naming the key. Keys that Kafka deployments commonly set
+//! but that mean nothing to a single Fjord process (KRaft wiring, thread counts) are accepted
+//! and listed in [`ACCEPTED_WITHOUT_EFFECT`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::topic_config;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key Fjord does not know.
+    #[error("unknown configuration property '{0}'")]
+    UnknownKey(String),
+    /// A value that does not parse or is out of range.
+    #[error("invalid value '{value}' for configuration property '{key}': {reason}")]
+    Invalid {
+        /// The property.
+        key: String,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The properties file could not be read.
+    #[error("cannot read properties file {path}: {error}")]
+    File {
+        /// File path.
+        path: String,
+        /// The I/O error.
+        error: String,
+    },
+    /// Bad command line.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A listener: `NAME://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Listener name (`PLAINTEXT`, ...).
+    pub name: String,
+    /// Host to bind or advertise; empty means all interfaces when binding.
+    pub host: String,
+    /// TCP port; 0 binds any free port.
+    pub port: u16,
+}
+
+/// Keys that Kafka deployments set and that Fjord accepts without acting on them (yet).
+/// The value is still checked to be present; the start log lists which were given.
+pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
+    "process.roles",
+    "controller.quorum.voters",
+    "controller.quorum.bootstrap.servers",
+    "controller.listener.names",
+    "inter.broker.listener.name",
+    "listener.security.protocol.map",
+    "num.network.threads",
+    "num.io.threads",
+    "num.recovery.threads.per.data.dir",
+    "num.replica.fetchers",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "offsets.topic.replication.factor",
+    "offsets.topic.num.partitions",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "group.initial.rebalance.delay.ms",
+    "log.retention.check.interval.ms",
+    "log.cleaner.enable",
+    "zookeeper.connect",
+    "broker.rack",
+    "cluster.id",
+    "metadata.log.dir",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+    "confluent.support.metrics.enable",
+];
+
+/// The broker's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `node.id` (alias `broker.id`). Default: 1.
+    pub node_id: i32,
+    /// `listeners`. Default: `PLAINTEXT://0.0.0.0:9092`.
+    pub listeners: Vec<Listener>,
+    /// `advertised.listeners`. Default: `PLAINTEXT://localhost:<listener port>`.
+    pub advertised_listeners: Vec<Listener>,
+    /// `log.dirs` (alias `log.dir`); only the first directory is used. Default: `./fjord-data`.
+    pub log_dir: PathBuf,
+    /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1. Default 1.
+    pub num_partitions: i32,
+    /// `default.replication.factor`. Default 1.
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`. Default true.
+    pub auto_create_topics: bool,
+    /// `delete.topic.enable`. Default true.
+    pub delete_topic_enable: bool,
+    /// `socket.request.max.bytes`: the largest request frame. Default 100 MiB.
+    pub socket_request_max_bytes: usize,
+    /// `log.flush.interval.messages`. Default `i64::MAX` (never forced; Kafka's default).
+    pub flush_interval_messages: i64,
+    /// `log.flush.interval.ms`. Default: none.
+    pub flush_interval_ms: Option<u64>,
+    /// Broker-level defaults of topic configs (`message.max.bytes`, `log.retention.ms`, ...),
+    /// already translated to topic config names (`max.message.bytes`, `retention.ms`, ...).
+    pub topic_defaults: BTreeMap<String, String>,
+    /// Every property explicitly given, for DescribeConfigs on the broker resource.
+    pub explicit: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_properties(BTreeMap::new()).expect("the defaults are valid")
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), value: value.into(), reason: reason.into() }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse::<T>().map_err(|e| invalid(key, value, e.to_string()))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, value, "expected true or false")),
+    }
+}
+
+/// Parses `NAME://host:port[,NAME://host:port]`.
+pub fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, rest) = item.split_once("://").ok_or_else(|| invalid(key, value, "expected NAME://host:port"))?;
+        let (host, port) = rest.rsplit_once(':').ok_or_else(|| invalid(key, value, "missing :port"))?;
+        let port: u16 = port.parse().map_err(|_| invalid(key, value, format!("bad port '{port}'")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        if name.is_empty() {
+            return Err(invalid(key, value, "empty listener name"));
+        }
+        out.push(Listener { name: name.to_string(), host, port });
+    }
+    Ok(out)
+}
+
+/// Broker property -> the topic config it provides the default for.
+const BROKER_TO_TOPIC: &[(&str, &str)] = &[
+    ("message.max.bytes", "max.message.bytes"),
+    ("compression.type", "compression.type"),
+    ("log.cleanup.policy", "cleanup.policy"),
+    ("log.retention.bytes", "retention.bytes"),
+    ("log.segment.bytes", "segment.bytes"),
+    ("log.message.timestamp.type", "message.timestamp.type"),
+    ("log.message.timestamp.before.max.ms", "message.timestamp.before.max.ms"),
+    ("log.message.timestamp.after.max.ms", "message.timestamp.after.max.ms"),
+    ("log.flush.interval.messages", "flush.messages"),
+    ("log.flush.interval.ms", "flush.ms"),
+    ("min.insync.replicas", "min.insync.replicas"),
+    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
+];
+
+const RETENTION_KEYS: &[(&str, i64)] = &[("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)];
+
+impl Config {
+    /// Builds the configuration from explicit properties (Kafka names).
+    pub fn from_properties(props: BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let mut cfg = Config {
+            node_id: 1,
+            listeners: vec![Listener { name: "PLAINTEXT".into(), host: "0.0.0.0".into(), port: 9092 }],
+            advertised_listeners: Vec::new(),
+            log_dir: PathBuf::from("./fjord-data"),
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics: true,
+            delete_topic_enable: true,
+            socket_request_max_bytes: 104_857_600,
+            flush_interval_messages: i64::MAX,
+            flush_interval_ms: None,
+            topic_defaults: topic_config::defaults(),
+            explicit: props.clone(),
+        };
+        let mut retention: Option<(i64, &str)> = None;
+        let mut controller_listeners: Vec<String> = Vec::new();
+        for (key, value) in &props {
+            let k = key.as_str();
+            match k {
+                "node.id" | "broker.id" => cfg.node_id = parse_num(k, value)?,
+                "listeners" => cfg.listeners = parse_listeners(k, value)?,
+                "advertised.listeners" => cfg.advertised_listeners = parse_listeners(k, value)?,
+                "log.dirs" | "log.dir" => {
+                    let first = value.split(',').map(str::trim).find(|s| !s.is_empty());
+                    cfg.log_dir = PathBuf::from(first.ok_or_else(|| invalid(k, value, "no directory given"))?);
+                }
+                "num.partitions" => {
+                    cfg.num_partitions = parse_num(k, value)?;
+                    if cfg.num_partitions < 1 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "default.replication.factor" => {
+                    cfg.default_replication_factor = parse_num(k, value)?;
+                    if cfg.default_replication_factor < 1 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "auto.create.topics.enable" => cfg.auto_create_topics = parse_bool(k, value)?,
+                "delete.topic.enable" => cfg.delete_topic_enable = parse_bool(k, value)?,
+                "socket.request.max.bytes" => {
+                    let v: i32 = parse_num(k, value)?;
+                    cfg.socket_request_max_bytes = usize::try_from(v).map_err(|_| invalid(k, value, "must be positive"))?;
+                }
+                "log.flush.interval.messages" => {
+                    cfg.flush_interval_messages = parse_num(k, value)?;
+                    if cfg.flush_interval_messages < 1 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "log.flush.interval.ms" => cfg.flush_interval_ms = Some(parse_num(k, value)?),
+                "controller.listener.names" => {
+                    controller_listeners = value.split(',').map(|s| s.trim().to_string()).collect();
+                }
+                _ if RETENTION_KEYS.iter().any(|(rk, _)| *rk == k) => {
+                    let (_, scale) = RETENTION_KEYS.iter().find(|(rk, _)| *rk == k).expect("matched above");
+                    let v: i64 = parse_num(k, value)?;
+                    let ms = if v < 0 { -1 } else { v.saturating_mul(*scale) };
+                    // Kafka: log.retention.ms wins over minutes, which wins over hours.
+                    let rank = RETENTION_KEYS.iter().position(|(rk, _)| *rk == k).unwrap_or(0);
+                    let better = retention.is_none_or(|(_, prev)| {
+                        RETENTION_KEYS.iter().position(|(rk, _)| *rk == prev).unwrap_or(0) > rank
+                    });
+                    if better {
+                        retention = Some((ms, k));
+                    }
+                }
+                _ if BROKER_TO_TOPIC.iter().any(|(b, _)| *b == k) => {
+                    let (_, topic_key) = BROKER_TO_TOPIC.iter().find(|(b, _)| *b == k).expect("matched above");
+                    topic_config::validate(topic_key, value).map_err(|reason| invalid(k, value, reason))?;
+                    cfg.topic_defaults.insert((*topic_key).to_string(), value.trim().to_string());
+                }
+                _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
+                _ => return Err(ConfigError::UnknownKey(key.clone())),
+            }
+        }
+        if let Some((ms, _)) = retention {
+            cfg.topic_defaults.insert("retention.ms".into(), ms.to_string());
+        }
+        // A KRaft deployment lists its controller listener among `listeners`; Fjord's
+        // controller speaks Raft internally, so only the client-facing ones are bound.
+        cfg.listeners.retain(|l| !controller_listeners.contains(&l.name));
+        if cfg.listeners.is_empty() {
+            return Err(invalid("listeners", props.get("listeners").map(String::as_str).unwrap_or(""), "no client listener"));
+        }
+        if cfg.advertised_listeners.is_empty() {
+            cfg.advertised_listeners = cfg
+                .listeners
+                .iter()
+                .map(|l| {
+                    let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" { "localhost".into() } else { l.host.clone() };
+                    Listener { name: l.name.clone(), host, port: l.port }
+                })
+                .collect();
+        }
+        Ok(cfg)
+    }
+
+    /// Reads `fjord [server.properties] [--override key=value]...` plus the environment.
+    pub fn from_args_and_env(
+        args: impl IntoIterator<Item = String>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut props = BTreeMap::new();
+        for (name, value) in env {
+            if let Some(key) = env_to_key(&name) {
+                props.insert(key, value);
+            }
+        }
+        let mut args = args.into_iter().peekable();
+        let mut overrides = Vec::new();
+        let mut file = None;
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--override" => {
+                    let kv = args.next().ok_or_else(|| ConfigError::Usage("--override needs key=value".into()))?;
+                    overrides.push(kv);
+                }
+                "-h" | "--help" => return Err(ConfigError::Usage(USAGE.into())),
+                s if s.starts_with("--override=") => overrides.push(s["--override=".len()..].to_string()),
+                s if s.starts_with('-') => return Err(ConfigError::Usage(format!("unknown option {s}\n{USAGE}"))),
+                _ if file.is_none() => file = Some(arg),
+                _ => return Err(ConfigError::Usage(format!("unexpected argument {arg}\n{USAGE}"))),
+            }
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File { path: path.clone(), error: e.to_string() })?;
+            props.extend(parse_properties(&text));
+        }
+        for kv in overrides {
+            let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::Usage(format!("--override {kv}: expected key=value")))?;
+            props.insert(k.trim().to_string(), v.to_string());
+        }
+        Config::from_properties(props)
+    }
+}
+
+/// Command-line help.
+pub const USAGE: &str = "usage: fjord [server.properties] [--override key=value]...";
+
+/// `KAFKA_LOG_DIRS` -> `log.dirs`, the apache/kafka image convention: strip `KAFKA_`, lower
+/// case, `_` -> `.`, `__` -> `_`, `___` -> `-`. Image-internal variables are not properties.
+pub fn env_to_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("KAFKA_")?;
+    const NOT_PROPERTIES: &[&str] = &["HOME", "HEAP_OPTS", "JVM_PERFORMANCE_OPTS", "OPTS", "LOG4J_OPTS", "JMX_OPTS", "DEBUG", "GC_LOG_OPTS", "VERSION"];
+    if rest.is_empty() || NOT_PROPERTIES.contains(&rest) || rest.starts_with("LOG4J_") {
+        return None;
+    }
+    let key = rest.to_ascii_lowercase().replace("___", "-").replace("__", "\u{0}").replace('_', ".").replace('\u{0}', "_");
+    Some(key)
+}
+
+/// Java properties format, the subset server.properties files use: `key=value` or
+/// `key: value`, `#`/`!` comments, blank lines, trailing-backslash continuations.
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!')) {
+            continue;
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            pending.push_str(stripped);
+            continue;
+        }
+        pending.push_str(line);
+        let entry = std::mem::take(&mut pending);
+        let split = entry.find(['=', ':']).unwrap_or(entry.len());
+        let key = entry[..split].trim().to_string();
+        let value = entry.get(split + 1..).unwrap_or("").trim().to_string();
+        if !key.is_empty() {
+            out.insert(key, value);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let c = Config::default();
+        assert_eq!(c.listeners, vec![Listener { name: "PLAINTEXT".into(), host: "0.0.0.0".into(), port: 9092 }]);
+        assert_eq!(c.advertised_listeners[0].host, "localhost");
+        assert_eq!(c.log_dir, PathBuf::from("./fjord-data"));
+        assert_eq!(c.topic_defaults["max.message.bytes"], "1048588");
+        assert_eq!(c.topic_defaults["retention.ms"], "604800000");
+    }
+
+    #[test]
+    fn unknown_and_malformed_keys_name_the_key() {
+        let e = Config::from_properties(props(&[("no.such.key", "1")])).expect_err("unknown");
+        assert!(e.to_string().contains("no.such.key"));
+        let e = Config::from_properties(props(&[("num.partitions", "abc")])).expect_err("bad");
+        assert!(e.to_string().contains("num.partitions"));
+        let e = Config::from_properties(props(&[("compression.type", "brotli")])).expect_err("bad codec");
+        assert!(e.to_string().contains("compression.type"));
+    }
+
+    #[test]
+    fn env_file_and_overrides_layer() {
+        assert_eq!(env_to_key("KAFKA_ADVERTISED_LISTENERS").as_deref(), Some("advertised.listeners"));
+        assert_eq!(env_to_key("KAFKA_LOG_DIRS").as_deref(), Some("log.dirs"));
+        assert_eq!(env_to_key("KAFKA_HEAP_OPTS"), None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("server.properties");
+        std::fs::write(&file, "# comment\nnum.partitions=4\nlog.retention.hours = 1\nmessage.max.bytes: 2000000\n").expect("write");
+        let args = vec![file.display().to_string(), "--override".into(), "num.partitions=6".into()];
+        let env = vec![("KAFKA_NUM_PARTITIONS".to_string(), "5".to_string()), ("KAFKA_NODE_ID".into(), "3".into())];
+        let c = Config::from_args_and_env(args, env).expect("valid");
+        assert_eq!(c.num_partitions, 6);
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.topic_defaults["retention.ms"], "3600000");
+        assert_eq!(c.topic_defaults["max.message.bytes"], "2000000");
+    }
+
+    #[test]
+    fn kraft_controller_listener_is_not_bound() {
+        let c = Config::from_properties(props(&[
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+            ("controller.listener.names", "CONTROLLER"),
+            ("process.roles", "broker,controller"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].port, 9092);
+        assert_eq!(c.advertised_listeners[0].host, "localhost");
+    }
+}

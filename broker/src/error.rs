@@ -1,0 +1,49 @@
+//! Broker-level errors, and the one place storage and controller errors become Kafka codes.
+
+use fjord_controller::ControllerError;
+use fjord_storage::StorageError;
+use kafka_protocol::error::ResponseError;
+
+/// What stops the broker from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Startup could not complete (bind, directories, tasks).
+    #[error("{0}")]
+    Startup(String),
+    /// The partition store failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The metadata controller failed.
+    #[error("controller: {0}")]
+    Controller(#[from] ControllerError),
+}
+
+/// The Kafka error for a storage outcome, per partition.
+pub fn storage_error_code(e: &StorageError) -> ResponseError {
+    match e {
+        StorageError::UnknownPartition => ResponseError::UnknownTopicOrPartition,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        StorageError::Corruption(_) | StorageError::Rocks(_) => {
+            tracing::error!(error = %e, "storage failure answered as KAFKA_STORAGE_ERROR");
+            ResponseError::KafkaStorageError
+        }
+    }
+}
+
+/// The Kafka error for a controller outcome.
+pub fn controller_error_code(e: &ControllerError) -> ResponseError {
+    match e {
+        ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ControllerError::NotController => ResponseError::NotController,
+        ControllerError::ShuttingDown => ResponseError::RequestTimedOut,
+        ControllerError::Storage(_) | ControllerError::Raft(_) => {
+            tracing::error!(error = %e, "controller failure answered as UNKNOWN_SERVER_ERROR");
+            ResponseError::UnknownServerError
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Fetch: long polling on `max_wait_ms`/`min_bytes`, KIP-74 byte limits, and KIP-227
+//! incremental fetch sessions.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fjord_controller::{ClusterMetadata, Uuid};
+use fjord_storage::StorageError;
+use indexmap::IndexMap;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+
+use super::topic_name;
+use crate::error::storage_error_code;
+use crate::{partition_id, Broker};
+
+/// Most incremental fetch sessions kept (Kafka's `max.incremental.fetch.session.cache.slots`).
+pub const MAX_FETCH_SESSIONS: usize = 1000;
+/// Longest long poll honoured, whatever the client asks: bounds how long a request task lives.
+pub const MAX_WAIT_CAP_MS: u64 = 300_000;
+
+/// `session_epoch` value asking for a new session.
+const INITIAL_EPOCH: i32 = 0;
+/// `session_epoch` value closing a session (or asking for none).
+const FINAL_EPOCH: i32 = -1;
+
+/// A partition a session follows, keyed by topic id and partition.
+#[derive(Debug, Clone)]
+struct SessionPartition {
+    topic: String,
+    fetch_offset: i64,
+    max_bytes: i32,
+    current_leader_epoch: i32,
+    /// What the client was last told; an incremental response repeats a partition only
+    /// when one of these changed or there are records or an error.
+    last_high_watermark: i64,
+    last_log_start: i64,
+}
+
+#[derive(Debug)]
+struct Session {
+    next_epoch: i32,
+    partitions: IndexMap<(Uuid, i32), SessionPartition>,
+    last_used: Instant,
+}
+
+/// The broker's fetch session cache.
+#[derive(Debug, Default)]
+pub struct FetchSessions {
+    inner: Mutex<SessionsInner>,
+}
+
+#[derive(Debug, Default)]
+struct SessionsInner {
+    next_id: i32,
+    sessions: HashMap<i32, Session>,
+}
+
+impl SessionsInner {
+    fn new_id(&mut self) -> i32 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            if self.next_id > 0 && !self.sessions.contains_key(&self.next_id) {
+                return self.next_id;
+            }
+        }
+    }
+
+    fn make_room(&mut self) {
+        while self.sessions.len() >= MAX_FETCH_SESSIONS {
+            let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id) else { return };
+            self.sessions.remove(&oldest);
+        }
+    }
+}
+
+/// One partition to read in this request.
+#[derive(Debug, Clone)]
+struct Wanted {
+    topic_id: Uuid,
+    topic: String,
+    partition: i32,
+    fetch_offset: i64,
+    max_bytes: i32,
+    current_leader_epoch: i32,
+    /// An error decided before reading (unknown topic id).
+    error: Option<ResponseError>,
+}
+
+fn error_response(version: i16, e: ResponseError) -> FetchResponse {
+    let _ = version;
+    FetchResponse::default().with_error_code(e.code())
+}
+
+fn resolve_topic(meta: &ClusterMetadata, version: i16, name: &str, id: Uuid) -> (Uuid, String, Option<ResponseError>) {
+    if version >= 13 {
+        match meta.topic_by_id(&id) {
+            Some(t) => (id, t.name.clone(), None),
+            None => (id, String::new(), Some(ResponseError::UnknownTopicId)),
+        }
+    } else {
+        match meta.topics.get(name) {
+            Some(t) => (t.topic_id, name.to_string(), None),
+            None => (Uuid::nil(), name.to_string(), Some(ResponseError::UnknownTopicOrPartition)),
+        }
+    }
+}
+
+/// Answers Fetch from consumers. (Follower fetches arrive with replication.)
+pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchResponse {
+    let meta = broker.metadata();
+    let replica = if version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
+    if replica >= 0 {
+        // No follower fetches until replication exists: nobody replicates from us.
+        return error_response(version, ResponseError::NotLeaderOrFollower);
+    }
+
+    // The partitions named in this request, in request order.
+    let mut requested: Vec<Wanted> = Vec::new();
+    for t in &req.topics {
+        let (topic_id, name, error) = resolve_topic(&meta, version, t.topic.as_str(), t.topic_id);
+        for p in &t.partitions {
+            requested.push(Wanted {
+                topic_id,
+                topic: name.clone(),
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+                error,
+            });
+        }
+    }
+
+    // KIP-227 session handling decides which partitions to read and whether the response is
+    // full or incremental.
+    let (session_id, wanted, incremental) = if version < 7 || (req.session_id == 0 && req.session_epoch == FINAL_EPOCH) {
+        (0, requested, false)
+    } else {
+        let mut inner = broker.fetch_sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if req.session_id == 0 {
+            if req.session_epoch != INITIAL_EPOCH {
+                return error_response(version, ResponseError::InvalidFetchSessionEpoch);
+            }
+            inner.make_room();
+            let id = inner.new_id();
+            let partitions = requested
+                .iter()
+                .filter(|w| w.error.is_none())
+                .map(|w| ((w.topic_id, w.partition), session_partition(w)))
+                .collect();
+            inner.sessions.insert(id, Session { next_epoch: 1, partitions, last_used: Instant::now() });
+            (id, requested, false)
+        } else if req.session_epoch == FINAL_EPOCH {
+            inner.sessions.remove(&req.session_id);
+            (0, requested, false)
+        } else {
+            let Some(session) = inner.sessions.get_mut(&req.session_id) else {
+                return error_response(version, ResponseError::FetchSessionIdNotFound);
+            };
+            if session.next_epoch != req.session_epoch {
+                return error_response(version, ResponseError::InvalidFetchSessionEpoch);
+            }
+            session.next_epoch = session.next_epoch.checked_add(1).unwrap_or(1);
+            session.last_used = Instant::now();
+            for f in &req.forgotten_topics_data {
+                let (topic_id, _, _) = resolve_topic(&meta, version, f.topic.as_str(), f.topic_id);
+                for p in &f.partitions {
+                    session.partitions.shift_remove(&(topic_id, *p));
+                }
+            }
+            let mut errors = Vec::new();
+            for w in requested {
+                if w.error.is_some() {
+                    errors.push(w);
+                    continue;
+                }
+                let entry = session.partitions.entry((w.topic_id, w.partition)).or_insert_with(|| session_partition(&w));
+                entry.fetch_offset = w.fetch_offset;
+                entry.max_bytes = w.max_bytes;
+                entry.current_leader_epoch = w.current_leader_epoch;
+            }
+            let mut wanted: Vec<Wanted> = session
+                .partitions
+                .iter()
+                .map(|((topic_id, partition), sp)| Wanted {
+                    topic_id: *topic_id,
+                    topic: sp.topic.clone(),
+                    partition: *partition,
+                    fetch_offset: sp.fetch_offset,
+                    max_bytes: sp.max_bytes,
+                    current_leader_epoch: sp.current_leader_epoch,
+                    error: None,
+                })
+                .collect();
+            wanted.extend(errors);
+            (req.session_id, wanted, true)
+        }
+    };
+
+    let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0).min(MAX_WAIT_CAP_MS));
+    let deadline = Instant::now() + max_wait;
+    let response_max_bytes = if version >= 3 { usize::try_from(req.max_bytes).unwrap_or(0) } else { usize::MAX };
+    let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+    let mut appended = broker.store.subscribe_appends();
+    let parts = loop {
+        appended.borrow_and_update();
+        let parts = read_all(broker, &meta, &wanted, response_max_bytes).await;
+        let bytes: usize = parts.iter().map(|(_, p)| p.records.as_ref().map_or(0, Bytes::len)).sum();
+        let any_error = parts.iter().any(|(_, p)| p.error_code != 0);
+        let now = Instant::now();
+        if bytes >= min_bytes.max(1) || any_error || now >= deadline || min_bytes == 0 {
+            break parts;
+        }
+        // Woken by any append; re-reading is cheap when nothing new is ours.
+        if tokio::time::timeout(deadline - now, appended.changed()).await.is_err() {
+            break read_all(broker, &meta, &wanted, response_max_bytes).await;
+        }
+    };
+
+    // Group by topic in first-seen order; in an incremental session, leave out partitions
+    // with nothing new for the client.
+    let mut topics: IndexMap<(Uuid, String), Vec<PartitionData>> = IndexMap::new();
+    {
+        let mut inner = broker.fetch_sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let session = if session_id != 0 { inner.sessions.get_mut(&session_id) } else { None };
+        let mut session = session;
+        for (w, p) in parts {
+            let mut include = true;
+            if let Some(s) = session.as_mut() {
+                if let Some(sp) = s.partitions.get_mut(&(w.topic_id, w.partition)) {
+                    let changed = sp.last_high_watermark != p.high_watermark || sp.last_log_start != p.log_start_offset;
+                    let has_records = p.records.as_ref().is_some_and(|r| !r.is_empty());
+                    include = !incremental || changed || has_records || p.error_code != 0;
+                    sp.last_high_watermark = p.high_watermark;
+                    sp.last_log_start = p.log_start_offset;
+                }
+            }
+            if include {
+                topics.entry((w.topic_id, w.topic.clone())).or_default().push(p);
+            }
+        }
+    }
+    let responses = topics
+        .into_iter()
+        .map(|((id, name), partitions)| {
+            FetchableTopicResponse::default().with_topic(topic_name(&name)).with_topic_id(id).with_partitions(partitions)
+        })
+        .collect();
+    FetchResponse::default().with_session_id(session_id).with_responses(responses)
+}
+
+fn session_partition(w: &Wanted) -> SessionPartition {
+    SessionPartition {
+        topic: w.topic.clone(),
+        fetch_offset: w.fetch_offset,
+        max_bytes: w.max_bytes,
+        current_leader_epoch: w.current_leader_epoch,
+        last_high_watermark: -1,
+        last_log_start: -1,
+    }
+}
+
+fn partition_error(partition: i32, e: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(e.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(BrokerId(-1))
+        .with_records(Some(Bytes::new()))
+}
+
+async fn read_all(broker: &Broker, meta: &ClusterMetadata, wanted: &[Wanted], response_max_bytes: usize) -> Vec<(Wanted, PartitionData)> {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut budget = response_max_bytes;
+    let mut first = true;
+    for w in wanted {
+        let p = read_one(broker, meta, w, &mut budget, &mut first).await;
+        out.push((w.clone(), p));
+    }
+    out
+}
+
+async fn read_one(broker: &Broker, meta: &ClusterMetadata, w: &Wanted, budget: &mut usize, first: &mut bool) -> PartitionData {
+    if let Some(e) = w.error {
+        return partition_error(w.partition, e);
+    }
+    let Some(topic) = meta.topics.get(&w.topic) else {
+        return partition_error(w.partition, ResponseError::UnknownTopicOrPartition);
+    };
+    let Some(pmeta) = usize::try_from(w.partition).ok().and_then(|i| topic.partitions.get(i)) else {
+        return partition_error(w.partition, ResponseError::UnknownTopicOrPartition);
+    };
+    if w.current_leader_epoch >= 0 {
+        if w.current_leader_epoch > pmeta.leader_epoch {
+            return partition_error(w.partition, ResponseError::UnknownLeaderEpoch);
+        }
+        if w.current_leader_epoch < pmeta.leader_epoch {
+            return partition_error(w.partition, ResponseError::FencedLeaderEpoch);
+        }
+    }
+    if pmeta.leader != broker.node_id() {
+        return partition_error(w.partition, ResponseError::NotLeaderOrFollower);
+    }
+    let pid = partition_id(topic, w.partition);
+    let max = usize::try_from(w.max_bytes).unwrap_or(0).min(*budget);
+    let at_least_one = *first;
+    match broker.store.read(pid, w.fetch_offset, max, at_least_one).await {
+        Ok(r) => {
+            if !r.records.is_empty() {
+                *first = false;
+                *budget = budget.saturating_sub(r.records.len());
+            }
+            PartitionData::default()
+                .with_partition_index(w.partition)
+                .with_high_watermark(r.offsets.high_watermark)
+                .with_last_stable_offset(r.offsets.high_watermark)
+                .with_log_start_offset(r.offsets.log_start)
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_records(Some(r.records))
+        }
+        Err(e) => {
+            let mut p = partition_error(w.partition, storage_error_code(&e));
+            if let StorageError::OffsetOutOfRange { log_start, high_watermark, .. } = e {
+                p = p.with_high_watermark(high_watermark).with_last_stable_offset(high_watermark).with_log_start_offset(log_start);
+            }
+            p
+        }
+    }
+}

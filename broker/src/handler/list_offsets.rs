@@ -1,0 +1,90 @@
+//! ListOffsets: earliest, latest, max timestamp, and by timestamp.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::error::storage_error_code;
+use crate::{partition_id, Broker};
+
+/// `timestamp` values with a special meaning (`ListOffsetsRequest` constants).
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+/// `isolation_level` of read_committed consumers.
+const READ_COMMITTED: i8 = 1;
+
+fn error(partition: i32, e: ResponseError) -> ListOffsetsPartitionResponse {
+    ListOffsetsPartitionResponse::default()
+        .with_partition_index(partition)
+        .with_error_code(e.code())
+        .with_timestamp(-1)
+        .with_offset(-1)
+        .with_leader_epoch(-1)
+}
+
+/// Answers ListOffsets.
+pub async fn handle(broker: &Broker, _version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let meta = broker.metadata();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = meta.topics.get(t.name.as_str());
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let Some(topic) = topic else {
+                parts.push(error(p.partition_index, ResponseError::UnknownTopicOrPartition));
+                continue;
+            };
+            let Some(pmeta) = usize::try_from(p.partition_index).ok().and_then(|i| topic.partitions.get(i)) else {
+                parts.push(error(p.partition_index, ResponseError::UnknownTopicOrPartition));
+                continue;
+            };
+            if p.current_leader_epoch >= 0 && p.current_leader_epoch != pmeta.leader_epoch {
+                let e = if p.current_leader_epoch > pmeta.leader_epoch { ResponseError::UnknownLeaderEpoch } else { ResponseError::FencedLeaderEpoch };
+                parts.push(error(p.partition_index, e));
+                continue;
+            }
+            if pmeta.leader != broker.node_id() {
+                parts.push(error(p.partition_index, ResponseError::NotLeaderOrFollower));
+                continue;
+            }
+            let pid = partition_id(topic, p.partition_index);
+            let Some(offsets) = broker.store.offsets(&pid) else {
+                parts.push(error(p.partition_index, ResponseError::UnknownTopicOrPartition));
+                continue;
+            };
+            // Without transactions the last stable offset is the high watermark.
+            let _ = READ_COMMITTED == req.isolation_level;
+            let found = match p.timestamp {
+                LATEST => Ok(Some((offsets.high_watermark, -1))),
+                EARLIEST | EARLIEST_LOCAL => Ok(Some((offsets.log_start, -1))),
+                // No tiered storage: nothing is tiered, so the answer is "none" (-1).
+                LATEST_TIERED => Ok(Some((-1, -1))),
+                MAX_TIMESTAMP => broker.store.max_timestamp(pid).await,
+                ts if ts >= 0 => broker.store.offset_for_timestamp(pid, ts).await,
+                _ => {
+                    parts.push(error(p.partition_index, ResponseError::InvalidRequest));
+                    continue;
+                }
+            };
+            parts.push(match found {
+                Ok(Some((offset, timestamp))) => ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_offset(offset)
+                    .with_timestamp(timestamp)
+                    .with_leader_epoch(pmeta.leader_epoch),
+                // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.
+                Ok(None) => ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_offset(-1)
+                    .with_timestamp(-1)
+                    .with_leader_epoch(-1),
+                Err(e) => error(p.partition_index, storage_error_code(&e)),
+            });
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(parts));
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,180 @@
+//! Request handlers, one module per Kafka API family, and the dispatch between them.
+//!
+//! APIs this broker does not serve are absent from [`supported_versions`], so ApiVersions
+//! never advertises them and a request for one closes the connection, as Kafka does for an
+//! API it does not know.
+
+pub mod admin;
+pub mod api_versions;
+pub mod cluster;
+pub mod configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fjord_protocol::frame::{encode_response, Request};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::{StrBytes, VersionRange};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::Broker;
+
+/// The APIs Fjord implements, each over the whole version range of Kafka 4.1 (which is what
+/// `kafka-protocol` knows).
+pub const IMPLEMENTED: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::DeleteRecords,
+    ApiKey::DescribeConfigs,
+    ApiKey::CreatePartitions,
+    ApiKey::DescribeLogDirs,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::DescribeCluster,
+    ApiKey::DescribeTopicPartitions,
+];
+
+/// The versions served for an API, `None` if it is not served.
+pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
+    IMPLEMENTED.contains(&api_key).then(|| api_key.valid_versions())
+}
+
+/// The address clients of one listener use for this broker.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: u16,
+}
+
+/// Facts about one request that every handler may need.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The API.
+    pub api_key: ApiKey,
+    /// Its version.
+    pub version: i16,
+    /// Echoed in the response header.
+    pub correlation_id: i32,
+    /// The client's `client.id`.
+    pub client_id: Option<StrBytes>,
+    /// The listener the request came in on, as advertised.
+    pub endpoint: Arc<Endpoint>,
+}
+
+impl RequestContext {
+    /// Context of a decoded request.
+    pub fn new(req: &Request, endpoint: Arc<Endpoint>) -> Self {
+        RequestContext {
+            api_key: req.api_key,
+            version: req.header.request_api_version,
+            correlation_id: req.header.correlation_id,
+            client_id: req.header.client_id.clone(),
+            endpoint,
+        }
+    }
+
+    /// Encodes a response for this request.
+    pub fn respond(&self, body: ResponseKind) -> Reply {
+        match encode_response(self.api_key, self.version, self.correlation_id, &body) {
+            Ok(bytes) => Reply::Send(bytes),
+            Err(e) => {
+                tracing::error!(api = ?self.api_key, version = self.version, error = %e, "response does not encode; closing the connection");
+                Reply::Close
+            }
+        }
+    }
+}
+
+/// What the connection does once a request is handled.
+#[derive(Debug)]
+pub enum Reply {
+    /// Write these bytes (a whole response frame).
+    Send(Bytes),
+    /// No response (Produce with acks=0).
+    Nothing,
+    /// Close the connection (how Kafka signals an error to an acks=0 producer).
+    Close,
+}
+
+/// Starts a request. Produce does its ordering-sensitive part (queueing appends) before this
+/// returns; everything else runs entirely on the returned task.
+pub async fn start(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> JoinHandle<Reply> {
+    let client_id = ctx.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+    let span = tracing::debug_span!("request", api = ?ctx.api_key, version = ctx.version, correlation_id = ctx.correlation_id, client_id);
+    match body {
+        RequestKind::Produce(req) => {
+            let pending = produce::start(&broker, &ctx, req).instrument(span.clone()).await;
+            tokio::spawn(async move { pending.finish(&ctx).await }.instrument(span))
+        }
+        other => tokio::spawn(async move { handle(broker, ctx, other).await }.instrument(span)),
+    }
+}
+
+async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> Reply {
+    let b = &broker;
+    let v = ctx.version;
+    let resp = match body {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&ctx, r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(b, &ctx, r).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(b, v, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, v, r).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(b, v, r).await),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(b, r).await),
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(admin::delete_records(b, r).await),
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(b, v, r)),
+        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(b, r).await),
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(b, &ctx, r)),
+        RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(cluster::describe_topic_partitions(b, r)),
+        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(b, r)),
+        other => {
+            // Unreachable while IMPLEMENTED and this match agree: the decoder refuses
+            // unserved APIs. Closing is what Kafka does for an API it does not serve.
+            tracing::warn!(api = ?std::mem::discriminant(&other), "request for an API without a handler");
+            return Reply::Close;
+        }
+    };
+    ctx.respond(resp)
+}
+
+/// A topic name for a response.
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// A string for a response.
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// Kafka's rule for topic names (`Topic.validate`): 1 to 249 of `[a-zA-Z0-9._-]`, not `.`
+/// or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > 249 {
+        return Err(format!("Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"));
+    }
+    if !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-') {
+        return Err(format!("Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// Authorized-operations value meaning "not requested" (Kafka's `Integer.MIN_VALUE`).
+pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;

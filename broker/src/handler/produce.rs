@@ -1,0 +1,164 @@
+//! Produce (acks 0, 1, -1), with Kafka's `LogValidator` checks per partition.
+//!
+//! Two phases, so that a connection's batches keep their order while their writes overlap:
+//! [`start`] validates every partition and queues the appends (awaited by the connection
+//! before it reads the next request), and [`PendingProduce::finish`] waits for the writes
+//! and builds the response.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fjord_controller::TopicMeta;
+use fjord_protocol::batch::{validate_produce, BatchHeader, ValidationConfig};
+use fjord_storage::{AppendBatch, PendingAppend};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+
+use super::{str_bytes, topic_name, Reply, RequestContext};
+use crate::error::storage_error_code;
+use crate::topic_config::EffectiveConfig;
+use crate::{partition_id, Broker};
+
+/// Compressed batches larger than this are validated on the blocking pool: decompressing
+/// them would hold a reactor thread for too long.
+const INLINE_DECOMPRESS_MAX_BYTES: usize = 256 << 10;
+
+enum Outcome {
+    Done(PartitionProduceResponse),
+    Queued { index: i32, pending: PendingAppend, log_append_time_ms: i64 },
+}
+
+/// A Produce whose appends are queued.
+pub struct PendingProduce {
+    acks: i16,
+    topics: Vec<(TopicProduceResponse, Vec<Outcome>)>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn failed(index: i32, e: ResponseError, message: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(e.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(str_bytes))
+}
+
+/// Validates and queues every partition of the request.
+pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> PendingProduce {
+    let meta = broker.metadata();
+    let acks = req.acks;
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    for t in req.topic_data {
+        // v13+ names topics by id only.
+        let topic: Option<&TopicMeta> = if ctx.version >= 13 { meta.topic_by_id(&t.topic_id) } else { meta.topics.get(t.name.as_str()) };
+        let skeleton = TopicProduceResponse::default().with_name(t.name.clone()).with_topic_id(t.topic_id);
+        let missing = if ctx.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+        let config = topic.map(|tm| EffectiveConfig::new(&broker.config.topic_defaults, &tm.configs));
+        let mut outcomes = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            if !matches!(acks, -1 | 0 | 1) {
+                outcomes.push(Outcome::Done(failed(p.index, ResponseError::InvalidRequiredAcks, None)));
+                continue;
+            }
+            let (Some(topic), Some(config)) = (topic, config.as_ref()) else {
+                outcomes.push(Outcome::Done(failed(p.index, missing, None)));
+                continue;
+            };
+            let Some(pmeta) = usize::try_from(p.index).ok().and_then(|i| topic.partitions.get(i)) else {
+                outcomes.push(Outcome::Done(failed(p.index, ResponseError::UnknownTopicOrPartition, None)));
+                continue;
+            };
+            if pmeta.leader != broker.node_id() {
+                outcomes.push(Outcome::Done(failed(p.index, ResponseError::NotLeaderOrFollower, None)));
+                continue;
+            }
+            let Some(records) = p.records else {
+                outcomes.push(Outcome::Done(failed(p.index, ResponseError::InvalidRecord, Some("no records".into()))));
+                continue;
+            };
+            let vcfg = ValidationConfig {
+                max_message_bytes: config.max_message_bytes(),
+                timestamp_type: config.timestamp_type(),
+                timestamp_before_max_ms: config.timestamp_before_max_ms(),
+                timestamp_after_max_ms: config.timestamp_after_max_ms(),
+                target_codec: config.target_codec(),
+                produce_version: ctx.version,
+                now_ms: now_ms(),
+            };
+            let compressed = BatchHeader::parse(&records).map(|h| h.attributes & 0x7 != 0).unwrap_or(false);
+            let validated = if compressed && records.len() > INLINE_DECOMPRESS_MAX_BYTES {
+                match tokio::task::spawn_blocking(move || validate_produce(records, &vcfg)).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "batch validation task failed");
+                        outcomes.push(Outcome::Done(failed(p.index, ResponseError::UnknownServerError, None)));
+                        continue;
+                    }
+                }
+            } else {
+                validate_produce(records, &vcfg)
+            };
+            let valid = match validated {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::debug!(topic = %topic.name, partition = p.index, error = %e, "produce refused");
+                    outcomes.push(Outcome::Done(failed(p.index, e.response_error(), Some(e.to_string()))));
+                    continue;
+                }
+            };
+            let log_append_time_ms = if valid.header.is_log_append_time() { valid.header.max_timestamp } else { -1 };
+            let batch = AppendBatch {
+                record_count: valid.header.record_count,
+                max_timestamp: valid.header.max_timestamp,
+                max_timestamp_offset_delta: valid.max_timestamp_offset_delta,
+                bytes: valid.bytes,
+            };
+            match broker.store.submit_append(partition_id(topic, p.index), batch, pmeta.leader_epoch).await {
+                Ok(pending) => outcomes.push(Outcome::Queued { index: p.index, pending, log_append_time_ms }),
+                Err(e) => outcomes.push(Outcome::Done(failed(p.index, storage_error_code(&e), None))),
+            }
+        }
+        topics.push((skeleton, outcomes));
+    }
+    PendingProduce { acks, topics }
+}
+
+impl PendingProduce {
+    /// Waits for the queued appends and answers (or not, for acks=0).
+    pub async fn finish(self, ctx: &RequestContext) -> Reply {
+        let mut any_error = false;
+        let mut responses = Vec::with_capacity(self.topics.len());
+        for (mut topic, outcomes) in self.topics {
+            let mut parts = Vec::with_capacity(outcomes.len());
+            for o in outcomes {
+                let r = match o {
+                    Outcome::Done(r) => r,
+                    Outcome::Queued { index, pending, log_append_time_ms } => match pending.wait().await {
+                        Ok(a) => PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_base_offset(a.base_offset)
+                            .with_log_append_time_ms(log_append_time_ms)
+                            .with_log_start_offset(a.log_start),
+                        Err(e) => failed(index, storage_error_code(&e), None),
+                    },
+                };
+                any_error |= r.error_code != 0;
+                parts.push(r);
+            }
+            topic.partition_responses = parts;
+            responses.push(topic);
+        }
+        if self.acks == 0 {
+            // Kafka answers nothing to acks=0, and closes the connection on an error so that
+            // the producer notices something went wrong.
+            return if any_error { Reply::Close } else { Reply::Nothing };
+        }
+        let _ = topic_name; // names are echoed from the request
+        ctx.respond(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+    }
+}

@@ -1,0 +1,154 @@
+//! The Fjord broker: a tokio TCP server that speaks the Kafka protocol, with one handler
+//! module per API family, on top of the partition store (`fjord-storage`) and the cluster
+//! metadata controller (`fjord-controller`).
+//!
+//! `run` is the whole life of a broker: open storage and the controller, bind the listeners,
+//! serve until `shutdown` resolves, then drain connections and close storage cleanly.
+
+pub mod config;
+mod error;
+mod handler;
+mod server;
+pub mod topic_config;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use fjord_controller::{ClusterMetadata, Controller, ControllerConfig, TopicMeta};
+use fjord_storage::{LogStore, PartitionId, StorageConfig};
+
+pub use config::Config;
+pub use error::BrokerError;
+
+use crate::handler::fetch::FetchSessions;
+
+/// Subdirectory of `log.dirs` holding the partition logs.
+pub const LOGS_SUBDIR: &str = "logs";
+/// Subdirectory of `log.dirs` holding the controller's Raft log and snapshots.
+pub const METADATA_SUBDIR: &str = "metadata";
+
+/// Everything a request handler may touch.
+pub struct Broker {
+    /// The configuration the broker started with.
+    pub config: Config,
+    /// Partition logs.
+    pub store: Arc<LogStore>,
+    /// Cluster metadata.
+    pub controller: Controller,
+    /// KIP-227 incremental fetch sessions.
+    pub(crate) fetch_sessions: FetchSessions,
+}
+
+impl Broker {
+    /// This broker's node id.
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// The latest cluster metadata.
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.controller.metadata()
+    }
+
+    /// Makes storage match the metadata: every partition led here exists, and the data of
+    /// deleted topics is gone. Idempotent; run at start, after admin changes and whenever
+    /// the metadata moves.
+    pub async fn reconcile(&self) -> Result<(), BrokerError> {
+        let meta = self.metadata();
+        for topic in meta.topics.values() {
+            for p in &topic.partitions {
+                if p.replicas.contains(&self.node_id()) {
+                    self.store.ensure_partition(partition_id(topic, p.partition)).await?;
+                }
+            }
+        }
+        let live: std::collections::HashSet<[u8; 16]> = meta.topics.values().map(|t| *t.topic_id.as_bytes()).collect();
+        let mut gone: Vec<[u8; 16]> = self.store.partition_ids().into_iter().map(|p| p.topic_id).filter(|id| !live.contains(id)).collect();
+        gone.sort();
+        gone.dedup();
+        for topic_id in gone {
+            self.store.delete_topic(topic_id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The storage name of a topic's partition.
+pub fn partition_id(topic: &TopicMeta, partition: i32) -> PartitionId {
+    PartitionId { topic_id: *topic.topic_id.as_bytes(), partition }
+}
+
+/// Runs a broker until `shutdown` resolves. `ready` is told the bound addresses once the
+/// broker serves requests (tests bind port 0 and learn the port this way).
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    ready: Option<tokio::sync::oneshot::Sender<Vec<std::net::SocketAddr>>>,
+) -> Result<(), BrokerError> {
+    let started = Instant::now();
+    let data_dir = config.log_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|e| BrokerError::Startup(format!("cannot create {}: {e}", data_dir.display())))?;
+
+    let listeners = server::bind(&config).await?;
+    let addrs: Vec<std::net::SocketAddr> = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
+
+    let storage_cfg = StorageConfig {
+        data_dir: data_dir.join(LOGS_SUBDIR),
+        flush_interval_messages: config.flush_interval_messages,
+        flush_interval_ms: config.flush_interval_ms,
+    };
+    let store_task = tokio::task::spawn_blocking(move || LogStore::open(storage_cfg));
+    let advertised = config.advertised_listeners.first().cloned().ok_or_else(|| BrokerError::Startup("no advertised listener".into()))?;
+    // Advertising port 0 would be useless: tests bind port 0 and advertise what was bound.
+    let advertised_port = if advertised.port == 0 { addrs.first().map(|a| a.port()).unwrap_or(0) } else { advertised.port };
+    let controller = Controller::open(ControllerConfig {
+        node_id: config.node_id,
+        data_dir: data_dir.join(METADATA_SUBDIR),
+        advertised_host: advertised.host.clone(),
+        advertised_port,
+        rack: None,
+    })
+    .await?;
+    let store = store_task.await.map_err(|e| BrokerError::Startup(format!("storage open task: {e}")))??;
+
+    let broker = Arc::new(Broker { config, store, controller, fetch_sessions: FetchSessions::default() });
+    broker.reconcile().await?;
+    let reconciler = tokio::spawn(reconcile_on_change(broker.clone()));
+
+    let meta = broker.metadata();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id = broker.node_id(),
+        cluster_id = %meta.cluster_id,
+        listeners = ?addrs,
+        advertised = %format!("{}:{}", advertised.host, advertised_port),
+        data_dir = %data_dir.display(),
+        topics = meta.topics.len(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "fjord started"
+    );
+    if let Some(tx) = ready {
+        let _ = tx.send(addrs);
+    }
+
+    server::serve(broker.clone(), listeners, shutdown).await;
+
+    reconciler.abort();
+    tracing::info!("shutting down: connections drained, closing storage and controller");
+    let store = broker.store.clone();
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .map_err(|e| BrokerError::Startup(format!("storage close task: {e}")))??;
+    broker.controller.shutdown().await?;
+    tracing::info!("fjord stopped");
+    Ok(())
+}
+
+async fn reconcile_on_change(broker: Arc<Broker>) {
+    let mut rx = broker.controller.subscribe();
+    while rx.changed().await.is_ok() {
+        if let Err(e) = broker.reconcile().await {
+            tracing::error!(error = %e, "could not apply a metadata change to storage");
+        }
+    }
+}

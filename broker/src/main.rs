@@ -1,0 +1,57 @@
+//! `fjord [server.properties] [--override key=value]...`: a single-node Kafka-compatible
+//! broker that needs no format step. Config, tracing, then `fjord_broker::run`.
+
+use std::process::ExitCode;
+
+use fjord_broker::config::{Config, ConfigError};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::from_args_and_env(std::env::args().skip(1), std::env::vars()) {
+        Ok(c) => c,
+        Err(ConfigError::Usage(u)) => {
+            eprintln!("{u}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            tracing::error!("invalid configuration: {e}");
+            eprintln!("fjord: invalid configuration: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("fjord").build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fjord: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(fjord_broker::run(config, shutdown_signal(), None)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("fjord stopped with an error: {e}");
+            eprintln!("fjord: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the broker cleanly");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

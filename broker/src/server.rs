@@ -1,0 +1,216 @@
+//! TCP listeners and connections.
+//!
+//! A connection reads frames in order. Each request is started in arrival order (Produce
+//! queues its appends before the next request is read, so one connection's batches land in
+//! the order it sent them) and then completes on its own task; a per-connection writer
+//! sends the responses strictly in request order. Any framing or decoding error closes the
+//! connection and only that connection, like Kafka's `SocketServer`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fjord_protocol::frame::{check_frame_len, decode_request, Decoded, LENGTH_PREFIX_BYTES};
+use fjord_protocol::FrameError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::config::{Config, Listener};
+use crate::error::BrokerError;
+use crate::handler::{self, Endpoint, Reply, RequestContext};
+use crate::Broker;
+
+/// Most open client connections; further accepts wait. Kafka has no default cap, but a
+/// process without one dies of file descriptors instead of refusing politely.
+pub const MAX_CONNECTIONS: usize = 16_384;
+/// Requests one connection may have in flight before we stop reading its socket
+/// (backpressure instead of buffering without bound).
+pub const MAX_IN_FLIGHT_REQUESTS: usize = 64;
+/// How long shutdown waits for connections to answer what they already read.
+pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
+/// Read buffer per connection.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// Binds every client listener.
+pub async fn bind(config: &Config) -> Result<Vec<(TcpListener, Listener)>, BrokerError> {
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        let host = if l.host.is_empty() { "0.0.0.0" } else { l.host.as_str() };
+        let listener = TcpListener::bind((host, l.port))
+            .await
+            .map_err(|e| BrokerError::Startup(format!("cannot listen on {}://{}:{}: {e}", l.name, host, l.port)))?;
+        out.push((listener, l.clone()));
+    }
+    Ok(out)
+}
+
+/// Serves until `shutdown` resolves, then stops reading requests, lets every connection
+/// answer what it already read (bounded by [`SHUTDOWN_DRAIN_MS`]) and returns.
+pub async fn serve(broker: Arc<Broker>, listeners: Vec<(TcpListener, Listener)>, shutdown: impl std::future::Future<Output = ()>) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conn_ids = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (listener, l) in listeners {
+        let bound_port = listener.local_addr().map(|a| a.port()).unwrap_or(l.port);
+        let endpoint = advertised_endpoint(&broker.config, &l, bound_port);
+        tasks.push(tokio::spawn(accept_loop(broker.clone(), listener, endpoint, permits.clone(), conn_ids.clone(), stop_rx.clone())));
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for t in &tasks {
+        t.abort();
+    }
+    // Wait until every connection has returned its permit, or give up after the drain time.
+    let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_DRAIN_MS), permits.acquire_many(MAX_CONNECTIONS as u32)).await;
+    if drained.is_err() {
+        tracing::warn!("some connections did not finish within {SHUTDOWN_DRAIN_MS} ms; closing them");
+    }
+}
+
+/// What clients connected to `listener` are told this broker's address is.
+fn advertised_endpoint(config: &Config, listener: &Listener, bound_port: u16) -> Endpoint {
+    let adv = config
+        .advertised_listeners
+        .iter()
+        .find(|a| a.name == listener.name)
+        .or(config.advertised_listeners.first())
+        .cloned()
+        .unwrap_or_else(|| listener.clone());
+    let port = if adv.port == 0 { bound_port } else { adv.port };
+    Endpoint { host: adv.host, port }
+}
+
+async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    endpoint: Endpoint,
+    permits: Arc<Semaphore>,
+    conn_ids: Arc<AtomicU64>,
+    stop: watch::Receiver<bool>,
+) {
+    let endpoint = Arc::new(endpoint);
+    loop {
+        // We never close the semaphore, so acquiring only fails if it is dropped: stop then.
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let (socket, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let conn_id = conn_ids.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!("conn", conn_id, %peer);
+        let (broker, endpoint, stop) = (broker.clone(), endpoint.clone(), stop.clone());
+        tokio::spawn(
+            async move {
+                connection(broker, socket, peer, endpoint, stop).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn read_frame(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, max_bytes: usize) -> Result<Option<Bytes>, FrameError> {
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    match reader.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(_) => return Ok(None), // EOF or reset between frames: the client went away
+    }
+    let len = check_frame_len(prefix, max_bytes)?;
+    let mut body = BytesMut::zeroed(len);
+    reader
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| FrameError::Malformed(format!("truncated frame: {e}")))?;
+    Ok(Some(body.freeze()))
+}
+
+async fn connection(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr, endpoint: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
+    tracing::debug!("connection opened");
+    let (rd, wr) = socket.into_split();
+    let (tx, rx) = mpsc::channel::<JoinHandle<Reply>>(MAX_IN_FLIGHT_REQUESTS);
+    let writer = tokio::spawn(write_responses(wr, rx).in_current_span());
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
+    let max = broker.config.socket_request_max_bytes;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            f = read_frame(&mut reader, max) => f,
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "closing connection after a bad frame");
+                break;
+            }
+        };
+        let decoded = match decode_request(frame, handler::supported_versions) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "closing connection after an undecodable request");
+                break;
+            }
+        };
+        let task = match decoded {
+            Decoded::ApiVersionsTooNew(header) => {
+                let reply = handler::api_versions::fallback(&header);
+                tokio::spawn(async move { reply })
+            }
+            Decoded::Request(req) => {
+                let ctx = RequestContext::new(&req, endpoint.clone());
+                handler::start(broker.clone(), ctx, req.body).await
+            }
+        };
+        if tx.send(task).await.is_err() {
+            break; // the writer stopped: the socket is gone
+        }
+    }
+    drop(tx);
+    // The writer finishes the responses of everything already read, then closes.
+    let _ = writer.await;
+    tracing::debug!("connection closed");
+}
+
+async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<JoinHandle<Reply>>) {
+    let mut out = BufWriter::with_capacity(64 << 10, wr);
+    while let Some(task) = rx.recv().await {
+        let reply = match task.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "request handler failed; closing the connection");
+                Reply::Close
+            }
+        };
+        match reply {
+            Reply::Send(bytes) => {
+                if out.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Nothing => {}
+            Reply::Close => {
+                let _ = out.flush().await;
+                return;
+            }
+        }
+        // Flush when nothing else is ready, so pipelined responses share a write.
+        if rx.is_empty() && out.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = out.flush().await;
+    let _ = out.into_inner().shutdown().await;
+}

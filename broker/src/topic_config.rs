@@ -1,0 +1,176 @@
+//! Topic-level configuration: the names Kafka defines, their types and defaults, and the
+//! effective config of a topic (explicit overrides on top of the broker's defaults).
+
+use std::collections::BTreeMap;
+
+use fjord_protocol::batch::{parse_codec_config, Compression, TimestampType};
+
+/// Value types, as DescribeConfigs v3+ reports them (`ConfigType` in Kafka's schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    /// `BOOLEAN` (1)
+    Boolean = 1,
+    /// `STRING` (2)
+    String = 2,
+    /// `INT` (3)
+    Int = 3,
+    /// `LONG` (5)
+    Long = 5,
+    /// `DOUBLE` (6)
+    Double = 6,
+    /// `LIST` (7)
+    List = 7,
+}
+
+/// Every topic config Kafka 4.1 defines, with its type and Kafka's default.
+pub const TOPIC_CONFIGS: &[(&str, ConfigType, &str)] = &[
+    ("cleanup.policy", ConfigType::List, "delete"),
+    ("compression.type", ConfigType::String, "producer"),
+    ("compression.gzip.level", ConfigType::Int, "-1"),
+    ("compression.lz4.level", ConfigType::Int, "9"),
+    ("compression.zstd.level", ConfigType::Int, "3"),
+    ("delete.retention.ms", ConfigType::Long, "86400000"),
+    ("file.delete.delay.ms", ConfigType::Long, "60000"),
+    ("flush.messages", ConfigType::Long, "9223372036854775807"),
+    ("flush.ms", ConfigType::Long, "9223372036854775807"),
+    ("follower.replication.throttled.replicas", ConfigType::List, ""),
+    ("index.interval.bytes", ConfigType::Int, "4096"),
+    ("leader.replication.throttled.replicas", ConfigType::List, ""),
+    ("local.retention.bytes", ConfigType::Long, "-2"),
+    ("local.retention.ms", ConfigType::Long, "-2"),
+    ("max.compaction.lag.ms", ConfigType::Long, "9223372036854775807"),
+    ("max.message.bytes", ConfigType::Int, "1048588"),
+    ("message.timestamp.after.max.ms", ConfigType::Long, "3600000"),
+    ("message.timestamp.before.max.ms", ConfigType::Long, "9223372036854775807"),
+    ("message.timestamp.type", ConfigType::String, "CreateTime"),
+    ("min.cleanable.dirty.ratio", ConfigType::Double, "0.5"),
+    ("min.compaction.lag.ms", ConfigType::Long, "0"),
+    ("min.insync.replicas", ConfigType::Int, "1"),
+    ("preallocate", ConfigType::Boolean, "false"),
+    ("remote.storage.enable", ConfigType::Boolean, "false"),
+    ("retention.bytes", ConfigType::Long, "-1"),
+    ("retention.ms", ConfigType::Long, "604800000"),
+    ("segment.bytes", ConfigType::Int, "1073741824"),
+    ("segment.index.bytes", ConfigType::Int, "10485760"),
+    ("segment.jitter.ms", ConfigType::Long, "0"),
+    ("segment.ms", ConfigType::Long, "604800000"),
+    ("unclean.leader.election.enable", ConfigType::Boolean, "false"),
+];
+
+/// Kafka's defaults for every topic config.
+pub fn defaults() -> BTreeMap<String, String> {
+    TOPIC_CONFIGS.iter().map(|(k, _, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// The type of a topic config, `None` for a name Kafka does not define.
+pub fn config_type(key: &str) -> Option<ConfigType> {
+    TOPIC_CONFIGS.iter().find(|(k, _, _)| *k == key).map(|(_, t, _)| *t)
+}
+
+/// Checks a topic config value, with Kafka's message for what is wrong.
+pub fn validate(key: &str, value: &str) -> Result<(), String> {
+    let t = config_type(key).ok_or_else(|| format!("Unknown topic config name: {key}"))?;
+    let v = value.trim();
+    let ok = match t {
+        ConfigType::Boolean => matches!(v.to_ascii_lowercase().as_str(), "true" | "false"),
+        ConfigType::Int => v.parse::<i32>().is_ok(),
+        ConfigType::Long => v.parse::<i64>().is_ok(),
+        ConfigType::Double => v.parse::<f64>().is_ok(),
+        ConfigType::String | ConfigType::List => true,
+    };
+    if !ok {
+        return Err(format!("Invalid value {value} for configuration {key}: expected a {t:?}"));
+    }
+    match key {
+        "compression.type" if parse_codec_config(v).is_none() => {
+            Err(format!("Invalid value {value} for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer"))
+        }
+        "message.timestamp.type" if v != "CreateTime" && v != "LogAppendTime" => {
+            Err(format!("Invalid value {value} for configuration message.timestamp.type: String must be one of: CreateTime, LogAppendTime"))
+        }
+        "cleanup.policy" if !v.split(',').map(str::trim).all(|p| p == "delete" || p == "compact") => {
+            Err(format!("Invalid value {value} for configuration cleanup.policy: must be a list of delete, compact"))
+        }
+        "max.message.bytes" | "segment.bytes" if v.parse::<i32>().map(|n| n < 0).unwrap_or(true) => {
+            Err(format!("Invalid value {value} for configuration {key}: Value must be at least 0"))
+        }
+        "min.insync.replicas" if v.parse::<i32>().map(|n| n < 1).unwrap_or(true) => {
+            Err(format!("Invalid value {value} for configuration min.insync.replicas: Value must be at least 1"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The configs in force for one topic.
+#[derive(Debug, Clone)]
+pub struct EffectiveConfig {
+    /// Name -> value, every topic config.
+    pub values: BTreeMap<String, String>,
+}
+
+impl EffectiveConfig {
+    /// Overrides on top of the broker's defaults.
+    pub fn new(broker_defaults: &BTreeMap<String, String>, overrides: &BTreeMap<String, String>) -> Self {
+        let mut values = broker_defaults.clone();
+        values.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        EffectiveConfig { values }
+    }
+
+    fn get<T: std::str::FromStr>(&self, key: &str, fallback: T) -> T {
+        self.values.get(key).and_then(|v| v.trim().parse().ok()).unwrap_or(fallback)
+    }
+
+    /// `max.message.bytes`.
+    pub fn max_message_bytes(&self) -> usize {
+        usize::try_from(self.get::<i32>("max.message.bytes", 1_048_588)).unwrap_or(0)
+    }
+
+    /// `compression.type`; `None` for `producer`.
+    pub fn target_codec(&self) -> Option<Compression> {
+        self.values.get("compression.type").and_then(|v| parse_codec_config(v.trim())).flatten()
+    }
+
+    /// `message.timestamp.type`.
+    pub fn timestamp_type(&self) -> TimestampType {
+        match self.values.get("message.timestamp.type").map(String::as_str) {
+            Some("LogAppendTime") => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        }
+    }
+
+    /// `message.timestamp.before.max.ms`.
+    pub fn timestamp_before_max_ms(&self) -> i64 {
+        self.get("message.timestamp.before.max.ms", i64::MAX)
+    }
+
+    /// `message.timestamp.after.max.ms`.
+    pub fn timestamp_after_max_ms(&self) -> i64 {
+        self.get("message.timestamp.after.max.ms", 3_600_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_matches_kafka() {
+        assert!(validate("retention.ms", "1000").is_ok());
+        assert!(validate("retention.ms", "soon").is_err());
+        assert!(validate("no.such.config", "1").is_err());
+        assert!(validate("compression.type", "zstd").is_ok());
+        assert!(validate("compression.type", "brotli").is_err());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
+    }
+
+    #[test]
+    fn overrides_win_over_defaults() {
+        let mut o = BTreeMap::new();
+        o.insert("compression.type".to_string(), "lz4".to_string());
+        let c = EffectiveConfig::new(&defaults(), &o);
+        assert_eq!(c.target_codec(), Some(Compression::Lz4));
+        assert_eq!(c.max_message_bytes(), 1_048_588);
+        assert_eq!(EffectiveConfig::new(&defaults(), &BTreeMap::new()).target_codec(), None);
+    }
+}

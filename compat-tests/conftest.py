@@ -1,0 +1,321 @@
+"""Fixtures for Fjord's client compatibility tests: a real `fjord` process per scope.
+
+`Broker` runs the binary the way kafka-server-start.sh runs Kafka (`fjord --override k=v ...`) on a
+free 127.0.0.1 port and a temp dir, waits until a client's Metadata request succeeds, and can stop
+it (SIGTERM), kill it (SIGKILL) and start it again on the same dir and port. Its stderr goes to
+`broker.log` in the temp dir; a failing test gets the part of every running broker's log written
+during that test attached to its report.
+
+Scopes: `broker` is shared by every test of a pytest-xdist worker that does not restart it (auto
+topic creation off, so a typo fails loudly); modules that need other broker settings make their
+own module-scoped broker with `start_broker`; restart tests get a broker of their own.
+
+Environment:
+  FJORD_BIN              the broker binary (default <repo>/target/release/fjord)
+  FJORD_READY_TIMEOUT_S  how long a start may take before the test fails (default 15)
+  FJORD_COMPAT_KEEP      keep broker temp dirs after the session (default: removed when all passed)
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FJORD_BIN = Path(os.environ.get("FJORD_BIN", REPO / "target" / "release" / "fjord"))
+READY_TIMEOUT_S = float(os.environ.get("FJORD_READY_TIMEOUT_S", "15"))
+#: A clean shutdown that takes longer than this is a failure (the broker is then SIGKILLed).
+STOP_TIMEOUT_S = 30.0
+#: How much of a broker log a failure report shows.
+LOG_TAIL_LINES = 150
+
+_RUNNING: list["Broker"] = []
+#: Every broker this worker made, for failure reports (a killed broker's log matters most).
+_ALL: list["Broker"] = []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BrokerError(AssertionError):
+    pass
+
+
+class Broker:
+    """One fjord process with its own port and log dir; restartable on both."""
+
+    def __init__(self, name: str, overrides: dict[str, object] | None = None):
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix=f"fjord-compat-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)[:40]}-"))
+        self.data_dir = self.dir / "data"
+        self.log_path = self.dir / "broker.log"
+        self.port = free_port()
+        self.node_id = 1
+        self.overrides = {
+            "node.id": self.node_id,
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "log.dirs": str(self.data_dir),
+        }
+        self.overrides.update(overrides or {})
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        _ALL.append(self)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [str(FJORD_BIN)]
+        for k, v in self.overrides.items():
+            cmd += ["--override", f"{k}={v}"]
+        return cmd
+
+    def start(self) -> "Broker":
+        if not FJORD_BIN.exists():
+            raise BrokerError(f"fjord binary not found at {FJORD_BIN}: build it with "
+                              f"`cargo build --release -p fjord-broker` or set FJORD_BIN")
+        assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        self.starts += 1
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== fjord-compat: start #{self.starts}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        _RUNNING.append(self)
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S):
+        """Ready means a Metadata request gets an answer that lists this broker."""
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout_s
+        # First the cheap check: is anything listening yet?
+        while True:
+            self._check_alive()
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"{self.name}: port {self.port} not open after {timeout_s}s\n{self.log_tail()}")
+                time.sleep(0.05)
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.connection.setup.timeout.ms": 2000})
+        last = None
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                md = admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+                if self.node_id in md.brokers:
+                    return
+                last = f"metadata lists brokers {list(md.brokers)}"
+            except Exception as e:  # noqa: BLE001 - any failure means not ready yet
+                last = repr(e)
+            time.sleep(0.1)
+        raise BrokerError(f"{self.name}: no Metadata answer within {timeout_s}s (last: {last})\n{self.log_tail()}")
+
+    def _check_alive(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BrokerError(f"{self.name}: fjord exited with {self.proc.returncode} during start\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM and wait: returns the exit status. A broker that does not exit in time is
+        SIGKILLed and the call fails."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise BrokerError(f"{self.name}: still running {timeout_s}s after SIGTERM\n{self.log_tail()}")
+        self._forget()
+        return rc
+
+    def kill(self):
+        """SIGKILL: a crash, as far as the broker can tell."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._forget()
+
+    def restart(self, clean: bool = True) -> int | None:
+        rc = self.stop() if clean else self.kill()
+        self.start()
+        return rc
+
+    def _forget(self):
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+
+    def log_text(self, start: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_tail(self, start: int = 0, lines: int = LOG_TAIL_LINES) -> str:
+        text = self.log_text(start).splitlines()
+        head = f"----- {self.name} log ({self.log_path}), last {min(lines, len(text))} of {len(text)} lines -----"
+        return "\n".join([head, *text[-lines:]])
+
+    def cleanup(self, keep: bool):
+        self.kill()
+        if not keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _kill_all():
+    for b in list(_RUNNING):
+        try:
+            b.kill()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
+atexit.register(_kill_all)
+
+_failed = False
+
+
+def _keep() -> bool:
+    return bool(os.environ.get("FJORD_COMPAT_KEEP")) or _failed
+
+
+@pytest.fixture(scope="session")
+def start_broker():
+    """Factory for brokers that live until the end of the session (or the caller stops them)."""
+    made: list[Broker] = []
+
+    def start(name: str, **overrides) -> Broker:
+        b = Broker(name, overrides)
+        made.append(b)
+        return b.start()
+
+    yield start
+    for b in made:
+        b.cleanup(_keep())
+
+
+@pytest.fixture(scope="session")
+def broker(start_broker) -> Broker:
+    """The shared broker: auto-create off, Kafka defaults otherwise."""
+    return start_broker("shared", **{"auto.create.topics.enable": "false", "num.partitions": 1})
+
+
+@pytest.fixture
+def own_broker(request):
+    """A broker for this test alone, for tests that stop, kill or restart it."""
+    made: list[Broker] = []
+
+    def start(**overrides) -> Broker:
+        b = Broker(request.node.name, overrides)
+        made.append(b)
+        return b.start()
+
+    yield start
+    for b in made:
+        b.cleanup(_keep())
+
+
+@pytest.fixture
+def topic_name(request) -> str:
+    """A topic name no other test (or xdist worker) uses."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:120]
+    return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def new_topic(topic_name):
+    """new_topic(broker, partitions=3, configs=None) creates a topic (confluent-kafka AdminClient),
+    waits until Metadata shows all its partitions, and returns its name. The first call in a test
+    returns `topic_name`, later ones `topic_name-N` (or `topic_name-SUFFIX`)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    made = [0]
+
+    def create(b: Broker, partitions: int = 3, configs: dict | None = None, suffix: str | None = None) -> str:
+        n = made[0]
+        made[0] += 1
+        name = topic_name if n == 0 and suffix is None else f"{topic_name}-{suffix or n}"
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        nt = NewTopic(name, partitions, 1, config={k: str(v) for k, v in (configs or {}).items()})
+        admin.create_topics([nt], operation_timeout=20, request_timeout=20)[name].result(timeout=30)
+        wait_for(lambda: _partition_count(admin, name) == partitions, f"topic {name} with {partitions} partitions in Metadata")
+        return name
+
+    return create
+
+
+def _partition_count(admin, name) -> int:
+    md = admin.list_topics(name, timeout=5)
+    t = md.topics.get(name)
+    if t is None or t.error is not None:
+        return -1
+    return len(t.partitions)
+
+
+def wait_for(cond, what: str, timeout_s: float = 20.0, interval_s: float = 0.1):
+    """Polls `cond` until it is truthy; fails with `what` after `timeout_s`. Returns its value."""
+    deadline = time.monotonic() + timeout_s
+    last_exc = None
+    while True:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - the condition may fail while the broker catches up
+            last_exc = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
+        time.sleep(interval_s)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    item._fjord_log_marks = {id(b): b.log_size() for b in _ALL}
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    global _failed
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        _failed = True
+        marks = getattr(item, "_fjord_log_marks", {})
+        for b in _ALL:
+            mark = marks.get(id(b), 0)
+            if b in _RUNNING or b.log_size() > mark:
+                report.sections.append((f"fjord broker log: {b.name}", b.log_tail(mark)))
+
+

@@ -1,0 +1,849 @@
+package dev.fjord.compat;
+
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Collection;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.atomic.AtomicReferenceArray;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.CreateTopicsOptions;
+import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.DeletedRecords;
+import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.ListOffsetsResult;
+import org.apache.kafka.clients.admin.LogDirDescription;
+import org.apache.kafka.clients.admin.NewPartitions;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.RecordsToDelete;
+import org.apache.kafka.clients.admin.ReplicaInfo;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.Node;
+import org.apache.kafka.common.PartitionInfo;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+
+/**
+ * A command-line face of the official Kafka Java client for Fjord's compatibility tests.
+ *
+ * <p>The Python tests run {@code java -cp ... dev.fjord.compat.Cli SUBCOMMAND --flag value ...}.
+ * Every result is one JSON object per line on stdout, so a test can parse the output line by line
+ * (and, for {@code consume}, see each record the moment it arrives). Byte strings (keys, values,
+ * header values) are lowercase hex, {@code null} stays {@code null}: no test has to guess an
+ * encoding. A failed Kafka call prints {@code {"error": "<ExceptionSimpleName>", "message": ...}}
+ * and exits 2; a usage error exits 64. Nothing else is printed on stdout.
+ *
+ * <p>Every client is configured the way Fjord's current feature set needs: no group id (the broker
+ * has no group coordinator yet), no auto commit, and {@code enable.idempotence=false} (no
+ * InitProducerId yet). One request in flight per connection keeps the order of a non-idempotent
+ * producer when it retries.
+ */
+public final class Cli {
+    private static final PrintStream OUT =
+            new PrintStream(new java.io.FileOutputStream(java.io.FileDescriptor.out), true, StandardCharsets.UTF_8);
+
+    /** Exit code when a Kafka call failed; the error is on stdout as JSON. */
+    private static final int EXIT_KAFKA_ERROR = 2;
+    /** Exit code for bad command-line usage (sysexits EX_USAGE). */
+    private static final int EXIT_USAGE = 64;
+
+    private Cli() {}
+
+    public static void main(String[] argv) throws Exception {
+        if (argv.length == 0) {
+            usage("missing subcommand");
+        }
+        Opts o = new Opts(argv);
+        int rc;
+        try {
+            rc = switch (argv[0]) {
+                case "produce" -> produce(o);
+                case "consume" -> consume(o);
+                case "offsets-for-times" -> offsetsForTimes(o);
+                case "watermarks" -> watermarks(o);
+                case "list-offsets" -> listOffsets(o);
+                case "admin-create-topic" -> adminCreateTopic(o);
+                case "admin-delete-topic" -> adminDeleteTopic(o);
+                case "admin-list-topics" -> adminListTopics(o);
+                case "admin-describe-topic" -> adminDescribeTopic(o);
+                case "admin-create-partitions" -> adminCreatePartitions(o);
+                case "admin-describe-configs" -> adminDescribeConfigs(o);
+                case "admin-alter-configs" -> adminAlterConfigs(o);
+                case "admin-delete-records" -> adminDeleteRecords(o);
+                case "admin-describe-cluster" -> adminDescribeCluster(o);
+                case "admin-describe-log-dirs" -> adminDescribeLogDirs(o);
+                default -> {
+                    usage("unknown subcommand " + argv[0]);
+                    yield EXIT_USAGE;
+                }
+            };
+        } catch (ExecutionException e) {
+            printError(e.getCause());
+            rc = EXIT_KAFKA_ERROR;
+        } catch (org.apache.kafka.common.KafkaException e) {
+            printError(e);
+            rc = EXIT_KAFKA_ERROR;
+        }
+        OUT.flush();
+        System.exit(rc);
+    }
+
+    // ---------------------------------------------------------------- produce
+
+    /**
+     * Produces records and prints one line per record, in input order, after all are settled:
+     * {@code {"i": n, "partition": p, "offset": o, "timestamp": t}} or {@code {"i": n, "error": ...}}.
+     *
+     * <p>Records come from stdin as JSON lines ({@code --input -}):
+     * {@code {"key": hex|null, "value": hex|null, "headers": [[name, hex|null], ...],
+     * "partition": int|null, "timestamp": ms|null}}; absent fields are null. Without
+     * {@code --input}, {@code --count N} generates records ({@code [--keyed] [--headers]
+     * [--null-values] [--size BYTES]}), for use by hand.
+     */
+    private static int produce(Opts o) throws Exception {
+        Properties p = common(o);
+        p.put(ProducerConfig.ACKS_CONFIG, o.get("acks", "all"));
+        p.put(ProducerConfig.COMPRESSION_TYPE_CONFIG, o.get("codec", "none"));
+        p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
+        p.put(ProducerConfig.MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, "1");
+        p.put(ProducerConfig.LINGER_MS_CONFIG, o.get("linger-ms", "5"));
+        p.put(ProducerConfig.MAX_REQUEST_SIZE_CONFIG, o.get("max-request-size", "1048576"));
+        p.put(ProducerConfig.BUFFER_MEMORY_CONFIG, o.get("buffer-memory", "67108864"));
+        p.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, o.get("request-timeout-ms", "15000"));
+        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, o.get("delivery-timeout-ms", "30000"));
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, o.get("max-block-ms", "20000"));
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        String topic = o.required("topic");
+
+        List<ProducerRecord<byte[], byte[]>> records = o.has("input") ? readRecords(topic) : generate(o, topic);
+        AtomicReferenceArray<String> results = new AtomicReferenceArray<>(records.size());
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+            for (int i = 0; i < records.size(); i++) {
+                final int idx = i;
+                try {
+                    producer.send(records.get(i), (RecordMetadata md, Exception e) ->
+                            results.set(idx, e != null ? errorJson(e, "\"i\":" + idx + ",")
+                                    : "{\"i\":" + idx + ",\"partition\":" + md.partition() + ",\"offset\":" + md.offset()
+                                    + ",\"timestamp\":" + md.timestamp() + "}"));
+                } catch (org.apache.kafka.common.KafkaException e) {
+                    results.set(idx, errorJson(e, "\"i\":" + idx + ","));
+                }
+            }
+            producer.flush();
+        }
+        for (int i = 0; i < records.size(); i++) {
+            String r = results.get(i);
+            OUT.println(r != null ? r : "{\"i\":" + i + ",\"error\":\"NoCallback\",\"message\":\"send never completed\"}");
+        }
+        return 0;
+    }
+
+    private static List<ProducerRecord<byte[], byte[]>> readRecords(String topic) throws Exception {
+        List<ProducerRecord<byte[], byte[]>> out = new ArrayList<>();
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        for (String line; (line = in.readLine()) != null; ) {
+            if (line.isBlank()) {
+                continue;
+            }
+            @SuppressWarnings("unchecked")
+            Map<String, Object> m = (Map<String, Object>) new Json(line).parse();
+            RecordHeaders headers = new RecordHeaders();
+            Object hs = m.get("headers");
+            if (hs != null) {
+                for (Object h : (List<?>) hs) {
+                    List<?> pair = (List<?>) h;
+                    headers.add((String) pair.get(0), unhex((String) pair.get(1)));
+                }
+            }
+            Integer partition = m.get("partition") == null ? null : ((Number) m.get("partition")).intValue();
+            Long ts = m.get("timestamp") == null ? null : ((Number) m.get("timestamp")).longValue();
+            out.add(new ProducerRecord<>(topic, partition, ts, unhex((String) m.get("key")),
+                    unhex((String) m.get("value")), headers));
+        }
+        return out;
+    }
+
+    private static List<ProducerRecord<byte[], byte[]>> generate(Opts o, String topic) {
+        int count = Integer.parseInt(o.get("count", "1"));
+        int size = Integer.parseInt(o.get("size", "0"));
+        Integer partition = o.has("partition") ? Integer.valueOf(o.get("partition", "0")) : null;
+        List<ProducerRecord<byte[], byte[]>> out = new ArrayList<>();
+        for (int i = 0; i < count; i++) {
+            byte[] key = o.flag("keyed") ? ("key-" + i).getBytes(StandardCharsets.UTF_8) : null;
+            byte[] value;
+            if (o.flag("null-values") && i % 2 == 1) {
+                value = null;
+            } else if (size > 0) {
+                value = new byte[size];
+                for (int j = 0; j < size; j++) {
+                    value[j] = (byte) ((i * 31 + j) % 251);
+                }
+            } else {
+                value = ("value-" + i).getBytes(StandardCharsets.UTF_8);
+            }
+            RecordHeaders headers = new RecordHeaders();
+            if (o.flag("headers")) {
+                headers.add("h-index", Integer.toString(i).getBytes(StandardCharsets.UTF_8));
+                headers.add("h-client", "java".getBytes(StandardCharsets.UTF_8));
+            }
+            out.add(new ProducerRecord<>(topic, partition, null, key, value, headers));
+        }
+        return out;
+    }
+
+    // ---------------------------------------------------------------- consume
+
+    /**
+     * Reads {@code --count} records from {@code --partition P} (or {@code all}) starting at
+     * {@code --from-offset O} (or {@code earliest}/{@code latest}), printing each as it arrives,
+     * and stops at the count or after {@code --timeout-ms}. Prints fewer lines on timeout: the test
+     * decides whether that is a failure. {@code --announce} prints {@code {"polling": true}} once the
+     * first poll returned, for tests that produce while the consumer waits.
+     */
+    private static int consume(Opts o) throws Exception {
+        Properties p = consumerProps(o);
+        String topic = o.required("topic");
+        int count = Integer.parseInt(o.get("count", "1"));
+        long deadline = System.nanoTime() + Duration.ofMillis(Long.parseLong(o.get("timeout-ms", "20000"))).toNanos();
+        String from = o.get("from-offset", "earliest");
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p)) {
+            List<TopicPartition> tps = partitions(c, topic, o.get("partition", "all"));
+            c.assign(tps);
+            switch (from) {
+                case "earliest" -> c.seekToBeginning(tps);
+                case "latest" -> c.seekToEnd(tps);
+                default -> tps.forEach(tp -> c.seek(tp, Long.parseLong(from)));
+            }
+            int seen = 0;
+            boolean announce = o.flag("announce");
+            while (seen < count && System.nanoTime() < deadline) {
+                var batch = c.poll(Duration.ofMillis(100));
+                if (announce) {
+                    // Tells a waiting test that the consumer has its position and is fetching.
+                    OUT.println("{\"polling\":true}");
+                    announce = false;
+                }
+                for (ConsumerRecord<byte[], byte[]> r : batch) {
+                    if (seen >= count) {
+                        break;
+                    }
+                    OUT.println(recordJson(r));
+                    seen++;
+                }
+            }
+        }
+        return 0;
+    }
+
+    private static String recordJson(ConsumerRecord<byte[], byte[]> r) {
+        StringBuilder sb = new StringBuilder("{\"partition\":").append(r.partition())
+                .append(",\"offset\":").append(r.offset())
+                .append(",\"timestamp\":").append(r.timestamp())
+                .append(",\"timestamp_type\":").append(Json.quote(r.timestampType().name))
+                .append(",\"key\":").append(hexJson(r.key()))
+                .append(",\"value\":").append(hexJson(r.value()))
+                .append(",\"headers\":[");
+        boolean first = true;
+        for (Header h : r.headers()) {
+            sb.append(first ? "" : ",").append('[').append(Json.quote(h.key())).append(',').append(hexJson(h.value())).append(']');
+            first = false;
+        }
+        return sb.append("]}").toString();
+    }
+
+    // ---------------------------------------------------------------- offsets
+
+    /** Consumer.offsetsForTimes: one line per partition, offset null when no record is that new. */
+    private static int offsetsForTimes(Opts o) throws Exception {
+        String topic = o.required("topic");
+        long ts = Long.parseLong(o.required("timestamp"));
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(consumerProps(o))) {
+            Map<TopicPartition, Long> query = new LinkedHashMap<>();
+            for (TopicPartition tp : partitions(c, topic, o.get("partition", "all"))) {
+                query.put(tp, ts);
+            }
+            for (Map.Entry<TopicPartition, OffsetAndTimestamp> e : c.offsetsForTimes(query, Duration.ofSeconds(20)).entrySet()) {
+                OffsetAndTimestamp ot = e.getValue();
+                OUT.println("{\"partition\":" + e.getKey().partition() + ",\"offset\":" + (ot == null ? "null" : ot.offset())
+                        + ",\"timestamp\":" + (ot == null ? "null" : ot.timestamp()) + "}");
+            }
+        }
+        return 0;
+    }
+
+    /** Consumer.beginningOffsets / endOffsets: the low and high watermark of each partition. */
+    private static int watermarks(Opts o) throws Exception {
+        String topic = o.required("topic");
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(consumerProps(o))) {
+            List<TopicPartition> tps = partitions(c, topic, o.get("partition", "all"));
+            Map<TopicPartition, Long> lo = c.beginningOffsets(tps, Duration.ofSeconds(20));
+            Map<TopicPartition, Long> hi = c.endOffsets(tps, Duration.ofSeconds(20));
+            for (TopicPartition tp : tps) {
+                OUT.println("{\"partition\":" + tp.partition() + ",\"low\":" + lo.get(tp) + ",\"high\":" + hi.get(tp) + "}");
+            }
+        }
+        return 0;
+    }
+
+    /** Admin.listOffsets with {@code --spec earliest|latest|max-timestamp|<timestamp ms>}. */
+    private static int listOffsets(Opts o) throws Exception {
+        String topic = o.required("topic");
+        String specName = o.required("spec");
+        OffsetSpec spec = switch (specName) {
+            case "earliest" -> OffsetSpec.earliest();
+            case "latest" -> OffsetSpec.latest();
+            case "max-timestamp" -> OffsetSpec.maxTimestamp();
+            default -> OffsetSpec.forTimestamp(Long.parseLong(specName));
+        };
+        try (Admin a = Admin.create(common(o))) {
+            Map<TopicPartition, OffsetSpec> q = new LinkedHashMap<>();
+            for (TopicPartition tp : adminPartitions(a, topic, o.get("partition", "all"))) {
+                q.put(tp, spec);
+            }
+            for (Map.Entry<TopicPartition, ListOffsetsResult.ListOffsetsResultInfo> e : a.listOffsets(q).all().get().entrySet()) {
+                ListOffsetsResult.ListOffsetsResultInfo info = e.getValue();
+                OUT.println("{\"partition\":" + e.getKey().partition() + ",\"offset\":" + info.offset()
+                        + ",\"timestamp\":" + info.timestamp() + ",\"leader_epoch\":"
+                        + info.leaderEpoch().map(String::valueOf).orElse("null") + "}");
+            }
+        }
+        return 0;
+    }
+
+    // ---------------------------------------------------------------- admin
+
+    /** {@code --topic T --partitions N [--replication-factor R] [--config k=v]... [--validate-only]}. */
+    private static int adminCreateTopic(Opts o) throws Exception {
+        String topic = o.required("topic");
+        NewTopic nt = new NewTopic(topic, Integer.parseInt(o.get("partitions", "1")),
+                Short.parseShort(o.get("replication-factor", "1")));
+        nt.configs(keyValues(o.all("config")));
+        try (Admin a = Admin.create(common(o))) {
+            CreateTopicsResult r = a.createTopics(List.of(nt), new CreateTopicsOptions().validateOnly(o.flag("validate-only")));
+            r.all().get();
+            StringBuilder sb = new StringBuilder("{\"ok\":true,\"topic_id\":")
+                    .append(Json.quote(r.topicId(topic).get().toString()))
+                    .append(",\"num_partitions\":").append(r.numPartitions(topic).get())
+                    .append(",\"replication_factor\":").append(r.replicationFactor(topic).get())
+                    .append(",\"configs\":{");
+            boolean first = true;
+            for (ConfigEntry ce : r.config(topic).get().entries()) {
+                sb.append(first ? "" : ",").append(Json.quote(ce.name())).append(':').append(Json.quote(ce.value()));
+                first = false;
+            }
+            OUT.println(sb.append("}}"));
+        }
+        return 0;
+    }
+
+    private static int adminDeleteTopic(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            a.deleteTopics(List.of(o.required("topic"))).all().get();
+            OUT.println("{\"ok\":true}");
+        }
+        return 0;
+    }
+
+    private static int adminListTopics(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            StringBuilder sb = new StringBuilder("{\"topics\":[");
+            boolean first = true;
+            for (String t : a.listTopics().names().get()) {
+                sb.append(first ? "" : ",").append(Json.quote(t));
+                first = false;
+            }
+            OUT.println(sb.append("]}"));
+        }
+        return 0;
+    }
+
+    /** Admin.describeTopics: uses DescribeTopicPartitions (KIP-966) when the broker offers it. */
+    private static int adminDescribeTopic(Opts o) throws Exception {
+        String topic = o.required("topic");
+        try (Admin a = Admin.create(common(o))) {
+            TopicDescription d = a.describeTopics(List.of(topic)).allTopicNames().get().get(topic);
+            StringBuilder sb = new StringBuilder("{\"name\":").append(Json.quote(d.name()))
+                    .append(",\"topic_id\":").append(Json.quote(d.topicId().toString()))
+                    .append(",\"internal\":").append(d.isInternal())
+                    .append(",\"partitions\":[");
+            boolean first = true;
+            for (TopicPartitionInfo pi : d.partitions()) {
+                sb.append(first ? "" : ",").append("{\"partition\":").append(pi.partition())
+                        .append(",\"leader\":").append(pi.leader() == null ? "null" : pi.leader().id())
+                        .append(",\"replicas\":").append(nodeIds(pi.replicas()))
+                        .append(",\"isr\":").append(nodeIds(pi.isr())).append('}');
+                first = false;
+            }
+            OUT.println(sb.append("]}"));
+        }
+        return 0;
+    }
+
+    /** {@code --topic T --total N}: grows the topic to N partitions. */
+    private static int adminCreatePartitions(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            a.createPartitions(Map.of(o.required("topic"), NewPartitions.increaseTo(Integer.parseInt(o.required("total")))))
+                    .all().get();
+            OUT.println("{\"ok\":true}");
+        }
+        return 0;
+    }
+
+    /** {@code --topic T} or {@code --broker ID}: every config entry with its value and source. */
+    private static int adminDescribeConfigs(Opts o) throws Exception {
+        ConfigResource res = resource(o);
+        try (Admin a = Admin.create(common(o))) {
+            Config cfg = a.describeConfigs(List.of(res)).all().get().get(res);
+            StringBuilder sb = new StringBuilder("{\"configs\":{");
+            boolean first = true;
+            for (ConfigEntry ce : cfg.entries()) {
+                sb.append(first ? "" : ",").append(Json.quote(ce.name())).append(":{\"value\":").append(Json.quote(ce.value()))
+                        .append(",\"source\":").append(Json.quote(ce.source().name()))
+                        .append(",\"default\":").append(ce.isDefault())
+                        .append(",\"read_only\":").append(ce.isReadOnly())
+                        .append(",\"sensitive\":").append(ce.isSensitive()).append('}');
+                first = false;
+            }
+            OUT.println(sb.append("}}"));
+        }
+        return 0;
+    }
+
+    /** IncrementalAlterConfigs: {@code --topic T [--set k=v]... [--delete k]...}. */
+    private static int adminAlterConfigs(Opts o) throws Exception {
+        ConfigResource res = resource(o);
+        List<AlterConfigOp> ops = new ArrayList<>();
+        keyValues(o.all("set")).forEach((k, v) -> ops.add(new AlterConfigOp(new ConfigEntry(k, v), AlterConfigOp.OpType.SET)));
+        for (String k : o.all("delete")) {
+            ops.add(new AlterConfigOp(new ConfigEntry(k, null), AlterConfigOp.OpType.DELETE));
+        }
+        try (Admin a = Admin.create(common(o))) {
+            a.incrementalAlterConfigs(Map.of(res, ops)).all().get();
+            OUT.println("{\"ok\":true}");
+        }
+        return 0;
+    }
+
+    /** {@code --topic T --partition P --before-offset O}: prints the new low watermark. */
+    private static int adminDeleteRecords(Opts o) throws Exception {
+        TopicPartition tp = new TopicPartition(o.required("topic"), Integer.parseInt(o.required("partition")));
+        try (Admin a = Admin.create(common(o))) {
+            DeletedRecords d = a.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(Long.parseLong(o.required("before-offset")))))
+                    .lowWatermarks().get(tp).get();
+            OUT.println("{\"low_watermark\":" + d.lowWatermark() + "}");
+        }
+        return 0;
+    }
+
+    private static int adminDescribeCluster(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            DescribeClusterResult r = a.describeCluster();
+            Node controller = r.controller().get();
+            StringBuilder sb = new StringBuilder("{\"cluster_id\":").append(Json.quote(r.clusterId().get()))
+                    .append(",\"controller\":").append(nodeJson(controller))
+                    .append(",\"nodes\":[");
+            boolean first = true;
+            for (Node n : r.nodes().get()) {
+                sb.append(first ? "" : ",").append(nodeJson(n));
+                first = false;
+            }
+            OUT.println(sb.append("]}"));
+        }
+        return 0;
+    }
+
+    /** {@code --broker ID}: every log dir with its error and the partitions it holds. */
+    private static int adminDescribeLogDirs(Opts o) throws Exception {
+        int broker = Integer.parseInt(o.get("broker", "1"));
+        try (Admin a = Admin.create(common(o))) {
+            Map<String, LogDirDescription> dirs = a.describeLogDirs(List.of(broker)).allDescriptions().get().get(broker);
+            StringBuilder sb = new StringBuilder("{\"dirs\":{");
+            boolean first = true;
+            for (Map.Entry<String, LogDirDescription> d : dirs.entrySet()) {
+                LogDirDescription desc = d.getValue();
+                sb.append(first ? "" : ",").append(Json.quote(d.getKey())).append(":{\"error\":")
+                        .append(desc.error() == null ? "null" : Json.quote(desc.error().getClass().getSimpleName()))
+                        .append(",\"partitions\":{");
+                first = false;
+                boolean firstP = true;
+                for (Map.Entry<TopicPartition, ReplicaInfo> rp : desc.replicaInfos().entrySet()) {
+                    sb.append(firstP ? "" : ",").append(Json.quote(rp.getKey().toString()))
+                            .append(":{\"size\":").append(rp.getValue().size())
+                            .append(",\"offset_lag\":").append(rp.getValue().offsetLag())
+                            .append(",\"future\":").append(rp.getValue().isFuture()).append('}');
+                    firstP = false;
+                }
+                sb.append("}}");
+            }
+            OUT.println(sb.append("}}"));
+        }
+        return 0;
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    /** Settings every client gets: the bootstrap, a client id, short timeouts, and {@code -X k=v} extras. */
+    private static Properties common(Opts o) {
+        Properties p = new Properties();
+        p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, o.required("bootstrap"));
+        p.put(AdminClientConfig.CLIENT_ID_CONFIG, o.get("client-id", "fjord-compat-java"));
+        p.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, o.get("request-timeout-ms", "15000"));
+        p.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, o.get("api-timeout-ms", "30000"));
+        // A broker that is down must fail the test quickly instead of retrying for minutes.
+        p.put(AdminClientConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, "1000");
+        p.putAll(keyValues(o.all("X")));
+        return p;
+    }
+
+    private static Properties consumerProps(Opts o) {
+        Properties p = common(o);
+        p.remove(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG);
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, o.get("auto-offset-reset", "earliest"));
+        p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        if (o.has("max-fetch-bytes")) {
+            p.put(ConsumerConfig.FETCH_MAX_BYTES_CONFIG, o.get("max-fetch-bytes", ""));
+            p.put(ConsumerConfig.MAX_PARTITION_FETCH_BYTES_CONFIG, o.get("max-fetch-bytes", ""));
+        }
+        p.putAll(keyValues(o.all("X")));
+        return p;
+    }
+
+    private static List<TopicPartition> partitions(KafkaConsumer<?, ?> c, String topic, String which) {
+        List<TopicPartition> tps = new ArrayList<>();
+        if (!"all".equals(which)) {
+            tps.add(new TopicPartition(topic, Integer.parseInt(which)));
+            return tps;
+        }
+        List<PartitionInfo> infos = c.partitionsFor(topic, Duration.ofSeconds(20));
+        for (PartitionInfo pi : infos) {
+            tps.add(new TopicPartition(topic, pi.partition()));
+        }
+        tps.sort((x, y) -> Integer.compare(x.partition(), y.partition()));
+        return tps;
+    }
+
+    private static List<TopicPartition> adminPartitions(Admin a, String topic, String which) throws Exception {
+        List<TopicPartition> tps = new ArrayList<>();
+        if (!"all".equals(which)) {
+            tps.add(new TopicPartition(topic, Integer.parseInt(which)));
+            return tps;
+        }
+        for (TopicPartitionInfo pi : a.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions()) {
+            tps.add(new TopicPartition(topic, pi.partition()));
+        }
+        return tps;
+    }
+
+    private static ConfigResource resource(Opts o) {
+        return o.has("broker") ? new ConfigResource(ConfigResource.Type.BROKER, o.get("broker", "1"))
+                : new ConfigResource(ConfigResource.Type.TOPIC, o.required("topic"));
+    }
+
+    private static Map<String, String> keyValues(Collection<String> kvs) {
+        Map<String, String> m = new LinkedHashMap<>();
+        for (String kv : kvs) {
+            int eq = kv.indexOf('=');
+            if (eq < 0) {
+                usage("expected key=value, got " + kv);
+            }
+            m.put(kv.substring(0, eq), kv.substring(eq + 1));
+        }
+        return m;
+    }
+
+    private static String nodeIds(List<Node> nodes) {
+        StringBuilder sb = new StringBuilder("[");
+        for (int i = 0; i < nodes.size(); i++) {
+            sb.append(i == 0 ? "" : ",").append(nodes.get(i).id());
+        }
+        return sb.append(']').toString();
+    }
+
+    private static String nodeJson(Node n) {
+        return n == null ? "null"
+                : "{\"id\":" + n.id() + ",\"host\":" + Json.quote(n.host()) + ",\"port\":" + n.port() + ",\"rack\":" + Json.quote(n.rack()) + "}";
+    }
+
+    private static void printError(Throwable t) {
+        OUT.println(errorJson(t, ""));
+    }
+
+    private static String errorJson(Throwable t, String prefix) {
+        Throwable e = t;
+        // Unwrap the futures' ExecutionException/KafkaException wrappers down to the Kafka error class.
+        while ((e instanceof ExecutionException || e.getClass() == org.apache.kafka.common.KafkaException.class) && e.getCause() != null) {
+            e = e.getCause();
+        }
+        return "{" + prefix + "\"error\":" + Json.quote(e.getClass().getSimpleName()) + ",\"message\":" + Json.quote(String.valueOf(e.getMessage())) + "}";
+    }
+
+    private static String hexJson(byte[] b) {
+        if (b == null) {
+            return "null";
+        }
+        StringBuilder sb = new StringBuilder(b.length * 2 + 2).append('"');
+        for (byte x : b) {
+            sb.append(Character.forDigit((x >> 4) & 0xf, 16)).append(Character.forDigit(x & 0xf, 16));
+        }
+        return sb.append('"').toString();
+    }
+
+    private static byte[] unhex(String s) {
+        if (s == null) {
+            return null;
+        }
+        if (s.length() % 2 != 0) {
+            usage("odd-length hex string");
+        }
+        byte[] out = new byte[s.length() / 2];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = (byte) Integer.parseInt(s, 2 * i, 2 * i + 2, 16);
+        }
+        return out;
+    }
+
+    private static void usage(String why) {
+        System.err.println("fjord-compat-java: " + why);
+        System.err.println("usage: Cli SUBCOMMAND --bootstrap HOST:PORT [--topic T] [flags]; see the Javadoc of each subcommand");
+        System.exit(EXIT_USAGE);
+    }
+
+    /** {@code --name value} pairs (repeatable) and bare {@code --flag}s, after the subcommand. */
+    private static final class Opts {
+        private final Map<String, List<String>> values = new HashMap<>();
+
+        Opts(String[] argv) {
+            for (int i = 1; i < argv.length; i++) {
+                if (!isName(argv[i])) {
+                    usage("unexpected argument " + argv[i]);
+                }
+                String name = argv[i].replaceFirst("^--?", "");
+                String value = (i + 1 < argv.length && !isName(argv[i + 1])) ? argv[++i] : null;
+                values.computeIfAbsent(name, k -> new ArrayList<>()).add(value);
+            }
+        }
+
+        /** {@code --name} or {@code -X}; anything else (including {@code -1}) is a value. */
+        private static boolean isName(String arg) {
+            return arg.startsWith("--") || arg.equals("-X");
+        }
+
+        boolean has(String name) {
+            return values.containsKey(name);
+        }
+
+        boolean flag(String name) {
+            return values.containsKey(name);
+        }
+
+        String get(String name, String dflt) {
+            List<String> v = values.get(name);
+            return v == null || v.get(v.size() - 1) == null ? dflt : v.get(v.size() - 1);
+        }
+
+        String required(String name) {
+            String v = get(name, null);
+            if (v == null) {
+                usage("missing --" + name);
+            }
+            return v;
+        }
+
+        List<String> all(String name) {
+            List<String> out = new ArrayList<>();
+            for (String v : values.getOrDefault(name, List.of())) {
+                if (v != null) {
+                    out.add(v);
+                }
+            }
+            return out;
+        }
+    }
+
+    /** Just enough JSON: a parser for the produce input lines and a string quoter for the output. */
+    private static final class Json {
+        private final String s;
+        private int i;
+
+        Json(String s) {
+            this.s = s;
+        }
+
+        static String quote(String v) {
+            if (v == null) {
+                return "null";
+            }
+            StringBuilder sb = new StringBuilder(v.length() + 2).append('"');
+            for (char c : v.toCharArray()) {
+                switch (c) {
+                    case '"' -> sb.append("\\\"");
+                    case '\\' -> sb.append("\\\\");
+                    case '\n' -> sb.append("\\n");
+                    case '\r' -> sb.append("\\r");
+                    case '\t' -> sb.append("\\t");
+                    default -> {
+                        if (c < 0x20) {
+                            sb.append(String.format("\\u%04x", (int) c));
+                        } else {
+                            sb.append(c);
+                        }
+                    }
+                }
+            }
+            return sb.append('"').toString();
+        }
+
+        Object parse() {
+            Object v = value();
+            ws();
+            if (i != s.length()) {
+                usage("trailing data in JSON input: " + s);
+            }
+            return v;
+        }
+
+        private void ws() {
+            while (i < s.length() && Character.isWhitespace(s.charAt(i))) {
+                i++;
+            }
+        }
+
+        private Object value() {
+            ws();
+            if (i >= s.length()) {
+                usage("truncated JSON input: " + s);
+            }
+            char c = s.charAt(i);
+            if (c == '{') {
+                Map<String, Object> m = new LinkedHashMap<>();
+                i++;
+                ws();
+                if (s.charAt(i) == '}') {
+                    i++;
+                    return m;
+                }
+                while (true) {
+                    ws();
+                    String k = string();
+                    ws();
+                    expect(':');
+                    m.put(k, value());
+                    ws();
+                    if (s.charAt(i) == ',') {
+                        i++;
+                    } else {
+                        expect('}');
+                        return m;
+                    }
+                }
+            }
+            if (c == '[') {
+                List<Object> l = new ArrayList<>();
+                i++;
+                ws();
+                if (s.charAt(i) == ']') {
+                    i++;
+                    return l;
+                }
+                while (true) {
+                    l.add(value());
+                    ws();
+                    if (s.charAt(i) == ',') {
+                        i++;
+                    } else {
+                        expect(']');
+                        return l;
+                    }
+                }
+            }
+            if (c == '"') {
+                return string();
+            }
+            if (s.startsWith("null", i)) {
+                i += 4;
+                return null;
+            }
+            if (s.startsWith("true", i)) {
+                i += 4;
+                return Boolean.TRUE;
+            }
+            if (s.startsWith("false", i)) {
+                i += 5;
+                return Boolean.FALSE;
+            }
+            int start = i;
+            while (i < s.length() && "+-0123456789.eE".indexOf(s.charAt(i)) >= 0) {
+                i++;
+            }
+            String num = s.substring(start, i);
+            if (num.isEmpty()) {
+                usage("bad JSON input at " + start + ": " + s);
+            }
+            return num.contains(".") || num.contains("e") || num.contains("E") ? (Number) Double.valueOf(num) : (Number) Long.valueOf(num);
+        }
+
+        private String string() {
+            expect('"');
+            StringBuilder sb = new StringBuilder();
+            while (s.charAt(i) != '"') {
+                char c = s.charAt(i++);
+                if (c == '\\') {
+                    char e = s.charAt(i++);
+                    switch (e) {
+                        case 'n' -> sb.append('\n');
+                        case 't' -> sb.append('\t');
+                        case 'r' -> sb.append('\r');
+                        case 'b' -> sb.append('\b');
+                        case 'f' -> sb.append('\f');
+                        case 'u' -> {
+                            sb.append((char) Integer.parseInt(s.substring(i, i + 4), 16));
+                            i += 4;
+                        }
+                        default -> sb.append(e);
+                    }
+                } else {
+                    sb.append(c);
+                }
+            }
+            i++;
+            return sb.toString();
+        }
+
+        private void expect(char c) {
+            if (i >= s.length() || s.charAt(i) != c) {
+                usage("expected '" + c + "' at " + i + " in JSON input: " + s);
+            }
+            i++;
+        }
+    }
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Installs what Fjord's compat tests need; quick and quiet when everything is already there.
+#
+#   compat-tests/setup.sh                              kcat, <repo>/.venv, the Java CLI
+#   FJORD_COMPAT_REFERENCE=1 compat-tests/setup.sh     also Apache Kafka 4.1 as a stand-in broker
+#
+# Then: .venv/bin/pytest compat-tests -n 2
+# Needs: Debian (apt-get, as root, for kcat), python3 >= 3.10 with venv, Java 17 + Maven (both
+# installed from apt when missing), and the package registries (PyPI, Maven Central, Debian).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+VENV="$REPO/.venv"
+PYTHON="${PYTHON:-python3}"
+
+say() { printf 'compat-tests/setup.sh: %s\n' "$*"; }
+
+hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        say "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+        APT_UPDATED=1
+    fi
+    say "apt-get install -y $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
+# --- kcat (Debian's: 1.7.1 on librdkafka 2.0.2) ---------------------------------------------
+if command -v kcat >/dev/null; then
+    say "kcat: $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*librdkafka \([^ ]*\).*/\1 (librdkafka \2)/p')"
+else
+    apt_install kcat
+fi
+
+# --- Java 17 and Maven ---------------------------------------------------------------------
+if ! command -v java >/dev/null || ! command -v javac >/dev/null; then
+    apt_install openjdk-17-jdk-headless
+fi
+if ! command -v mvn >/dev/null; then
+    apt_install maven
+fi
+
+# --- Python venv -----------------------------------------------------------------------------
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10), sys.version' \
+    || { say "need python3 >= 3.10 (set PYTHON=...)"; exit 1; }
+REQ_STAMP="$VENV/.fjord-compat-requirements.sha256"
+REQ_HASH="$(hash_of "$HERE/requirements.txt")"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$REQ_STAMP" 2>/dev/null)" = "$REQ_HASH" ]; then
+    say "venv $VENV: up to date"
+else
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating venv $VENV with $("$PYTHON" --version)"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    say "pip install -r compat-tests/requirements.txt"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt"
+    echo "$REQ_HASH" > "$REQ_STAMP"
+fi
+
+# --- The Java CLI (java/) ----------------------------------------------------------------------
+build_maven() {  # dir, what, files whose change means a rebuild, sentinel file the build makes
+    local dir="$1" what="$2" sentinel="$3"; shift 3
+    local stamp="$dir/target/.fjord-compat-build.sha256" h
+    h="$(hash_of "$@")"
+    if [ -e "$sentinel" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$h" ]; then
+        say "$what: up to date"
+        return
+    fi
+    say "$what: mvn -q -B package (in ${dir#"$REPO"/})"
+    rm -rf "$dir/target/lib"  # no stale jars from an older dependency version
+    # Maven prints colour codes even with -q -B; keep its output for when it fails.
+    local log="$dir/target/mvn-build.log"
+    mkdir -p "$dir/target"
+    if ! (cd "$dir" && mvn -q -B package) >"$log" 2>&1; then
+        cat "$log"
+        say "$what: Maven build failed"
+        exit 1
+    fi
+    echo "$h" > "$stamp"
+}
+build_maven "$HERE/java" "Java CLI" "$HERE/java/target/classes/dev/fjord/compat/Cli.class" \
+    "$HERE/java/pom.xml" "$HERE/java/src/main/java/dev/fjord/compat/Cli.java"
+
+if [ "${FJORD_COMPAT_REFERENCE:-0}" = 1 ]; then
+    build_maven "$HERE/reference" "reference Kafka" "$HERE/reference/target/lib" "$HERE/reference/pom.xml"
+fi
+
+say "ready: $VENV/bin/pytest compat-tests -n 2   (broker: \${FJORD_BIN:-$REPO/target/release/fjord})"

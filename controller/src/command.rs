@@ -1,0 +1,541 @@
+//! Commands of the metadata state machine and their deterministic application.
+//!
+//! A [`Command`] is the payload of a Raft log entry. [`apply`] runs on every node, on every
+//! replay after a restart, and for every follower that joins later, so it must be a pure function
+//! of (state, command): no clock, no randomness, no config, no I/O, and it must never panic on a
+//! command, whatever it holds. Anything random (cluster id, topic id) or configurable (default
+//! partition count, default replication factor) is resolved by the proposer and carried in the
+//! command; a command that is invalid for the state it meets is rejected with an [`ApplyError`]
+//! that travels back to the proposer as the apply result.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
+
+/// Partition count used when CreateTopics asks for `-1` (Kafka `num.partitions`, default 1).
+pub const DEFAULT_NUM_PARTITIONS: i32 = 1;
+
+/// Replication factor used when CreateTopics asks for `-1` (Kafka `default.replication.factor`,
+/// default 1).
+pub const DEFAULT_REPLICATION_FACTOR: i16 = 1;
+
+/// Upper bound on a topic's partition count. Kafka has no hard cap, but one CreateTopics asking
+/// for `i32::MAX` partitions would make apply allocate without bound on every node and on every
+/// replay; 100k partitions is ~10 MB of metadata, far beyond any single Fjord node's needs.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
+
+/// Kafka's limit on topic names (`Topic.MAX_NAME_LENGTH`), in bytes (names are ASCII).
+pub const MAX_TOPIC_NAME_BYTES: usize = 249;
+
+/// The payload of one Raft log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Command {
+    /// Sets the cluster id; a no-op once one is set (so a racing second init cannot change it).
+    InitCluster { cluster_id: String },
+    /// Registers a broker or replaces its endpoint.
+    RegisterBroker(BrokerInfo),
+    /// Creates a topic. Partition assignment happens in apply, derived from the registered
+    /// brokers at that log index: the proposer cannot see the state the command will meet (a
+    /// broker may register in between), and validating the replication factor against the same
+    /// broker set that the replicas are picked from keeps check and use atomic.
+    CreateTopic {
+        name: String,
+        topic_id: Uuid,
+        /// Concrete count (`-1` already resolved by the proposer).
+        num_partitions: i32,
+        /// Concrete factor (`-1` already resolved by the proposer).
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    },
+    /// Deletes a topic.
+    DeleteTopic { name: String },
+    /// Grows a topic to `new_total` partitions; new partitions are assigned in apply, like
+    /// `CreateTopic`, with the replication factor of the existing partitions.
+    CreatePartitions { name: String, new_total: i32 },
+    /// Applies IncrementalAlterConfigs operations to a topic's overrides, all or nothing.
+    AlterTopicConfigs { name: String, ops: Vec<ConfigOp> },
+}
+
+/// Why the state machine rejected a command. Carried back to the proposer in the apply result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ApplyError {
+    TopicAlreadyExists(String),
+    UnknownTopic(String),
+    InvalidPartitions(String),
+    InvalidReplicationFactor(String),
+    InvalidRequest(String),
+}
+
+/// The apply result of one log entry, handed back by `client_write`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum CommandResponse {
+    /// Applied; nothing to report (blank and membership entries, `InitCluster`, `RegisterBroker`).
+    #[default]
+    Done,
+    /// Applied; the topic as it is after the command (before it, for `DeleteTopic`).
+    Topic(TopicMeta),
+    /// Rejected; the state is unchanged.
+    Rejected(ApplyError),
+}
+
+/// Stateless checks of a topic name, shared by the proposer (to fail fast without a log entry)
+/// and by apply (the authority).
+pub(crate) fn check_topic_name(name: &str) -> Result<(), ApplyError> {
+    if name.is_empty() {
+        return Err(ApplyError::InvalidRequest(
+            "Topic name is illegal, it can't be empty".to_string(),
+        ));
+    }
+    if name.len() > MAX_TOPIC_NAME_BYTES {
+        return Err(ApplyError::InvalidRequest(format!(
+            "Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_BYTES} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Stateless checks of a partition count for a new topic (Kafka's messages).
+pub(crate) fn check_num_partitions(num_partitions: i32) -> Result<(), ApplyError> {
+    if num_partitions < 1 {
+        return Err(ApplyError::InvalidPartitions(
+            "Number of partitions was set to an invalid non-positive value.".to_string(),
+        ));
+    }
+    if num_partitions > MAX_PARTITIONS_PER_TOPIC {
+        return Err(ApplyError::InvalidPartitions(format!(
+            "Number of partitions {num_partitions} is larger than the maximum of {MAX_PARTITIONS_PER_TOPIC}."
+        )));
+    }
+    Ok(())
+}
+
+/// Stateless checks of a replication factor (Kafka's message).
+pub(crate) fn check_replication_factor(replication_factor: i16) -> Result<(), ApplyError> {
+    if replication_factor < 1 {
+        return Err(ApplyError::InvalidReplicationFactor(
+            "Replication factor must be larger than 0, or -1 to use the default value.".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies `cmd` to `meta`. Deterministic; on rejection `meta` is left untouched.
+pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse {
+    let res = match cmd {
+        Command::InitCluster { cluster_id } => {
+            if meta.cluster_id.is_empty() {
+                meta.cluster_id = cluster_id;
+            }
+            Ok(CommandResponse::Done)
+        }
+        Command::RegisterBroker(broker) => register_broker(meta, broker),
+        Command::CreateTopic {
+            name,
+            topic_id,
+            num_partitions,
+            replication_factor,
+            configs,
+        } => create_topic(
+            meta,
+            name,
+            topic_id,
+            num_partitions,
+            replication_factor,
+            configs,
+        ),
+        Command::DeleteTopic { name } => match meta.topics.remove(&name) {
+            Some(topic) => Ok(CommandResponse::Topic(topic)),
+            None => Err(ApplyError::UnknownTopic(name)),
+        },
+        Command::CreatePartitions { name, new_total } => create_partitions(meta, name, new_total),
+        Command::AlterTopicConfigs { name, ops } => alter_topic_configs(meta, name, &ops),
+    };
+    res.unwrap_or_else(CommandResponse::Rejected)
+}
+
+fn register_broker(
+    meta: &mut ClusterMetadata,
+    broker: BrokerInfo,
+) -> Result<CommandResponse, ApplyError> {
+    if broker.node_id < 0 {
+        return Err(ApplyError::InvalidRequest(format!(
+            "Invalid broker id {}: it must be non-negative",
+            broker.node_id
+        )));
+    }
+    meta.brokers.insert(broker.node_id, broker);
+    Ok(CommandResponse::Done)
+}
+
+fn create_topic(
+    meta: &mut ClusterMetadata,
+    name: String,
+    topic_id: Uuid,
+    num_partitions: i32,
+    replication_factor: i16,
+    configs: BTreeMap<String, String>,
+) -> Result<CommandResponse, ApplyError> {
+    check_topic_name(&name)?;
+    if meta.topics.contains_key(&name) {
+        return Err(ApplyError::TopicAlreadyExists(name));
+    }
+    check_num_partitions(num_partitions)?;
+    check_replication_factor(replication_factor)?;
+    if topic_id.is_nil() {
+        return Err(ApplyError::InvalidRequest(
+            "Topic id must not be the zero UUID".to_string(),
+        ));
+    }
+    if meta.topic_by_id(&topic_id).is_some() {
+        return Err(ApplyError::InvalidRequest(format!(
+            "Topic id {topic_id} is already in use"
+        )));
+    }
+    let brokers: Vec<i32> = meta.brokers.keys().copied().collect();
+    let rf = usize::from(replication_factor.unsigned_abs());
+    check_rf_against_brokers(rf, brokers.len())?;
+
+    let offset = total_partitions(meta);
+    let partitions = assign(&brokers, rf, 0, num_partitions, offset);
+    let topic = TopicMeta {
+        name: name.clone(),
+        topic_id,
+        partitions,
+        configs,
+    };
+    meta.topics.insert(name, topic.clone());
+    Ok(CommandResponse::Topic(topic))
+}
+
+fn create_partitions(
+    meta: &mut ClusterMetadata,
+    name: String,
+    new_total: i32,
+) -> Result<CommandResponse, ApplyError> {
+    let brokers: Vec<i32> = meta.brokers.keys().copied().collect();
+    let offset = total_partitions(meta);
+    let Some(topic) = meta.topics.get_mut(&name) else {
+        return Err(ApplyError::UnknownTopic(name));
+    };
+    // `partitions.len()` is at most MAX_PARTITIONS_PER_TOPIC, so it fits an i32.
+    let current = i32::try_from(topic.partitions.len())
+        .map_err(|_| ApplyError::InvalidPartitions("Topic has too many partitions".to_string()))?;
+    if new_total < current {
+        return Err(ApplyError::InvalidPartitions(format!(
+            "Topic currently has {current} partitions, which is higher than the requested {new_total}."
+        )));
+    }
+    if new_total == current {
+        return Err(ApplyError::InvalidPartitions(format!(
+            "Topic already has {current} partitions."
+        )));
+    }
+    check_num_partitions(new_total)?;
+    // New partitions get the replication factor of the existing ones (Kafka does the same when
+    // no manual assignment is given).
+    let rf = topic
+        .partitions
+        .first()
+        .map_or(1, |p| p.replicas.len().max(1));
+    check_rf_against_brokers(rf, brokers.len())?;
+
+    let added = assign(&brokers, rf, current, new_total - current, offset);
+    topic.partitions.extend(added);
+    debug_assert!(topic
+        .partitions
+        .iter()
+        .enumerate()
+        .all(|(i, p)| usize::try_from(p.partition) == Ok(i)));
+    Ok(CommandResponse::Topic(topic.clone()))
+}
+
+fn alter_topic_configs(
+    meta: &mut ClusterMetadata,
+    name: String,
+    ops: &[ConfigOp],
+) -> Result<CommandResponse, ApplyError> {
+    let Some(topic) = meta.topics.get_mut(&name) else {
+        return Err(ApplyError::UnknownTopic(name));
+    };
+    let mut seen = BTreeSet::new();
+    for op in ops {
+        if op.key().is_empty() {
+            return Err(ApplyError::InvalidRequest(
+                "Config key must not be empty".to_string(),
+            ));
+        }
+        // Kafka rejects a request naming one key twice rather than picking an order.
+        if !seen.insert(op.key()) {
+            return Err(ApplyError::InvalidRequest(format!(
+                "Error due to duplicate config keys: {}",
+                op.key()
+            )));
+        }
+    }
+    // All checks are done: from here on every op applies, so the request is all or nothing.
+    for op in ops {
+        apply_config_op(&mut topic.configs, op);
+    }
+    Ok(CommandResponse::Topic(topic.clone()))
+}
+
+/// Applies one config operation. APPEND and SUBTRACT work on the explicit override only: the
+/// controller does not know the broker's defaults (Kafka starts from the default value when the
+/// key has no override).
+fn apply_config_op(configs: &mut BTreeMap<String, String>, op: &ConfigOp) {
+    match op {
+        ConfigOp::Set(key, value) => {
+            configs.insert(key.clone(), value.clone());
+        }
+        ConfigOp::Delete(key) => {
+            configs.remove(key);
+        }
+        ConfigOp::Append(key, value) => {
+            let mut items = split_list(configs.get(key).map_or("", String::as_str));
+            for item in split_list(value) {
+                if !items.contains(&item) {
+                    items.push(item);
+                }
+            }
+            configs.insert(key.clone(), items.join(","));
+        }
+        ConfigOp::Subtract(key, value) => {
+            let remove = split_list(value);
+            let items: Vec<String> = split_list(configs.get(key).map_or("", String::as_str))
+                .into_iter()
+                .filter(|item| !remove.contains(item))
+                .collect();
+            configs.insert(key.clone(), items.join(","));
+        }
+    }
+}
+
+/// Splits a Kafka LIST value: comma-separated, whitespace around items ignored, empty items
+/// dropped.
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn check_rf_against_brokers(rf: usize, brokers: usize) -> Result<(), ApplyError> {
+    if rf > brokers {
+        return Err(ApplyError::InvalidReplicationFactor(format!(
+            "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {brokers} broker(s) are registered."
+        )));
+    }
+    Ok(())
+}
+
+/// Number of partitions in the cluster; used as the round-robin start so that leaders of
+/// successive topics spread over the brokers (Kafka picks a random start; apply cannot).
+fn total_partitions(meta: &ClusterMetadata) -> usize {
+    meta.topics.values().map(|t| t.partitions.len()).sum()
+}
+
+/// Round-robin assignment: replica `j` of the `i`-th new partition is
+/// `brokers[(offset + i + j) % brokers.len()]`, so the replicas of a partition are distinct and
+/// the leader (first replica) rotates.
+///
+/// Preconditions (checked by the callers): `1 <= rf <= brokers.len()`, `count >= 1`.
+fn assign(
+    brokers: &[i32],
+    rf: usize,
+    first_partition: i32,
+    count: i32,
+    offset: usize,
+) -> Vec<PartitionMeta> {
+    assert!(
+        rf >= 1 && rf <= brokers.len(),
+        "rf {rf} checked against {} brokers",
+        brokers.len()
+    );
+    assert!(count >= 1, "count {count} checked by the caller");
+    (first_partition..first_partition + count)
+        .enumerate()
+        .map(|(i, partition)| {
+            let replicas: Vec<i32> = (0..rf)
+                .map(|j| brokers[(offset + i + j) % brokers.len()])
+                .collect();
+            PartitionMeta {
+                partition,
+                leader: replicas[0],
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(id: i32) -> BrokerInfo {
+        BrokerInfo {
+            node_id: id,
+            host: "127.0.0.1".to_string(),
+            port: 9092,
+            rack: None,
+        }
+    }
+
+    fn meta_with_brokers(ids: &[i32]) -> ClusterMetadata {
+        let mut meta = ClusterMetadata::default();
+        for id in ids {
+            assert_eq!(
+                apply(&mut meta, Command::RegisterBroker(broker(*id))),
+                CommandResponse::Done
+            );
+        }
+        meta
+    }
+
+    fn create(name: &str, partitions: i32, rf: i16) -> Command {
+        Command::CreateTopic {
+            name: name.to_string(),
+            topic_id: Uuid::new_v4(),
+            num_partitions: partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn init_cluster_is_set_once() {
+        let mut meta = ClusterMetadata::default();
+        apply(
+            &mut meta,
+            Command::InitCluster {
+                cluster_id: "a".into(),
+            },
+        );
+        apply(
+            &mut meta,
+            Command::InitCluster {
+                cluster_id: "b".into(),
+            },
+        );
+        assert_eq!(meta.cluster_id, "a");
+    }
+
+    #[test]
+    fn round_robin_assignment_is_distinct_and_rotates() {
+        let mut meta = meta_with_brokers(&[3, 1, 2]);
+        let CommandResponse::Topic(t) = apply(&mut meta, create("t", 3, 2)) else {
+            panic!("create failed");
+        };
+        let replicas: Vec<Vec<i32>> = t.partitions.iter().map(|p| p.replicas.clone()).collect();
+        assert_eq!(replicas, vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
+        for p in &t.partitions {
+            assert_eq!(p.leader, p.replicas[0]);
+            assert_eq!(p.isr, p.replicas);
+            assert_eq!(p.leader_epoch, 0);
+        }
+        // The next topic starts where the previous one stopped.
+        let CommandResponse::Topic(u) = apply(&mut meta, create("u", 1, 1)) else {
+            panic!("create failed");
+        };
+        assert_eq!(u.partitions[0].replicas, vec![1]);
+    }
+
+    #[test]
+    fn rejected_commands_leave_state_unchanged() {
+        let mut meta = meta_with_brokers(&[0]);
+        apply(&mut meta, create("t", 1, 1));
+        let before = meta.clone();
+        for (cmd, want) in [
+            (
+                create("t", 1, 1),
+                ApplyError::TopicAlreadyExists("t".into()),
+            ),
+            (
+                create("x", 0, 1),
+                ApplyError::InvalidPartitions(
+                    "Number of partitions was set to an invalid non-positive value.".into(),
+                ),
+            ),
+            (
+                Command::DeleteTopic {
+                    name: "nope".into(),
+                },
+                ApplyError::UnknownTopic("nope".into()),
+            ),
+            (
+                Command::CreatePartitions {
+                    name: "t".into(),
+                    new_total: 1,
+                },
+                ApplyError::InvalidPartitions("Topic already has 1 partitions.".into()),
+            ),
+        ] {
+            assert_eq!(apply(&mut meta, cmd), CommandResponse::Rejected(want));
+        }
+        let CommandResponse::Rejected(ApplyError::InvalidReplicationFactor(_)) =
+            apply(&mut meta, create("x", 1, 2))
+        else {
+            panic!("rf 2 with one broker must be rejected");
+        };
+        let CommandResponse::Rejected(ApplyError::InvalidPartitions(_)) =
+            apply(&mut meta, create("x", MAX_PARTITIONS_PER_TOPIC + 1, 1))
+        else {
+            panic!("too many partitions must be rejected");
+        };
+        assert_eq!(meta, before);
+    }
+
+    #[test]
+    fn config_ops_follow_kafka_list_semantics() {
+        let mut configs = BTreeMap::new();
+        apply_config_op(
+            &mut configs,
+            &ConfigOp::Append("cleanup.policy".into(), "delete".into()),
+        );
+        apply_config_op(
+            &mut configs,
+            &ConfigOp::Append("cleanup.policy".into(), "compact, delete".into()),
+        );
+        assert_eq!(configs["cleanup.policy"], "delete,compact");
+        apply_config_op(
+            &mut configs,
+            &ConfigOp::Subtract("cleanup.policy".into(), "delete".into()),
+        );
+        assert_eq!(configs["cleanup.policy"], "compact");
+        apply_config_op(
+            &mut configs,
+            &ConfigOp::Subtract("cleanup.policy".into(), "compact".into()),
+        );
+        assert_eq!(configs["cleanup.policy"], "");
+        apply_config_op(&mut configs, &ConfigOp::Delete("cleanup.policy".into()));
+        assert!(configs.is_empty());
+    }
+
+    #[test]
+    fn duplicate_config_keys_are_rejected_atomically() {
+        let mut meta = meta_with_brokers(&[0]);
+        apply(&mut meta, create("t", 1, 1));
+        let before = meta.clone();
+        let res = apply(
+            &mut meta,
+            Command::AlterTopicConfigs {
+                name: "t".into(),
+                ops: vec![
+                    ConfigOp::Set("retention.ms".into(), "1".into()),
+                    ConfigOp::Delete("retention.ms".into()),
+                ],
+            },
+        );
+        assert!(matches!(
+            res,
+            CommandResponse::Rejected(ApplyError::InvalidRequest(_))
+        ));
+        assert_eq!(meta, before);
+    }
+}

@@ -1,0 +1,475 @@
+//! [`Controller`]: the handle the broker uses to read and change cluster metadata.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::command::{
+    check_num_partitions, check_replication_factor, check_topic_name, Command, CommandResponse,
+    DEFAULT_NUM_PARTITIONS, DEFAULT_REPLICATION_FACTOR,
+};
+use crate::error::{ControllerError, Result};
+use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, TopicMeta};
+use crate::network::NetworkFactory;
+use crate::raft_types::{LogId, NodeId, Raft};
+use crate::state_machine::StateMachineStore;
+use crate::store::{self, LogStore, MetaDb};
+
+/// Interval at which a leader heartbeats its followers (openraft's default). Irrelevant while
+/// the controller is the only voter; kept at the default for the multi-voter cluster.
+const HEARTBEAT_INTERVAL_MS: u64 = 50;
+/// Election timeout range (openraft's defaults). A single voter never waits for it: `open`
+/// triggers its election at once.
+const ELECTION_TIMEOUT_MIN_MS: u64 = 150;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 300;
+const _: () = assert!(HEARTBEAT_INTERVAL_MS < ELECTION_TIMEOUT_MIN_MS);
+const _: () = assert!(ELECTION_TIMEOUT_MIN_MS < ELECTION_TIMEOUT_MAX_MS);
+
+/// Build a snapshot once this many entries were applied since the last one (the brief's
+/// choice; openraft's default is 5000). At ~200 bytes per entry that bounds the replay on
+/// restart to ~200 KB of JSON.
+const SNAPSHOT_LOGS_SINCE_LAST: u64 = 1_000;
+/// Entries kept in the log after they are covered by a snapshot, so that a briefly lagging
+/// follower (once there are followers) catches up from the log instead of a full snapshot.
+const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 100;
+
+/// How long `open` waits for this node to become leader before giving up. A single voter
+/// takes a few milliseconds; the bound only turns a stuck election into an error.
+const LEADER_WAIT_MS: u64 = 5_000;
+/// How long `shutdown` waits for openraft's tasks to release the store.
+const STORE_CLOSE_WAIT_MS: u64 = 5_000;
+
+/// Settings of the controller, a sub-struct of the broker's config.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Kafka `node.id` of this broker; also its Raft node id. Must be non-negative.
+    pub node_id: i32,
+    /// Directory owned by the controller (RocksDB lives here); created if missing.
+    pub data_dir: PathBuf,
+    /// Host advertised for this broker (`advertised.listeners`).
+    pub advertised_host: String,
+    /// Port advertised for this broker.
+    pub advertised_port: u16,
+    /// Kafka `broker.rack`.
+    pub rack: Option<String>,
+}
+
+/// Raft knobs that tests turn down; production uses [`Tuning::default`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    pub(crate) snapshot_logs_since_last: u64,
+    pub(crate) logs_kept_after_snapshot: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            snapshot_logs_since_last: SNAPSHOT_LOGS_SINCE_LAST,
+            logs_kept_after_snapshot: LOGS_KEPT_AFTER_SNAPSHOT,
+        }
+    }
+}
+
+/// The cluster metadata controller: a Raft node (openraft) whose state machine holds the
+/// [`ClusterMetadata`]. Cheap to clone.
+///
+/// Writes are linearizable: each one is a Raft log entry whose validation runs when the entry
+/// is applied, and its outcome is what the call returns.
+///
+/// Cancel safety: dropping a write future after it was proposed does not withdraw the command;
+/// it may still be applied (the outcome is then visible only through [`Controller::metadata`]).
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: NodeId,
+    raft: Raft,
+    /// Latest applied state, published by the state machine after every apply.
+    metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    /// The store, without keeping it open: openraft's tasks own it.
+    db: Weak<MetaDb>,
+    /// `changed()` fails once the store is closed.
+    db_closed: watch::Receiver<()>,
+}
+
+impl Controller {
+    /// Opens (or creates) the metadata store, starts Raft, initializes a new single-voter
+    /// cluster on first start (with a new cluster id), waits until this node is leader and has
+    /// applied everything committed, then registers this broker (or updates its endpoint).
+    pub async fn open(config: ControllerConfig) -> Result<Controller> {
+        Self::open_tuned(config, Tuning::default()).await
+    }
+
+    #[tracing::instrument(name = "controller_open", skip_all, fields(node_id = config.node_id))]
+    pub(crate) async fn open_tuned(config: ControllerConfig, tuning: Tuning) -> Result<Controller> {
+        let started = Instant::now();
+        if config.node_id < 0 {
+            return Err(ControllerError::InvalidRequest(format!(
+                "node.id must be non-negative, got {}",
+                config.node_id
+            )));
+        }
+        let (db, db_closed) = store::open_db(config.data_dir.clone())
+            .await
+            .map_err(ControllerError::Storage)?;
+        let sm_db = db.clone();
+        let (state_machine, metadata) = store::blocking(move || StateMachineStore::load(sm_db))
+            .await
+            .map_err(|e| ControllerError::Storage(e.to_string()))?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "metadata store opened"
+        );
+        let log_store = LogStore::new(db.clone());
+        let weak_db = Arc::downgrade(&db);
+        drop(db);
+
+        let raft_config = openraft::Config {
+            cluster_name: "fjord-metadata".to_string(),
+            heartbeat_interval: HEARTBEAT_INTERVAL_MS,
+            election_timeout_min: ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: tuning.logs_kept_after_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ControllerError::Raft(format!("invalid raft config: {e}")))?;
+
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            NetworkFactory,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(map_fatal)?;
+        let controller = Controller {
+            inner: Arc::new(Inner {
+                node_id: config.node_id,
+                raft,
+                metadata,
+                db: weak_db,
+                db_closed,
+            }),
+        };
+        let applied = match controller.start(&config).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                // Close the store before reporting, so that the caller may retry at once.
+                if let Err(close_err) = controller.shutdown().await {
+                    tracing::debug!(error = %close_err, "shutdown after a failed open");
+                }
+                return Err(e);
+            }
+        };
+
+        let term = controller.inner.raft.metrics().borrow().current_term;
+        let metadata = controller.metadata();
+        tracing::info!(
+            cluster_id = %metadata.cluster_id,
+            term,
+            applied_index = applied.map(|l| l.index),
+            topics = metadata.topics.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "controller started"
+        );
+        Ok(controller)
+    }
+
+    /// Everything `open` does once Raft runs: leadership, catch-up, cluster id, registration.
+    /// Returns the id of the last log entry known to be applied.
+    async fn start(&self, config: &ControllerConfig) -> Result<Option<LogId>> {
+        let raft = &self.inner.raft;
+        let id = self.inner.node_id;
+        let node = BasicNode::new(format!(
+            "{}:{}",
+            config.advertised_host, config.advertised_port
+        ));
+        if !raft.is_initialized().await.map_err(map_fatal)? {
+            tracing::debug!("new metadata store: initializing a single-voter cluster");
+            // `initialize` also starts the election, without waiting for a timeout.
+            match raft.initialize(BTreeMap::from([(id, node)])).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(ControllerError::Raft(e.to_string())),
+            }
+        } else {
+            // A node that was leader with a committed vote restarts as leader. Otherwise (it
+            // crashed mid-election, say), as the only voter it can elect itself now instead of
+            // idling through an election timeout.
+            let (voters, state) = raft
+                .with_raft_state(|st| {
+                    let voters: Vec<NodeId> = st.membership_state.effective().voter_ids().collect();
+                    (voters, st.server_state)
+                })
+                .await
+                .map_err(map_fatal)?;
+            if voters == [id] && state != ServerState::Leader {
+                tracing::debug!(?state, "only voter and not leader: electing now");
+                raft.trigger().elect().await.map_err(map_fatal)?;
+            }
+        }
+        raft.wait(Some(Duration::from_millis(LEADER_WAIT_MS)))
+            .metrics(
+                |m| m.state == ServerState::Leader && m.current_leader == Some(id),
+                "this node is the leader",
+            )
+            .await
+            .map_err(|e| ControllerError::Raft(format!("not leader after open: {e}")))?;
+        // Returns once everything committed before this point is applied.
+        let mut applied = raft.ensure_linearizable().await.map_err(|e| match e {
+            RaftError::APIError(_) => ControllerError::NotController,
+            RaftError::Fatal(f) => map_fatal(f),
+        })?;
+
+        let current = self.metadata();
+        if current.cluster_id.is_empty() {
+            let cluster_id = new_cluster_id();
+            tracing::debug!(%cluster_id, "initializing cluster id");
+            applied = Some(self.write(Command::InitCluster { cluster_id }).await?.0);
+        }
+        let me = BrokerInfo {
+            node_id: id,
+            host: config.advertised_host.clone(),
+            port: config.advertised_port,
+            rack: config.rack.clone(),
+        };
+        // An unchanged registration would only add a log entry (and an fsync) per restart.
+        if current.brokers.get(&id) != Some(&me) {
+            tracing::debug!(?me, "registering broker");
+            applied = Some(self.write(Command::RegisterBroker(me)).await?.0);
+        }
+        Ok(applied)
+    }
+
+    /// The latest applied metadata.
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.inner.metadata.borrow().clone()
+    }
+
+    /// A receiver of the metadata, updated after every applied batch of log entries. Its
+    /// `changed()` fails once the controller has shut down.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
+        self.inner.metadata.clone()
+    }
+
+    /// Creates a topic. `num_partitions` and `replication_factor` of `-1` mean the defaults
+    /// ([`DEFAULT_NUM_PARTITIONS`], [`DEFAULT_REPLICATION_FACTOR`]). Partitions are assigned
+    /// round-robin over the registered brokers; leader = first replica, epoch 0, isr = replicas.
+    ///
+    /// Errors: `TopicAlreadyExists`, `InvalidPartitions` (< 1 or above
+    /// [`MAX_PARTITIONS_PER_TOPIC`](crate::MAX_PARTITIONS_PER_TOPIC)),
+    /// `InvalidReplicationFactor` (< 1 or more than the registered brokers), `InvalidRequest`
+    /// (empty or overlong name, nil or reused topic id).
+    #[tracing::instrument(level = "debug", skip(self, configs))]
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        topic_id: Uuid,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta> {
+        // Defaults are resolved here, not in apply: a log entry must mean the same thing to
+        // every build that replays it, whatever its defaults.
+        let num_partitions = if num_partitions == -1 {
+            DEFAULT_NUM_PARTITIONS
+        } else {
+            num_partitions
+        };
+        let replication_factor = if replication_factor == -1 {
+            DEFAULT_REPLICATION_FACTOR
+        } else {
+            replication_factor
+        };
+        // Stateless checks fail fast, without a log entry; apply checks again.
+        check_topic_name(name)?;
+        check_num_partitions(num_partitions)?;
+        check_replication_factor(replication_factor)?;
+        self.write_topic(Command::CreateTopic {
+            name: name.to_string(),
+            topic_id,
+            num_partitions,
+            replication_factor,
+            configs,
+        })
+        .await
+    }
+
+    /// Deletes a topic and returns it as it was (the broker deletes its data by `topic_id`).
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicMeta> {
+        self.write_topic(Command::DeleteTopic {
+            name: name.to_string(),
+        })
+        .await
+    }
+
+    /// Grows a topic to `new_total` partitions; existing partitions keep their ids.
+    ///
+    /// Errors: `UnknownTopic`; `InvalidPartitions` if `new_total` is not above the current
+    /// count (Kafka's messages) or above the maximum; `InvalidReplicationFactor` if the topic's
+    /// replication factor exceeds the registered brokers.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn create_partitions(&self, name: &str, new_total: i32) -> Result<TopicMeta> {
+        self.write_topic(Command::CreatePartitions {
+            name: name.to_string(),
+            new_total,
+        })
+        .await
+    }
+
+    /// Applies IncrementalAlterConfigs operations to a topic's config overrides, all or nothing.
+    ///
+    /// Errors: `UnknownTopic`; `InvalidRequest` for an empty key or a key named twice.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn alter_topic_configs(&self, name: &str, ops: Vec<ConfigOp>) -> Result<TopicMeta> {
+        self.write_topic(Command::AlterTopicConfigs {
+            name: name.to_string(),
+            ops,
+        })
+        .await
+    }
+
+    /// Stops Raft, flushes the store and waits until it is closed, so that the data dir can be
+    /// reopened at once. Later calls on any clone fail with `ShuttingDown`. Idempotent.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| ControllerError::Raft(format!("raft core task failed: {e}")))?;
+        if let Some(db) = self.inner.db.upgrade() {
+            tokio::task::spawn_blocking(move || db.flush())
+                .await
+                .map_err(|e| ControllerError::Storage(format!("flush task failed: {e}")))?
+                .map_err(ControllerError::Storage)?;
+        }
+        let mut closed = self.inner.db_closed.clone();
+        // `()` is never sent: `changed()` only returns, with an error, once the store closed.
+        let wait = async { while closed.changed().await.is_ok() {} };
+        tokio::time::timeout(Duration::from_millis(STORE_CLOSE_WAIT_MS), wait)
+            .await
+            .map_err(|_| {
+                ControllerError::Storage(format!(
+                    "metadata store still open {STORE_CLOSE_WAIT_MS} ms after raft shutdown"
+                ))
+            })?;
+        tracing::info!("controller stopped");
+        Ok(())
+    }
+
+    /// Proposes `cmd` and returns where it landed in the log and its apply result.
+    async fn write(&self, cmd: Command) -> Result<(LogId, CommandResponse)> {
+        let response = self
+            .inner
+            .raft
+            .client_write(cmd)
+            .await
+            .map_err(|e| match e {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                    ControllerError::NotController
+                }
+                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                    ControllerError::Raft(e.to_string())
+                }
+                RaftError::Fatal(f) => map_fatal(f),
+            })?;
+        Ok((response.log_id, response.data))
+    }
+
+    async fn write_topic(&self, cmd: Command) -> Result<TopicMeta> {
+        match self.write(cmd).await?.1 {
+            CommandResponse::Topic(topic) => Ok(topic),
+            CommandResponse::Rejected(e) => Err(e.into()),
+            CommandResponse::Done => Err(ControllerError::Raft(
+                "a topic command applied without a topic result".to_string(),
+            )),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+}
+
+fn map_fatal(f: Fatal<NodeId>) -> ControllerError {
+    match f {
+        Fatal::StorageError(e) => ControllerError::Storage(e.to_string()),
+        Fatal::Panicked => ControllerError::Raft("raft core panicked".to_string()),
+        Fatal::Stopped => ControllerError::ShuttingDown,
+    }
+}
+
+/// A new cluster id like Kafka's `Uuid.randomUuid().toString()`: 16 random bytes as 22
+/// characters of URL-safe base64 without padding, never starting with `-` (Kafka avoids ids
+/// that look like command-line flags) and never the zero UUID.
+fn new_cluster_id() -> String {
+    loop {
+        let uuid = Uuid::new_v4();
+        let id = base64_url_no_pad(uuid.as_bytes());
+        if !uuid.is_nil() && !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+/// URL-safe base64 (RFC 4648 §5) without padding.
+fn base64_url_no_pad(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        // 1, 2 or 3 input bytes carry 2, 3 or 4 sextets.
+        for i in 0..=chunk.len() {
+            // Masked to 6 bits, so the cast cannot truncate.
+            let sextet = ((n >> (18 - 6 * i)) & 0x3f) as usize;
+            out.push(char::from(ALPHABET[sextet]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod cluster_id_tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_url_alphabet() {
+        let bytes: Vec<u8> = (0..16).collect();
+        assert_eq!(base64_url_no_pad(&bytes), "AAECAwQFBgcICQoLDA0ODw");
+        let mut bytes = [0xfb, 0xff, 0xbf].repeat(5);
+        bytes.push(0xfe);
+        assert_eq!(base64_url_no_pad(&bytes), "-_-_-_-_-_-_-_-_-_-__g");
+    }
+
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        for _ in 0..100 {
+            let id = new_cluster_id();
+            assert_eq!(id.len(), 22);
+            assert!(!id.starts_with('-'));
+            assert!(id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        }
+    }
+}

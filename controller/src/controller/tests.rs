@@ -1,0 +1,484 @@
+//! Tests of the controller end to end: real RocksDB in a tempdir, real openraft.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// The broker's whole startup budget; `open` must fit well inside it.
+const STARTUP_BUDGET_MS: u128 = 200;
+
+/// Sends logs to the test output when `RUST_LOG` is set.
+fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+fn config(dir: &Path, node_id: i32) -> ControllerConfig {
+    init_tracing();
+    ControllerConfig {
+        node_id,
+        data_dir: dir.join("controller"),
+        advertised_host: "127.0.0.1".to_string(),
+        advertised_port: 9092,
+        rack: Some("rack-a".to_string()),
+    }
+}
+
+async fn timed_open(config: ControllerConfig) -> (Controller, Duration) {
+    let started = Instant::now();
+    let controller = Controller::open(config).await.expect("open");
+    (controller, started.elapsed())
+}
+
+fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_open_then_create_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (controller, elapsed) = timed_open(config(dir.path(), 0)).await;
+    println!(
+        "open() on a fresh dir: {:.1} ms",
+        elapsed.as_secs_f64() * 1e3
+    );
+    assert!(
+        elapsed.as_millis() < STARTUP_BUDGET_MS,
+        "fresh open took {elapsed:?}"
+    );
+
+    let meta = controller.metadata();
+    assert_eq!(
+        meta.cluster_id.len(),
+        22,
+        "cluster id {:?}",
+        meta.cluster_id
+    );
+    assert_eq!(meta.controller_id, 0);
+    assert_eq!(
+        meta.brokers.get(&0),
+        Some(&BrokerInfo {
+            node_id: 0,
+            host: "127.0.0.1".to_string(),
+            port: 9092,
+            rack: Some("rack-a".to_string()),
+        })
+    );
+
+    let topic_id = Uuid::new_v4();
+    let created = controller
+        .create_topic(
+            "orders",
+            topic_id,
+            3,
+            -1,
+            configs(&[("retention.ms", "1000")]),
+        )
+        .await
+        .expect("create_topic");
+    let meta = controller.metadata();
+    let topic = meta.topics.get("orders").expect("topic in metadata");
+    assert_eq!(topic, &created);
+    assert_eq!(topic.topic_id, topic_id);
+    assert_eq!(meta.topic_by_id(&topic_id), Some(topic));
+    assert_eq!(topic.configs, configs(&[("retention.ms", "1000")]));
+    assert_eq!(topic.partitions.len(), 3);
+    for (i, p) in topic.partitions.iter().enumerate() {
+        assert_eq!(p.partition, i32::try_from(i).expect("small"));
+        assert_eq!(p.leader, 0);
+        assert_eq!(p.leader_epoch, 0);
+        assert_eq!(p.replicas, vec![0]);
+        assert_eq!(p.isr, vec![0]);
+    }
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_domain_states() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let controller = Controller::open(config(dir.path(), 1)).await.expect("open");
+    controller
+        .create_topic("t", Uuid::new_v4(), 3, 1, BTreeMap::new())
+        .await
+        .expect("create");
+
+    let err = controller
+        .create_topic("t", Uuid::new_v4(), 1, 1, BTreeMap::new())
+        .await
+        .expect_err("duplicate");
+    assert!(
+        matches!(err, ControllerError::TopicAlreadyExists(ref n) if n == "t"),
+        "{err:?}"
+    );
+
+    let err = controller.delete_topic("nope").await.expect_err("unknown");
+    assert!(
+        matches!(err, ControllerError::UnknownTopic(ref n) if n == "nope"),
+        "{err:?}"
+    );
+    let err = controller
+        .create_partitions("nope", 4)
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, ControllerError::UnknownTopic(_)), "{err:?}");
+    let err = controller
+        .alter_topic_configs("nope", vec![ConfigOp::Delete("x".into())])
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, ControllerError::UnknownTopic(_)), "{err:?}");
+
+    for n in [0, -2] {
+        let err = controller
+            .create_topic("u", Uuid::new_v4(), n, 1, BTreeMap::new())
+            .await
+            .expect_err("bad partition count");
+        assert!(
+            matches!(err, ControllerError::InvalidPartitions(_)),
+            "{err:?}"
+        );
+    }
+    let err = controller
+        .create_partitions("t", 2)
+        .await
+        .expect_err("shrink");
+    match err {
+        ControllerError::InvalidPartitions(msg) => assert_eq!(
+            msg,
+            "Topic currently has 3 partitions, which is higher than the requested 2."
+        ),
+        other => panic!("{other:?}"),
+    }
+    let err = controller
+        .create_partitions("t", 3)
+        .await
+        .expect_err("same");
+    assert!(
+        matches!(err, ControllerError::InvalidPartitions(_)),
+        "{err:?}"
+    );
+
+    for rf in [2, 0, -2] {
+        let err = controller
+            .create_topic("u", Uuid::new_v4(), 1, rf, BTreeMap::new())
+            .await
+            .expect_err("bad rf");
+        assert!(
+            matches!(err, ControllerError::InvalidReplicationFactor(_)),
+            "rf {rf}: {err:?}"
+        );
+    }
+
+    let err = controller
+        .create_topic("", Uuid::new_v4(), 1, 1, BTreeMap::new())
+        .await
+        .expect_err("empty name");
+    assert!(matches!(err, ControllerError::InvalidRequest(_)), "{err:?}");
+
+    // None of the rejected commands changed anything.
+    let meta = controller.metadata();
+    assert_eq!(meta.topics.len(), 1);
+    assert_eq!(meta.topics["t"].partitions.len(), 3);
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_partitions_and_alter_configs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let controller = Controller::open(config(dir.path(), 1)).await.expect("open");
+    let before = controller
+        .create_topic("t", Uuid::new_v4(), 3, 1, BTreeMap::new())
+        .await
+        .expect("create");
+
+    let after = controller.create_partitions("t", 5).await.expect("grow");
+    assert_eq!(after.topic_id, before.topic_id);
+    assert_eq!(after.partitions.len(), 5);
+    assert_eq!(after.partitions[..3], before.partitions[..]);
+    for (i, p) in after.partitions.iter().enumerate().skip(3) {
+        assert_eq!(p.partition, i32::try_from(i).expect("small"));
+        assert_eq!((p.leader, p.leader_epoch), (1, 0));
+        assert_eq!(p.replicas, vec![1]);
+        assert_eq!(p.isr, vec![1]);
+    }
+    assert_eq!(controller.metadata().topics["t"], after);
+
+    let t = controller
+        .alter_topic_configs(
+            "t",
+            vec![
+                ConfigOp::Set("retention.ms".into(), "60000".into()),
+                ConfigOp::Set("cleanup.policy".into(), "delete".into()),
+            ],
+        )
+        .await
+        .expect("set");
+    assert_eq!(
+        t.configs,
+        configs(&[("retention.ms", "60000"), ("cleanup.policy", "delete")])
+    );
+    let t = controller
+        .alter_topic_configs(
+            "t",
+            vec![
+                ConfigOp::Append("cleanup.policy".into(), "compact".into()),
+                ConfigOp::Delete("retention.ms".into()),
+            ],
+        )
+        .await
+        .expect("append + delete");
+    assert_eq!(t.configs, configs(&[("cleanup.policy", "delete,compact")]));
+    let t = controller
+        .alter_topic_configs(
+            "t",
+            vec![ConfigOp::Subtract("cleanup.policy".into(), "delete".into())],
+        )
+        .await
+        .expect("subtract");
+    assert_eq!(t.configs, configs(&[("cleanup.policy", "compact")]));
+    assert_eq!(controller.metadata().topics["t"].configs, t.configs);
+    assert_eq!(controller.metadata().topics["t"].partitions.len(), 5);
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_topic_and_subscribe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let controller = Controller::open(config(dir.path(), 1)).await.expect("open");
+    let mut rx = controller.subscribe();
+    rx.borrow_and_update();
+
+    let created = controller
+        .create_topic("t", Uuid::new_v4(), 2, 1, BTreeMap::new())
+        .await
+        .expect("create");
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("notified in time")
+        .expect("sender alive");
+    assert!(rx.borrow_and_update().topics.contains_key("t"));
+
+    let deleted = controller.delete_topic("t").await.expect("delete");
+    assert_eq!(deleted, created);
+    assert!(!controller.metadata().topics.contains_key("t"));
+    rx.changed().await.expect("sender alive");
+    assert!(!rx.borrow_and_update().topics.contains_key("t"));
+
+    // The name can be reused, with a new id.
+    let again = controller
+        .create_topic("t", Uuid::new_v4(), 1, 1, BTreeMap::new())
+        .await
+        .expect("recreate");
+    assert_ne!(again.topic_id, created.topic_id);
+
+    rx.borrow_and_update();
+    controller.shutdown().await.expect("shutdown");
+    // After shutdown the subscription ends and writes fail.
+    assert!(rx.changed().await.is_err());
+    let err = controller
+        .delete_topic("t")
+        .await
+        .expect_err("after shutdown");
+    assert!(matches!(err, ControllerError::ShuttingDown), "{err:?}");
+    controller.shutdown().await.expect("shutdown is idempotent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_state_and_is_fast() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let controller = Controller::open(config(dir.path(), 1)).await.expect("open");
+    controller
+        .create_topic("a", Uuid::new_v4(), 3, 1, configs(&[("retention.ms", "1")]))
+        .await
+        .expect("create a");
+    controller
+        .create_topic("b", Uuid::new_v4(), 1, 1, BTreeMap::new())
+        .await
+        .expect("create b");
+    controller.create_partitions("b", 2).await.expect("grow b");
+    controller
+        .alter_topic_configs(
+            "a",
+            vec![ConfigOp::Set("cleanup.policy".into(), "compact".into())],
+        )
+        .await
+        .expect("alter a");
+    let before = controller.metadata();
+    controller.shutdown().await.expect("shutdown");
+
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let (controller, elapsed) = timed_open(config(dir.path(), 1)).await;
+        times.push(elapsed);
+        assert_eq!(controller.metadata(), before);
+        controller.shutdown().await.expect("shutdown");
+    }
+    let ms: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:.1}", t.as_secs_f64() * 1e3))
+        .collect();
+    println!("open() on restart: {} ms", ms.join(", "));
+    times.sort();
+    // The median, so that one slow fsync on a shared CI disk does not fail the test; every
+    // single open must still fit the budget.
+    assert!(
+        times[1].as_millis() < STARTUP_BUDGET_MS / 2,
+        "restart open took {times:?}"
+    );
+    assert!(
+        times[2].as_millis() < STARTUP_BUDGET_MS,
+        "restart open took {times:?}"
+    );
+
+    // A changed endpoint is re-registered.
+    let mut moved = config(dir.path(), 1);
+    moved.advertised_port = 19092;
+    let controller = Controller::open(moved).await.expect("open moved");
+    let meta = controller.metadata();
+    assert_eq!(meta.brokers[&1].port, 19092);
+    assert_eq!(meta.topics, before.topics);
+    assert_eq!(meta.cluster_id, before.cluster_id);
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[test]
+fn crash_restart_keeps_acknowledged_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1);
+
+    // "Crash": the runtime running the controller is torn down mid-flight, with writes still
+    // in progress and no shutdown.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let acknowledged = rt.block_on(async {
+        let controller = Controller::open(cfg.clone()).await.expect("open");
+        let mut acknowledged = Vec::new();
+        for i in 0..20 {
+            let name = format!("t{i}");
+            let topic = controller
+                .create_topic(&name, Uuid::new_v4(), 1, 1, BTreeMap::new())
+                .await
+                .expect("create");
+            acknowledged.push(topic);
+        }
+        for i in 20..40 {
+            let c = controller.clone();
+            tokio::spawn(async move {
+                let _ = c
+                    .create_topic(&format!("t{i}"), Uuid::new_v4(), 1, 1, BTreeMap::new())
+                    .await;
+            });
+        }
+        acknowledged
+    });
+    drop(rt);
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let controller = Controller::open(cfg.clone()).await.expect("reopen");
+        let meta = controller.metadata();
+        for topic in &acknowledged {
+            assert_eq!(meta.topics.get(&topic.name), Some(topic));
+        }
+        // A plain drop of the handle (no shutdown) also keeps everything.
+        controller
+            .create_topic("last", Uuid::new_v4(), 1, 1, BTreeMap::new())
+            .await
+            .expect("create");
+        let before = controller.metadata();
+        drop(controller);
+
+        let controller = Controller::open(cfg.clone())
+            .await
+            .expect("reopen after drop");
+        assert_eq!(controller.metadata(), before);
+        controller.shutdown().await.expect("shutdown");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_and_purge_then_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tuning = Tuning {
+        snapshot_logs_since_last: 10,
+        logs_kept_after_snapshot: 0,
+    };
+    let controller = Controller::open_tuned(config(dir.path(), 1), tuning)
+        .await
+        .expect("open");
+    for i in 0..30 {
+        controller
+            .create_topic(&format!("t{i}"), Uuid::new_v4(), 2, 1, BTreeMap::new())
+            .await
+            .expect("create");
+        controller
+            .alter_topic_configs(
+                &format!("t{i}"),
+                vec![ConfigOp::Set("retention.ms".into(), i.to_string())],
+            )
+            .await
+            .expect("alter");
+    }
+    controller.delete_topic("t0").await.expect("delete");
+    let metrics = controller
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| {
+                m.snapshot.as_ref().is_some_and(|s| s.index >= 50)
+                    && m.purged.as_ref().is_some_and(|p| p.index >= 50)
+            },
+            "snapshot built and log purged",
+        )
+        .await
+        .expect("snapshot and purge");
+    println!(
+        "snapshot at {:?}, purged up to {:?}, last log {:?}",
+        metrics.snapshot, metrics.purged, metrics.last_log_index
+    );
+    let before = controller.metadata();
+    assert_eq!(before.topics.len(), 29);
+    controller.shutdown().await.expect("shutdown");
+
+    // The purged entries are gone from RocksDB, not just marked.
+    let purged = metrics.purged.expect("purged").index;
+    let (db, _closed) =
+        crate::store::MetaDb::open(&dir.path().join("controller")).expect("open store");
+    let logs = db.read_logs(0, None).expect("read logs");
+    let first = logs.first().map(|e| e.log_id.index);
+    assert!(
+        first.is_none_or(|i| i > purged),
+        "first log {first:?}, purged {purged}"
+    );
+    println!("log entries left after purge: {}", logs.len());
+    drop(db);
+
+    // Restart with the production tuning: the state comes back from snapshot + log tail.
+    let (controller, elapsed) = timed_open(config(dir.path(), 1)).await;
+    println!(
+        "open() after snapshot: {:.1} ms",
+        elapsed.as_secs_f64() * 1e3
+    );
+    let metrics = controller.raft().metrics().borrow().clone();
+    assert!(metrics.snapshot.is_some(), "snapshot survives restart");
+    assert!(metrics.purged.is_some(), "purge mark survives restart");
+    assert_eq!(controller.metadata(), before);
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_rejects_negative_node_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = Controller::open(config(dir.path(), -1))
+        .await
+        .err()
+        .expect("negative node id");
+    assert!(matches!(err, ControllerError::InvalidRequest(_)), "{err:?}");
+}

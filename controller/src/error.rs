@@ -1,0 +1,57 @@
+//! The controller's error type: one variant per domain state the broker has to map to a Kafka
+//! error code, plus the operating errors of the store and of Raft.
+
+use crate::command::ApplyError;
+
+/// Errors returned by [`Controller`](crate::Controller).
+///
+/// The first five variants are client errors decided by the state machine (or by the cheap
+/// stateless checks before a command is proposed); the broker maps them per topic to Kafka error
+/// codes. The rest are operating errors of this node.
+#[derive(thiserror::Error, Debug)]
+pub enum ControllerError {
+    /// CreateTopics for a name that is already taken (`TOPIC_ALREADY_EXISTS`).
+    #[error("Topic '{0}' already exists.")]
+    TopicAlreadyExists(String),
+    /// The named topic does not exist (`UNKNOWN_TOPIC_OR_PARTITION`).
+    #[error("This server does not host this topic: {0}")]
+    UnknownTopic(String),
+    /// Invalid partition count (`INVALID_PARTITIONS`); the message is Kafka's wording.
+    #[error("{0}")]
+    InvalidPartitions(String),
+    /// Invalid replication factor (`INVALID_REPLICATION_FACTOR`); the message is Kafka's wording.
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    /// Any other malformed request (`INVALID_REQUEST`).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// This node is not the Raft leader, so it cannot accept metadata writes (`NOT_CONTROLLER`).
+    #[error("this node is not the active controller")]
+    NotController,
+    /// The RocksDB metadata store failed or holds data it cannot decode.
+    #[error("metadata store: {0}")]
+    Storage(String),
+    /// Raft failed for a reason other than storage (e.g. it panicked or could not elect).
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The controller has been shut down (or its Raft core stopped).
+    #[error("the controller is shutting down")]
+    ShuttingDown,
+}
+
+/// Result alias with [`ControllerError`] as the default error.
+pub type Result<T, E = ControllerError> = std::result::Result<T, E>;
+
+impl From<ApplyError> for ControllerError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::TopicAlreadyExists(name) => ControllerError::TopicAlreadyExists(name),
+            ApplyError::UnknownTopic(name) => ControllerError::UnknownTopic(name),
+            ApplyError::InvalidPartitions(msg) => ControllerError::InvalidPartitions(msg),
+            ApplyError::InvalidReplicationFactor(msg) => {
+                ControllerError::InvalidReplicationFactor(msg)
+            }
+            ApplyError::InvalidRequest(msg) => ControllerError::InvalidRequest(msg),
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Fjord's controller: the cluster metadata (cluster id, brokers, topics, partitions, topic
+//! configs) as a replicated state machine on [openraft](https://docs.rs/openraft/0.9), with the
+//! Raft log, vote and snapshots in RocksDB.
+//!
+//! Today the metadata quorum is a single voter (this node); the Raft transport is a stub that
+//! a later issue replaces. Every write is a Raft log entry, validated when it is applied, so
+//! writes are linearizable and replay deterministically. The broker reads the latest applied
+//! state with [`Controller::metadata`] or follows it with [`Controller::subscribe`].
+//!
+//! Layering: `protocol ← storage ← controller ← broker`. This crate may depend on nothing of
+//! Fjord but `protocol` and `storage` below it (it currently uses neither), and knows nothing of
+//! sockets or Kafka request handling.
+//!
+//! Layout: `controller` (the public handle), `command` (commands and their deterministic
+//! apply), `metadata` (the replicated types), `state_machine` and `store` (openraft storage on
+//! RocksDB), `network` (the transport stub), `raft_types`, `error`.
+
+// openraft's storage traits fix `StorageError` (224 bytes) as the error type; boxing it in our
+// helpers would only move the copy elsewhere, and these paths are not hot.
+#![allow(clippy::result_large_err)]
+
+mod command;
+mod controller;
+mod error;
+mod metadata;
+mod network;
+mod raft_types;
+mod state_machine;
+mod store;
+
+pub use uuid::Uuid;
+
+pub use crate::command::{
+    DEFAULT_NUM_PARTITIONS, DEFAULT_REPLICATION_FACTOR, MAX_PARTITIONS_PER_TOPIC,
+    MAX_TOPIC_NAME_BYTES,
+};
+pub use crate::controller::{Controller, ControllerConfig};
+pub use crate::error::{ControllerError, Result};
+pub use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};

@@ -1,0 +1,101 @@
+//! The replicated cluster metadata: what the state machine holds and what readers see.
+//!
+//! Every type here is serialized into Raft log entries and snapshots (serde_json), so renaming a
+//! field changes the on-disk format.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A broker as registered with the controller (Kafka's `RegisterBrokerRecord`, reduced).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// Kafka `node.id`; non-negative.
+    pub node_id: i32,
+    /// Host advertised to clients in Metadata responses.
+    pub host: String,
+    /// Port advertised to clients in Metadata responses.
+    pub port: u16,
+    /// Kafka `broker.rack`, if set.
+    pub rack: Option<String>,
+}
+
+/// One partition of a topic (Kafka's `PartitionRecord`, reduced).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    /// Partition index; equal to its position in [`TopicMeta::partitions`].
+    pub partition: i32,
+    /// Node id of the leader; the first replica when the partition is created.
+    pub leader: i32,
+    /// Starts at 0 and never decreases.
+    pub leader_epoch: i32,
+    /// Assigned replicas, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// In-sync replicas; equal to `replicas` when the partition is created.
+    pub isr: Vec<i32>,
+}
+
+/// A topic (Kafka's `TopicRecord` plus its partitions and config overrides).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    /// Topic name; unique in the cluster.
+    pub name: String,
+    /// Topic id, chosen by the proposer; unique in the cluster and never reused by this cluster.
+    pub topic_id: Uuid,
+    /// Partitions; invariant: `partitions[i].partition == i`.
+    pub partitions: Vec<PartitionMeta>,
+    /// Only the topic-level overrides that were explicitly set; defaults live in the broker.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A consistent view of the whole cluster metadata as of one applied log index.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    /// Kafka cluster id (22 characters of URL-safe base64); empty until `InitCluster` applies.
+    pub cluster_id: String,
+    /// Node id of the Raft leader that wrote the latest applied entry.
+    pub controller_id: i32,
+    /// Registered brokers by node id.
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl ClusterMetadata {
+    /// Looks a topic up by id.
+    ///
+    /// A linear scan over the topics: the map is keyed by name because every admin API names
+    /// topics, while lookups by id (Fetch v13+) are served from the broker's own caches.
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| &t.topic_id == id)
+    }
+}
+
+/// One operation of IncrementalAlterConfigs on a topic config key
+/// ([KIP-339](https://cwiki.apache.org/confluence/display/KAFKA/KIP-339%3A+Create+a+new+IncrementalAlterConfigs+API)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigOp {
+    /// `SET`: set `key` to `value`.
+    Set(String, String),
+    /// `DELETE`: remove the override for `key` (a no-op if it has none).
+    Delete(String),
+    /// `APPEND`: treat the current override as a comma-separated list and append each item of
+    /// `value` (itself comma-separated) that is not already in it.
+    Append(String, String),
+    /// `SUBTRACT`: treat the current override as a comma-separated list and remove every item of
+    /// `value` from it. Like Kafka, an emptied list stays set as the empty string.
+    Subtract(String, String),
+}
+
+impl ConfigOp {
+    /// The config key this operation changes.
+    pub fn key(&self) -> &str {
+        match self {
+            ConfigOp::Set(k, _)
+            | ConfigOp::Delete(k)
+            | ConfigOp::Append(k, _)
+            | ConfigOp::Subtract(k, _) => k,
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! Record batches (magic v2) as Kafka's `LogValidator` sees them.
+//!
+//! The broker stores a batch exactly as the producer sent it. The only bytes it changes are
+//! the base offset and partition leader epoch, which sit before the CRC-covered region, so
+//! assigning offsets never touches the CRC ([`patch_base_offset_and_epoch`]). Batches are
+//! re-encoded only when Kafka would re-encode them too: the topic's `compression.type`
+//! names another codec, `LogAppendTime` is in force, or the header's max timestamp is wrong.
+//!
+//! Layout of a v2 batch header (byte offsets):
+//! `baseOffset 0 | batchLength 8 | partitionLeaderEpoch 12 | magic 16 | crc 17 |
+//!  attributes 21 | lastOffsetDelta 23 | baseTimestamp 27 | maxTimestamp 35 |
+//!  producerId 43 | producerEpoch 51 | baseSequence 53 | recordCount 57 | records 61`
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::compression::{self as codec, Compressor, Decompressor};
+pub use kafka_protocol::records::Compression;
+
+use crate::error::BatchError;
+
+/// Bytes of `baseOffset` + `batchLength`, in front of what `batchLength` counts.
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+/// Size of a v2 batch header, log overhead included; the records start here.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// The only record format Kafka 4 accepts from producers.
+pub const MAGIC_V2: i8 = 2;
+
+const BATCH_LENGTH_AT: usize = 8;
+const LEADER_EPOCH_AT: usize = 12;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+/// The CRC covers everything from the attributes to the end of the batch.
+const CRC_COVERS_FROM: usize = 21;
+const LAST_OFFSET_DELTA_AT: usize = 23;
+const MAX_TIMESTAMP_AT: usize = 35;
+const PRODUCER_ID_AT: usize = 43;
+#[cfg(test)]
+const RECORD_COUNT_AT: usize = 57;
+
+const COMPRESSION_MASK: i16 = 0x07;
+const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
+const TRANSACTIONAL_BIT: i16 = 1 << 4;
+const CONTROL_BIT: i16 = 1 << 5;
+
+// The offset/epoch patch must stay outside the CRC-covered region.
+const _: () = assert!(LEADER_EPOCH_AT + 4 <= MAGIC_AT && CRC_AT + 4 == CRC_COVERS_FROM);
+
+/// How a record's timestamp is to be read (`message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's timestamp is kept (Kafka's default).
+    CreateTime,
+    /// The broker stamps the batch with its clock at append.
+    LogAppendTime,
+}
+
+/// The fixed-size header of a v2 batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Bytes after the `batchLength` field.
+    pub batch_length: i32,
+    /// Leader epoch stamped at append.
+    pub partition_leader_epoch: i32,
+    /// Format version (2).
+    pub magic: i8,
+    /// CRC32C of everything from the attributes on.
+    pub crc: u32,
+    /// Codec, timestamp type, transactional and control flags.
+    pub attributes: i16,
+    /// Offset of the last record minus the base offset.
+    pub last_offset_delta: i32,
+    /// Timestamp of the first record.
+    pub base_timestamp: i64,
+    /// Largest timestamp in the batch (the append time under `LogAppendTime`).
+    pub max_timestamp: i64,
+    /// Idempotent/transactional producer id, or -1.
+    pub producer_id: i64,
+    /// Producer epoch, or -1.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, or -1.
+    pub base_sequence: i32,
+    /// Number of records.
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Reads the header at the start of `buf`. Checks only that the header fits.
+    pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
+        if buf.len() < BATCH_HEADER_BYTES {
+            return Err(BatchError::Corrupt(format!(
+                "record batch of {} bytes is shorter than the {BATCH_HEADER_BYTES}-byte header",
+                buf.len()
+            )));
+        }
+        let mut b = buf;
+        Ok(BatchHeader {
+            base_offset: b.get_i64(),
+            batch_length: b.get_i32(),
+            partition_leader_epoch: b.get_i32(),
+            magic: b.get_i8(),
+            crc: b.get_u32(),
+            attributes: b.get_i16(),
+            last_offset_delta: b.get_i32(),
+            base_timestamp: b.get_i64(),
+            max_timestamp: b.get_i64(),
+            producer_id: b.get_i64(),
+            producer_epoch: b.get_i16(),
+            base_sequence: b.get_i32(),
+            record_count: b.get_i32(),
+        })
+    }
+
+    /// The codec of the records section, or an error for the ids Kafka does not define.
+    pub fn compression(&self) -> Result<Compression, BatchError> {
+        codec_from_id(self.attributes & COMPRESSION_MASK)
+    }
+
+    /// Offset of the last record in the batch.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    /// True for a batch of a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+
+    /// True for a control batch (transaction markers).
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+    }
+
+    /// True when the broker stamped the batch with the append time.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_BIT != 0
+    }
+
+    /// Total size on the wire, log overhead included.
+    pub fn size_bytes(&self) -> usize {
+        LOG_OVERHEAD_BYTES + usize::try_from(self.batch_length).unwrap_or(0)
+    }
+}
+
+fn codec_from_id(id: i16) -> Result<Compression, BatchError> {
+    Ok(match id {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        other => return Err(BatchError::Corrupt(format!("unknown compression codec id {other}"))),
+    })
+}
+
+/// Kafka's name of a codec, as used by `compression.type`.
+pub fn codec_name(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    }
+}
+
+/// Parses a `compression.type` value; `Ok(None)` for `producer` (keep the producer's codec).
+pub fn parse_codec_config(value: &str) -> Option<Option<Compression>> {
+    Some(Some(match value {
+        "producer" => return Some(None),
+        "uncompressed" | "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        _ => return None,
+    }))
+}
+
+/// Splits a buffer of concatenated batches at their length fields (no CRC check).
+///
+/// Used on bytes the broker itself wrote (the stored log) and to count batches in a
+/// produce request. A trailing partial batch is an error.
+pub fn split_batches(mut records: Bytes) -> Result<Vec<Bytes>, BatchError> {
+    let mut out = Vec::new();
+    while !records.is_empty() {
+        if records.len() < LOG_OVERHEAD_BYTES {
+            return Err(BatchError::Corrupt(format!("{} trailing bytes after the last batch", records.len())));
+        }
+        let len = i32::from_be_bytes([
+            records[BATCH_LENGTH_AT],
+            records[BATCH_LENGTH_AT + 1],
+            records[BATCH_LENGTH_AT + 2],
+            records[BATCH_LENGTH_AT + 3],
+        ]);
+        let len = usize::try_from(len)
+            .map_err(|_| BatchError::Corrupt(format!("negative batch length {len}")))?;
+        if len < BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES {
+            return Err(BatchError::Corrupt(format!(
+                "record size {len} is less than the minimum record overhead ({})",
+                BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES
+            )));
+        }
+        let total = LOG_OVERHEAD_BYTES + len;
+        if total > records.len() {
+            return Err(BatchError::Corrupt(format!(
+                "batch announces {total} bytes but only {} remain",
+                records.len()
+            )));
+        }
+        out.push(records.split_to(total));
+    }
+    Ok(out)
+}
+
+/// What the broker needs to enforce while validating a produced batch.
+#[derive(Debug, Clone)]
+pub struct ValidationConfig {
+    /// The topic's `max.message.bytes`: the largest batch accepted, log overhead included.
+    pub max_message_bytes: usize,
+    /// The topic's `message.timestamp.type`.
+    pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: how far in the past a CreateTime timestamp may be.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future a CreateTime timestamp may be.
+    pub timestamp_after_max_ms: i64,
+    /// The topic's `compression.type`; `None` keeps the producer's codec.
+    pub target_codec: Option<Compression>,
+    /// Produce request version (zstd needs v7+).
+    pub produce_version: i16,
+    /// The broker's clock, in ms since the epoch.
+    pub now_ms: i64,
+}
+
+/// A batch that passed validation, ready for offset assignment.
+#[derive(Debug, Clone)]
+pub struct ValidBatch {
+    /// The batch bytes: the producer's own unless Kafka would have rewritten them.
+    pub bytes: Bytes,
+    /// Header as stored (after any rewrite).
+    pub header: BatchHeader,
+    /// Offset delta of the record carrying `header.max_timestamp` (for the time index).
+    pub max_timestamp_offset_delta: i32,
+}
+
+/// Validates the `records` of one partition in a Produce request (v3+), as Kafka's
+/// `ProduceRequest.validateRecords` and `LogValidator` do.
+pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidBatch, BatchError> {
+    if records.len() >= MAGIC_AT + 1 {
+        let magic = i8::from_be_bytes([records[MAGIC_AT]]);
+        if magic != MAGIC_V2 {
+            return Err(BatchError::InvalidRecord(format!(
+                "Produce requests with version {} are only allowed to contain record batches with magic version 2, got {magic}",
+                cfg.produce_version
+            )));
+        }
+    }
+    let mut batches = split_batches(records)?;
+    if batches.len() != 1 {
+        return Err(BatchError::InvalidRecord(format!(
+            "Produce requests with version {} are only allowed to contain exactly one record batch, got {}",
+            cfg.produce_version,
+            batches.len()
+        )));
+    }
+    let bytes = batches.pop().expect("exactly one batch, checked above");
+    if bytes.len() > cfg.max_message_bytes {
+        return Err(BatchError::TooLarge { size: bytes.len(), max: cfg.max_message_bytes });
+    }
+    let header = BatchHeader::parse(&bytes)?;
+    let actual_crc = crc32c::crc32c(&bytes[CRC_COVERS_FROM..]);
+    if actual_crc != header.crc {
+        return Err(BatchError::Corrupt(format!(
+            "record batch CRC {:#010x} does not match the computed {:#010x}",
+            header.crc, actual_crc
+        )));
+    }
+    if header.base_offset != 0 {
+        return Err(BatchError::InvalidRecord(format!(
+            "the base offset of a produced batch must be 0, got {}",
+            header.base_offset
+        )));
+    }
+    if header.is_control() {
+        return Err(BatchError::InvalidRecord("clients may not write control batches".into()));
+    }
+    let source_codec = header.compression()?;
+    if source_codec == Compression::Zstd && cfg.produce_version < 7 {
+        return Err(BatchError::UnsupportedCompression(format!(
+            "zstd needs Produce v7 or later, got v{}",
+            cfg.produce_version
+        )));
+    }
+    if header.record_count <= 0 {
+        return Err(BatchError::InvalidRecord(format!("batch declares {} records", header.record_count)));
+    }
+    if i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1 {
+        return Err(BatchError::InvalidRecord(format!(
+            "record count {} does not match lastOffsetDelta {}",
+            header.record_count, header.last_offset_delta
+        )));
+    }
+
+    let raw = decompress(source_codec, bytes.slice(BATCH_HEADER_BYTES..))?;
+    let scan = scan_records(&raw, &header)?;
+    if cfg.timestamp_type == TimestampType::CreateTime {
+        check_timestamp_window(scan.min_timestamp, scan.max_timestamp, cfg)?;
+    }
+
+    let target_codec = cfg.target_codec.unwrap_or(source_codec);
+    let log_append = cfg.timestamp_type == TimestampType::LogAppendTime;
+    let wrong_max = !log_append && scan.max_timestamp != header.max_timestamp;
+    if target_codec == source_codec && !log_append && !wrong_max {
+        let max_timestamp_offset_delta = scan.max_timestamp_offset_delta;
+        return Ok(ValidBatch { bytes, header, max_timestamp_offset_delta });
+    }
+
+    // Kafka rewrites the batch in these cases; so do we, once, at append.
+    let records_section = if target_codec == source_codec {
+        bytes.slice(BATCH_HEADER_BYTES..)
+    } else {
+        compress(target_codec, &raw)?
+    };
+    let mut attributes = (header.attributes & !COMPRESSION_MASK) | target_codec as i16;
+    let (max_timestamp, max_delta) = if log_append {
+        attributes |= TIMESTAMP_TYPE_BIT;
+        (cfg.now_ms, header.last_offset_delta)
+    } else {
+        attributes &= !TIMESTAMP_TYPE_BIT;
+        (scan.max_timestamp, scan.max_timestamp_offset_delta)
+    };
+    let rebuilt = rebuild(&bytes, attributes, max_timestamp, &records_section)?;
+    let header = BatchHeader::parse(&rebuilt)?;
+    Ok(ValidBatch { bytes: rebuilt, header, max_timestamp_offset_delta: max_delta })
+}
+
+fn check_timestamp_window(min: i64, max: i64, cfg: &ValidationConfig) -> Result<(), BatchError> {
+    let earliest = cfg.now_ms.saturating_sub(cfg.timestamp_before_max_ms);
+    let latest = cfg.now_ms.saturating_add(cfg.timestamp_after_max_ms);
+    if min < earliest || max > latest {
+        return Err(BatchError::InvalidTimestamp(format!(
+            "timestamps [{min}, {max}] are outside the accepted range [{earliest}, {latest}]"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a new batch with the given attributes, max timestamp and records section, keeping
+/// every other header field, and computes its CRC.
+fn rebuild(old: &[u8], attributes: i16, max_timestamp: i64, records: &[u8]) -> Result<Bytes, BatchError> {
+    let batch_length = i32::try_from(BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len())
+        .map_err(|_| BatchError::TooLarge { size: records.len(), max: i32::MAX as usize })?;
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + records.len());
+    out.put_slice(&old[..BATCH_LENGTH_AT]);
+    out.put_i32(batch_length);
+    out.put_slice(&old[LEADER_EPOCH_AT..CRC_AT]);
+    out.put_u32(0); // CRC, below
+    out.put_i16(attributes);
+    out.put_slice(&old[LAST_OFFSET_DELTA_AT..MAX_TIMESTAMP_AT]);
+    out.put_i64(max_timestamp);
+    out.put_slice(&old[PRODUCER_ID_AT..BATCH_HEADER_BYTES]);
+    out.put_slice(records);
+    let crc = crc32c::crc32c(&out[CRC_COVERS_FROM..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out.freeze())
+}
+
+/// Stamps the broker-assigned base offset and the leader epoch into a stored batch header.
+/// Neither field is covered by the CRC, so the batch stays valid.
+pub fn patch_base_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    assert!(batch.len() >= BATCH_HEADER_BYTES, "patching a batch that was not validated");
+    batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Decompresses a records section with the batch's codec.
+pub fn decompress(c: Compression, mut data: Bytes) -> Result<Bytes, BatchError> {
+    fn take(b: &mut Bytes) -> anyhow::Result<Bytes> {
+        Ok(b.copy_to_bytes(b.remaining()))
+    }
+    let out = match c {
+        Compression::None => return Ok(data),
+        Compression::Gzip => codec::Gzip::decompress(&mut data, take),
+        Compression::Snappy => codec::Snappy::decompress(&mut data, take),
+        Compression::Lz4 => codec::Lz4::decompress(&mut data, take),
+        Compression::Zstd => codec::Zstd::decompress(&mut data, take),
+    };
+    out.map_err(|e| BatchError::Corrupt(format!("{} records do not decompress: {e}", codec_name(c))))
+}
+
+/// Compresses a raw records section with `c`, in the framing Kafka's clients read.
+pub fn compress(c: Compression, raw: &[u8]) -> Result<Bytes, BatchError> {
+    let mut out = BytesMut::with_capacity(raw.len() / 2 + 64);
+    let put = |b: &mut BytesMut| -> anyhow::Result<()> {
+        b.put_slice(raw);
+        Ok(())
+    };
+    let res = match c {
+        Compression::None => {
+            out.put_slice(raw);
+            Ok(())
+        }
+        Compression::Gzip => codec::Gzip::compress(&mut out, put),
+        Compression::Snappy => codec::Snappy::compress(&mut out, put),
+        Compression::Lz4 => codec::Lz4::compress(&mut out, put),
+        Compression::Zstd => codec::Zstd::compress(&mut out, put),
+    };
+    res.map_err(|e| BatchError::Corrupt(format!("{} compression failed: {e}", codec_name(c))))?;
+    Ok(out.freeze())
+}
+
+/// Summary of a records section walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordScan {
+    /// Smallest record timestamp.
+    pub min_timestamp: i64,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+    /// Offset delta of the first record carrying `max_timestamp`.
+    pub max_timestamp_offset_delta: i32,
+}
+
+/// One record's position and time, as needed by ListOffsets by timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStamp {
+    /// Offset delta from the batch base offset.
+    pub offset_delta: i32,
+    /// The record's timestamp (the batch's max timestamp under LogAppendTime).
+    pub timestamp: i64,
+}
+
+/// Walks the uncompressed records section of a batch, checking every record's framing
+/// (lengths, offset deltas in order, no trailing bytes), and calls `f` for each record.
+pub fn for_each_record(
+    raw: &[u8],
+    header: &BatchHeader,
+    mut f: impl FnMut(RecordStamp),
+) -> Result<(), BatchError> {
+    let invalid = |what: &str| BatchError::InvalidRecord(format!("found invalid record structure: {what}"));
+    let mut buf = raw;
+    for expected_delta in 0..header.record_count {
+        let len: i32 = read_varint(&mut buf).map_err(|_| invalid("record length"))?;
+        let len = usize::try_from(len).map_err(|_| invalid("negative record length"))?;
+        if len > buf.len() {
+            return Err(invalid("record longer than the batch"));
+        }
+        let (mut rec, rest) = buf.split_at(len);
+        buf = rest;
+        if rec.is_empty() {
+            return Err(invalid("empty record"));
+        }
+        rec.advance(1); // attributes: unused in v2
+        let ts_delta: i64 = read_varlong(&mut rec).map_err(|_| invalid("timestamp delta"))?;
+        let offset_delta: i32 = read_varint(&mut rec).map_err(|_| invalid("offset delta"))?;
+        if offset_delta != expected_delta {
+            return Err(BatchError::InvalidRecord(format!(
+                "record offset delta {offset_delta} where {expected_delta} was expected"
+            )));
+        }
+        skip_nullable(&mut rec).map_err(|_| invalid("key"))?;
+        skip_nullable(&mut rec).map_err(|_| invalid("value"))?;
+        let headers: i32 = read_varint(&mut rec).map_err(|_| invalid("header count"))?;
+        if headers < 0 {
+            return Err(invalid("negative header count"));
+        }
+        for _ in 0..headers {
+            let key_len: i32 = read_varint(&mut rec).map_err(|_| invalid("header key"))?;
+            let key_len = usize::try_from(key_len).map_err(|_| invalid("null header key"))?;
+            if key_len > rec.len() {
+                return Err(invalid("header key longer than the record"));
+            }
+            rec.advance(key_len);
+            skip_nullable(&mut rec).map_err(|_| invalid("header value"))?;
+        }
+        if !rec.is_empty() {
+            return Err(invalid("bytes left over inside a record"));
+        }
+        let timestamp = if header.is_log_append_time() {
+            header.max_timestamp
+        } else {
+            header.base_timestamp.saturating_add(ts_delta)
+        };
+        f(RecordStamp { offset_delta, timestamp });
+    }
+    if !buf.is_empty() {
+        return Err(BatchError::InvalidRecord(format!(
+            "incorrect declared batch size, {} bytes remain after {} records",
+            buf.len(),
+            header.record_count
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a zigzag varlong (Kafka's record field encoding), at most 10 bytes.
+fn read_varlong(buf: &mut &[u8]) -> Result<i64, ()> {
+    let mut raw: u64 = 0;
+    for i in 0..10 {
+        let (&b, rest) = buf.split_first().ok_or(())?;
+        *buf = rest;
+        raw |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    Err(())
+}
+
+/// Reads a zigzag varint, refusing values that do not fit 32 bits.
+fn read_varint(buf: &mut &[u8]) -> Result<i32, ()> {
+    let mut raw: u32 = 0;
+    for i in 0..5 {
+        let (&b, rest) = buf.split_first().ok_or(())?;
+        *buf = rest;
+        if i == 4 && b > 0x0f {
+            return Err(());
+        }
+        raw |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32));
+        }
+    }
+    Err(())
+}
+
+fn skip_nullable(rec: &mut &[u8]) -> Result<(), ()> {
+    let len: i32 = read_varint(rec).map_err(|_| ())?;
+    if len == -1 {
+        return Ok(());
+    }
+    let len = usize::try_from(len).map_err(|_| ())?;
+    if len > rec.len() {
+        return Err(());
+    }
+    rec.advance(len);
+    Ok(())
+}
+
+/// Walks a records section and returns the timestamp summary.
+pub fn scan_records(raw: &[u8], header: &BatchHeader) -> Result<RecordScan, BatchError> {
+    let mut scan = RecordScan { min_timestamp: i64::MAX, max_timestamp: i64::MIN, max_timestamp_offset_delta: 0 };
+    for_each_record(raw, header, |r| {
+        scan.min_timestamp = scan.min_timestamp.min(r.timestamp);
+        if r.timestamp > scan.max_timestamp {
+            scan.max_timestamp = r.timestamp;
+            scan.max_timestamp_offset_delta = r.offset_delta;
+        }
+    })?;
+    Ok(scan)
+}
+
+/// Timestamps of every record of a stored batch (decompressing it), for ListOffsets.
+pub fn record_stamps(batch: &Bytes) -> Result<Vec<RecordStamp>, BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let raw = decompress(header.compression()?, batch.slice(BATCH_HEADER_BYTES..))?;
+    let mut out = Vec::with_capacity(usize::try_from(header.record_count).unwrap_or(0).min(raw.len()));
+    for_each_record(&raw, &header, |r| out.push(r))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+use super::*;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+use proptest::prelude::*;
+
+const NOW_MS: i64 = 1_700_000_000_000;
+
+fn record(i: i64, key: Option<&[u8]>, value: Option<&[u8]>, ts: i64) -> Record {
+    let mut headers = IndexMap::new();
+    headers.insert(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"v")));
+    Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset: i,
+        // The encoder keeps records in one batch only while offset - sequence is constant.
+        sequence: i as i32,
+        timestamp: ts,
+        key: key.map(Bytes::copy_from_slice),
+        value: value.map(Bytes::copy_from_slice),
+        headers,
+        delete_horizon: false,
+    }
+}
+
+fn encode(records: &[Record], c: Compression) -> Bytes {
+    let mut buf = BytesMut::new();
+    let opts = RecordEncodeOptions { version: 2, compression: c };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &opts).expect("encodes");
+    buf.freeze()
+}
+
+fn sample(n: i64) -> Vec<Record> {
+    (0..n).map(|i| record(i, Some(b"k"), if i % 3 == 0 { None } else { Some(b"value") }, NOW_MS + i)).collect()
+}
+
+fn cfg() -> ValidationConfig {
+    ValidationConfig {
+        max_message_bytes: 1_048_588,
+        timestamp_type: TimestampType::CreateTime,
+        timestamp_before_max_ms: i64::MAX,
+        timestamp_after_max_ms: 3_600_000,
+        target_codec: None,
+        produce_version: 9,
+        now_ms: NOW_MS,
+    }
+}
+
+const CODECS: [Compression; 5] =
+    [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+
+#[test]
+fn every_codec_validates_and_is_kept_as_sent() {
+    for c in CODECS {
+        let bytes = encode(&sample(10), c);
+        let valid = validate_produce(bytes.clone(), &cfg()).expect("valid");
+        assert_eq!(valid.bytes, bytes, "{c:?} batch must be stored as received");
+        assert_eq!(valid.header.record_count, 10);
+        assert_eq!(valid.header.max_timestamp, NOW_MS + 9);
+        assert_eq!(valid.max_timestamp_offset_delta, 9);
+        let stamps = record_stamps(&valid.bytes).expect("stamps");
+        assert_eq!(stamps.len(), 10);
+        assert_eq!(stamps[4], RecordStamp { offset_delta: 4, timestamp: NOW_MS + 4 });
+    }
+}
+
+#[test]
+fn crc_mismatch_is_corrupt_message() {
+    let mut bytes = encode(&sample(3), Compression::None).to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    let err = validate_produce(Bytes::from(bytes), &cfg()).expect_err("corrupt");
+    assert!(matches!(err, BatchError::Corrupt(_)), "{err:?}");
+    assert_eq!(err.response_error().code(), 2);
+}
+
+#[test]
+fn magic_one_and_two_batches_are_invalid_record() {
+    let mut bytes = encode(&sample(3), Compression::None).to_vec();
+    bytes[MAGIC_AT] = 1;
+    let err = validate_produce(Bytes::from(bytes), &cfg()).expect_err("magic");
+    assert_eq!(err.response_error().code(), 87);
+
+    let one = encode(&sample(2), Compression::None);
+    let mut two = one.to_vec();
+    two.extend_from_slice(&one);
+    let err = validate_produce(Bytes::from(two), &cfg()).expect_err("two batches");
+    assert_eq!(err.response_error().code(), 87);
+}
+
+#[test]
+fn count_mismatch_and_trailing_bytes_are_refused() {
+    let bytes = encode(&sample(3), Compression::None);
+    // Claim 4 records: lastOffsetDelta no longer matches.
+    let mut claimed = bytes.to_vec();
+    claimed[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&4i32.to_be_bytes());
+    let crc = crc32c::crc32c(&claimed[CRC_COVERS_FROM..]);
+    claimed[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    let err = validate_produce(Bytes::from(claimed), &cfg()).expect_err("count");
+    assert!(matches!(err, BatchError::InvalidRecord(_)), "{err:?}");
+
+    // Claim 2 records with a matching lastOffsetDelta: a record is left over.
+    let mut short = bytes.to_vec();
+    short[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&2i32.to_be_bytes());
+    short[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&1i32.to_be_bytes());
+    let crc = crc32c::crc32c(&short[CRC_COVERS_FROM..]);
+    short[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    let err = validate_produce(Bytes::from(short), &cfg()).expect_err("trailing");
+    assert!(matches!(err, BatchError::InvalidRecord(_)), "{err:?}");
+}
+
+#[test]
+fn oversized_batch_is_message_too_large() {
+    let big = vec![7u8; 5000];
+    let bytes = encode(&[record(0, None, Some(&big), NOW_MS)], Compression::None);
+    let mut c = cfg();
+    c.max_message_bytes = 4000;
+    let err = validate_produce(bytes, &c).expect_err("too large");
+    assert_eq!(err.response_error().code(), 10);
+}
+
+#[test]
+fn zstd_needs_produce_v7_and_future_timestamps_are_refused() {
+    let mut c = cfg();
+    c.produce_version = 6;
+    let err = validate_produce(encode(&sample(2), Compression::Zstd), &c).expect_err("zstd v6");
+    assert_eq!(err.response_error().code(), 76);
+    let future = encode(&[record(0, None, Some(b"x"), NOW_MS + 7_200_000)], Compression::None);
+    let err = validate_produce(future, &cfg()).expect_err("future");
+    assert_eq!(err.response_error().code(), 32);
+}
+
+#[test]
+fn topic_codec_recompresses_and_clients_decode_it() {
+    for from in CODECS {
+        for to in CODECS {
+            let records = sample(20);
+            let mut c = cfg();
+            c.target_codec = Some(to);
+            let valid = validate_produce(encode(&records, from), &c).expect("valid");
+            assert_eq!(valid.header.compression().expect("codec"), to);
+            let mut buf = valid.bytes.clone();
+            let decoded = RecordBatchDecoder::decode(&mut buf).expect("client decodes");
+            assert_eq!(decoded.records.len(), 20);
+            for (a, b) in decoded.records.iter().zip(&records) {
+                assert_eq!((&a.key, &a.value, a.timestamp), (&b.key, &b.value, b.timestamp));
+                assert_eq!(a.headers, b.headers);
+            }
+        }
+    }
+}
+
+#[test]
+fn log_append_time_stamps_the_batch() {
+    let mut c = cfg();
+    c.timestamp_type = TimestampType::LogAppendTime;
+    c.now_ms = NOW_MS + 555;
+    let valid = validate_produce(encode(&sample(4), Compression::Lz4), &c).expect("valid");
+    assert!(valid.header.is_log_append_time());
+    assert_eq!(valid.header.max_timestamp, NOW_MS + 555);
+    let stamps = record_stamps(&valid.bytes).expect("stamps");
+    assert!(stamps.iter().all(|s| s.timestamp == NOW_MS + 555));
+}
+
+#[test]
+fn patching_offsets_keeps_the_crc_valid() {
+    let bytes = encode(&sample(5), Compression::Snappy);
+    let mut stored = bytes.to_vec();
+    patch_base_offset_and_epoch(&mut stored, 1234, 7);
+    let mut buf = Bytes::from(stored);
+    let decoded = RecordBatchDecoder::decode(&mut buf).expect("crc still valid");
+    assert_eq!(decoded.records[0].offset, 1234);
+    assert_eq!(decoded.records[4].offset, 1238);
+    assert_eq!(decoded.records[0].partition_leader_epoch, 7);
+}
+
+#[test]
+fn split_batches_refuses_truncation() {
+    let one = encode(&sample(2), Compression::None);
+    let mut two = one.to_vec();
+    two.extend_from_slice(&one);
+    assert_eq!(split_batches(Bytes::from(two.clone())).expect("two").len(), 2);
+    two.truncate(two.len() - 1);
+    assert!(split_batches(Bytes::from(two)).is_err());
+}
+
+proptest! {
+    // Property: any records the reference encoder writes validate, and our walk reads back
+    // the same timestamps in order, for every codec.
+    #[test]
+    fn encoder_output_always_validates(
+        values in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)), 1..20),
+        ts_steps in proptest::collection::vec(0i64..1000, 20),
+        codec_ix in 0usize..5,
+    ) {
+        let mut ts = NOW_MS - 10_000;
+        let records: Vec<Record> = values.iter().enumerate().map(|(i, v)| {
+            ts += ts_steps[i];
+            record(i as i64, None, v.as_deref(), ts)
+        }).collect();
+        let bytes = encode(&records, CODECS[codec_ix]);
+        let valid = validate_produce(bytes, &cfg()).expect("valid");
+        let stamps = record_stamps(&valid.bytes).expect("stamps");
+        prop_assert_eq!(stamps.len(), records.len());
+        for (s, r) in stamps.iter().zip(&records) {
+            prop_assert_eq!(s.timestamp, r.timestamp);
+        }
+    }
+
+    // Property: flipping any byte of a valid batch is refused or still valid, never a panic.
+    #[test]
+    fn mutated_batches_never_panic(pos in any::<prop::sample::Index>(), byte in any::<u8>(), codec_ix in 0usize..5) {
+        let mut bytes = encode(&sample(5), CODECS[codec_ix]).to_vec();
+        let i = pos.index(bytes.len());
+        bytes[i] = byte;
+        let bytes = Bytes::from(bytes);
+        let _ = validate_produce(bytes.clone(), &cfg());
+        let _ = record_stamps(&bytes);
+    }
+}

@@ -1,0 +1,31 @@
+//! Storage outcomes. The broker maps each to a per-partition Kafka error code.
+
+/// What can go wrong in the partition store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The partition does not exist here (`UNKNOWN_TOPIC_OR_PARTITION`).
+    #[error("unknown partition")]
+    UnknownPartition,
+    /// The requested offset is outside `[log start, high watermark]` (`OFFSET_OUT_OF_RANGE`).
+    #[error("offset {offset} is outside [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: i64,
+        /// First offset still in the log.
+        log_start: i64,
+        /// Offset after the last committed record.
+        high_watermark: i64,
+    },
+    /// Bytes on disk that do not parse: a bug or a damaged disk; a human must look.
+    #[error("corrupt data on disk: {0}")]
+    Corruption(String),
+    /// RocksDB refused an operation.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// The store is closing and takes no more writes.
+    #[error("storage is shutting down")]
+    ShuttingDown,
+}
+
+/// Result of storage operations.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

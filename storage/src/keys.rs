@@ -1,0 +1,125 @@
+//! Key layouts. All integers are big-endian so that RocksDB's byte order is numeric order.
+//! Offsets and partitions are never negative in keys (asserted by the writers of keys).
+
+use crate::PartitionId;
+
+/// Column family of record batches: `pid | base_offset` -> batch bytes.
+pub const CF_BATCHES: &str = "batches";
+/// Column family of the time index: `pid | max_timestamp` -> `base_offset | offset_delta`.
+/// An entry is written only when a batch raises the partition's largest timestamp, so both
+/// columns rise together and a seek finds the first batch reaching a timestamp.
+pub const CF_TIME_INDEX: &str = "timeindex";
+/// Column family of per-partition state: `pid` -> [`PartitionRecord`], and
+/// `pid | 'e' | epoch` -> start offset of that leader epoch.
+pub const CF_PARTITIONS: &str = "partitions";
+
+/// Bytes of a partition prefix: 16-byte topic id + 4-byte partition.
+pub const PID_BYTES: usize = 20;
+
+pub fn pid_prefix(pid: &PartitionId) -> [u8; PID_BYTES] {
+    let mut k = [0u8; PID_BYTES];
+    k[..16].copy_from_slice(&pid.topic_id);
+    k[16..].copy_from_slice(&pid.partition.to_be_bytes());
+    k
+}
+
+pub fn pid_from_prefix(k: &[u8]) -> Option<PartitionId> {
+    let topic_id: [u8; 16] = k.get(..16)?.try_into().ok()?;
+    let partition = i32::from_be_bytes(k.get(16..20)?.try_into().ok()?);
+    Some(PartitionId { topic_id, partition })
+}
+
+pub fn offset_key(pid: &PartitionId, offset: i64) -> [u8; PID_BYTES + 8] {
+    assert!(offset >= 0, "negative offset {offset} in a key");
+    let mut k = [0u8; PID_BYTES + 8];
+    k[..PID_BYTES].copy_from_slice(&pid_prefix(pid));
+    k[PID_BYTES..].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
+pub fn offset_from_key(k: &[u8]) -> Option<i64> {
+    Some(i64::from_be_bytes(k.get(PID_BYTES..PID_BYTES + 8)?.try_into().ok()?))
+}
+
+/// Timestamps may be negative (-1 = none); flip the sign bit so byte order is numeric order.
+pub fn time_key(pid: &PartitionId, timestamp: i64) -> [u8; PID_BYTES + 8] {
+    let mut k = [0u8; PID_BYTES + 8];
+    k[..PID_BYTES].copy_from_slice(&pid_prefix(pid));
+    k[PID_BYTES..].copy_from_slice(&((timestamp as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
+pub fn timestamp_from_key(k: &[u8]) -> Option<i64> {
+    let raw = u64::from_be_bytes(k.get(PID_BYTES..PID_BYTES + 8)?.try_into().ok()?);
+    Some((raw ^ (1 << 63)) as i64)
+}
+
+pub fn epoch_key(pid: &PartitionId, epoch: i32) -> [u8; PID_BYTES + 5] {
+    let mut k = [0u8; PID_BYTES + 5];
+    k[..PID_BYTES].copy_from_slice(&pid_prefix(pid));
+    k[PID_BYTES] = b'e';
+    k[PID_BYTES + 1..].copy_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+/// First and one-past-last key of everything belonging to a topic, for range deletes.
+pub fn topic_range(topic_id: &[u8; 16]) -> (Vec<u8>, Vec<u8>) {
+    let start = topic_id.to_vec();
+    let mut end = topic_id.to_vec();
+    end.push(0xff);
+    end.extend_from_slice(&[0xff; PID_BYTES]);
+    (start, end)
+}
+
+/// The persisted part of a partition's state (the rest is derived from the log at open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRecord {
+    /// First offset still readable (moved by DeleteRecords and retention).
+    pub log_start_offset: i64,
+}
+
+impl PartitionRecord {
+    pub const BYTES: usize = 9;
+    const VERSION: u8 = 1;
+
+    pub fn encode(&self) -> [u8; Self::BYTES] {
+        let mut v = [0u8; Self::BYTES];
+        v[0] = Self::VERSION;
+        v[1..].copy_from_slice(&self.log_start_offset.to_be_bytes());
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Option<Self> {
+        if v.len() != Self::BYTES || v[0] != Self::VERSION {
+            return None;
+        }
+        Some(PartitionRecord { log_start_offset: i64::from_be_bytes(v[1..].try_into().ok()?) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_order_is_numeric_order() {
+        let pid = PartitionId { topic_id: [3; 16], partition: 2 };
+        assert!(offset_key(&pid, 255) < offset_key(&pid, 256));
+        assert!(time_key(&pid, -1) < time_key(&pid, 0));
+        assert!(time_key(&pid, 0) < time_key(&pid, 1_700_000_000_000));
+        assert_eq!(timestamp_from_key(&time_key(&pid, -5)), Some(-5));
+        assert_eq!(offset_from_key(&offset_key(&pid, 42)), Some(42));
+        assert_eq!(pid_from_prefix(&offset_key(&pid, 42)), Some(pid));
+        let other = PartitionId { topic_id: [3; 16], partition: 3 };
+        assert!(offset_key(&pid, i64::MAX) < offset_key(&other, 0));
+        let (start, end) = topic_range(&pid.topic_id);
+        assert!(start.as_slice() <= &offset_key(&pid, 0)[..] && &offset_key(&other, i64::MAX)[..] < end.as_slice());
+    }
+
+    #[test]
+    fn partition_record_round_trips() {
+        let r = PartitionRecord { log_start_offset: 77 };
+        assert_eq!(PartitionRecord::decode(&r.encode()), Some(r));
+        assert_eq!(PartitionRecord::decode(&[9; 3]), None);
+    }
+}

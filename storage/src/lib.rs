@@ -1,0 +1,32 @@
+//! Fjord's partition logs on RocksDB.
+//!
+//! Every partition's record batches live in one column family, keyed by
+//! `(topic id, partition, base offset)` in big-endian so that key order is log order and a
+//! Fetch is one seek plus a forward scan. Batches are stored as the producer sent them, with
+//! only the base offset and leader epoch patched in ([`fjord_protocol::batch`]).
+//!
+//! All writes go through one writer thread ([`writer`]) that owns offset assignment: it drains
+//! its queue, builds one RocksDB `WriteBatch` for everything queued, writes it (synced to disk
+//! when the flush policy says so) and only then answers. Concurrent producers therefore share
+//! one WAL write and one fsync: group commit. Reads run on tokio's blocking pool.
+//!
+//! This crate knows nothing of sockets, Kafka request types or Raft; it depends only on
+//! `fjord-protocol` below it.
+
+pub mod error;
+mod keys;
+mod log;
+mod writer;
+
+pub use error::{Result, StorageError};
+pub use log::{AppendBatch, AppendResult, LogStore, PartitionOffsets, PendingAppend, ReadResult, StorageConfig};
+
+/// A partition of a topic, named by the topic's id (so a topic deleted and created again
+/// under the same name never sees the old data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId {
+    /// The topic's 128-bit id.
+    pub topic_id: [u8; 16],
+    /// Partition index, >= 0.
+    pub partition: i32,
+}

@@ -1,0 +1,488 @@
+//! The store: partition state in memory, batches in RocksDB, reads on the blocking pool.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use fjord_protocol::batch::{record_stamps, BatchHeader, LOG_OVERHEAD_BYTES};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Result, StorageError};
+use crate::keys::{self, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX, PID_BYTES};
+use crate::writer::{self, WriteOp};
+use crate::PartitionId;
+
+/// How many write requests may wait for the writer thread. Producers beyond that wait in
+/// `append` (backpressure) instead of growing a queue without bound.
+pub const WRITER_QUEUE_DEPTH: usize = 4096;
+
+/// Storage settings, from Kafka's property names (see the broker's config module).
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Directory of the RocksDB instance holding the partition logs.
+    pub data_dir: PathBuf,
+    /// `log.flush.interval.messages`: fsync the WAL once this many messages are unflushed.
+    /// `1` syncs every write (shared by concurrent producers); Kafka's default, `i64::MAX`,
+    /// leaves durability against power loss to replication and the OS.
+    pub flush_interval_messages: i64,
+    /// `log.flush.interval.ms`: fsync the WAL at least this often, if set.
+    pub flush_interval_ms: Option<u64>,
+}
+
+/// Offsets of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// First readable offset.
+    pub log_start: i64,
+    /// Offset the next appended record gets.
+    pub log_end: i64,
+    /// Offset after the last committed record; what consumers may read up to.
+    pub high_watermark: i64,
+}
+
+/// In-memory state of a partition, owned by the writer and read by everyone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartitionState {
+    pub offsets: PartitionOffsets,
+    /// Largest timestamp appended so far (drives the time index), -1 when none.
+    pub max_timestamp: i64,
+    /// Newest leader epoch that has written to this partition, -1 when none.
+    pub latest_epoch: i32,
+}
+
+pub(crate) type PartitionMap = RwLock<HashMap<PartitionId, Arc<Mutex<PartitionState>>>>;
+
+/// A validated batch to append, with the facts the writer needs without re-parsing it.
+#[derive(Debug, Clone)]
+pub struct AppendBatch {
+    /// The batch, base offset 0 (assigned here).
+    pub bytes: Bytes,
+    /// Number of records; the offsets used are `[base, base + record_count)`.
+    pub record_count: i32,
+    /// Largest timestamp in the batch.
+    pub max_timestamp: i64,
+    /// Offset delta of the record with `max_timestamp`.
+    pub max_timestamp_offset_delta: i32,
+}
+
+/// Where an appended batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Offset of the batch's first record.
+    pub base_offset: i64,
+    /// Log start offset after the append.
+    pub log_start: i64,
+}
+
+/// An append that is queued; [`PendingAppend::wait`] resolves once it is durable.
+#[derive(Debug)]
+pub struct PendingAppend(oneshot::Receiver<Result<AppendResult>>);
+
+impl PendingAppend {
+    /// Waits for the write to be in the WAL.
+    pub async fn wait(self) -> Result<AppendResult> {
+        self.0.await.map_err(|_| StorageError::ShuttingDown)?
+    }
+}
+
+/// Batches read for a Fetch.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole batches, concatenated, as stored.
+    pub records: Bytes,
+    /// Offsets at the time of the read.
+    pub offsets: PartitionOffsets,
+}
+
+/// The partition store. Cheap to share (`Arc`).
+pub struct LogStore {
+    db: Arc<DB>,
+    partitions: Arc<PartitionMap>,
+    writer: mpsc::Sender<WriteOp>,
+    appended: watch::Receiver<u64>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    flusher_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+fn db_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    o.increase_parallelism(2);
+    o.set_max_background_jobs(2);
+    // Keep RocksDB's info LOG small: it is only read when debugging.
+    o.set_keep_log_file_num(2);
+    o.set_max_log_file_size(8 << 20);
+    o
+}
+
+fn batches_cf_options() -> Options {
+    let mut o = Options::default();
+    // Producers compress their batches; compressing again costs CPU for nothing.
+    o.set_compression_type(rocksdb::DBCompressionType::None);
+    o.set_write_buffer_size(64 << 20);
+    o.set_max_write_buffer_number(3);
+    let mut t = BlockBasedOptions::default();
+    // Fetches scan forward from a seek; large blocks suit that, and point lookups with a
+    // bloom filter never happen on this column family.
+    t.set_block_size(64 << 10);
+    o.set_block_based_table_factory(&t);
+    o
+}
+
+impl LogStore {
+    /// Opens or creates the store and recovers every partition's offsets from the log.
+    /// Blocking: call it from a blocking context at startup.
+    pub fn open(cfg: StorageConfig) -> Result<Arc<LogStore>> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| StorageError::Corruption(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_BATCHES, batches_cf_options()),
+            ColumnFamilyDescriptor::new(CF_TIME_INDEX, Options::default()),
+            ColumnFamilyDescriptor::new(CF_PARTITIONS, Options::default()),
+        ];
+        let db = Arc::new(DB::open_cf_descriptors(&db_options(), &cfg.data_dir, cfs)?);
+        let partitions = Arc::new(RwLock::new(recover(&db)?));
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE_DEPTH);
+        let (appended_tx, appended) = watch::channel(0u64);
+        let writer_thread = {
+            let db = db.clone();
+            let partitions = partitions.clone();
+            let flush_every = cfg.flush_interval_messages;
+            std::thread::Builder::new()
+                .name("fjord-log-writer".into())
+                .spawn(move || writer::run(db, partitions, rx, appended_tx, flush_every))
+                .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
+        };
+        let flusher_stop = cfg.flush_interval_ms.map(|ms| spawn_flusher(db.clone(), ms));
+        Ok(Arc::new(LogStore {
+            db,
+            partitions,
+            writer: tx,
+            appended,
+            writer_thread: Mutex::new(Some(writer_thread)),
+            flusher_stop: Mutex::new(flusher_stop),
+        }))
+    }
+
+    /// Creates a partition if it does not exist yet (idempotent).
+    pub async fn ensure_partition(&self, pid: PartitionId) -> Result<()> {
+        if self.offsets(&pid).is_some() {
+            return Ok(());
+        }
+        self.call(|reply| WriteOp::Create { pid, reply }).await
+    }
+
+    /// Deletes every partition of a topic and its data.
+    pub async fn delete_topic(&self, topic_id: [u8; 16]) -> Result<()> {
+        self.call(|reply| WriteOp::DeleteTopic { topic_id, reply }).await
+    }
+
+    /// Appends one validated batch; returns once it is in the WAL (fsynced if the flush
+    /// policy asks), so an acknowledged batch survives a process kill.
+    ///
+    /// Cancel safety: if the caller is dropped, the append still happens.
+    pub async fn append(&self, pid: PartitionId, batch: AppendBatch, leader_epoch: i32) -> Result<AppendResult> {
+        self.submit_append(pid, batch, leader_epoch).await?.wait().await
+    }
+
+    /// Queues an append and returns without waiting for it to be written. Appends are
+    /// applied in the order they are queued, so a connection that queues its requests one
+    /// after another keeps its batches in order while their writes overlap.
+    pub async fn submit_append(&self, pid: PartitionId, batch: AppendBatch, leader_epoch: i32) -> Result<PendingAppend> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Append { pid, batch, leader_epoch, reply })
+            .await
+            .map_err(|_| StorageError::ShuttingDown)?;
+        Ok(PendingAppend(rx))
+    }
+
+    /// Moves the log start offset to `offset` (-1: the high watermark), as DeleteRecords.
+    /// Returns the new log start offset.
+    pub async fn delete_records(&self, pid: PartitionId, offset: i64) -> Result<i64> {
+        self.call(|reply| WriteOp::DeleteRecords { pid, offset, reply }).await
+    }
+
+    async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T>>) -> WriteOp) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(op(tx)).await.map_err(|_| StorageError::ShuttingDown)?;
+        rx.await.map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Current offsets, or `None` for an unknown partition.
+    pub fn offsets(&self, pid: &PartitionId) -> Option<PartitionOffsets> {
+        let map = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        let state = map.get(pid)?;
+        let s = state.lock().unwrap_or_else(|p| p.into_inner());
+        Some(s.offsets)
+    }
+
+    /// Every partition this store holds.
+    pub fn partition_ids(&self) -> Vec<PartitionId> {
+        let map = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        map.keys().copied().collect()
+    }
+
+    /// A counter bumped after every committed write: long-polling fetches wait on it.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.clone()
+    }
+
+    /// Reads whole batches from `offset` up to the high watermark, stopping before
+    /// `max_bytes` would be exceeded. With `at_least_one`, the first batch is returned even
+    /// when it alone is larger (KIP-74), so a consumer never stalls on a large batch.
+    pub async fn read(&self, pid: PartitionId, offset: i64, max_bytes: usize, at_least_one: bool) -> Result<ReadResult> {
+        let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
+        if offset < offsets.log_start || offset > offsets.high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: offsets.log_start,
+                high_watermark: offsets.high_watermark,
+            });
+        }
+        if offset == offsets.high_watermark {
+            return Ok(ReadResult { records: Bytes::new(), offsets });
+        }
+        let db = self.db.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            read_batches(&db, &pid, offset, offsets.high_watermark, max_bytes, at_least_one)
+        })
+        .await
+        .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
+        Ok(ReadResult { records, offsets })
+    }
+
+    /// The earliest offset whose record timestamp is >= `timestamp`, with that timestamp,
+    /// as ListOffsets by time; `None` when no record is that late.
+    pub async fn offset_for_timestamp(&self, pid: PartitionId, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || find_by_timestamp(&db, &pid, timestamp, offsets))
+            .await
+            .map_err(|e| StorageError::Corruption(format!("index task failed: {e}")))?
+    }
+
+    /// The offset and timestamp of the record with the largest timestamp (ListOffsets -3).
+    pub async fn max_timestamp(&self, pid: PartitionId) -> Result<Option<(i64, i64)>> {
+        let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || -> Result<Option<(i64, i64)>> {
+            let cf = cf(&db, CF_TIME_INDEX)?;
+            let upper = keys::time_key(&pid, i64::MAX);
+            let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
+            match it.next() {
+                Some(Ok((k, v))) if k.starts_with(&keys::pid_prefix(&pid)) => {
+                    let ts = keys::timestamp_from_key(&k).ok_or_else(|| corrupt("time index key"))?;
+                    let (base, delta) = decode_time_value(&v)?;
+                    let offset = base + i64::from(delta);
+                    Ok((offset >= offsets.log_start && offset < offsets.high_watermark).then_some((offset, ts)))
+                }
+                Some(Err(e)) => Err(e.into()),
+                _ => Ok(None),
+            }
+        })
+        .await
+        .map_err(|e| StorageError::Corruption(format!("index task failed: {e}")))?
+    }
+
+    /// Approximate bytes on disk of a partition (DescribeLogDirs).
+    pub fn size_bytes(&self, pid: &PartitionId) -> u64 {
+        let Ok(cf) = cf(&self.db, CF_BATCHES) else { return 0 };
+        let start = keys::offset_key(pid, 0);
+        let end = keys::offset_key(pid, i64::MAX);
+        let range = rocksdb::Range::new(&start[..], &end[..]);
+        self.db.get_approximate_sizes_cf(cf, &[range]).first().copied().unwrap_or(0)
+    }
+
+    /// Stops the writer after it has answered everything queued, and syncs the WAL.
+    /// Blocking.
+    pub fn close(&self) -> Result<()> {
+        if let Some(stop) = self.flusher_stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = stop.send(());
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.writer.try_send(WriteOp::Shutdown { reply: tx }).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+        if let Some(t) = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+        // Everything acknowledged is in the WAL already; this makes it survive power loss too.
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+fn spawn_flusher(db: Arc<DB>, every_ms: u64) -> std::sync::mpsc::Sender<()> {
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let period = std::time::Duration::from_millis(every_ms.max(1));
+    let spawned = std::thread::Builder::new().name("fjord-log-flusher".into()).spawn(move || {
+        // log.flush.interval.ms: an fsync of the WAL at least this often, off the writer's path.
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(period) {
+            if let Err(e) = db.flush_wal(true) {
+                tracing::error!(error = %e, "periodic WAL sync failed");
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the periodic flusher; log.flush.interval.ms is not enforced");
+    }
+    stop_tx
+}
+
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name).ok_or_else(|| StorageError::Corruption(format!("column family {name} is missing")))
+}
+
+fn corrupt(what: &str) -> StorageError {
+    StorageError::Corruption(format!("malformed {what}"))
+}
+
+pub(crate) fn encode_time_value(base_offset: i64, delta: i32) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..8].copy_from_slice(&base_offset.to_be_bytes());
+    v[8..].copy_from_slice(&delta.to_be_bytes());
+    v
+}
+
+fn decode_time_value(v: &[u8]) -> Result<(i64, i32)> {
+    let base = i64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("time index value"))?);
+    let delta = i32::from_be_bytes(v.get(8..12).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("time index value"))?);
+    Ok((base, delta))
+}
+
+/// Rebuilds the in-memory state of every partition from the `partitions` rows and the last
+/// batch of each log.
+fn recover(db: &DB) -> Result<HashMap<PartitionId, Arc<Mutex<PartitionState>>>> {
+    let mut out = HashMap::new();
+    let parts = cf(db, CF_PARTITIONS)?;
+    for item in db.iterator_cf(parts, IteratorMode::Start) {
+        let (k, v) = item?;
+        if k.len() != PID_BYTES {
+            continue; // epoch rows
+        }
+        let pid = keys::pid_from_prefix(&k).ok_or_else(|| corrupt("partition key"))?;
+        let rec = keys::PartitionRecord::decode(&v).ok_or_else(|| corrupt("partition record"))?;
+        let (log_end, latest_epoch) = last_batch(db, &pid)?
+            .map(|h| (h.last_offset() + 1, h.partition_leader_epoch))
+            .unwrap_or((rec.log_start_offset, -1));
+        let max_timestamp = last_indexed_timestamp(db, &pid)?.unwrap_or(-1);
+        let log_start = rec.log_start_offset.min(log_end);
+        let offsets = PartitionOffsets { log_start, log_end, high_watermark: log_end };
+        out.insert(pid, Arc::new(Mutex::new(PartitionState { offsets, max_timestamp, latest_epoch })));
+    }
+    Ok(out)
+}
+
+fn last_batch(db: &DB, pid: &PartitionId) -> Result<Option<BatchHeader>> {
+    let cf = cf(db, CF_BATCHES)?;
+    let upper = keys::offset_key(pid, i64::MAX);
+    let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
+    match it.next() {
+        Some(Ok((k, v))) if k.starts_with(&keys::pid_prefix(pid)) => {
+            let h = BatchHeader::parse(&v).map_err(|e| StorageError::Corruption(e.to_string()))?;
+            Ok(Some(h))
+        }
+        Some(Err(e)) => Err(e.into()),
+        _ => Ok(None),
+    }
+}
+
+fn last_indexed_timestamp(db: &DB, pid: &PartitionId) -> Result<Option<i64>> {
+    let cf = cf(db, CF_TIME_INDEX)?;
+    let upper = keys::time_key(pid, i64::MAX);
+    let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
+    match it.next() {
+        Some(Ok((k, _))) if k.starts_with(&keys::pid_prefix(pid)) => Ok(keys::timestamp_from_key(&k)),
+        Some(Err(e)) => Err(e.into()),
+        _ => Ok(None),
+    }
+}
+
+/// A raw iterator over one partition's batches, positioned on the batch holding `offset`.
+fn batch_iter<'a>(db: &'a DB, pid: &PartitionId, offset: i64) -> Result<rocksdb::DBRawIterator<'a>> {
+    let cf = cf(db, CF_BATCHES)?;
+    let mut ro = ReadOptions::default();
+    ro.set_iterate_lower_bound(keys::offset_key(pid, 0).to_vec());
+    ro.set_iterate_upper_bound(keys::offset_key(pid, i64::MAX).to_vec());
+    let mut it = db.raw_iterator_cf_opt(cf, ro);
+    // The batch holding `offset` starts at or before it; if `offset` precedes every batch
+    // (after DeleteRecords cut into a batch), start at the first one.
+    it.seek_for_prev(keys::offset_key(pid, offset));
+    if !it.valid() {
+        it.status()?;
+        it.seek_to_first();
+    }
+    Ok(it)
+}
+
+fn read_batches(
+    db: &DB,
+    pid: &PartitionId,
+    offset: i64,
+    high_watermark: i64,
+    max_bytes: usize,
+    at_least_one: bool,
+) -> Result<Bytes> {
+    let mut it = batch_iter(db, pid, offset)?;
+    let mut out = BytesMut::new();
+    while it.valid() {
+        let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+        let base = keys::offset_from_key(k).ok_or_else(|| corrupt("batch key"))?;
+        if base >= high_watermark {
+            break;
+        }
+        let header = BatchHeader::parse(v).map_err(|e| StorageError::Corruption(e.to_string()))?;
+        if header.last_offset() < offset {
+            it.next();
+            continue; // the seek landed on the batch before the one we want
+        }
+        if out.len() + v.len() > max_bytes && !(out.is_empty() && at_least_one) {
+            break;
+        }
+        debug_assert!(v.len() >= LOG_OVERHEAD_BYTES);
+        out.extend_from_slice(v);
+        it.next();
+    }
+    it.status()?;
+    Ok(out.freeze())
+}
+
+fn find_by_timestamp(db: &DB, pid: &PartitionId, timestamp: i64, offsets: PartitionOffsets) -> Result<Option<(i64, i64)>> {
+    let index = cf(db, CF_TIME_INDEX)?;
+    let mut it = db.iterator_cf(index, IteratorMode::From(&keys::time_key(pid, timestamp), Direction::Forward));
+    let start = match it.next() {
+        Some(Ok((k, v))) if k.starts_with(&keys::pid_prefix(pid)) => decode_time_value(&v)?.0,
+        Some(Err(e)) => return Err(e.into()),
+        _ => return Ok(None), // no batch reaches that timestamp
+    };
+    // Every batch before `start` is older than `timestamp`; the record is in `start`'s batch
+    // unless DeleteRecords removed it, in which case it is the first later one that qualifies.
+    let from = start.max(offsets.log_start);
+    let mut batches = batch_iter(db, pid, from)?;
+    while batches.valid() {
+        let (Some(k), Some(v)) = (batches.key(), batches.value()) else { break };
+        let base = keys::offset_from_key(k).ok_or_else(|| corrupt("batch key"))?;
+        if base >= offsets.high_watermark {
+            break;
+        }
+        let stamps = record_stamps(&Bytes::copy_from_slice(v)).map_err(|e| StorageError::Corruption(e.to_string()))?;
+        for s in stamps {
+            let offset = base + i64::from(s.offset_delta);
+            if offset >= offsets.log_start && offset < offsets.high_watermark && s.timestamp >= timestamp {
+                return Ok(Some((offset, s.timestamp)));
+            }
+        }
+        batches.next();
+    }
+    batches.status()?;
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+use super::*;
+use bytes::BytesMut;
+use fjord_protocol::batch::{validate_produce, TimestampType, ValidationConfig};
+use fjord_protocol::kafka_protocol::indexmap::IndexMap;
+use fjord_protocol::kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn batch(n: i64, ts0: i64) -> AppendBatch {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: fjord_protocol::kafka_protocol::records::TimestampType::Creation,
+            offset: i,
+            sequence: i as i32,
+            timestamp: ts0 + i,
+            key: None,
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: IndexMap::new(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let opts = RecordEncodeOptions { version: 2, compression: Compression::Lz4 };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &opts).expect("encodes");
+    let cfg = ValidationConfig {
+        max_message_bytes: 1 << 20,
+        timestamp_type: TimestampType::CreateTime,
+        timestamp_before_max_ms: i64::MAX,
+        timestamp_after_max_ms: i64::MAX,
+        target_codec: None,
+        produce_version: 9,
+        now_ms: T0,
+    };
+    let v = validate_produce(buf.freeze(), &cfg).expect("valid");
+    AppendBatch {
+        record_count: v.header.record_count,
+        max_timestamp: v.header.max_timestamp,
+        max_timestamp_offset_delta: v.max_timestamp_offset_delta,
+        bytes: v.bytes,
+    }
+}
+
+fn open(dir: &std::path::Path, flush: i64) -> Arc<LogStore> {
+    LogStore::open(StorageConfig { data_dir: dir.to_path_buf(), flush_interval_messages: flush, flush_interval_ms: None })
+        .expect("opens")
+}
+
+const P0: PartitionId = PartitionId { topic_id: [1; 16], partition: 0 };
+
+fn offsets_of(records: &Bytes) -> Vec<i64> {
+    let mut b = records.clone();
+    RecordBatchDecoder::decode_all(&mut b)
+        .expect("decodes")
+        .into_iter()
+        .flat_map(|set| set.records.into_iter().map(|r| r.offset))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_assigns_dense_offsets_and_reads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), i64::MAX);
+    store.ensure_partition(P0).await.expect("create");
+    for (i, ts) in [T0, T0 + 100, T0 + 50].into_iter().enumerate() {
+        let r = store.append(P0, batch(5, ts), 0).await.expect("append");
+        assert_eq!(r.base_offset, 5 * i as i64);
+    }
+    let o = store.offsets(&P0).expect("known");
+    assert_eq!((o.log_start, o.log_end, o.high_watermark), (0, 15, 15));
+
+    let all = store.read(P0, 7, 1 << 20, true).await.expect("read");
+    assert_eq!(offsets_of(&all.records), (5..15).collect::<Vec<_>>());
+    let one = store.read(P0, 0, 10, true).await.expect("read");
+    assert_eq!(offsets_of(&one.records), (0..5).collect::<Vec<_>>(), "KIP-74: first batch even if too large");
+    let none = store.read(P0, 0, 10, false).await.expect("read");
+    assert!(none.records.is_empty());
+    assert!(store.read(P0, 15, 100, true).await.expect("at end").records.is_empty());
+    assert!(matches!(store.read(P0, 16, 100, true).await, Err(StorageError::OffsetOutOfRange { .. })));
+
+    // Time index: T0+50 is first reached by record 5 (batch 2 starts at T0+100 > T0+50).
+    assert_eq!(store.offset_for_timestamp(P0, T0 + 50).await.expect("ts"), Some((5, T0 + 100)));
+    assert_eq!(store.offset_for_timestamp(P0, T0 + 2).await.expect("ts"), Some((2, T0 + 2)));
+    assert_eq!(store.offset_for_timestamp(P0, T0 + 1000).await.expect("ts"), None);
+    assert_eq!(store.max_timestamp(P0).await.expect("max"), Some((9, T0 + 104)));
+    store.close().expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_reopen_and_delete_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path(), 1);
+        store.ensure_partition(P0).await.expect("create");
+        for _ in 0..4 {
+            store.append(P0, batch(3, T0), 2).await.expect("append");
+        }
+        assert_eq!(store.delete_records(P0, 4).await.expect("delete"), 4);
+        assert!(matches!(store.delete_records(P0, 99).await, Err(StorageError::OffsetOutOfRange { .. })));
+        // No close: simulates a crash after the acknowledged writes.
+    }
+    let store = open(dir.path(), 1);
+    let o = store.offsets(&P0).expect("recovered");
+    assert_eq!((o.log_start, o.log_end, o.high_watermark), (4, 12, 12));
+    assert!(matches!(store.read(P0, 2, 1 << 20, true).await, Err(StorageError::OffsetOutOfRange { .. })));
+    let r = store.read(P0, 4, 1 << 20, true).await.expect("read");
+    assert_eq!(offsets_of(&r.records), (3..12).collect::<Vec<_>>(), "batch holding offset 4 is kept whole");
+    assert_eq!(store.append(P0, batch(1, T0), 2).await.expect("append").base_offset, 12);
+    store.delete_topic(P0.topic_id).await.expect("delete topic");
+    assert!(store.offsets(&P0).is_none());
+    store.ensure_partition(P0).await.expect("recreate");
+    assert_eq!(store.offsets(&P0).expect("new").log_end, 0);
+    store.close().expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_writes_and_stay_dense() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), 1);
+    let p1 = PartitionId { topic_id: [1; 16], partition: 1 };
+    store.ensure_partition(P0).await.expect("create");
+    store.ensure_partition(p1).await.expect("create");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        let pid = if i % 2 == 0 { P0 } else { p1 };
+        tasks.push(tokio::spawn(async move { store.append(pid, batch(2, T0), 0).await.expect("append").base_offset }));
+    }
+    let mut bases = Vec::new();
+    for t in tasks {
+        bases.push(t.await.expect("join"));
+    }
+    bases.sort();
+    let expected: Vec<i64> = (0..100).flat_map(|i| [2 * i, 2 * i]).collect();
+    assert_eq!(bases, expected);
+    assert_eq!(store.offsets(&P0).expect("p0").log_end, 200);
+    assert_eq!(store.offsets(&p1).expect("p1").log_end, 200);
+    store.close().expect("close");
+}

@@ -1,0 +1,286 @@
+//! The single writer thread: offset assignment and group commit.
+//!
+//! It blocks on its queue, then drains whatever else is already queued (up to
+//! [`MAX_GROUP_OPS`]), applies all of it to one `WriteBatch`, writes that once, and only then
+//! publishes the new offsets and answers every caller. Offsets are assigned here and only
+//! here, so they are dense and ordered per partition without locks on the produce path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use fjord_protocol::batch::patch_base_offset_and_epoch;
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Result, StorageError};
+use crate::keys::{self, PartitionRecord, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX};
+use crate::log::{cf, encode_time_value, AppendBatch, AppendResult, PartitionMap, PartitionOffsets, PartitionState};
+use crate::PartitionId;
+
+/// Most operations folded into one RocksDB write: bounds the latency one commit adds to the
+/// first producer in it.
+pub const MAX_GROUP_OPS: usize = 1024;
+/// Most batch bytes folded into one RocksDB write, for the same reason.
+pub const MAX_GROUP_BYTES: usize = 16 << 20;
+
+pub(crate) enum WriteOp {
+    Create { pid: PartitionId, reply: oneshot::Sender<Result<()>> },
+    DeleteTopic { topic_id: [u8; 16], reply: oneshot::Sender<Result<()>> },
+    Append { pid: PartitionId, batch: AppendBatch, leader_epoch: i32, reply: oneshot::Sender<Result<AppendResult>> },
+    DeleteRecords { pid: PartitionId, offset: i64, reply: oneshot::Sender<Result<i64>> },
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// An answer held back until the group's write is durable.
+enum Reply {
+    Unit(oneshot::Sender<Result<()>>),
+    Append(oneshot::Sender<Result<AppendResult>>, AppendResult),
+    Offset(oneshot::Sender<Result<i64>>, i64),
+}
+
+impl Reply {
+    fn ok(self) {
+        // A caller that went away (client disconnected) no longer needs the answer.
+        match self {
+            Reply::Unit(tx) => drop(tx.send(Ok(()))),
+            Reply::Append(tx, r) => drop(tx.send(Ok(r))),
+            Reply::Offset(tx, o) => drop(tx.send(Ok(o))),
+        }
+    }
+
+    fn fail(self, e: &rocksdb::Error) {
+        let err = || StorageError::Rocks(e.clone());
+        match self {
+            Reply::Unit(tx) => drop(tx.send(Err(err()))),
+            Reply::Append(tx, _) => drop(tx.send(Err(err()))),
+            Reply::Offset(tx, _) => drop(tx.send(Err(err()))),
+        }
+    }
+}
+
+/// One group of operations being folded into a single write.
+struct Group<'a> {
+    db: &'a DB,
+    partitions: &'a PartitionMap,
+    wb: WriteBatch,
+    /// New states of the partitions this group touches; published only after the write.
+    pending: HashMap<PartitionId, PartitionState>,
+    created: Vec<PartitionId>,
+    deleted_topics: Vec<[u8; 16]>,
+    replies: Vec<Reply>,
+    messages: i64,
+    bytes: usize,
+}
+
+impl<'a> Group<'a> {
+    fn state(&mut self, pid: &PartitionId) -> Option<&mut PartitionState> {
+        if !self.pending.contains_key(pid) {
+            let map = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+            let current = *map.get(pid)?.lock().unwrap_or_else(|p| p.into_inner());
+            self.pending.insert(*pid, current);
+        }
+        self.pending.get_mut(pid)
+    }
+
+    fn apply(&mut self, op: WriteOp) -> Result<()> {
+        match op {
+            WriteOp::Create { pid, reply } => {
+                let exists = self.state(&pid).is_some() || self.created.contains(&pid);
+                if !exists {
+                    let rec = PartitionRecord { log_start_offset: 0 };
+                    self.wb.put_cf(cf(self.db, CF_PARTITIONS)?, keys::pid_prefix(&pid), rec.encode());
+                    self.created.push(pid);
+                    let offsets = PartitionOffsets { log_start: 0, log_end: 0, high_watermark: 0 };
+                    self.pending.insert(pid, PartitionState { offsets, max_timestamp: -1, latest_epoch: -1 });
+                }
+                self.replies.push(Reply::Unit(reply));
+            }
+            WriteOp::DeleteTopic { topic_id, reply } => {
+                let (start, end) = keys::topic_range(&topic_id);
+                for name in [CF_BATCHES, CF_TIME_INDEX, CF_PARTITIONS] {
+                    self.wb.delete_range_cf(cf(self.db, name)?, &start, &end);
+                }
+                self.pending.retain(|pid, _| pid.topic_id != topic_id);
+                self.created.retain(|pid| pid.topic_id != topic_id);
+                self.deleted_topics.push(topic_id);
+                self.replies.push(Reply::Unit(reply));
+            }
+            WriteOp::Append { pid, batch, leader_epoch, reply } => {
+                let batches_cf = cf(self.db, CF_BATCHES)?;
+                let index_cf = cf(self.db, CF_TIME_INDEX)?;
+                let parts_cf = cf(self.db, CF_PARTITIONS)?;
+                let Some(state) = self.state(&pid) else {
+                    let _ = reply.send(Err(StorageError::UnknownPartition));
+                    return Ok(());
+                };
+                let base = state.offsets.log_end;
+                let count = i64::from(batch.record_count);
+                assert!(count > 0, "validated batches hold at least one record");
+                let mut value = batch.bytes.to_vec();
+                patch_base_offset_and_epoch(&mut value, base, leader_epoch);
+                let new_index_entry = batch.max_timestamp > state.max_timestamp;
+                if new_index_entry {
+                    state.max_timestamp = batch.max_timestamp;
+                }
+                let new_epoch = leader_epoch > state.latest_epoch;
+                if new_epoch {
+                    state.latest_epoch = leader_epoch;
+                }
+                state.offsets.log_end = base + count;
+                // Single replica: a record is committed once it is in the log. Replication
+                // will hold the high watermark back until the ISR has it.
+                state.offsets.high_watermark = state.offsets.log_end;
+                assert!(state.offsets.high_watermark <= state.offsets.log_end);
+                let log_start = state.offsets.log_start;
+                self.wb.put_cf(batches_cf, keys::offset_key(&pid, base), &value);
+                if new_index_entry {
+                    let v = encode_time_value(base, batch.max_timestamp_offset_delta);
+                    self.wb.put_cf(index_cf, keys::time_key(&pid, batch.max_timestamp), v);
+                }
+                if new_epoch {
+                    self.wb.put_cf(parts_cf, keys::epoch_key(&pid, leader_epoch), base.to_be_bytes());
+                }
+                self.messages += count;
+                self.bytes += value.len();
+                self.replies.push(Reply::Append(reply, AppendResult { base_offset: base, log_start }));
+            }
+            WriteOp::DeleteRecords { pid, offset, reply } => {
+                let batches_cf = cf(self.db, CF_BATCHES)?;
+                let parts_cf = cf(self.db, CF_PARTITIONS)?;
+                let Some(mut state) = self.state(&pid).copied() else {
+                    let _ = reply.send(Err(StorageError::UnknownPartition));
+                    return Ok(());
+                };
+                let hw = state.offsets.high_watermark;
+                let target = if offset == -1 { hw } else { offset };
+                if target < 0 || target > hw {
+                    let _ = reply.send(Err(StorageError::OffsetOutOfRange {
+                        offset,
+                        log_start: state.offsets.log_start,
+                        high_watermark: hw,
+                    }));
+                    return Ok(());
+                }
+                if target > state.offsets.log_start {
+                    state.offsets.log_start = target;
+                    let rec = PartitionRecord { log_start_offset: target };
+                    self.wb.put_cf(parts_cf, keys::pid_prefix(&pid), rec.encode());
+                    // Drop the batches wholly below the new start. The batch holding `target`
+                    // stays: readers skip its earlier records by offset.
+                    let holder = batch_start_at_or_before(self.db, &pid, target)?;
+                    if holder > 0 {
+                        self.wb.delete_range_cf(batches_cf, keys::offset_key(&pid, 0), keys::offset_key(&pid, holder));
+                    }
+                    self.pending.insert(pid, state);
+                }
+                self.replies.push(Reply::Offset(reply, state.offsets.log_start));
+            }
+            WriteOp::Shutdown { .. } => unreachable!("handled by the loop"),
+        }
+        Ok(())
+    }
+}
+
+fn batch_start_at_or_before(db: &DB, pid: &PartitionId, offset: i64) -> Result<i64> {
+    let mut it = db.raw_iterator_cf(cf(db, CF_BATCHES)?);
+    it.seek_for_prev(keys::offset_key(pid, offset));
+    match it.key() {
+        Some(k) if k.starts_with(&keys::pid_prefix(pid)) => Ok(keys::offset_from_key(k).unwrap_or(0)),
+        _ => {
+            it.status()?;
+            Ok(0)
+        }
+    }
+}
+
+/// The writer loop; runs until a `Shutdown` arrives or every sender is gone.
+pub(crate) fn run(
+    db: Arc<DB>,
+    partitions: Arc<PartitionMap>,
+    mut rx: mpsc::Receiver<WriteOp>,
+    appended: watch::Sender<u64>,
+    flush_interval_messages: i64,
+) {
+    let mut unflushed: i64 = 0;
+    let mut shutdown: Option<oneshot::Sender<()>> = None;
+    while shutdown.is_none() {
+        let Some(first) = rx.blocking_recv() else { break };
+        let mut group = Group {
+            db: &db,
+            partitions: &partitions,
+            wb: WriteBatch::default(),
+            pending: HashMap::new(),
+            created: Vec::new(),
+            deleted_topics: Vec::new(),
+            replies: Vec::new(),
+            messages: 0,
+            bytes: 0,
+        };
+        let mut next = Some(first);
+        let mut ops = 0;
+        while let Some(op) = next.take() {
+            if let WriteOp::Shutdown { reply } = op {
+                shutdown = Some(reply);
+                break;
+            }
+            if let Err(e) = group.apply(op) {
+                tracing::error!(error = %e, "log writer could not stage an operation");
+            }
+            ops += 1;
+            if ops < MAX_GROUP_OPS && group.bytes < MAX_GROUP_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if group.replies.is_empty() {
+            continue;
+        }
+        // Kafka's log.flush.interval.messages: fsync once that many messages are unflushed.
+        // Every caller in the group waits for the same write, so they share the fsync.
+        let sync = unflushed.saturating_add(group.messages) >= flush_interval_messages;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        // Durability promise: nothing is acknowledged before this write has returned, i.e.
+        // before the batch is in the WAL (and on disk when `sync`).
+        match db.write_opt(std::mem::take(&mut group.wb), &wo) {
+            Ok(()) => {
+                unflushed = if sync { 0 } else { unflushed.saturating_add(group.messages) };
+                publish(&partitions, group.pending, group.created, &group.deleted_topics);
+                appended.send_modify(|n| *n = n.wrapping_add(1));
+                for r in group.replies {
+                    r.ok();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "log write failed; the group's producers get an error");
+                for r in group.replies {
+                    r.fail(&e);
+                }
+            }
+        }
+    }
+    if let Some(reply) = shutdown {
+        let _ = reply.send(());
+    }
+}
+
+fn publish(
+    partitions: &PartitionMap,
+    pending: HashMap<PartitionId, PartitionState>,
+    created: Vec<PartitionId>,
+    deleted_topics: &[[u8; 16]],
+) {
+    let mut map = partitions.write().unwrap_or_else(|p| p.into_inner());
+    map.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
+    for pid in created {
+        if let Some(state) = pending.get(&pid) {
+            map.insert(pid, Arc::new(Mutex::new(*state)));
+        }
+    }
+    for (pid, state) in pending {
+        if let Some(slot) = map.get(&pid) {
+            let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+            assert!(state.offsets.log_end >= s.offsets.log_end, "log end offset went backwards");
+            *s = state;
+        }
+    }
+}
