@@ -217,42 +217,61 @@ class FetchedPartition:
     records: bytes | None
 
 
-def fetch(conn: Conn, version: int, topic: str, partition: int, offset: int, max_wait_ms: int,
-          min_bytes: int = 1, max_bytes: int = 1 << 20, topic_id: bytes | None = None) -> tuple[int, FetchedPartition]:
-    """One Fetch for one partition without a fetch session. Versions 4-11 (topic names, classic
-    encoding), 12 (flexible) and 13+ (topic ids: pass `topic_id`, 16 raw bytes)."""
+@dataclass
+class FetchResponse:
+    error_code: int
+    session_id: int
+    partitions: dict[tuple[str, int], FetchedPartition]  # (topic name or id hex, partition)
+
+
+#: session_epoch values of KIP-227: a full fetch that opens a session, and one that uses none.
+SESSION_EPOCH_INITIAL = 0
+SESSION_EPOCH_FINAL = -1
+
+
+def fetch_many(conn: Conn, version: int, wanted: list[tuple[str, int, int]], max_wait_ms: int,
+               min_bytes: int = 1, max_bytes: int = 1 << 20, session_id: int = 0,
+               session_epoch: int = SESSION_EPOCH_FINAL, topic_ids: dict[str, bytes] | None = None) -> FetchResponse:
+    """A Fetch for (topic, partition, offset) triples. Versions 4-11 (topic names, classic
+    encoding), 12 (flexible) and 13+ (topic ids: `topic_ids` maps names to 16 raw bytes).
+    session_id/session_epoch: 0/-1 no session, 0/0 open one, S/n incremental (v7+, KIP-227)."""
     flexible = version >= 12
     w = Writer()
     if version <= 14:
         w.i32(-1)  # replica_id: a consumer
     w.i32(max_wait_ms).i32(min_bytes).i32(max_bytes).i8(0)  # isolation_level READ_UNCOMMITTED
     if version >= 7:
-        w.i32(0).i32(-1)  # session_id, session_epoch: no session (FINAL_EPOCH)
+        w.i32(session_id).i32(session_epoch)
 
     def arr(n):
         return w.uvarint(n + 1) if flexible else w.i32(n)
 
-    arr(1)
-    if version >= 13:
-        assert topic_id is not None and len(topic_id) == 16
-        w.raw(topic_id)
-    elif flexible:
-        w.compact_string(topic)
-    else:
-        w.string(topic)
-    arr(1)
-    w.i32(partition)
-    if version >= 9:
-        w.i32(-1)  # current_leader_epoch: unknown
-    w.i64(offset)
-    if version >= 12:
-        w.i32(-1)  # last_fetched_epoch
-    if version >= 5:
-        w.i64(-1)  # log_start_offset (followers only)
-    w.i32(max_bytes)
-    if flexible:
-        w.tags()  # partition
-        w.tags()  # topic
+    by_topic: dict[str, list[tuple[int, int]]] = {}
+    for topic, partition, offset in wanted:
+        by_topic.setdefault(topic, []).append((partition, offset))
+    arr(len(by_topic))
+    for topic, parts in by_topic.items():
+        if version >= 13:
+            w.raw(topic_ids[topic])
+        elif flexible:
+            w.compact_string(topic)
+        else:
+            w.string(topic)
+        arr(len(parts))
+        for partition, offset in parts:
+            w.i32(partition)
+            if version >= 9:
+                w.i32(-1)  # current_leader_epoch: unknown
+            w.i64(offset)
+            if version >= 12:
+                w.i32(-1)  # last_fetched_epoch
+            if version >= 5:
+                w.i64(-1)  # log_start_offset (followers only)
+            w.i32(max_bytes)
+            if flexible:
+                w.tags()
+        if flexible:
+            w.tags()
     if version >= 7:
         arr(0)  # forgotten_topics_data
     if version >= 11:
@@ -262,35 +281,49 @@ def fetch(conn: Conn, version: int, topic: str, partition: int, offset: int, max
     cid = conn.send(API_FETCH, version, w.bytes(), flexible)
     r = conn.receive(cid, flexible_header=flexible)
 
+    names = {v: k for k, v in (topic_ids or {}).items()}
     r.i32()  # throttle_time_ms (v1+)
     top_error = r.i16() if version >= 7 else 0
-    if version >= 7:
-        r.i32()  # session_id
-    n_topics = r.array_len(flexible)
-    assert n_topics == 1, f"{n_topics} topics in a one-topic fetch response"
-    if version >= 13:
-        r.take(16)
-    elif flexible:
-        r.compact_string()
-    else:
-        r.string()
-    n_parts = r.array_len(flexible)
-    assert n_parts == 1, f"{n_parts} partitions in a one-partition fetch response"
-    r.i32()  # partition_index
-    error = r.i16()
-    hw = r.i64()
-    r.i64()  # last_stable_offset (v4+)
-    if version >= 5:
-        r.i64()  # log_start_offset
-    for _ in range(max(0, r.array_len(flexible))):  # aborted_transactions
-        r.i64()
-        r.i64()
+    sid = r.i32() if version >= 7 else 0
+    out: dict[tuple[str, int], FetchedPartition] = {}
+    for _ in range(max(0, r.array_len(flexible))):
+        if version >= 13:
+            raw = r.take(16)
+            topic = names.get(raw, raw.hex())
+        elif flexible:
+            topic = r.compact_string()
+        else:
+            topic = r.string()
+        for _ in range(max(0, r.array_len(flexible))):
+            index = r.i32()
+            error = r.i16()
+            hw = r.i64()
+            r.i64()  # last_stable_offset (v4+)
+            if version >= 5:
+                r.i64()  # log_start_offset
+            for _ in range(max(0, r.array_len(flexible))):  # aborted_transactions
+                r.i64()
+                r.i64()
+                if flexible:
+                    r.skip_tags()
+            if version >= 11:
+                r.i32()  # preferred_read_replica
+            records = r.compact_bytes() if flexible else r.nullable_bytes()
+            if flexible:
+                r.skip_tags()
+            out[(topic, index)] = FetchedPartition(error, hw, records)
         if flexible:
             r.skip_tags()
-    if version >= 11:
-        r.i32()  # preferred_read_replica
-    records = r.compact_bytes() if flexible else r.nullable_bytes()
-    return top_error, FetchedPartition(error, hw, records)
+    return FetchResponse(top_error, sid, out)
+
+
+def fetch(conn: Conn, version: int, topic: str, partition: int, offset: int, max_wait_ms: int,
+          min_bytes: int = 1, max_bytes: int = 1 << 20, topic_id: bytes | None = None) -> tuple[int, FetchedPartition]:
+    """One Fetch for one partition without a fetch session: (top-level error, the partition)."""
+    resp = fetch_many(conn, version, [(topic, partition, offset)], max_wait_ms, min_bytes, max_bytes,
+                      topic_ids=None if topic_id is None else {topic: topic_id})
+    assert list(resp.partitions) == [(topic, partition)], f"asked for {topic}-{partition}, got {list(resp.partitions)}"
+    return resp.error_code, resp.partitions[(topic, partition)]
 
 
 # ------------------------------------------------------------------------------ record batches

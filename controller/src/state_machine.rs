@@ -184,8 +184,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => CommandResponse::Done,
                 EntryPayload::Normal(cmd) => command::apply(metadata, cmd),
                 EntryPayload::Membership(membership) => {
-                    self.last_membership =
-                        StoredMembership::new(Some(entry.log_id), membership);
+                    self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                     CommandResponse::Done
                 }
             };

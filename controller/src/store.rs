@@ -30,7 +30,7 @@ const CF_STORE: &str = "store";
 /// `store` key: on-disk format version, written when the store is created.
 const KEY_FORMAT_VERSION: &[u8] = b"format_version";
 /// `store` key: the Raft vote (json `Vote`).
-const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
 /// `store` key: the last committed log id (json `LogId`), so a restart re-applies promptly.
 const KEY_COMMITTED: &[u8] = b"committed";
 /// `store` key: the last purged log id (json `LogId`); logs at or below it are gone.
@@ -143,7 +143,12 @@ impl MetaDb {
     }
 
     /// Writes one `store` record; with `sync`, the WAL is fsynced before this returns.
-    fn put_json<T: Serialize>(&self, key: &[u8], value: &T, sync: bool) -> Result<(), String> {
+    pub(crate) fn put_json<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        sync: bool,
+    ) -> Result<(), String> {
         let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.store(), key, bytes);
@@ -220,6 +225,16 @@ impl MetaDb {
         let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
         let index = decode_log_key(&key)?;
         Ok(Some(decode_entry(index, &value)?.log_id))
+    }
+}
+
+#[cfg(test)]
+impl MetaDb {
+    /// Overwrites the raw value of log entry `index` (to plant corruption).
+    pub(crate) fn put_raw_log(&self, index: u64, value: &[u8]) -> Result<(), String> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.logs(), log_key(index), value);
+        self.write(batch, true)
     }
 }
 
@@ -326,7 +341,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let last_purged_log_id: Option<LogId> = db
                 .get_json(KEY_LAST_PURGED)
                 .map_err(|e| StorageIOError::read_logs(AnyError::error(e)))?;
-            let last_log_id = db.last_log_id()?.or_else(|| last_purged_log_id);
+            let last_log_id = db.last_log_id()?.or(last_purged_log_id);
             Ok(LogState {
                 last_purged_log_id,
                 last_log_id,

@@ -482,3 +482,86 @@ async fn open_rejects_negative_node_id() {
         .expect("negative node id");
     assert!(matches!(err, ControllerError::InvalidRequest(_)), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_election_elects_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let controller = Controller::open(config(dir.path(), 1)).await.expect("open");
+    controller
+        .create_topic("t", Uuid::new_v4(), 1, 1, BTreeMap::new())
+        .await
+        .expect("create");
+    let before = controller.metadata();
+    controller.shutdown().await.expect("shutdown");
+
+    // As if the node crashed while campaigning: an uncommitted vote for itself in a later term,
+    // so it does not restart as leader.
+    let campaign_term = {
+        let (db, _closed) =
+            crate::store::MetaDb::open(&dir.path().join("controller")).expect("open store");
+        let vote: openraft::Vote<NodeId> = db
+            .get_json(crate::store::KEY_VOTE)
+            .expect("read vote")
+            .expect("a vote");
+        assert!(vote.committed);
+        let campaign = openraft::Vote::new(vote.leader_id.term + 1, 1);
+        db.put_json(crate::store::KEY_VOTE, &campaign, true)
+            .expect("write vote");
+        campaign.leader_id.term
+    };
+
+    let (controller, elapsed) = timed_open(config(dir.path(), 1)).await;
+    println!(
+        "open() after a crash mid-election: {:.1} ms",
+        elapsed.as_secs_f64() * 1e3
+    );
+    // Faster than the shortest election timeout: the election was triggered, not waited for.
+    assert!(
+        elapsed.as_millis() < u128::from(ELECTION_TIMEOUT_MIN_MS),
+        "open took {elapsed:?}"
+    );
+    let metrics = controller.raft().metrics().borrow().clone();
+    assert!(
+        metrics.current_term > campaign_term,
+        "term {}",
+        metrics.current_term
+    );
+    assert_eq!(controller.metadata().topics, before.topics);
+    assert_eq!(controller.metadata().cluster_id, before.cluster_id);
+    controller.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_log_entries_fail_open_with_storage_error() {
+    // Garbage bytes, and a well-formed entry stored under the wrong index.
+    for case in ["garbage", "wrong index"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let controller = Controller::open(config(dir.path(), 1)).await.expect("open");
+        controller
+            .create_topic("t", Uuid::new_v4(), 1, 1, BTreeMap::new())
+            .await
+            .expect("create");
+        // Drop without shutdown: no snapshot, so open must replay the log.
+        drop(controller);
+        {
+            let (db, _closed) =
+                crate::store::MetaDb::open(&dir.path().join("controller")).expect("open store");
+            let logs = db.read_logs(0, None).expect("read logs");
+            assert!(logs.len() >= 4, "{} entries", logs.len());
+            let value = match case {
+                "garbage" => b"{\"not an entry".to_vec(),
+                _ => serde_json::to_vec(&logs[1]).expect("encode"),
+            };
+            db.put_raw_log(2, &value).expect("plant corruption");
+        }
+        let err = Controller::open(config(dir.path(), 1))
+            .await
+            .err()
+            .expect("corrupt log must fail open");
+        println!("{case}: {err}");
+        assert!(
+            matches!(err, ControllerError::Storage(_)),
+            "{case}: {err:?}"
+        );
+    }
+}
