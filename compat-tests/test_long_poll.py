@@ -16,7 +16,7 @@ import pytest
 
 from clientlib import (CLIENTS, JAVA_CLASSPATH, KCAT, Rec, assert_ok, confluent_consumer_conf, java_record,
                        kafka_python_consumer, kcat_json_lines, kcat_record, produce)
-from wire import API_FETCH, Conn, api_versions, fetch, pick_version, record_batches
+from wire import API_FETCH, Conn, api_versions, fetch, pick_version, record_batches, wait_fetchable
 
 #: How long the clients let the broker hold an empty fetch.
 LONG_WAIT_MS = 10_000
@@ -220,6 +220,7 @@ def fetch_version(conn):
 def test_empty_fetch_waits_for_max_wait(broker, new_topic):
     """Nothing to return: the broker holds the fetch for max_wait_ms (not less, not forever)."""
     topic = new_topic(broker, partitions=1)
+    wait_fetchable(broker.bootstrap, topic, 1)
     with Conn(broker.bootstrap) as c:
         v = fetch_version(c)
         start = time.monotonic()
@@ -232,6 +233,7 @@ def test_empty_fetch_waits_for_max_wait(broker, new_topic):
 
 def test_parked_fetch_returns_when_data_arrives(broker, new_topic):
     topic = new_topic(broker, partitions=1)
+    wait_fetchable(broker.bootstrap, topic, 1)
     result = {}
 
     def long_fetch():

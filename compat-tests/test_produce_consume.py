@@ -76,7 +76,8 @@ def test_round_trip_matrix(broker, new_topic, producer, codec):
         assert {b.magic for b in batches} == {2}, batches
         stored |= {b.codec for b in batches}
     assert CODEC_IDS[codec] in stored and stored <= {0, CODEC_IDS[codec]}, \
-        f"the broker stored batches with codecs {sorted(stored)}, the producer was asked for {codec} ({CODEC_IDS[codec]})"
+        f"the broker stored batches with codecs {sorted(stored)}, the producer was asked for {codec} " \
+        f"({CODEC_IDS[codec]}); librdkafka picks codecs from ApiVersions: see test_api_versions_what_librdkafka_probes"
     seen = read_back_everywhere(broker.bootstrap, topic, expected)
     # No timestamp was given, so each record carries the producer's clock (CreateTime).
     for r in seen["java"]:

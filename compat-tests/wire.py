@@ -378,3 +378,53 @@ def fetch_batches(bootstrap: str, topic: str, partition: int, offset: int = 0,
                        topic_id=topic_id)
         assert err == 0 and p.error_code == 0, (err, p.error_code)
         return record_batches(p.records)
+
+
+#: Errors a fresh topic may answer with while its partitions come up (clients retry these).
+RETRIABLE_WHILE_CREATING = {3, 5, 6}  # UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER
+
+
+def wait_fetchable(bootstrap: str, topic: str, partitions: int, timeout_s: float = 20.0):
+    """Until a sessionless Fetch of every partition answers without error. Metadata may list a
+    new topic's leader a moment before the leader serves it; a client retries, a wire test waits."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    with Conn(bootstrap) as c:
+        v = pick_version(api_versions(c).ranges, API_FETCH, range(4, 13))
+        while True:
+            r = fetch_many(c, v, [(topic, p, 0) for p in range(partitions)], max_wait_ms=0, min_bytes=0)
+            errors = {k: p.error_code for k, p in r.partitions.items() if p.error_code}
+            if r.error_code == 0 and not errors and len(r.partitions) == partitions:
+                return
+            unexpected = {k: e for k, e in errors.items() if e not in RETRIABLE_WHILE_CREATING}
+            assert r.error_code == 0 and not unexpected, f"fetch of a new topic failed: {r}"
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: partitions still answer {errors} after {timeout_s}s")
+            time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------- FindCoordinator
+
+API_FIND_COORDINATOR = 10
+
+
+def find_coordinator(conn: Conn, version: int, group: str) -> tuple[int, int]:
+    """FindCoordinator v0-3 for a consumer group: (error_code, node_id)."""
+    assert 0 <= version <= 3, version
+    flexible = version >= 3
+    w = Writer()
+    w.compact_string(group) if flexible else w.string(group)
+    if version >= 1:
+        w.i8(0)  # key_type: GROUP
+    if flexible:
+        w.tags()
+    cid = conn.send(API_FIND_COORDINATOR, version, w.bytes(), flexible)
+    r = conn.receive(cid, flexible_header=flexible)
+    if version >= 1:
+        r.i32()  # throttle_time_ms
+    error = r.i16()
+    if version >= 1:
+        r.compact_string() if flexible else r.string()  # error_message
+    node = r.i32()
+    return error, node

@@ -135,10 +135,7 @@ pub async fn run(
 
     reconciler.abort();
     tracing::info!("shutting down: connections drained, closing storage and controller");
-    let store = broker.store.clone();
-    tokio::task::spawn_blocking(move || store.close())
-        .await
-        .map_err(|e| BrokerError::Startup(format!("storage close task: {e}")))??;
+    broker.store.shutdown().await?;
     broker.controller.shutdown().await?;
     tracing::info!("fjord stopped");
     Ok(())

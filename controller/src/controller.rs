@@ -31,9 +31,9 @@ const ELECTION_TIMEOUT_MAX_MS: u64 = 300;
 const _: () = assert!(HEARTBEAT_INTERVAL_MS < ELECTION_TIMEOUT_MIN_MS);
 const _: () = assert!(ELECTION_TIMEOUT_MIN_MS < ELECTION_TIMEOUT_MAX_MS);
 
-/// Build a snapshot once this many entries were applied since the last one (the brief's
-/// choice; openraft's default is 5000). At ~200 bytes per entry that bounds the replay on
-/// restart to ~200 KB of JSON.
+/// Build a snapshot once this many entries were applied since the last one (openraft's
+/// default is 5000). At ~200 bytes per entry that bounds the replay on restart to ~200 KB of
+/// JSON.
 const SNAPSHOT_LOGS_SINCE_LAST: u64 = 1_000;
 /// Entries kept in the log after they are covered by a snapshot, so that a briefly lagging
 /// follower (once there are followers) catches up from the log instead of a full snapshot.
@@ -444,6 +444,12 @@ fn base64_url_no_pad(bytes: &[u8]) -> String {
     }
     out
 }
+
+// The broker shares one `Controller` across connection tasks.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Controller>();
+};
 
 #[cfg(test)]
 mod tests;

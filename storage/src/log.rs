@@ -299,8 +299,16 @@ impl LogStore {
         self.db.get_approximate_sizes_cf(cf, &[range]).first().copied().unwrap_or(0)
     }
 
+    /// [`LogStore::close`] from async code.
+    pub async fn shutdown(self: &Arc<Self>) -> Result<()> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.close())
+            .await
+            .map_err(|e| StorageError::Corruption(format!("close task failed: {e}")))?
+    }
+
     /// Stops the writer after it has answered everything queued, and syncs the WAL.
-    /// Blocking.
+    /// Blocking: not for a reactor thread (see [`LogStore::shutdown`]).
     pub fn close(&self) -> Result<()> {
         if let Some(stop) = self.flusher_stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = stop.send(());

@@ -48,8 +48,19 @@ fn batch(n: i64, ts0: i64) -> AppendBatch {
 }
 
 fn open(dir: &std::path::Path, flush: i64) -> Arc<LogStore> {
-    LogStore::open(StorageConfig { data_dir: dir.to_path_buf(), flush_interval_messages: flush, flush_interval_ms: None })
-        .expect("opens")
+    // After a simulated crash (store dropped without close) the old writer thread may still
+    // hold the RocksDB lock for a moment; wait for it, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let cfg = StorageConfig { data_dir: dir.to_path_buf(), flush_interval_messages: flush, flush_interval_ms: None };
+        match LogStore::open(cfg) {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("open failed: {e}"),
+        }
+    }
 }
 
 const P0: PartitionId = PartitionId { topic_id: [1; 16], partition: 0 };
@@ -89,7 +100,7 @@ async fn append_assigns_dense_offsets_and_reads_back() {
     assert_eq!(store.offset_for_timestamp(P0, T0 + 2).await.expect("ts"), Some((2, T0 + 2)));
     assert_eq!(store.offset_for_timestamp(P0, T0 + 1000).await.expect("ts"), None);
     assert_eq!(store.max_timestamp(P0).await.expect("max"), Some((9, T0 + 104)));
-    store.close().expect("close");
+    store.shutdown().await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +127,7 @@ async fn state_survives_reopen_and_delete_records() {
     assert!(store.offsets(&P0).is_none());
     store.ensure_partition(P0).await.expect("recreate");
     assert_eq!(store.offsets(&P0).expect("new").log_end, 0);
-    store.close().expect("close");
+    store.shutdown().await.expect("close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,5 +152,5 @@ async fn concurrent_appends_share_writes_and_stay_dense() {
     assert_eq!(bases, expected);
     assert_eq!(store.offsets(&P0).expect("p0").log_end, 200);
     assert_eq!(store.offsets(&p1).expect("p1").log_end, 200);
-    store.close().expect("close");
+    store.shutdown().await.expect("close");
 }
