@@ -178,3 +178,45 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 
 /// Authorized-operations value meaning "not requested" (Kafka's `Integer.MIN_VALUE`).
 pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's compatibility table must list exactly the served APIs and ranges.
+    #[test]
+    fn readme_compatibility_table_is_true() {
+        let readme = include_str!("../../../README.md");
+        let mut listed = Vec::new();
+        for line in readme.lines() {
+            // | API | key | versions | status |, versions "a–b" or a single "n"
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let Some(Ok(key)) = cells.get(2).map(|c| c.parse::<i16>()) else { continue };
+            let Some(versions) = cells.get(3) else { continue };
+            let (min, max) = versions.split_once('–').unwrap_or((versions, versions));
+            if let (Ok(min), Ok(max)) = (min.parse::<i16>(), max.parse::<i16>()) {
+                listed.push((key, min, max));
+            }
+        }
+        listed.sort();
+        listed.dedup();
+        let mut served: Vec<(i16, i16, i16)> = IMPLEMENTED
+            .iter()
+            .map(|k| {
+                let r = supported_versions(*k).expect("implemented APIs are served");
+                (*k as i16, r.min, r.max)
+            })
+            .collect();
+        served.sort();
+        assert_eq!(listed, served, "README compatibility table (key, min, max) differs from what is served");
+    }
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+}
