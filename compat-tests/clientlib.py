@@ -74,15 +74,11 @@ def _h(headers) -> tuple[tuple[str, bytes | None], ...]:
 
 # --------------------------------------------------------------------------------------- confluent
 
-def _confluent_codec(codec: str) -> str:
-    return codec
-
-
 def confluent_producer_conf(bootstrap, codec="none", acks="all", large=False, **extra):
     conf = {
         "bootstrap.servers": bootstrap,
         "acks": str(acks),
-        "compression.type": _confluent_codec(codec),
+        "compression.type": codec,
         "enable.idempotence": False,
         "max.in.flight.requests.per.connection": 1,
         "linger.ms": 5,

@@ -14,6 +14,11 @@ Environment:
   FJORD_BIN              the broker binary (default <repo>/target/release/fjord)
   FJORD_READY_TIMEOUT_S  how long a start may take before the test fails (default 15)
   FJORD_COMPAT_KEEP      keep broker temp dirs after the session (default: removed when all passed)
+  FJORD_COMPAT_STRICT    1: ignore known-failures.txt, report every failure as a failure
+
+known-failures.txt lists tests that fail because the broker is not there yet: each runs, and is
+reported as xfail with its reason; once it passes, strict xfail turns that into a failure, so the
+line has to go. The list does not apply to the reference broker (reference/kafka-as-fjord).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ READY_TIMEOUT_S = float(os.environ.get("FJORD_READY_TIMEOUT_S", "15"))
 STOP_TIMEOUT_S = 30.0
 #: How much of a broker log a failure report shows.
 LOG_TAIL_LINES = 150
+
+KNOWN_FAILURES_FILE = Path(__file__).resolve().parent / "known-failures.txt"
 
 _RUNNING: list["Broker"] = []
 #: Every broker this worker made, for failure reports (a killed broker's log matters most).
@@ -297,6 +304,30 @@ def wait_for(cond, what: str, timeout_s: float = 20.0, interval_s: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}" + (f" (last error: {last_exc!r})" if last_exc else ""))
         time.sleep(interval_s)
+
+
+def _known_failures() -> dict[str, str]:
+    """test node id (relative to compat-tests/) -> why it fails today."""
+    if os.environ.get("FJORD_COMPAT_STRICT") == "1" or FJORD_BIN.name == "kafka-as-fjord":
+        return {}
+    out = {}
+    for line in KNOWN_FAILURES_FILE.read_text().splitlines() if KNOWN_FAILURES_FILE.exists() else []:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            test, _, why = line.partition(" ")
+            out[test] = why.strip() or "known failure"
+    return out
+
+
+def pytest_collection_modifyitems(config, items):
+    known = _known_failures()
+    here = Path(__file__).resolve().parent
+    for item in items:
+        rel = Path(item.path).resolve().relative_to(here).as_posix()
+        nodeid = f"{rel}::{item.name}"
+        why = known.get(nodeid) or known.get(f"{rel}::{item.originalname}")
+        if why:
+            item.add_marker(pytest.mark.xfail(reason=why, strict=True))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -141,6 +141,25 @@ pub fn describe(broker: &Broker, version: i16, req: DescribeConfigsRequest) -> D
     DescribeConfigsResponse::default().with_results(results)
 }
 
+fn list_items(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn list_append(base: &str, add: &str) -> String {
+    let mut items: Vec<&str> = list_items(base).collect();
+    for a in list_items(add) {
+        if !items.contains(&a) {
+            items.push(a);
+        }
+    }
+    items.join(",")
+}
+
+fn list_subtract(base: &str, remove: &str) -> String {
+    let gone: Vec<&str> = list_items(remove).collect();
+    list_items(base).filter(|i| !gone.contains(i)).collect::<Vec<_>>().join(",")
+}
+
 /// `config_operation` values (KIP-339).
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -158,10 +177,11 @@ pub async fn incremental_alter(broker: &Broker, req: IncrementalAlterConfigsRequ
             responses.push(fail(ResponseError::InvalidRequest, "Fjord does not support dynamic broker configs yet; set them in server.properties".into()));
             continue;
         }
-        if !meta.topics.contains_key(r.resource_name.as_str()) {
+        let Some(topic) = meta.topics.get(r.resource_name.as_str()) else {
             responses.push(fail(ResponseError::UnknownTopicOrPartition, format!("Topic {} does not exist", r.resource_name.as_str())));
             continue;
-        }
+        };
+        let effective = EffectiveConfig::new(&broker.config.topic_defaults, &topic.configs);
         let mut ops = Vec::with_capacity(r.configs.len());
         let mut error = None;
         for c in &r.configs {
@@ -171,11 +191,20 @@ pub async fn incremental_alter(broker: &Broker, req: IncrementalAlterConfigsRequ
                 error = Some((ResponseError::InvalidConfig, format!("Unknown topic config name: {key}")));
                 break;
             };
+            // Kafka appends to / subtracts from the value in force, which may be the default;
+            // the controller only sees overrides, so a list without one starts from the default.
+            let base = (!topic.configs.contains_key(&key)).then(|| effective.values.get(&key).cloned().unwrap_or_default());
             let op = match (c.config_operation, value) {
                 (OP_DELETE, _) => ConfigOp::Delete(key),
                 (OP_SET, Some(v)) => ConfigOp::Set(key, v),
-                (OP_APPEND, Some(v)) if t == ConfigType::List => ConfigOp::Append(key, v),
-                (OP_SUBTRACT, Some(v)) if t == ConfigType::List => ConfigOp::Subtract(key, v),
+                (OP_APPEND, Some(v)) if t == ConfigType::List => match base {
+                    Some(b) => ConfigOp::Set(key, list_append(&b, &v)),
+                    None => ConfigOp::Append(key, v),
+                },
+                (OP_SUBTRACT, Some(v)) if t == ConfigType::List => match base {
+                    Some(b) => ConfigOp::Set(key, list_subtract(&b, &v)),
+                    None => ConfigOp::Subtract(key, v),
+                },
                 (OP_APPEND | OP_SUBTRACT, Some(_)) => {
                     error = Some((ResponseError::InvalidConfig, format!("Config value append/subtract is not allowed for config key: {key}")));
                     break;
@@ -189,7 +218,7 @@ pub async fn incremental_alter(broker: &Broker, req: IncrementalAlterConfigsRequ
                     break;
                 }
             };
-            if let ConfigOp::Set(k, v) | ConfigOp::Append(k, v) = &op {
+            if let ConfigOp::Set(k, v) = &op {
                 if let Err(m) = topic_config::validate(k, v) {
                     error = Some((ResponseError::InvalidConfig, m));
                     break;
