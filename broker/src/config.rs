@@ -124,14 +124,21 @@ impl Default for Config {
 }
 
 fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), value: value.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
 }
 
 fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    value.trim().parse::<T>().map_err(|e| invalid(key, value, e.to_string()))
+    value
+        .trim()
+        .parse::<T>()
+        .map_err(|e| invalid(key, value, e.to_string()))
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -146,14 +153,27 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
 pub fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError> {
     let mut out = Vec::new();
     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, rest) = item.split_once("://").ok_or_else(|| invalid(key, value, "expected NAME://host:port"))?;
-        let (host, port) = rest.rsplit_once(':').ok_or_else(|| invalid(key, value, "missing :port"))?;
-        let port: u16 = port.parse().map_err(|_| invalid(key, value, format!("bad port '{port}'")))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let (name, rest) = item
+            .split_once("://")
+            .ok_or_else(|| invalid(key, value, "expected NAME://host:port"))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(key, value, "missing :port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| invalid(key, value, format!("bad port '{port}'")))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         if name.is_empty() {
             return Err(invalid(key, value, "empty listener name"));
         }
-        out.push(Listener { name: name.to_string(), host, port });
+        out.push(Listener {
+            name: name.to_string(),
+            host,
+            port,
+        });
     }
     Ok(out)
 }
@@ -166,22 +186,39 @@ const BROKER_TO_TOPIC: &[(&str, &str)] = &[
     ("log.retention.bytes", "retention.bytes"),
     ("log.segment.bytes", "segment.bytes"),
     ("log.message.timestamp.type", "message.timestamp.type"),
-    ("log.message.timestamp.before.max.ms", "message.timestamp.before.max.ms"),
-    ("log.message.timestamp.after.max.ms", "message.timestamp.after.max.ms"),
+    (
+        "log.message.timestamp.before.max.ms",
+        "message.timestamp.before.max.ms",
+    ),
+    (
+        "log.message.timestamp.after.max.ms",
+        "message.timestamp.after.max.ms",
+    ),
     ("log.flush.interval.messages", "flush.messages"),
     ("log.flush.interval.ms", "flush.ms"),
     ("min.insync.replicas", "min.insync.replicas"),
-    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+    ),
 ];
 
-const RETENTION_KEYS: &[(&str, i64)] = &[("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)];
+const RETENTION_KEYS: &[(&str, i64)] = &[
+    ("log.retention.ms", 1),
+    ("log.retention.minutes", 60_000),
+    ("log.retention.hours", 3_600_000),
+];
 
 impl Config {
     /// Builds the configuration from explicit properties (Kafka names).
     pub fn from_properties(props: BTreeMap<String, String>) -> Result<Config, ConfigError> {
         let mut cfg = Config {
             node_id: 1,
-            listeners: vec![Listener { name: "PLAINTEXT".into(), host: "0.0.0.0".into(), port: 9092 }],
+            listeners: vec![Listener {
+                name: "PLAINTEXT".into(),
+                host: "0.0.0.0".into(),
+                port: 9092,
+            }],
             advertised_listeners: Vec::new(),
             log_dir: PathBuf::from("./fjord-data"),
             num_partitions: 1,
@@ -204,7 +241,9 @@ impl Config {
                 "advertised.listeners" => cfg.advertised_listeners = parse_listeners(k, value)?,
                 "log.dirs" | "log.dir" => {
                     let first = value.split(',').map(str::trim).find(|s| !s.is_empty());
-                    cfg.log_dir = PathBuf::from(first.ok_or_else(|| invalid(k, value, "no directory given"))?);
+                    cfg.log_dir = PathBuf::from(
+                        first.ok_or_else(|| invalid(k, value, "no directory given"))?,
+                    );
                 }
                 "num.partitions" => {
                     cfg.num_partitions = parse_num(k, value)?;
@@ -222,7 +261,8 @@ impl Config {
                 "delete.topic.enable" => cfg.delete_topic_enable = parse_bool(k, value)?,
                 "socket.request.max.bytes" => {
                     let v: i32 = parse_num(k, value)?;
-                    cfg.socket_request_max_bytes = usize::try_from(v).map_err(|_| invalid(k, value, "must be positive"))?;
+                    cfg.socket_request_max_bytes =
+                        usize::try_from(v).map_err(|_| invalid(k, value, "must be positive"))?;
                 }
                 "log.flush.interval.messages" => {
                     cfg.flush_interval_messages = parse_num(k, value)?;
@@ -235,43 +275,72 @@ impl Config {
                     controller_listeners = value.split(',').map(|s| s.trim().to_string()).collect();
                 }
                 _ if RETENTION_KEYS.iter().any(|(rk, _)| *rk == k) => {
-                    let (_, scale) = RETENTION_KEYS.iter().find(|(rk, _)| *rk == k).expect("matched above");
+                    let (_, scale) = RETENTION_KEYS
+                        .iter()
+                        .find(|(rk, _)| *rk == k)
+                        .expect("matched above");
                     let v: i64 = parse_num(k, value)?;
                     let ms = if v < 0 { -1 } else { v.saturating_mul(*scale) };
                     // Kafka: log.retention.ms wins over minutes, which wins over hours.
-                    let rank = RETENTION_KEYS.iter().position(|(rk, _)| *rk == k).unwrap_or(0);
+                    let rank = RETENTION_KEYS
+                        .iter()
+                        .position(|(rk, _)| *rk == k)
+                        .unwrap_or(0);
                     let better = retention.is_none_or(|(_, prev)| {
-                        RETENTION_KEYS.iter().position(|(rk, _)| *rk == prev).unwrap_or(0) > rank
+                        RETENTION_KEYS
+                            .iter()
+                            .position(|(rk, _)| *rk == prev)
+                            .unwrap_or(0)
+                            > rank
                     });
                     if better {
                         retention = Some((ms, k));
                     }
                 }
                 _ if BROKER_TO_TOPIC.iter().any(|(b, _)| *b == k) => {
-                    let (_, topic_key) = BROKER_TO_TOPIC.iter().find(|(b, _)| *b == k).expect("matched above");
-                    topic_config::validate(topic_key, value).map_err(|reason| invalid(k, value, reason))?;
-                    cfg.topic_defaults.insert((*topic_key).to_string(), value.trim().to_string());
+                    let (_, topic_key) = BROKER_TO_TOPIC
+                        .iter()
+                        .find(|(b, _)| *b == k)
+                        .expect("matched above");
+                    topic_config::validate(topic_key, value)
+                        .map_err(|reason| invalid(k, value, reason))?;
+                    cfg.topic_defaults
+                        .insert((*topic_key).to_string(), value.trim().to_string());
                 }
                 _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
                 _ => return Err(ConfigError::UnknownKey(key.clone())),
             }
         }
         if let Some((ms, _)) = retention {
-            cfg.topic_defaults.insert("retention.ms".into(), ms.to_string());
+            cfg.topic_defaults
+                .insert("retention.ms".into(), ms.to_string());
         }
         // A KRaft deployment lists its controller listener among `listeners`; Fjord's
         // controller speaks Raft internally, so only the client-facing ones are bound.
-        cfg.listeners.retain(|l| !controller_listeners.contains(&l.name));
+        cfg.listeners
+            .retain(|l| !controller_listeners.contains(&l.name));
         if cfg.listeners.is_empty() {
-            return Err(invalid("listeners", props.get("listeners").map(String::as_str).unwrap_or(""), "no client listener"));
+            return Err(invalid(
+                "listeners",
+                props.get("listeners").map(String::as_str).unwrap_or(""),
+                "no client listener",
+            ));
         }
         if cfg.advertised_listeners.is_empty() {
             cfg.advertised_listeners = cfg
                 .listeners
                 .iter()
                 .map(|l| {
-                    let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" { "localhost".into() } else { l.host.clone() };
-                    Listener { name: l.name.clone(), host, port: l.port }
+                    let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" {
+                        "localhost".into()
+                    } else {
+                        l.host.clone()
+                    };
+                    Listener {
+                        name: l.name.clone(),
+                        host,
+                        port: l.port,
+                    }
                 })
                 .collect();
         }
@@ -295,22 +364,37 @@ impl Config {
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--override" => {
-                    let kv = args.next().ok_or_else(|| ConfigError::Usage("--override needs key=value".into()))?;
+                    let kv = args
+                        .next()
+                        .ok_or_else(|| ConfigError::Usage("--override needs key=value".into()))?;
                     overrides.push(kv);
                 }
                 "-h" | "--help" => return Err(ConfigError::Usage(USAGE.into())),
-                s if s.starts_with("--override=") => overrides.push(s["--override=".len()..].to_string()),
-                s if s.starts_with('-') => return Err(ConfigError::Usage(format!("unknown option {s}\n{USAGE}"))),
+                s if s.starts_with("--override=") => {
+                    overrides.push(s["--override=".len()..].to_string())
+                }
+                s if s.starts_with('-') => {
+                    return Err(ConfigError::Usage(format!("unknown option {s}\n{USAGE}")))
+                }
                 _ if file.is_none() => file = Some(arg),
-                _ => return Err(ConfigError::Usage(format!("unexpected argument {arg}\n{USAGE}"))),
+                _ => {
+                    return Err(ConfigError::Usage(format!(
+                        "unexpected argument {arg}\n{USAGE}"
+                    )))
+                }
             }
         }
         if let Some(path) = file {
-            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File { path: path.clone(), error: e.to_string() })?;
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                error: e.to_string(),
+            })?;
             props.extend(parse_properties(&text));
         }
         for kv in overrides {
-            let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::Usage(format!("--override {kv}: expected key=value")))?;
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                ConfigError::Usage(format!("--override {kv}: expected key=value"))
+            })?;
             props.insert(k.trim().to_string(), v.to_string());
         }
         Config::from_properties(props)
@@ -324,11 +408,26 @@ pub const USAGE: &str = "usage: fjord [server.properties] [--override key=value]
 /// case, `_` -> `.`, `__` -> `_`, `___` -> `-`. Image-internal variables are not properties.
 pub fn env_to_key(name: &str) -> Option<String> {
     let rest = name.strip_prefix("KAFKA_")?;
-    const NOT_PROPERTIES: &[&str] = &["HOME", "HEAP_OPTS", "JVM_PERFORMANCE_OPTS", "OPTS", "LOG4J_OPTS", "JMX_OPTS", "DEBUG", "GC_LOG_OPTS", "VERSION"];
+    const NOT_PROPERTIES: &[&str] = &[
+        "HOME",
+        "HEAP_OPTS",
+        "JVM_PERFORMANCE_OPTS",
+        "OPTS",
+        "LOG4J_OPTS",
+        "JMX_OPTS",
+        "DEBUG",
+        "GC_LOG_OPTS",
+        "VERSION",
+    ];
     if rest.is_empty() || NOT_PROPERTIES.contains(&rest) || rest.starts_with("LOG4J_") {
         return None;
     }
-    let key = rest.to_ascii_lowercase().replace("___", "-").replace("__", "\u{0}").replace('_', ".").replace('\u{0}', "_");
+    let key = rest
+        .to_ascii_lowercase()
+        .replace("___", "-")
+        .replace("__", "\u{0}")
+        .replace('_', ".")
+        .replace('\u{0}', "_");
     Some(key)
 }
 
@@ -339,7 +438,8 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
     let mut pending = String::new();
     for line in text.lines() {
         let line = line.trim_start();
-        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!')) {
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
+        {
             continue;
         }
         if let Some(stripped) = line.strip_suffix('\\') {
@@ -363,13 +463,22 @@ mod tests {
     use super::*;
 
     fn props(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_match_the_issue() {
         let c = Config::default();
-        assert_eq!(c.listeners, vec![Listener { name: "PLAINTEXT".into(), host: "0.0.0.0".into(), port: 9092 }]);
+        assert_eq!(
+            c.listeners,
+            vec![Listener {
+                name: "PLAINTEXT".into(),
+                host: "0.0.0.0".into(),
+                port: 9092
+            }]
+        );
         assert_eq!(c.advertised_listeners[0].host, "localhost");
         assert_eq!(c.log_dir, PathBuf::from("./fjord-data"));
         assert_eq!(c.topic_defaults["max.message.bytes"], "1048588");
@@ -382,20 +491,35 @@ mod tests {
         assert!(e.to_string().contains("no.such.key"));
         let e = Config::from_properties(props(&[("num.partitions", "abc")])).expect_err("bad");
         assert!(e.to_string().contains("num.partitions"));
-        let e = Config::from_properties(props(&[("compression.type", "brotli")])).expect_err("bad codec");
+        let e = Config::from_properties(props(&[("compression.type", "brotli")]))
+            .expect_err("bad codec");
         assert!(e.to_string().contains("compression.type"));
     }
 
     #[test]
     fn env_file_and_overrides_layer() {
-        assert_eq!(env_to_key("KAFKA_ADVERTISED_LISTENERS").as_deref(), Some("advertised.listeners"));
+        assert_eq!(
+            env_to_key("KAFKA_ADVERTISED_LISTENERS").as_deref(),
+            Some("advertised.listeners")
+        );
         assert_eq!(env_to_key("KAFKA_LOG_DIRS").as_deref(), Some("log.dirs"));
         assert_eq!(env_to_key("KAFKA_HEAP_OPTS"), None);
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("server.properties");
-        std::fs::write(&file, "# comment\nnum.partitions=4\nlog.retention.hours = 1\nmessage.max.bytes: 2000000\n").expect("write");
-        let args = vec![file.display().to_string(), "--override".into(), "num.partitions=6".into()];
-        let env = vec![("KAFKA_NUM_PARTITIONS".to_string(), "5".to_string()), ("KAFKA_NODE_ID".into(), "3".into())];
+        std::fs::write(
+            &file,
+            "# comment\nnum.partitions=4\nlog.retention.hours = 1\nmessage.max.bytes: 2000000\n",
+        )
+        .expect("write");
+        let args = vec![
+            file.display().to_string(),
+            "--override".into(),
+            "num.partitions=6".into(),
+        ];
+        let env = vec![
+            ("KAFKA_NUM_PARTITIONS".to_string(), "5".to_string()),
+            ("KAFKA_NODE_ID".into(), "3".into()),
+        ];
         let c = Config::from_args_and_env(args, env).expect("valid");
         assert_eq!(c.num_partitions, 6);
         assert_eq!(c.node_id, 3);

@@ -58,12 +58,24 @@ impl Broker {
         for topic in meta.topics.values() {
             for p in &topic.partitions {
                 if p.replicas.contains(&self.node_id()) {
-                    self.store.ensure_partition(partition_id(topic, p.partition)).await?;
+                    self.store
+                        .ensure_partition(partition_id(topic, p.partition))
+                        .await?;
                 }
             }
         }
-        let live: std::collections::HashSet<[u8; 16]> = meta.topics.values().map(|t| *t.topic_id.as_bytes()).collect();
-        let mut gone: Vec<[u8; 16]> = self.store.partition_ids().into_iter().map(|p| p.topic_id).filter(|id| !live.contains(id)).collect();
+        let live: std::collections::HashSet<[u8; 16]> = meta
+            .topics
+            .values()
+            .map(|t| *t.topic_id.as_bytes())
+            .collect();
+        let mut gone: Vec<[u8; 16]> = self
+            .store
+            .partition_ids()
+            .into_iter()
+            .map(|p| p.topic_id)
+            .filter(|id| !live.contains(id))
+            .collect();
         gone.sort();
         gone.dedup();
         for topic_id in gone {
@@ -75,7 +87,10 @@ impl Broker {
 
 /// The storage name of a topic's partition.
 pub fn partition_id(topic: &TopicMeta, partition: i32) -> PartitionId {
-    PartitionId { topic_id: *topic.topic_id.as_bytes(), partition }
+    PartitionId {
+        topic_id: *topic.topic_id.as_bytes(),
+        partition,
+    }
 }
 
 /// Runs a broker until `shutdown` resolves. `ready` is told the bound addresses once the
@@ -87,10 +102,14 @@ pub async fn run(
 ) -> Result<(), BrokerError> {
     let started = Instant::now();
     let data_dir = config.log_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|e| BrokerError::Startup(format!("cannot create {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| BrokerError::Startup(format!("cannot create {}: {e}", data_dir.display())))?;
 
     let listeners = server::bind(&config).await?;
-    let addrs: Vec<std::net::SocketAddr> = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
+    let addrs: Vec<std::net::SocketAddr> = listeners
+        .iter()
+        .filter_map(|(l, _)| l.local_addr().ok())
+        .collect();
 
     let storage_cfg = StorageConfig {
         data_dir: data_dir.join(LOGS_SUBDIR),
@@ -98,9 +117,17 @@ pub async fn run(
         flush_interval_ms: config.flush_interval_ms,
     };
     let store_task = tokio::task::spawn_blocking(move || LogStore::open(storage_cfg));
-    let advertised = config.advertised_listeners.first().cloned().ok_or_else(|| BrokerError::Startup("no advertised listener".into()))?;
+    let advertised = config
+        .advertised_listeners
+        .first()
+        .cloned()
+        .ok_or_else(|| BrokerError::Startup("no advertised listener".into()))?;
     // Advertising port 0 would be useless: tests bind port 0 and advertise what was bound.
-    let advertised_port = if advertised.port == 0 { addrs.first().map(|a| a.port()).unwrap_or(0) } else { advertised.port };
+    let advertised_port = if advertised.port == 0 {
+        addrs.first().map(|a| a.port()).unwrap_or(0)
+    } else {
+        advertised.port
+    };
     let controller = Controller::open(ControllerConfig {
         node_id: config.node_id,
         data_dir: data_dir.join(METADATA_SUBDIR),
@@ -109,9 +136,16 @@ pub async fn run(
         rack: None,
     })
     .await?;
-    let store = store_task.await.map_err(|e| BrokerError::Startup(format!("storage open task: {e}")))??;
+    let store = store_task
+        .await
+        .map_err(|e| BrokerError::Startup(format!("storage open task: {e}")))??;
 
-    let broker = Arc::new(Broker { config, store, controller, fetch_sessions: FetchSessions::default() });
+    let broker = Arc::new(Broker {
+        config,
+        store,
+        controller,
+        fetch_sessions: FetchSessions::default(),
+    });
     broker.reconcile().await?;
     let reconciler = tokio::spawn(reconcile_on_change(broker.clone()));
 

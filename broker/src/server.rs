@@ -40,10 +40,17 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 pub async fn bind(config: &Config) -> Result<Vec<(TcpListener, Listener)>, BrokerError> {
     let mut out = Vec::new();
     for l in &config.listeners {
-        let host = if l.host.is_empty() { "0.0.0.0" } else { l.host.as_str() };
-        let listener = TcpListener::bind((host, l.port))
-            .await
-            .map_err(|e| BrokerError::Startup(format!("cannot listen on {}://{}:{}: {e}", l.name, host, l.port)))?;
+        let host = if l.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            l.host.as_str()
+        };
+        let listener = TcpListener::bind((host, l.port)).await.map_err(|e| {
+            BrokerError::Startup(format!(
+                "cannot listen on {}://{}:{}: {e}",
+                l.name, host, l.port
+            ))
+        })?;
         out.push((listener, l.clone()));
     }
     Ok(out)
@@ -51,7 +58,11 @@ pub async fn bind(config: &Config) -> Result<Vec<(TcpListener, Listener)>, Broke
 
 /// Serves until `shutdown` resolves, then stops reading requests, lets every connection
 /// answer what it already read (bounded by [`SHUTDOWN_DRAIN_MS`]) and returns.
-pub async fn serve(broker: Arc<Broker>, listeners: Vec<(TcpListener, Listener)>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    listeners: Vec<(TcpListener, Listener)>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let conn_ids = Arc::new(AtomicU64::new(0));
@@ -59,7 +70,14 @@ pub async fn serve(broker: Arc<Broker>, listeners: Vec<(TcpListener, Listener)>,
     for (listener, l) in listeners {
         let bound_port = listener.local_addr().map(|a| a.port()).unwrap_or(l.port);
         let endpoint = advertised_endpoint(&broker.config, &l, bound_port);
-        tasks.push(tokio::spawn(accept_loop(broker.clone(), listener, endpoint, permits.clone(), conn_ids.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(accept_loop(
+            broker.clone(),
+            listener,
+            endpoint,
+            permits.clone(),
+            conn_ids.clone(),
+            stop_rx.clone(),
+        )));
     }
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -67,9 +85,15 @@ pub async fn serve(broker: Arc<Broker>, listeners: Vec<(TcpListener, Listener)>,
         t.abort();
     }
     // Wait until every connection has returned its permit, or give up after the drain time.
-    let drained = tokio::time::timeout(Duration::from_millis(SHUTDOWN_DRAIN_MS), permits.acquire_many(MAX_CONNECTIONS as u32)).await;
+    let drained = tokio::time::timeout(
+        Duration::from_millis(SHUTDOWN_DRAIN_MS),
+        permits.acquire_many(MAX_CONNECTIONS as u32),
+    )
+    .await;
     if drained.is_err() {
-        tracing::warn!("some connections did not finish within {SHUTDOWN_DRAIN_MS} ms; closing them");
+        tracing::warn!(
+            "some connections did not finish within {SHUTDOWN_DRAIN_MS} ms; closing them"
+        );
     }
 }
 
@@ -83,7 +107,10 @@ fn advertised_endpoint(config: &Config, listener: &Listener, bound_port: u16) ->
         .cloned()
         .unwrap_or_else(|| listener.clone());
     let port = if adv.port == 0 { bound_port } else { adv.port };
-    Endpoint { host: adv.host, port }
+    Endpoint {
+        host: adv.host,
+        port,
+    }
 }
 
 async fn accept_loop(
@@ -97,7 +124,9 @@ async fn accept_loop(
     let endpoint = Arc::new(endpoint);
     loop {
         // We never close the semaphore, so acquiring only fails if it is dropped: stop then.
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let (socket, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -121,7 +150,10 @@ async fn accept_loop(
     }
 }
 
-async fn read_frame(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, max_bytes: usize) -> Result<Option<Bytes>, FrameError> {
+async fn read_frame(
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    max_bytes: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
     match reader.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -136,7 +168,13 @@ async fn read_frame(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, max_
     Ok(Some(body.freeze()))
 }
 
-async fn connection(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr, endpoint: Arc<Endpoint>, mut stop: watch::Receiver<bool>) {
+async fn connection(
+    broker: Arc<Broker>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
+    mut stop: watch::Receiver<bool>,
+) {
     tracing::debug!("connection opened");
     let (rd, wr) = socket.into_split();
     let (tx, rx) = mpsc::channel::<JoinHandle<Reply>>(MAX_IN_FLIGHT_REQUESTS);
@@ -184,7 +222,10 @@ async fn connection(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr, en
     tracing::debug!("connection closed");
 }
 
-async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<JoinHandle<Reply>>) {
+async fn write_responses(
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<JoinHandle<Reply>>,
+) {
     let mut out = BufWriter::with_capacity(64 << 10, wr);
     while let Some(task) = rx.recv().await {
         let reply = match task.await {

@@ -33,15 +33,35 @@ pub const TOPIC_CONFIGS: &[(&str, ConfigType, &str)] = &[
     ("file.delete.delay.ms", ConfigType::Long, "60000"),
     ("flush.messages", ConfigType::Long, "9223372036854775807"),
     ("flush.ms", ConfigType::Long, "9223372036854775807"),
-    ("follower.replication.throttled.replicas", ConfigType::List, ""),
+    (
+        "follower.replication.throttled.replicas",
+        ConfigType::List,
+        "",
+    ),
     ("index.interval.bytes", ConfigType::Int, "4096"),
-    ("leader.replication.throttled.replicas", ConfigType::List, ""),
+    (
+        "leader.replication.throttled.replicas",
+        ConfigType::List,
+        "",
+    ),
     ("local.retention.bytes", ConfigType::Long, "-2"),
     ("local.retention.ms", ConfigType::Long, "-2"),
-    ("max.compaction.lag.ms", ConfigType::Long, "9223372036854775807"),
+    (
+        "max.compaction.lag.ms",
+        ConfigType::Long,
+        "9223372036854775807",
+    ),
     ("max.message.bytes", ConfigType::Int, "1048588"),
-    ("message.timestamp.after.max.ms", ConfigType::Long, "3600000"),
-    ("message.timestamp.before.max.ms", ConfigType::Long, "9223372036854775807"),
+    (
+        "message.timestamp.after.max.ms",
+        ConfigType::Long,
+        "3600000",
+    ),
+    (
+        "message.timestamp.before.max.ms",
+        ConfigType::Long,
+        "9223372036854775807",
+    ),
     ("message.timestamp.type", ConfigType::String, "CreateTime"),
     ("min.cleanable.dirty.ratio", ConfigType::Double, "0.5"),
     ("min.compaction.lag.ms", ConfigType::Long, "0"),
@@ -54,17 +74,27 @@ pub const TOPIC_CONFIGS: &[(&str, ConfigType, &str)] = &[
     ("segment.index.bytes", ConfigType::Int, "10485760"),
     ("segment.jitter.ms", ConfigType::Long, "0"),
     ("segment.ms", ConfigType::Long, "604800000"),
-    ("unclean.leader.election.enable", ConfigType::Boolean, "false"),
+    (
+        "unclean.leader.election.enable",
+        ConfigType::Boolean,
+        "false",
+    ),
 ];
 
 /// Kafka's defaults for every topic config.
 pub fn defaults() -> BTreeMap<String, String> {
-    TOPIC_CONFIGS.iter().map(|(k, _, v)| (k.to_string(), v.to_string())).collect()
+    TOPIC_CONFIGS
+        .iter()
+        .map(|(k, _, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The type of a topic config, `None` for a name Kafka does not define.
 pub fn config_type(key: &str) -> Option<ConfigType> {
-    TOPIC_CONFIGS.iter().find(|(k, _, _)| *k == key).map(|(_, t, _)| *t)
+    TOPIC_CONFIGS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, t, _)| *t)
 }
 
 /// Checks a topic config value, with Kafka's message for what is wrong.
@@ -79,7 +109,9 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
         ConfigType::String | ConfigType::List => true,
     };
     if !ok {
-        return Err(format!("Invalid value {value} for configuration {key}: expected a {t:?}"));
+        return Err(format!(
+            "Invalid value {value} for configuration {key}: expected a {t:?}"
+        ));
     }
     match key {
         "compression.type" if parse_codec_config(v).is_none() => {
@@ -110,14 +142,20 @@ pub struct EffectiveConfig {
 
 impl EffectiveConfig {
     /// Overrides on top of the broker's defaults.
-    pub fn new(broker_defaults: &BTreeMap<String, String>, overrides: &BTreeMap<String, String>) -> Self {
+    pub fn new(
+        broker_defaults: &BTreeMap<String, String>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Self {
         let mut values = broker_defaults.clone();
         values.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
         EffectiveConfig { values }
     }
 
     fn get<T: std::str::FromStr>(&self, key: &str, fallback: T) -> T {
-        self.values.get(key).and_then(|v| v.trim().parse().ok()).unwrap_or(fallback)
+        self.values
+            .get(key)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(fallback)
     }
 
     /// `max.message.bytes`.
@@ -127,12 +165,19 @@ impl EffectiveConfig {
 
     /// `compression.type`; `None` for `producer`.
     pub fn target_codec(&self) -> Option<Compression> {
-        self.values.get("compression.type").and_then(|v| parse_codec_config(v.trim())).flatten()
+        self.values
+            .get("compression.type")
+            .and_then(|v| parse_codec_config(v.trim()))
+            .flatten()
     }
 
     /// `message.timestamp.type`.
     pub fn timestamp_type(&self) -> TimestampType {
-        match self.values.get("message.timestamp.type").map(String::as_str) {
+        match self
+            .values
+            .get("message.timestamp.type")
+            .map(String::as_str)
+        {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         }
@@ -171,6 +216,9 @@ mod tests {
         let c = EffectiveConfig::new(&defaults(), &o);
         assert_eq!(c.target_codec(), Some(Compression::Lz4));
         assert_eq!(c.max_message_bytes(), 1_048_588);
-        assert_eq!(EffectiveConfig::new(&defaults(), &BTreeMap::new()).target_codec(), None);
+        assert_eq!(
+            EffectiveConfig::new(&defaults(), &BTreeMap::new()).target_codec(),
+            None
+        );
     }
 }

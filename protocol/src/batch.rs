@@ -149,7 +149,11 @@ fn codec_from_id(id: i16) -> Result<Compression, BatchError> {
         2 => Compression::Snappy,
         3 => Compression::Lz4,
         4 => Compression::Zstd,
-        other => return Err(BatchError::Corrupt(format!("unknown compression codec id {other}"))),
+        other => {
+            return Err(BatchError::Corrupt(format!(
+                "unknown compression codec id {other}"
+            )))
+        }
     })
 }
 
@@ -185,7 +189,10 @@ pub fn split_batches(mut records: Bytes) -> Result<Vec<Bytes>, BatchError> {
     let mut out = Vec::new();
     while !records.is_empty() {
         if records.len() < LOG_OVERHEAD_BYTES {
-            return Err(BatchError::Corrupt(format!("{} trailing bytes after the last batch", records.len())));
+            return Err(BatchError::Corrupt(format!(
+                "{} trailing bytes after the last batch",
+                records.len()
+            )));
         }
         let len = i32::from_be_bytes([
             records[BATCH_LENGTH_AT],
@@ -246,7 +253,7 @@ pub struct ValidBatch {
 /// Validates the `records` of one partition in a Produce request (v3+), as Kafka's
 /// `ProduceRequest.validateRecords` and `LogValidator` do.
 pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidBatch, BatchError> {
-    if records.len() >= MAGIC_AT + 1 {
+    if records.len() > MAGIC_AT {
         let magic = i8::from_be_bytes([records[MAGIC_AT]]);
         if magic != MAGIC_V2 {
             return Err(BatchError::InvalidRecord(format!(
@@ -265,7 +272,10 @@ pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidB
     }
     let bytes = batches.pop().expect("exactly one batch, checked above");
     if bytes.len() > cfg.max_message_bytes {
-        return Err(BatchError::TooLarge { size: bytes.len(), max: cfg.max_message_bytes });
+        return Err(BatchError::TooLarge {
+            size: bytes.len(),
+            max: cfg.max_message_bytes,
+        });
     }
     let header = BatchHeader::parse(&bytes)?;
     let actual_crc = crc32c::crc32c(&bytes[CRC_COVERS_FROM..]);
@@ -282,7 +292,9 @@ pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidB
         )));
     }
     if header.is_control() {
-        return Err(BatchError::InvalidRecord("clients may not write control batches".into()));
+        return Err(BatchError::InvalidRecord(
+            "clients may not write control batches".into(),
+        ));
     }
     let source_codec = header.compression()?;
     if source_codec == Compression::Zstd && cfg.produce_version < 7 {
@@ -292,7 +304,10 @@ pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidB
         )));
     }
     if header.record_count <= 0 {
-        return Err(BatchError::InvalidRecord(format!("batch declares {} records", header.record_count)));
+        return Err(BatchError::InvalidRecord(format!(
+            "batch declares {} records",
+            header.record_count
+        )));
     }
     if i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1 {
         return Err(BatchError::InvalidRecord(format!(
@@ -312,7 +327,11 @@ pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidB
     let wrong_max = !log_append && scan.max_timestamp != header.max_timestamp;
     if target_codec == source_codec && !log_append && !wrong_max {
         let max_timestamp_offset_delta = scan.max_timestamp_offset_delta;
-        return Ok(ValidBatch { bytes, header, max_timestamp_offset_delta });
+        return Ok(ValidBatch {
+            bytes,
+            header,
+            max_timestamp_offset_delta,
+        });
     }
 
     // Kafka rewrites the batch in these cases; so do we, once, at append.
@@ -331,7 +350,11 @@ pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidB
     };
     let rebuilt = rebuild(&bytes, attributes, max_timestamp, &records_section)?;
     let header = BatchHeader::parse(&rebuilt)?;
-    Ok(ValidBatch { bytes: rebuilt, header, max_timestamp_offset_delta: max_delta })
+    Ok(ValidBatch {
+        bytes: rebuilt,
+        header,
+        max_timestamp_offset_delta: max_delta,
+    })
 }
 
 fn check_timestamp_window(min: i64, max: i64, cfg: &ValidationConfig) -> Result<(), BatchError> {
@@ -347,9 +370,17 @@ fn check_timestamp_window(min: i64, max: i64, cfg: &ValidationConfig) -> Result<
 
 /// Writes a new batch with the given attributes, max timestamp and records section, keeping
 /// every other header field, and computes its CRC.
-fn rebuild(old: &[u8], attributes: i16, max_timestamp: i64, records: &[u8]) -> Result<Bytes, BatchError> {
+fn rebuild(
+    old: &[u8],
+    attributes: i16,
+    max_timestamp: i64,
+    records: &[u8],
+) -> Result<Bytes, BatchError> {
     let batch_length = i32::try_from(BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len())
-        .map_err(|_| BatchError::TooLarge { size: records.len(), max: i32::MAX as usize })?;
+        .map_err(|_| BatchError::TooLarge {
+            size: records.len(),
+            max: i32::MAX as usize,
+        })?;
     let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + records.len());
     out.put_slice(&old[..BATCH_LENGTH_AT]);
     out.put_i32(batch_length);
@@ -368,7 +399,10 @@ fn rebuild(old: &[u8], attributes: i16, max_timestamp: i64, records: &[u8]) -> R
 /// Stamps the broker-assigned base offset and the leader epoch into a stored batch header.
 /// Neither field is covered by the CRC, so the batch stays valid.
 pub fn patch_base_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
-    assert!(batch.len() >= BATCH_HEADER_BYTES, "patching a batch that was not validated");
+    assert!(
+        batch.len() >= BATCH_HEADER_BYTES,
+        "patching a batch that was not validated"
+    );
     batch[..8].copy_from_slice(&base_offset.to_be_bytes());
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
 }
@@ -385,7 +419,9 @@ pub fn decompress(c: Compression, mut data: Bytes) -> Result<Bytes, BatchError> 
         Compression::Lz4 => codec::Lz4::decompress(&mut data, take),
         Compression::Zstd => codec::Zstd::decompress(&mut data, take),
     };
-    out.map_err(|e| BatchError::Corrupt(format!("{} records do not decompress: {e}", codec_name(c))))
+    out.map_err(|e| {
+        BatchError::Corrupt(format!("{} records do not decompress: {e}", codec_name(c)))
+    })
 }
 
 /// Compresses a raw records section with `c`, in the framing Kafka's clients read.
@@ -436,7 +472,8 @@ pub fn for_each_record(
     header: &BatchHeader,
     mut f: impl FnMut(RecordStamp),
 ) -> Result<(), BatchError> {
-    let invalid = |what: &str| BatchError::InvalidRecord(format!("found invalid record structure: {what}"));
+    let invalid =
+        |what: &str| BatchError::InvalidRecord(format!("found invalid record structure: {what}"));
     let mut buf = raw;
     for expected_delta in 0..header.record_count {
         let len: i32 = read_varint(&mut buf).map_err(|_| invalid("record length"))?;
@@ -480,7 +517,10 @@ pub fn for_each_record(
         } else {
             header.base_timestamp.saturating_add(ts_delta)
         };
-        f(RecordStamp { offset_delta, timestamp });
+        f(RecordStamp {
+            offset_delta,
+            timestamp,
+        });
     }
     if !buf.is_empty() {
         return Err(BatchError::InvalidRecord(format!(
@@ -538,7 +578,11 @@ fn skip_nullable(rec: &mut &[u8]) -> Result<(), ()> {
 
 /// Walks a records section and returns the timestamp summary.
 pub fn scan_records(raw: &[u8], header: &BatchHeader) -> Result<RecordScan, BatchError> {
-    let mut scan = RecordScan { min_timestamp: i64::MAX, max_timestamp: i64::MIN, max_timestamp_offset_delta: 0 };
+    let mut scan = RecordScan {
+        min_timestamp: i64::MAX,
+        max_timestamp: i64::MIN,
+        max_timestamp_offset_delta: 0,
+    };
     for_each_record(raw, header, |r| {
         scan.min_timestamp = scan.min_timestamp.min(r.timestamp);
         if r.timestamp > scan.max_timestamp {
@@ -553,7 +597,11 @@ pub fn scan_records(raw: &[u8], header: &BatchHeader) -> Result<RecordScan, Batc
 pub fn record_stamps(batch: &Bytes) -> Result<Vec<RecordStamp>, BatchError> {
     let header = BatchHeader::parse(batch)?;
     let raw = decompress(header.compression()?, batch.slice(BATCH_HEADER_BYTES..))?;
-    let mut out = Vec::with_capacity(usize::try_from(header.record_count).unwrap_or(0).min(raw.len()));
+    let mut out = Vec::with_capacity(
+        usize::try_from(header.record_count)
+            .unwrap_or(0)
+            .min(raw.len()),
+    );
     for_each_record(&raw, &header, |r| out.push(r))?;
     Ok(out)
 }

@@ -19,11 +19,17 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 ///
 /// Kafka's `NetworkReceive` refuses negative sizes and sizes above `socket.request.max.bytes`
 /// and closes the connection; so do we.
-pub fn check_frame_len(prefix: [u8; LENGTH_PREFIX_BYTES], max_bytes: usize) -> Result<usize, FrameError> {
+pub fn check_frame_len(
+    prefix: [u8; LENGTH_PREFIX_BYTES],
+    max_bytes: usize,
+) -> Result<usize, FrameError> {
     let len = i32::from_be_bytes(prefix);
     let len = usize::try_from(len).map_err(|_| FrameError::NegativeLength(len))?;
     if len > max_bytes {
-        return Err(FrameError::TooLarge { len, max: max_bytes });
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_bytes,
+        });
     }
     Ok(len)
 }
@@ -39,7 +45,9 @@ pub struct Request {
     pub body: RequestKind,
 }
 
-/// What a frame turned out to be.
+/// What a frame turned out to be. (Built once per request and consumed at once, so the
+/// size difference between the variants costs nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Decoded {
     /// A request at a supported version.
@@ -58,7 +66,10 @@ pub fn decode_request(
     supported: impl Fn(ApiKey) -> Option<VersionRange>,
 ) -> Result<Decoded, FrameError> {
     if frame.len() < 4 {
-        return Err(FrameError::Malformed(format!("request header of {} bytes", frame.len())));
+        return Err(FrameError::Malformed(format!(
+            "request header of {} bytes",
+            frame.len()
+        )));
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -71,11 +82,18 @@ pub fn decode_request(
         if api_key == ApiKey::ApiVersions && version > range.max {
             return Ok(Decoded::ApiVersionsTooNew(header));
         }
-        return Err(FrameError::UnsupportedVersion { api_key: raw_key, version });
+        return Err(FrameError::UnsupportedVersion {
+            api_key: raw_key,
+            version,
+        });
     }
     let body = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|e| FrameError::Malformed(format!("{api_key:?} v{version}: {e}")))?;
-    Ok(Decoded::Request(Request { api_key, header, body }))
+    Ok(Decoded::Request(Request {
+        api_key,
+        header,
+        body,
+    }))
 }
 
 /// Encodes a response with its length prefix and the header version the API requires
@@ -152,15 +170,24 @@ mod tests {
     #[test]
     fn frame_length_is_checked_before_reading() {
         assert_eq!(check_frame_len(10i32.to_be_bytes(), 100).expect("fits"), 10);
-        assert!(matches!(check_frame_len((-1i32).to_be_bytes(), 100), Err(FrameError::NegativeLength(-1))));
-        assert!(matches!(check_frame_len(101i32.to_be_bytes(), 100), Err(FrameError::TooLarge { len: 101, .. })));
+        assert!(matches!(
+            check_frame_len((-1i32).to_be_bytes(), 100),
+            Err(FrameError::NegativeLength(-1))
+        ));
+        assert!(matches!(
+            check_frame_len(101i32.to_be_bytes(), 100),
+            Err(FrameError::TooLarge { len: 101, .. })
+        ));
     }
 
     #[test]
     fn unknown_key_and_version_are_refused() {
         let mut frame = metadata_frame(12, 1).to_vec();
         frame[0..2].copy_from_slice(&9999i16.to_be_bytes());
-        assert!(matches!(decode_request(Bytes::from(frame), all), Err(FrameError::UnknownApiKey(9999))));
+        assert!(matches!(
+            decode_request(Bytes::from(frame), all),
+            Err(FrameError::UnknownApiKey(9999))
+        ));
         let mut frame = metadata_frame(12, 1).to_vec();
         frame[2..4].copy_from_slice(&99i16.to_be_bytes());
         assert!(matches!(
@@ -191,7 +218,8 @@ mod tests {
         let mut b = bytes.clone();
         let len = b.get_i32() as usize;
         assert_eq!(len, bytes.len() - 4);
-        let header = ResponseHeader::decode(&mut b, ApiKey::Metadata.response_header_version(12)).expect("header");
+        let header = ResponseHeader::decode(&mut b, ApiKey::Metadata.response_header_version(12))
+            .expect("header");
         assert_eq!(header.correlation_id, 42);
         let resp = MetadataResponse::decode(&mut b, 12).expect("body");
         assert_eq!(resp.throttle_time_ms, 7);

@@ -26,7 +26,10 @@ pub fn pid_prefix(pid: &PartitionId) -> [u8; PID_BYTES] {
 pub fn pid_from_prefix(k: &[u8]) -> Option<PartitionId> {
     let topic_id: [u8; 16] = k.get(..16)?.try_into().ok()?;
     let partition = i32::from_be_bytes(k.get(16..20)?.try_into().ok()?);
-    Some(PartitionId { topic_id, partition })
+    Some(PartitionId {
+        topic_id,
+        partition,
+    })
 }
 
 pub fn offset_key(pid: &PartitionId, offset: i64) -> [u8; PID_BYTES + 8] {
@@ -38,7 +41,9 @@ pub fn offset_key(pid: &PartitionId, offset: i64) -> [u8; PID_BYTES + 8] {
 }
 
 pub fn offset_from_key(k: &[u8]) -> Option<i64> {
-    Some(i64::from_be_bytes(k.get(PID_BYTES..PID_BYTES + 8)?.try_into().ok()?))
+    Some(i64::from_be_bytes(
+        k.get(PID_BYTES..PID_BYTES + 8)?.try_into().ok()?,
+    ))
 }
 
 /// Timestamps may be negative (-1 = none); flip the sign bit so byte order is numeric order.
@@ -93,7 +98,9 @@ impl PartitionRecord {
         if v.len() != Self::BYTES || v[0] != Self::VERSION {
             return None;
         }
-        Some(PartitionRecord { log_start_offset: i64::from_be_bytes(v[1..].try_into().ok()?) })
+        Some(PartitionRecord {
+            log_start_offset: i64::from_be_bytes(v[1..].try_into().ok()?),
+        })
     }
 }
 
@@ -103,22 +110,33 @@ mod tests {
 
     #[test]
     fn key_order_is_numeric_order() {
-        let pid = PartitionId { topic_id: [3; 16], partition: 2 };
+        let pid = PartitionId {
+            topic_id: [3; 16],
+            partition: 2,
+        };
         assert!(offset_key(&pid, 255) < offset_key(&pid, 256));
         assert!(time_key(&pid, -1) < time_key(&pid, 0));
         assert!(time_key(&pid, 0) < time_key(&pid, 1_700_000_000_000));
         assert_eq!(timestamp_from_key(&time_key(&pid, -5)), Some(-5));
         assert_eq!(offset_from_key(&offset_key(&pid, 42)), Some(42));
         assert_eq!(pid_from_prefix(&offset_key(&pid, 42)), Some(pid));
-        let other = PartitionId { topic_id: [3; 16], partition: 3 };
+        let other = PartitionId {
+            topic_id: [3; 16],
+            partition: 3,
+        };
         assert!(offset_key(&pid, i64::MAX) < offset_key(&other, 0));
         let (start, end) = topic_range(&pid.topic_id);
-        assert!(start.as_slice() <= &offset_key(&pid, 0)[..] && &offset_key(&other, i64::MAX)[..] < end.as_slice());
+        assert!(
+            start.as_slice() <= &offset_key(&pid, 0)[..]
+                && &offset_key(&other, i64::MAX)[..] < end.as_slice()
+        );
     }
 
     #[test]
     fn partition_record_round_trips() {
-        let r = PartitionRecord { log_start_offset: 77 };
+        let r = PartitionRecord {
+            log_start_offset: 77,
+        };
         assert_eq!(PartitionRecord::decode(&r.encode()), Some(r));
         assert_eq!(PartitionRecord::decode(&[9; 3]), None);
     }

@@ -138,8 +138,9 @@ impl LogStore {
     /// Opens or creates the store and recovers every partition's offsets from the log.
     /// Blocking: call it from a blocking context at startup.
     pub fn open(cfg: StorageConfig) -> Result<Arc<LogStore>> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|e| StorageError::Corruption(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            StorageError::Corruption(format!("cannot create {}: {e}", cfg.data_dir.display()))
+        })?;
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_BATCHES, batches_cf_options()),
             ColumnFamilyDescriptor::new(CF_TIME_INDEX, Options::default()),
@@ -158,7 +159,9 @@ impl LogStore {
                 .spawn(move || writer::run(db, partitions, rx, appended_tx, flush_every))
                 .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
         };
-        let flusher_stop = cfg.flush_interval_ms.map(|ms| spawn_flusher(db.clone(), ms));
+        let flusher_stop = cfg
+            .flush_interval_ms
+            .map(|ms| spawn_flusher(db.clone(), ms));
         Ok(Arc::new(LogStore {
             db,
             partitions,
@@ -179,24 +182,43 @@ impl LogStore {
 
     /// Deletes every partition of a topic and its data.
     pub async fn delete_topic(&self, topic_id: [u8; 16]) -> Result<()> {
-        self.call(|reply| WriteOp::DeleteTopic { topic_id, reply }).await
+        self.call(|reply| WriteOp::DeleteTopic { topic_id, reply })
+            .await
     }
 
     /// Appends one validated batch; returns once it is in the WAL (fsynced if the flush
     /// policy asks), so an acknowledged batch survives a process kill.
     ///
     /// Cancel safety: if the caller is dropped, the append still happens.
-    pub async fn append(&self, pid: PartitionId, batch: AppendBatch, leader_epoch: i32) -> Result<AppendResult> {
-        self.submit_append(pid, batch, leader_epoch).await?.wait().await
+    pub async fn append(
+        &self,
+        pid: PartitionId,
+        batch: AppendBatch,
+        leader_epoch: i32,
+    ) -> Result<AppendResult> {
+        self.submit_append(pid, batch, leader_epoch)
+            .await?
+            .wait()
+            .await
     }
 
     /// Queues an append and returns without waiting for it to be written. Appends are
     /// applied in the order they are queued, so a connection that queues its requests one
     /// after another keeps its batches in order while their writes overlap.
-    pub async fn submit_append(&self, pid: PartitionId, batch: AppendBatch, leader_epoch: i32) -> Result<PendingAppend> {
+    pub async fn submit_append(
+        &self,
+        pid: PartitionId,
+        batch: AppendBatch,
+        leader_epoch: i32,
+    ) -> Result<PendingAppend> {
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(WriteOp::Append { pid, batch, leader_epoch, reply })
+            .send(WriteOp::Append {
+                pid,
+                batch,
+                leader_epoch,
+                reply,
+            })
             .await
             .map_err(|_| StorageError::ShuttingDown)?;
         Ok(PendingAppend(rx))
@@ -205,12 +227,16 @@ impl LogStore {
     /// Moves the log start offset to `offset` (-1: the high watermark), as DeleteRecords.
     /// Returns the new log start offset.
     pub async fn delete_records(&self, pid: PartitionId, offset: i64) -> Result<i64> {
-        self.call(|reply| WriteOp::DeleteRecords { pid, offset, reply }).await
+        self.call(|reply| WriteOp::DeleteRecords { pid, offset, reply })
+            .await
     }
 
     async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T>>) -> WriteOp) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(op(tx)).await.map_err(|_| StorageError::ShuttingDown)?;
+        self.writer
+            .send(op(tx))
+            .await
+            .map_err(|_| StorageError::ShuttingDown)?;
         rx.await.map_err(|_| StorageError::ShuttingDown)?
     }
 
@@ -236,7 +262,13 @@ impl LogStore {
     /// Reads whole batches from `offset` up to the high watermark, stopping before
     /// `max_bytes` would be exceeded. With `at_least_one`, the first batch is returned even
     /// when it alone is larger (KIP-74), so a consumer never stalls on a large batch.
-    pub async fn read(&self, pid: PartitionId, offset: i64, max_bytes: usize, at_least_one: bool) -> Result<ReadResult> {
+    pub async fn read(
+        &self,
+        pid: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<ReadResult> {
         let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
         if offset < offsets.log_start || offset > offsets.high_watermark {
             return Err(StorageError::OffsetOutOfRange {
@@ -246,11 +278,21 @@ impl LogStore {
             });
         }
         if offset == offsets.high_watermark {
-            return Ok(ReadResult { records: Bytes::new(), offsets });
+            return Ok(ReadResult {
+                records: Bytes::new(),
+                offsets,
+            });
         }
         let db = self.db.clone();
         let records = tokio::task::spawn_blocking(move || {
-            read_batches(&db, &pid, offset, offsets.high_watermark, max_bytes, at_least_one)
+            read_batches(
+                &db,
+                &pid,
+                offset,
+                offsets.high_watermark,
+                max_bytes,
+                at_least_one,
+            )
         })
         .await
         .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
@@ -259,7 +301,11 @@ impl LogStore {
 
     /// The earliest offset whose record timestamp is >= `timestamp`, with that timestamp,
     /// as ListOffsets by time; `None` when no record is that late.
-    pub async fn offset_for_timestamp(&self, pid: PartitionId, timestamp: i64) -> Result<Option<(i64, i64)>> {
+    pub async fn offset_for_timestamp(
+        &self,
+        pid: PartitionId,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>> {
         let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || find_by_timestamp(&db, &pid, timestamp, offsets))
@@ -277,10 +323,14 @@ impl LogStore {
             let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
             match it.next() {
                 Some(Ok((k, v))) if k.starts_with(&keys::pid_prefix(&pid)) => {
-                    let ts = keys::timestamp_from_key(&k).ok_or_else(|| corrupt("time index key"))?;
+                    let ts =
+                        keys::timestamp_from_key(&k).ok_or_else(|| corrupt("time index key"))?;
                     let (base, delta) = decode_time_value(&v)?;
                     let offset = base + i64::from(delta);
-                    Ok((offset >= offsets.log_start && offset < offsets.high_watermark).then_some((offset, ts)))
+                    Ok(
+                        (offset >= offsets.log_start && offset < offsets.high_watermark)
+                            .then_some((offset, ts)),
+                    )
                 }
                 Some(Err(e)) => Err(e.into()),
                 _ => Ok(None),
@@ -292,11 +342,17 @@ impl LogStore {
 
     /// Approximate bytes on disk of a partition (DescribeLogDirs).
     pub fn size_bytes(&self, pid: &PartitionId) -> u64 {
-        let Ok(cf) = cf(&self.db, CF_BATCHES) else { return 0 };
+        let Ok(cf) = cf(&self.db, CF_BATCHES) else {
+            return 0;
+        };
         let start = keys::offset_key(pid, 0);
         let end = keys::offset_key(pid, i64::MAX);
         let range = rocksdb::Range::new(&start[..], &end[..]);
-        self.db.get_approximate_sizes_cf(cf, &[range]).first().copied().unwrap_or(0)
+        self.db
+            .get_approximate_sizes_cf(cf, &[range])
+            .first()
+            .copied()
+            .unwrap_or(0)
     }
 
     /// [`LogStore::close`] from async code.
@@ -310,14 +366,28 @@ impl LogStore {
     /// Stops the writer after it has answered everything queued, and syncs the WAL.
     /// Blocking: not for a reactor thread (see [`LogStore::shutdown`]).
     pub fn close(&self) -> Result<()> {
-        if let Some(stop) = self.flusher_stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(stop) = self
+            .flusher_stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = stop.send(());
         }
         let (tx, rx) = oneshot::channel();
-        if self.writer.try_send(WriteOp::Shutdown { reply: tx }).is_ok() {
+        if self
+            .writer
+            .try_send(WriteOp::Shutdown { reply: tx })
+            .is_ok()
+        {
             let _ = rx.blocking_recv();
         }
-        if let Some(t) = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(t) = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = t.join();
         }
         // Everything acknowledged is in the WAL already; this makes it survive power loss too.
@@ -329,14 +399,17 @@ impl LogStore {
 fn spawn_flusher(db: Arc<DB>, every_ms: u64) -> std::sync::mpsc::Sender<()> {
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let period = std::time::Duration::from_millis(every_ms.max(1));
-    let spawned = std::thread::Builder::new().name("fjord-log-flusher".into()).spawn(move || {
-        // log.flush.interval.ms: an fsync of the WAL at least this often, off the writer's path.
-        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(period) {
-            if let Err(e) = db.flush_wal(true) {
-                tracing::error!(error = %e, "periodic WAL sync failed");
+    let spawned = std::thread::Builder::new()
+        .name("fjord-log-flusher".into())
+        .spawn(move || {
+            // log.flush.interval.ms: an fsync of the WAL at least this often, off the writer's path.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(period)
+            {
+                if let Err(e) = db.flush_wal(true) {
+                    tracing::error!(error = %e, "periodic WAL sync failed");
+                }
             }
-        }
-    });
+        });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the periodic flusher; log.flush.interval.ms is not enforced");
     }
@@ -344,7 +417,8 @@ fn spawn_flusher(db: Arc<DB>, every_ms: u64) -> std::sync::mpsc::Sender<()> {
 }
 
 pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily> {
-    db.cf_handle(name).ok_or_else(|| StorageError::Corruption(format!("column family {name} is missing")))
+    db.cf_handle(name)
+        .ok_or_else(|| StorageError::Corruption(format!("column family {name} is missing")))
 }
 
 fn corrupt(what: &str) -> StorageError {
@@ -359,8 +433,16 @@ pub(crate) fn encode_time_value(base_offset: i64, delta: i32) -> [u8; 12] {
 }
 
 fn decode_time_value(v: &[u8]) -> Result<(i64, i32)> {
-    let base = i64::from_be_bytes(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("time index value"))?);
-    let delta = i32::from_be_bytes(v.get(8..12).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("time index value"))?);
+    let base = i64::from_be_bytes(
+        v.get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| corrupt("time index value"))?,
+    );
+    let delta = i32::from_be_bytes(
+        v.get(8..12)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| corrupt("time index value"))?,
+    );
     Ok((base, delta))
 }
 
@@ -381,8 +463,19 @@ fn recover(db: &DB) -> Result<HashMap<PartitionId, Arc<Mutex<PartitionState>>>> 
             .unwrap_or((rec.log_start_offset, -1));
         let max_timestamp = last_indexed_timestamp(db, &pid)?.unwrap_or(-1);
         let log_start = rec.log_start_offset.min(log_end);
-        let offsets = PartitionOffsets { log_start, log_end, high_watermark: log_end };
-        out.insert(pid, Arc::new(Mutex::new(PartitionState { offsets, max_timestamp, latest_epoch })));
+        let offsets = PartitionOffsets {
+            log_start,
+            log_end,
+            high_watermark: log_end,
+        };
+        out.insert(
+            pid,
+            Arc::new(Mutex::new(PartitionState {
+                offsets,
+                max_timestamp,
+                latest_epoch,
+            })),
+        );
     }
     Ok(out)
 }
@@ -406,14 +499,20 @@ fn last_indexed_timestamp(db: &DB, pid: &PartitionId) -> Result<Option<i64>> {
     let upper = keys::time_key(pid, i64::MAX);
     let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
     match it.next() {
-        Some(Ok((k, _))) if k.starts_with(&keys::pid_prefix(pid)) => Ok(keys::timestamp_from_key(&k)),
+        Some(Ok((k, _))) if k.starts_with(&keys::pid_prefix(pid)) => {
+            Ok(keys::timestamp_from_key(&k))
+        }
         Some(Err(e)) => Err(e.into()),
         _ => Ok(None),
     }
 }
 
 /// A raw iterator over one partition's batches, positioned on the batch holding `offset`.
-fn batch_iter<'a>(db: &'a DB, pid: &PartitionId, offset: i64) -> Result<rocksdb::DBRawIterator<'a>> {
+fn batch_iter<'a>(
+    db: &'a DB,
+    pid: &PartitionId,
+    offset: i64,
+) -> Result<rocksdb::DBRawIterator<'a>> {
     let cf = cf(db, CF_BATCHES)?;
     let mut ro = ReadOptions::default();
     ro.set_iterate_lower_bound(keys::offset_key(pid, 0).to_vec());
@@ -440,7 +539,9 @@ fn read_batches(
     let mut it = batch_iter(db, pid, offset)?;
     let mut out = BytesMut::new();
     while it.valid() {
-        let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+            break;
+        };
         let base = keys::offset_from_key(k).ok_or_else(|| corrupt("batch key"))?;
         if base >= high_watermark {
             break;
@@ -461,9 +562,17 @@ fn read_batches(
     Ok(out.freeze())
 }
 
-fn find_by_timestamp(db: &DB, pid: &PartitionId, timestamp: i64, offsets: PartitionOffsets) -> Result<Option<(i64, i64)>> {
+fn find_by_timestamp(
+    db: &DB,
+    pid: &PartitionId,
+    timestamp: i64,
+    offsets: PartitionOffsets,
+) -> Result<Option<(i64, i64)>> {
     let index = cf(db, CF_TIME_INDEX)?;
-    let mut it = db.iterator_cf(index, IteratorMode::From(&keys::time_key(pid, timestamp), Direction::Forward));
+    let mut it = db.iterator_cf(
+        index,
+        IteratorMode::From(&keys::time_key(pid, timestamp), Direction::Forward),
+    );
     let start = match it.next() {
         Some(Ok((k, v))) if k.starts_with(&keys::pid_prefix(pid)) => decode_time_value(&v)?.0,
         Some(Err(e)) => return Err(e.into()),
@@ -474,15 +583,21 @@ fn find_by_timestamp(db: &DB, pid: &PartitionId, timestamp: i64, offsets: Partit
     let from = start.max(offsets.log_start);
     let mut batches = batch_iter(db, pid, from)?;
     while batches.valid() {
-        let (Some(k), Some(v)) = (batches.key(), batches.value()) else { break };
+        let (Some(k), Some(v)) = (batches.key(), batches.value()) else {
+            break;
+        };
         let base = keys::offset_from_key(k).ok_or_else(|| corrupt("batch key"))?;
         if base >= offsets.high_watermark {
             break;
         }
-        let stamps = record_stamps(&Bytes::copy_from_slice(v)).map_err(|e| StorageError::Corruption(e.to_string()))?;
+        let stamps = record_stamps(&Bytes::copy_from_slice(v))
+            .map_err(|e| StorageError::Corruption(e.to_string()))?;
         for s in stamps {
             let offset = base + i64::from(s.offset_delta);
-            if offset >= offsets.log_start && offset < offsets.high_watermark && s.timestamp >= timestamp {
+            if offset >= offsets.log_start
+                && offset < offsets.high_watermark
+                && s.timestamp >= timestamp
+            {
                 return Ok(Some((offset, s.timestamp)));
             }
         }

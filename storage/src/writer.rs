@@ -14,7 +14,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Result, StorageError};
 use crate::keys::{self, PartitionRecord, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX};
-use crate::log::{cf, encode_time_value, AppendBatch, AppendResult, PartitionMap, PartitionOffsets, PartitionState};
+use crate::log::{
+    cf, encode_time_value, AppendBatch, AppendResult, PartitionMap, PartitionOffsets,
+    PartitionState,
+};
 use crate::PartitionId;
 
 /// Most operations folded into one RocksDB write: bounds the latency one commit adds to the
@@ -24,11 +27,28 @@ pub const MAX_GROUP_OPS: usize = 1024;
 pub const MAX_GROUP_BYTES: usize = 16 << 20;
 
 pub(crate) enum WriteOp {
-    Create { pid: PartitionId, reply: oneshot::Sender<Result<()>> },
-    DeleteTopic { topic_id: [u8; 16], reply: oneshot::Sender<Result<()>> },
-    Append { pid: PartitionId, batch: AppendBatch, leader_epoch: i32, reply: oneshot::Sender<Result<AppendResult>> },
-    DeleteRecords { pid: PartitionId, offset: i64, reply: oneshot::Sender<Result<i64>> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Create {
+        pid: PartitionId,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    DeleteTopic {
+        topic_id: [u8; 16],
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Append {
+        pid: PartitionId,
+        batch: AppendBatch,
+        leader_epoch: i32,
+        reply: oneshot::Sender<Result<AppendResult>>,
+    },
+    DeleteRecords {
+        pid: PartitionId,
+        offset: i64,
+        reply: oneshot::Sender<Result<i64>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// An answer held back until the group's write is durable.
@@ -87,11 +107,28 @@ impl<'a> Group<'a> {
             WriteOp::Create { pid, reply } => {
                 let exists = self.state(&pid).is_some() || self.created.contains(&pid);
                 if !exists {
-                    let rec = PartitionRecord { log_start_offset: 0 };
-                    self.wb.put_cf(cf(self.db, CF_PARTITIONS)?, keys::pid_prefix(&pid), rec.encode());
+                    let rec = PartitionRecord {
+                        log_start_offset: 0,
+                    };
+                    self.wb.put_cf(
+                        cf(self.db, CF_PARTITIONS)?,
+                        keys::pid_prefix(&pid),
+                        rec.encode(),
+                    );
                     self.created.push(pid);
-                    let offsets = PartitionOffsets { log_start: 0, log_end: 0, high_watermark: 0 };
-                    self.pending.insert(pid, PartitionState { offsets, max_timestamp: -1, latest_epoch: -1 });
+                    let offsets = PartitionOffsets {
+                        log_start: 0,
+                        log_end: 0,
+                        high_watermark: 0,
+                    };
+                    self.pending.insert(
+                        pid,
+                        PartitionState {
+                            offsets,
+                            max_timestamp: -1,
+                            latest_epoch: -1,
+                        },
+                    );
                 }
                 self.replies.push(Reply::Unit(reply));
             }
@@ -105,7 +142,12 @@ impl<'a> Group<'a> {
                 self.deleted_topics.push(topic_id);
                 self.replies.push(Reply::Unit(reply));
             }
-            WriteOp::Append { pid, batch, leader_epoch, reply } => {
+            WriteOp::Append {
+                pid,
+                batch,
+                leader_epoch,
+                reply,
+            } => {
                 let batches_cf = cf(self.db, CF_BATCHES)?;
                 let index_cf = cf(self.db, CF_TIME_INDEX)?;
                 let parts_cf = cf(self.db, CF_PARTITIONS)?;
@@ -132,17 +174,29 @@ impl<'a> Group<'a> {
                 state.offsets.high_watermark = state.offsets.log_end;
                 assert!(state.offsets.high_watermark <= state.offsets.log_end);
                 let log_start = state.offsets.log_start;
-                self.wb.put_cf(batches_cf, keys::offset_key(&pid, base), &value);
+                self.wb
+                    .put_cf(batches_cf, keys::offset_key(&pid, base), &value);
                 if new_index_entry {
                     let v = encode_time_value(base, batch.max_timestamp_offset_delta);
-                    self.wb.put_cf(index_cf, keys::time_key(&pid, batch.max_timestamp), v);
+                    self.wb
+                        .put_cf(index_cf, keys::time_key(&pid, batch.max_timestamp), v);
                 }
                 if new_epoch {
-                    self.wb.put_cf(parts_cf, keys::epoch_key(&pid, leader_epoch), base.to_be_bytes());
+                    self.wb.put_cf(
+                        parts_cf,
+                        keys::epoch_key(&pid, leader_epoch),
+                        base.to_be_bytes(),
+                    );
                 }
                 self.messages += count;
                 self.bytes += value.len();
-                self.replies.push(Reply::Append(reply, AppendResult { base_offset: base, log_start }));
+                self.replies.push(Reply::Append(
+                    reply,
+                    AppendResult {
+                        base_offset: base,
+                        log_start,
+                    },
+                ));
             }
             WriteOp::DeleteRecords { pid, offset, reply } => {
                 let batches_cf = cf(self.db, CF_BATCHES)?;
@@ -163,17 +217,25 @@ impl<'a> Group<'a> {
                 }
                 if target > state.offsets.log_start {
                     state.offsets.log_start = target;
-                    let rec = PartitionRecord { log_start_offset: target };
-                    self.wb.put_cf(parts_cf, keys::pid_prefix(&pid), rec.encode());
+                    let rec = PartitionRecord {
+                        log_start_offset: target,
+                    };
+                    self.wb
+                        .put_cf(parts_cf, keys::pid_prefix(&pid), rec.encode());
                     // Drop the batches wholly below the new start. The batch holding `target`
                     // stays: readers skip its earlier records by offset.
                     let holder = batch_start_at_or_before(self.db, &pid, target)?;
                     if holder > 0 {
-                        self.wb.delete_range_cf(batches_cf, keys::offset_key(&pid, 0), keys::offset_key(&pid, holder));
+                        self.wb.delete_range_cf(
+                            batches_cf,
+                            keys::offset_key(&pid, 0),
+                            keys::offset_key(&pid, holder),
+                        );
                     }
                     self.pending.insert(pid, state);
                 }
-                self.replies.push(Reply::Offset(reply, state.offsets.log_start));
+                self.replies
+                    .push(Reply::Offset(reply, state.offsets.log_start));
             }
             WriteOp::Shutdown { .. } => unreachable!("handled by the loop"),
         }
@@ -185,7 +247,9 @@ fn batch_start_at_or_before(db: &DB, pid: &PartitionId, offset: i64) -> Result<i
     let mut it = db.raw_iterator_cf(cf(db, CF_BATCHES)?);
     it.seek_for_prev(keys::offset_key(pid, offset));
     match it.key() {
-        Some(k) if k.starts_with(&keys::pid_prefix(pid)) => Ok(keys::offset_from_key(k).unwrap_or(0)),
+        Some(k) if k.starts_with(&keys::pid_prefix(pid)) => {
+            Ok(keys::offset_from_key(k).unwrap_or(0))
+        }
         _ => {
             it.status()?;
             Ok(0)
@@ -204,7 +268,9 @@ pub(crate) fn run(
     let mut unflushed: i64 = 0;
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     while shutdown.is_none() {
-        let Some(first) = rx.blocking_recv() else { break };
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
         let mut group = Group {
             db: &db,
             partitions: &partitions,
@@ -243,8 +309,17 @@ pub(crate) fn run(
         // before the batch is in the WAL (and on disk when `sync`).
         match db.write_opt(std::mem::take(&mut group.wb), &wo) {
             Ok(()) => {
-                unflushed = if sync { 0 } else { unflushed.saturating_add(group.messages) };
-                publish(&partitions, group.pending, group.created, &group.deleted_topics);
+                unflushed = if sync {
+                    0
+                } else {
+                    unflushed.saturating_add(group.messages)
+                };
+                publish(
+                    &partitions,
+                    group.pending,
+                    group.created,
+                    &group.deleted_topics,
+                );
                 appended.send_modify(|n| *n = n.wrapping_add(1));
                 for r in group.replies {
                     r.ok();
@@ -279,7 +354,10 @@ fn publish(
     for (pid, state) in pending {
         if let Some(slot) = map.get(&pid) {
             let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
-            assert!(state.offsets.log_end >= s.offsets.log_end, "log end offset went backwards");
+            assert!(
+                state.offsets.log_end >= s.offsets.log_end,
+                "log end offset went backwards"
+            );
             *s = state;
         }
     }

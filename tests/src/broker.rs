@@ -51,7 +51,9 @@ pub fn fjord_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let deps = exe.parent().expect("test executable lives in target/<profile>/deps");
+    let deps = exe
+        .parent()
+        .expect("test executable lives in target/<profile>/deps");
     let profile = deps.parent().expect("deps lives in target/<profile>");
     profile.join("fjord")
 }
@@ -70,7 +72,10 @@ fn checked_bin() -> PathBuf {
 /// broker binds; [`Broker::start_with`] retries in that case.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port");
-    listener.local_addr().expect("bound socket has an address").port()
+    listener
+        .local_addr()
+        .expect("bound socket has an address")
+        .port()
 }
 
 /// How to start a broker beyond the basics every test needs (node id,
@@ -225,7 +230,10 @@ impl Broker {
 
     /// SIGTERM and wait up to `timeout`; None if it had to be SIGKILLed.
     pub fn terminate_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut child = self.child.take().expect("terminate() on a broker that is not running");
+        let mut child = self
+            .child
+            .take()
+            .expect("terminate() on a broker that is not running");
         // `kill -TERM` rather than libc: the workspace forbids unsafe code.
         let sent = Command::new("kill")
             .arg("-TERM")
@@ -294,12 +302,17 @@ impl Broker {
             fs::write(self.properties_path(), props).expect("writing server.properties");
         }
         self.starts += 1;
-        let banner = format!("\n===== fjord start #{} on port {} =====\n", self.starts, self.port);
+        let banner = format!(
+            "\n===== fjord start #{} on port {} =====\n",
+            self.starts, self.port
+        );
         let stderr = open_append(&self.stderr_path(), &banner);
         let stdout = open_append(&self.stdout_path(), &banner);
         let mut cmd = base_command(&checked_bin(), &self.opts.env);
         cmd.args(self.args()).stdout(stdout).stderr(stderr);
-        let child = cmd.spawn().map_err(|e| format!("spawning {}: {e}", fjord_bin().display()))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("spawning {}: {e}", fjord_bin().display()))?;
         self.child = Some(child);
         self.wait_ready()
     }
@@ -313,7 +326,11 @@ impl Broker {
             if let Ok(Some(status)) = child.try_wait() {
                 self.child = None;
                 let stderr = read_tail(&self.stderr_path());
-                let hint = if stderr.to_lowercase().contains("in use") { " (address in use)" } else { "" };
+                let hint = if stderr.to_lowercase().contains("in use") {
+                    " (address in use)"
+                } else {
+                    ""
+                };
                 return Err(format!("fjord exited during startup with {status}{hint}"));
             }
             match probe(&self.bootstrap()) {
@@ -433,7 +450,8 @@ fn open_append(path: &Path, banner: &str) -> File {
         .append(true)
         .open(path)
         .expect("opening a log file in the temp dir");
-    f.write_all(banner.as_bytes()).expect("writing to the log file");
+    f.write_all(banner.as_bytes())
+        .expect("writing to the log file");
     f
 }
 

@@ -94,8 +94,7 @@ impl Client {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-        let stream =
-            TcpStream::connect_timeout(&addr, Duration::from_millis(CONNECT_TIMEOUT_MS))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(CONNECT_TIMEOUT_MS))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_millis(IO_TIMEOUT_MS)))?;
         stream.set_write_timeout(Some(Duration::from_millis(IO_TIMEOUT_MS)))?;
@@ -127,12 +126,8 @@ impl Client {
     /// Send `req` at `api_version` and read its response. Panics on any I/O or
     /// decoding error, with the request named in the message.
     pub fn send_request<Req: Request>(&mut self, api_version: i16, req: Req) -> Req::Response {
-        self.try_send_request(api_version, &req).unwrap_or_else(|e| {
-            panic!(
-                "request api_key={} v{api_version} failed: {e:#}",
-                Req::KEY
-            )
-        })
+        self.try_send_request(api_version, &req)
+            .unwrap_or_else(|e| panic!("request api_key={} v{api_version} failed: {e:#}", Req::KEY))
     }
 
     /// Send `req` at `api_version` and read its response.
@@ -146,7 +141,11 @@ impl Client {
     }
 
     /// Write one request without reading anything; returns its correlation id.
-    pub fn write_request<Req: Request>(&mut self, api_version: i16, req: &Req) -> anyhow::Result<i32> {
+    pub fn write_request<Req: Request>(
+        &mut self,
+        api_version: i16,
+        req: &Req,
+    ) -> anyhow::Result<i32> {
         let correlation_id = self.take_correlation_id();
         let frame = encode_request_frame(api_version, correlation_id, req)?;
         self.stream
@@ -172,9 +171,8 @@ impl Client {
             "response correlation id {} but expected {correlation_id}",
             header.correlation_id
         );
-        let resp = Req::Response::decode(&mut body, api_version).with_context(|| {
-            format!("decoding response api_key={} v{api_version}", Req::KEY)
-        })?;
+        let resp = Req::Response::decode(&mut body, api_version)
+            .with_context(|| format!("decoding response api_key={} v{api_version}", Req::KEY))?;
         ensure!(
             body.is_empty(),
             "{} bytes left over after decoding response api_key={} v{api_version}",
@@ -266,7 +264,11 @@ impl Client {
     }
 
     /// Metadata v12 for `topics` (None = all topics).
-    pub fn metadata(&mut self, topics: Option<&[&str]>, allow_auto_topic_creation: bool) -> MetadataResponse {
+    pub fn metadata(
+        &mut self,
+        topics: Option<&[&str]>,
+        allow_auto_topic_creation: bool,
+    ) -> MetadataResponse {
         let mut req = MetadataRequest::default();
         req.topics = topics.map(|names| {
             names
@@ -294,7 +296,12 @@ impl Client {
         req.topics = vec![topic];
         req.timeout_ms = 10_000;
         let resp = self.send_request(version, req);
-        assert_eq!(resp.topics.len(), 1, "CreateTopics answered {} topics", resp.topics.len());
+        assert_eq!(
+            resp.topics.len(),
+            1,
+            "CreateTopics answered {} topics",
+            resp.topics.len()
+        );
         let result = &resp.topics[0];
         assert_eq!(
             result.error_code,
@@ -312,10 +319,16 @@ impl Client {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let md = self.metadata(Some(&[name]), false);
-            if let Some(t) = md.topics.iter().find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(name)) {
+            if let Some(t) = md
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(name))
+            {
                 let ready = t.error_code == 0
                     && i32::try_from(t.partitions.len()).ok() == Some(partitions)
-                    && t.partitions.iter().all(|p| p.error_code == 0 && p.leader_id.0 >= 0);
+                    && t.partitions
+                        .iter()
+                        .all(|p| p.error_code == 0 && p.leader_id.0 >= 0);
                 let topic = Topic {
                     name: name.to_string(),
                     id: t.topic_id,
@@ -337,7 +350,12 @@ impl Client {
     }
 
     /// Build a one-partition produce request.
-    pub fn produce_request(topic: &Topic, partition: i32, batch: Bytes, acks: i16) -> ProduceRequest {
+    pub fn produce_request(
+        topic: &Topic,
+        partition: i32,
+        batch: Bytes,
+        acks: i16,
+    ) -> ProduceRequest {
         let mut pdata = PartitionProduceData::default();
         pdata.index = partition;
         pdata.records = Some(batch);
@@ -393,16 +411,33 @@ impl Client {
     }
 
     /// One fetch, answered at once (max_wait 0): the partition's data.
-    pub fn fetch(&mut self, version: i16, topic: &Topic, partition: i32, offset: i64) -> PartitionData {
+    pub fn fetch(
+        &mut self,
+        version: i16,
+        topic: &Topic,
+        partition: i32,
+        offset: i64,
+    ) -> PartitionData {
         let req = Self::fetch_request(topic, partition, offset, 0, 0);
         let resp = self.send_request(version, req);
-        assert_eq!(resp.error_code, 0, "fetch top-level error {}", error_name(resp.error_code));
+        assert_eq!(
+            resp.error_code,
+            0,
+            "fetch top-level error {}",
+            error_name(resp.error_code)
+        );
         single_fetch_partition(resp.responses, partition)
     }
 
     /// Fetch from `from` until the high watermark, asserting no errors;
     /// returns the records and the last high watermark seen.
-    pub fn fetch_all(&mut self, version: i16, topic: &Topic, partition: i32, from: i64) -> (Vec<Record>, i64) {
+    pub fn fetch_all(
+        &mut self,
+        version: i16,
+        topic: &Topic,
+        partition: i32,
+        from: i64,
+    ) -> (Vec<Record>, i64) {
         let mut out = Vec::new();
         let mut offset = from;
         let mut rounds = 0;
@@ -458,7 +493,13 @@ impl Client {
     /// The log end offset via ListOffsets(LATEST), asserting no error.
     pub fn log_end_offset(&mut self, topic: &Topic, partition: i32) -> i64 {
         let (err, offset) = self.list_offset(topic, partition, -1);
-        assert_eq!(err, 0, "ListOffsets latest {}/{partition}: {}", topic.name, error_name(err));
+        assert_eq!(
+            err,
+            0,
+            "ListOffsets latest {}/{partition}: {}",
+            topic.name,
+            error_name(err)
+        );
         offset
     }
 }
@@ -496,10 +537,28 @@ pub fn single_produce_partition(
     resp: kafka_protocol::messages::ProduceResponse,
     partition: i32,
 ) -> PartitionProduceResponse {
-    assert_eq!(resp.responses.len(), 1, "produce answered {} topics: {resp:?}", resp.responses.len());
-    let topic = resp.responses.into_iter().next().expect("length checked above");
-    assert_eq!(topic.partition_responses.len(), 1, "produce answered {} partitions", topic.partition_responses.len());
-    let p = topic.partition_responses.into_iter().next().expect("length checked above");
+    assert_eq!(
+        resp.responses.len(),
+        1,
+        "produce answered {} topics: {resp:?}",
+        resp.responses.len()
+    );
+    let topic = resp
+        .responses
+        .into_iter()
+        .next()
+        .expect("length checked above");
+    assert_eq!(
+        topic.partition_responses.len(),
+        1,
+        "produce answered {} partitions",
+        topic.partition_responses.len()
+    );
+    let p = topic
+        .partition_responses
+        .into_iter()
+        .next()
+        .expect("length checked above");
     assert_eq!(p.index, partition, "produce answered the wrong partition");
     p
 }
@@ -509,10 +568,27 @@ pub fn single_fetch_partition(
     responses: Vec<kafka_protocol::messages::fetch_response::FetchableTopicResponse>,
     partition: i32,
 ) -> PartitionData {
-    assert_eq!(responses.len(), 1, "fetch answered {} topics: {responses:?}", responses.len());
+    assert_eq!(
+        responses.len(),
+        1,
+        "fetch answered {} topics: {responses:?}",
+        responses.len()
+    );
     let topic = responses.into_iter().next().expect("length checked above");
-    assert_eq!(topic.partitions.len(), 1, "fetch answered {} partitions", topic.partitions.len());
-    let p = topic.partitions.into_iter().next().expect("length checked above");
-    assert_eq!(p.partition_index, partition, "fetch answered the wrong partition");
+    assert_eq!(
+        topic.partitions.len(),
+        1,
+        "fetch answered {} partitions",
+        topic.partitions.len()
+    );
+    let p = topic
+        .partitions
+        .into_iter()
+        .next()
+        .expect("length checked above");
+    assert_eq!(
+        p.partition_index, partition,
+        "fetch answered the wrong partition"
+    );
     p
 }

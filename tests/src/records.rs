@@ -11,8 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 /// Offset of the 4-byte batch length (after the 8-byte base offset).
@@ -106,7 +105,11 @@ pub fn encode_batch(records: &[Record], compression: Compression) -> Bytes {
     let bytes = buf.freeze();
     let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone())
         .expect("reading back the batch just encoded");
-    assert_eq!(infos.len(), 1, "test records must encode to exactly one batch");
+    assert_eq!(
+        infos.len(),
+        1,
+        "test records must encode to exactly one batch"
+    );
     bytes
 }
 
@@ -214,10 +217,22 @@ pub fn assert_same_records(fetched: &[Record], expected: &[Record], base_offset:
     for (i, (got, want)) in fetched.iter().zip(expected).enumerate() {
         let offset = base_offset + i64::try_from(i).expect("small");
         assert_eq!(got.offset, offset, "{what}: record {i} offset");
-        assert_eq!(got.key, want.key, "{what}: record {i} (offset {offset}) key");
-        assert_eq!(got.value, want.value, "{what}: record {i} (offset {offset}) value");
-        assert_eq!(got.headers, want.headers, "{what}: record {i} (offset {offset}) headers");
-        assert_eq!(got.timestamp, want.timestamp, "{what}: record {i} (offset {offset}) timestamp");
+        assert_eq!(
+            got.key, want.key,
+            "{what}: record {i} (offset {offset}) key"
+        );
+        assert_eq!(
+            got.value, want.value,
+            "{what}: record {i} (offset {offset}) value"
+        );
+        assert_eq!(
+            got.headers, want.headers,
+            "{what}: record {i} (offset {offset}) headers"
+        );
+        assert_eq!(
+            got.timestamp, want.timestamp,
+            "{what}: record {i} (offset {offset}) timestamp"
+        );
         assert!(!got.control, "{what}: record {i} is a control record");
     }
 }

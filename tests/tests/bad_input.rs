@@ -57,12 +57,24 @@ impl Keeper {
             encode_batch(&records, Compression::None),
             -1,
         );
-        assert_eq!(r.error_code, 0, "keeper produce after {after}: {}", error_name(r.error_code));
+        assert_eq!(
+            r.error_code,
+            0,
+            "keeper produce after {after}: {}",
+            error_name(r.error_code)
+        );
         assert_eq!(r.base_offset, base, "keeper produce after {after}");
         self.produced.extend(records);
-        let (fetched, hw) = self.client.fetch_all(FetchRequest::VERSIONS.max, &self.topic, 0, 0);
+        let (fetched, hw) = self
+            .client
+            .fetch_all(FetchRequest::VERSIONS.max, &self.topic, 0, 0);
         assert_eq!(hw, i64::try_from(self.produced.len()).expect("small"));
-        assert_same_records(&fetched, &self.produced, 0, &format!("keeper fetch after {after}"));
+        assert_same_records(
+            &fetched,
+            &self.produced,
+            0,
+            &format!("keeper fetch after {after}"),
+        );
     }
 }
 
@@ -103,7 +115,11 @@ fn cases() -> Vec<(&'static str, Vec<u8>, bool)> {
     cases.push(("raw random garbage", raw, false));
 
     // A size far above socket.request.max.bytes (100 MiB by default).
-    cases.push(("length 0x7fffffff", 0x7fff_ffffi32.to_be_bytes().to_vec(), false));
+    cases.push((
+        "length 0x7fffffff",
+        0x7fff_ffffi32.to_be_bytes().to_vec(),
+        false,
+    ));
 
     // A frame cut short, then the client hangs up.
     let mut truncated = 100i32.to_be_bytes().to_vec();
@@ -158,7 +174,10 @@ fn each_bad_frame_closes_only_its_connection() {
             victim.shutdown_write();
         }
         if let Err(e) = victim.expect_closed(CLOSE_WITHIN) {
-            panic!("{name}: broker did not close the connection: {e}\n{}", broker.logs());
+            panic!(
+                "{name}: broker did not close the connection: {e}\n{}",
+                broker.logs()
+            );
         }
         broker.assert_alive();
         keeper.round_trip(name);
@@ -174,13 +193,19 @@ fn each_bad_frame_closes_only_its_connection() {
 fn seed_frames(topic: &Topic) -> Vec<Vec<u8>> {
     let mut seeds = Vec::new();
     let records = test_records(3, "fuzz");
-    for (i, codec) in [Compression::None, Compression::Gzip, Compression::Lz4, Compression::Zstd]
-        .into_iter()
-        .enumerate()
+    for (i, codec) in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Lz4,
+        Compression::Zstd,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let req = Client::produce_request(topic, 0, encode_batch(&records, codec), 1);
         for version in [7, 9, ProduceRequest::VERSIONS.max] {
-            seeds.push(encode_request_frame(version, 100 + i as i32, &req).expect("encode produce"));
+            seeds
+                .push(encode_request_frame(version, 100 + i as i32, &req).expect("encode produce"));
         }
     }
     let mut fetch = Client::fetch_request(topic, 0, 0, 0, 0);
@@ -207,7 +232,10 @@ fn seed_frames(topic: &Topic) -> Vec<Vec<u8>> {
     t.partitions = vec![p];
     lo.topics = vec![t];
     lo.replica_id = (-1).into();
-    seeds.push(encode_request_frame(ListOffsetsRequest::VERSIONS.max, 500, &lo).expect("encode list offsets"));
+    seeds.push(
+        encode_request_frame(ListOffsetsRequest::VERSIONS.max, 500, &lo)
+            .expect("encode list offsets"),
+    );
     seeds
 }
 
@@ -324,16 +352,32 @@ fn fuzzed_frames_do_not_take_the_broker_down() {
         }
     }
 
-    eprintln!("fuzz: {sent} frames, {connections} connections, {stalled} stalled, {:?}", started.elapsed());
+    eprintln!(
+        "fuzz: {sent} frames, {connections} connections, {stalled} stalled, {:?}",
+        started.elapsed()
+    );
     broker.assert_alive();
     keeper.round_trip("fuzzing");
     let mut fresh = broker.client();
     let av = fresh.api_versions(ApiVersionsRequest::VERSIONS.max);
-    assert_eq!(av.error_code, 0, "ApiVersions after fuzzing: {}", error_name(av.error_code));
+    assert_eq!(
+        av.error_code,
+        0,
+        "ApiVersions after fuzzing: {}",
+        error_name(av.error_code)
+    );
     let md = fresh.metadata(Some(&["fuzz-target"]), false);
     assert_eq!(md.topics.len(), 1);
-    assert_eq!(md.topics[0].error_code, 0, "Metadata after fuzzing: {}", error_name(md.topics[0].error_code));
+    assert_eq!(
+        md.topics[0].error_code,
+        0,
+        "Metadata after fuzzing: {}",
+        error_name(md.topics[0].error_code)
+    );
     assert_eq!(md.topics[0].partitions.len(), 2);
-    assert!(!md.brokers.is_empty(), "Metadata after fuzzing lists no brokers");
+    assert!(
+        !md.brokers.is_empty(),
+        "Metadata after fuzzing lists no brokers"
+    );
     broker.assert_alive();
 }

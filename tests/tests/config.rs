@@ -35,12 +35,18 @@ fn expect_rejected(opts: BrokerOptions, key: &str) {
 
 #[test]
 fn unknown_override_key_is_rejected() {
-    expect_rejected(BrokerOptions::with_overrides(&[("no.such.key", "1")]), "no.such.key");
+    expect_rejected(
+        BrokerOptions::with_overrides(&[("no.such.key", "1")]),
+        "no.such.key",
+    );
 }
 
 #[test]
 fn malformed_override_value_is_rejected() {
-    expect_rejected(BrokerOptions::with_overrides(&[("num.partitions", "abc")]), "num.partitions");
+    expect_rejected(
+        BrokerOptions::with_overrides(&[("num.partitions", "abc")]),
+        "num.partitions",
+    );
 }
 
 #[test]
@@ -68,14 +74,22 @@ fn auto_created_partitions(client: &mut Client, topic: &str) -> usize {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let md = client.metadata(Some(&[topic]), true);
-        assert_eq!(md.topics.len(), 1, "metadata answered {} topics", md.topics.len());
+        assert_eq!(
+            md.topics.len(),
+            1,
+            "metadata answered {} topics",
+            md.topics.len()
+        );
         let t = &md.topics[0];
         match t.error_code {
             codes::NONE if !t.partitions.is_empty() => return t.partitions.len(),
             codes::NONE | codes::LEADER_NOT_AVAILABLE | codes::UNKNOWN_TOPIC_OR_PARTITION => {}
             other => panic!("auto-creating {topic}: {}", error_name(other)),
         }
-        assert!(Instant::now() < deadline, "{topic} was not auto-created within 10 s: {md:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{topic} was not auto-created within 10 s: {md:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -83,7 +97,9 @@ fn auto_created_partitions(client: &mut Client, topic: &str) -> usize {
 #[test]
 fn properties_file_is_honoured() {
     let broker = Broker::start_with(BrokerOptions {
-        properties: Some("# test config\nnum.partitions=4\nauto.create.topics.enable=true\n".to_string()),
+        properties: Some(
+            "# test config\nnum.partitions=4\nauto.create.topics.enable=true\n".to_string(),
+        ),
         ..BrokerOptions::default()
     });
     let mut client = broker.client();
@@ -99,7 +115,10 @@ fn override_beats_properties_file() {
         ..BrokerOptions::default()
     });
     let mut client = broker.client();
-    assert_eq!(auto_created_partitions(&mut client, "cfg-override-topic"), 6);
+    assert_eq!(
+        auto_created_partitions(&mut client, "cfg-override-topic"),
+        6
+    );
 }
 
 /// The apache/kafka image maps `KAFKA_NUM_PARTITIONS` to `num.partitions`.

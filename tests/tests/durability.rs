@@ -32,7 +32,13 @@ fn produce_acked(client: &mut Client, topic: &Topic, tag: &str) -> Vec<Vec<Recor
         let partition = i32::try_from(p).expect("small");
         let records = test_records(RECORDS_PER_BATCH, &format!("{tag}-{b}"));
         let codec = CODECS[b % CODECS.len()];
-        let r = client.produce(ProduceRequest::VERSIONS.max, topic, partition, encode_batch(&records, codec), -1);
+        let r = client.produce(
+            ProduceRequest::VERSIONS.max,
+            topic,
+            partition,
+            encode_batch(&records, codec),
+            -1,
+        );
         assert_eq!(r.error_code, 0, "batch {b}: {}", error_name(r.error_code));
         assert_eq!(
             r.base_offset,
@@ -50,11 +56,23 @@ fn verify(client: &mut Client, topic: &Topic, acked: &[Vec<Record>], after: &str
     for (p, want) in acked.iter().enumerate() {
         let partition = i32::try_from(p).expect("small");
         let leo = i64::try_from(want.len()).expect("small");
-        assert_eq!(client.log_end_offset(topic, partition), leo, "{after}: partition {p} log end offset");
+        assert_eq!(
+            client.log_end_offset(topic, partition),
+            leo,
+            "{after}: partition {p} log end offset"
+        );
         for version in [12, FetchRequest::VERSIONS.max] {
             let (records, hw) = client.fetch_all(version, topic, partition, 0);
-            assert_eq!(hw, leo, "{after}: partition {p} high watermark (fetch v{version})");
-            assert_same_records(&records, want, 0, &format!("{after}: partition {p} fetch v{version}"));
+            assert_eq!(
+                hw, leo,
+                "{after}: partition {p} high watermark (fetch v{version})"
+            );
+            assert_same_records(
+                &records,
+                want,
+                0,
+                &format!("{after}: partition {p} fetch v{version}"),
+            );
         }
     }
 }
@@ -89,9 +107,19 @@ fn acked_records_survive_sigkill_and_sigterm() {
     for (p, records) in acked.iter_mut().enumerate() {
         let partition = i32::try_from(p).expect("small");
         let more = test_records(5, &format!("after-kill-{p}"));
-        let r = client.produce(ProduceRequest::VERSIONS.max, &topic, partition, encode_batch(&more, Compression::None), -1);
+        let r = client.produce(
+            ProduceRequest::VERSIONS.max,
+            &topic,
+            partition,
+            encode_batch(&more, Compression::None),
+            -1,
+        );
         assert_eq!(r.error_code, 0, "{}", error_name(r.error_code));
-        assert_eq!(r.base_offset, i64::try_from(records.len()).expect("small"), "partition {p}: offsets continue after restart");
+        assert_eq!(
+            r.base_offset,
+            i64::try_from(records.len()).expect("small"),
+            "partition {p}: offsets continue after restart"
+        );
         records.extend(more);
     }
     drop(client);
@@ -100,8 +128,15 @@ fn acked_records_survive_sigkill_and_sigterm() {
     let started = Instant::now();
     let status = broker.terminate();
     let took = started.elapsed();
-    assert!(status.success(), "fjord exited with {status} on SIGTERM\n{}", broker.logs());
-    assert!(took < Duration::from_secs(5), "SIGTERM shutdown took {took:?}");
+    assert!(
+        status.success(),
+        "fjord exited with {status} on SIGTERM\n{}",
+        broker.logs()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM shutdown took {took:?}"
+    );
 
     broker.restart();
     let mut client = broker.client();
@@ -119,7 +154,13 @@ fn sigkill_with_produces_in_flight_keeps_acked_prefix() {
     let mut acked: Vec<Record> = Vec::new();
     for b in 0..20 {
         let records = test_records(10, &format!("acked-{b}"));
-        let r = client.produce(ProduceRequest::VERSIONS.max, &topic, 0, encode_batch(&records, Compression::Lz4), -1);
+        let r = client.produce(
+            ProduceRequest::VERSIONS.max,
+            &topic,
+            0,
+            encode_batch(&records, Compression::Lz4),
+            -1,
+        );
         assert_eq!(r.error_code, 0, "{}", error_name(r.error_code));
         acked.extend(records);
     }
@@ -127,7 +168,10 @@ fn sigkill_with_produces_in_flight_keeps_acked_prefix() {
     for b in 0..20 {
         let records = test_records(10, &format!("inflight-{b}"));
         let req = Client::produce_request(&topic, 0, encode_batch(&records, Compression::None), -1);
-        if client.write_request(ProduceRequest::VERSIONS.max, &req).is_err() {
+        if client
+            .write_request(ProduceRequest::VERSIONS.max, &req)
+            .is_err()
+        {
             break;
         }
     }
@@ -138,8 +182,15 @@ fn sigkill_with_produces_in_flight_keeps_acked_prefix() {
     let mut client = broker.client();
     let (records, hw) = client.fetch_all(FetchRequest::VERSIONS.max, &topic, 0, 0);
     let acked_len = i64::try_from(acked.len()).expect("small");
-    assert!(hw >= acked_len, "high watermark {hw} below the {acked_len} acknowledged records");
-    assert_eq!(i64::try_from(records.len()).expect("small"), hw, "records up to the high watermark");
+    assert!(
+        hw >= acked_len,
+        "high watermark {hw} below the {acked_len} acknowledged records"
+    );
+    assert_eq!(
+        i64::try_from(records.len()).expect("small"),
+        hw,
+        "records up to the high watermark"
+    );
     assert_same_records(&records[..acked.len()], &acked, 0, "acknowledged prefix");
     // Whatever of the in-flight data survived is whole batches, in the
     // order they were sent, with nothing skipped.

@@ -38,7 +38,10 @@ fn produce_every_version_and_codec_then_fetch_every_version() {
     let broker = Broker::start(&[]);
     let mut client = broker.client();
     let topic = client.create_topic("pf-all", 3);
-    assert!(!topic.id.is_nil(), "CreateTopics/Metadata returned a nil topic id");
+    assert!(
+        !topic.id.is_nil(),
+        "CreateTopics/Metadata returned a nil topic id"
+    );
 
     let mut expected: Vec<Vec<Record>> = vec![Vec::new(); 3];
     let mut n = 0usize;
@@ -50,7 +53,13 @@ fn produce_every_version_and_codec_then_fetch_every_version() {
                 let tag = format!("v{version}-a{acks}-{codec:?}");
                 let records = test_records(2 + n % 4, &tag);
                 n += 1;
-                let resp = client.produce(version, &topic, partition, encode_batch(&records, codec), acks);
+                let resp = client.produce(
+                    version,
+                    &topic,
+                    partition,
+                    encode_batch(&records, codec),
+                    acks,
+                );
                 if codec == Compression::Zstd && version < FIRST_ZSTD_PRODUCE_VERSION {
                     assert_eq!(
                         resp.error_code,
@@ -60,9 +69,18 @@ fn produce_every_version_and_codec_then_fetch_every_version() {
                     );
                     continue;
                 }
-                assert_eq!(resp.error_code, 0, "{tag}: {} {:?}", error_name(resp.error_code), resp.error_message);
+                assert_eq!(
+                    resp.error_code,
+                    0,
+                    "{tag}: {} {:?}",
+                    error_name(resp.error_code),
+                    resp.error_message
+                );
                 let next = i64::try_from(expected[p].len()).expect("small");
-                assert_eq!(resp.base_offset, next, "{tag}: base offsets must be contiguous");
+                assert_eq!(
+                    resp.base_offset, next,
+                    "{tag}: base offsets must be contiguous"
+                );
                 if version >= 5 {
                     assert_eq!(resp.log_start_offset, 0, "{tag}: log start offset");
                 }
@@ -74,15 +92,30 @@ fn produce_every_version_and_codec_then_fetch_every_version() {
     for (p, want) in expected.iter().enumerate() {
         let partition = i32::try_from(p).expect("small");
         let leo = i64::try_from(want.len()).expect("small");
-        assert_eq!(client.log_end_offset(&topic, partition), leo, "partition {p} log end offset");
+        assert_eq!(
+            client.log_end_offset(&topic, partition),
+            leo,
+            "partition {p} log end offset"
+        );
         for version in FetchRequest::VERSIONS.min..=FETCH_MAX {
             let (records, hw) = client.fetch_all(version, &topic, partition, 0);
-            assert_eq!(hw, leo, "partition {p} fetch v{version}: high watermark must be the log end");
-            assert_same_records(&records, want, 0, &format!("partition {p} fetch v{version}"));
+            assert_eq!(
+                hw, leo,
+                "partition {p} fetch v{version}: high watermark must be the log end"
+            );
+            assert_same_records(
+                &records,
+                want,
+                0,
+                &format!("partition {p} fetch v{version}"),
+            );
         }
         let data = client.fetch(FETCH_MAX, &topic, partition, 0);
         assert_eq!(data.log_start_offset, 0, "partition {p} log start offset");
-        assert_eq!(data.last_stable_offset, leo, "partition {p}: no transactions, so LSO = HW");
+        assert_eq!(
+            data.last_stable_offset, leo,
+            "partition {p}: no transactions, so LSO = HW"
+        );
     }
 }
 
@@ -92,16 +125,33 @@ fn fetch_at_and_beyond_the_end() {
     let mut client = broker.client();
     let topic = client.create_topic("pf-range", 1);
     let records = test_records(5, "range");
-    let resp = client.produce(PRODUCE_MAX, &topic, 0, encode_batch(&records, Compression::None), -1);
+    let resp = client.produce(
+        PRODUCE_MAX,
+        &topic,
+        0,
+        encode_batch(&records, Compression::None),
+        -1,
+    );
     assert_eq!(resp.error_code, 0, "{}", error_name(resp.error_code));
 
     for version in [FetchRequest::VERSIONS.min, FETCH_BY_NAME, FETCH_MAX] {
         // At the log end: no error, nothing to read.
         let at_end = client.fetch(version, &topic, 0, 5);
-        assert_eq!(at_end.error_code, 0, "v{version} at end: {}", error_name(at_end.error_code));
-        assert_eq!(at_end.high_watermark, 5, "v{version} at end: high watermark");
+        assert_eq!(
+            at_end.error_code,
+            0,
+            "v{version} at end: {}",
+            error_name(at_end.error_code)
+        );
+        assert_eq!(
+            at_end.high_watermark, 5,
+            "v{version} at end: high watermark"
+        );
         let got = decode_records(&at_end.records.clone().unwrap_or_default()).expect("decode");
-        assert!(got.iter().all(|r| r.offset < 5), "v{version}: records past the end");
+        assert!(
+            got.iter().all(|r| r.offset < 5),
+            "v{version}: records past the end"
+        );
 
         for offset in [6i64, 1_000_000, -5] {
             let data = client.fetch(version, &topic, 0, offset);
@@ -126,33 +176,68 @@ fn unknown_topics_and_partitions() {
     let missing = Topic::unknown("pf-no-such-topic");
     for version in [ProduceRequest::VERSIONS.min, PRODUCE_BY_NAME] {
         let r = client.produce(version, &missing, 0, batch(), 1);
-        assert_eq!(r.error_code, codes::UNKNOWN_TOPIC_OR_PARTITION, "produce v{version}: {}", error_name(r.error_code));
+        assert_eq!(
+            r.error_code,
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+            "produce v{version}: {}",
+            error_name(r.error_code)
+        );
     }
     let f = client.fetch(FETCH_BY_NAME, &missing, 0, 0);
-    assert_eq!(f.error_code, codes::UNKNOWN_TOPIC_OR_PARTITION, "fetch v12: {}", error_name(f.error_code));
+    assert_eq!(
+        f.error_code,
+        codes::UNKNOWN_TOPIC_OR_PARTITION,
+        "fetch v12: {}",
+        error_name(f.error_code)
+    );
 
     // By id (KIP-516): UNKNOWN_TOPIC_ID.
     let r = client.produce(PRODUCE_MAX, &missing, 0, batch(), 1);
-    assert_eq!(r.error_code, codes::UNKNOWN_TOPIC_ID, "produce v{PRODUCE_MAX}: {}", error_name(r.error_code));
+    assert_eq!(
+        r.error_code,
+        codes::UNKNOWN_TOPIC_ID,
+        "produce v{PRODUCE_MAX}: {}",
+        error_name(r.error_code)
+    );
     for version in [FETCH_BY_NAME + 1, FETCH_MAX] {
         let f = client.fetch(version, &missing, 0, 0);
-        assert_eq!(f.error_code, codes::UNKNOWN_TOPIC_ID, "fetch v{version}: {}", error_name(f.error_code));
+        assert_eq!(
+            f.error_code,
+            codes::UNKNOWN_TOPIC_ID,
+            "fetch v{version}: {}",
+            error_name(f.error_code)
+        );
     }
 
     // A partition the topic does not have.
     for version in [PRODUCE_BY_NAME, PRODUCE_MAX] {
         let r = client.produce(version, &known, 7, batch(), 1);
-        assert_eq!(r.error_code, codes::UNKNOWN_TOPIC_OR_PARTITION, "produce v{version} partition 7: {}", error_name(r.error_code));
+        assert_eq!(
+            r.error_code,
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+            "produce v{version} partition 7: {}",
+            error_name(r.error_code)
+        );
     }
     for version in [FETCH_BY_NAME, FETCH_MAX] {
         let f = client.fetch(version, &known, 7, 0);
-        assert_eq!(f.error_code, codes::UNKNOWN_TOPIC_OR_PARTITION, "fetch v{version} partition 7: {}", error_name(f.error_code));
+        assert_eq!(
+            f.error_code,
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+            "fetch v{version} partition 7: {}",
+            error_name(f.error_code)
+        );
     }
 
     // Produce does not auto-create topics (only Metadata does).
     let md = client.metadata(Some(&["pf-no-such-topic"]), false);
     assert_eq!(md.topics.len(), 1);
-    assert_eq!(md.topics[0].error_code, codes::UNKNOWN_TOPIC_OR_PARTITION, "metadata: {}", error_name(md.topics[0].error_code));
+    assert_eq!(
+        md.topics[0].error_code,
+        codes::UNKNOWN_TOPIC_OR_PARTITION,
+        "metadata: {}",
+        error_name(md.topics[0].error_code)
+    );
 }
 
 #[test]
@@ -162,7 +247,9 @@ fn acks_zero_gets_no_response_but_data_lands() {
     let topic = client.create_topic("pf-acks0", 1);
     let records = test_records(4, "acks0");
     let req = Client::produce_request(&topic, 0, encode_batch(&records, Compression::Lz4), 0);
-    client.write_request(PRODUCE_MAX, &req).expect("writing acks=0 produce");
+    client
+        .write_request(PRODUCE_MAX, &req)
+        .expect("writing acks=0 produce");
 
     // Responses come back in request order, so if the produce had been
     // answered, this read would see its correlation id instead.
@@ -223,31 +310,53 @@ fn pipeline(check_visibility: bool) {
         let s = match i % 5 {
             0 | 3 => {
                 let records = test_records(1 + i % 3, &format!("pipe-{i}"));
-                let req = Client::produce_request(&topic, 0, encode_batch(&records, Compression::Snappy), 1);
-                Sent::Produce { id: client.write_request(PRODUCE_MAX, &req).expect("write"), records: records.len() }
+                let req = Client::produce_request(
+                    &topic,
+                    0,
+                    encode_batch(&records, Compression::Snappy),
+                    1,
+                );
+                Sent::Produce {
+                    id: client.write_request(PRODUCE_MAX, &req).expect("write"),
+                    records: records.len(),
+                }
             }
             1 => {
                 let mut req = MetadataRequest::default();
                 req.topics = None;
-                Sent::Metadata { id: client.write_request(12, &req).expect("write") }
+                Sent::Metadata {
+                    id: client.write_request(12, &req).expect("write"),
+                }
             }
             2 => {
                 let req = Client::fetch_request(&topic, 0, 0, 0, 0);
-                Sent::Fetch { id: client.write_request(FETCH_MAX, &req).expect("write") }
+                Sent::Fetch {
+                    id: client.write_request(FETCH_MAX, &req).expect("write"),
+                }
             }
             _ => {
                 let mut req = kafka_protocol::messages::ListOffsetsRequest::default();
-                let mut t = kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
+                let mut t =
+                    kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
                 t.name = fjord_tests::client::topic_name(&topic.name);
-                let mut p = kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default();
+                let mut p =
+                    kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default();
                 p.timestamp = -1;
                 t.partitions = vec![p];
                 req.topics = vec![t];
                 req.replica_id = (-1).into();
                 if i % 10 == 4 {
-                    Sent::ListOffsets { id: client.write_request(ListOffsetsRequest::VERSIONS.max, &req).expect("write") }
+                    Sent::ListOffsets {
+                        id: client
+                            .write_request(ListOffsetsRequest::VERSIONS.max, &req)
+                            .expect("write"),
+                    }
                 } else {
-                    Sent::ApiVersions { id: client.write_request(0, &ApiVersionsRequest::default()).expect("write") }
+                    Sent::ApiVersions {
+                        id: client
+                            .write_request(0, &ApiVersionsRequest::default())
+                            .expect("write"),
+                    }
                 }
             }
         };
@@ -262,22 +371,47 @@ fn pipeline(check_visibility: bool) {
         }
         match s {
             Sent::Produce { id, records } => {
-                let resp = client.read_response::<ProduceRequest>(PRODUCE_MAX, id).unwrap_or_else(ctx(i));
+                let resp = client
+                    .read_response::<ProduceRequest>(PRODUCE_MAX, id)
+                    .unwrap_or_else(ctx(i));
                 let p = single_produce_partition(resp, 0);
-                assert_eq!(p.error_code, 0, "pipelined produce {i}: {}", error_name(p.error_code));
-                assert_eq!(p.base_offset, next_offset, "pipelined produce {i}: base offset");
+                assert_eq!(
+                    p.error_code,
+                    0,
+                    "pipelined produce {i}: {}",
+                    error_name(p.error_code)
+                );
+                assert_eq!(
+                    p.base_offset, next_offset,
+                    "pipelined produce {i}: base offset"
+                );
                 next_offset += i64::try_from(records).expect("small");
             }
             Sent::Metadata { id } => {
-                let resp = client.read_response::<MetadataRequest>(12, id).unwrap_or_else(ctx(i));
-                assert!(resp.topics.iter().any(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("pf-pipeline")));
+                let resp = client
+                    .read_response::<MetadataRequest>(12, id)
+                    .unwrap_or_else(ctx(i));
+                assert!(resp
+                    .topics
+                    .iter()
+                    .any(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("pf-pipeline")));
             }
             Sent::Fetch { id } => {
-                let resp = client.read_response::<FetchRequest>(FETCH_MAX, id).unwrap_or_else(ctx(i));
+                let resp = client
+                    .read_response::<FetchRequest>(FETCH_MAX, id)
+                    .unwrap_or_else(ctx(i));
                 let p = single_fetch_partition(resp.responses, 0);
-                assert_eq!(p.error_code, 0, "pipelined fetch {i}: {}", error_name(p.error_code));
+                assert_eq!(
+                    p.error_code,
+                    0,
+                    "pipelined fetch {i}: {}",
+                    error_name(p.error_code)
+                );
                 if check_visibility {
-                    assert_eq!(p.high_watermark, next_offset, "pipelined fetch {i}: high watermark");
+                    assert_eq!(
+                        p.high_watermark, next_offset,
+                        "pipelined fetch {i}: high watermark"
+                    );
                 }
             }
             Sent::ListOffsets { id } => {
@@ -291,7 +425,9 @@ fn pipeline(check_visibility: bool) {
                 }
             }
             Sent::ApiVersions { id } => {
-                let resp = client.read_response::<ApiVersionsRequest>(0, id).unwrap_or_else(ctx(i));
+                let resp = client
+                    .read_response::<ApiVersionsRequest>(0, id)
+                    .unwrap_or_else(ctx(i));
                 assert_eq!(resp.error_code, 0);
             }
         }
@@ -310,14 +446,22 @@ fn long_poll_returns_soon_after_data_arrives() {
 
     let req = Client::fetch_request(&topic, 0, 0, LONG_POLL_MS, 1);
     let started = Instant::now();
-    let id = consumer.write_request(FETCH_MAX, &req).expect("writing long-poll fetch");
+    let id = consumer
+        .write_request(FETCH_MAX, &req)
+        .expect("writing long-poll fetch");
     // Let the fetch park in the broker before the data exists; this pause is
     // the scenario, not a readiness wait.
     std::thread::sleep(Duration::from_millis(300));
 
     let mut producer = broker.client();
     let records = test_records(3, "longpoll");
-    let r = producer.produce(PRODUCE_MAX, &topic, 0, encode_batch(&records, Compression::None), 1);
+    let r = producer.produce(
+        PRODUCE_MAX,
+        &topic,
+        0,
+        encode_batch(&records, Compression::None),
+        1,
+    );
     assert_eq!(r.error_code, 0);
 
     let resp = consumer
@@ -348,8 +492,14 @@ fn long_poll_without_data_waits_max_wait() {
     assert_eq!(p.error_code, 0, "{}", error_name(p.error_code));
     let min = Duration::from_millis(u64::try_from(LONG_POLL_MS).expect("positive") * 8 / 10);
     let max = Duration::from_millis(u64::try_from(LONG_POLL_MS).expect("positive") + 3_000);
-    assert!(elapsed >= min, "an empty long poll returned after {elapsed:?}, before 80% of {LONG_POLL_MS} ms");
-    assert!(elapsed <= max, "an empty long poll took {elapsed:?}, far over {LONG_POLL_MS} ms");
+    assert!(
+        elapsed >= min,
+        "an empty long poll returned after {elapsed:?}, before 80% of {LONG_POLL_MS} ms"
+    );
+    assert!(
+        elapsed <= max,
+        "an empty long poll took {elapsed:?}, far over {LONG_POLL_MS} ms"
+    );
     let got = decode_records(&p.records.unwrap_or_default()).expect("decode");
     assert!(got.is_empty(), "records appeared in an empty partition");
 }

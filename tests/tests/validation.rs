@@ -20,6 +20,7 @@
 //! After every rejected produce the log end offset must be unchanged and a
 //! good produce must still land at exactly that offset.
 
+use bytes::Bytes;
 use fjord_tests::codes;
 use fjord_tests::records::{
     assert_same_records, fix_crc, legacy_v1_message_set, put_i32_at, records_with_value_len,
@@ -29,7 +30,6 @@ use fjord_tests::{encode_batch, error_name, test_records, Broker, Client, Topic}
 use kafka_protocol::messages::{FetchRequest, ProduceRequest};
 use kafka_protocol::protocol::Message;
 use kafka_protocol::records::{Compression, Record};
-use bytes::Bytes;
 
 /// The broker's `message.max.bytes` in these tests: small, so an oversized
 /// batch is cheap to build.
@@ -55,9 +55,24 @@ impl Log {
     fn append_good(&mut self, client: &mut Client, version: i16) {
         self.appends += 1;
         let records = test_records(2, &format!("good-{}", self.appends));
-        let r = client.produce(version, &self.topic, 0, encode_batch(&records, Compression::None), -1);
-        assert_eq!(r.error_code, 0, "good produce v{version}: {}", error_name(r.error_code));
-        assert_eq!(r.base_offset, self.leo(), "good produce v{version}: base offset");
+        let r = client.produce(
+            version,
+            &self.topic,
+            0,
+            encode_batch(&records, Compression::None),
+            -1,
+        );
+        assert_eq!(
+            r.error_code,
+            0,
+            "good produce v{version}: {}",
+            error_name(r.error_code)
+        );
+        assert_eq!(
+            r.base_offset,
+            self.leo(),
+            "good produce v{version}: base offset"
+        );
         self.good.extend(records);
     }
 
@@ -112,12 +127,24 @@ fn corrupted_crc_is_corrupt_message() {
             let mut bad = encode_batch(&test_records(3, "crc"), codec).to_vec();
             let last = bad.len() - 1;
             bad[last] ^= 0x5A;
-            log.reject(&mut client, version, &format!("payload flip {codec:?}"), Bytes::from(bad), codes::CORRUPT_MESSAGE);
+            log.reject(
+                &mut client,
+                version,
+                &format!("payload flip {codec:?}"),
+                Bytes::from(bad),
+                codes::CORRUPT_MESSAGE,
+            );
 
             // A flipped CRC over an intact payload.
             let mut bad = encode_batch(&test_records(3, "crc2"), codec).to_vec();
             bad[fjord_tests::records::CRC_OFFSET] ^= 0x01;
-            log.reject(&mut client, version, &format!("crc flip {codec:?}"), Bytes::from(bad), codes::CORRUPT_MESSAGE);
+            log.reject(
+                &mut client,
+                version,
+                &format!("crc flip {codec:?}"),
+                Bytes::from(bad),
+                codes::CORRUPT_MESSAGE,
+            );
         }
     }
     log.verify_contents(&mut client);
@@ -131,7 +158,13 @@ fn magic_v1_batch_is_invalid_record() {
     let (_broker, mut client, mut log) = setup("val-magic");
     for version in PRODUCE_VERSIONS {
         let legacy = legacy_v1_message_set(b"legacy-key", b"legacy-value");
-        log.reject(&mut client, version, "magic 1 message set", legacy, codes::INVALID_RECORD);
+        log.reject(
+            &mut client,
+            version,
+            "magic 1 message set",
+            legacy,
+            codes::INVALID_RECORD,
+        );
     }
     log.verify_contents(&mut client);
 }
@@ -144,28 +177,52 @@ fn record_count_mismatch_is_invalid_record() {
         let mut bad = encode_batch(&test_records(3, "count-a"), Compression::None).to_vec();
         put_i32_at(&mut bad, RECORDS_COUNT_OFFSET, 5);
         fix_crc(&mut bad);
-        log.reject(&mut client, version, "count 5 != lastOffsetDelta+1 3", Bytes::from(bad), codes::INVALID_RECORD);
+        log.reject(
+            &mut client,
+            version,
+            "count 5 != lastOffsetDelta+1 3",
+            Bytes::from(bad),
+            codes::INVALID_RECORD,
+        );
 
         // Consistent header claiming 5 records over 3 (premature EOF).
         let mut bad = encode_batch(&test_records(3, "count-b"), Compression::None).to_vec();
         put_i32_at(&mut bad, RECORDS_COUNT_OFFSET, 5);
         put_i32_at(&mut bad, LAST_OFFSET_DELTA_OFFSET, 4);
         fix_crc(&mut bad);
-        log.reject(&mut client, version, "5 declared, 3 present", Bytes::from(bad), codes::INVALID_RECORD);
+        log.reject(
+            &mut client,
+            version,
+            "5 declared, 3 present",
+            Bytes::from(bad),
+            codes::INVALID_RECORD,
+        );
 
         // Consistent header claiming 2 records over 3 (records left over).
         let mut bad = encode_batch(&test_records(3, "count-c"), Compression::None).to_vec();
         put_i32_at(&mut bad, RECORDS_COUNT_OFFSET, 2);
         put_i32_at(&mut bad, LAST_OFFSET_DELTA_OFFSET, 1);
         fix_crc(&mut bad);
-        log.reject(&mut client, version, "2 declared, 3 present", Bytes::from(bad), codes::INVALID_RECORD);
+        log.reject(
+            &mut client,
+            version,
+            "2 declared, 3 present",
+            Bytes::from(bad),
+            codes::INVALID_RECORD,
+        );
 
         // Same over a compressed payload.
         let mut bad = encode_batch(&test_records(3, "count-d"), Compression::Gzip).to_vec();
         put_i32_at(&mut bad, RECORDS_COUNT_OFFSET, 5);
         put_i32_at(&mut bad, LAST_OFFSET_DELTA_OFFSET, 4);
         fix_crc(&mut bad);
-        log.reject(&mut client, version, "gzip: 5 declared, 3 present", Bytes::from(bad), codes::INVALID_RECORD);
+        log.reject(
+            &mut client,
+            version,
+            "gzip: 5 declared, 3 present",
+            Bytes::from(bad),
+            codes::INVALID_RECORD,
+        );
     }
     log.verify_contents(&mut client);
 }
@@ -177,7 +234,13 @@ fn two_batches_in_one_partition_is_invalid_record() {
     for version in PRODUCE_VERSIONS {
         let mut both = encode_batch(&test_records(2, "two-a"), Compression::None).to_vec();
         both.extend_from_slice(&encode_batch(&test_records(2, "two-b"), Compression::None));
-        log.reject(&mut client, version, "two batches", Bytes::from(both), codes::INVALID_RECORD);
+        log.reject(
+            &mut client,
+            version,
+            "two batches",
+            Bytes::from(both),
+            codes::INVALID_RECORD,
+        );
     }
     log.verify_contents(&mut client);
 }
@@ -185,7 +248,10 @@ fn two_batches_in_one_partition_is_invalid_record() {
 /// A single-record batch of exactly `size` bytes, by padding the value.
 fn batch_of_exact_size(size: usize, tag: &str) -> Bytes {
     for value_len in (size.saturating_sub(200)..size).rev() {
-        let batch = encode_batch(&records_with_value_len(1, tag, value_len), Compression::None);
+        let batch = encode_batch(
+            &records_with_value_len(1, tag, value_len),
+            Compression::None,
+        );
         if batch.len() == size {
             return batch;
         }
@@ -200,15 +266,35 @@ fn batch_over_message_max_bytes_is_message_too_large() {
         // Kafka compares the whole batch (`sizeInBytes`, log overhead
         // included) with `>`: one byte over is rejected...
         let over = batch_of_exact_size(MAX_MESSAGE_BYTES + 1, "over");
-        log.reject(&mut client, version, "batch of message.max.bytes + 1", over, codes::MESSAGE_TOO_LARGE);
-        let huge = encode_batch(&records_with_value_len(4, "huge", 20_000), Compression::None);
-        log.reject(&mut client, version, "80 KB batch", huge, codes::MESSAGE_TOO_LARGE);
+        log.reject(
+            &mut client,
+            version,
+            "batch of message.max.bytes + 1",
+            over,
+            codes::MESSAGE_TOO_LARGE,
+        );
+        let huge = encode_batch(
+            &records_with_value_len(4, "huge", 20_000),
+            Compression::None,
+        );
+        log.reject(
+            &mut client,
+            version,
+            "80 KB batch",
+            huge,
+            codes::MESSAGE_TOO_LARGE,
+        );
 
         // ...and exactly the limit is accepted.
         let exact = batch_of_exact_size(MAX_MESSAGE_BYTES, &format!("exact-v{version}"));
         let records = fjord_tests::decode_records(&exact).expect("decoding our own batch");
         let r = client.produce(version, &log.topic, 0, exact, -1);
-        assert_eq!(r.error_code, 0, "batch of exactly message.max.bytes: {}", error_name(r.error_code));
+        assert_eq!(
+            r.error_code,
+            0,
+            "batch of exactly message.max.bytes: {}",
+            error_name(r.error_code)
+        );
         assert_eq!(r.base_offset, log.leo());
         log.good.extend(records);
     }
@@ -217,6 +303,12 @@ fn batch_over_message_max_bytes_is_message_too_large() {
     let mut both = batch_of_exact_size(MAX_MESSAGE_BYTES + 1, "over-corrupt").to_vec();
     let last = both.len() - 1;
     both[last] ^= 0x5A;
-    log.reject(&mut client, ProduceRequest::VERSIONS.max, "oversized and corrupt", Bytes::from(both), codes::MESSAGE_TOO_LARGE);
+    log.reject(
+        &mut client,
+        ProduceRequest::VERSIONS.max,
+        "oversized and corrupt",
+        Bytes::from(both),
+        codes::MESSAGE_TOO_LARGE,
+    );
     log.verify_contents(&mut client);
 }

@@ -6,12 +6,16 @@ use std::collections::{BTreeMap, HashSet};
 use fjord_controller::{TopicMeta, Uuid};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
-    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
 };
 
 use super::configs::config_entries;
@@ -24,14 +28,24 @@ use crate::{partition_id, Broker};
 pub async fn auto_create(broker: &Broker, name: &str) -> Result<TopicMeta, ResponseError> {
     let topic = broker
         .controller
-        .create_topic(name, Uuid::new_v4(), broker.config.num_partitions, broker.config.default_replication_factor, BTreeMap::new())
+        .create_topic(
+            name,
+            Uuid::new_v4(),
+            broker.config.num_partitions,
+            broker.config.default_replication_factor,
+            BTreeMap::new(),
+        )
         .await
         .map_err(|e| controller_error_code(&e))?;
     broker.reconcile().await.map_err(|e| {
         tracing::error!(error = %e, "auto-created topic has no storage");
         ResponseError::KafkaStorageError
     })?;
-    tracing::info!(topic = name, partitions = topic.partitions.len(), "auto-created topic");
+    tracing::info!(
+        topic = name,
+        partitions = topic.partitions.len(),
+        "auto-created topic"
+    );
     Ok(topic)
 }
 
@@ -42,16 +56,27 @@ fn check_creatable(
     broker: &Broker,
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
 ) -> Result<(i32, i16, BTreeMap<String, String>), Failure> {
-    validate_topic_name(t.name.as_str()).map_err(|m| Failure(ResponseError::InvalidTopicException, m))?;
+    validate_topic_name(t.name.as_str())
+        .map_err(|m| Failure(ResponseError::InvalidTopicException, m))?;
     if broker.metadata().topics.contains_key(t.name.as_str()) {
-        return Err(Failure(ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name.as_str())));
+        return Err(Failure(
+            ResponseError::TopicAlreadyExists,
+            format!("Topic '{}' already exists.", t.name.as_str()),
+        ));
     }
     let mut configs = BTreeMap::new();
     for c in &t.configs {
         let Some(value) = c.value.as_ref() else {
-            return Err(Failure(ResponseError::InvalidConfig, format!("Null value not supported for topic configs: {}", c.name.as_str())));
+            return Err(Failure(
+                ResponseError::InvalidConfig,
+                format!(
+                    "Null value not supported for topic configs: {}",
+                    c.name.as_str()
+                ),
+            ));
         };
-        topic_config::validate(c.name.as_str(), value.as_str()).map_err(|m| Failure(ResponseError::InvalidConfig, m))?;
+        topic_config::validate(c.name.as_str(), value.as_str())
+            .map_err(|m| Failure(ResponseError::InvalidConfig, m))?;
         configs.insert(c.name.to_string(), value.to_string());
     }
     let brokers = broker.metadata().brokers.len().max(1);
@@ -67,20 +92,45 @@ fn check_creatable(
         let rf = t.assignments[0].broker_ids.len();
         let known: HashSet<i32> = broker.metadata().brokers.keys().copied().collect();
         for (i, a) in t.assignments.iter().enumerate() {
-            if a.partition_index != i as i32 || a.broker_ids.len() != rf || a.broker_ids.iter().any(|b| !known.contains(&b.0)) {
-                return Err(Failure(ResponseError::InvalidReplicaAssignment, "Invalid replica assignment".into()));
+            if a.partition_index != i as i32
+                || a.broker_ids.len() != rf
+                || a.broker_ids.iter().any(|b| !known.contains(&b.0))
+            {
+                return Err(Failure(
+                    ResponseError::InvalidReplicaAssignment,
+                    "Invalid replica assignment".into(),
+                ));
             }
         }
-        let rf = i16::try_from(rf).map_err(|_| Failure(ResponseError::InvalidReplicationFactor, "too many replicas".into()))?;
+        let rf = i16::try_from(rf).map_err(|_| {
+            Failure(
+                ResponseError::InvalidReplicationFactor,
+                "too many replicas".into(),
+            )
+        })?;
         return Ok((t.assignments.len() as i32, rf, configs));
     }
-    let partitions = if t.num_partitions == -1 { broker.config.num_partitions } else { t.num_partitions };
+    let partitions = if t.num_partitions == -1 {
+        broker.config.num_partitions
+    } else {
+        t.num_partitions
+    };
     if partitions <= 0 {
-        return Err(Failure(ResponseError::InvalidPartitions, "Number of partitions must be larger than 0.".into()));
+        return Err(Failure(
+            ResponseError::InvalidPartitions,
+            "Number of partitions must be larger than 0.".into(),
+        ));
     }
-    let rf = if t.replication_factor == -1 { broker.config.default_replication_factor } else { t.replication_factor };
+    let rf = if t.replication_factor == -1 {
+        broker.config.default_replication_factor
+    } else {
+        t.replication_factor
+    };
     if rf <= 0 {
-        return Err(Failure(ResponseError::InvalidReplicationFactor, "Replication factor must be larger than 0.".into()));
+        return Err(Failure(
+            ResponseError::InvalidReplicationFactor,
+            "Replication factor must be larger than 0.".into(),
+        ));
     }
     if rf as usize > brokers {
         return Err(Failure(
@@ -92,50 +142,79 @@ fn check_creatable(
 }
 
 /// Answers CreateTopics.
-pub async fn create_topics(broker: &Broker, version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create_topics(
+    broker: &Broker,
+    version: i16,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
-    let duplicates: HashSet<String> = req.topics.iter().filter(|t| !seen.insert(t.name.to_string())).map(|t| t.name.to_string()).collect();
+    let duplicates: HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.to_string()))
+        .map(|t| t.name.to_string())
+        .collect();
     let mut results = Vec::with_capacity(req.topics.len());
     let mut created_any = false;
     for t in &req.topics {
-        let result = CreatableTopicResult::default().with_name(t.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+        let result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
         if duplicates.contains(t.name.as_str()) {
             results.push(
                 result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(format!("Duplicate topic name: {}", t.name.as_str())))),
+                    .with_error_message(Some(str_bytes(format!(
+                        "Duplicate topic name: {}",
+                        t.name.as_str()
+                    )))),
             );
             continue;
         }
         let (partitions, rf, configs) = match check_creatable(broker, t) {
             Ok(v) => v,
             Err(Failure(e, msg)) => {
-                results.push(result.with_error_code(e.code()).with_error_message(Some(str_bytes(msg))));
+                results.push(
+                    result
+                        .with_error_code(e.code())
+                        .with_error_message(Some(str_bytes(msg))),
+                );
                 continue;
             }
         };
-        let describe = |overrides: &BTreeMap<String, String>| -> Option<Vec<CreatableTopicConfigs>> {
-            let effective = EffectiveConfig::new(&broker.config.topic_defaults, overrides);
-            Some(
-                config_entries(broker, &effective, overrides, None)
-                    .into_iter()
-                    .map(|(name, value, source)| {
-                        CreatableTopicConfigs::default()
-                            .with_name(str_bytes(name))
-                            .with_value(Some(str_bytes(value)))
-                            .with_config_source(source as i8)
-                            .with_read_only(false)
-                            .with_is_sensitive(false)
-                    })
-                    .collect(),
-            )
-        };
+        let describe =
+            |overrides: &BTreeMap<String, String>| -> Option<Vec<CreatableTopicConfigs>> {
+                let effective = EffectiveConfig::new(&broker.config.topic_defaults, overrides);
+                Some(
+                    config_entries(broker, &effective, overrides, None)
+                        .into_iter()
+                        .map(|(name, value, source)| {
+                            CreatableTopicConfigs::default()
+                                .with_name(str_bytes(name))
+                                .with_value(Some(str_bytes(value)))
+                                .with_config_source(source as i8)
+                                .with_read_only(false)
+                                .with_is_sensitive(false)
+                        })
+                        .collect(),
+                )
+            };
         if req.validate_only {
-            results.push(result.with_num_partitions(partitions).with_replication_factor(rf).with_configs(describe(&configs)));
+            results.push(
+                result
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(rf)
+                    .with_configs(describe(&configs)),
+            );
             continue;
         }
         let topic_id = Uuid::new_v4();
-        match broker.controller.create_topic(t.name.as_str(), topic_id, partitions, rf, configs.clone()).await {
+        match broker
+            .controller
+            .create_topic(t.name.as_str(), topic_id, partitions, rf, configs.clone())
+            .await
+        {
             Ok(topic) => {
                 created_any = true;
                 tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), "created topic");
@@ -149,7 +228,11 @@ pub async fn create_topics(broker: &Broker, version: i16, req: CreateTopicsReque
             }
             Err(e) => {
                 let code = controller_error_code(&e);
-                results.push(result.with_error_code(code.code()).with_error_message(Some(str_bytes(e.to_string()))));
+                results.push(
+                    result
+                        .with_error_code(code.code())
+                        .with_error_message(Some(str_bytes(e.to_string()))),
+                );
             }
         }
     }
@@ -163,13 +246,23 @@ pub async fn create_topics(broker: &Broker, version: i16, req: CreateTopicsReque
 }
 
 /// Answers DeleteTopics (by name, or by id from v6).
-pub async fn delete_topics(broker: &Broker, version: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn delete_topics(
+    broker: &Broker,
+    version: i16,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     let meta = broker.metadata();
     // v0-5 send names; v6+ send (name or id) pairs.
     let wanted: Vec<(Option<String>, Uuid)> = if version >= 6 {
-        req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)).collect()
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id))
+            .collect()
     } else {
-        req.topic_names.iter().map(|n| (Some(n.to_string()), Uuid::nil())).collect()
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.to_string()), Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(wanted.len());
     let mut deleted_any = false;
@@ -178,9 +271,15 @@ pub async fn delete_topics(broker: &Broker, version: i16, req: DeleteTopicsReque
             Some(n) => meta.topics.get(n.as_str()).map(|t| t.name.clone()),
             None => meta.topic_by_id(&id).map(|t| t.name.clone()),
         };
-        let base = DeletableTopicResult::default().with_name(name.clone().map(|n| topic_name(&n))).with_topic_id(id);
+        let base = DeletableTopicResult::default()
+            .with_name(name.clone().map(|n| topic_name(&n)))
+            .with_topic_id(id);
         let Some(resolved) = resolved else {
-            let e = if name.is_none() { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+            let e = if name.is_none() {
+                ResponseError::UnknownTopicId
+            } else {
+                ResponseError::UnknownTopicOrPartition
+            };
             responses.push(base.with_error_code(e.code()));
             continue;
         };
@@ -192,9 +291,15 @@ pub async fn delete_topics(broker: &Broker, version: i16, req: DeleteTopicsReque
             Ok(t) => {
                 deleted_any = true;
                 tracing::info!(topic = %t.name, "deleted topic");
-                responses.push(base.with_name(Some(topic_name(&t.name))).with_topic_id(t.topic_id));
+                responses.push(
+                    base.with_name(Some(topic_name(&t.name)))
+                        .with_topic_id(t.topic_id),
+                );
             }
-            Err(e) => responses.push(base.with_error_code(controller_error_code(&e).code()).with_error_message(Some(str_bytes(e.to_string())))),
+            Err(e) => responses.push(
+                base.with_error_code(controller_error_code(&e).code())
+                    .with_error_message(Some(str_bytes(e.to_string()))),
+            ),
         }
     }
     if deleted_any {
@@ -206,15 +311,25 @@ pub async fn delete_topics(broker: &Broker, version: i16, req: DeleteTopicsReque
 }
 
 /// Answers CreatePartitions.
-pub async fn create_partitions(broker: &Broker, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn create_partitions(
+    broker: &Broker,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let meta = broker.metadata();
     let mut results = Vec::with_capacity(req.topics.len());
     let mut changed = false;
     for t in &req.topics {
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        let fail = |e: ResponseError, m: String| base.clone().with_error_code(e.code()).with_error_message(Some(str_bytes(m)));
+        let fail = |e: ResponseError, m: String| {
+            base.clone()
+                .with_error_code(e.code())
+                .with_error_message(Some(str_bytes(m)))
+        };
         let Some(topic) = meta.topics.get(t.name.as_str()) else {
-            results.push(fail(ResponseError::UnknownTopicOrPartition, format!("The topic '{}' does not exist.", t.name.as_str())));
+            results.push(fail(
+                ResponseError::UnknownTopicOrPartition,
+                format!("The topic '{}' does not exist.", t.name.as_str()),
+            ));
             continue;
         };
         let current = topic.partitions.len() as i32;
@@ -223,13 +338,23 @@ pub async fn create_partitions(broker: &Broker, req: CreatePartitionsRequest) ->
             continue;
         }
         if t.count == current {
-            results.push(fail(ResponseError::InvalidPartitions, format!("Topic already has {current} partitions.")));
+            results.push(fail(
+                ResponseError::InvalidPartitions,
+                format!("Topic already has {current} partitions."),
+            ));
             continue;
         }
         if let Some(assignments) = &t.assignments {
             let known: HashSet<i32> = meta.brokers.keys().copied().collect();
-            if assignments.len() as i32 != t.count - current || assignments.iter().any(|a| a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| !known.contains(&b.0))) {
-                results.push(fail(ResponseError::InvalidReplicaAssignment, "Invalid replica assignment.".into()));
+            if assignments.len() as i32 != t.count - current
+                || assignments.iter().any(|a| {
+                    a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| !known.contains(&b.0))
+                })
+            {
+                results.push(fail(
+                    ResponseError::InvalidReplicaAssignment,
+                    "Invalid replica assignment.".into(),
+                ));
                 continue;
             }
         }
@@ -237,7 +362,11 @@ pub async fn create_partitions(broker: &Broker, req: CreatePartitionsRequest) ->
             results.push(base);
             continue;
         }
-        match broker.controller.create_partitions(t.name.as_str(), t.count).await {
+        match broker
+            .controller
+            .create_partitions(t.name.as_str(), t.count)
+            .await
+        {
             Ok(_) => {
                 changed = true;
                 results.push(base);
@@ -261,18 +390,29 @@ pub async fn delete_records(broker: &Broker, req: DeleteRecordsRequest) -> Delet
         let topic = meta.topics.get(t.name.as_str());
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_low_watermark(-1);
-            let Some(topic) = topic.filter(|tm| p.partition_index >= 0 && (p.partition_index as usize) < tm.partitions.len()) else {
+            let base = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            let Some(topic) = topic.filter(|tm| {
+                p.partition_index >= 0 && (p.partition_index as usize) < tm.partitions.len()
+            }) else {
                 parts.push(base.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
-            match broker.store.delete_records(partition_id(topic, p.partition_index), p.offset).await {
+            match broker
+                .store
+                .delete_records(partition_id(topic, p.partition_index), p.offset)
+                .await
+            {
                 Ok(low) => parts.push(base.with_low_watermark(low)),
                 Err(e) => parts.push(base.with_error_code(storage_error_code(&e).code())),
             }
         }
-        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(parts));
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(parts),
+        );
     }
     DeleteRecordsResponse::default().with_topics(topics)
 }
-

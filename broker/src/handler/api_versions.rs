@@ -2,7 +2,9 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseKind,
+};
 
 use super::{supported_versions, Reply, RequestContext, IMPLEMENTED};
 
@@ -12,7 +14,12 @@ fn api_list() -> Vec<ApiVersion> {
     keys.into_iter()
         .filter_map(|k| {
             let r = supported_versions(k)?;
-            Some(ApiVersion::default().with_api_key(k as i16).with_min_version(r.min).with_max_version(r.max))
+            Some(
+                ApiVersion::default()
+                    .with_api_key(k as i16)
+                    .with_min_version(r.min)
+                    .with_max_version(r.max),
+            )
         })
         .collect()
 }
@@ -22,9 +29,15 @@ fn api_list() -> Vec<ApiVersion> {
 pub fn handle(ctx: &RequestContext, req: ApiVersionsRequest) -> ApiVersionsResponse {
     if ctx.version >= 3 {
         tracing::debug!(client_software_name = %req.client_software_name.as_str(), client_software_version = %req.client_software_version.as_str(), "client identified");
-        let valid = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-');
-        if !valid(req.client_software_name.as_str()) || !valid(req.client_software_version.as_str()) {
-            return ApiVersionsResponse::default().with_error_code(ResponseError::InvalidRequest.code());
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
+        };
+        if !valid(req.client_software_name.as_str()) || !valid(req.client_software_version.as_str())
+        {
+            return ApiVersionsResponse::default()
+                .with_error_code(ResponseError::InvalidRequest.code());
         }
     }
     ApiVersionsResponse::default().with_api_keys(api_list())
@@ -37,7 +50,12 @@ pub fn fallback(header: &RequestHeader) -> Reply {
     let body = ApiVersionsResponse::default()
         .with_error_code(ResponseError::UnsupportedVersion.code())
         .with_api_keys(api_list());
-    match fjord_protocol::frame::encode_response(ApiKey::ApiVersions, 0, header.correlation_id, &ResponseKind::ApiVersions(body)) {
+    match fjord_protocol::frame::encode_response(
+        ApiKey::ApiVersions,
+        0,
+        header.correlation_id,
+        &ResponseKind::ApiVersions(body),
+    ) {
         Ok(b) => Reply::Send(b),
         Err(_) => Reply::Close,
     }

@@ -2,26 +2,38 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::describe_log_dirs_response::{DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic};
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
-    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
 };
 
 use super::{str_bytes, topic_name, RequestContext, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::{partition_id, Broker};
 
 /// Answers DescribeCluster.
-pub fn describe_cluster(broker: &Broker, ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let meta = broker.metadata();
     // endpoint_type 2 asks for controllers (KIP-919); Fjord's controller is in-process, so
     // its brokers are its controllers.
     let brokers = super::metadata::brokers(broker, ctx, &meta)
         .into_iter()
-        .map(|b| DescribeClusterBroker::default().with_broker_id(b.node_id).with_host(b.host).with_port(b.port).with_rack(b.rack))
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(b.node_id)
+                .with_host(b.host)
+                .with_port(b.port)
+                .with_rack(b.rack)
+        })
         .collect();
     DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
@@ -36,7 +48,10 @@ pub fn describe_cluster(broker: &Broker, ctx: &RequestContext, req: DescribeClus
 const PARTITION_LIMIT: i32 = 2000;
 
 /// Answers DescribeTopicPartitions, paginated by the client's cursor and partition limit.
-pub fn describe_topic_partitions(broker: &Broker, req: DescribeTopicPartitionsRequest) -> DescribeTopicPartitionsResponse {
+pub fn describe_topic_partitions(
+    broker: &Broker,
+    req: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
     let meta = broker.metadata();
     let mut names: Vec<String> = if req.topics.is_empty() {
         meta.topics.keys().cloned().collect()
@@ -45,8 +60,16 @@ pub fn describe_topic_partitions(broker: &Broker, req: DescribeTopicPartitionsRe
     };
     names.sort();
     names.dedup();
-    let limit = if req.response_partition_limit > 0 { req.response_partition_limit.min(PARTITION_LIMIT) } else { PARTITION_LIMIT };
-    let (start_topic, start_partition) = req.cursor.as_ref().map(|c| (c.topic_name.to_string(), c.partition_index)).unwrap_or_default();
+    let limit = if req.response_partition_limit > 0 {
+        req.response_partition_limit.min(PARTITION_LIMIT)
+    } else {
+        PARTITION_LIMIT
+    };
+    let (start_topic, start_partition) = req
+        .cursor
+        .as_ref()
+        .map(|c| (c.topic_name.to_string(), c.partition_index))
+        .unwrap_or_default();
     let mut budget = limit;
     let mut topics = Vec::new();
     let mut next_cursor = None;
@@ -60,11 +83,19 @@ pub fn describe_topic_partitions(broker: &Broker, req: DescribeTopicPartitionsRe
             );
             continue;
         };
-        let first = if name == start_topic { start_partition.max(0) } else { 0 };
+        let first = if name == start_topic {
+            start_partition.max(0)
+        } else {
+            0
+        };
         let mut partitions = Vec::new();
         for p in t.partitions.iter().filter(|p| p.partition >= first) {
             if budget == 0 {
-                next_cursor = Some(Cursor::default().with_topic_name(topic_name(&name)).with_partition_index(p.partition));
+                next_cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(topic_name(&name))
+                        .with_partition_index(p.partition),
+                );
                 break;
             }
             budget -= 1;
@@ -91,7 +122,9 @@ pub fn describe_topic_partitions(broker: &Broker, req: DescribeTopicPartitionsRe
             break;
         }
     }
-    DescribeTopicPartitionsResponse::default().with_topics(topics).with_next_cursor(next_cursor)
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next_cursor)
 }
 
 /// Answers DescribeLogDirs: one log dir holding every partition of this broker.
@@ -120,7 +153,11 @@ pub fn describe_log_dirs(broker: &Broker, req: DescribeLogDirsRequest) -> Descri
             })
             .collect();
         if !partitions.is_empty() {
-            topics.push(DescribeLogDirsTopic::default().with_name(topic_name(&t.name)).with_partitions(partitions));
+            topics.push(
+                DescribeLogDirsTopic::default()
+                    .with_name(topic_name(&t.name))
+                    .with_partitions(partitions),
+            );
         }
     }
     let dir = broker.config.log_dir.join(crate::LOGS_SUBDIR);

@@ -4,9 +4,14 @@ use std::collections::BTreeMap;
 
 use fjord_controller::ConfigOp;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kafka_protocol::messages::{
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
 
 use super::str_bytes;
 use crate::error::controller_error_code;
@@ -55,37 +60,91 @@ pub fn config_entries(
 
 fn broker_entries(broker: &Broker) -> Vec<(String, String, ConfigSource)> {
     let c = &broker.config;
-    let listeners = |ls: &[crate::config::Listener]| ls.iter().map(|l| format!("{}://{}:{}", l.name, l.host, l.port)).collect::<Vec<_>>().join(",");
+    let listeners = |ls: &[crate::config::Listener]| {
+        ls.iter()
+            .map(|l| format!("{}://{}:{}", l.name, l.host, l.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     out.insert("node.id".into(), c.node_id.to_string());
     out.insert("broker.id".into(), c.node_id.to_string());
     out.insert("listeners".into(), listeners(&c.listeners));
-    out.insert("advertised.listeners".into(), listeners(&c.advertised_listeners));
+    out.insert(
+        "advertised.listeners".into(),
+        listeners(&c.advertised_listeners),
+    );
     out.insert("log.dirs".into(), c.log_dir.display().to_string());
     out.insert("num.partitions".into(), c.num_partitions.to_string());
-    out.insert("default.replication.factor".into(), c.default_replication_factor.to_string());
-    out.insert("auto.create.topics.enable".into(), c.auto_create_topics.to_string());
-    out.insert("delete.topic.enable".into(), c.delete_topic_enable.to_string());
-    out.insert("socket.request.max.bytes".into(), c.socket_request_max_bytes.to_string());
-    out.insert("log.flush.interval.messages".into(), c.flush_interval_messages.to_string());
-    out.insert("message.max.bytes".into(), c.topic_defaults.get("max.message.bytes").cloned().unwrap_or_default());
-    out.insert("compression.type".into(), c.topic_defaults.get("compression.type").cloned().unwrap_or_default());
-    out.insert("log.retention.ms".into(), c.topic_defaults.get("retention.ms").cloned().unwrap_or_default());
+    out.insert(
+        "default.replication.factor".into(),
+        c.default_replication_factor.to_string(),
+    );
+    out.insert(
+        "auto.create.topics.enable".into(),
+        c.auto_create_topics.to_string(),
+    );
+    out.insert(
+        "delete.topic.enable".into(),
+        c.delete_topic_enable.to_string(),
+    );
+    out.insert(
+        "socket.request.max.bytes".into(),
+        c.socket_request_max_bytes.to_string(),
+    );
+    out.insert(
+        "log.flush.interval.messages".into(),
+        c.flush_interval_messages.to_string(),
+    );
+    out.insert(
+        "message.max.bytes".into(),
+        c.topic_defaults
+            .get("max.message.bytes")
+            .cloned()
+            .unwrap_or_default(),
+    );
+    out.insert(
+        "compression.type".into(),
+        c.topic_defaults
+            .get("compression.type")
+            .cloned()
+            .unwrap_or_default(),
+    );
+    out.insert(
+        "log.retention.ms".into(),
+        c.topic_defaults
+            .get("retention.ms")
+            .cloned()
+            .unwrap_or_default(),
+    );
     out.into_iter()
         .map(|(k, v)| {
-            let source = if c.explicit.contains_key(&k) { ConfigSource::StaticBroker } else { ConfigSource::Default };
+            let source = if c.explicit.contains_key(&k) {
+                ConfigSource::StaticBroker
+            } else {
+                ConfigSource::Default
+            };
             (k, v, source)
         })
         .collect()
 }
 
 /// Answers DescribeConfigs.
-pub fn describe(broker: &Broker, version: i16, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn describe(
+    broker: &Broker,
+    version: i16,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let meta = broker.metadata();
     let mut results = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let base = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
-        let keys: Option<Vec<String>> = r.configuration_keys.as_ref().map(|ks| ks.iter().map(|k| k.to_string()).collect());
+        let base = DescribeConfigsResult::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        let keys: Option<Vec<String>> = r
+            .configuration_keys
+            .as_ref()
+            .map(|ks| ks.iter().map(|k| k.to_string()).collect());
         let entries = match r.resource_type {
             RESOURCE_TOPIC => match meta.topics.get(r.resource_name.as_str()) {
                 Some(t) => {
@@ -95,7 +154,10 @@ pub fn describe(broker: &Broker, version: i16, req: DescribeConfigsRequest) -> D
                 None => {
                     results.push(
                         base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            .with_error_message(Some(str_bytes(format!("Topic {} does not exist", r.resource_name.as_str())))),
+                            .with_error_message(Some(str_bytes(format!(
+                                "Topic {} does not exist",
+                                r.resource_name.as_str()
+                            )))),
                     );
                     continue;
                 }
@@ -106,12 +168,17 @@ pub fn describe(broker: &Broker, version: i16, req: DescribeConfigsRequest) -> D
                     results.push(base.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(str_bytes(format!("Unexpected broker id, expected {} or empty string, but received {name}", broker.node_id())))));
                     continue;
                 }
-                broker_entries(broker).into_iter().filter(|(k, _, _)| keys.as_ref().is_none_or(|ks| ks.contains(k))).collect()
+                broker_entries(broker)
+                    .into_iter()
+                    .filter(|(k, _, _)| keys.as_ref().is_none_or(|ks| ks.contains(k)))
+                    .collect()
             }
             other => {
                 results.push(
                     base.with_error_code(ResponseError::InvalidRequest.code())
-                        .with_error_message(Some(str_bytes(format!("Unsupported resource type {other}")))),
+                        .with_error_message(Some(str_bytes(format!(
+                            "Unsupported resource type {other}"
+                        )))),
                 );
                 continue;
             }
@@ -121,7 +188,10 @@ pub fn describe(broker: &Broker, version: i16, req: DescribeConfigsRequest) -> D
             .map(|(name, value, source)| {
                 let config_type = topic_config::config_type(&name).unwrap_or(ConfigType::String);
                 let synonyms = if req.include_synonyms {
-                    vec![DescribeConfigsSynonym::default().with_name(str_bytes(name.clone())).with_value(Some(str_bytes(value.clone()))).with_source(source as i8)]
+                    vec![DescribeConfigsSynonym::default()
+                        .with_name(str_bytes(name.clone()))
+                        .with_value(Some(str_bytes(value.clone())))
+                        .with_source(source as i8)]
                 } else {
                     Vec::new()
                 };
@@ -157,7 +227,10 @@ fn list_append(base: &str, add: &str) -> String {
 
 fn list_subtract(base: &str, remove: &str) -> String {
     let gone: Vec<&str> = list_items(remove).collect();
-    list_items(base).filter(|i| !gone.contains(i)).collect::<Vec<_>>().join(",")
+    list_items(base)
+        .filter(|i| !gone.contains(i))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `config_operation` values (KIP-339).
@@ -167,18 +240,34 @@ const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
 /// Answers IncrementalAlterConfigs for topics; broker configs are static in Fjord for now.
-pub async fn incremental_alter(broker: &Broker, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn incremental_alter(
+    broker: &Broker,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let meta = broker.metadata();
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let base = AlterConfigsResourceResponse::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
-        let fail = |e: ResponseError, m: String| base.clone().with_error_code(e.code()).with_error_message(Some(str_bytes(m)));
+        let base = AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        let fail = |e: ResponseError, m: String| {
+            base.clone()
+                .with_error_code(e.code())
+                .with_error_message(Some(str_bytes(m)))
+        };
         if r.resource_type != RESOURCE_TOPIC {
-            responses.push(fail(ResponseError::InvalidRequest, "Fjord does not support dynamic broker configs yet; set them in server.properties".into()));
+            responses.push(fail(
+                ResponseError::InvalidRequest,
+                "Fjord does not support dynamic broker configs yet; set them in server.properties"
+                    .into(),
+            ));
             continue;
         }
         let Some(topic) = meta.topics.get(r.resource_name.as_str()) else {
-            responses.push(fail(ResponseError::UnknownTopicOrPartition, format!("Topic {} does not exist", r.resource_name.as_str())));
+            responses.push(fail(
+                ResponseError::UnknownTopicOrPartition,
+                format!("Topic {} does not exist", r.resource_name.as_str()),
+            ));
             continue;
         };
         let effective = EffectiveConfig::new(&broker.config.topic_defaults, &topic.configs);
@@ -188,12 +277,16 @@ pub async fn incremental_alter(broker: &Broker, req: IncrementalAlterConfigsRequ
             let key = c.name.to_string();
             let value = c.value.as_ref().map(|v| v.to_string());
             let Some(t) = topic_config::config_type(&key) else {
-                error = Some((ResponseError::InvalidConfig, format!("Unknown topic config name: {key}")));
+                error = Some((
+                    ResponseError::InvalidConfig,
+                    format!("Unknown topic config name: {key}"),
+                ));
                 break;
             };
             // Kafka appends to / subtracts from the value in force, which may be the default;
             // the controller only sees overrides, so a list without one starts from the default.
-            let base = (!topic.configs.contains_key(&key)).then(|| effective.values.get(&key).cloned().unwrap_or_default());
+            let base = (!topic.configs.contains_key(&key))
+                .then(|| effective.values.get(&key).cloned().unwrap_or_default());
             let op = match (c.config_operation, value) {
                 (OP_DELETE, _) => ConfigOp::Delete(key),
                 (OP_SET, Some(v)) => ConfigOp::Set(key, v),
@@ -206,15 +299,26 @@ pub async fn incremental_alter(broker: &Broker, req: IncrementalAlterConfigsRequ
                     None => ConfigOp::Subtract(key, v),
                 },
                 (OP_APPEND | OP_SUBTRACT, Some(_)) => {
-                    error = Some((ResponseError::InvalidConfig, format!("Config value append/subtract is not allowed for config key: {key}")));
+                    error = Some((
+                        ResponseError::InvalidConfig,
+                        format!(
+                            "Config value append/subtract is not allowed for config key: {key}"
+                        ),
+                    ));
                     break;
                 }
                 (OP_SET | OP_APPEND | OP_SUBTRACT, None) => {
-                    error = Some((ResponseError::InvalidRequest, format!("Null value not supported for: {key}")));
+                    error = Some((
+                        ResponseError::InvalidRequest,
+                        format!("Null value not supported for: {key}"),
+                    ));
                     break;
                 }
                 (other, _) => {
-                    error = Some((ResponseError::InvalidRequest, format!("Unknown config operation {other}")));
+                    error = Some((
+                        ResponseError::InvalidRequest,
+                        format!("Unknown config operation {other}"),
+                    ));
                     break;
                 }
             };
@@ -234,7 +338,11 @@ pub async fn incremental_alter(broker: &Broker, req: IncrementalAlterConfigsRequ
             responses.push(base);
             continue;
         }
-        match broker.controller.alter_topic_configs(r.resource_name.as_str(), ops).await {
+        match broker
+            .controller
+            .alter_topic_configs(r.resource_name.as_str(), ops)
+            .await
+        {
             Ok(_) => responses.push(base),
             Err(e) => responses.push(fail(controller_error_code(&e), e.to_string())),
         }

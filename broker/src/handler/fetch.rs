@@ -71,7 +71,14 @@ impl SessionsInner {
 
     fn make_room(&mut self) {
         while self.sessions.len() >= MAX_FETCH_SESSIONS {
-            let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id) else { return };
+            let Some(oldest) = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(id, _)| *id)
+            else {
+                return;
+            };
             self.sessions.remove(&oldest);
         }
     }
@@ -95,7 +102,12 @@ fn error_response(version: i16, e: ResponseError) -> FetchResponse {
     FetchResponse::default().with_error_code(e.code())
 }
 
-fn resolve_topic(meta: &ClusterMetadata, version: i16, name: &str, id: Uuid) -> (Uuid, String, Option<ResponseError>) {
+fn resolve_topic(
+    meta: &ClusterMetadata,
+    version: i16,
+    name: &str,
+    id: Uuid,
+) -> (Uuid, String, Option<ResponseError>) {
     if version >= 13 {
         match meta.topic_by_id(&id) {
             Some(t) => (id, t.name.clone(), None),
@@ -104,7 +116,11 @@ fn resolve_topic(meta: &ClusterMetadata, version: i16, name: &str, id: Uuid) -> 
     } else {
         match meta.topics.get(name) {
             Some(t) => (t.topic_id, name.to_string(), None),
-            None => (Uuid::nil(), name.to_string(), Some(ResponseError::UnknownTopicOrPartition)),
+            None => (
+                Uuid::nil(),
+                name.to_string(),
+                Some(ResponseError::UnknownTopicOrPartition),
+            ),
         }
     }
 }
@@ -112,7 +128,11 @@ fn resolve_topic(meta: &ClusterMetadata, version: i16, name: &str, id: Uuid) -> 
 /// Answers Fetch from consumers. (Follower fetches arrive with replication.)
 pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchResponse {
     let meta = broker.metadata();
-    let replica = if version >= 15 { req.replica_state.replica_id.0 } else { req.replica_id.0 };
+    let replica = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
     if replica >= 0 {
         // No follower fetches until replication exists: nobody replicates from us.
         return error_response(version, ResponseError::NotLeaderOrFollower);
@@ -137,10 +157,16 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
 
     // KIP-227 session handling decides which partitions to read and whether the response is
     // full or incremental.
-    let (session_id, wanted, incremental) = if version < 7 || (req.session_id == 0 && req.session_epoch == FINAL_EPOCH) {
+    let (session_id, wanted, incremental) = if version < 7
+        || (req.session_id == 0 && req.session_epoch == FINAL_EPOCH)
+    {
         (0, requested, false)
     } else {
-        let mut inner = broker.fetch_sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = broker
+            .fetch_sessions
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if req.session_id == 0 {
             if req.session_epoch != INITIAL_EPOCH {
                 return error_response(version, ResponseError::InvalidFetchSessionEpoch);
@@ -152,7 +178,14 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
                 .filter(|w| w.error.is_none())
                 .map(|w| ((w.topic_id, w.partition), session_partition(w)))
                 .collect();
-            inner.sessions.insert(id, Session { next_epoch: 1, partitions, last_used: Instant::now() });
+            inner.sessions.insert(
+                id,
+                Session {
+                    next_epoch: 1,
+                    partitions,
+                    last_used: Instant::now(),
+                },
+            );
             (id, requested, false)
         } else if req.session_epoch == FINAL_EPOCH {
             inner.sessions.remove(&req.session_id);
@@ -178,7 +211,10 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
                     errors.push(w);
                     continue;
                 }
-                let entry = session.partitions.entry((w.topic_id, w.partition)).or_insert_with(|| session_partition(&w));
+                let entry = session
+                    .partitions
+                    .entry((w.topic_id, w.partition))
+                    .or_insert_with(|| session_partition(&w));
                 entry.fetch_offset = w.fetch_offset;
                 entry.max_bytes = w.max_bytes;
                 entry.current_leader_epoch = w.current_leader_epoch;
@@ -201,22 +237,36 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         }
     };
 
-    let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0).min(MAX_WAIT_CAP_MS));
+    let max_wait = Duration::from_millis(
+        u64::try_from(req.max_wait_ms)
+            .unwrap_or(0)
+            .min(MAX_WAIT_CAP_MS),
+    );
     let deadline = Instant::now() + max_wait;
-    let response_max_bytes = if version >= 3 { usize::try_from(req.max_bytes).unwrap_or(0) } else { usize::MAX };
+    let response_max_bytes = if version >= 3 {
+        usize::try_from(req.max_bytes).unwrap_or(0)
+    } else {
+        usize::MAX
+    };
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
     let mut appended = broker.store.subscribe_appends();
     let parts = loop {
         appended.borrow_and_update();
         let parts = read_all(broker, &meta, &wanted, response_max_bytes).await;
-        let bytes: usize = parts.iter().map(|(_, p)| p.records.as_ref().map_or(0, Bytes::len)).sum();
+        let bytes: usize = parts
+            .iter()
+            .map(|(_, p)| p.records.as_ref().map_or(0, Bytes::len))
+            .sum();
         let any_error = parts.iter().any(|(_, p)| p.error_code != 0);
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || any_error || now >= deadline || min_bytes == 0 {
             break parts;
         }
         // Woken by any append; re-reading is cheap when nothing new is ours.
-        if tokio::time::timeout(deadline - now, appended.changed()).await.is_err() {
+        if tokio::time::timeout(deadline - now, appended.changed())
+            .await
+            .is_err()
+        {
             break read_all(broker, &meta, &wanted, response_max_bytes).await;
         }
     };
@@ -225,14 +275,23 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
     // with nothing new for the client.
     let mut topics: IndexMap<(Uuid, String), Vec<PartitionData>> = IndexMap::new();
     {
-        let mut inner = broker.fetch_sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let session = if session_id != 0 { inner.sessions.get_mut(&session_id) } else { None };
+        let mut inner = broker
+            .fetch_sessions
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let session = if session_id != 0 {
+            inner.sessions.get_mut(&session_id)
+        } else {
+            None
+        };
         let mut session = session;
         for (w, p) in parts {
             let mut include = true;
             if let Some(s) = session.as_mut() {
                 if let Some(sp) = s.partitions.get_mut(&(w.topic_id, w.partition)) {
-                    let changed = sp.last_high_watermark != p.high_watermark || sp.last_log_start != p.log_start_offset;
+                    let changed = sp.last_high_watermark != p.high_watermark
+                        || sp.last_log_start != p.log_start_offset;
                     let has_records = p.records.as_ref().is_some_and(|r| !r.is_empty());
                     include = !incremental || changed || has_records || p.error_code != 0;
                     sp.last_high_watermark = p.high_watermark;
@@ -240,17 +299,25 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
                 }
             }
             if include {
-                topics.entry((w.topic_id, w.topic.clone())).or_default().push(p);
+                topics
+                    .entry((w.topic_id, w.topic.clone()))
+                    .or_default()
+                    .push(p);
             }
         }
     }
     let responses = topics
         .into_iter()
         .map(|((id, name), partitions)| {
-            FetchableTopicResponse::default().with_topic(topic_name(&name)).with_topic_id(id).with_partitions(partitions)
+            FetchableTopicResponse::default()
+                .with_topic(topic_name(&name))
+                .with_topic_id(id)
+                .with_partitions(partitions)
         })
         .collect();
-    FetchResponse::default().with_session_id(session_id).with_responses(responses)
+    FetchResponse::default()
+        .with_session_id(session_id)
+        .with_responses(responses)
 }
 
 fn session_partition(w: &Wanted) -> SessionPartition {
@@ -275,7 +342,12 @@ fn partition_error(partition: i32, e: ResponseError) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
-async fn read_all(broker: &Broker, meta: &ClusterMetadata, wanted: &[Wanted], response_max_bytes: usize) -> Vec<(Wanted, PartitionData)> {
+async fn read_all(
+    broker: &Broker,
+    meta: &ClusterMetadata,
+    wanted: &[Wanted],
+    response_max_bytes: usize,
+) -> Vec<(Wanted, PartitionData)> {
     let mut out = Vec::with_capacity(wanted.len());
     let mut budget = response_max_bytes;
     let mut first = true;
@@ -286,14 +358,23 @@ async fn read_all(broker: &Broker, meta: &ClusterMetadata, wanted: &[Wanted], re
     out
 }
 
-async fn read_one(broker: &Broker, meta: &ClusterMetadata, w: &Wanted, budget: &mut usize, first: &mut bool) -> PartitionData {
+async fn read_one(
+    broker: &Broker,
+    meta: &ClusterMetadata,
+    w: &Wanted,
+    budget: &mut usize,
+    first: &mut bool,
+) -> PartitionData {
     if let Some(e) = w.error {
         return partition_error(w.partition, e);
     }
     let Some(topic) = meta.topics.get(&w.topic) else {
         return partition_error(w.partition, ResponseError::UnknownTopicOrPartition);
     };
-    let Some(pmeta) = usize::try_from(w.partition).ok().and_then(|i| topic.partitions.get(i)) else {
+    let Some(pmeta) = usize::try_from(w.partition)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+    else {
         return partition_error(w.partition, ResponseError::UnknownTopicOrPartition);
     };
     if w.current_leader_epoch >= 0 {
@@ -310,7 +391,11 @@ async fn read_one(broker: &Broker, meta: &ClusterMetadata, w: &Wanted, budget: &
     let pid = partition_id(topic, w.partition);
     let max = usize::try_from(w.max_bytes).unwrap_or(0).min(*budget);
     let at_least_one = *first;
-    match broker.store.read(pid, w.fetch_offset, max, at_least_one).await {
+    match broker
+        .store
+        .read(pid, w.fetch_offset, max, at_least_one)
+        .await
+    {
         Ok(r) => {
             if !r.records.is_empty() {
                 *first = false;
@@ -326,8 +411,16 @@ async fn read_one(broker: &Broker, meta: &ClusterMetadata, w: &Wanted, budget: &
         }
         Err(e) => {
             let mut p = partition_error(w.partition, storage_error_code(&e));
-            if let StorageError::OffsetOutOfRange { log_start, high_watermark, .. } = e {
-                p = p.with_high_watermark(high_watermark).with_last_stable_offset(high_watermark).with_log_start_offset(log_start);
+            if let StorageError::OffsetOutOfRange {
+                log_start,
+                high_watermark,
+                ..
+            } = e
+            {
+                p = p
+                    .with_high_watermark(high_watermark)
+                    .with_last_stable_offset(high_watermark)
+                    .with_log_start_offset(log_start);
             }
             p
         }

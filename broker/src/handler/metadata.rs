@@ -2,16 +2,24 @@
 
 use fjord_controller::{ClusterMetadata, TopicMeta};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{str_bytes, topic_name, validate_topic_name, RequestContext, AUTHORIZED_OPERATIONS_OMITTED};
+use super::{
+    str_bytes, topic_name, validate_topic_name, RequestContext, AUTHORIZED_OPERATIONS_OMITTED,
+};
 use crate::handler::admin;
 use crate::Broker;
 
 /// The broker list, with this broker at the address of the listener the client used.
-pub fn brokers(broker: &Broker, ctx: &RequestContext, meta: &ClusterMetadata) -> Vec<MetadataResponseBroker> {
+pub fn brokers(
+    broker: &Broker,
+    ctx: &RequestContext,
+    meta: &ClusterMetadata,
+) -> Vec<MetadataResponseBroker> {
     let mut out: Vec<MetadataResponseBroker> = meta
         .brokers
         .values()
@@ -61,7 +69,11 @@ pub fn topic_response(t: &TopicMeta) -> MetadataResponseTopic {
         )
 }
 
-fn topic_error(name: Option<StrBytes>, id: fjord_controller::Uuid, e: ResponseError) -> MetadataResponseTopic {
+fn topic_error(
+    name: Option<StrBytes>,
+    id: fjord_controller::Uuid,
+    e: ResponseError,
+) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(name.map(kafka_protocol::messages::TopicName))
         .with_topic_id(id)
@@ -70,9 +82,14 @@ fn topic_error(name: Option<StrBytes>, id: fjord_controller::Uuid, e: ResponseEr
 }
 
 /// Answers Metadata.
-pub async fn handle(broker: &Broker, ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: MetadataRequest,
+) -> MetadataResponse {
     // Before v4 there was no flag: those clients always asked for auto-creation.
-    let allow_auto_create = (ctx.version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics;
+    let allow_auto_create =
+        (ctx.version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics;
     let mut meta = broker.metadata();
     let topics = match req.topics {
         None => meta.topics.values().map(topic_response).collect(),
@@ -94,11 +111,19 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: MetadataRequest)
                     continue;
                 }
                 if validate_topic_name(name.as_str()).is_err() {
-                    out.push(topic_error(Some(name), Default::default(), ResponseError::InvalidTopicException));
+                    out.push(topic_error(
+                        Some(name),
+                        Default::default(),
+                        ResponseError::InvalidTopicException,
+                    ));
                     continue;
                 }
                 if !allow_auto_create {
-                    out.push(topic_error(Some(name), Default::default(), ResponseError::UnknownTopicOrPartition));
+                    out.push(topic_error(
+                        Some(name),
+                        Default::default(),
+                        ResponseError::UnknownTopicOrPartition,
+                    ));
                     continue;
                 }
                 match admin::auto_create(broker, name.as_str()).await {
@@ -106,12 +131,16 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: MetadataRequest)
                         meta = broker.metadata();
                         out.push(topic_response(&topic));
                     }
-                    Err(code) if code == ResponseError::TopicAlreadyExists => {
+                    Err(ResponseError::TopicAlreadyExists) => {
                         // Raced with another creator: describe what exists now.
                         meta = broker.metadata();
                         match meta.topics.get(name.as_str()) {
                             Some(topic) => out.push(topic_response(topic)),
-                            None => out.push(topic_error(Some(name), Default::default(), ResponseError::LeaderNotAvailable)),
+                            None => out.push(topic_error(
+                                Some(name),
+                                Default::default(),
+                                ResponseError::LeaderNotAvailable,
+                            )),
                         }
                     }
                     Err(code) => out.push(topic_error(Some(name), Default::default(), code)),

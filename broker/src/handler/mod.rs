@@ -45,7 +45,9 @@ pub const IMPLEMENTED: &[ApiKey] = &[
 
 /// The versions served for an API, `None` if it is not served.
 pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
-    IMPLEMENTED.contains(&api_key).then(|| api_key.valid_versions())
+    IMPLEMENTED
+        .contains(&api_key)
+        .then(|| api_key.valid_versions())
 }
 
 /// The address clients of one listener use for this broker.
@@ -109,12 +111,18 @@ pub enum Reply {
 
 /// Starts a request. Produce does its ordering-sensitive part (queueing appends) before this
 /// returns; everything else runs entirely on the returned task.
-pub async fn start(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> JoinHandle<Reply> {
+pub async fn start(
+    broker: Arc<Broker>,
+    ctx: RequestContext,
+    body: RequestKind,
+) -> JoinHandle<Reply> {
     let client_id = ctx.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
     let span = tracing::debug_span!("request", api = ?ctx.api_key, version = ctx.version, correlation_id = ctx.correlation_id, client_id);
     match body {
         RequestKind::Produce(req) => {
-            let pending = produce::start(&broker, &ctx, req).instrument(span.clone()).await;
+            let pending = produce::start(&broker, &ctx, req)
+                .instrument(span.clone())
+                .await;
             tokio::spawn(async move { pending.finish(&ctx).await }.instrument(span))
         }
         other => tokio::spawn(async move { handle(broker, ctx, other).await }.instrument(span)),
@@ -128,16 +136,36 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&ctx, r)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(b, &ctx, r).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(b, v, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, v, r).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(b, v, r).await),
-        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(b, r).await),
-        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(admin::delete_records(b, r).await),
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(b, v, r)),
-        RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(b, r).await),
-        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(b, &ctx, r)),
-        RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(cluster::describe_topic_partitions(b, r)),
-        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(b, r)),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(b, v, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(b, v, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(b, r).await)
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(admin::delete_records(b, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe(b, v, r))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(b, r).await)
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(cluster::describe_cluster(b, &ctx, r))
+        }
+        RequestKind::DescribeTopicPartitions(r) => {
+            ResponseKind::DescribeTopicPartitions(cluster::describe_topic_partitions(b, r))
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(b, r))
+        }
         other => {
             // Unreachable while IMPLEMENTED and this match agree: the decoder refuses
             // unserved APIs. Closing is what Kafka does for an API it does not serve.
@@ -168,9 +196,14 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err("Topic name cannot be \".\" or \"..\"".into());
     }
     if name.len() > 249 {
-        return Err(format!("Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"));
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
+        ));
     }
-    if !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-') {
+    if !name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-')
+    {
         return Err(format!("Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"));
     }
     Ok(())
@@ -191,8 +224,12 @@ mod tests {
         for line in readme.lines() {
             // | API | key | versions | status |, versions "a–b" or a single "n"
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let Some(Ok(key)) = cells.get(2).map(|c| c.parse::<i16>()) else { continue };
-            let Some(versions) = cells.get(3) else { continue };
+            let Some(Ok(key)) = cells.get(2).map(|c| c.parse::<i16>()) else {
+                continue;
+            };
+            let Some(versions) = cells.get(3) else {
+                continue;
+            };
             let (min, max) = versions.split_once('–').unwrap_or((versions, versions));
             if let (Ok(min), Ok(max)) = (min.parse::<i16>(), max.parse::<i16>()) {
                 listed.push((key, min, max));
@@ -208,7 +245,10 @@ mod tests {
             })
             .collect();
         served.sort();
-        assert_eq!(listed, served, "README compatibility table (key, min, max) differs from what is served");
+        assert_eq!(
+            listed, served,
+            "README compatibility table (key, min, max) differs from what is served"
+        );
     }
 
     #[test]

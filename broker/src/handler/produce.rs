@@ -25,7 +25,11 @@ const INLINE_DECOMPRESS_MAX_BYTES: usize = 256 << 10;
 
 enum Outcome {
     Done(PartitionProduceResponse),
-    Queued { index: i32, pending: PendingAppend, log_append_time_ms: i64 },
+    Queued {
+        index: i32,
+        pending: PendingAppend,
+        log_append_time_ms: i64,
+    },
 }
 
 /// A Produce whose appends are queued.
@@ -35,7 +39,10 @@ pub struct PendingProduce {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn failed(index: i32, e: ResponseError, message: Option<String>) -> PartitionProduceResponse {
@@ -55,30 +62,60 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         // v13+ names topics by id only.
-        let topic: Option<&TopicMeta> = if ctx.version >= 13 { meta.topic_by_id(&t.topic_id) } else { meta.topics.get(t.name.as_str()) };
-        let skeleton = TopicProduceResponse::default().with_name(t.name.clone()).with_topic_id(t.topic_id);
-        let missing = if ctx.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
-        let config = topic.map(|tm| EffectiveConfig::new(&broker.config.topic_defaults, &tm.configs));
+        let topic: Option<&TopicMeta> = if ctx.version >= 13 {
+            meta.topic_by_id(&t.topic_id)
+        } else {
+            meta.topics.get(t.name.as_str())
+        };
+        let skeleton = TopicProduceResponse::default()
+            .with_name(t.name.clone())
+            .with_topic_id(t.topic_id);
+        let missing = if ctx.version >= 13 {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let config =
+            topic.map(|tm| EffectiveConfig::new(&broker.config.topic_defaults, &tm.configs));
         let mut outcomes = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            if !matches!(acks, -1 | 0 | 1) {
-                outcomes.push(Outcome::Done(failed(p.index, ResponseError::InvalidRequiredAcks, None)));
+            if !(-1..=1).contains(&acks) {
+                outcomes.push(Outcome::Done(failed(
+                    p.index,
+                    ResponseError::InvalidRequiredAcks,
+                    None,
+                )));
                 continue;
             }
             let (Some(topic), Some(config)) = (topic, config.as_ref()) else {
                 outcomes.push(Outcome::Done(failed(p.index, missing, None)));
                 continue;
             };
-            let Some(pmeta) = usize::try_from(p.index).ok().and_then(|i| topic.partitions.get(i)) else {
-                outcomes.push(Outcome::Done(failed(p.index, ResponseError::UnknownTopicOrPartition, None)));
+            let Some(pmeta) = usize::try_from(p.index)
+                .ok()
+                .and_then(|i| topic.partitions.get(i))
+            else {
+                outcomes.push(Outcome::Done(failed(
+                    p.index,
+                    ResponseError::UnknownTopicOrPartition,
+                    None,
+                )));
                 continue;
             };
             if pmeta.leader != broker.node_id() {
-                outcomes.push(Outcome::Done(failed(p.index, ResponseError::NotLeaderOrFollower, None)));
+                outcomes.push(Outcome::Done(failed(
+                    p.index,
+                    ResponseError::NotLeaderOrFollower,
+                    None,
+                )));
                 continue;
             }
             let Some(records) = p.records else {
-                outcomes.push(Outcome::Done(failed(p.index, ResponseError::InvalidRecord, Some("no records".into()))));
+                outcomes.push(Outcome::Done(failed(
+                    p.index,
+                    ResponseError::InvalidRecord,
+                    Some("no records".into()),
+                )));
                 continue;
             };
             let vcfg = ValidationConfig {
@@ -90,13 +127,19 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 produce_version: ctx.version,
                 now_ms: now_ms(),
             };
-            let compressed = BatchHeader::parse(&records).map(|h| h.attributes & 0x7 != 0).unwrap_or(false);
+            let compressed = BatchHeader::parse(&records)
+                .map(|h| h.attributes & 0x7 != 0)
+                .unwrap_or(false);
             let validated = if compressed && records.len() > INLINE_DECOMPRESS_MAX_BYTES {
                 match tokio::task::spawn_blocking(move || validate_produce(records, &vcfg)).await {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(error = %e, "batch validation task failed");
-                        outcomes.push(Outcome::Done(failed(p.index, ResponseError::UnknownServerError, None)));
+                        outcomes.push(Outcome::Done(failed(
+                            p.index,
+                            ResponseError::UnknownServerError,
+                            None,
+                        )));
                         continue;
                     }
                 }
@@ -107,20 +150,38 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 Ok(v) => v,
                 Err(e) => {
                     tracing::debug!(topic = %topic.name, partition = p.index, error = %e, "produce refused");
-                    outcomes.push(Outcome::Done(failed(p.index, e.response_error(), Some(e.to_string()))));
+                    outcomes.push(Outcome::Done(failed(
+                        p.index,
+                        e.response_error(),
+                        Some(e.to_string()),
+                    )));
                     continue;
                 }
             };
-            let log_append_time_ms = if valid.header.is_log_append_time() { valid.header.max_timestamp } else { -1 };
+            let log_append_time_ms = if valid.header.is_log_append_time() {
+                valid.header.max_timestamp
+            } else {
+                -1
+            };
             let batch = AppendBatch {
                 record_count: valid.header.record_count,
                 max_timestamp: valid.header.max_timestamp,
                 max_timestamp_offset_delta: valid.max_timestamp_offset_delta,
                 bytes: valid.bytes,
             };
-            match broker.store.submit_append(partition_id(topic, p.index), batch, pmeta.leader_epoch).await {
-                Ok(pending) => outcomes.push(Outcome::Queued { index: p.index, pending, log_append_time_ms }),
-                Err(e) => outcomes.push(Outcome::Done(failed(p.index, storage_error_code(&e), None))),
+            match broker
+                .store
+                .submit_append(partition_id(topic, p.index), batch, pmeta.leader_epoch)
+                .await
+            {
+                Ok(pending) => outcomes.push(Outcome::Queued {
+                    index: p.index,
+                    pending,
+                    log_append_time_ms,
+                }),
+                Err(e) => {
+                    outcomes.push(Outcome::Done(failed(p.index, storage_error_code(&e), None)))
+                }
             }
         }
         topics.push((skeleton, outcomes));
@@ -138,7 +199,11 @@ impl PendingProduce {
             for o in outcomes {
                 let r = match o {
                     Outcome::Done(r) => r,
-                    Outcome::Queued { index, pending, log_append_time_ms } => match pending.wait().await {
+                    Outcome::Queued {
+                        index,
+                        pending,
+                        log_append_time_ms,
+                    } => match pending.wait().await {
                         Ok(a) => PartitionProduceResponse::default()
                             .with_index(index)
                             .with_base_offset(a.base_offset)
@@ -156,9 +221,15 @@ impl PendingProduce {
         if self.acks == 0 {
             // Kafka answers nothing to acks=0, and closes the connection on an error so that
             // the producer notices something went wrong.
-            return if any_error { Reply::Close } else { Reply::Nothing };
+            return if any_error {
+                Reply::Close
+            } else {
+                Reply::Nothing
+            };
         }
         let _ = topic_name; // names are echoed from the request
-        ctx.respond(ResponseKind::Produce(ProduceResponse::default().with_responses(responses)))
+        ctx.respond(ResponseKind::Produce(
+            ProduceResponse::default().with_responses(responses),
+        ))
     }
 }

@@ -27,7 +27,10 @@ fn batch(n: i64, ts0: i64) -> AppendBatch {
         })
         .collect();
     let mut buf = BytesMut::new();
-    let opts = RecordEncodeOptions { version: 2, compression: Compression::Lz4 };
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::Lz4,
+    };
     RecordBatchEncoder::encode(&mut buf, records.iter(), &opts).expect("encodes");
     let cfg = ValidationConfig {
         max_message_bytes: 1 << 20,
@@ -52,7 +55,11 @@ fn open(dir: &std::path::Path, flush: i64) -> Arc<LogStore> {
     // hold the RocksDB lock for a moment; wait for it, bounded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let cfg = StorageConfig { data_dir: dir.to_path_buf(), flush_interval_messages: flush, flush_interval_ms: None };
+        let cfg = StorageConfig {
+            data_dir: dir.to_path_buf(),
+            flush_interval_messages: flush,
+            flush_interval_ms: None,
+        };
         match LogStore::open(cfg) {
             Ok(s) => return s,
             Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
@@ -63,7 +70,10 @@ fn open(dir: &std::path::Path, flush: i64) -> Arc<LogStore> {
     }
 }
 
-const P0: PartitionId = PartitionId { topic_id: [1; 16], partition: 0 };
+const P0: PartitionId = PartitionId {
+    topic_id: [1; 16],
+    partition: 0,
+};
 
 fn offsets_of(records: &Bytes) -> Vec<i64> {
     let mut b = records.clone();
@@ -89,17 +99,41 @@ async fn append_assigns_dense_offsets_and_reads_back() {
     let all = store.read(P0, 7, 1 << 20, true).await.expect("read");
     assert_eq!(offsets_of(&all.records), (5..15).collect::<Vec<_>>());
     let one = store.read(P0, 0, 10, true).await.expect("read");
-    assert_eq!(offsets_of(&one.records), (0..5).collect::<Vec<_>>(), "KIP-74: first batch even if too large");
+    assert_eq!(
+        offsets_of(&one.records),
+        (0..5).collect::<Vec<_>>(),
+        "KIP-74: first batch even if too large"
+    );
     let none = store.read(P0, 0, 10, false).await.expect("read");
     assert!(none.records.is_empty());
-    assert!(store.read(P0, 15, 100, true).await.expect("at end").records.is_empty());
-    assert!(matches!(store.read(P0, 16, 100, true).await, Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(store
+        .read(P0, 15, 100, true)
+        .await
+        .expect("at end")
+        .records
+        .is_empty());
+    assert!(matches!(
+        store.read(P0, 16, 100, true).await,
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
 
     // Time index: T0+50 is first reached by record 5 (batch 2 starts at T0+100 > T0+50).
-    assert_eq!(store.offset_for_timestamp(P0, T0 + 50).await.expect("ts"), Some((5, T0 + 100)));
-    assert_eq!(store.offset_for_timestamp(P0, T0 + 2).await.expect("ts"), Some((2, T0 + 2)));
-    assert_eq!(store.offset_for_timestamp(P0, T0 + 1000).await.expect("ts"), None);
-    assert_eq!(store.max_timestamp(P0).await.expect("max"), Some((9, T0 + 104)));
+    assert_eq!(
+        store.offset_for_timestamp(P0, T0 + 50).await.expect("ts"),
+        Some((5, T0 + 100))
+    );
+    assert_eq!(
+        store.offset_for_timestamp(P0, T0 + 2).await.expect("ts"),
+        Some((2, T0 + 2))
+    );
+    assert_eq!(
+        store.offset_for_timestamp(P0, T0 + 1000).await.expect("ts"),
+        None
+    );
+    assert_eq!(
+        store.max_timestamp(P0).await.expect("max"),
+        Some((9, T0 + 104))
+    );
     store.shutdown().await.expect("close");
 }
 
@@ -113,16 +147,33 @@ async fn state_survives_reopen_and_delete_records() {
             store.append(P0, batch(3, T0), 2).await.expect("append");
         }
         assert_eq!(store.delete_records(P0, 4).await.expect("delete"), 4);
-        assert!(matches!(store.delete_records(P0, 99).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            store.delete_records(P0, 99).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         // No close: simulates a crash after the acknowledged writes.
     }
     let store = open(dir.path(), 1);
     let o = store.offsets(&P0).expect("recovered");
     assert_eq!((o.log_start, o.log_end, o.high_watermark), (4, 12, 12));
-    assert!(matches!(store.read(P0, 2, 1 << 20, true).await, Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        store.read(P0, 2, 1 << 20, true).await,
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     let r = store.read(P0, 4, 1 << 20, true).await.expect("read");
-    assert_eq!(offsets_of(&r.records), (3..12).collect::<Vec<_>>(), "batch holding offset 4 is kept whole");
-    assert_eq!(store.append(P0, batch(1, T0), 2).await.expect("append").base_offset, 12);
+    assert_eq!(
+        offsets_of(&r.records),
+        (3..12).collect::<Vec<_>>(),
+        "batch holding offset 4 is kept whole"
+    );
+    assert_eq!(
+        store
+            .append(P0, batch(1, T0), 2)
+            .await
+            .expect("append")
+            .base_offset,
+        12
+    );
     store.delete_topic(P0.topic_id).await.expect("delete topic");
     assert!(store.offsets(&P0).is_none());
     store.ensure_partition(P0).await.expect("recreate");
@@ -134,14 +185,23 @@ async fn state_survives_reopen_and_delete_records() {
 async fn concurrent_appends_share_writes_and_stay_dense() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path(), 1);
-    let p1 = PartitionId { topic_id: [1; 16], partition: 1 };
+    let p1 = PartitionId {
+        topic_id: [1; 16],
+        partition: 1,
+    };
     store.ensure_partition(P0).await.expect("create");
     store.ensure_partition(p1).await.expect("create");
     let mut tasks = Vec::new();
     for i in 0..200 {
         let store = store.clone();
         let pid = if i % 2 == 0 { P0 } else { p1 };
-        tasks.push(tokio::spawn(async move { store.append(pid, batch(2, T0), 0).await.expect("append").base_offset }));
+        tasks.push(tokio::spawn(async move {
+            store
+                .append(pid, batch(2, T0), 0)
+                .await
+                .expect("append")
+                .base_offset
+        }));
     }
     let mut bases = Vec::new();
     for t in tasks {
