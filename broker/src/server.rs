@@ -1,10 +1,12 @@
 //! TCP listeners and connections.
 //!
-//! A connection reads frames in order. Each request is started in arrival order (Produce
-//! queues its appends before the next request is read, so one connection's batches land in
-//! the order it sent them) and then completes on its own task; a per-connection writer
-//! sends the responses strictly in request order. Any framing or decoding error closes the
-//! connection and only that connection, like Kafka's `SocketServer`.
+//! A connection reads frames in order and behaves as if it handled them one at a time, as
+//! Kafka does: a request sees the effects of every request sent before it on the same
+//! connection. The one overlap allowed is between Produce requests: each queues its appends
+//! before the next request is read (so batches land in the order they were sent) and their
+//! WAL writes then proceed together. A per-connection writer sends the responses strictly in
+//! request order. Any framing or decoding error closes that connection and only that one,
+//! like Kafka's `SocketServer`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,15 +16,16 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use fjord_protocol::frame::{check_frame_len, decode_request, Decoded, LENGTH_PREFIX_BYTES};
 use fjord_protocol::FrameError;
+use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, RwLock, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::{Config, Listener};
 use crate::error::BrokerError;
-use crate::handler::{self, Endpoint, Reply, RequestContext};
+use crate::handler::{self, Endpoint, OrderGuard, Reply, RequestContext};
 use crate::Broker;
 
 /// Most open client connections; further accepts wait. Kafka has no default cap, but a
@@ -181,6 +184,7 @@ async fn connection(
     let writer = tokio::spawn(write_responses(wr, rx).in_current_span());
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let max = broker.config.socket_request_max_bytes;
+    let order = Arc::new(RwLock::new(()));
     loop {
         let frame = tokio::select! {
             biased;
@@ -209,7 +213,14 @@ async fn connection(
             }
             Decoded::Request(req) => {
                 let ctx = RequestContext::new(&req, endpoint.clone());
-                handler::start(broker.clone(), ctx, req.body).await
+                // Produces share the order lock; anything else waits for every earlier
+                // request to finish (tokio's RwLock is fair, so arrival order holds).
+                let turn: OrderGuard = if req.api_key == ApiKey::Produce {
+                    Box::new(order.clone().read_owned().await)
+                } else {
+                    Box::new(order.clone().write_owned().await)
+                };
+                handler::start(broker.clone(), ctx, req.body, turn).await
             }
         };
         if tx.send(task).await.is_err() {

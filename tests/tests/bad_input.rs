@@ -143,8 +143,18 @@ fn cases() -> Vec<(&'static str, Vec<u8>, bool)> {
     let mut too_new = header_v1(ApiKey::Metadata as i16, 99, 3);
     too_new.put_slice(&[0u8; 8]);
     cases.push(("Metadata v99", framed(&too_new), false));
+    // A well-formed Produce v2 body with acks=1: Kafka 4.1 advertises Produce
+    // from v0 (KAFKA-18659) yet closes the connection on this (checked
+    // against 4.1.1), rather than answering.
     let mut too_old = header_v1(ApiKey::Produce as i16, 2, 4);
-    too_old.put_slice(&[0u8; 16]);
+    too_old.put_i16(1); // acks
+    too_old.put_i32(1_000); // timeout_ms
+    too_old.put_i32(1); // one topic
+    too_old.put_i16(1);
+    too_old.put_slice(b"t");
+    too_old.put_i32(1); // one partition
+    too_old.put_i32(0); // partition 0
+    too_old.put_i32(-1); // null records
     cases.push(("Produce v2", framed(&too_old), false));
 
     // A valid header followed by a body that does not parse.

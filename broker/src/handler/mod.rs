@@ -109,12 +109,17 @@ pub enum Reply {
     Close,
 }
 
+/// A request's turn on its connection, held until the request is complete (see `server`).
+pub type OrderGuard = Box<dyn Send + Sync + 'static>;
+
 /// Starts a request. Produce does its ordering-sensitive part (queueing appends) before this
-/// returns; everything else runs entirely on the returned task.
+/// returns; everything else runs entirely on the returned task. `turn` is released when the
+/// request completes.
 pub async fn start(
     broker: Arc<Broker>,
     ctx: RequestContext,
     body: RequestKind,
+    turn: OrderGuard,
 ) -> JoinHandle<Reply> {
     let client_id = ctx.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
     let span = tracing::debug_span!("request", api = ?ctx.api_key, version = ctx.version, correlation_id = ctx.correlation_id, client_id);
@@ -123,9 +128,23 @@ pub async fn start(
             let pending = produce::start(&broker, &ctx, req)
                 .instrument(span.clone())
                 .await;
-            tokio::spawn(async move { pending.finish(&ctx).await }.instrument(span))
+            tokio::spawn(
+                async move {
+                    let reply = pending.finish(&ctx).await;
+                    drop(turn);
+                    reply
+                }
+                .instrument(span),
+            )
         }
-        other => tokio::spawn(async move { handle(broker, ctx, other).await }.instrument(span)),
+        other => tokio::spawn(
+            async move {
+                let reply = handle(broker, ctx, other).await;
+                drop(turn);
+                reply
+            }
+            .instrument(span),
+        ),
     }
 }
 
