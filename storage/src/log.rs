@@ -340,6 +340,55 @@ impl LogStore {
         .map_err(|e| StorageError::Corruption(format!("index task failed: {e}")))?
     }
 
+    /// OffsetForLeaderEpoch: the largest epoch <= `epoch` that wrote to this partition, and
+    /// the offset where it ended (the next epoch's start offset, or the log end offset when
+    /// it is still the newest). `current_epoch` is the leader epoch now in force, which may
+    /// not have written yet. `None` when no epoch that old or older wrote here.
+    pub fn end_offset_for_epoch(
+        &self,
+        pid: &PartitionId,
+        epoch: i32,
+        current_epoch: i32,
+    ) -> Result<Option<(i32, i64)>> {
+        let offsets = self.offsets(pid).ok_or(StorageError::UnknownPartition)?;
+        let parts = cf(&self.db, CF_PARTITIONS)?;
+        let prefix = keys::epoch_key(pid, 0);
+        let prefix = &prefix[..PID_BYTES + 1];
+        let mut floor: Option<i32> = None;
+        let mut next_start: Option<i64> = None;
+        for item in self
+            .db
+            .iterator_cf(parts, IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let e = i32::from_be_bytes(
+                k.get(PID_BYTES + 1..)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt("epoch key"))?,
+            );
+            let start = i64::from_be_bytes(
+                v.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| corrupt("epoch value"))?,
+            );
+            if e <= epoch {
+                floor = Some(e);
+            } else {
+                next_start = Some(start);
+                break;
+            }
+        }
+        Ok(match floor {
+            Some(e) => Some((e, next_start.unwrap_or(offsets.log_end))),
+            // The epoch in force has not written yet: it ends at the log end.
+            None if epoch == current_epoch && epoch >= 0 => Some((epoch, offsets.log_end)),
+            None => None,
+        })
+    }
+
     /// Approximate bytes on disk of a partition (DescribeLogDirs).
     pub fn size_bytes(&self, pid: &PartitionId) -> u64 {
         let Ok(cf) = cf(&self.db, CF_BATCHES) else {

@@ -71,6 +71,8 @@ pub mod codes {
     pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = ResponseError::UnsupportedCompressionType.code();
     /// `INVALID_RECORD`.
     pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
+    /// `UNKNOWN_LEADER_EPOCH`.
+    pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
     /// `UNKNOWN_TOPIC_ID`.
     pub const UNKNOWN_TOPIC_ID: i16 = ResponseError::UnknownTopicId.code();
 

@@ -214,3 +214,39 @@ async fn concurrent_appends_share_writes_and_stay_dense() {
     assert_eq!(store.offsets(&p1).expect("p1").log_end, 200);
     store.shutdown().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_epoch_history_answers_offset_for_leader_epoch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), i64::MAX);
+    store.ensure_partition(P0).await.expect("create");
+    assert_eq!(
+        store.end_offset_for_epoch(&P0, 0, 0).expect("empty"),
+        Some((0, 0)),
+        "epoch in force, nothing written"
+    );
+    assert_eq!(store.end_offset_for_epoch(&P0, 0, 3).expect("empty"), None);
+    for _ in 0..3 {
+        store.append(P0, batch(2, T0), 0).await.expect("append");
+    }
+    store.append(P0, batch(2, T0), 2).await.expect("append");
+    assert_eq!(
+        store.end_offset_for_epoch(&P0, 0, 2).expect("e0"),
+        Some((0, 6))
+    );
+    assert_eq!(
+        store.end_offset_for_epoch(&P0, 1, 2).expect("e1"),
+        Some((0, 6)),
+        "floor epoch 0 ends where 2 starts"
+    );
+    assert_eq!(
+        store.end_offset_for_epoch(&P0, 2, 2).expect("e2"),
+        Some((2, 8))
+    );
+    assert_eq!(
+        store.end_offset_for_epoch(&P0, 5, 5).expect("e5"),
+        Some((2, 8))
+    );
+    assert_eq!(store.end_offset_for_epoch(&P0, -1, 2).expect("none"), None);
+    store.shutdown().await.expect("close");
+}
