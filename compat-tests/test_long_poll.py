@@ -18,8 +18,9 @@ from clientlib import (CLIENTS, JAVA_CLASSPATH, KCAT, Rec, assert_ok, confluent_
                        kafka_python_consumer, kcat_json_lines, kcat_record, produce)
 from wire import API_FETCH, Conn, api_versions, fetch, pick_version, record_batches, wait_fetchable
 
-#: How long the clients let the broker hold an empty fetch.
-LONG_WAIT_MS = 10_000
+#: How long the clients let the broker hold an empty fetch. Each consumer counts as waiting only
+#: once its first (empty) fetch has come back, which on a long-polling broker takes this long.
+LONG_WAIT_MS = 6_000
 #: A record produced while a consumer waits must reach it within this long after the ack.
 ARRIVAL_BOUND_S = 3.0
 #: How long a waiting consumer gets, overall, before the test gives up on it.
@@ -63,19 +64,21 @@ class Waiter:
 
 
 def wait_confluent(bootstrap, topic):
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     w = Waiter()
 
     def go():
-        c = Consumer(confluent_consumer_conf(bootstrap, **{"fetch.wait.max.ms": LONG_WAIT_MS}))
+        c = Consumer(confluent_consumer_conf(bootstrap, **{"fetch.wait.max.ms": LONG_WAIT_MS,
+                                                           "enable.partition.eof": True}))
         try:
             c.assign([TopicPartition(topic, 0, 0)])
             deadline = time.monotonic() + WAITER_TIMEOUT_S
             while not w.records and time.monotonic() < deadline:
                 m = c.poll(0.05)
-                w.ready.set()
-                if m is not None and not m.error():
+                if m is not None and m.error() and m.error().code() == KafkaError._PARTITION_EOF:
+                    w.ready.set()  # its first fetch came back empty: now it waits in the next one
+                elif m is not None and not m.error():
                     w.got(Rec(m.key(), m.value(), tuple(m.headers() or ()), m.partition(), m.timestamp()[1], m.offset()))
         finally:
             c.close()
@@ -97,7 +100,8 @@ def wait_kafka_python(bootstrap, topic):
             deadline = time.monotonic() + WAITER_TIMEOUT_S
             while not w.records and time.monotonic() < deadline:
                 batch = c.poll(timeout_ms=50)
-                w.ready.set()
+                if c.highwater(tp) is not None:  # known once a fetch response came back
+                    w.ready.set()
                 for m in batch.get(tp, []):
                     w.got(Rec(m.key, m.value, tuple(m.headers), m.partition, m.timestamp, m.offset))
         finally:
@@ -124,7 +128,8 @@ def wait_aiokafka(bootstrap, topic):
             deadline = time.monotonic() + WAITER_TIMEOUT_S
             while not w.records and time.monotonic() < deadline:
                 batch = await c.getmany(tp, timeout_ms=50)
-                w.ready.set()
+                if c.highwater(tp) is not None:  # known once a fetch response came back
+                    w.ready.set()
                 for m in batch.get(tp, []):
                     w.got(Rec(m.key, m.value, tuple(m.headers), m.partition, m.timestamp, m.offset))
         finally:
@@ -193,7 +198,7 @@ WAITERS = {
 def test_waiting_consumer_gets_new_record(broker, new_topic, client):
     topic = new_topic(broker, partitions=1)
     w = WAITERS[client](broker.bootstrap, topic)
-    assert w.ready.wait(30), f"{client} consumer never started polling"
+    assert w.ready.wait(LONG_WAIT_MS / 1000 + 20), f"{client} consumer never got its first fetch response"
     if w.error:
         raise w.error
     assert not w.records, "the partition was empty"

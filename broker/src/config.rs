@@ -74,7 +74,6 @@ pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "group.initial.rebalance.delay.ms",
-    "log.retention.check.interval.ms",
     "log.cleaner.enable",
     "zookeeper.connect",
     "broker.rack",
@@ -110,6 +109,8 @@ pub struct Config {
     pub flush_interval_messages: i64,
     /// `log.flush.interval.ms`. Default: none.
     pub flush_interval_ms: Option<u64>,
+    /// `log.retention.check.interval.ms`: how often retention runs. Default 300000 (5 min).
+    pub retention_check_interval_ms: u64,
     /// Broker-level defaults of topic configs (`message.max.bytes`, `log.retention.ms`, ...),
     /// already translated to topic config names (`max.message.bytes`, `retention.ms`, ...).
     pub topic_defaults: BTreeMap<String, String>,
@@ -162,10 +163,7 @@ pub fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigEr
         let port: u16 = port
             .parse()
             .map_err(|_| invalid(key, value, format!("bad port '{port}'")))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         if name.is_empty() {
             return Err(invalid(key, value, "empty listener name"));
         }
@@ -186,21 +184,12 @@ const BROKER_TO_TOPIC: &[(&str, &str)] = &[
     ("log.retention.bytes", "retention.bytes"),
     ("log.segment.bytes", "segment.bytes"),
     ("log.message.timestamp.type", "message.timestamp.type"),
-    (
-        "log.message.timestamp.before.max.ms",
-        "message.timestamp.before.max.ms",
-    ),
-    (
-        "log.message.timestamp.after.max.ms",
-        "message.timestamp.after.max.ms",
-    ),
+    ("log.message.timestamp.before.max.ms", "message.timestamp.before.max.ms"),
+    ("log.message.timestamp.after.max.ms", "message.timestamp.after.max.ms"),
     ("log.flush.interval.messages", "flush.messages"),
     ("log.flush.interval.ms", "flush.ms"),
     ("min.insync.replicas", "min.insync.replicas"),
-    (
-        "unclean.leader.election.enable",
-        "unclean.leader.election.enable",
-    ),
+    ("unclean.leader.election.enable", "unclean.leader.election.enable"),
 ];
 
 const RETENTION_KEYS: &[(&str, i64)] = &[
@@ -228,6 +217,7 @@ impl Config {
             socket_request_max_bytes: 104_857_600,
             flush_interval_messages: i64::MAX,
             flush_interval_ms: None,
+            retention_check_interval_ms: 300_000,
             topic_defaults: topic_config::defaults(),
             explicit: props.clone(),
         };
@@ -241,9 +231,7 @@ impl Config {
                 "advertised.listeners" => cfg.advertised_listeners = parse_listeners(k, value)?,
                 "log.dirs" | "log.dir" => {
                     let first = value.split(',').map(str::trim).find(|s| !s.is_empty());
-                    cfg.log_dir = PathBuf::from(
-                        first.ok_or_else(|| invalid(k, value, "no directory given"))?,
-                    );
+                    cfg.log_dir = PathBuf::from(first.ok_or_else(|| invalid(k, value, "no directory given"))?);
                 }
                 "num.partitions" => {
                     cfg.num_partitions = parse_num(k, value)?;
@@ -271,39 +259,31 @@ impl Config {
                     }
                 }
                 "log.flush.interval.ms" => cfg.flush_interval_ms = Some(parse_num(k, value)?),
+                "log.retention.check.interval.ms" => {
+                    cfg.retention_check_interval_ms = parse_num(k, value)?;
+                    if cfg.retention_check_interval_ms == 0 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
                 "controller.listener.names" => {
                     controller_listeners = value.split(',').map(|s| s.trim().to_string()).collect();
                 }
                 _ if RETENTION_KEYS.iter().any(|(rk, _)| *rk == k) => {
-                    let (_, scale) = RETENTION_KEYS
-                        .iter()
-                        .find(|(rk, _)| *rk == k)
-                        .expect("matched above");
+                    let (_, scale) = RETENTION_KEYS.iter().find(|(rk, _)| *rk == k).expect("matched above");
                     let v: i64 = parse_num(k, value)?;
                     let ms = if v < 0 { -1 } else { v.saturating_mul(*scale) };
                     // Kafka: log.retention.ms wins over minutes, which wins over hours.
-                    let rank = RETENTION_KEYS
-                        .iter()
-                        .position(|(rk, _)| *rk == k)
-                        .unwrap_or(0);
+                    let rank = RETENTION_KEYS.iter().position(|(rk, _)| *rk == k).unwrap_or(0);
                     let better = retention.is_none_or(|(_, prev)| {
-                        RETENTION_KEYS
-                            .iter()
-                            .position(|(rk, _)| *rk == prev)
-                            .unwrap_or(0)
-                            > rank
+                        RETENTION_KEYS.iter().position(|(rk, _)| *rk == prev).unwrap_or(0) > rank
                     });
                     if better {
                         retention = Some((ms, k));
                     }
                 }
                 _ if BROKER_TO_TOPIC.iter().any(|(b, _)| *b == k) => {
-                    let (_, topic_key) = BROKER_TO_TOPIC
-                        .iter()
-                        .find(|(b, _)| *b == k)
-                        .expect("matched above");
-                    topic_config::validate(topic_key, value)
-                        .map_err(|reason| invalid(k, value, reason))?;
+                    let (_, topic_key) = BROKER_TO_TOPIC.iter().find(|(b, _)| *b == k).expect("matched above");
+                    topic_config::validate(topic_key, value).map_err(|reason| invalid(k, value, reason))?;
                     cfg.topic_defaults
                         .insert((*topic_key).to_string(), value.trim().to_string());
                 }
@@ -312,13 +292,11 @@ impl Config {
             }
         }
         if let Some((ms, _)) = retention {
-            cfg.topic_defaults
-                .insert("retention.ms".into(), ms.to_string());
+            cfg.topic_defaults.insert("retention.ms".into(), ms.to_string());
         }
         // A KRaft deployment lists its controller listener among `listeners`; Fjord's
         // controller speaks Raft internally, so only the client-facing ones are bound.
-        cfg.listeners
-            .retain(|l| !controller_listeners.contains(&l.name));
+        cfg.listeners.retain(|l| !controller_listeners.contains(&l.name));
         if cfg.listeners.is_empty() {
             return Err(invalid(
                 "listeners",
@@ -370,18 +348,10 @@ impl Config {
                     overrides.push(kv);
                 }
                 "-h" | "--help" => return Err(ConfigError::Usage(USAGE.into())),
-                s if s.starts_with("--override=") => {
-                    overrides.push(s["--override=".len()..].to_string())
-                }
-                s if s.starts_with('-') => {
-                    return Err(ConfigError::Usage(format!("unknown option {s}\n{USAGE}")))
-                }
+                s if s.starts_with("--override=") => overrides.push(s["--override=".len()..].to_string()),
+                s if s.starts_with('-') => return Err(ConfigError::Usage(format!("unknown option {s}\n{USAGE}"))),
                 _ if file.is_none() => file = Some(arg),
-                _ => {
-                    return Err(ConfigError::Usage(format!(
-                        "unexpected argument {arg}\n{USAGE}"
-                    )))
-                }
+                _ => return Err(ConfigError::Usage(format!("unexpected argument {arg}\n{USAGE}"))),
             }
         }
         if let Some(path) = file {
@@ -392,9 +362,9 @@ impl Config {
             props.extend(parse_properties(&text));
         }
         for kv in overrides {
-            let (k, v) = kv.split_once('=').ok_or_else(|| {
-                ConfigError::Usage(format!("--override {kv}: expected key=value"))
-            })?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Usage(format!("--override {kv}: expected key=value")))?;
             props.insert(k.trim().to_string(), v.to_string());
         }
         Config::from_properties(props)
@@ -438,8 +408,7 @@ pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
     let mut pending = String::new();
     for line in text.lines() {
         let line = line.trim_start();
-        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
-        {
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!')) {
             continue;
         }
         if let Some(stripped) = line.strip_suffix('\\') {
@@ -463,9 +432,7 @@ mod tests {
     use super::*;
 
     fn props(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -491,8 +458,7 @@ mod tests {
         assert!(e.to_string().contains("no.such.key"));
         let e = Config::from_properties(props(&[("num.partitions", "abc")])).expect_err("bad");
         assert!(e.to_string().contains("num.partitions"));
-        let e = Config::from_properties(props(&[("compression.type", "brotli")]))
-            .expect_err("bad codec");
+        let e = Config::from_properties(props(&[("compression.type", "brotli")])).expect_err("bad codec");
         assert!(e.to_string().contains("compression.type"));
     }
 

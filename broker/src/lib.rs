@@ -58,17 +58,11 @@ impl Broker {
         for topic in meta.topics.values() {
             for p in &topic.partitions {
                 if p.replicas.contains(&self.node_id()) {
-                    self.store
-                        .ensure_partition(partition_id(topic, p.partition))
-                        .await?;
+                    self.store.ensure_partition(partition_id(topic, p.partition)).await?;
                 }
             }
         }
-        let live: std::collections::HashSet<[u8; 16]> = meta
-            .topics
-            .values()
-            .map(|t| *t.topic_id.as_bytes())
-            .collect();
+        let live: std::collections::HashSet<[u8; 16]> = meta.topics.values().map(|t| *t.topic_id.as_bytes()).collect();
         let mut gone: Vec<[u8; 16]> = self
             .store
             .partition_ids()
@@ -80,6 +74,35 @@ impl Broker {
         gone.dedup();
         for topic_id in gone {
             self.store.delete_topic(topic_id).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Broker {
+    /// One retention pass over every partition led here.
+    pub async fn enforce_retention(&self) -> Result<(), BrokerError> {
+        let meta = self.metadata();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        for topic in meta.topics.values() {
+            let cfg = topic_config::EffectiveConfig::new(&self.config.topic_defaults, &topic.configs);
+            let Some((retention_ms, retention_bytes)) = cfg.retention() else {
+                continue;
+            };
+            for p in topic.partitions.iter().filter(|p| p.leader == self.node_id()) {
+                let pid = partition_id(topic, p.partition);
+                let before = self.store.offsets(&pid).map(|o| o.log_start);
+                let after = self
+                    .store
+                    .enforce_retention(pid, retention_ms, retention_bytes, now_ms)
+                    .await?;
+                if before.is_some_and(|b| b < after) {
+                    tracing::info!(topic = %topic.name, partition = p.partition, log_start = after, "retention deleted old records");
+                }
+            }
         }
         Ok(())
     }
@@ -106,10 +129,7 @@ pub async fn run(
         .map_err(|e| BrokerError::Startup(format!("cannot create {}: {e}", data_dir.display())))?;
 
     let listeners = server::bind(&config).await?;
-    let addrs: Vec<std::net::SocketAddr> = listeners
-        .iter()
-        .filter_map(|(l, _)| l.local_addr().ok())
-        .collect();
+    let addrs: Vec<std::net::SocketAddr> = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
 
     let storage_cfg = StorageConfig {
         data_dir: data_dir.join(LOGS_SUBDIR),
@@ -148,6 +168,7 @@ pub async fn run(
     });
     broker.reconcile().await?;
     let reconciler = tokio::spawn(reconcile_on_change(broker.clone()));
+    let retention = tokio::spawn(retention_loop(broker.clone()));
 
     let meta = broker.metadata();
     tracing::info!(
@@ -168,11 +189,26 @@ pub async fn run(
     server::serve(broker.clone(), listeners, shutdown).await;
 
     reconciler.abort();
+    retention.abort();
     tracing::info!("shutting down: connections drained, closing storage and controller");
     broker.store.shutdown().await?;
     broker.controller.shutdown().await?;
     tracing::info!("fjord stopped");
     Ok(())
+}
+
+/// Applies every topic's retention every `log.retention.check.interval.ms`.
+async fn retention_loop(broker: Arc<Broker>) {
+    let period = std::time::Duration::from_millis(broker.config.retention_check_interval_ms);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; nothing has expired at start
+    loop {
+        tick.tick().await;
+        if let Err(e) = broker.enforce_retention().await {
+            tracing::error!(error = %e, "retention pass failed");
+        }
+    }
 }
 
 async fn reconcile_on_change(broker: Arc<Broker>) {

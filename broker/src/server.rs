@@ -43,17 +43,10 @@ const READ_BUFFER_BYTES: usize = 64 << 10;
 pub async fn bind(config: &Config) -> Result<Vec<(TcpListener, Listener)>, BrokerError> {
     let mut out = Vec::new();
     for l in &config.listeners {
-        let host = if l.host.is_empty() {
-            "0.0.0.0"
-        } else {
-            l.host.as_str()
-        };
-        let listener = TcpListener::bind((host, l.port)).await.map_err(|e| {
-            BrokerError::Startup(format!(
-                "cannot listen on {}://{}:{}: {e}",
-                l.name, host, l.port
-            ))
-        })?;
+        let host = if l.host.is_empty() { "0.0.0.0" } else { l.host.as_str() };
+        let listener = TcpListener::bind((host, l.port))
+            .await
+            .map_err(|e| BrokerError::Startup(format!("cannot listen on {}://{}:{}: {e}", l.name, host, l.port)))?;
         out.push((listener, l.clone()));
     }
     Ok(out)
@@ -94,9 +87,7 @@ pub async fn serve(
     )
     .await;
     if drained.is_err() {
-        tracing::warn!(
-            "some connections did not finish within {SHUTDOWN_DRAIN_MS} ms; closing them"
-        );
+        tracing::warn!("some connections did not finish within {SHUTDOWN_DRAIN_MS} ms; closing them");
     }
 }
 
@@ -110,10 +101,7 @@ fn advertised_endpoint(config: &Config, listener: &Listener, bound_port: u16) ->
         .cloned()
         .unwrap_or_else(|| listener.clone());
     let port = if adv.port == 0 { bound_port } else { adv.port };
-    Endpoint {
-        host: adv.host,
-        port,
-    }
+    Endpoint { host: adv.host, port }
 }
 
 async fn accept_loop(
@@ -233,10 +221,7 @@ async fn connection(
     tracing::debug!("connection closed");
 }
 
-async fn write_responses(
-    wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<JoinHandle<Reply>>,
-) {
+async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<JoinHandle<Reply>>) {
     let mut out = BufWriter::with_capacity(64 << 10, wr);
     while let Some(task) = rx.recv().await {
         let reply = match task.await {

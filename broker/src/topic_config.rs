@@ -33,30 +33,14 @@ pub const TOPIC_CONFIGS: &[(&str, ConfigType, &str)] = &[
     ("file.delete.delay.ms", ConfigType::Long, "60000"),
     ("flush.messages", ConfigType::Long, "9223372036854775807"),
     ("flush.ms", ConfigType::Long, "9223372036854775807"),
-    (
-        "follower.replication.throttled.replicas",
-        ConfigType::List,
-        "",
-    ),
+    ("follower.replication.throttled.replicas", ConfigType::List, ""),
     ("index.interval.bytes", ConfigType::Int, "4096"),
-    (
-        "leader.replication.throttled.replicas",
-        ConfigType::List,
-        "",
-    ),
+    ("leader.replication.throttled.replicas", ConfigType::List, ""),
     ("local.retention.bytes", ConfigType::Long, "-2"),
     ("local.retention.ms", ConfigType::Long, "-2"),
-    (
-        "max.compaction.lag.ms",
-        ConfigType::Long,
-        "9223372036854775807",
-    ),
+    ("max.compaction.lag.ms", ConfigType::Long, "9223372036854775807"),
     ("max.message.bytes", ConfigType::Int, "1048588"),
-    (
-        "message.timestamp.after.max.ms",
-        ConfigType::Long,
-        "3600000",
-    ),
+    ("message.timestamp.after.max.ms", ConfigType::Long, "3600000"),
     (
         "message.timestamp.before.max.ms",
         ConfigType::Long,
@@ -74,11 +58,7 @@ pub const TOPIC_CONFIGS: &[(&str, ConfigType, &str)] = &[
     ("segment.index.bytes", ConfigType::Int, "10485760"),
     ("segment.jitter.ms", ConfigType::Long, "0"),
     ("segment.ms", ConfigType::Long, "604800000"),
-    (
-        "unclean.leader.election.enable",
-        ConfigType::Boolean,
-        "false",
-    ),
+    ("unclean.leader.election.enable", ConfigType::Boolean, "false"),
 ];
 
 /// Kafka's defaults for every topic config.
@@ -91,10 +71,7 @@ pub fn defaults() -> BTreeMap<String, String> {
 
 /// The type of a topic config, `None` for a name Kafka does not define.
 pub fn config_type(key: &str) -> Option<ConfigType> {
-    TOPIC_CONFIGS
-        .iter()
-        .find(|(k, _, _)| *k == key)
-        .map(|(_, t, _)| *t)
+    TOPIC_CONFIGS.iter().find(|(k, _, _)| *k == key).map(|(_, t, _)| *t)
 }
 
 /// Checks a topic config value, with Kafka's message for what is wrong.
@@ -142,10 +119,7 @@ pub struct EffectiveConfig {
 
 impl EffectiveConfig {
     /// Overrides on top of the broker's defaults.
-    pub fn new(
-        broker_defaults: &BTreeMap<String, String>,
-        overrides: &BTreeMap<String, String>,
-    ) -> Self {
+    pub fn new(broker_defaults: &BTreeMap<String, String>, overrides: &BTreeMap<String, String>) -> Self {
         let mut values = broker_defaults.clone();
         values.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
         EffectiveConfig { values }
@@ -173,14 +147,20 @@ impl EffectiveConfig {
 
     /// `message.timestamp.type`.
     pub fn timestamp_type(&self) -> TimestampType {
-        match self
-            .values
-            .get("message.timestamp.type")
-            .map(String::as_str)
-        {
+        match self.values.get("message.timestamp.type").map(String::as_str) {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         }
+    }
+
+    /// `retention.ms` and `retention.bytes` when `cleanup.policy` includes `delete`, else
+    /// `None` (compacted-only topics keep everything).
+    pub fn retention(&self) -> Option<(i64, i64)> {
+        let delete = self
+            .values
+            .get("cleanup.policy")
+            .is_none_or(|p| p.split(',').any(|x| x.trim() == "delete"));
+        delete.then(|| (self.get("retention.ms", 604_800_000), self.get("retention.bytes", -1)))
     }
 
     /// `message.timestamp.before.max.ms`.
@@ -216,9 +196,6 @@ mod tests {
         let c = EffectiveConfig::new(&defaults(), &o);
         assert_eq!(c.target_codec(), Some(Compression::Lz4));
         assert_eq!(c.max_message_bytes(), 1_048_588);
-        assert_eq!(
-            EffectiveConfig::new(&defaults(), &BTreeMap::new()).target_codec(),
-            None
-        );
+        assert_eq!(EffectiveConfig::new(&defaults(), &BTreeMap::new()).target_codec(), None);
     }
 }

@@ -138,14 +138,7 @@ pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse
             num_partitions,
             replication_factor,
             configs,
-        } => create_topic(
-            meta,
-            name,
-            topic_id,
-            num_partitions,
-            replication_factor,
-            configs,
-        ),
+        } => create_topic(meta, name, topic_id, num_partitions, replication_factor, configs),
         Command::DeleteTopic { name } => match meta.topics.remove(&name) {
             Some(topic) => Ok(CommandResponse::Topic(topic)),
             None => Err(ApplyError::UnknownTopic(name)),
@@ -156,10 +149,7 @@ pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse
     res.unwrap_or_else(CommandResponse::Rejected)
 }
 
-fn register_broker(
-    meta: &mut ClusterMetadata,
-    broker: BrokerInfo,
-) -> Result<CommandResponse, ApplyError> {
+fn register_broker(meta: &mut ClusterMetadata, broker: BrokerInfo) -> Result<CommandResponse, ApplyError> {
     if broker.node_id < 0 {
         return Err(ApplyError::InvalidRequest(format!(
             "Invalid broker id {}: it must be non-negative",
@@ -210,11 +200,7 @@ fn create_topic(
     Ok(CommandResponse::Topic(topic))
 }
 
-fn create_partitions(
-    meta: &mut ClusterMetadata,
-    name: String,
-    new_total: i32,
-) -> Result<CommandResponse, ApplyError> {
+fn create_partitions(meta: &mut ClusterMetadata, name: String, new_total: i32) -> Result<CommandResponse, ApplyError> {
     let brokers: Vec<i32> = meta.brokers.keys().copied().collect();
     let offset = total_partitions(meta);
     let Some(topic) = meta.topics.get_mut(&name) else {
@@ -236,10 +222,7 @@ fn create_partitions(
     check_num_partitions(new_total)?;
     // New partitions get the replication factor of the existing ones (Kafka does the same when
     // no manual assignment is given).
-    let rf = topic
-        .partitions
-        .first()
-        .map_or(1, |p| p.replicas.len().max(1));
+    let rf = topic.partitions.first().map_or(1, |p| p.replicas.len().max(1));
     check_rf_against_brokers(rf, brokers.len())?;
 
     let added = assign(&brokers, rf, current, new_total - current, offset);
@@ -263,9 +246,7 @@ fn alter_topic_configs(
     let mut seen = BTreeSet::new();
     for op in ops {
         if op.key().is_empty() {
-            return Err(ApplyError::InvalidRequest(
-                "Config key must not be empty".to_string(),
-            ));
+            return Err(ApplyError::InvalidRequest("Config key must not be empty".to_string()));
         }
         // Kafka rejects a request naming one key twice rather than picking an order.
         if !seen.insert(op.key()) {
@@ -344,13 +325,7 @@ fn total_partitions(meta: &ClusterMetadata) -> usize {
 /// the leader (first replica) rotates.
 ///
 /// Preconditions (checked by the callers): `1 <= rf <= brokers.len()`, `count >= 1`.
-fn assign(
-    brokers: &[i32],
-    rf: usize,
-    first_partition: i32,
-    count: i32,
-    offset: usize,
-) -> Vec<PartitionMeta> {
+fn assign(brokers: &[i32], rf: usize, first_partition: i32, count: i32, offset: usize) -> Vec<PartitionMeta> {
     assert!(
         rf >= 1 && rf <= brokers.len(),
         "rf {rf} checked against {} brokers",
@@ -360,9 +335,7 @@ fn assign(
     (first_partition..first_partition + count)
         .enumerate()
         .map(|(i, partition)| {
-            let replicas: Vec<i32> = (0..rf)
-                .map(|j| brokers[(offset + i + j) % brokers.len()])
-                .collect();
+            let replicas: Vec<i32> = (0..rf).map(|j| brokers[(offset + i + j) % brokers.len()]).collect();
             PartitionMeta {
                 partition,
                 leader: replicas[0],
@@ -411,18 +384,8 @@ mod tests {
     #[test]
     fn init_cluster_is_set_once() {
         let mut meta = ClusterMetadata::default();
-        apply(
-            &mut meta,
-            Command::InitCluster {
-                cluster_id: "a".into(),
-            },
-        );
-        apply(
-            &mut meta,
-            Command::InitCluster {
-                cluster_id: "b".into(),
-            },
-        );
+        apply(&mut meta, Command::InitCluster { cluster_id: "a".into() });
+        apply(&mut meta, Command::InitCluster { cluster_id: "b".into() });
         assert_eq!(meta.cluster_id, "a");
     }
 
@@ -452,20 +415,13 @@ mod tests {
         apply(&mut meta, create("t", 1, 1));
         let before = meta.clone();
         for (cmd, want) in [
-            (
-                create("t", 1, 1),
-                ApplyError::TopicAlreadyExists("t".into()),
-            ),
+            (create("t", 1, 1), ApplyError::TopicAlreadyExists("t".into())),
             (
                 create("x", 0, 1),
-                ApplyError::InvalidPartitions(
-                    "Number of partitions was set to an invalid non-positive value.".into(),
-                ),
+                ApplyError::InvalidPartitions("Number of partitions was set to an invalid non-positive value.".into()),
             ),
             (
-                Command::DeleteTopic {
-                    name: "nope".into(),
-                },
+                Command::DeleteTopic { name: "nope".into() },
                 ApplyError::UnknownTopic("nope".into()),
             ),
             (
@@ -478,8 +434,7 @@ mod tests {
         ] {
             assert_eq!(apply(&mut meta, cmd), CommandResponse::Rejected(want));
         }
-        let CommandResponse::Rejected(ApplyError::InvalidReplicationFactor(_)) =
-            apply(&mut meta, create("x", 1, 2))
+        let CommandResponse::Rejected(ApplyError::InvalidReplicationFactor(_)) = apply(&mut meta, create("x", 1, 2))
         else {
             panic!("rf 2 with one broker must be rejected");
         };
@@ -532,10 +487,7 @@ mod tests {
                 ],
             },
         );
-        assert!(matches!(
-            res,
-            CommandResponse::Rejected(ApplyError::InvalidRequest(_))
-        ));
+        assert!(matches!(res, CommandResponse::Rejected(ApplyError::InvalidRequest(_))));
         assert_eq!(meta, before);
     }
 }

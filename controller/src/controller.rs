@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::command::{
-    check_num_partitions, check_replication_factor, check_topic_name, Command, CommandResponse,
-    DEFAULT_NUM_PARTITIONS, DEFAULT_REPLICATION_FACTOR,
+    check_num_partitions, check_replication_factor, check_topic_name, Command, CommandResponse, DEFAULT_NUM_PARTITIONS,
+    DEFAULT_REPLICATION_FACTOR,
 };
 use crate::error::{ControllerError, Result};
 use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, TopicMeta};
@@ -191,10 +191,7 @@ impl Controller {
     async fn start(&self, config: &ControllerConfig) -> Result<Option<LogId>> {
         let raft = &self.inner.raft;
         let id = self.inner.node_id;
-        let node = BasicNode::new(format!(
-            "{}:{}",
-            config.advertised_host, config.advertised_port
-        ));
+        let node = BasicNode::new(format!("{}:{}", config.advertised_host, config.advertised_port));
         if !raft.is_initialized().await.map_err(map_fatal)? {
             tracing::debug!("new metadata store: initializing a single-voter cluster");
             // `initialize` also starts the election, without waiting for a timeout.
@@ -308,10 +305,7 @@ impl Controller {
     /// Deletes a topic and returns it as it was (the broker deletes its data by `topic_id`).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn delete_topic(&self, name: &str) -> Result<TopicMeta> {
-        self.write_topic(Command::DeleteTopic {
-            name: name.to_string(),
-        })
-        .await
+        self.write_topic(Command::DeleteTopic { name: name.to_string() }).await
     }
 
     /// Grows a topic to `new_total` partitions; existing partitions keep their ids.
@@ -370,20 +364,11 @@ impl Controller {
 
     /// Proposes `cmd` and returns where it landed in the log and its apply result.
     async fn write(&self, cmd: Command) -> Result<(LogId, CommandResponse)> {
-        let response = self
-            .inner
-            .raft
-            .client_write(cmd)
-            .await
-            .map_err(|e| match e {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                    ControllerError::NotController
-                }
-                RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-                    ControllerError::Raft(e.to_string())
-                }
-                RaftError::Fatal(f) => map_fatal(f),
-            })?;
+        let response = self.inner.raft.client_write(cmd).await.map_err(|e| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ControllerError::NotController,
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => ControllerError::Raft(e.to_string()),
+            RaftError::Fatal(f) => map_fatal(f),
+        })?;
         Ok((response.log_id, response.data))
     }
 
@@ -473,9 +458,7 @@ mod cluster_id_tests {
             let id = new_cluster_id();
             assert_eq!(id.len(), 22);
             assert!(!id.starts_with('-'));
-            assert!(id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+            assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         }
     }
 }

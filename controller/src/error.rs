@@ -48,9 +48,7 @@ impl From<ApplyError> for ControllerError {
             ApplyError::TopicAlreadyExists(name) => ControllerError::TopicAlreadyExists(name),
             ApplyError::UnknownTopic(name) => ControllerError::UnknownTopic(name),
             ApplyError::InvalidPartitions(msg) => ControllerError::InvalidPartitions(msg),
-            ApplyError::InvalidReplicationFactor(msg) => {
-                ControllerError::InvalidReplicationFactor(msg)
-            }
+            ApplyError::InvalidReplicationFactor(msg) => ControllerError::InvalidReplicationFactor(msg),
             ApplyError::InvalidRequest(msg) => ControllerError::InvalidRequest(msg),
         }
     }

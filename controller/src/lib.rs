@@ -31,8 +31,7 @@ mod store;
 pub use uuid::Uuid;
 
 pub use crate::command::{
-    DEFAULT_NUM_PARTITIONS, DEFAULT_REPLICATION_FACTOR, MAX_PARTITIONS_PER_TOPIC,
-    MAX_TOPIC_NAME_BYTES,
+    DEFAULT_NUM_PARTITIONS, DEFAULT_REPLICATION_FACTOR, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_BYTES,
 };
 pub use crate::controller::{Controller, ControllerConfig};
 pub use crate::error::{ControllerError, Result};

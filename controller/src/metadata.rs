@@ -92,10 +92,7 @@ impl ConfigOp {
     /// The config key this operation changes.
     pub fn key(&self) -> &str {
         match self {
-            ConfigOp::Set(k, _)
-            | ConfigOp::Delete(k)
-            | ConfigOp::Append(k, _)
-            | ConfigOp::Subtract(k, _) => k,
+            ConfigOp::Set(k, _) | ConfigOp::Delete(k) | ConfigOp::Append(k, _) | ConfigOp::Subtract(k, _) => k,
         }
     }
 }

@@ -12,9 +12,7 @@ use uuid::Uuid;
 
 use crate::command::{self, CommandResponse};
 use crate::metadata::ClusterMetadata;
-use crate::raft_types::{
-    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
+use crate::raft_types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::store::{blocking, MetaDb, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META};
 
 /// The snapshot data: everything the state machine holds (serde_json).
@@ -51,25 +49,22 @@ impl StoredSnapshot {
 
 /// Reads the current snapshot, if any. Blocking.
 fn load_snapshot(db: &MetaDb) -> Result<Option<StoredSnapshot>, StorageError> {
-    let read_err =
-        |e: String| StorageError::from(StorageIOError::read_snapshot(None, AnyError::error(e)));
+    let read_err = |e: String| StorageError::from(StorageIOError::read_snapshot(None, AnyError::error(e)));
     let meta: Option<SnapshotMeta> = db.get_json(KEY_SNAPSHOT_META).map_err(read_err)?;
     let data = db.get_raw(KEY_SNAPSHOT_DATA).map_err(read_err)?;
     match (meta, data) {
         (None, None) => Ok(None),
         (Some(meta), Some(data)) => Ok(Some(StoredSnapshot { meta, data })),
         // Both keys are written in one atomic batch, so one without the other is corruption.
-        _ => Err(read_err(
-            "snapshot meta and data are not both present".to_string(),
-        )),
+        _ => Err(read_err("snapshot meta and data are not both present".to_string())),
     }
 }
 
 /// Decodes snapshot data, checking it against its meta (the read half of the pair whose write
 /// half is `build_snapshot` filling both from the same state).
 fn decode_payload(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotPayload, StorageError> {
-    let payload: SnapshotPayload = serde_json::from_slice(data)
-        .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+    let payload: SnapshotPayload =
+        serde_json::from_slice(data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
     if payload.last_applied != meta.last_log_id {
         return Err(StorageIOError::read_snapshot(
             Some(meta.signature()),
@@ -92,10 +87,7 @@ fn save_snapshot(db: &MetaDb, snapshot: &StoredSnapshot) -> Result<(), StorageEr
         ))
     };
     let meta = serde_json::to_vec(&snapshot.meta).map_err(|e| write_err(e.to_string()))?;
-    let batch = db.store_batch(&[
-        (KEY_SNAPSHOT_META, &meta),
-        (KEY_SNAPSHOT_DATA, &snapshot.data),
-    ]);
+    let batch = db.store_batch(&[(KEY_SNAPSHOT_META, &meta), (KEY_SNAPSHOT_DATA, &snapshot.data)]);
     // Synced: openraft purges the log up to the snapshot right after this returns, so the
     // snapshot must be on disk first or a crash would lose the purged entries.
     db.write(batch, true).map_err(write_err)
@@ -115,24 +107,14 @@ pub(crate) struct StateMachineStore {
 
 impl StateMachineStore {
     /// Restores the state machine from the current snapshot (or empty). Blocking.
-    pub(crate) fn load(
-        db: Arc<MetaDb>,
-    ) -> Result<(Self, watch::Receiver<Arc<ClusterMetadata>>), StorageError> {
+    pub(crate) fn load(db: Arc<MetaDb>) -> Result<(Self, watch::Receiver<Arc<ClusterMetadata>>), StorageError> {
         let (last_applied, last_membership, metadata) = match load_snapshot(&db)? {
             Some(snapshot) => {
                 let payload = decode_payload(&snapshot.meta, &snapshot.data)?;
                 tracing::debug!(meta = %snapshot.meta, "state machine restored from snapshot");
-                (
-                    payload.last_applied,
-                    payload.last_membership,
-                    payload.metadata,
-                )
+                (payload.last_applied, payload.last_membership, payload.metadata)
             }
-            None => (
-                None,
-                StoredMembership::default(),
-                ClusterMetadata::default(),
-            ),
+            None => (None, StoredMembership::default(), ClusterMetadata::default()),
         };
         let metadata = Arc::new(metadata);
         let (published, rx) = watch::channel(metadata.clone());
@@ -169,9 +151,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut responses = Vec::new();
         for entry in entries {
             assert!(
-                self.last_applied
-                    .as_ref()
-                    .is_none_or(|a| a.index < entry.log_id.index),
+                self.last_applied.as_ref().is_none_or(|a| a.index < entry.log_id.index),
                 "openraft applies in log order: {:?} then {}",
                 self.last_applied,
                 entry.log_id
@@ -272,8 +252,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 last_membership: &last_membership,
                 metadata: &metadata,
             };
-            let data = serde_json::to_vec(&payload)
-                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+            let data =
+                serde_json::to_vec(&payload).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
             let stored = StoredSnapshot { meta, data };
             save_snapshot(&db, &stored)?;
             Ok(stored)

@@ -67,16 +67,14 @@ impl MetaDb {
     ///
     /// Returns the store and a receiver whose `changed()` fails once the store is closed.
     pub(crate) fn open(dir: &Path) -> Result<(MetaDb, watch::Receiver<()>), String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(KEEP_INFO_LOG_FILES);
         let deadline = Instant::now() + Duration::from_millis(DB_LOCK_WAIT_MS);
         let db = loop {
-            let cfs = [CF_LOGS, CF_STORE]
-                .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            let cfs = [CF_LOGS, CF_STORE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
             match DB::open_cf_descriptors(&opts, dir, cfs) {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) && Instant::now() < deadline => {
@@ -86,10 +84,7 @@ impl MetaDb {
             }
         };
         let (closed_tx, closed_rx) = watch::channel(());
-        let meta_db = MetaDb {
-            db,
-            _closed: closed_tx,
-        };
+        let meta_db = MetaDb { db, _closed: closed_tx };
         meta_db.check_format(dir)?;
         Ok((meta_db, closed_rx))
     }
@@ -125,11 +120,7 @@ impl MetaDb {
 
     /// Reads and decodes one `store` record; undecodable bytes are an error, never a panic.
     pub(crate) fn get_json<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, String> {
-        let Some(bytes) = self
-            .db
-            .get_pinned_cf(self.store(), key)
-            .map_err(|e| e.to_string())?
-        else {
+        let Some(bytes) = self.db.get_pinned_cf(self.store(), key).map_err(|e| e.to_string())? else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
@@ -143,12 +134,7 @@ impl MetaDb {
     }
 
     /// Writes one `store` record; with `sync`, the WAL is fsynced before this returns.
-    pub(crate) fn put_json<T: Serialize>(
-        &self,
-        key: &[u8],
-        value: &T,
-        sync: bool,
-    ) -> Result<(), String> {
+    pub(crate) fn put_json<T: Serialize>(&self, key: &[u8], value: &T, sync: bool) -> Result<(), String> {
         let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.store(), key, bytes);
@@ -176,26 +162,18 @@ impl MetaDb {
     pub(crate) fn flush(&self) -> Result<(), String> {
         self.db.flush_wal(true).map_err(|e| e.to_string())?;
         self.db
-            .flush_cfs_opt(
-                &[self.logs(), self.store()],
-                &rocksdb::FlushOptions::default(),
-            )
+            .flush_cfs_opt(&[self.logs(), self.store()], &rocksdb::FlushOptions::default())
             .map_err(|e| e.to_string())
     }
 
     /// Reads log entries with index in `[start, end)` (`end = None`: to the last one), checking
     /// that each key matches its entry's index and that indexes are consecutive.
-    pub(crate) fn read_logs(
-        &self,
-        start: u64,
-        end: Option<u64>,
-    ) -> Result<Vec<Entry>, StorageError> {
+    pub(crate) fn read_logs(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>, StorageError> {
         let mut entries = Vec::new();
         let from = start.to_be_bytes();
-        let iter = self.db.iterator_cf(
-            self.logs(),
-            IteratorMode::From(&from, rocksdb::Direction::Forward),
-        );
+        let iter = self
+            .db
+            .iterator_cf(self.logs(), IteratorMode::From(&from, rocksdb::Direction::Forward));
         for item in iter {
             let (key, value) = item.map_err(|e| StorageIOError::read_logs(&e))?;
             let index = decode_log_key(&key)?;
@@ -249,27 +227,20 @@ fn log_key(index: u64) -> [u8; 8] {
 }
 
 fn decode_log_key(key: &[u8]) -> Result<u64, StorageError> {
-    let bytes: [u8; 8] = key.try_into().map_err(|_| {
-        StorageIOError::read_logs(AnyError::error(format!(
-            "log key of {} bytes, want 8",
-            key.len()
-        )))
-    })?;
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StorageIOError::read_logs(AnyError::error(format!("log key of {} bytes, want 8", key.len()))))?;
     Ok(u64::from_be_bytes(bytes))
 }
 
 /// Decodes the entry stored under `index`, checking that it is the entry for that index (the
 /// read half of the pair whose write half is `append` keying by `entry.log_id.index`).
 fn decode_entry(index: u64, value: &[u8]) -> Result<Entry, StorageError> {
-    let entry: Entry =
-        serde_json::from_slice(value).map_err(|e| StorageIOError::read_log_at_index(index, &e))?;
+    let entry: Entry = serde_json::from_slice(value).map_err(|e| StorageIOError::read_log_at_index(index, &e))?;
     if entry.log_id.index != index {
         return Err(StorageIOError::read_log_at_index(
             index,
-            AnyError::error(format!(
-                "entry stored under index {index} has log id {}",
-                entry.log_id
-            )),
+            AnyError::error(format!("entry stored under index {index} has log id {}", entry.log_id)),
         )
         .into());
     }
@@ -397,11 +368,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -409,8 +376,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         let mut last = None;
         for entry in entries {
-            let value = serde_json::to_vec(&entry)
-                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            let value = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             batch.put_cf(self.db.logs(), log_key(entry.log_id.index), value);
             last = Some(entry.log_id);
         }
@@ -454,11 +420,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let purged = serde_json::to_vec(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
             let mut batch = WriteBatch::default();
             batch.put_cf(db.store(), KEY_LAST_PURGED, purged);
-            batch.delete_range_cf(
-                db.logs(),
-                log_key(0),
-                log_key(log_id.index.saturating_add(1)),
-            );
+            batch.delete_range_cf(db.logs(), log_key(0), log_key(log_id.index.saturating_add(1)));
             // One atomic batch: the purge mark and the deletion are seen together or not at all.
             // Not synced: losing a purge in a crash only keeps entries that are already in the
             // (synced) snapshot.

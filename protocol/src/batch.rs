@@ -149,11 +149,7 @@ fn codec_from_id(id: i16) -> Result<Compression, BatchError> {
         2 => Compression::Snappy,
         3 => Compression::Lz4,
         4 => Compression::Zstd,
-        other => {
-            return Err(BatchError::Corrupt(format!(
-                "unknown compression codec id {other}"
-            )))
-        }
+        other => return Err(BatchError::Corrupt(format!("unknown compression codec id {other}"))),
     })
 }
 
@@ -200,8 +196,7 @@ pub fn split_batches(mut records: Bytes) -> Result<Vec<Bytes>, BatchError> {
             records[BATCH_LENGTH_AT + 2],
             records[BATCH_LENGTH_AT + 3],
         ]);
-        let len = usize::try_from(len)
-            .map_err(|_| BatchError::Corrupt(format!("negative batch length {len}")))?;
+        let len = usize::try_from(len).map_err(|_| BatchError::Corrupt(format!("negative batch length {len}")))?;
         if len < BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES {
             return Err(BatchError::Corrupt(format!(
                 "record size {len} is less than the minimum record overhead ({})",
@@ -370,14 +365,9 @@ fn check_timestamp_window(min: i64, max: i64, cfg: &ValidationConfig) -> Result<
 
 /// Writes a new batch with the given attributes, max timestamp and records section, keeping
 /// every other header field, and computes its CRC.
-fn rebuild(
-    old: &[u8],
-    attributes: i16,
-    max_timestamp: i64,
-    records: &[u8],
-) -> Result<Bytes, BatchError> {
-    let batch_length = i32::try_from(BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len())
-        .map_err(|_| BatchError::TooLarge {
+fn rebuild(old: &[u8], attributes: i16, max_timestamp: i64, records: &[u8]) -> Result<Bytes, BatchError> {
+    let batch_length =
+        i32::try_from(BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()).map_err(|_| BatchError::TooLarge {
             size: records.len(),
             max: i32::MAX as usize,
         })?;
@@ -419,9 +409,7 @@ pub fn decompress(c: Compression, mut data: Bytes) -> Result<Bytes, BatchError> 
         Compression::Lz4 => codec::Lz4::decompress(&mut data, take),
         Compression::Zstd => codec::Zstd::decompress(&mut data, take),
     };
-    out.map_err(|e| {
-        BatchError::Corrupt(format!("{} records do not decompress: {e}", codec_name(c)))
-    })
+    out.map_err(|e| BatchError::Corrupt(format!("{} records do not decompress: {e}", codec_name(c))))
 }
 
 /// Compresses a raw records section with `c`, in the framing Kafka's clients read.
@@ -467,13 +455,8 @@ pub struct RecordStamp {
 
 /// Walks the uncompressed records section of a batch, checking every record's framing
 /// (lengths, offset deltas in order, no trailing bytes), and calls `f` for each record.
-pub fn for_each_record(
-    raw: &[u8],
-    header: &BatchHeader,
-    mut f: impl FnMut(RecordStamp),
-) -> Result<(), BatchError> {
-    let invalid =
-        |what: &str| BatchError::InvalidRecord(format!("found invalid record structure: {what}"));
+pub fn for_each_record(raw: &[u8], header: &BatchHeader, mut f: impl FnMut(RecordStamp)) -> Result<(), BatchError> {
+    let invalid = |what: &str| BatchError::InvalidRecord(format!("found invalid record structure: {what}"));
     let mut buf = raw;
     for expected_delta in 0..header.record_count {
         let len: i32 = read_varint(&mut buf).map_err(|_| invalid("record length"))?;
@@ -597,11 +580,7 @@ pub fn scan_records(raw: &[u8], header: &BatchHeader) -> Result<RecordScan, Batc
 pub fn record_stamps(batch: &Bytes) -> Result<Vec<RecordStamp>, BatchError> {
     let header = BatchHeader::parse(batch)?;
     let raw = decompress(header.compression()?, batch.slice(BATCH_HEADER_BYTES..))?;
-    let mut out = Vec::with_capacity(
-        usize::try_from(header.record_count)
-            .unwrap_or(0)
-            .min(raw.len()),
-    );
+    let mut out = Vec::with_capacity(usize::try_from(header.record_count).unwrap_or(0).min(raw.len()));
     for_each_record(&raw, &header, |r| out.push(r))?;
     Ok(out)
 }

@@ -5,9 +5,7 @@
 //! then is the body read and decoded ([`decode_request`]).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
-};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, VersionRange};
 
 use crate::error::FrameError;
@@ -19,17 +17,11 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 ///
 /// Kafka's `NetworkReceive` refuses negative sizes and sizes above `socket.request.max.bytes`
 /// and closes the connection; so do we.
-pub fn check_frame_len(
-    prefix: [u8; LENGTH_PREFIX_BYTES],
-    max_bytes: usize,
-) -> Result<usize, FrameError> {
+pub fn check_frame_len(prefix: [u8; LENGTH_PREFIX_BYTES], max_bytes: usize) -> Result<usize, FrameError> {
     let len = i32::from_be_bytes(prefix);
     let len = usize::try_from(len).map_err(|_| FrameError::NegativeLength(len))?;
     if len > max_bytes {
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_bytes,
-        });
+        return Err(FrameError::TooLarge { len, max: max_bytes });
     }
     Ok(len)
 }
@@ -76,8 +68,8 @@ pub fn decode_request(
     let api_key = ApiKey::try_from(raw_key).map_err(|_| FrameError::UnknownApiKey(raw_key))?;
     let range = supported(api_key).ok_or(FrameError::UnsupportedApi(raw_key))?;
     let header_version = api_key.request_header_version(version);
-    let header = RequestHeader::decode(&mut frame, header_version)
-        .map_err(|e| FrameError::Malformed(format!("header: {e}")))?;
+    let header =
+        RequestHeader::decode(&mut frame, header_version).map_err(|e| FrameError::Malformed(format!("header: {e}")))?;
     if version < range.min || version > range.max {
         if api_key == ApiKey::ApiVersions && version > range.max {
             return Ok(Decoded::ApiVersionsTooNew(header));
@@ -89,11 +81,7 @@ pub fn decode_request(
     }
     let body = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|e| FrameError::Malformed(format!("{api_key:?} v{version}: {e}")))?;
-    Ok(Decoded::Request(Request {
-        api_key,
-        header,
-        body,
-    }))
+    Ok(Decoded::Request(Request { api_key, header, body }))
 }
 
 /// Encodes a response with its length prefix and the header version the API requires
@@ -218,8 +206,7 @@ mod tests {
         let mut b = bytes.clone();
         let len = b.get_i32() as usize;
         assert_eq!(len, bytes.len() - 4);
-        let header = ResponseHeader::decode(&mut b, ApiKey::Metadata.response_header_version(12))
-            .expect("header");
+        let header = ResponseHeader::decode(&mut b, ApiKey::Metadata.response_header_version(12)).expect("header");
         assert_eq!(header.correlation_id, 42);
         let resp = MetadataResponse::decode(&mut b, 12).expect("body");
         assert_eq!(resp.throttle_time_ms, 7);

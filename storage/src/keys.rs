@@ -26,10 +26,7 @@ pub fn pid_prefix(pid: &PartitionId) -> [u8; PID_BYTES] {
 pub fn pid_from_prefix(k: &[u8]) -> Option<PartitionId> {
     let topic_id: [u8; 16] = k.get(..16)?.try_into().ok()?;
     let partition = i32::from_be_bytes(k.get(16..20)?.try_into().ok()?);
-    Some(PartitionId {
-        topic_id,
-        partition,
-    })
+    Some(PartitionId { topic_id, partition })
 }
 
 pub fn offset_key(pid: &PartitionId, offset: i64) -> [u8; PID_BYTES + 8] {
@@ -41,9 +38,7 @@ pub fn offset_key(pid: &PartitionId, offset: i64) -> [u8; PID_BYTES + 8] {
 }
 
 pub fn offset_from_key(k: &[u8]) -> Option<i64> {
-    Some(i64::from_be_bytes(
-        k.get(PID_BYTES..PID_BYTES + 8)?.try_into().ok()?,
-    ))
+    Some(i64::from_be_bytes(k.get(PID_BYTES..PID_BYTES + 8)?.try_into().ok()?))
 }
 
 /// Timestamps may be negative (-1 = none); flip the sign bit so byte order is numeric order.
@@ -81,16 +76,20 @@ pub fn topic_range(topic_id: &[u8; 16]) -> (Vec<u8>, Vec<u8>) {
 pub struct PartitionRecord {
     /// First offset still readable (moved by DeleteRecords and retention).
     pub log_start_offset: i64,
+    /// Bytes of the batches still stored (retention.bytes, DescribeLogDirs). Kept here so
+    /// that opening the store never has to scan a log to learn its size.
+    pub size_bytes: u64,
 }
 
 impl PartitionRecord {
-    pub const BYTES: usize = 9;
+    pub const BYTES: usize = 17;
     const VERSION: u8 = 1;
 
     pub fn encode(&self) -> [u8; Self::BYTES] {
         let mut v = [0u8; Self::BYTES];
         v[0] = Self::VERSION;
-        v[1..].copy_from_slice(&self.log_start_offset.to_be_bytes());
+        v[1..9].copy_from_slice(&self.log_start_offset.to_be_bytes());
+        v[9..].copy_from_slice(&self.size_bytes.to_be_bytes());
         v
     }
 
@@ -99,7 +98,8 @@ impl PartitionRecord {
             return None;
         }
         Some(PartitionRecord {
-            log_start_offset: i64::from_be_bytes(v[1..].try_into().ok()?),
+            log_start_offset: i64::from_be_bytes(v[1..9].try_into().ok()?),
+            size_bytes: u64::from_be_bytes(v[9..].try_into().ok()?),
         })
     }
 }
@@ -126,16 +126,14 @@ mod tests {
         };
         assert!(offset_key(&pid, i64::MAX) < offset_key(&other, 0));
         let (start, end) = topic_range(&pid.topic_id);
-        assert!(
-            start.as_slice() <= &offset_key(&pid, 0)[..]
-                && &offset_key(&other, i64::MAX)[..] < end.as_slice()
-        );
+        assert!(start.as_slice() <= &offset_key(&pid, 0)[..] && &offset_key(&other, i64::MAX)[..] < end.as_slice());
     }
 
     #[test]
     fn partition_record_round_trips() {
         let r = PartitionRecord {
             log_start_offset: 77,
+            size_bytes: 1234,
         };
         assert_eq!(PartitionRecord::decode(&r.encode()), Some(r));
         assert_eq!(PartitionRecord::decode(&[9; 3]), None);

@@ -19,9 +19,7 @@ mod log;
 mod writer;
 
 pub use error::{Result, StorageError};
-pub use log::{
-    AppendBatch, AppendResult, LogStore, PartitionOffsets, PendingAppend, ReadResult, StorageConfig,
-};
+pub use log::{AppendBatch, AppendResult, LogStore, PartitionOffsets, PendingAppend, ReadResult, StorageConfig};
 
 /// A partition of a topic, named by the topic's id (so a topic deleted and created again
 /// under the same name never sees the old data).

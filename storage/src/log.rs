@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use fjord_protocol::batch::{record_stamps, BatchHeader, LOG_OVERHEAD_BYTES};
-use rocksdb::{
-    BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB,
-};
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Result, StorageError};
@@ -52,6 +50,8 @@ pub(crate) struct PartitionState {
     pub max_timestamp: i64,
     /// Newest leader epoch that has written to this partition, -1 when none.
     pub latest_epoch: i32,
+    /// Bytes of the stored batches.
+    pub size_bytes: u64,
 }
 
 pub(crate) type PartitionMap = RwLock<HashMap<PartitionId, Arc<Mutex<PartitionState>>>>;
@@ -138,9 +138,8 @@ impl LogStore {
     /// Opens or creates the store and recovers every partition's offsets from the log.
     /// Blocking: call it from a blocking context at startup.
     pub fn open(cfg: StorageConfig) -> Result<Arc<LogStore>> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-            StorageError::Corruption(format!("cannot create {}: {e}", cfg.data_dir.display()))
-        })?;
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| StorageError::Corruption(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_BATCHES, batches_cf_options()),
             ColumnFamilyDescriptor::new(CF_TIME_INDEX, Options::default()),
@@ -159,9 +158,7 @@ impl LogStore {
                 .spawn(move || writer::run(db, partitions, rx, appended_tx, flush_every))
                 .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
         };
-        let flusher_stop = cfg
-            .flush_interval_ms
-            .map(|ms| spawn_flusher(db.clone(), ms));
+        let flusher_stop = cfg.flush_interval_ms.map(|ms| spawn_flusher(db.clone(), ms));
         Ok(Arc::new(LogStore {
             db,
             partitions,
@@ -182,24 +179,15 @@ impl LogStore {
 
     /// Deletes every partition of a topic and its data.
     pub async fn delete_topic(&self, topic_id: [u8; 16]) -> Result<()> {
-        self.call(|reply| WriteOp::DeleteTopic { topic_id, reply })
-            .await
+        self.call(|reply| WriteOp::DeleteTopic { topic_id, reply }).await
     }
 
     /// Appends one validated batch; returns once it is in the WAL (fsynced if the flush
     /// policy asks), so an acknowledged batch survives a process kill.
     ///
     /// Cancel safety: if the caller is dropped, the append still happens.
-    pub async fn append(
-        &self,
-        pid: PartitionId,
-        batch: AppendBatch,
-        leader_epoch: i32,
-    ) -> Result<AppendResult> {
-        self.submit_append(pid, batch, leader_epoch)
-            .await?
-            .wait()
-            .await
+    pub async fn append(&self, pid: PartitionId, batch: AppendBatch, leader_epoch: i32) -> Result<AppendResult> {
+        self.submit_append(pid, batch, leader_epoch).await?.wait().await
     }
 
     /// Queues an append and returns without waiting for it to be written. Appends are
@@ -227,16 +215,34 @@ impl LogStore {
     /// Moves the log start offset to `offset` (-1: the high watermark), as DeleteRecords.
     /// Returns the new log start offset.
     pub async fn delete_records(&self, pid: PartitionId, offset: i64) -> Result<i64> {
-        self.call(|reply| WriteOp::DeleteRecords { pid, offset, reply })
-            .await
+        self.call(|reply| WriteOp::DeleteRecords { pid, offset, reply }).await
+    }
+
+    /// Applies `retention.ms` and `retention.bytes` (-1: unlimited) to a partition, deleting
+    /// whole batches from the front. Returns the log start offset afterwards.
+    pub async fn enforce_retention(
+        &self,
+        pid: PartitionId,
+        retention_ms: i64,
+        retention_bytes: i64,
+        now_ms: i64,
+    ) -> Result<i64> {
+        if retention_ms < 0 && retention_bytes < 0 {
+            return Ok(self.offsets(&pid).ok_or(StorageError::UnknownPartition)?.log_start);
+        }
+        self.call(|reply| WriteOp::Retain {
+            pid,
+            retention_ms,
+            retention_bytes,
+            now_ms,
+            reply,
+        })
+        .await
     }
 
     async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T>>) -> WriteOp) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(op(tx))
-            .await
-            .map_err(|_| StorageError::ShuttingDown)?;
+        self.writer.send(op(tx)).await.map_err(|_| StorageError::ShuttingDown)?;
         rx.await.map_err(|_| StorageError::ShuttingDown)?
     }
 
@@ -285,14 +291,7 @@ impl LogStore {
         }
         let db = self.db.clone();
         let records = tokio::task::spawn_blocking(move || {
-            read_batches(
-                &db,
-                &pid,
-                offset,
-                offsets.high_watermark,
-                max_bytes,
-                at_least_one,
-            )
+            read_batches(&db, &pid, offset, offsets.high_watermark, max_bytes, at_least_one)
         })
         .await
         .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
@@ -301,11 +300,7 @@ impl LogStore {
 
     /// The earliest offset whose record timestamp is >= `timestamp`, with that timestamp,
     /// as ListOffsets by time; `None` when no record is that late.
-    pub async fn offset_for_timestamp(
-        &self,
-        pid: PartitionId,
-        timestamp: i64,
-    ) -> Result<Option<(i64, i64)>> {
+    pub async fn offset_for_timestamp(&self, pid: PartitionId, timestamp: i64) -> Result<Option<(i64, i64)>> {
         let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || find_by_timestamp(&db, &pid, timestamp, offsets))
@@ -323,14 +318,10 @@ impl LogStore {
             let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
             match it.next() {
                 Some(Ok((k, v))) if k.starts_with(&keys::pid_prefix(&pid)) => {
-                    let ts =
-                        keys::timestamp_from_key(&k).ok_or_else(|| corrupt("time index key"))?;
+                    let ts = keys::timestamp_from_key(&k).ok_or_else(|| corrupt("time index key"))?;
                     let (base, delta) = decode_time_value(&v)?;
                     let offset = base + i64::from(delta);
-                    Ok(
-                        (offset >= offsets.log_start && offset < offsets.high_watermark)
-                            .then_some((offset, ts)),
-                    )
+                    Ok((offset >= offsets.log_start && offset < offsets.high_watermark).then_some((offset, ts)))
                 }
                 Some(Err(e)) => Err(e.into()),
                 _ => Ok(None),
@@ -389,18 +380,11 @@ impl LogStore {
         })
     }
 
-    /// Approximate bytes on disk of a partition (DescribeLogDirs).
+    /// Bytes of a partition's stored batches (DescribeLogDirs, retention.bytes).
     pub fn size_bytes(&self, pid: &PartitionId) -> u64 {
-        let Ok(cf) = cf(&self.db, CF_BATCHES) else {
-            return 0;
-        };
-        let start = keys::offset_key(pid, 0);
-        let end = keys::offset_key(pid, i64::MAX);
-        let range = rocksdb::Range::new(&start[..], &end[..]);
-        self.db
-            .get_approximate_sizes_cf(cf, &[range])
-            .first()
-            .copied()
+        let map = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        map.get(pid)
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).size_bytes)
             .unwrap_or(0)
     }
 
@@ -415,28 +399,14 @@ impl LogStore {
     /// Stops the writer after it has answered everything queued, and syncs the WAL.
     /// Blocking: not for a reactor thread (see [`LogStore::shutdown`]).
     pub fn close(&self) -> Result<()> {
-        if let Some(stop) = self
-            .flusher_stop
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(stop) = self.flusher_stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = stop.send(());
         }
         let (tx, rx) = oneshot::channel();
-        if self
-            .writer
-            .try_send(WriteOp::Shutdown { reply: tx })
-            .is_ok()
-        {
+        if self.writer.try_send(WriteOp::Shutdown { reply: tx }).is_ok() {
             let _ = rx.blocking_recv();
         }
-        if let Some(t) = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(t) = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
         // Everything acknowledged is in the WAL already; this makes it survive power loss too.
@@ -452,8 +422,7 @@ fn spawn_flusher(db: Arc<DB>, every_ms: u64) -> std::sync::mpsc::Sender<()> {
         .name("fjord-log-flusher".into())
         .spawn(move || {
             // log.flush.interval.ms: an fsync of the WAL at least this often, off the writer's path.
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(period)
-            {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(period) {
                 if let Err(e) = db.flush_wal(true) {
                     tracing::error!(error = %e, "periodic WAL sync failed");
                 }
@@ -523,6 +492,7 @@ fn recover(db: &DB) -> Result<HashMap<PartitionId, Arc<Mutex<PartitionState>>>> 
                 offsets,
                 max_timestamp,
                 latest_epoch,
+                size_bytes: rec.size_bytes,
             })),
         );
     }
@@ -548,20 +518,14 @@ fn last_indexed_timestamp(db: &DB, pid: &PartitionId) -> Result<Option<i64>> {
     let upper = keys::time_key(pid, i64::MAX);
     let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
     match it.next() {
-        Some(Ok((k, _))) if k.starts_with(&keys::pid_prefix(pid)) => {
-            Ok(keys::timestamp_from_key(&k))
-        }
+        Some(Ok((k, _))) if k.starts_with(&keys::pid_prefix(pid)) => Ok(keys::timestamp_from_key(&k)),
         Some(Err(e)) => Err(e.into()),
         _ => Ok(None),
     }
 }
 
 /// A raw iterator over one partition's batches, positioned on the batch holding `offset`.
-fn batch_iter<'a>(
-    db: &'a DB,
-    pid: &PartitionId,
-    offset: i64,
-) -> Result<rocksdb::DBRawIterator<'a>> {
+fn batch_iter<'a>(db: &'a DB, pid: &PartitionId, offset: i64) -> Result<rocksdb::DBRawIterator<'a>> {
     let cf = cf(db, CF_BATCHES)?;
     let mut ro = ReadOptions::default();
     ro.set_iterate_lower_bound(keys::offset_key(pid, 0).to_vec());
@@ -639,14 +603,10 @@ fn find_by_timestamp(
         if base >= offsets.high_watermark {
             break;
         }
-        let stamps = record_stamps(&Bytes::copy_from_slice(v))
-            .map_err(|e| StorageError::Corruption(e.to_string()))?;
+        let stamps = record_stamps(&Bytes::copy_from_slice(v)).map_err(|e| StorageError::Corruption(e.to_string()))?;
         for s in stamps {
             let offset = base + i64::from(s.offset_delta);
-            if offset >= offsets.log_start
-                && offset < offsets.high_watermark
-                && s.timestamp >= timestamp
-            {
+            if offset >= offsets.log_start && offset < offsets.high_watermark && s.timestamp >= timestamp {
                 return Ok(Some((offset, s.timestamp)));
             }
         }

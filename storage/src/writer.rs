@@ -8,21 +8,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use fjord_protocol::batch::patch_base_offset_and_epoch;
+use fjord_protocol::batch::{patch_base_offset_and_epoch, BatchHeader};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Result, StorageError};
 use crate::keys::{self, PartitionRecord, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX};
-use crate::log::{
-    cf, encode_time_value, AppendBatch, AppendResult, PartitionMap, PartitionOffsets,
-    PartitionState,
-};
+use crate::log::{cf, encode_time_value, AppendBatch, AppendResult, PartitionMap, PartitionOffsets, PartitionState};
 use crate::PartitionId;
 
 /// Most operations folded into one RocksDB write: bounds the latency one commit adds to the
 /// first producer in it.
 pub const MAX_GROUP_OPS: usize = 1024;
+/// Most batches one retention pass looks at for a partition: the scan runs on the writer
+/// thread, so it is bounded; the next pass carries on.
+pub const MAX_RETENTION_SCAN_BATCHES: usize = 10_000;
 /// Most batch bytes folded into one RocksDB write, for the same reason.
 pub const MAX_GROUP_BYTES: usize = 16 << 20;
 
@@ -44,6 +44,13 @@ pub(crate) enum WriteOp {
     DeleteRecords {
         pid: PartitionId,
         offset: i64,
+        reply: oneshot::Sender<Result<i64>>,
+    },
+    Retain {
+        pid: PartitionId,
+        retention_ms: i64,
+        retention_bytes: i64,
+        now_ms: i64,
         reply: oneshot::Sender<Result<i64>>,
     },
     Shutdown {
@@ -102,6 +109,62 @@ impl<'a> Group<'a> {
         self.pending.get_mut(pid)
     }
 
+    /// Records a partition's new state in the group (published after the write) and in its
+    /// persisted row.
+    fn put_state(&mut self, pid: PartitionId, state: PartitionState) -> Result<()> {
+        let rec = PartitionRecord {
+            log_start_offset: state.offsets.log_start,
+            size_bytes: state.size_bytes,
+        };
+        self.wb
+            .put_cf(cf(self.db, CF_PARTITIONS)?, keys::pid_prefix(&pid), rec.encode());
+        self.pending.insert(pid, state);
+        Ok(())
+    }
+
+    /// Deletes batches from the front of a partition's log until `keep(header, batch bytes,
+    /// log bytes)` says to keep one, looking at no more than `max_batches`. Keeps
+    /// `state.size_bytes` in step and returns the last offset dropped, if any.
+    fn drop_front(
+        &mut self,
+        pid: &PartitionId,
+        state: &mut PartitionState,
+        max_batches: usize,
+        mut keep: impl FnMut(&BatchHeader, usize, u64) -> bool,
+    ) -> Result<Option<i64>> {
+        let batches_cf = cf(self.db, CF_BATCHES)?;
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::offset_key(pid, 0).to_vec());
+        ro.set_iterate_upper_bound(keys::offset_key(pid, i64::MAX).to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(batches_cf, ro);
+        it.seek_to_first();
+        let mut last_dropped = None;
+        let mut first_kept = None;
+        let mut seen = 0;
+        while it.valid() && seen < max_batches {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let base = keys::offset_from_key(k).ok_or_else(|| StorageError::Corruption("batch key".into()))?;
+            let h = BatchHeader::parse(v).map_err(|e| StorageError::Corruption(e.to_string()))?;
+            if keep(&h, v.len(), state.size_bytes) {
+                first_kept = Some(base);
+                break;
+            }
+            state.size_bytes = state.size_bytes.saturating_sub(v.len() as u64);
+            last_dropped = Some(h.last_offset());
+            seen += 1;
+            it.next();
+        }
+        it.status()?;
+        if let Some(last) = last_dropped {
+            let end = first_kept.unwrap_or(last + 1);
+            self.wb
+                .delete_range_cf(batches_cf, keys::offset_key(pid, 0), keys::offset_key(pid, end));
+        }
+        Ok(last_dropped)
+    }
+
     fn apply(&mut self, op: WriteOp) -> Result<()> {
         match op {
             WriteOp::Create { pid, reply } => {
@@ -109,12 +172,10 @@ impl<'a> Group<'a> {
                 if !exists {
                     let rec = PartitionRecord {
                         log_start_offset: 0,
+                        size_bytes: 0,
                     };
-                    self.wb.put_cf(
-                        cf(self.db, CF_PARTITIONS)?,
-                        keys::pid_prefix(&pid),
-                        rec.encode(),
-                    );
+                    self.wb
+                        .put_cf(cf(self.db, CF_PARTITIONS)?, keys::pid_prefix(&pid), rec.encode());
                     self.created.push(pid);
                     let offsets = PartitionOffsets {
                         log_start: 0,
@@ -127,6 +188,7 @@ impl<'a> Group<'a> {
                             offsets,
                             max_timestamp: -1,
                             latest_epoch: -1,
+                            size_bytes: 0,
                         },
                     );
                 }
@@ -173,20 +235,21 @@ impl<'a> Group<'a> {
                 // will hold the high watermark back until the ISR has it.
                 state.offsets.high_watermark = state.offsets.log_end;
                 assert!(state.offsets.high_watermark <= state.offsets.log_end);
+                state.size_bytes += value.len() as u64;
                 let log_start = state.offsets.log_start;
-                self.wb
-                    .put_cf(batches_cf, keys::offset_key(&pid, base), &value);
+                let rec = PartitionRecord {
+                    log_start_offset: log_start,
+                    size_bytes: state.size_bytes,
+                };
+                self.wb.put_cf(parts_cf, keys::pid_prefix(&pid), rec.encode());
+                self.wb.put_cf(batches_cf, keys::offset_key(&pid, base), &value);
                 if new_index_entry {
                     let v = encode_time_value(base, batch.max_timestamp_offset_delta);
-                    self.wb
-                        .put_cf(index_cf, keys::time_key(&pid, batch.max_timestamp), v);
+                    self.wb.put_cf(index_cf, keys::time_key(&pid, batch.max_timestamp), v);
                 }
                 if new_epoch {
-                    self.wb.put_cf(
-                        parts_cf,
-                        keys::epoch_key(&pid, leader_epoch),
-                        base.to_be_bytes(),
-                    );
+                    self.wb
+                        .put_cf(parts_cf, keys::epoch_key(&pid, leader_epoch), base.to_be_bytes());
                 }
                 self.messages += count;
                 self.bytes += value.len();
@@ -199,8 +262,6 @@ impl<'a> Group<'a> {
                 ));
             }
             WriteOp::DeleteRecords { pid, offset, reply } => {
-                let batches_cf = cf(self.db, CF_BATCHES)?;
-                let parts_cf = cf(self.db, CF_PARTITIONS)?;
                 let Some(mut state) = self.state(&pid).copied() else {
                     let _ = reply.send(Err(StorageError::UnknownPartition));
                     return Ok(());
@@ -216,44 +277,43 @@ impl<'a> Group<'a> {
                     return Ok(());
                 }
                 if target > state.offsets.log_start {
+                    // The batch holding `target` stays: readers skip its earlier records.
+                    self.drop_front(&pid, &mut state, usize::MAX, |h, _, _| h.last_offset() >= target)?;
                     state.offsets.log_start = target;
-                    let rec = PartitionRecord {
-                        log_start_offset: target,
-                    };
-                    self.wb
-                        .put_cf(parts_cf, keys::pid_prefix(&pid), rec.encode());
-                    // Drop the batches wholly below the new start. The batch holding `target`
-                    // stays: readers skip its earlier records by offset.
-                    let holder = batch_start_at_or_before(self.db, &pid, target)?;
-                    if holder > 0 {
-                        self.wb.delete_range_cf(
-                            batches_cf,
-                            keys::offset_key(&pid, 0),
-                            keys::offset_key(&pid, holder),
-                        );
-                    }
-                    self.pending.insert(pid, state);
+                    self.put_state(pid, state)?;
                 }
-                self.replies
-                    .push(Reply::Offset(reply, state.offsets.log_start));
+                self.replies.push(Reply::Offset(reply, state.offsets.log_start));
+            }
+            WriteOp::Retain {
+                pid,
+                retention_ms,
+                retention_bytes,
+                now_ms,
+                reply,
+            } => {
+                let Some(mut state) = self.state(&pid).copied() else {
+                    let _ = reply.send(Err(StorageError::UnknownPartition));
+                    return Ok(());
+                };
+                let cutoff = now_ms.saturating_sub(retention_ms);
+                let hw = state.offsets.high_watermark;
+                // Kafka's rules at batch rather than segment granularity: a batch goes when its
+                // newest record is older than retention.ms, or while the log without it is
+                // still at least retention.bytes. Never past the high watermark.
+                let last_dropped = self.drop_front(&pid, &mut state, MAX_RETENTION_SCAN_BATCHES, |h, len, size| {
+                    let too_old = retention_ms >= 0 && h.max_timestamp < cutoff;
+                    let too_big = retention_bytes >= 0 && size.saturating_sub(len as u64) >= retention_bytes as u64;
+                    h.last_offset() >= hw || !(too_old || too_big)
+                })?;
+                if let Some(last) = last_dropped {
+                    state.offsets.log_start = state.offsets.log_start.max(last + 1);
+                    self.put_state(pid, state)?;
+                }
+                self.replies.push(Reply::Offset(reply, state.offsets.log_start));
             }
             WriteOp::Shutdown { .. } => unreachable!("handled by the loop"),
         }
         Ok(())
-    }
-}
-
-fn batch_start_at_or_before(db: &DB, pid: &PartitionId, offset: i64) -> Result<i64> {
-    let mut it = db.raw_iterator_cf(cf(db, CF_BATCHES)?);
-    it.seek_for_prev(keys::offset_key(pid, offset));
-    match it.key() {
-        Some(k) if k.starts_with(&keys::pid_prefix(pid)) => {
-            Ok(keys::offset_from_key(k).unwrap_or(0))
-        }
-        _ => {
-            it.status()?;
-            Ok(0)
-        }
     }
 }
 
@@ -314,12 +374,7 @@ pub(crate) fn run(
                 } else {
                     unflushed.saturating_add(group.messages)
                 };
-                publish(
-                    &partitions,
-                    group.pending,
-                    group.created,
-                    &group.deleted_topics,
-                );
+                publish(&partitions, group.pending, group.created, &group.deleted_topics);
                 appended.send_modify(|n| *n = n.wrapping_add(1));
                 for r in group.replies {
                     r.ok();

@@ -51,9 +51,7 @@ pub fn fjord_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let deps = exe
-        .parent()
-        .expect("test executable lives in target/<profile>/deps");
+    let deps = exe.parent().expect("test executable lives in target/<profile>/deps");
     let profile = deps.parent().expect("deps lives in target/<profile>");
     profile.join("fjord")
 }
@@ -72,10 +70,7 @@ fn checked_bin() -> PathBuf {
 /// broker binds; [`Broker::start_with`] retries in that case.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port");
-    listener
-        .local_addr()
-        .expect("bound socket has an address")
-        .port()
+    listener.local_addr().expect("bound socket has an address").port()
 }
 
 /// How to start a broker beyond the basics every test needs (node id,
@@ -95,10 +90,7 @@ impl BrokerOptions {
     /// Options with just these overrides.
     pub fn with_overrides(overrides: &[(&str, &str)]) -> Self {
         Self {
-            overrides: overrides
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..Self::default()
         }
     }
@@ -230,10 +222,7 @@ impl Broker {
 
     /// SIGTERM and wait up to `timeout`; None if it had to be SIGKILLed.
     pub fn terminate_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut child = self
-            .child
-            .take()
-            .expect("terminate() on a broker that is not running");
+        let mut child = self.child.take().expect("terminate() on a broker that is not running");
         // `kill -TERM` rather than libc: the workspace forbids unsafe code.
         let sent = Command::new("kill")
             .arg("-TERM")
@@ -302,10 +291,7 @@ impl Broker {
             fs::write(self.properties_path(), props).expect("writing server.properties");
         }
         self.starts += 1;
-        let banner = format!(
-            "\n===== fjord start #{} on port {} =====\n",
-            self.starts, self.port
-        );
+        let banner = format!("\n===== fjord start #{} on port {} =====\n", self.starts, self.port);
         let stderr = open_append(&self.stderr_path(), &banner);
         let stdout = open_append(&self.stdout_path(), &banner);
         let mut cmd = base_command(&checked_bin(), &self.opts.env);
@@ -450,8 +436,7 @@ fn open_append(path: &Path, banner: &str) -> File {
         .append(true)
         .open(path)
         .expect("opening a log file in the temp dir");
-    f.write_all(banner.as_bytes())
-        .expect("writing to the log file");
+    f.write_all(banner.as_bytes()).expect("writing to the log file");
     f
 }
 

@@ -23,8 +23,8 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, FetchRequest, ListOffsetsRequest,
-    MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
 use kafka_protocol::records::Record;
@@ -131,26 +131,16 @@ impl Client {
     }
 
     /// Send `req` at `api_version` and read its response.
-    pub fn try_send_request<Req: Request>(
-        &mut self,
-        api_version: i16,
-        req: &Req,
-    ) -> anyhow::Result<Req::Response> {
+    pub fn try_send_request<Req: Request>(&mut self, api_version: i16, req: &Req) -> anyhow::Result<Req::Response> {
         let correlation_id = self.write_request(api_version, req)?;
         self.read_response::<Req>(api_version, correlation_id)
     }
 
     /// Write one request without reading anything; returns its correlation id.
-    pub fn write_request<Req: Request>(
-        &mut self,
-        api_version: i16,
-        req: &Req,
-    ) -> anyhow::Result<i32> {
+    pub fn write_request<Req: Request>(&mut self, api_version: i16, req: &Req) -> anyhow::Result<i32> {
         let correlation_id = self.take_correlation_id();
         let frame = encode_request_frame(api_version, correlation_id, req)?;
-        self.stream
-            .write_all(&frame)
-            .context("writing request frame")?;
+        self.stream.write_all(&frame).context("writing request frame")?;
         Ok(correlation_id)
     }
 
@@ -184,8 +174,8 @@ impl Client {
 
     /// Write `body` with a correct 4-byte length prefix.
     pub fn send_frame(&mut self, body: &[u8]) -> io::Result<()> {
-        let len = i32::try_from(body.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 2 GiB"))?;
+        let len =
+            i32::try_from(body.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 2 GiB"))?;
         let mut frame = Vec::with_capacity(4 + body.len());
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(body);
@@ -200,9 +190,7 @@ impl Client {
     /// Read one length-prefixed frame and return its body.
     pub fn read_frame(&mut self) -> anyhow::Result<Bytes> {
         let mut len_buf = [0u8; 4];
-        self.stream
-            .read_exact(&mut len_buf)
-            .context("reading length prefix")?;
+        self.stream.read_exact(&mut len_buf).context("reading length prefix")?;
         let len = i32::from_be_bytes(len_buf);
         let len = usize::try_from(len).map_err(|_| anyhow!("negative response length {len}"))?;
         if len > MAX_RESPONSE_BYTES {
@@ -235,17 +223,11 @@ impl Client {
                     "connection still open after {within:?} ({drained} bytes received)"
                 ));
             }
-            self.stream
-                .set_read_timeout(Some(left))
-                .expect("non-zero timeout");
+            self.stream.set_read_timeout(Some(left)).expect("non-zero timeout");
             match self.stream.read(&mut buf) {
                 Ok(0) => return Ok(drained),
                 Ok(n) => drained += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Reset, aborted, broken pipe: the broker closed it.
                 Err(_) => return Ok(drained),
@@ -264,11 +246,7 @@ impl Client {
     }
 
     /// Metadata v12 for `topics` (None = all topics).
-    pub fn metadata(
-        &mut self,
-        topics: Option<&[&str]>,
-        allow_auto_topic_creation: bool,
-    ) -> MetadataResponse {
+    pub fn metadata(&mut self, topics: Option<&[&str]>, allow_auto_topic_creation: bool) -> MetadataResponse {
         let mut req = MetadataRequest::default();
         req.topics = topics.map(|names| {
             names
@@ -326,9 +304,7 @@ impl Client {
             {
                 let ready = t.error_code == 0
                     && i32::try_from(t.partitions.len()).ok() == Some(partitions)
-                    && t.partitions
-                        .iter()
-                        .all(|p| p.error_code == 0 && p.leader_id.0 >= 0);
+                    && t.partitions.iter().all(|p| p.error_code == 0 && p.leader_id.0 >= 0);
                 let topic = Topic {
                     name: name.to_string(),
                     id: t.topic_id,
@@ -350,12 +326,7 @@ impl Client {
     }
 
     /// Build a one-partition produce request.
-    pub fn produce_request(
-        topic: &Topic,
-        partition: i32,
-        batch: Bytes,
-        acks: i16,
-    ) -> ProduceRequest {
+    pub fn produce_request(topic: &Topic, partition: i32, batch: Bytes, acks: i16) -> ProduceRequest {
         let mut pdata = PartitionProduceData::default();
         pdata.index = partition;
         pdata.records = Some(batch);
@@ -387,13 +358,7 @@ impl Client {
     }
 
     /// Build a one-partition fetch request.
-    pub fn fetch_request(
-        topic: &Topic,
-        partition: i32,
-        offset: i64,
-        max_wait_ms: i32,
-        min_bytes: i32,
-    ) -> FetchRequest {
+    pub fn fetch_request(topic: &Topic, partition: i32, offset: i64, max_wait_ms: i32, min_bytes: i32) -> FetchRequest {
         let mut p = FetchPartition::default();
         p.partition = partition;
         p.fetch_offset = offset;
@@ -411,13 +376,7 @@ impl Client {
     }
 
     /// One fetch, answered at once (max_wait 0): the partition's data.
-    pub fn fetch(
-        &mut self,
-        version: i16,
-        topic: &Topic,
-        partition: i32,
-        offset: i64,
-    ) -> PartitionData {
+    pub fn fetch(&mut self, version: i16, topic: &Topic, partition: i32, offset: i64) -> PartitionData {
         let req = Self::fetch_request(topic, partition, offset, 0, 0);
         let resp = self.send_request(version, req);
         assert_eq!(
@@ -431,13 +390,7 @@ impl Client {
 
     /// Fetch from `from` until the high watermark, asserting no errors;
     /// returns the records and the last high watermark seen.
-    pub fn fetch_all(
-        &mut self,
-        version: i16,
-        topic: &Topic,
-        partition: i32,
-        from: i64,
-    ) -> (Vec<Record>, i64) {
+    pub fn fetch_all(&mut self, version: i16, topic: &Topic, partition: i32, from: i64) -> (Vec<Record>, i64) {
         let mut out = Vec::new();
         let mut offset = from;
         let mut rounds = 0;
@@ -505,11 +458,7 @@ impl Client {
 }
 
 /// A request frame: length prefix, header, body.
-pub fn encode_request_frame<Req: Request>(
-    api_version: i16,
-    correlation_id: i32,
-    req: &Req,
-) -> anyhow::Result<Vec<u8>> {
+pub fn encode_request_frame<Req: Request>(api_version: i16, correlation_id: i32, req: &Req) -> anyhow::Result<Vec<u8>> {
     let mut header = RequestHeader::default();
     header.request_api_key = Req::KEY;
     header.request_api_version = api_version;
@@ -543,11 +492,7 @@ pub fn single_produce_partition(
         "produce answered {} topics: {resp:?}",
         resp.responses.len()
     );
-    let topic = resp
-        .responses
-        .into_iter()
-        .next()
-        .expect("length checked above");
+    let topic = resp.responses.into_iter().next().expect("length checked above");
     assert_eq!(
         topic.partition_responses.len(),
         1,
@@ -581,14 +526,7 @@ pub fn single_fetch_partition(
         "fetch answered {} partitions",
         topic.partitions.len()
     );
-    let p = topic
-        .partitions
-        .into_iter()
-        .next()
-        .expect("length checked above");
-    assert_eq!(
-        p.partition_index, partition,
-        "fetch answered the wrong partition"
-    );
+    let p = topic.partitions.into_iter().next().expect("length checked above");
+    assert_eq!(p.partition_index, partition, "fetch answered the wrong partition");
     p
 }

@@ -65,8 +65,7 @@ pub mod codes {
     /// `INVALID_REQUEST`.
     pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
     /// `UNSUPPORTED_FOR_MESSAGE_FORMAT`.
-    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 =
-        ResponseError::UnsupportedForMessageFormat.code();
+    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = ResponseError::UnsupportedForMessageFormat.code();
     /// `UNSUPPORTED_COMPRESSION_TYPE`.
     pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = ResponseError::UnsupportedCompressionType.code();
     /// `INVALID_RECORD`.

@@ -103,13 +103,8 @@ pub fn encode_batch(records: &[Record], compression: Compression) -> Bytes {
     };
     RecordBatchEncoder::encode(&mut buf, records, &options).expect("encoding test records");
     let bytes = buf.freeze();
-    let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone())
-        .expect("reading back the batch just encoded");
-    assert_eq!(
-        infos.len(),
-        1,
-        "test records must encode to exactly one batch"
-    );
+    let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).expect("reading back the batch just encoded");
+    assert_eq!(infos.len(), 1, "test records must encode to exactly one batch");
     bytes
 }
 
@@ -217,14 +212,8 @@ pub fn assert_same_records(fetched: &[Record], expected: &[Record], base_offset:
     for (i, (got, want)) in fetched.iter().zip(expected).enumerate() {
         let offset = base_offset + i64::try_from(i).expect("small");
         assert_eq!(got.offset, offset, "{what}: record {i} offset");
-        assert_eq!(
-            got.key, want.key,
-            "{what}: record {i} (offset {offset}) key"
-        );
-        assert_eq!(
-            got.value, want.value,
-            "{what}: record {i} (offset {offset}) value"
-        );
+        assert_eq!(got.key, want.key, "{what}: record {i} (offset {offset}) key");
+        assert_eq!(got.value, want.value, "{what}: record {i} (offset {offset}) value");
         assert_eq!(
             got.headers, want.headers,
             "{what}: record {i} (offset {offset}) headers"

@@ -14,11 +14,7 @@ pub struct XorShift64 {
 impl XorShift64 {
     /// A generator for `seed`; seed 0 is replaced by a fixed non-zero constant.
     pub fn new(seed: u64) -> Self {
-        let state = if seed == 0 {
-            0x9E37_79B9_7F4A_7C15
-        } else {
-            seed
-        };
+        let state = if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed };
         Self { state }
     }
 
@@ -29,10 +25,7 @@ impl XorShift64 {
         x ^= x >> 7;
         x ^= x << 17;
         self.state = x;
-        assert_ne!(
-            self.state, 0,
-            "xorshift never reaches zero from a non-zero state"
-        );
+        assert_ne!(self.state, 0, "xorshift never reaches zero from a non-zero state");
         x
     }
 

@@ -9,8 +9,8 @@ use fjord_tests::client::CLIENT_ID;
 use fjord_tests::codes;
 use fjord_tests::{error_name, Broker};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, FetchRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, FetchRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Message, StrBytes};
 
@@ -19,8 +19,7 @@ fn ranges(resp: &ApiVersionsResponse) -> HashMap<i16, (i16, i16)> {
     let mut out = HashMap::new();
     for k in &resp.api_keys {
         assert!(
-            out.insert(k.api_key, (k.min_version, k.max_version))
-                .is_none(),
+            out.insert(k.api_key, (k.min_version, k.max_version)).is_none(),
             "api key {} advertised twice",
             k.api_key
         );
@@ -46,11 +45,7 @@ fn every_api_versions_version_answers() {
             .copied()
             .unwrap_or_else(|| panic!("ApiVersions v{version} does not list ApiVersions itself"));
         assert_eq!(min, 0, "ApiVersions min version");
-        assert_eq!(
-            max,
-            ApiVersionsRequest::VERSIONS.max,
-            "ApiVersions max version"
-        );
+        assert_eq!(max, ApiVersionsRequest::VERSIONS.max, "ApiVersions max version");
     }
 }
 
@@ -63,12 +58,7 @@ fn v3_carries_client_software_name_and_version() {
         req.client_software_name = StrBytes::from_static_str("fjord-tests");
         req.client_software_version = StrBytes::from_static_str("1.2.3-rc.1");
         let resp = client.send_request(version, req);
-        assert_eq!(
-            resp.error_code,
-            0,
-            "v{version}: {}",
-            error_name(resp.error_code)
-        );
+        assert_eq!(resp.error_code, 0, "v{version}: {}", error_name(resp.error_code));
         assert!(!resp.api_keys.is_empty(), "v{version} listed no APIs");
     }
 }
@@ -105,22 +95,10 @@ fn advertised_ranges_match_kafka_protocol() {
     let required = [
         ("Produce", ApiKey::Produce, ProduceRequest::VERSIONS),
         ("Fetch", ApiKey::Fetch, FetchRequest::VERSIONS),
-        (
-            "ListOffsets",
-            ApiKey::ListOffsets,
-            ListOffsetsRequest::VERSIONS,
-        ),
+        ("ListOffsets", ApiKey::ListOffsets, ListOffsetsRequest::VERSIONS),
         ("Metadata", ApiKey::Metadata, MetadataRequest::VERSIONS),
-        (
-            "ApiVersions",
-            ApiKey::ApiVersions,
-            ApiVersionsRequest::VERSIONS,
-        ),
-        (
-            "CreateTopics",
-            ApiKey::CreateTopics,
-            CreateTopicsRequest::VERSIONS,
-        ),
+        ("ApiVersions", ApiKey::ApiVersions, ApiVersionsRequest::VERSIONS),
+        ("CreateTopics", ApiKey::CreateTopics, CreateTopicsRequest::VERSIONS),
     ];
     for (name, key, crate_range) in required {
         let (min, max) = r
@@ -137,8 +115,7 @@ fn advertised_ranges_match_kafka_protocol() {
     // it rejects v0-2 (KIP-896), because librdkafka disables compression when
     // it does not see Produce v0 (KAFKA-18659). Kafka 4.1.1 answers 0..13.
     for (&key, &(min, max)) in &r {
-        let api = ApiKey::try_from(key)
-            .unwrap_or_else(|_| panic!("advertised api key {key} is not a Kafka API"));
+        let api = ApiKey::try_from(key).unwrap_or_else(|_| panic!("advertised api key {key} is not a Kafka API"));
         let valid = api.valid_versions();
         let floor = if api == ApiKey::Produce { 0 } else { valid.min };
         assert!(
@@ -173,24 +150,15 @@ fn too_new_version_gets_v0_fallback() {
     req.encode(&mut body, ApiVersionsRequest::VERSIONS.max)
         .expect("encoding body");
     body.put_slice(&[0u8; 3]); // fields a future version might add
-    client
-        .send_frame(&body)
-        .expect("sending too-new ApiVersions");
+    client.send_frame(&body).expect("sending too-new ApiVersions");
 
-    let mut frame = client.read_frame().unwrap_or_else(|e| {
-        panic!(
-            "no answer to ApiVersions v{TOO_NEW}: {e:#}\n{}",
-            broker.logs()
-        )
-    });
+    let mut frame = client
+        .read_frame()
+        .unwrap_or_else(|e| panic!("no answer to ApiVersions v{TOO_NEW}: {e:#}\n{}", broker.logs()));
     let rh = ResponseHeader::decode(&mut frame, 0).expect("response header v0");
     assert_eq!(rh.correlation_id, CORRELATION_ID);
     let resp = ApiVersionsResponse::decode(&mut frame, 0).expect("v0-format ApiVersions body");
-    assert!(
-        frame.is_empty(),
-        "{} trailing bytes after a v0 body",
-        frame.len()
-    );
+    assert!(frame.is_empty(), "{} trailing bytes after a v0 body", frame.len());
     assert_eq!(
         resp.error_code,
         codes::UNSUPPORTED_VERSION,

@@ -16,8 +16,7 @@ use fjord_tests::records::assert_same_records;
 use fjord_tests::{encode_batch, error_name, test_records, Broker, Client, Topic, XorShift64};
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader,
+    ApiKey, ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader,
 };
 use kafka_protocol::protocol::{Encodable, Message, StrBytes};
 use kafka_protocol::records::{Compression, Record};
@@ -65,16 +64,9 @@ impl Keeper {
         );
         assert_eq!(r.base_offset, base, "keeper produce after {after}");
         self.produced.extend(records);
-        let (fetched, hw) = self
-            .client
-            .fetch_all(FetchRequest::VERSIONS.max, &self.topic, 0, 0);
+        let (fetched, hw) = self.client.fetch_all(FetchRequest::VERSIONS.max, &self.topic, 0, 0);
         assert_eq!(hw, i64::try_from(self.produced.len()).expect("small"));
-        assert_same_records(
-            &fetched,
-            &self.produced,
-            0,
-            &format!("keeper fetch after {after}"),
-        );
+        assert_same_records(&fetched, &self.produced, 0, &format!("keeper fetch after {after}"));
     }
 }
 
@@ -115,11 +107,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, bool)> {
     cases.push(("raw random garbage", raw, false));
 
     // A size far above socket.request.max.bytes (100 MiB by default).
-    cases.push((
-        "length 0x7fffffff",
-        0x7fff_ffffi32.to_be_bytes().to_vec(),
-        false,
-    ));
+    cases.push(("length 0x7fffffff", 0x7fff_ffffi32.to_be_bytes().to_vec(), false));
 
     // A frame cut short, then the client hangs up.
     let mut truncated = 100i32.to_be_bytes().to_vec();
@@ -184,10 +172,7 @@ fn each_bad_frame_closes_only_its_connection() {
             victim.shutdown_write();
         }
         if let Err(e) = victim.expect_closed(CLOSE_WITHIN) {
-            panic!(
-                "{name}: broker did not close the connection: {e}\n{}",
-                broker.logs()
-            );
+            panic!("{name}: broker did not close the connection: {e}\n{}", broker.logs());
         }
         broker.assert_alive();
         keeper.round_trip(name);
@@ -214,8 +199,7 @@ fn seed_frames(topic: &Topic) -> Vec<Vec<u8>> {
     {
         let req = Client::produce_request(topic, 0, encode_batch(&records, codec), 1);
         for version in [7, 9, ProduceRequest::VERSIONS.max] {
-            seeds
-                .push(encode_request_frame(version, 100 + i as i32, &req).expect("encode produce"));
+            seeds.push(encode_request_frame(version, 100 + i as i32, &req).expect("encode produce"));
         }
     }
     let mut fetch = Client::fetch_request(topic, 0, 0, 0, 0);
@@ -242,10 +226,7 @@ fn seed_frames(topic: &Topic) -> Vec<Vec<u8>> {
     t.partitions = vec![p];
     lo.topics = vec![t];
     lo.replica_id = (-1).into();
-    seeds.push(
-        encode_request_frame(ListOffsetsRequest::VERSIONS.max, 500, &lo)
-            .expect("encode list offsets"),
-    );
+    seeds.push(encode_request_frame(ListOffsetsRequest::VERSIONS.max, 500, &lo).expect("encode list offsets"));
     seeds
 }
 
@@ -385,9 +366,6 @@ fn fuzzed_frames_do_not_take_the_broker_down() {
         error_name(md.topics[0].error_code)
     );
     assert_eq!(md.topics[0].partitions.len(), 2);
-    assert!(
-        !md.brokers.is_empty(),
-        "Metadata after fuzzing lists no brokers"
-    );
+    assert!(!md.brokers.is_empty(), "Metadata after fuzzing lists no brokers");
     broker.assert_alive();
 }

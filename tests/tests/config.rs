@@ -35,10 +35,7 @@ fn expect_rejected(opts: BrokerOptions, key: &str) {
 
 #[test]
 fn unknown_override_key_is_rejected() {
-    expect_rejected(
-        BrokerOptions::with_overrides(&[("no.such.key", "1")]),
-        "no.such.key",
-    );
+    expect_rejected(BrokerOptions::with_overrides(&[("no.such.key", "1")]), "no.such.key");
 }
 
 #[test]
@@ -74,12 +71,7 @@ fn auto_created_partitions(client: &mut Client, topic: &str) -> usize {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let md = client.metadata(Some(&[topic]), true);
-        assert_eq!(
-            md.topics.len(),
-            1,
-            "metadata answered {} topics",
-            md.topics.len()
-        );
+        assert_eq!(md.topics.len(), 1, "metadata answered {} topics", md.topics.len());
         let t = &md.topics[0];
         match t.error_code {
             codes::NONE if !t.partitions.is_empty() => return t.partitions.len(),
@@ -97,9 +89,7 @@ fn auto_created_partitions(client: &mut Client, topic: &str) -> usize {
 #[test]
 fn properties_file_is_honoured() {
     let broker = Broker::start_with(BrokerOptions {
-        properties: Some(
-            "# test config\nnum.partitions=4\nauto.create.topics.enable=true\n".to_string(),
-        ),
+        properties: Some("# test config\nnum.partitions=4\nauto.create.topics.enable=true\n".to_string()),
         ..BrokerOptions::default()
     });
     let mut client = broker.client();
@@ -115,10 +105,7 @@ fn override_beats_properties_file() {
         ..BrokerOptions::default()
     });
     let mut client = broker.client();
-    assert_eq!(
-        auto_created_partitions(&mut client, "cfg-override-topic"),
-        6
-    );
+    assert_eq!(auto_created_partitions(&mut client, "cfg-override-topic"), 6);
 }
 
 /// The apache/kafka image maps `KAFKA_NUM_PARTITIONS` to `num.partitions`.

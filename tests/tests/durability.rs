@@ -63,16 +63,8 @@ fn verify(client: &mut Client, topic: &Topic, acked: &[Vec<Record>], after: &str
         );
         for version in [12, FetchRequest::VERSIONS.max] {
             let (records, hw) = client.fetch_all(version, topic, partition, 0);
-            assert_eq!(
-                hw, leo,
-                "{after}: partition {p} high watermark (fetch v{version})"
-            );
-            assert_same_records(
-                &records,
-                want,
-                0,
-                &format!("{after}: partition {p} fetch v{version}"),
-            );
+            assert_eq!(hw, leo, "{after}: partition {p} high watermark (fetch v{version})");
+            assert_same_records(&records, want, 0, &format!("{after}: partition {p} fetch v{version}"));
         }
     }
 }
@@ -133,10 +125,7 @@ fn acked_records_survive_sigkill_and_sigterm() {
         "fjord exited with {status} on SIGTERM\n{}",
         broker.logs()
     );
-    assert!(
-        took < Duration::from_secs(5),
-        "SIGTERM shutdown took {took:?}"
-    );
+    assert!(took < Duration::from_secs(5), "SIGTERM shutdown took {took:?}");
 
     broker.restart();
     let mut client = broker.client();
@@ -168,10 +157,7 @@ fn sigkill_with_produces_in_flight_keeps_acked_prefix() {
     for b in 0..20 {
         let records = test_records(10, &format!("inflight-{b}"));
         let req = Client::produce_request(&topic, 0, encode_batch(&records, Compression::None), -1);
-        if client
-            .write_request(ProduceRequest::VERSIONS.max, &req)
-            .is_err()
-        {
+        if client.write_request(ProduceRequest::VERSIONS.max, &req).is_err() {
             break;
         }
     }

@@ -3,9 +3,7 @@
 
 use fjord_tests::codes;
 use fjord_tests::{encode_batch, test_records, Broker, Topic};
-use kafka_protocol::messages::offset_for_leader_epoch_request::{
-    OffsetForLeaderPartition, OffsetForLeaderTopic,
-};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{BrokerId, OffsetForLeaderEpochRequest};
 use kafka_protocol::protocol::Message;
 use kafka_protocol::records::Compression;
@@ -27,25 +25,13 @@ fn epoch_in_force_ends_at_the_log_end() {
     let mut client = broker.client();
     let topic = client.create_topic("ofle", 2);
     for _ in 0..3 {
-        let p = client.produce(
-            9,
-            &topic,
-            1,
-            encode_batch(&test_records(4, "e"), Compression::None),
-            -1,
-        );
+        let p = client.produce(9, &topic, 1, encode_batch(&test_records(4, "e"), Compression::None), -1);
         assert_eq!(p.error_code, 0);
     }
-    for version in
-        OffsetForLeaderEpochRequest::VERSIONS.min..=OffsetForLeaderEpochRequest::VERSIONS.max
-    {
+    for version in OffsetForLeaderEpochRequest::VERSIONS.min..=OffsetForLeaderEpochRequest::VERSIONS.max {
         let resp = client.send_request(version, request(&topic, 1, 0, 0));
         let p = &resp.topics[0].partitions[0];
-        assert_eq!(
-            (p.error_code, p.leader_epoch, p.end_offset),
-            (0, 0, 12),
-            "v{version}"
-        );
+        assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (0, 0, 12), "v{version}");
         let empty = client.send_request(version, request(&topic, 0, 0, 0));
         let p = &empty.topics[0].partitions[0];
         assert_eq!(
@@ -55,10 +41,7 @@ fn epoch_in_force_ends_at_the_log_end() {
         );
     }
     let newer = client.send_request(4, request(&topic, 1, 7, 7));
-    assert_eq!(
-        newer.topics[0].partitions[0].error_code,
-        codes::UNKNOWN_LEADER_EPOCH
-    );
+    assert_eq!(newer.topics[0].partitions[0].error_code, codes::UNKNOWN_LEADER_EPOCH);
     let unknown = client.send_request(4, request(&topic, 9, -1, 0));
     assert_eq!(
         unknown.topics[0].partitions[0].error_code,

@@ -8,9 +8,7 @@ use fjord_tests::client::{single_fetch_partition, single_produce_partition};
 use fjord_tests::codes;
 use fjord_tests::records::assert_same_records;
 use fjord_tests::{decode_records, encode_batch, error_name, test_records, Broker, Client, Topic};
-use kafka_protocol::messages::{
-    ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-};
+use kafka_protocol::messages::{ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest};
 use kafka_protocol::protocol::{Message, StrBytes};
 use kafka_protocol::records::{Compression, Record};
 
@@ -38,10 +36,7 @@ fn produce_every_version_and_codec_then_fetch_every_version() {
     let broker = Broker::start(&[]);
     let mut client = broker.client();
     let topic = client.create_topic("pf-all", 3);
-    assert!(
-        !topic.id.is_nil(),
-        "CreateTopics/Metadata returned a nil topic id"
-    );
+    assert!(!topic.id.is_nil(), "CreateTopics/Metadata returned a nil topic id");
 
     let mut expected: Vec<Vec<Record>> = vec![Vec::new(); 3];
     let mut n = 0usize;
@@ -53,13 +48,7 @@ fn produce_every_version_and_codec_then_fetch_every_version() {
                 let tag = format!("v{version}-a{acks}-{codec:?}");
                 let records = test_records(2 + n % 4, &tag);
                 n += 1;
-                let resp = client.produce(
-                    version,
-                    &topic,
-                    partition,
-                    encode_batch(&records, codec),
-                    acks,
-                );
+                let resp = client.produce(version, &topic, partition, encode_batch(&records, codec), acks);
                 if codec == Compression::Zstd && version < FIRST_ZSTD_PRODUCE_VERSION {
                     assert_eq!(
                         resp.error_code,
@@ -77,10 +66,7 @@ fn produce_every_version_and_codec_then_fetch_every_version() {
                     resp.error_message
                 );
                 let next = i64::try_from(expected[p].len()).expect("small");
-                assert_eq!(
-                    resp.base_offset, next,
-                    "{tag}: base offsets must be contiguous"
-                );
+                assert_eq!(resp.base_offset, next, "{tag}: base offsets must be contiguous");
                 if version >= 5 {
                     assert_eq!(resp.log_start_offset, 0, "{tag}: log start offset");
                 }
@@ -103,12 +89,7 @@ fn produce_every_version_and_codec_then_fetch_every_version() {
                 hw, leo,
                 "partition {p} fetch v{version}: high watermark must be the log end"
             );
-            assert_same_records(
-                &records,
-                want,
-                0,
-                &format!("partition {p} fetch v{version}"),
-            );
+            assert_same_records(&records, want, 0, &format!("partition {p} fetch v{version}"));
         }
         let data = client.fetch(FETCH_MAX, &topic, partition, 0);
         assert_eq!(data.log_start_offset, 0, "partition {p} log start offset");
@@ -125,13 +106,7 @@ fn fetch_at_and_beyond_the_end() {
     let mut client = broker.client();
     let topic = client.create_topic("pf-range", 1);
     let records = test_records(5, "range");
-    let resp = client.produce(
-        PRODUCE_MAX,
-        &topic,
-        0,
-        encode_batch(&records, Compression::None),
-        -1,
-    );
+    let resp = client.produce(PRODUCE_MAX, &topic, 0, encode_batch(&records, Compression::None), -1);
     assert_eq!(resp.error_code, 0, "{}", error_name(resp.error_code));
 
     for version in [FetchRequest::VERSIONS.min, FETCH_BY_NAME, FETCH_MAX] {
@@ -143,15 +118,9 @@ fn fetch_at_and_beyond_the_end() {
             "v{version} at end: {}",
             error_name(at_end.error_code)
         );
-        assert_eq!(
-            at_end.high_watermark, 5,
-            "v{version} at end: high watermark"
-        );
+        assert_eq!(at_end.high_watermark, 5, "v{version} at end: high watermark");
         let got = decode_records(&at_end.records.clone().unwrap_or_default()).expect("decode");
-        assert!(
-            got.iter().all(|r| r.offset < 5),
-            "v{version}: records past the end"
-        );
+        assert!(got.iter().all(|r| r.offset < 5), "v{version}: records past the end");
 
         for offset in [6i64, 1_000_000, -5] {
             let data = client.fetch(version, &topic, 0, offset);
@@ -247,9 +216,7 @@ fn acks_zero_gets_no_response_but_data_lands() {
     let topic = client.create_topic("pf-acks0", 1);
     let records = test_records(4, "acks0");
     let req = Client::produce_request(&topic, 0, encode_batch(&records, Compression::Lz4), 0);
-    client
-        .write_request(PRODUCE_MAX, &req)
-        .expect("writing acks=0 produce");
+    client.write_request(PRODUCE_MAX, &req).expect("writing acks=0 produce");
 
     // Responses come back in request order, so if the produce had been
     // answered, this read would see its correlation id instead.
@@ -310,12 +277,7 @@ fn pipeline(check_visibility: bool) {
         let s = match i % 5 {
             0 | 3 => {
                 let records = test_records(1 + i % 3, &format!("pipe-{i}"));
-                let req = Client::produce_request(
-                    &topic,
-                    0,
-                    encode_batch(&records, Compression::Snappy),
-                    1,
-                );
+                let req = Client::produce_request(&topic, 0, encode_batch(&records, Compression::Snappy), 1);
                 Sent::Produce {
                     id: client.write_request(PRODUCE_MAX, &req).expect("write"),
                     records: records.len(),
@@ -336,11 +298,9 @@ fn pipeline(check_visibility: bool) {
             }
             _ => {
                 let mut req = kafka_protocol::messages::ListOffsetsRequest::default();
-                let mut t =
-                    kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
+                let mut t = kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
                 t.name = fjord_tests::client::topic_name(&topic.name);
-                let mut p =
-                    kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default();
+                let mut p = kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default();
                 p.timestamp = -1;
                 t.partitions = vec![p];
                 req.topics = vec![t];
@@ -353,9 +313,7 @@ fn pipeline(check_visibility: bool) {
                     }
                 } else {
                     Sent::ApiVersions {
-                        id: client
-                            .write_request(0, &ApiVersionsRequest::default())
-                            .expect("write"),
+                        id: client.write_request(0, &ApiVersionsRequest::default()).expect("write"),
                     }
                 }
             }
@@ -375,22 +333,12 @@ fn pipeline(check_visibility: bool) {
                     .read_response::<ProduceRequest>(PRODUCE_MAX, id)
                     .unwrap_or_else(ctx(i));
                 let p = single_produce_partition(resp, 0);
-                assert_eq!(
-                    p.error_code,
-                    0,
-                    "pipelined produce {i}: {}",
-                    error_name(p.error_code)
-                );
-                assert_eq!(
-                    p.base_offset, next_offset,
-                    "pipelined produce {i}: base offset"
-                );
+                assert_eq!(p.error_code, 0, "pipelined produce {i}: {}", error_name(p.error_code));
+                assert_eq!(p.base_offset, next_offset, "pipelined produce {i}: base offset");
                 next_offset += i64::try_from(records).expect("small");
             }
             Sent::Metadata { id } => {
-                let resp = client
-                    .read_response::<MetadataRequest>(12, id)
-                    .unwrap_or_else(ctx(i));
+                let resp = client.read_response::<MetadataRequest>(12, id).unwrap_or_else(ctx(i));
                 assert!(resp
                     .topics
                     .iter()
@@ -401,17 +349,9 @@ fn pipeline(check_visibility: bool) {
                     .read_response::<FetchRequest>(FETCH_MAX, id)
                     .unwrap_or_else(ctx(i));
                 let p = single_fetch_partition(resp.responses, 0);
-                assert_eq!(
-                    p.error_code,
-                    0,
-                    "pipelined fetch {i}: {}",
-                    error_name(p.error_code)
-                );
+                assert_eq!(p.error_code, 0, "pipelined fetch {i}: {}", error_name(p.error_code));
                 if check_visibility {
-                    assert_eq!(
-                        p.high_watermark, next_offset,
-                        "pipelined fetch {i}: high watermark"
-                    );
+                    assert_eq!(p.high_watermark, next_offset, "pipelined fetch {i}: high watermark");
                 }
             }
             Sent::ListOffsets { id } => {
@@ -425,9 +365,7 @@ fn pipeline(check_visibility: bool) {
                 }
             }
             Sent::ApiVersions { id } => {
-                let resp = client
-                    .read_response::<ApiVersionsRequest>(0, id)
-                    .unwrap_or_else(ctx(i));
+                let resp = client.read_response::<ApiVersionsRequest>(0, id).unwrap_or_else(ctx(i));
                 assert_eq!(resp.error_code, 0);
             }
         }
@@ -455,13 +393,7 @@ fn long_poll_returns_soon_after_data_arrives() {
 
     let mut producer = broker.client();
     let records = test_records(3, "longpoll");
-    let r = producer.produce(
-        PRODUCE_MAX,
-        &topic,
-        0,
-        encode_batch(&records, Compression::None),
-        1,
-    );
+    let r = producer.produce(PRODUCE_MAX, &topic, 0, encode_batch(&records, Compression::None), 1);
     assert_eq!(r.error_code, 0);
 
     let resp = consumer

@@ -23,8 +23,8 @@
 use bytes::Bytes;
 use fjord_tests::codes;
 use fjord_tests::records::{
-    assert_same_records, fix_crc, legacy_v1_message_set, put_i32_at, records_with_value_len,
-    LAST_OFFSET_DELTA_OFFSET, RECORDS_COUNT_OFFSET,
+    assert_same_records, fix_crc, legacy_v1_message_set, put_i32_at, records_with_value_len, LAST_OFFSET_DELTA_OFFSET,
+    RECORDS_COUNT_OFFSET,
 };
 use fjord_tests::{encode_batch, error_name, test_records, Broker, Client, Topic};
 use kafka_protocol::messages::{FetchRequest, ProduceRequest};
@@ -55,24 +55,9 @@ impl Log {
     fn append_good(&mut self, client: &mut Client, version: i16) {
         self.appends += 1;
         let records = test_records(2, &format!("good-{}", self.appends));
-        let r = client.produce(
-            version,
-            &self.topic,
-            0,
-            encode_batch(&records, Compression::None),
-            -1,
-        );
-        assert_eq!(
-            r.error_code,
-            0,
-            "good produce v{version}: {}",
-            error_name(r.error_code)
-        );
-        assert_eq!(
-            r.base_offset,
-            self.leo(),
-            "good produce v{version}: base offset"
-        );
+        let r = client.produce(version, &self.topic, 0, encode_batch(&records, Compression::None), -1);
+        assert_eq!(r.error_code, 0, "good produce v{version}: {}", error_name(r.error_code));
+        assert_eq!(r.base_offset, self.leo(), "good produce v{version}: base offset");
         self.good.extend(records);
     }
 
@@ -248,10 +233,7 @@ fn two_batches_in_one_partition_is_invalid_record() {
 /// A single-record batch of exactly `size` bytes, by padding the value.
 fn batch_of_exact_size(size: usize, tag: &str) -> Bytes {
     for value_len in (size.saturating_sub(200)..size).rev() {
-        let batch = encode_batch(
-            &records_with_value_len(1, tag, value_len),
-            Compression::None,
-        );
+        let batch = encode_batch(&records_with_value_len(1, tag, value_len), Compression::None);
         if batch.len() == size {
             return batch;
         }
@@ -273,17 +255,8 @@ fn batch_over_message_max_bytes_is_message_too_large() {
             over,
             codes::MESSAGE_TOO_LARGE,
         );
-        let huge = encode_batch(
-            &records_with_value_len(4, "huge", 20_000),
-            Compression::None,
-        );
-        log.reject(
-            &mut client,
-            version,
-            "80 KB batch",
-            huge,
-            codes::MESSAGE_TOO_LARGE,
-        );
+        let huge = encode_batch(&records_with_value_len(4, "huge", 20_000), Compression::None);
+        log.reject(&mut client, version, "80 KB batch", huge, codes::MESSAGE_TOO_LARGE);
 
         // ...and exactly the limit is accepted.
         let exact = batch_of_exact_size(MAX_MESSAGE_BYTES, &format!("exact-v{version}"));

@@ -6,16 +6,12 @@ use std::collections::{BTreeMap, HashSet};
 use fjord_controller::{TopicMeta, Uuid};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{
-    CreatableTopicConfigs, CreatableTopicResult,
-};
-use kafka_protocol::messages::delete_records_response::{
-    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
-};
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
 };
 
 use super::configs::config_entries;
@@ -41,11 +37,7 @@ pub async fn auto_create(broker: &Broker, name: &str) -> Result<TopicMeta, Respo
         tracing::error!(error = %e, "auto-created topic has no storage");
         ResponseError::KafkaStorageError
     })?;
-    tracing::info!(
-        topic = name,
-        partitions = topic.partitions.len(),
-        "auto-created topic"
-    );
+    tracing::info!(topic = name, partitions = topic.partitions.len(), "auto-created topic");
     Ok(topic)
 }
 
@@ -56,8 +48,7 @@ fn check_creatable(
     broker: &Broker,
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
 ) -> Result<(i32, i16, BTreeMap<String, String>), Failure> {
-    validate_topic_name(t.name.as_str())
-        .map_err(|m| Failure(ResponseError::InvalidTopicException, m))?;
+    validate_topic_name(t.name.as_str()).map_err(|m| Failure(ResponseError::InvalidTopicException, m))?;
     if broker.metadata().topics.contains_key(t.name.as_str()) {
         return Err(Failure(
             ResponseError::TopicAlreadyExists,
@@ -69,10 +60,7 @@ fn check_creatable(
         let Some(value) = c.value.as_ref() else {
             return Err(Failure(
                 ResponseError::InvalidConfig,
-                format!(
-                    "Null value not supported for topic configs: {}",
-                    c.name.as_str()
-                ),
+                format!("Null value not supported for topic configs: {}", c.name.as_str()),
             ));
         };
         topic_config::validate(c.name.as_str(), value.as_str())
@@ -102,12 +90,8 @@ fn check_creatable(
                 ));
             }
         }
-        let rf = i16::try_from(rf).map_err(|_| {
-            Failure(
-                ResponseError::InvalidReplicationFactor,
-                "too many replicas".into(),
-            )
-        })?;
+        let rf = i16::try_from(rf)
+            .map_err(|_| Failure(ResponseError::InvalidReplicationFactor, "too many replicas".into()))?;
         return Ok((t.assignments.len() as i32, rf, configs));
     }
     let partitions = if t.num_partitions == -1 {
@@ -142,11 +126,7 @@ fn check_creatable(
 }
 
 /// Answers CreateTopics.
-pub async fn create_topics(
-    broker: &Broker,
-    version: i16,
-    req: CreateTopicsRequest,
-) -> CreateTopicsResponse {
+pub async fn create_topics(broker: &Broker, version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = req
         .topics
@@ -165,10 +145,7 @@ pub async fn create_topics(
             results.push(
                 result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(format!(
-                        "Duplicate topic name: {}",
-                        t.name.as_str()
-                    )))),
+                    .with_error_message(Some(str_bytes(format!("Duplicate topic name: {}", t.name.as_str())))),
             );
             continue;
         }
@@ -183,23 +160,22 @@ pub async fn create_topics(
                 continue;
             }
         };
-        let describe =
-            |overrides: &BTreeMap<String, String>| -> Option<Vec<CreatableTopicConfigs>> {
-                let effective = EffectiveConfig::new(&broker.config.topic_defaults, overrides);
-                Some(
-                    config_entries(broker, &effective, overrides, None)
-                        .into_iter()
-                        .map(|(name, value, source)| {
-                            CreatableTopicConfigs::default()
-                                .with_name(str_bytes(name))
-                                .with_value(Some(str_bytes(value)))
-                                .with_config_source(source as i8)
-                                .with_read_only(false)
-                                .with_is_sensitive(false)
-                        })
-                        .collect(),
-                )
-            };
+        let describe = |overrides: &BTreeMap<String, String>| -> Option<Vec<CreatableTopicConfigs>> {
+            let effective = EffectiveConfig::new(&broker.config.topic_defaults, overrides);
+            Some(
+                config_entries(broker, &effective, overrides, None)
+                    .into_iter()
+                    .map(|(name, value, source)| {
+                        CreatableTopicConfigs::default()
+                            .with_name(str_bytes(name))
+                            .with_value(Some(str_bytes(value)))
+                            .with_config_source(source as i8)
+                            .with_read_only(false)
+                            .with_is_sensitive(false)
+                    })
+                    .collect(),
+            )
+        };
         if req.validate_only {
             results.push(
                 result
@@ -246,11 +222,7 @@ pub async fn create_topics(
 }
 
 /// Answers DeleteTopics (by name, or by id from v6).
-pub async fn delete_topics(
-    broker: &Broker,
-    version: i16,
-    req: DeleteTopicsRequest,
-) -> DeleteTopicsResponse {
+pub async fn delete_topics(broker: &Broker, version: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let meta = broker.metadata();
     // v0-5 send names; v6+ send (name or id) pairs.
     let wanted: Vec<(Option<String>, Uuid)> = if version >= 6 {
@@ -291,10 +263,7 @@ pub async fn delete_topics(
             Ok(t) => {
                 deleted_any = true;
                 tracing::info!(topic = %t.name, "deleted topic");
-                responses.push(
-                    base.with_name(Some(topic_name(&t.name)))
-                        .with_topic_id(t.topic_id),
-                );
+                responses.push(base.with_name(Some(topic_name(&t.name))).with_topic_id(t.topic_id));
             }
             Err(e) => responses.push(
                 base.with_error_code(controller_error_code(&e).code())
@@ -311,10 +280,7 @@ pub async fn delete_topics(
 }
 
 /// Answers CreatePartitions.
-pub async fn create_partitions(
-    broker: &Broker,
-    req: CreatePartitionsRequest,
-) -> CreatePartitionsResponse {
+pub async fn create_partitions(broker: &Broker, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let meta = broker.metadata();
     let mut results = Vec::with_capacity(req.topics.len());
     let mut changed = false;
@@ -334,7 +300,13 @@ pub async fn create_partitions(
         };
         let current = topic.partitions.len() as i32;
         if t.count < current {
-            results.push(fail(ResponseError::InvalidPartitions, format!("Topic currently has {current} partitions, which is higher than the requested {}.", t.count)));
+            results.push(fail(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "Topic currently has {current} partitions, which is higher than the requested {}.",
+                    t.count
+                ),
+            ));
             continue;
         }
         if t.count == current {
@@ -347,9 +319,9 @@ pub async fn create_partitions(
         if let Some(assignments) = &t.assignments {
             let known: HashSet<i32> = meta.brokers.keys().copied().collect();
             if assignments.len() as i32 != t.count - current
-                || assignments.iter().any(|a| {
-                    a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| !known.contains(&b.0))
-                })
+                || assignments
+                    .iter()
+                    .any(|a| a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| !known.contains(&b.0)))
             {
                 results.push(fail(
                     ResponseError::InvalidReplicaAssignment,
@@ -362,11 +334,7 @@ pub async fn create_partitions(
             results.push(base);
             continue;
         }
-        match broker
-            .controller
-            .create_partitions(t.name.as_str(), t.count)
-            .await
-        {
+        match broker.controller.create_partitions(t.name.as_str(), t.count).await {
             Ok(_) => {
                 changed = true;
                 results.push(base);
@@ -393,9 +361,9 @@ pub async fn delete_records(broker: &Broker, req: DeleteRecordsRequest) -> Delet
             let base = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
-            let Some(topic) = topic.filter(|tm| {
-                p.partition_index >= 0 && (p.partition_index as usize) < tm.partitions.len()
-            }) else {
+            let Some(topic) =
+                topic.filter(|tm| p.partition_index >= 0 && (p.partition_index as usize) < tm.partitions.len())
+            else {
                 parts.push(base.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };

@@ -2,9 +2,7 @@
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseKind,
-};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseKind};
 
 use super::{supported_versions, Reply, RequestContext, IMPLEMENTED};
 
@@ -29,15 +27,9 @@ fn api_list() -> Vec<ApiVersion> {
 pub fn handle(ctx: &RequestContext, req: ApiVersionsRequest) -> ApiVersionsResponse {
     if ctx.version >= 3 {
         tracing::debug!(client_software_name = %req.client_software_name.as_str(), client_software_version = %req.client_software_version.as_str(), "client identified");
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
-        };
-        if !valid(req.client_software_name.as_str()) || !valid(req.client_software_version.as_str())
-        {
-            return ApiVersionsResponse::default()
-                .with_error_code(ResponseError::InvalidRequest.code());
+        let valid = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-');
+        if !valid(req.client_software_name.as_str()) || !valid(req.client_software_version.as_str()) {
+            return ApiVersionsResponse::default().with_error_code(ResponseError::InvalidRequest.code());
         }
     }
     ApiVersionsResponse::default().with_api_keys(api_list())

@@ -9,19 +9,15 @@ use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
 };
 
 use super::{str_bytes, topic_name, RequestContext, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::{partition_id, Broker};
 
 /// Answers DescribeCluster.
-pub fn describe_cluster(
-    broker: &Broker,
-    ctx: &RequestContext,
-    req: DescribeClusterRequest,
-) -> DescribeClusterResponse {
+pub fn describe_cluster(broker: &Broker, ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let meta = broker.metadata();
     // endpoint_type 2 asks for controllers (KIP-919); Fjord's controller is in-process, so
     // its brokers are its controllers.
@@ -83,11 +79,7 @@ pub fn describe_topic_partitions(
             );
             continue;
         };
-        let first = if name == start_topic {
-            start_partition.max(0)
-        } else {
-            0
-        };
+        let first = if name == start_topic { start_partition.max(0) } else { 0 };
         let mut partitions = Vec::new();
         for p in t.partitions.iter().filter(|p| p.partition >= first) {
             if budget == 0 {

@@ -9,8 +9,7 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 
 use super::str_bytes;
@@ -70,24 +69,15 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String, ConfigSource)> {
     out.insert("node.id".into(), c.node_id.to_string());
     out.insert("broker.id".into(), c.node_id.to_string());
     out.insert("listeners".into(), listeners(&c.listeners));
-    out.insert(
-        "advertised.listeners".into(),
-        listeners(&c.advertised_listeners),
-    );
+    out.insert("advertised.listeners".into(), listeners(&c.advertised_listeners));
     out.insert("log.dirs".into(), c.log_dir.display().to_string());
     out.insert("num.partitions".into(), c.num_partitions.to_string());
     out.insert(
         "default.replication.factor".into(),
         c.default_replication_factor.to_string(),
     );
-    out.insert(
-        "auto.create.topics.enable".into(),
-        c.auto_create_topics.to_string(),
-    );
-    out.insert(
-        "delete.topic.enable".into(),
-        c.delete_topic_enable.to_string(),
-    );
+    out.insert("auto.create.topics.enable".into(), c.auto_create_topics.to_string());
+    out.insert("delete.topic.enable".into(), c.delete_topic_enable.to_string());
     out.insert(
         "socket.request.max.bytes".into(),
         c.socket_request_max_bytes.to_string(),
@@ -98,24 +88,15 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String, ConfigSource)> {
     );
     out.insert(
         "message.max.bytes".into(),
-        c.topic_defaults
-            .get("max.message.bytes")
-            .cloned()
-            .unwrap_or_default(),
+        c.topic_defaults.get("max.message.bytes").cloned().unwrap_or_default(),
     );
     out.insert(
         "compression.type".into(),
-        c.topic_defaults
-            .get("compression.type")
-            .cloned()
-            .unwrap_or_default(),
+        c.topic_defaults.get("compression.type").cloned().unwrap_or_default(),
     );
     out.insert(
         "log.retention.ms".into(),
-        c.topic_defaults
-            .get("retention.ms")
-            .cloned()
-            .unwrap_or_default(),
+        c.topic_defaults.get("retention.ms").cloned().unwrap_or_default(),
     );
     out.into_iter()
         .map(|(k, v)| {
@@ -130,11 +111,7 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String, ConfigSource)> {
 }
 
 /// Answers DescribeConfigs.
-pub fn describe(
-    broker: &Broker,
-    version: i16,
-    req: DescribeConfigsRequest,
-) -> DescribeConfigsResponse {
+pub fn describe(broker: &Broker, version: i16, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let meta = broker.metadata();
     let mut results = Vec::with_capacity(req.resources.len());
     for r in req.resources {
@@ -165,7 +142,13 @@ pub fn describe(
             RESOURCE_BROKER => {
                 let name = r.resource_name.as_str();
                 if !name.is_empty() && name != broker.node_id().to_string() {
-                    results.push(base.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(str_bytes(format!("Unexpected broker id, expected {} or empty string, but received {name}", broker.node_id())))));
+                    results.push(
+                        base.with_error_code(ResponseError::InvalidRequest.code())
+                            .with_error_message(Some(str_bytes(format!(
+                                "Unexpected broker id, expected {} or empty string, but received {name}",
+                                broker.node_id()
+                            )))),
+                    );
                     continue;
                 }
                 broker_entries(broker)
@@ -176,9 +159,7 @@ pub fn describe(
             other => {
                 results.push(
                     base.with_error_code(ResponseError::InvalidRequest.code())
-                        .with_error_message(Some(str_bytes(format!(
-                            "Unsupported resource type {other}"
-                        )))),
+                        .with_error_message(Some(str_bytes(format!("Unsupported resource type {other}")))),
                 );
                 continue;
             }
@@ -258,8 +239,7 @@ pub async fn incremental_alter(
         if r.resource_type != RESOURCE_TOPIC {
             responses.push(fail(
                 ResponseError::InvalidRequest,
-                "Fjord does not support dynamic broker configs yet; set them in server.properties"
-                    .into(),
+                "Fjord does not support dynamic broker configs yet; set them in server.properties".into(),
             ));
             continue;
         }
@@ -285,8 +265,8 @@ pub async fn incremental_alter(
             };
             // Kafka appends to / subtracts from the value in force, which may be the default;
             // the controller only sees overrides, so a list without one starts from the default.
-            let base = (!topic.configs.contains_key(&key))
-                .then(|| effective.values.get(&key).cloned().unwrap_or_default());
+            let base =
+                (!topic.configs.contains_key(&key)).then(|| effective.values.get(&key).cloned().unwrap_or_default());
             let op = match (c.config_operation, value) {
                 (OP_DELETE, _) => ConfigOp::Delete(key),
                 (OP_SET, Some(v)) => ConfigOp::Set(key, v),
@@ -301,9 +281,7 @@ pub async fn incremental_alter(
                 (OP_APPEND | OP_SUBTRACT, Some(_)) => {
                     error = Some((
                         ResponseError::InvalidConfig,
-                        format!(
-                            "Config value append/subtract is not allowed for config key: {key}"
-                        ),
+                        format!("Config value append/subtract is not allowed for config key: {key}"),
                     ));
                     break;
                 }

@@ -71,12 +71,7 @@ impl SessionsInner {
 
     fn make_room(&mut self) {
         while self.sessions.len() >= MAX_FETCH_SESSIONS {
-            let Some(oldest) = self
-                .sessions
-                .iter()
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(id, _)| *id)
-            else {
+            let Some(oldest) = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id) else {
                 return;
             };
             self.sessions.remove(&oldest);
@@ -102,12 +97,7 @@ fn error_response(version: i16, e: ResponseError) -> FetchResponse {
     FetchResponse::default().with_error_code(e.code())
 }
 
-fn resolve_topic(
-    meta: &ClusterMetadata,
-    version: i16,
-    name: &str,
-    id: Uuid,
-) -> (Uuid, String, Option<ResponseError>) {
+fn resolve_topic(meta: &ClusterMetadata, version: i16, name: &str, id: Uuid) -> (Uuid, String, Option<ResponseError>) {
     if version >= 13 {
         match meta.topic_by_id(&id) {
             Some(t) => (id, t.name.clone(), None),
@@ -157,16 +147,11 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
 
     // KIP-227 session handling decides which partitions to read and whether the response is
     // full or incremental.
-    let (session_id, wanted, incremental) = if version < 7
-        || (req.session_id == 0 && req.session_epoch == FINAL_EPOCH)
+    let (session_id, wanted, incremental) = if version < 7 || (req.session_id == 0 && req.session_epoch == FINAL_EPOCH)
     {
         (0, requested, false)
     } else {
-        let mut inner = broker
-            .fetch_sessions
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut inner = broker.fetch_sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
         if req.session_id == 0 {
             if req.session_epoch != INITIAL_EPOCH {
                 return error_response(version, ResponseError::InvalidFetchSessionEpoch);
@@ -237,11 +222,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         }
     };
 
-    let max_wait = Duration::from_millis(
-        u64::try_from(req.max_wait_ms)
-            .unwrap_or(0)
-            .min(MAX_WAIT_CAP_MS),
-    );
+    let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0).min(MAX_WAIT_CAP_MS));
     let deadline = Instant::now() + max_wait;
     let response_max_bytes = if version >= 3 {
         usize::try_from(req.max_bytes).unwrap_or(0)
@@ -263,10 +244,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             break parts;
         }
         // Woken by any append; re-reading is cheap when nothing new is ours.
-        if tokio::time::timeout(deadline - now, appended.changed())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(deadline - now, appended.changed()).await.is_err() {
             break read_all(broker, &meta, &wanted, response_max_bytes).await;
         }
     };
@@ -275,11 +253,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
     // with nothing new for the client.
     let mut topics: IndexMap<(Uuid, String), Vec<PartitionData>> = IndexMap::new();
     {
-        let mut inner = broker
-            .fetch_sessions
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut inner = broker.fetch_sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
         let session = if session_id != 0 {
             inner.sessions.get_mut(&session_id)
         } else {
@@ -290,8 +264,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             let mut include = true;
             if let Some(s) = session.as_mut() {
                 if let Some(sp) = s.partitions.get_mut(&(w.topic_id, w.partition)) {
-                    let changed = sp.last_high_watermark != p.high_watermark
-                        || sp.last_log_start != p.log_start_offset;
+                    let changed = sp.last_high_watermark != p.high_watermark || sp.last_log_start != p.log_start_offset;
                     let has_records = p.records.as_ref().is_some_and(|r| !r.is_empty());
                     include = !incremental || changed || has_records || p.error_code != 0;
                     sp.last_high_watermark = p.high_watermark;
@@ -299,10 +272,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
                 }
             }
             if include {
-                topics
-                    .entry((w.topic_id, w.topic.clone()))
-                    .or_default()
-                    .push(p);
+                topics.entry((w.topic_id, w.topic.clone())).or_default().push(p);
             }
         }
     }
@@ -371,10 +341,7 @@ async fn read_one(
     let Some(topic) = meta.topics.get(&w.topic) else {
         return partition_error(w.partition, ResponseError::UnknownTopicOrPartition);
     };
-    let Some(pmeta) = usize::try_from(w.partition)
-        .ok()
-        .and_then(|i| topic.partitions.get(i))
-    else {
+    let Some(pmeta) = usize::try_from(w.partition).ok().and_then(|i| topic.partitions.get(i)) else {
         return partition_error(w.partition, ResponseError::UnknownTopicOrPartition);
     };
     if w.current_leader_epoch >= 0 {
@@ -391,11 +358,7 @@ async fn read_one(
     let pid = partition_id(topic, w.partition);
     let max = usize::try_from(w.max_bytes).unwrap_or(0).min(*budget);
     let at_least_one = *first;
-    match broker
-        .store
-        .read(pid, w.fetch_offset, max, at_least_one)
-        .await
-    {
+    match broker.store.read(pid, w.fetch_offset, max, at_least_one).await {
         Ok(r) => {
             if !r.records.is_empty() {
                 *first = false;

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::offset_for_leader_epoch_response::{
-    EpochEndOffset, OffsetForLeaderTopicResult,
-};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use crate::error::storage_error_code;
@@ -22,10 +20,7 @@ fn answer(partition: i32, e: ResponseError) -> EpochEndOffset {
 
 /// Answers OffsetForLeaderEpoch from consumers (follower requests come with replication).
 /// The epoch history is read from RocksDB, so the work runs on the blocking pool.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    req: OffsetForLeaderEpochRequest,
-) -> OffsetForLeaderEpochResponse {
+pub async fn handle(broker: &Arc<Broker>, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
     let broker = broker.clone();
     match tokio::task::spawn_blocking(move || answer_all(&broker, req)).await {
         Ok(r) => r,

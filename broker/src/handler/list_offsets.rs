@@ -1,9 +1,7 @@
 //! ListOffsets: earliest, latest, max timestamp, and by timestamp.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{
-    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::error::storage_error_code;
@@ -28,11 +26,7 @@ fn error(partition: i32, e: ResponseError) -> ListOffsetsPartitionResponse {
 }
 
 /// Answers ListOffsets.
-pub async fn handle(
-    broker: &Broker,
-    _version: i16,
-    req: ListOffsetsRequest,
-) -> ListOffsetsResponse {
+pub async fn handle(broker: &Broker, _version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let meta = broker.metadata();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -40,20 +34,14 @@ pub async fn handle(
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let Some(topic) = topic else {
-                parts.push(error(
-                    p.partition_index,
-                    ResponseError::UnknownTopicOrPartition,
-                ));
+                parts.push(error(p.partition_index, ResponseError::UnknownTopicOrPartition));
                 continue;
             };
             let Some(pmeta) = usize::try_from(p.partition_index)
                 .ok()
                 .and_then(|i| topic.partitions.get(i))
             else {
-                parts.push(error(
-                    p.partition_index,
-                    ResponseError::UnknownTopicOrPartition,
-                ));
+                parts.push(error(p.partition_index, ResponseError::UnknownTopicOrPartition));
                 continue;
             };
             if p.current_leader_epoch >= 0 && p.current_leader_epoch != pmeta.leader_epoch {
@@ -71,10 +59,7 @@ pub async fn handle(
             }
             let pid = partition_id(topic, p.partition_index);
             let Some(offsets) = broker.store.offsets(&pid) else {
-                parts.push(error(
-                    p.partition_index,
-                    ResponseError::UnknownTopicOrPartition,
-                ));
+                parts.push(error(p.partition_index, ResponseError::UnknownTopicOrPartition));
                 continue;
             };
             // Without transactions the last stable offset is the high watermark.

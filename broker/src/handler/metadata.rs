@@ -8,18 +8,12 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::{
-    str_bytes, topic_name, validate_topic_name, RequestContext, AUTHORIZED_OPERATIONS_OMITTED,
-};
+use super::{str_bytes, topic_name, validate_topic_name, RequestContext, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::handler::admin;
 use crate::Broker;
 
 /// The broker list, with this broker at the address of the listener the client used.
-pub fn brokers(
-    broker: &Broker,
-    ctx: &RequestContext,
-    meta: &ClusterMetadata,
-) -> Vec<MetadataResponseBroker> {
+pub fn brokers(broker: &Broker, ctx: &RequestContext, meta: &ClusterMetadata) -> Vec<MetadataResponseBroker> {
     let mut out: Vec<MetadataResponseBroker> = meta
         .brokers
         .values()
@@ -69,11 +63,7 @@ pub fn topic_response(t: &TopicMeta) -> MetadataResponseTopic {
         )
 }
 
-fn topic_error(
-    name: Option<StrBytes>,
-    id: fjord_controller::Uuid,
-    e: ResponseError,
-) -> MetadataResponseTopic {
+fn topic_error(name: Option<StrBytes>, id: fjord_controller::Uuid, e: ResponseError) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(name.map(kafka_protocol::messages::TopicName))
         .with_topic_id(id)
@@ -82,14 +72,9 @@ fn topic_error(
 }
 
 /// Answers Metadata.
-pub async fn handle(
-    broker: &Broker,
-    ctx: &RequestContext,
-    req: MetadataRequest,
-) -> MetadataResponse {
+pub async fn handle(broker: &Broker, ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
     // Before v4 there was no flag: those clients always asked for auto-creation.
-    let allow_auto_create =
-        (ctx.version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics;
+    let allow_auto_create = (ctx.version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics;
     let mut meta = broker.metadata();
     let topics = match req.topics {
         None => meta.topics.values().map(topic_response).collect(),

@@ -47,9 +47,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
 
 /// The versions served for an API, `None` if it is not served.
 pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
-    IMPLEMENTED
-        .contains(&api_key)
-        .then(|| api_key.valid_versions())
+    IMPLEMENTED.contains(&api_key).then(|| api_key.valid_versions())
 }
 
 /// The address clients of one listener use for this broker.
@@ -117,19 +115,12 @@ pub type OrderGuard = Box<dyn Send + Sync + 'static>;
 /// Starts a request. Produce does its ordering-sensitive part (queueing appends) before this
 /// returns; everything else runs entirely on the returned task. `turn` is released when the
 /// request completes.
-pub async fn start(
-    broker: Arc<Broker>,
-    ctx: RequestContext,
-    body: RequestKind,
-    turn: OrderGuard,
-) -> JoinHandle<Reply> {
+pub async fn start(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind, turn: OrderGuard) -> JoinHandle<Reply> {
     let client_id = ctx.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
     let span = tracing::debug_span!("request", api = ?ctx.api_key, version = ctx.version, correlation_id = ctx.correlation_id, client_id);
     match body {
         RequestKind::Produce(req) => {
-            let pending = produce::start(&broker, &ctx, req)
-                .instrument(span.clone())
-                .await;
+            let pending = produce::start(&broker, &ctx, req).instrument(span.clone()).await;
             tokio::spawn(
                 async move {
                     let reply = pending.finish(&ctx).await;
@@ -157,39 +148,21 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&ctx, r)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(b, &ctx, r).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(b, v, r).await),
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            ResponseKind::OffsetForLeaderEpoch(leader_epoch::handle(b, r).await)
-        }
-        RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await)
-        }
-        RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(admin::create_topics(b, v, r).await)
-        }
-        RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(b, v, r).await)
-        }
-        RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(admin::create_partitions(b, r).await)
-        }
-        RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(admin::delete_records(b, r).await)
-        }
-        RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(configs::describe(b, v, r))
-        }
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(leader_epoch::handle(b, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, v, r).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(b, v, r).await),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(b, r).await),
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(admin::delete_records(b, r).await),
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(b, v, r)),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(b, r).await)
         }
-        RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(cluster::describe_cluster(b, &ctx, r))
-        }
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(b, &ctx, r)),
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(cluster::describe_topic_partitions(b, r))
         }
-        RequestKind::DescribeLogDirs(r) => {
-            ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(b, r))
-        }
+        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(cluster::describe_log_dirs(b, r)),
         other => {
             // Unreachable while IMPLEMENTED and this match agree: the decoder refuses
             // unserved APIs. Closing is what Kafka does for an API it does not serve.

@@ -75,26 +75,18 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
         } else {
             ResponseError::UnknownTopicOrPartition
         };
-        let config =
-            topic.map(|tm| EffectiveConfig::new(&broker.config.topic_defaults, &tm.configs));
+        let config = topic.map(|tm| EffectiveConfig::new(&broker.config.topic_defaults, &tm.configs));
         let mut outcomes = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
             if !(-1..=1).contains(&acks) {
-                outcomes.push(Outcome::Done(failed(
-                    p.index,
-                    ResponseError::InvalidRequiredAcks,
-                    None,
-                )));
+                outcomes.push(Outcome::Done(failed(p.index, ResponseError::InvalidRequiredAcks, None)));
                 continue;
             }
             let (Some(topic), Some(config)) = (topic, config.as_ref()) else {
                 outcomes.push(Outcome::Done(failed(p.index, missing, None)));
                 continue;
             };
-            let Some(pmeta) = usize::try_from(p.index)
-                .ok()
-                .and_then(|i| topic.partitions.get(i))
-            else {
+            let Some(pmeta) = usize::try_from(p.index).ok().and_then(|i| topic.partitions.get(i)) else {
                 outcomes.push(Outcome::Done(failed(
                     p.index,
                     ResponseError::UnknownTopicOrPartition,
@@ -103,11 +95,7 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 continue;
             };
             if pmeta.leader != broker.node_id() {
-                outcomes.push(Outcome::Done(failed(
-                    p.index,
-                    ResponseError::NotLeaderOrFollower,
-                    None,
-                )));
+                outcomes.push(Outcome::Done(failed(p.index, ResponseError::NotLeaderOrFollower, None)));
                 continue;
             }
             let Some(records) = p.records else {
@@ -135,11 +123,7 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(error = %e, "batch validation task failed");
-                        outcomes.push(Outcome::Done(failed(
-                            p.index,
-                            ResponseError::UnknownServerError,
-                            None,
-                        )));
+                        outcomes.push(Outcome::Done(failed(p.index, ResponseError::UnknownServerError, None)));
                         continue;
                     }
                 }
@@ -150,11 +134,7 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 Ok(v) => v,
                 Err(e) => {
                     tracing::debug!(topic = %topic.name, partition = p.index, error = %e, "produce refused");
-                    outcomes.push(Outcome::Done(failed(
-                        p.index,
-                        e.response_error(),
-                        Some(e.to_string()),
-                    )));
+                    outcomes.push(Outcome::Done(failed(p.index, e.response_error(), Some(e.to_string()))));
                     continue;
                 }
             };
@@ -179,9 +159,7 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                     pending,
                     log_append_time_ms,
                 }),
-                Err(e) => {
-                    outcomes.push(Outcome::Done(failed(p.index, storage_error_code(&e), None)))
-                }
+                Err(e) => outcomes.push(Outcome::Done(failed(p.index, storage_error_code(&e), None))),
             }
         }
         topics.push((skeleton, outcomes));
@@ -221,11 +199,7 @@ impl PendingProduce {
         if self.acks == 0 {
             // Kafka answers nothing to acks=0, and closes the connection on an error so that
             // the producer notices something went wrong.
-            return if any_error {
-                Reply::Close
-            } else {
-                Reply::Nothing
-            };
+            return if any_error { Reply::Close } else { Reply::Nothing };
         }
         let _ = topic_name; // names are echoed from the request
         ctx.respond(ResponseKind::Produce(

@@ -40,32 +40,18 @@ async fn timed_open(config: ControllerConfig) -> (Controller, Duration) {
 }
 
 fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_open_then_create_topic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (controller, elapsed) = timed_open(config(dir.path(), 0)).await;
-    println!(
-        "open() on a fresh dir: {:.1} ms",
-        elapsed.as_secs_f64() * 1e3
-    );
-    assert!(
-        elapsed.as_millis() < STARTUP_BUDGET_MS,
-        "fresh open took {elapsed:?}"
-    );
+    println!("open() on a fresh dir: {:.1} ms", elapsed.as_secs_f64() * 1e3);
+    assert!(elapsed.as_millis() < STARTUP_BUDGET_MS, "fresh open took {elapsed:?}");
 
     let meta = controller.metadata();
-    assert_eq!(
-        meta.cluster_id.len(),
-        22,
-        "cluster id {:?}",
-        meta.cluster_id
-    );
+    assert_eq!(meta.cluster_id.len(), 22, "cluster id {:?}", meta.cluster_id);
     assert_eq!(meta.controller_id, 0);
     assert_eq!(
         meta.brokers.get(&0),
@@ -79,13 +65,7 @@ async fn fresh_open_then_create_topic() {
 
     let topic_id = Uuid::new_v4();
     let created = controller
-        .create_topic(
-            "orders",
-            topic_id,
-            3,
-            -1,
-            configs(&[("retention.ms", "1000")]),
-        )
+        .create_topic("orders", topic_id, 3, -1, configs(&[("retention.ms", "1000")]))
         .await
         .expect("create_topic");
     let meta = controller.metadata();
@@ -128,10 +108,7 @@ async fn errors_are_domain_states() {
         matches!(err, ControllerError::UnknownTopic(ref n) if n == "nope"),
         "{err:?}"
     );
-    let err = controller
-        .create_partitions("nope", 4)
-        .await
-        .expect_err("unknown");
+    let err = controller.create_partitions("nope", 4).await.expect_err("unknown");
     assert!(matches!(err, ControllerError::UnknownTopic(_)), "{err:?}");
     let err = controller
         .alter_topic_configs("nope", vec![ConfigOp::Delete("x".into())])
@@ -144,15 +121,9 @@ async fn errors_are_domain_states() {
             .create_topic("u", Uuid::new_v4(), n, 1, BTreeMap::new())
             .await
             .expect_err("bad partition count");
-        assert!(
-            matches!(err, ControllerError::InvalidPartitions(_)),
-            "{err:?}"
-        );
+        assert!(matches!(err, ControllerError::InvalidPartitions(_)), "{err:?}");
     }
-    let err = controller
-        .create_partitions("t", 2)
-        .await
-        .expect_err("shrink");
+    let err = controller.create_partitions("t", 2).await.expect_err("shrink");
     match err {
         ControllerError::InvalidPartitions(msg) => assert_eq!(
             msg,
@@ -160,14 +131,8 @@ async fn errors_are_domain_states() {
         ),
         other => panic!("{other:?}"),
     }
-    let err = controller
-        .create_partitions("t", 3)
-        .await
-        .expect_err("same");
-    assert!(
-        matches!(err, ControllerError::InvalidPartitions(_)),
-        "{err:?}"
-    );
+    let err = controller.create_partitions("t", 3).await.expect_err("same");
+    assert!(matches!(err, ControllerError::InvalidPartitions(_)), "{err:?}");
 
     for rf in [2, 0, -2] {
         let err = controller
@@ -240,10 +205,7 @@ async fn create_partitions_and_alter_configs() {
         .expect("append + delete");
     assert_eq!(t.configs, configs(&[("cleanup.policy", "delete,compact")]));
     let t = controller
-        .alter_topic_configs(
-            "t",
-            vec![ConfigOp::Subtract("cleanup.policy".into(), "delete".into())],
-        )
+        .alter_topic_configs("t", vec![ConfigOp::Subtract("cleanup.policy".into(), "delete".into())])
         .await
         .expect("subtract");
     assert_eq!(t.configs, configs(&[("cleanup.policy", "compact")]));
@@ -286,10 +248,7 @@ async fn delete_topic_and_subscribe() {
     controller.shutdown().await.expect("shutdown");
     // After shutdown the subscription ends and writes fail.
     assert!(rx.changed().await.is_err());
-    let err = controller
-        .delete_topic("t")
-        .await
-        .expect_err("after shutdown");
+    let err = controller.delete_topic("t").await.expect_err("after shutdown");
     assert!(matches!(err, ControllerError::ShuttingDown), "{err:?}");
     controller.shutdown().await.expect("shutdown is idempotent");
 }
@@ -308,10 +267,7 @@ async fn restart_keeps_state_and_is_fast() {
         .expect("create b");
     controller.create_partitions("b", 2).await.expect("grow b");
     controller
-        .alter_topic_configs(
-            "a",
-            vec![ConfigOp::Set("cleanup.policy".into(), "compact".into())],
-        )
+        .alter_topic_configs("a", vec![ConfigOp::Set("cleanup.policy".into(), "compact".into())])
         .await
         .expect("alter a");
     let before = controller.metadata();
@@ -324,22 +280,13 @@ async fn restart_keeps_state_and_is_fast() {
         assert_eq!(controller.metadata(), before);
         controller.shutdown().await.expect("shutdown");
     }
-    let ms: Vec<String> = times
-        .iter()
-        .map(|t| format!("{:.1}", t.as_secs_f64() * 1e3))
-        .collect();
+    let ms: Vec<String> = times.iter().map(|t| format!("{:.1}", t.as_secs_f64() * 1e3)).collect();
     println!("open() on restart: {} ms", ms.join(", "));
     times.sort();
     // The median, so that one slow fsync on a shared CI disk does not fail the test; every
     // single open must still fit the budget.
-    assert!(
-        times[1].as_millis() < STARTUP_BUDGET_MS,
-        "restart open took {times:?}"
-    );
-    assert!(
-        times[2].as_millis() < STARTUP_BUDGET_MS,
-        "restart open took {times:?}"
-    );
+    assert!(times[1].as_millis() < STARTUP_BUDGET_MS, "restart open took {times:?}");
+    assert!(times[2].as_millis() < STARTUP_BUDGET_MS, "restart open took {times:?}");
 
     // A changed endpoint is re-registered.
     let mut moved = config(dir.path(), 1);
@@ -398,9 +345,7 @@ fn crash_restart_keeps_acknowledged_commands() {
         let before = controller.metadata();
         drop(controller);
 
-        let controller = Controller::open(cfg.clone())
-            .await
-            .expect("reopen after drop");
+        let controller = Controller::open(cfg.clone()).await.expect("reopen after drop");
         assert_eq!(controller.metadata(), before);
         controller.shutdown().await.expect("shutdown");
     });
@@ -434,10 +379,7 @@ async fn snapshot_and_purge_then_restart() {
         .raft()
         .wait(Some(Duration::from_secs(10)))
         .metrics(
-            |m| {
-                m.snapshot.as_ref().is_some_and(|s| s.index >= 50)
-                    && m.purged.as_ref().is_some_and(|p| p.index >= 50)
-            },
+            |m| m.snapshot.as_ref().is_some_and(|s| s.index >= 50) && m.purged.as_ref().is_some_and(|p| p.index >= 50),
             "snapshot built and log purged",
         )
         .await
@@ -452,23 +394,16 @@ async fn snapshot_and_purge_then_restart() {
 
     // The purged entries are gone from RocksDB, not just marked.
     let purged = metrics.purged.expect("purged").index;
-    let (db, _closed) =
-        crate::store::MetaDb::open(&dir.path().join("controller")).expect("open store");
+    let (db, _closed) = crate::store::MetaDb::open(&dir.path().join("controller")).expect("open store");
     let logs = db.read_logs(0, None).expect("read logs");
     let first = logs.first().map(|e| e.log_id.index);
-    assert!(
-        first.is_none_or(|i| i > purged),
-        "first log {first:?}, purged {purged}"
-    );
+    assert!(first.is_none_or(|i| i > purged), "first log {first:?}, purged {purged}");
     println!("log entries left after purge: {}", logs.len());
     drop(db);
 
     // Restart with the production tuning: the state comes back from snapshot + log tail.
     let (controller, elapsed) = timed_open(config(dir.path(), 1)).await;
-    println!(
-        "open() after snapshot: {:.1} ms",
-        elapsed.as_secs_f64() * 1e3
-    );
+    println!("open() after snapshot: {:.1} ms", elapsed.as_secs_f64() * 1e3);
     let metrics = controller.raft().metrics().borrow().clone();
     assert!(metrics.snapshot.is_some(), "snapshot survives restart");
     assert!(metrics.purged.is_some(), "purge mark survives restart");
@@ -500,12 +435,8 @@ async fn restart_mid_election_elects_at_once() {
     // As if the node crashed while campaigning: an uncommitted vote for itself in a later term,
     // so it does not restart as leader.
     let campaign_term = {
-        let (db, _closed) =
-            crate::store::MetaDb::open(&dir.path().join("controller")).expect("open store");
-        let vote: openraft::Vote<NodeId> = db
-            .get_json(crate::store::KEY_VOTE)
-            .expect("read vote")
-            .expect("a vote");
+        let (db, _closed) = crate::store::MetaDb::open(&dir.path().join("controller")).expect("open store");
+        let vote: openraft::Vote<NodeId> = db.get_json(crate::store::KEY_VOTE).expect("read vote").expect("a vote");
         assert!(vote.committed);
         let campaign = openraft::Vote::new(vote.leader_id.term + 1, 1);
         db.put_json(crate::store::KEY_VOTE, &campaign, true)
@@ -520,16 +451,9 @@ async fn restart_mid_election_elects_at_once() {
     );
     // The election is triggered, not waited for; the time is printed above (well under the
     // 150 ms election timeout on an idle machine) and only bounded here against a hang.
-    assert!(
-        elapsed.as_millis() < STARTUP_BUDGET_MS,
-        "open took {elapsed:?}"
-    );
+    assert!(elapsed.as_millis() < STARTUP_BUDGET_MS, "open took {elapsed:?}");
     let metrics = controller.raft().metrics().borrow().clone();
-    assert!(
-        metrics.current_term > campaign_term,
-        "term {}",
-        metrics.current_term
-    );
+    assert!(metrics.current_term > campaign_term, "term {}", metrics.current_term);
     assert_eq!(controller.metadata().topics, before.topics);
     assert_eq!(controller.metadata().cluster_id, before.cluster_id);
     controller.shutdown().await.expect("shutdown");
@@ -548,8 +472,7 @@ async fn corrupt_log_entries_fail_open_with_storage_error() {
         // Drop without shutdown: no snapshot, so open must replay the log.
         drop(controller);
         {
-            let (db, _closed) =
-                crate::store::MetaDb::open(&dir.path().join("controller")).expect("open store");
+            let (db, _closed) = crate::store::MetaDb::open(&dir.path().join("controller")).expect("open store");
             let logs = db.read_logs(0, None).expect("read logs");
             assert!(logs.len() >= 4, "{} entries", logs.len());
             let value = match case {
@@ -563,9 +486,6 @@ async fn corrupt_log_entries_fail_open_with_storage_error() {
             .err()
             .expect("corrupt log must fail open");
         println!("{case}: {err}");
-        assert!(
-            matches!(err, ControllerError::Storage(_)),
-            "{case}: {err:?}"
-        );
+        assert!(matches!(err, ControllerError::Storage(_)), "{case}: {err:?}");
     }
 }

@@ -1,19 +1,14 @@
 use super::*;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use kafka_protocol::records::{Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 use proptest::prelude::*;
 
 const NOW_MS: i64 = 1_700_000_000_000;
 
 fn record(i: i64, key: Option<&[u8]>, value: Option<&[u8]>, ts: i64) -> Record {
     let mut headers = IndexMap::new();
-    headers.insert(
-        StrBytes::from_static_str("h"),
-        Some(Bytes::from_static(b"v")),
-    );
+    headers.insert(StrBytes::from_static_str("h"), Some(Bytes::from_static(b"v")));
     Record {
         transactional: false,
         control: false,
@@ -157,10 +152,7 @@ fn zstd_needs_produce_v7_and_future_timestamps_are_refused() {
     c.produce_version = 6;
     let err = validate_produce(encode(&sample(2), Compression::Zstd), &c).expect_err("zstd v6");
     assert_eq!(err.response_error().code(), 76);
-    let future = encode(
-        &[record(0, None, Some(b"x"), NOW_MS + 7_200_000)],
-        Compression::None,
-    );
+    let future = encode(&[record(0, None, Some(b"x"), NOW_MS + 7_200_000)], Compression::None);
     let err = validate_produce(future, &cfg()).expect_err("future");
     assert_eq!(err.response_error().code(), 32);
 }
@@ -178,10 +170,7 @@ fn topic_codec_recompresses_and_clients_decode_it() {
             let decoded = RecordBatchDecoder::decode(&mut buf).expect("client decodes");
             assert_eq!(decoded.records.len(), 20);
             for (a, b) in decoded.records.iter().zip(&records) {
-                assert_eq!(
-                    (&a.key, &a.value, a.timestamp),
-                    (&b.key, &b.value, b.timestamp)
-                );
+                assert_eq!((&a.key, &a.value, a.timestamp), (&b.key, &b.value, b.timestamp));
                 assert_eq!(a.headers, b.headers);
             }
         }
@@ -217,10 +206,7 @@ fn split_batches_refuses_truncation() {
     let one = encode(&sample(2), Compression::None);
     let mut two = one.to_vec();
     two.extend_from_slice(&one);
-    assert_eq!(
-        split_batches(Bytes::from(two.clone())).expect("two").len(),
-        2
-    );
+    assert_eq!(split_batches(Bytes::from(two.clone())).expect("two").len(), 2);
     two.truncate(two.len() - 1);
     assert!(split_batches(Bytes::from(two)).is_err());
 }

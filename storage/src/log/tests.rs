@@ -106,12 +106,7 @@ async fn append_assigns_dense_offsets_and_reads_back() {
     );
     let none = store.read(P0, 0, 10, false).await.expect("read");
     assert!(none.records.is_empty());
-    assert!(store
-        .read(P0, 15, 100, true)
-        .await
-        .expect("at end")
-        .records
-        .is_empty());
+    assert!(store.read(P0, 15, 100, true).await.expect("at end").records.is_empty());
     assert!(matches!(
         store.read(P0, 16, 100, true).await,
         Err(StorageError::OffsetOutOfRange { .. })
@@ -126,14 +121,8 @@ async fn append_assigns_dense_offsets_and_reads_back() {
         store.offset_for_timestamp(P0, T0 + 2).await.expect("ts"),
         Some((2, T0 + 2))
     );
-    assert_eq!(
-        store.offset_for_timestamp(P0, T0 + 1000).await.expect("ts"),
-        None
-    );
-    assert_eq!(
-        store.max_timestamp(P0).await.expect("max"),
-        Some((9, T0 + 104))
-    );
+    assert_eq!(store.offset_for_timestamp(P0, T0 + 1000).await.expect("ts"), None);
+    assert_eq!(store.max_timestamp(P0).await.expect("max"), Some((9, T0 + 104)));
     store.shutdown().await.expect("close");
 }
 
@@ -166,14 +155,7 @@ async fn state_survives_reopen_and_delete_records() {
         (3..12).collect::<Vec<_>>(),
         "batch holding offset 4 is kept whole"
     );
-    assert_eq!(
-        store
-            .append(P0, batch(1, T0), 2)
-            .await
-            .expect("append")
-            .base_offset,
-        12
-    );
+    assert_eq!(store.append(P0, batch(1, T0), 2).await.expect("append").base_offset, 12);
     store.delete_topic(P0.topic_id).await.expect("delete topic");
     assert!(store.offsets(&P0).is_none());
     store.ensure_partition(P0).await.expect("recreate");
@@ -196,11 +178,7 @@ async fn concurrent_appends_share_writes_and_stay_dense() {
         let store = store.clone();
         let pid = if i % 2 == 0 { P0 } else { p1 };
         tasks.push(tokio::spawn(async move {
-            store
-                .append(pid, batch(2, T0), 0)
-                .await
-                .expect("append")
-                .base_offset
+            store.append(pid, batch(2, T0), 0).await.expect("append").base_offset
         }));
     }
     let mut bases = Vec::new();
@@ -230,23 +208,62 @@ async fn leader_epoch_history_answers_offset_for_leader_epoch() {
         store.append(P0, batch(2, T0), 0).await.expect("append");
     }
     store.append(P0, batch(2, T0), 2).await.expect("append");
-    assert_eq!(
-        store.end_offset_for_epoch(&P0, 0, 2).expect("e0"),
-        Some((0, 6))
-    );
+    assert_eq!(store.end_offset_for_epoch(&P0, 0, 2).expect("e0"), Some((0, 6)));
     assert_eq!(
         store.end_offset_for_epoch(&P0, 1, 2).expect("e1"),
         Some((0, 6)),
         "floor epoch 0 ends where 2 starts"
     );
-    assert_eq!(
-        store.end_offset_for_epoch(&P0, 2, 2).expect("e2"),
-        Some((2, 8))
-    );
-    assert_eq!(
-        store.end_offset_for_epoch(&P0, 5, 5).expect("e5"),
-        Some((2, 8))
-    );
+    assert_eq!(store.end_offset_for_epoch(&P0, 2, 2).expect("e2"), Some((2, 8)));
+    assert_eq!(store.end_offset_for_epoch(&P0, 5, 5).expect("e5"), Some((2, 8)));
     assert_eq!(store.end_offset_for_epoch(&P0, -1, 2).expect("none"), None);
+    store.shutdown().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_and_excess_batches_and_sizes_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batch_len;
+    {
+        let store = open(dir.path(), i64::MAX);
+        store.ensure_partition(P0).await.expect("create");
+        // Batches with newest timestamps T0+1, T0+1001, ..., T0+4001 (2 records each).
+        for i in 0..5 {
+            store.append(P0, batch(2, T0 + 1000 * i), 0).await.expect("append");
+        }
+        let size = store.size_bytes(&P0);
+        batch_len = size / 5;
+        assert_eq!(size, batch_len * 5, "equal batches");
+        // Unlimited: nothing happens.
+        assert_eq!(store.enforce_retention(P0, -1, -1, T0 + 10_000).await.expect("noop"), 0);
+        // retention.ms = 2500 at T0+4000: batches whose newest record is before T0+1500 go.
+        assert_eq!(store.enforce_retention(P0, 2500, -1, T0 + 4000).await.expect("time"), 4);
+        assert_eq!(store.size_bytes(&P0), batch_len * 3);
+        assert!(matches!(
+            store.read(P0, 2, 1 << 20, true).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(
+            offsets_of(&store.read(P0, 4, 1 << 20, true).await.expect("read").records),
+            (4..10).collect::<Vec<_>>()
+        );
+        // retention.bytes = two batches: one more goes.
+        let kept = store
+            .enforce_retention(P0, -1, (batch_len * 2) as i64, T0)
+            .await
+            .expect("size");
+        assert_eq!(kept, 6);
+        assert_eq!(store.size_bytes(&P0), batch_len * 2);
+    }
+    let store = open(dir.path(), i64::MAX);
+    assert_eq!(store.size_bytes(&P0), batch_len * 2, "size is persisted");
+    assert_eq!(store.offsets(&P0).expect("p0").log_start, 6);
+    // Everything expired: the log empties up to its end, and appends continue from there.
+    assert_eq!(
+        store.enforce_retention(P0, 0, -1, T0 + 1_000_000).await.expect("all"),
+        10
+    );
+    assert_eq!(store.size_bytes(&P0), 0);
+    assert_eq!(store.append(P0, batch(1, T0), 0).await.expect("append").base_offset, 10);
     store.shutdown().await.expect("close");
 }

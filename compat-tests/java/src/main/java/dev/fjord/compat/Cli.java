@@ -225,8 +225,8 @@ public final class Cli {
      * Reads {@code --count} records from {@code --partition P} (or {@code all}) starting at
      * {@code --from-offset O} (or {@code earliest}/{@code latest}), printing each as it arrives,
      * and stops at the count or after {@code --timeout-ms}. Prints fewer lines on timeout: the test
-     * decides whether that is a failure. {@code --announce} prints {@code {"polling": true}} once the
-     * first poll returned, for tests that produce while the consumer waits.
+     * decides whether that is a failure. {@code --announce} prints {@code {"polling": true}} once a fetch
+     * response came back for every partition, for tests that produce while the consumer waits.
      */
     private static int consume(Opts o) throws Exception {
         Properties p = consumerProps(o);
@@ -246,8 +246,9 @@ public final class Cli {
             boolean announce = o.flag("announce");
             while (seen < count && System.nanoTime() < deadline) {
                 var batch = c.poll(Duration.ofMillis(100));
-                if (announce) {
-                    // Tells a waiting test that the consumer has its position and is fetching.
+                if (announce && tps.stream().allMatch(tp -> c.currentLag(tp).isPresent())) {
+                    // A fetch response has come back for every partition (the lag is known only
+                    // then): the consumer is now at the end, waiting in its next fetch.
                     OUT.println("{\"polling\":true}");
                     announce = false;
                 }
@@ -259,6 +260,9 @@ public final class Cli {
                     seen++;
                 }
             }
+            // Closing sends a last fetch that ends the fetch session, and a broker may hold that
+            // fetch for fetch.max.wait.ms; nothing is committed, so do not wait for it.
+            c.close(Duration.ofSeconds(1));
         }
         return 0;
     }
