@@ -1,11 +1,12 @@
 """Fetch long polling: a consumer waiting on an empty partition gets a new record at once.
 
-The clients are set to let the broker hold a fetch for up to LONG_WAIT_MS. A broker that parks
-the fetch and wakes it when data arrives delivers within a fraction of a second; one that only
-answers when the wait expires takes up to LONG_WAIT_MS, which the ARRIVAL_BOUND_S assertion
-catches. A broker that never waits (answers empty at once) still passes the client tests, so the
-wire tests check the wait itself: an empty fetch is held for max_wait_ms, and min_bytes is honoured.
-"""
+Each consumer lets the broker hold a fetch for LONG_WAIT_MS, and counts as waiting once its first
+fetch has come back empty (librdkafka's partition EOF, kafka-python's and aiokafka's known high
+watermark, the Java client's fetch-total metric, kcat's "Reached end of topic"): from then on it
+sits in its next fetch. A record produced then must arrive within ARRIVAL_BOUND_S of its ack; a
+broker that answers parked fetches only when their wait runs out takes up to LONG_WAIT_MS. A
+broker that never waits (answers empty at once) would still pass these, so the wire tests check
+the wait itself: an empty fetch is held for max_wait_ms, and min_bytes is honoured."""
 
 import json
 import subprocess

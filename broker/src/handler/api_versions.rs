@@ -4,14 +4,14 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseKind};
 
-use super::{supported_versions, Reply, RequestContext, IMPLEMENTED};
+use super::{advertised_versions, Reply, RequestContext, IMPLEMENTED};
 
 fn api_list() -> Vec<ApiVersion> {
     let mut keys: Vec<ApiKey> = IMPLEMENTED.to_vec();
     keys.sort_by_key(|k| *k as i16);
     keys.into_iter()
         .filter_map(|k| {
-            let r = supported_versions(k)?;
+            let r = advertised_versions(k)?;
             Some(
                 ApiVersion::default()
                     .with_api_key(k as i16)

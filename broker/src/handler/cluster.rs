@@ -152,8 +152,8 @@ pub fn describe_log_dirs(broker: &Broker, req: DescribeLogDirsRequest) -> Descri
             );
         }
     }
-    let dir = broker.config.log_dir.join(crate::LOGS_SUBDIR);
-    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    // The configured log dir, as Kafka names it; Fjord's layout inside it is its own business.
+    let dir = std::fs::canonicalize(&broker.config.log_dir).unwrap_or_else(|_| broker.config.log_dir.clone());
     let result = DescribeLogDirsResult::default()
         .with_log_dir(str_bytes(dir.display().to_string()))
         .with_topics(topics)

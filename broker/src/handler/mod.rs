@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod cluster;
 pub mod configs;
+pub mod coordinator;
 pub mod fetch;
 pub mod leader_epoch;
 pub mod list_offsets;
@@ -33,6 +34,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::ListOffsets,
     ApiKey::OffsetForLeaderEpoch,
     ApiKey::Metadata,
+    ApiKey::FindCoordinator,
     ApiKey::ApiVersions,
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
@@ -48,6 +50,21 @@ pub const IMPLEMENTED: &[ApiKey] = &[
 /// The versions served for an API, `None` if it is not served.
 pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
     IMPLEMENTED.contains(&api_key).then(|| api_key.valid_versions())
+}
+
+/// The range ApiVersions advertises. The same as what is served, except Produce, which is
+/// advertised from v0 while v0-2 requests are refused (connection closed), exactly as Kafka 4
+/// does (KAFKA-18659): librdkafka enables gzip, snappy and lz4 only when it sees Produce v0-2
+/// advertised.
+pub fn advertised_versions(api_key: ApiKey) -> Option<VersionRange> {
+    let served = supported_versions(api_key)?;
+    Some(match api_key {
+        ApiKey::Produce => VersionRange {
+            min: 0,
+            max: served.max,
+        },
+        _ => served,
+    })
 }
 
 /// The address clients of one listener use for this broker.
@@ -149,6 +166,7 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(b, &ctx, r).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(b, v, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(leader_epoch::handle(b, r).await),
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(coordinator::handle(v, r)),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, v, r).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(b, v, r).await),
@@ -213,7 +231,7 @@ pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 mod tests {
     use super::*;
 
-    /// The README's compatibility table must list exactly the served APIs and ranges.
+    /// The README's compatibility table must list exactly the advertised APIs and ranges.
     #[test]
     fn readme_compatibility_table_is_true() {
         let readme = include_str!("../../../README.md");
@@ -237,7 +255,7 @@ mod tests {
         let mut served: Vec<(i16, i16, i16)> = IMPLEMENTED
             .iter()
             .map(|k| {
-                let r = supported_versions(*k).expect("implemented APIs are served");
+                let r = advertised_versions(*k).expect("implemented APIs are served");
                 (*k as i16, r.min, r.max)
             })
             .collect();
