@@ -13,7 +13,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
-use super::topic_name;
+use super::{led_partition, topic_name};
 use crate::error::storage_error_code;
 use crate::{partition_id, Broker};
 
@@ -338,23 +338,10 @@ async fn read_one(
     if let Some(e) = w.error {
         return partition_error(w.partition, e);
     }
-    let Some(topic) = meta.topics.get(&w.topic) else {
-        return partition_error(w.partition, ResponseError::UnknownTopicOrPartition);
+    let topic = match led_partition(broker, meta.topics.get(&w.topic), w.partition, w.current_leader_epoch) {
+        Ok((topic, _)) => topic,
+        Err(e) => return partition_error(w.partition, e),
     };
-    let Some(pmeta) = usize::try_from(w.partition).ok().and_then(|i| topic.partitions.get(i)) else {
-        return partition_error(w.partition, ResponseError::UnknownTopicOrPartition);
-    };
-    if w.current_leader_epoch >= 0 {
-        if w.current_leader_epoch > pmeta.leader_epoch {
-            return partition_error(w.partition, ResponseError::UnknownLeaderEpoch);
-        }
-        if w.current_leader_epoch < pmeta.leader_epoch {
-            return partition_error(w.partition, ResponseError::FencedLeaderEpoch);
-        }
-    }
-    if pmeta.leader != broker.node_id() {
-        return partition_error(w.partition, ResponseError::NotLeaderOrFollower);
-    }
     let pid = partition_id(topic, w.partition);
     let max = usize::try_from(w.max_bytes).unwrap_or(0).min(*budget);
     let at_least_one = *first;

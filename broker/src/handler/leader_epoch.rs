@@ -7,6 +7,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use super::led_partition;
 use crate::error::storage_error_code;
 use crate::{partition_id, Broker};
 
@@ -38,28 +39,13 @@ fn answer_all(broker: &Broker, req: OffsetForLeaderEpochRequest) -> OffsetForLea
         let topic = meta.topics.get(t.topic.as_str());
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let Some((topic, pmeta)) = topic.and_then(|tm| {
-                usize::try_from(p.partition)
-                    .ok()
-                    .and_then(|i| tm.partitions.get(i))
-                    .map(|pm| (tm, pm))
-            }) else {
-                parts.push(answer(p.partition, ResponseError::UnknownTopicOrPartition));
-                continue;
+            let (topic, pmeta) = match led_partition(broker, topic, p.partition, p.current_leader_epoch) {
+                Ok(found) => found,
+                Err(e) => {
+                    parts.push(answer(p.partition, e));
+                    continue;
+                }
             };
-            if p.current_leader_epoch >= 0 && p.current_leader_epoch != pmeta.leader_epoch {
-                let e = if p.current_leader_epoch > pmeta.leader_epoch {
-                    ResponseError::UnknownLeaderEpoch
-                } else {
-                    ResponseError::FencedLeaderEpoch
-                };
-                parts.push(answer(p.partition, e));
-                continue;
-            }
-            if pmeta.leader != broker.node_id() {
-                parts.push(answer(p.partition, ResponseError::NotLeaderOrFollower));
-                continue;
-            }
             let pid = partition_id(topic, p.partition);
             parts.push(
                 match broker

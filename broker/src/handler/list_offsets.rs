@@ -4,6 +4,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use super::led_partition;
 use crate::error::storage_error_code;
 use crate::{partition_id, Broker};
 
@@ -33,30 +34,13 @@ pub async fn handle(broker: &Broker, _version: i16, req: ListOffsetsRequest) -> 
         let topic = meta.topics.get(t.name.as_str());
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let Some(topic) = topic else {
-                parts.push(error(p.partition_index, ResponseError::UnknownTopicOrPartition));
-                continue;
+            let (topic, pmeta) = match led_partition(broker, topic, p.partition_index, p.current_leader_epoch) {
+                Ok(found) => found,
+                Err(e) => {
+                    parts.push(error(p.partition_index, e));
+                    continue;
+                }
             };
-            let Some(pmeta) = usize::try_from(p.partition_index)
-                .ok()
-                .and_then(|i| topic.partitions.get(i))
-            else {
-                parts.push(error(p.partition_index, ResponseError::UnknownTopicOrPartition));
-                continue;
-            };
-            if p.current_leader_epoch >= 0 && p.current_leader_epoch != pmeta.leader_epoch {
-                let e = if p.current_leader_epoch > pmeta.leader_epoch {
-                    ResponseError::UnknownLeaderEpoch
-                } else {
-                    ResponseError::FencedLeaderEpoch
-                };
-                parts.push(error(p.partition_index, e));
-                continue;
-            }
-            if pmeta.leader != broker.node_id() {
-                parts.push(error(p.partition_index, ResponseError::NotLeaderOrFollower));
-                continue;
-            }
             let pid = partition_id(topic, p.partition_index);
             let Some(offsets) = broker.store.offsets(&pid) else {
                 parts.push(error(p.partition_index, ResponseError::UnknownTopicOrPartition));

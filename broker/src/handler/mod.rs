@@ -18,7 +18,9 @@ pub mod produce;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fjord_controller::{PartitionMeta, TopicMeta};
 use fjord_protocol::frame::{encode_response, Request};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
 use tokio::task::JoinHandle;
@@ -222,6 +224,33 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"));
     }
     Ok(())
+}
+
+/// Finds a partition that this broker leads, checking the client's view of the leader epoch
+/// (KIP-320) the way every partition-level API does: a newer epoch than ours is
+/// `UNKNOWN_LEADER_EPOCH` (we are behind), an older one `FENCED_LEADER_EPOCH` (the client is),
+/// -1 skips the check.
+pub fn led_partition<'a>(
+    broker: &Broker,
+    topic: Option<&'a TopicMeta>,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> Result<(&'a TopicMeta, &'a PartitionMeta), ResponseError> {
+    let topic = topic.ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let pmeta = usize::try_from(partition)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    if current_leader_epoch >= 0 && current_leader_epoch > pmeta.leader_epoch {
+        return Err(ResponseError::UnknownLeaderEpoch);
+    }
+    if current_leader_epoch >= 0 && current_leader_epoch < pmeta.leader_epoch {
+        return Err(ResponseError::FencedLeaderEpoch);
+    }
+    if pmeta.leader != broker.node_id() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    Ok((topic, pmeta))
 }
 
 /// Authorized-operations value meaning "not requested" (Kafka's `Integer.MIN_VALUE`).
