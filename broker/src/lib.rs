@@ -37,6 +37,8 @@ pub struct Broker {
     pub controller: Controller,
     /// KIP-227 incremental fetch sessions.
     pub(crate) fetch_sessions: FetchSessions,
+    /// Parsed topic settings for the produce path.
+    pub(crate) produce_settings: topic_config::SettingsCache,
 }
 
 impl Broker {
@@ -165,6 +167,7 @@ pub async fn run(
         store,
         controller,
         fetch_sessions: FetchSessions::default(),
+        produce_settings: Default::default(),
     });
     broker.reconcile().await?;
     let reconciler = tokio::spawn(reconcile_on_change(broker.clone()));

@@ -151,11 +151,22 @@ async fn read_frame(
         Err(_) => return Ok(None), // EOF or reset between frames: the client went away
     }
     let len = check_frame_len(prefix, max_bytes)?;
-    let mut body = BytesMut::zeroed(len);
-    reader
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| FrameError::Malformed(format!("truncated frame: {e}")))?;
+    // Read into uninitialised capacity: zeroing a large produce frame first cost a memset
+    // per request for nothing.
+    let mut body = BytesMut::with_capacity(len);
+    let mut limited = reader.take(len as u64);
+    while body.len() < len {
+        match limited.read_buf(&mut body).await {
+            Ok(0) => {
+                return Err(FrameError::Malformed(format!(
+                    "truncated frame: {} of {len} bytes",
+                    body.len()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(FrameError::Malformed(format!("truncated frame: {e}"))),
+        }
+    }
     Ok(Some(body.freeze()))
 }
 

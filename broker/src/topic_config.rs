@@ -199,3 +199,70 @@ mod tests {
         assert_eq!(EffectiveConfig::new(&defaults(), &BTreeMap::new()).target_codec(), None);
     }
 }
+
+/// What the produce path needs from a topic's config, parsed once.
+#[derive(Debug, Clone)]
+pub struct ProduceSettings {
+    /// `max.message.bytes`.
+    pub max_message_bytes: usize,
+    /// `compression.type`; `None` for `producer`.
+    pub target_codec: Option<Compression>,
+    /// `message.timestamp.type`.
+    pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`.
+    pub timestamp_after_max_ms: i64,
+}
+
+impl From<&EffectiveConfig> for ProduceSettings {
+    fn from(c: &EffectiveConfig) -> Self {
+        ProduceSettings {
+            max_message_bytes: c.max_message_bytes(),
+            target_codec: c.target_codec(),
+            timestamp_type: c.timestamp_type(),
+            timestamp_before_max_ms: c.timestamp_before_max_ms(),
+            timestamp_after_max_ms: c.timestamp_after_max_ms(),
+        }
+    }
+}
+
+/// Per-topic [`ProduceSettings`], valid for one metadata snapshot: building an
+/// [`EffectiveConfig`] per produce request cost a map clone and string parses each time.
+#[derive(Debug, Default)]
+pub struct SettingsCache {
+    inner: std::sync::Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    /// The snapshot the entries were built from; any metadata change replaces the snapshot.
+    meta: Option<std::sync::Arc<fjord_controller::ClusterMetadata>>,
+    topics: std::collections::HashMap<fjord_controller::Uuid, std::sync::Arc<ProduceSettings>>,
+}
+
+impl SettingsCache {
+    /// The settings of `topic` as of `meta`.
+    pub fn get(
+        &self,
+        broker_defaults: &BTreeMap<String, String>,
+        meta: &std::sync::Arc<fjord_controller::ClusterMetadata>,
+        topic: &fjord_controller::TopicMeta,
+    ) -> std::sync::Arc<ProduceSettings> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !inner.meta.as_ref().is_some_and(|m| std::sync::Arc::ptr_eq(m, meta)) {
+            inner.meta = Some(meta.clone());
+            inner.topics.clear();
+        }
+        inner
+            .topics
+            .entry(topic.topic_id)
+            .or_insert_with(|| {
+                std::sync::Arc::new(ProduceSettings::from(&EffectiveConfig::new(
+                    broker_defaults,
+                    &topic.configs,
+                )))
+            })
+            .clone()
+    }
+}

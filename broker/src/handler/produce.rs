@@ -16,7 +16,6 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use super::{str_bytes, topic_name, Reply, RequestContext};
 use crate::error::storage_error_code;
-use crate::topic_config::EffectiveConfig;
 use crate::{partition_id, Broker};
 
 /// Compressed batches larger than this are validated on the blocking pool: decompressing
@@ -75,7 +74,7 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
         } else {
             ResponseError::UnknownTopicOrPartition
         };
-        let config = topic.map(|tm| EffectiveConfig::new(&broker.config.topic_defaults, &tm.configs));
+        let config = topic.map(|tm| broker.produce_settings.get(&broker.config.topic_defaults, &meta, tm));
         let mut outcomes = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
             if !(-1..=1).contains(&acks) {
@@ -107,11 +106,11 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 continue;
             };
             let vcfg = ValidationConfig {
-                max_message_bytes: config.max_message_bytes(),
-                timestamp_type: config.timestamp_type(),
-                timestamp_before_max_ms: config.timestamp_before_max_ms(),
-                timestamp_after_max_ms: config.timestamp_after_max_ms(),
-                target_codec: config.target_codec(),
+                max_message_bytes: config.max_message_bytes,
+                timestamp_type: config.timestamp_type,
+                timestamp_before_max_ms: config.timestamp_before_max_ms,
+                timestamp_after_max_ms: config.timestamp_after_max_ms,
+                target_codec: config.target_codec,
                 produce_version: ctx.version,
                 now_ms: now_ms(),
             };
