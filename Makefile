@@ -13,7 +13,7 @@ export CC := ccache gcc
 export CXX := ccache g++
 endif
 
-.PHONY: run build-deps-hint system-deps build setup test test-rust test-compat fmt lint clean-data
+.PHONY: run build-deps-hint system-deps build setup test test-rust test-compat bench fmt lint clean-data
 
 ## Run a single-node broker on PLAINTEXT://0.0.0.0:9092 with data in ./fjord-data.
 run: build-deps-hint
@@ -52,6 +52,11 @@ test-rust:
 
 test-compat:
 	$(PYTEST) compat-tests -n 2 -q -p no:cacheprovider
+
+## Fjord against Apache Kafka 4.1 on this machine (~30 min; BENCH_ARGS=--quick for ~5 min).
+## Writes bench/results/<run>/ and, for a full run, the section in BENCHMARKS.md.
+bench: build-deps-hint
+	python3 bench/run.py $(BENCH_ARGS)
 
 fmt:
 	$(CARGO) fmt --all
