@@ -18,6 +18,9 @@ use crate::PartitionId;
 /// `append` (backpressure) instead of growing a queue without bound.
 pub const WRITER_QUEUE_DEPTH: usize = 4096;
 
+/// Most a read reserves up front; a larger read (KIP-74's oversized first batch) grows.
+const READ_RESERVE_MAX_BYTES: usize = 8 << 20;
+
 /// WAL kept before RocksDB flushes the column families that pin it (see `db_options`).
 const MAX_TOTAL_WAL_BYTES: u64 = 128 << 20;
 
@@ -604,7 +607,8 @@ fn read_batches(
     at_least_one: bool,
 ) -> Result<Bytes> {
     let mut it = batch_iter(db, pid, offset)?;
-    let mut out = BytesMut::new();
+    // Reserve what this read may return (bounded), so the buffer never regrows and copies.
+    let mut out = BytesMut::with_capacity(max_bytes.min(READ_RESERVE_MAX_BYTES));
     while it.valid() {
         let (Some(k), Some(v)) = (it.key(), it.value()) else {
             break;
