@@ -82,8 +82,10 @@ STOP_TIMEOUT_S = 60
 #: One `fjord-bench limits` write, to measure the data dir's disk.
 LIMITS_BYTES = 2 * 1024**3
 LIMITS_TIMEOUT_S = 600
-#: Below this much free space under the data root a full run may fill the disk (each broker
-#: holds ~7 GiB at its peak: 4 GiB of produce runs, the 2 GiB backlog, orders and logs).
+#: Below this much free space under the data root a full run may fill the disk. fjord-bench
+#: deletes each scenario's topic, but space comes back late (Kafka deletes files after a delay,
+#: RocksDB on compaction), so count every scenario's data: 4 x 2 GiB produced, the 2 GiB
+#: backlog, 0.4 GB of orders, 2 x 1.6 GB of logs before compression.
 MIN_FREE_BYTES_FULL = 16 * 1024**3
 #: A 1-minute load average above this share of the cores means something else is running and
 #: the numbers will be noisy; the run goes on but says so.
@@ -115,7 +117,8 @@ class Scenario:
 
 
 def scenarios(quick: bool) -> list[Scenario]:
-    """Sized so both brokers fit in ~15 minutes on 2 cores; --quick is ~1/10 of each.
+    """Sized so that both brokers take ~5 minutes on 2 cores (measured phases of 3-10 s, the
+    latency runs 30 s), which leaves a cold build (~16 minutes) well inside 30; --quick is ~1/10.
 
     Order matters: create-partitions goes last because 5,000 partitions make every later request
     on Kafka slower, and catchup after the short runs so its 2 GiB do not sit in the page cache
@@ -135,7 +138,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             name = f"produce-acks{acks}-p{parts}"
             out.append(Scenario(name, "produce", (
                 "--topic", f"bench-{name}", "--partitions", str(parts), "--producers", "1",
-                "--records", n(1_000_000), "--record-size", str(1 * KiB), "--acks", acks,
+                "--records", n(2_000_000), "--record-size", str(1 * KiB), "--acks", acks,
                 "--codec", "none"), t(300, 120)))
     latency_s = 5 if quick else 30
     for rate in (10_000, 50_000):
@@ -146,12 +149,12 @@ def scenarios(quick: bool) -> list[Scenario]:
             latency_s + t(120, 90)))
     out.append(Scenario("orders", "orders", (
         "--topic", "bench-orders", "--partitions", "24", "--producers", "8",
-        "--records", n(1_000_000), "--record-size", "200", "--acks", "all", "--idempotent"),
+        "--records", n(2_000_000), "--record-size", "200", "--acks", "all", "--idempotent"),
         t(300, 120)))
     for codec in ("lz4", "zstd"):
         name = f"logs-{codec}"
         out.append(Scenario(name, "logs", (
-            "--topic", f"bench-{name}", "--partitions", "6", "--records", n(200_000),
+            "--topic", f"bench-{name}", "--partitions", "6", "--records", n(400_000),
             "--record-size", str(4 * KiB), "--codec", codec, "--acks", "1",
             "--batch-bytes", str(1024 * KiB), "--linger-ms", "50"), t(300, 120)))
     out.append(Scenario("catchup", "catchup", (
@@ -209,9 +212,10 @@ def die_with_parent() -> None:
 
 
 def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
-          tee: bool = False, indent: str = "    ") -> tuple[subprocess.Popen, threading.Thread | None]:
-    """Starts `cmd` in a new session (so its whole group can be killed) with stdout and stderr
-    going to `log_path`, and also to our stdout when `tee`.
+          tee: str | None = None, indent: str = "    ") -> tuple[subprocess.Popen, threading.Thread | None]:
+    """Starts `cmd` in a new session (so its whole group can be killed) with its output in
+    `log_path`. `tee="all"` also shows stdout and stderr on our stdout; `tee="stderr"` shows only
+    stderr (fjord-bench's progress; its stdout is the result JSON, which --out has too).
 
     Always called from the main thread, and the pump thread of the previous process has been
     joined by then: preexec_fn is unsafe only while other threads run."""
@@ -219,21 +223,25 @@ def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None,
     log = open(log_path, "ab")
     log.write(f"===== {dt.datetime.now().isoformat(timespec='seconds')}: {' '.join(cmd)}\n".encode())
     log.flush()
-    if not tee:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True, cwd=REPO, preexec_fn=die_with_parent)
+    common = dict(stdin=subprocess.DEVNULL, env=env, start_new_session=True, cwd=REPO,
+                  preexec_fn=die_with_parent)
+    if tee is None:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **common)
         log.close()
         _LIVE[proc.pid] = proc
         return proc, None
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=REPO,
-                            preexec_fn=die_with_parent)
+    if tee == "all":
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **common)
+        shown = proc.stdout
+    else:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.PIPE, **common)
+        shown = proc.stderr
     _LIVE[proc.pid] = proc
 
     def pump():
+        assert shown is not None  # a PIPE above
         with log:
-            assert proc.stdout is not None  # stdout=PIPE above
-            for line in iter(proc.stdout.readline, b""):
+            for line in iter(shown.readline, b""):
                 log.write(line)
                 log.flush()
                 print(indent + line.decode("utf-8", "replace").rstrip(), flush=True)
@@ -275,7 +283,7 @@ def on_signal(signum, _frame):
 
 
 def run_logged(cmd: list[str], log_path: Path, timeout_s: float, env: dict[str, str] | None = None,
-               tee: bool = True) -> tuple[int | None, float]:
+               tee: str | None = "stderr") -> tuple[int | None, float]:
     """Runs to completion or timeout; returns (exit status or None on timeout, seconds)."""
     start = time.monotonic()
     proc, thread = spawn(cmd, log_path, env=env, tee=tee)
@@ -324,6 +332,10 @@ def mount_of(path: Path) -> dict[str, str]:
     return best
 
 
+#: What `cargo build -p fjord-broker` compiles: a change here changes the broker measured.
+BROKER_SOURCES = ("Cargo.toml", "Cargo.lock", "protocol", "storage", "controller", "broker", "vendor")
+
+
 def machine(data_root: Path) -> dict:
     cpu = "unknown"
     try:
@@ -338,8 +350,9 @@ def machine(data_root: Path) -> dict:
     except (OSError, StopIteration):
         pass
     git = first_line(["git", "rev-parse", "--short=12", "HEAD"])
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, cwd=REPO).stdout.strip()
+    # Dirty means the broker's own source differs from the commit, not bench/ or the docs.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *BROKER_SOURCES],
+                           capture_output=True, text=True, cwd=REPO).stdout.strip()
     kafka_jar = next(iter(sorted(KAFKA_LIB.glob("kafka_2.13-*.jar"))), None)
     return {
         "cpu": cpu,
@@ -382,7 +395,7 @@ def raise_fd_limit() -> None:
 # Build and fetch
 # --------------------------------------------------------------------------------------------
 
-def build(logs: Path, need_kafka: bool) -> None:
+def build(logs: Path, need_kafka: bool) -> float:
     env = dict(os.environ)
     if shutil.which("ccache"):
         env.setdefault("CC", "ccache gcc")
@@ -396,12 +409,15 @@ def build(logs: Path, need_kafka: bool) -> None:
     if need_kafka:
         steps.append(("Kafka 4.1 (Maven Central)", ["bash", str(REPO / "compat-tests" / "setup.sh")]))
         env["FJORD_COMPAT_REFERENCE"] = "1"
+    total_s = 0.0
     for what, cmd in steps:
         say(f"build {what}: {' '.join(cmd)}")
-        rc, secs = run_logged(cmd, logs / "build.log", timeout_s=3600, env=env)
+        rc, secs = run_logged(cmd, logs / "build.log", timeout_s=3600, env=env, tee="all")
         if rc != 0:
             sys.exit(f"bench/run.py: building {what} failed (exit {rc}); see {logs / 'build.log'}")
         say(f"build {what}: done in {fmt_s(secs)}")
+        total_s += secs
+    return total_s
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,6 +545,8 @@ class Broker:
             if self.label == "kafka":
                 self.info["jvm"] = jvm_flags(self.proc.pid)
                 say(f"kafka: JVM {self.info['jvm']}")
+            if rss is None:
+                return  # the broker is gone; the scenario loop restarts it and says so
             # In fjord-bench's result shape (bench/src/result.rs), so `report` tabulates it like
             # the rest: `broker` gives the RSS and CPU rows of its default table.
             write_json(self.run_dir / f"{self.label}-idle.json", {
@@ -536,11 +554,9 @@ class Broker:
                 "params": {"after_ready_s": IDLE_SETTLE_S},
                 "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
                 "duration_s": IDLE_SETTLE_S,
-                "broker": {"cpu_s": round(idle_cpu_s or 0.0, 3), "rss_max_bytes": rss or 0,
-                           "rss_avg_bytes": rss or 0, "rss_start_bytes": rss or 0, "rss_end_bytes": rss or 0,
-                           "samples": 1},
-                "metrics": {"idle_rss_bytes": float(rss or 0)},
-                "notes": [] if rss else ["VmRSS unreadable"]})
+                "broker": {"cpu_s": round(idle_cpu_s or 0.0, 3), "rss_max_bytes": rss,
+                           "rss_avg_bytes": rss, "rss_start_bytes": rss, "rss_end_bytes": rss, "samples": 1},
+                "metrics": {"idle_rss_bytes": float(rss)}})
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -603,6 +619,18 @@ def read_result(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+#: The scenario-specific numbers worth a progress line (all are in the result file).
+HEADLINE_METRICS = {
+    "produce_mb_per_s": lambda v: f"backlog written at {v:.1f} MB/s",
+    "create_s": lambda v: f"created in {v:.2f} s",
+    "visible_s": lambda v: f"visible in Metadata after {v:.2f} s",
+    "delete_s": lambda v: f"deleted in {v:.2f} s",
+    "rss_per_partition_bytes": lambda v: f"{v / 1024:.1f} KiB RSS per partition",
+    "connections_open": lambda v: f"{v:,.0f} connections held",
+    "rss_per_connection_bytes": lambda v: f"{v / 1024:.1f} KiB RSS per connection",
+}
+
+
 def headline(result: dict) -> str:
     """One line from a result document (bench/src/result.rs): its rate, its latency, its trouble."""
     parts = []
@@ -615,9 +643,10 @@ def headline(result: dict) -> str:
     broker = result.get("broker")
     if isinstance(broker, dict) and broker.get("cpu_s"):
         parts.append(f"broker CPU {broker['cpu_s']:.1f} s, RSS max {broker.get('rss_max_bytes', 0) / 2**20:.0f} MiB")
-    for key, value in sorted((result.get("metrics") or {}).items()):
-        if len(parts) < 5:
-            parts.append(f"{key} {value:,.6g}")
+    metrics = result.get("metrics") or {}
+    for key, show in HEADLINE_METRICS.items():
+        if key in metrics:
+            parts.append(show(metrics[key]))
     if result.get("errors"):
         parts.append(f"{result['errors']} errors")
     return "; ".join(parts)
@@ -687,12 +716,14 @@ def run_scenario(broker: Broker, s: Scenario, run_dir: Path) -> dict:
     cmd = bench_cmd(broker, out, s.command, *s.args)
     cmd[1:1] = ["--max-s", str(max(10, s.timeout_s - MAX_S_MARGIN_S))]
     rc, secs = run_logged(cmd, log, s.timeout_s)
+    died = "" if broker.alive() else \
+        f"the broker exited ({broker.proc.returncode if broker.proc else '?'}) during the scenario"
     if rc is None:
-        reason = f"timed out after {s.timeout_s} s"
+        reason = f"timed out after {s.timeout_s} s" + (f"; {died}" if died else "")
     elif rc != 0:
-        reason = f"fjord-bench exit {rc}"
-    elif not broker.alive():
-        reason = f"broker exited ({broker.proc.returncode if broker.proc else '?'}) during the scenario"
+        reason = f"fjord-bench exit {rc}" + (f"; {died}" if died else "")
+    elif died:
+        reason = died
     elif not out.exists():
         reason = "no result file written"
     else:
@@ -725,9 +756,9 @@ Throughput, end-to-end latency at fixed rates, reading a backlog, keyed idempote
 log shipping, creating 5,000 partitions, 1,000 idle connections, startup time and memory. Both brokers
 run with their default flush settings (no forced fsync), Kafka with a fixed 1 GiB heap.
 
-Run it with `make bench` (about 30 minutes on a fresh 2-core machine, builds included; see
-[bench/README.md](bench/README.md)). Every ratio below comes from one run on the machine it
-describes: rerun on yours before you quote one.
+Run it with `make bench`: about 5 minutes on a 2-core machine once everything is built, about 25
+on a fresh one (see [bench/README.md](bench/README.md)). Every ratio below comes from one run on
+the machine it describes: rerun on yours before you quote one.
 
 {BEGIN_MARKER}
 {END_MARKER}
@@ -784,15 +815,18 @@ def add_run_facts(section: Path, manifest: dict) -> None:
     lines = [
         f"Run `{manifest['run']}` ({'quick: ~1/10 sizes, a smoke test, not a result' if manifest['quick'] else 'full'}), "
         f"{fmt_s(manifest.get('wall_s', 0))} wall time"
-        f"{' including builds' if manifest.get('built') else ''}, by `bench/run.py`; "
+        + (f" of which {fmt_s(manifest['build_s'])} building" if "build_s" in manifest else "")
+        + ", by `bench/run.py`; "
         f"Fjord `{m.get('fjord_git', '?')}`, Apache Kafka {m.get('kafka', '?')} (KRaft, one node: broker + controller), "
         f"{m.get('java', 'java ?')}.",
         "",
         "- Flush: both brokers on their defaults, which are the same: no forced fsync "
         "(`log.flush.interval.messages` = Long.MAX_VALUE, `log.flush.interval.ms` unset).",
-        f"- Kafka JVM: `{manifest['settings']['kafka_heap_opts']}`, kafka-run-class.sh's default G1 flags"
-        + (f" (checked with jcmd: max heap {int(jvm['MaxHeapSize']) >> 20} MiB, "
-           f"TieredStopAtLevel {jvm.get('TieredStopAtLevel')})" if jvm.get("MaxHeapSize") else "") + ".",
+        f"- Kafka JVM: `{manifest['settings']['kafka_heap_opts']}` and kafka-run-class.sh's default G1 flags"
+        + ("; set through `_JAVA_OPTIONS`, over the test flags of compat-tests/reference/kafka-as-fjord"
+           if manifest["settings"].get("kafka_jvm_opts_through") == "_JAVA_OPTIONS" else "")
+        + (f"; checked with jcmd: max heap {int(jvm['MaxHeapSize']) >> 20} MiB, "
+           f"TieredStopAtLevel {jvm.get('TieredStopAtLevel')} (C2 on)" if jvm.get("MaxHeapSize") else "") + ".",
         "- Each broker: fresh data dir, then every scenario in turn, one broker at a time; "
         "`sync` between scenarios.",
     ]
@@ -883,6 +917,7 @@ def main() -> int:
             "kafka_heap_opts": os.environ.get("KAFKA_HEAP_OPTS", KAFKA_HEAP_OPTS),
             "kafka_jvm_performance_opts": os.environ.get("KAFKA_JVM_PERFORMANCE_OPTS",
                                                          KAFKA_JVM_PERFORMANCE_OPTS),
+            "kafka_jvm_opts_through": "KAFKA_HEAP_OPTS" if kafka_supports_heap_opts() else "_JAVA_OPTIONS",
         },
         "outcomes": outcomes, "brokers_info": brokers_info,
     }
@@ -891,8 +926,7 @@ def main() -> int:
         if args.no_build:
             say("build: skipped (--no-build)")
         else:
-            build(run_dir / "logs", need_kafka="kafka" in labels)
-            manifest["built"] = True
+            manifest["build_s"] = round(build(run_dir / "logs", need_kafka="kafka" in labels), 1)
         for path, what in ((FJORD_BENCH_BIN, "fjord-bench"), (FJORD_BIN, "fjord")):
             if not path.exists():
                 failed_build = True
@@ -982,8 +1016,8 @@ def main() -> int:
     for label in labels:
         info = brokers_info.get(label, {})
         rss = info.get("idle_rss_bytes")
-        print(f"      {label}: startup {info.get('startup_s', '?')} s, "
-              f"idle RSS {rss / 2**20:.0f} MiB" if rss else f"      {label}: no startup numbers")
+        print(f"      {label}: startup {info.get('startup_s', '?')} s, idle RSS "
+              + (f"{rss / 2**20:.0f} MiB" if rss else "unknown"))
     failures = [(label, name, o["reason"]) for label in labels for name, o in outcomes[label].items()
                 if o["status"] != "ok"]
     for label, name, reason in failures:
