@@ -126,7 +126,7 @@ fn check_creatable(
 }
 
 /// Answers CreateTopics.
-pub async fn create_topics(broker: &Broker, version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = req
         .topics
@@ -217,7 +217,6 @@ pub async fn create_topics(broker: &Broker, version: i16, req: CreateTopicsReque
             tracing::error!(error = %e, "created topics have no storage yet");
         }
     }
-    let _ = version;
     CreateTopicsResponse::default().with_topics(results)
 }
 

@@ -111,7 +111,7 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String, ConfigSource)> {
 }
 
 /// Answers DescribeConfigs.
-pub fn describe(broker: &Broker, version: i16, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn describe(broker: &Broker, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let meta = broker.metadata();
     let mut results = Vec::with_capacity(req.resources.len());
     for r in req.resources {
@@ -188,7 +188,6 @@ pub fn describe(broker: &Broker, version: i16, req: DescribeConfigsRequest) -> D
             .collect();
         results.push(base.with_configs(configs));
     }
-    let _ = version;
     DescribeConfigsResponse::default().with_results(results)
 }
 

@@ -92,8 +92,7 @@ struct Wanted {
     error: Option<ResponseError>,
 }
 
-fn error_response(version: i16, e: ResponseError) -> FetchResponse {
-    let _ = version;
+fn error_response(e: ResponseError) -> FetchResponse {
     FetchResponse::default().with_error_code(e.code())
 }
 
@@ -125,7 +124,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
     };
     if replica >= 0 {
         // No follower fetches until replication exists: nobody replicates from us.
-        return error_response(version, ResponseError::NotLeaderOrFollower);
+        return error_response(ResponseError::NotLeaderOrFollower);
     }
 
     // The partitions named in this request, in request order.
@@ -154,7 +153,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         let mut inner = broker.fetch_sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
         if req.session_id == 0 {
             if req.session_epoch != INITIAL_EPOCH {
-                return error_response(version, ResponseError::InvalidFetchSessionEpoch);
+                return error_response(ResponseError::InvalidFetchSessionEpoch);
             }
             inner.make_room();
             let id = inner.new_id();
@@ -177,10 +176,10 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             (0, requested, false)
         } else {
             let Some(session) = inner.sessions.get_mut(&req.session_id) else {
-                return error_response(version, ResponseError::FetchSessionIdNotFound);
+                return error_response(ResponseError::FetchSessionIdNotFound);
             };
             if session.next_epoch != req.session_epoch {
-                return error_response(version, ResponseError::InvalidFetchSessionEpoch);
+                return error_response(ResponseError::InvalidFetchSessionEpoch);
             }
             session.next_epoch = session.next_epoch.checked_add(1).unwrap_or(1);
             session.last_used = Instant::now();

@@ -14,8 +14,6 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
-/// `isolation_level` of read_committed consumers.
-const READ_COMMITTED: i8 = 1;
 
 fn error(partition: i32, e: ResponseError) -> ListOffsetsPartitionResponse {
     ListOffsetsPartitionResponse::default()
@@ -27,7 +25,7 @@ fn error(partition: i32, e: ResponseError) -> ListOffsetsPartitionResponse {
 }
 
 /// Answers ListOffsets.
-pub async fn handle(broker: &Broker, _version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let meta = broker.metadata();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -46,9 +44,9 @@ pub async fn handle(broker: &Broker, _version: i16, req: ListOffsetsRequest) -> 
                 parts.push(error(p.partition_index, ResponseError::UnknownTopicOrPartition));
                 continue;
             };
-            // Without transactions the last stable offset is the high watermark.
-            let _ = READ_COMMITTED == req.isolation_level;
             let found = match p.timestamp {
+                // Without transactions the last stable offset is the high watermark, so
+                // read_committed and read_uncommitted consumers get the same answer.
                 LATEST => Ok(Some((offsets.high_watermark, -1))),
                 EARLIEST | EARLIEST_LOCAL => Ok(Some((offsets.log_start, -1))),
                 // No tiered storage: nothing is tiered, so the answer is "none" (-1).

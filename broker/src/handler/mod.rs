@@ -169,12 +169,12 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(b, v, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(leader_epoch::handle(b, r).await),
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(coordinator::handle(v, r)),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, v, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, r).await),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, r).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(b, v, r).await),
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(b, r).await),
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(admin::delete_records(b, r).await),
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(b, v, r)),
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(b, r)),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(b, r).await)
         }
