@@ -49,7 +49,9 @@ fn check_creatable(
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
 ) -> Result<(i32, i16, BTreeMap<String, String>), Failure> {
     validate_topic_name(t.name.as_str()).map_err(|m| Failure(ResponseError::InvalidTopicException, m))?;
-    if broker.metadata().topics.contains_key(t.name.as_str()) {
+    // One snapshot for every check below.
+    let meta = broker.metadata();
+    if meta.topics.contains_key(t.name.as_str()) {
         return Err(Failure(
             ResponseError::TopicAlreadyExists,
             format!("Topic '{}' already exists.", t.name.as_str()),
@@ -67,7 +69,7 @@ fn check_creatable(
             .map_err(|m| Failure(ResponseError::InvalidConfig, m))?;
         configs.insert(c.name.to_string(), value.to_string());
     }
-    let brokers = broker.metadata().brokers.len().max(1);
+    let brokers = meta.brokers.len().max(1);
     if !t.assignments.is_empty() {
         if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err(Failure(
@@ -78,7 +80,7 @@ fn check_creatable(
         // A manual assignment is honoured as a partition count and replication factor; the
         // controller places replicas (with one broker there is only one placement).
         let rf = t.assignments[0].broker_ids.len();
-        let known: HashSet<i32> = broker.metadata().brokers.keys().copied().collect();
+        let known: HashSet<i32> = meta.brokers.keys().copied().collect();
         for (i, a) in t.assignments.iter().enumerate() {
             if a.partition_index != i as i32
                 || a.broker_ids.len() != rf

@@ -8,7 +8,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjord_controller::TopicMeta;
-use fjord_protocol::batch::{validate_produce, BatchHeader, ValidationConfig};
+use fjord_protocol::batch::{validate_produce, BatchHeader, Compression, ValidationConfig};
 use fjord_storage::{AppendBatch, PendingAppend};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -115,7 +115,8 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 now_ms: now_ms(),
             };
             let compressed = BatchHeader::parse(&records)
-                .map(|h| h.attributes & 0x7 != 0)
+                .and_then(|h| h.compression())
+                .map(|c| c != Compression::None)
                 .unwrap_or(false);
             let validated = if compressed && records.len() > INLINE_DECOMPRESS_MAX_BYTES {
                 match tokio::task::spawn_blocking(move || validate_produce(records, &vcfg)).await {
