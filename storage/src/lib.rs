@@ -14,11 +14,13 @@
 //! `fjord-protocol` below it.
 
 pub mod error;
+pub mod groups;
 mod keys;
 mod log;
 mod writer;
 
 pub use error::{Result, StorageError};
+pub use groups::{CommittedOffset, GroupStore, GroupWrite, LoadedGroups, StoredGroup, StoredOffset};
 pub use log::{AppendBatch, AppendResult, LogStore, PartitionOffsets, PendingAppend, ReadResult, StorageConfig};
 
 /// A partition of a topic, named by the topic's id (so a topic deleted and created again

@@ -10,6 +10,7 @@ use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Result, StorageError};
+use crate::groups::{GroupStore, CF_GROUPS};
 use crate::keys::{self, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX, PID_BYTES};
 use crate::writer::{self, WriteOp};
 use crate::PartitionId;
@@ -115,6 +116,7 @@ pub struct LogStore {
     appended: watch::Receiver<u64>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     flusher_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    groups: GroupStore,
 }
 
 fn db_options() -> Options {
@@ -171,6 +173,7 @@ impl LogStore {
             ColumnFamilyDescriptor::new(CF_BATCHES, batches_cf_options()),
             ColumnFamilyDescriptor::new(CF_TIME_INDEX, Options::default()),
             ColumnFamilyDescriptor::new(CF_PARTITIONS, Options::default()),
+            ColumnFamilyDescriptor::new(CF_GROUPS, Options::default()),
         ];
         let db = Arc::new(DB::open_cf_descriptors(&db_options(), &cfg.data_dir, cfs)?);
         let partitions = Arc::new(RwLock::new(recover(&db)?));
@@ -186,7 +189,10 @@ impl LogStore {
                 .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
         };
         let flusher_stop = cfg.flush_interval_ms.map(|ms| spawn_flusher(db.clone(), ms));
+        // A group write is one "message" under log.flush.interval.messages.
+        let groups = GroupStore::new(db.clone(), cfg.flush_interval_messages <= 1);
         Ok(Arc::new(LogStore {
+            groups,
             db,
             partitions,
             writer: tx,
@@ -297,6 +303,11 @@ impl LogStore {
         let (tx, rx) = oneshot::channel();
         self.writer.send(op(tx)).await.map_err(|_| StorageError::ShuttingDown)?;
         rx.await.map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// Consumer-group state (committed offsets, group metadata) in the same database.
+    pub fn groups(&self) -> &GroupStore {
+        &self.groups
     }
 
     /// Current offsets, or `None` for an unknown partition.
@@ -465,7 +476,7 @@ impl LogStore {
         // Everything acknowledged is in the WAL already; this makes it survive power loss too.
         self.db.flush_wal(true)?;
         // Flushing the memtables leaves no WAL to replay, so a clean restart is fast.
-        for name in [CF_BATCHES, CF_TIME_INDEX, CF_PARTITIONS] {
+        for name in [CF_BATCHES, CF_TIME_INDEX, CF_PARTITIONS, CF_GROUPS] {
             self.db.flush_cf(cf(&self.db, name)?)?;
         }
         Ok(())

@@ -1,0 +1,385 @@
+//! Consumer-group state: committed offsets and group metadata, the way Kafka keeps them in
+//! `__consumer_offsets`.
+//!
+//! Kafka's offsets topic is a compacted log keyed by (group) and (group, topic, partition):
+//! after compaction only the newest value of each key remains, and a tombstone deletes it.
+//! A RocksDB column family is exactly that end state, so it is stored as one: the newest
+//! value per key, deletes as deletes. Every key starts with the *coordinator partition* of
+//! its group (Kafka's `abs(groupId.hashCode) % offsets.topic.num.partitions`), so a cluster
+//! can move a range of groups with the leadership of that partition and load one partition's
+//! groups alone.
+//!
+//! Writes are atomic per call (one `WriteBatch`) and go through the same WAL as the partition
+//! logs, fsynced under the same flush policy, so a commit acknowledged to a client survives a
+//! process kill exactly as an acknowledged produce does.
+
+use std::sync::Arc;
+
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use crate::error::{Result, StorageError};
+use crate::log::cf;
+
+/// Column family of group state.
+pub const CF_GROUPS: &str = "groups";
+
+const KIND_GROUP: u8 = b'g';
+const KIND_OFFSET: u8 = b'o';
+const OFFSET_VALUE_VERSION: u8 = 1;
+
+/// One committed offset, as `OffsetCommit` stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The next offset the group will read.
+    pub offset: i64,
+    /// Leader epoch of the last consumed record, -1 when unknown.
+    pub leader_epoch: i32,
+    /// The client's metadata string.
+    pub metadata: String,
+    /// When the commit was made (ms since the epoch).
+    pub commit_timestamp: i64,
+    /// Explicit expiry from OffsetCommit v2-4 `retention_time_ms`, if one was given.
+    pub expire_timestamp: Option<i64>,
+}
+
+impl CommittedOffset {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(29 + self.metadata.len());
+        v.push(OFFSET_VALUE_VERSION);
+        v.extend_from_slice(&self.offset.to_be_bytes());
+        v.extend_from_slice(&self.leader_epoch.to_be_bytes());
+        v.extend_from_slice(&self.commit_timestamp.to_be_bytes());
+        v.extend_from_slice(&self.expire_timestamp.unwrap_or(-1).to_be_bytes());
+        v.extend_from_slice(self.metadata.as_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Self> {
+        if v.len() < 29 || v[0] != OFFSET_VALUE_VERSION {
+            return None;
+        }
+        let expire = i64::from_be_bytes(v[21..29].try_into().ok()?);
+        Some(CommittedOffset {
+            offset: i64::from_be_bytes(v[1..9].try_into().ok()?),
+            leader_epoch: i32::from_be_bytes(v[9..13].try_into().ok()?),
+            commit_timestamp: i64::from_be_bytes(v[13..21].try_into().ok()?),
+            expire_timestamp: (expire >= 0).then_some(expire),
+            metadata: String::from_utf8(v[29..].to_vec()).ok()?,
+        })
+    }
+}
+
+/// One change to group state; a list of them is applied atomically.
+#[derive(Debug, Clone)]
+pub enum GroupWrite {
+    /// Sets (Some) or deletes (None) a group's metadata record. The record is opaque here:
+    /// its format belongs to the coordinator that wrote it.
+    Group {
+        /// Coordinator partition of the group.
+        partition: i32,
+        /// The group.
+        group_id: String,
+        /// The new record, or `None` to delete it.
+        value: Option<Vec<u8>>,
+    },
+    /// Sets (Some) or deletes (None) one committed offset.
+    Offset {
+        /// Coordinator partition of the group.
+        partition: i32,
+        /// The group.
+        group_id: String,
+        /// Topic name (Kafka keys committed offsets by name).
+        topic: String,
+        /// Partition of that topic.
+        topic_partition: i32,
+        /// The commit, or `None` to delete it.
+        value: Option<CommittedOffset>,
+    },
+    /// Deletes a group's metadata and every offset it committed.
+    DeleteGroup {
+        /// Coordinator partition of the group.
+        partition: i32,
+        /// The group.
+        group_id: String,
+    },
+}
+
+/// A stored group metadata record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredGroup {
+    /// Coordinator partition.
+    pub partition: i32,
+    /// The group.
+    pub group_id: String,
+    /// The record as the coordinator wrote it.
+    pub value: Vec<u8>,
+}
+
+/// A stored committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOffset {
+    /// Coordinator partition.
+    pub partition: i32,
+    /// The group.
+    pub group_id: String,
+    /// Topic name.
+    pub topic: String,
+    /// Partition of that topic.
+    pub topic_partition: i32,
+    /// The commit.
+    pub value: CommittedOffset,
+}
+
+/// Everything stored for some coordinator partitions, as read at load time.
+#[derive(Debug, Default, Clone)]
+pub struct LoadedGroups {
+    /// Group metadata records.
+    pub groups: Vec<StoredGroup>,
+    /// Committed offsets.
+    pub offsets: Vec<StoredOffset>,
+}
+
+/// Group state in the broker's RocksDB. Cheap to clone.
+#[derive(Clone)]
+pub struct GroupStore {
+    db: Arc<DB>,
+    sync: bool,
+}
+
+fn group_prefix(partition: i32, kind: u8, group_id: &str) -> Vec<u8> {
+    assert!(partition >= 0, "negative coordinator partition {partition}");
+    let mut k = Vec::with_capacity(4 + 1 + 4 + group_id.len() + 32);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.push(kind);
+    // Length-prefixed: a group id may contain any byte, so no separator would be safe.
+    k.extend_from_slice(&(group_id.len() as u32).to_be_bytes());
+    k.extend_from_slice(group_id.as_bytes());
+    k
+}
+
+fn offset_key(partition: i32, group_id: &str, topic: &str, topic_partition: i32) -> Vec<u8> {
+    let mut k = group_prefix(partition, KIND_OFFSET, group_id);
+    // Topic names are [a-zA-Z0-9._-]: a 0 byte cannot occur in one.
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&topic_partition.to_be_bytes());
+    k
+}
+
+/// Splits `partition | kind | len | group | rest`.
+fn split_key(k: &[u8]) -> Option<(i32, u8, String, &[u8])> {
+    let partition = i32::from_be_bytes(k.get(..4)?.try_into().ok()?);
+    let kind = *k.get(4)?;
+    let len = u32::from_be_bytes(k.get(5..9)?.try_into().ok()?) as usize;
+    let group = std::str::from_utf8(k.get(9..9 + len)?).ok()?.to_string();
+    Some((partition, kind, group, k.get(9 + len..)?))
+}
+
+fn corrupt(what: &str) -> StorageError {
+    StorageError::Corruption(format!("malformed {what} in the groups column family"))
+}
+
+impl GroupStore {
+    pub(crate) fn new(db: Arc<DB>, sync: bool) -> Self {
+        GroupStore { db, sync }
+    }
+
+    /// Applies `writes` atomically; returns once they are in the WAL (fsynced when the flush
+    /// policy syncs every write).
+    pub async fn write(&self, writes: Vec<GroupWrite>) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.write_blocking(writes))
+            .await
+            .map_err(|e| StorageError::Corruption(format!("group write task failed: {e}")))?
+    }
+
+    /// [`GroupStore::write`] for blocking contexts.
+    pub fn write_blocking(&self, writes: Vec<GroupWrite>) -> Result<()> {
+        let handle = cf(&self.db, CF_GROUPS)?;
+        let mut wb = WriteBatch::default();
+        for w in writes {
+            match w {
+                GroupWrite::Group {
+                    partition,
+                    group_id,
+                    value,
+                } => {
+                    let key = group_prefix(partition, KIND_GROUP, &group_id);
+                    match value {
+                        Some(v) => wb.put_cf(handle, key, v),
+                        None => wb.delete_cf(handle, key),
+                    }
+                }
+                GroupWrite::Offset {
+                    partition,
+                    group_id,
+                    topic,
+                    topic_partition,
+                    value,
+                } => {
+                    let key = offset_key(partition, &group_id, &topic, topic_partition);
+                    match value {
+                        Some(v) => wb.put_cf(handle, key, v.encode()),
+                        None => wb.delete_cf(handle, key),
+                    }
+                }
+                GroupWrite::DeleteGroup { partition, group_id } => {
+                    wb.delete_cf(handle, group_prefix(partition, KIND_GROUP, &group_id));
+                    let start = group_prefix(partition, KIND_OFFSET, &group_id);
+                    let mut end = start.clone();
+                    // Every offset key of the group is `start | topic | 0 | partition`, and
+                    // topic bytes are below 0xff.
+                    end.push(0xff);
+                    wb.delete_range_cf(handle, start, end);
+                }
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.write_opt(wb, &wo)?;
+        Ok(())
+    }
+
+    /// Reads every stored group and offset. Blocking: for startup.
+    pub fn load_all(&self) -> Result<LoadedGroups> {
+        let handle = cf(&self.db, CF_GROUPS)?;
+        let mut out = LoadedGroups::default();
+        for item in self.db.iterator_cf(handle, IteratorMode::From(&[], Direction::Forward)) {
+            let (k, v) = item?;
+            let (partition, kind, group_id, rest) = split_key(&k).ok_or_else(|| corrupt("key"))?;
+            match kind {
+                KIND_GROUP => out.groups.push(StoredGroup {
+                    partition,
+                    group_id,
+                    value: v.to_vec(),
+                }),
+                KIND_OFFSET => {
+                    let sep = rest.len().checked_sub(5).ok_or_else(|| corrupt("offset key"))?;
+                    if rest[sep] != 0 {
+                        return Err(corrupt("offset key"));
+                    }
+                    let topic = std::str::from_utf8(&rest[..sep])
+                        .map_err(|_| corrupt("topic in an offset key"))?
+                        .to_string();
+                    let topic_partition = i32::from_be_bytes(rest[sep + 1..].try_into().map_err(|_| corrupt("offset key"))?);
+                    let value = CommittedOffset::decode(&v).ok_or_else(|| corrupt("offset value"))?;
+                    out.offsets.push(StoredOffset {
+                        partition,
+                        group_id,
+                        topic,
+                        topic_partition,
+                        value,
+                    });
+                }
+                _ => return Err(corrupt("record kind")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LogStore, StorageConfig};
+
+    fn commit(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: 3,
+            metadata: "m".into(),
+            commit_timestamp: 1000,
+            expire_timestamp: None,
+        }
+    }
+
+    fn offset(group: &str, topic: &str, p: i32, value: Option<CommittedOffset>) -> GroupWrite {
+        GroupWrite::Offset {
+            partition: 7,
+            group_id: group.into(),
+            topic: topic.into(),
+            topic_partition: p,
+            value,
+        }
+    }
+
+    #[test]
+    fn offset_values_round_trip() {
+        let mut c = commit(42);
+        assert_eq!(CommittedOffset::decode(&c.encode()), Some(c.clone()));
+        c.expire_timestamp = Some(99);
+        c.metadata = String::new();
+        assert_eq!(CommittedOffset::decode(&c.encode()), Some(c));
+        assert_eq!(CommittedOffset::decode(&[1, 2, 3]), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn groups_and_offsets_survive_reopen_and_delete_cleanly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            flush_interval_messages: i64::MAX,
+            flush_interval_ms: None,
+        };
+        {
+            let store = LogStore::open(cfg.clone()).expect("open");
+            let groups = store.groups();
+            // Group ids that prefix each other must not share keys.
+            groups
+                .write(vec![
+                    GroupWrite::Group {
+                        partition: 7,
+                        group_id: "g".into(),
+                        value: Some(b"one".to_vec()),
+                    },
+                    GroupWrite::Group {
+                        partition: 7,
+                        group_id: "g2".into(),
+                        value: Some(b"two".to_vec()),
+                    },
+                    offset("g", "t", 0, Some(commit(5))),
+                    offset("g", "t", 1, Some(commit(6))),
+                    offset("g", "t.x", 0, Some(commit(7))),
+                    offset("g2", "t", 0, Some(commit(8))),
+                ])
+                .await
+                .expect("write");
+            groups.write(vec![offset("g", "t", 1, None)]).await.expect("delete one");
+            store.shutdown().await.expect("close");
+        }
+        let store = LogStore::open(cfg).expect("reopen");
+        let groups = store.groups();
+        let loaded = groups.load_all().expect("load");
+        assert_eq!(loaded.groups.len(), 2);
+        let mut got: Vec<(String, String, i32, i64)> = loaded
+            .offsets
+            .iter()
+            .map(|o| (o.group_id.clone(), o.topic.clone(), o.topic_partition, o.value.offset))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("g".into(), "t".into(), 0, 5),
+                ("g".into(), "t.x".into(), 0, 7),
+                ("g2".into(), "t".into(), 0, 8)
+            ]
+        );
+        groups
+            .write(vec![GroupWrite::DeleteGroup {
+                partition: 7,
+                group_id: "g".into(),
+            }])
+            .await
+            .expect("delete group");
+        let loaded = groups.load_all().expect("load");
+        assert_eq!(loaded.groups.len(), 1);
+        assert_eq!(loaded.groups[0].group_id, "g2");
+        assert_eq!(loaded.offsets.len(), 1);
+        assert_eq!(loaded.offsets[0].group_id, "g2");
+        store.shutdown().await.expect("close");
+    }
+}
