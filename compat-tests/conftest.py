@@ -47,6 +47,36 @@ LOG_TAIL_LINES = 150
 
 KNOWN_FAILURES_FILE = Path(__file__).resolve().parent / "known-failures.txt"
 
+#: The broker under test is Apache Kafka behind fjord's command line (reference/kafka-as-fjord).
+REFERENCE = FJORD_BIN.name == "kafka-as-fjord"
+
+#: Broker settings for the consumer-group tests (test_groups*.py), all Kafka property names that
+#: fjord accepts: no initial rebalance delay (the tests wait for the first assignment), classic
+#: session timeouts down to 1 s allowed (the clients ask for 6 s), and KIP-848 members timed out
+#: after 6 s and heartbeating every 0.5 s (so a kill -9 and a join show quickly).
+GROUP_OVERRIDES = {
+    "group.initial.rebalance.delay.ms": 0,
+    "group.min.session.timeout.ms": 1000,
+    "group.consumer.session.timeout.ms": 6000,
+    "group.consumer.heartbeat.interval.ms": 500,
+}
+#: What Kafka also needs for GROUP_OVERRIDES: it refuses to start when the KIP-848 session timeout
+#: or heartbeat interval is below its minimum (defaults 45 s and 5 s). Fjord refuses keys it does
+#: not know, so these go to the reference broker only.
+REFERENCE_ONLY_GROUP_OVERRIDES = {
+    "group.consumer.min.session.timeout.ms": 1000,
+    "group.consumer.min.heartbeat.interval.ms": 100,
+}
+
+
+def group_overrides(**extra) -> dict[str, object]:
+    """GROUP_OVERRIDES (plus the reference-only keys when the broker is Kafka) and `extra`."""
+    out = dict(GROUP_OVERRIDES)
+    if REFERENCE:
+        out.update(REFERENCE_ONLY_GROUP_OVERRIDES)
+    out.update(extra)
+    return out
+
 _RUNNING: list["Broker"] = []
 #: Every broker this worker made, for failure reports (a killed broker's log matters most).
 _ALL: list["Broker"] = []
@@ -308,7 +338,7 @@ def wait_for(cond, what: str, timeout_s: float = 20.0, interval_s: float = 0.1):
 
 def _known_failures() -> dict[str, str]:
     """test node id (relative to compat-tests/) -> why it fails today."""
-    if os.environ.get("FJORD_COMPAT_STRICT") == "1" or FJORD_BIN.name == "kafka-as-fjord":
+    if os.environ.get("FJORD_COMPAT_STRICT") == "1" or REFERENCE:
         return {}
     out = {}
     for line in KNOWN_FAILURES_FILE.read_text().splitlines() if KNOWN_FAILURES_FILE.exists() else []:
@@ -350,3 +380,20 @@ def pytest_runtest_makereport(item, call):
                 report.sections.append((f"fjord broker log: {b.name}", b.log_tail(mark)))
 
 
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The measured rebalance times (tests record them as user properties "rebalance_ms:<what>"),
+    gathered from every xdist worker's reports."""
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for r in reports:
+            if getattr(r, "when", None) != "call":
+                continue
+            for k, v in getattr(r, "user_properties", ()):
+                if str(k).startswith("rebalance_ms:"):
+                    rows.append((str(k).split(":", 1)[1], v, r.nodeid))
+    if rows:
+        terminalreporter.section("consumer group rebalance times")
+        for what, ms, nodeid in sorted(rows):
+            terminalreporter.write_line(f"{ms:8.0f} ms  {what}  ({nodeid.split('::')[-1]})")

@@ -70,10 +70,8 @@ pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "offsets.topic.replication.factor",
-    "offsets.topic.num.partitions",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "group.initial.rebalance.delay.ms",
     "log.cleaner.enable",
     "zookeeper.connect",
     "broker.rack",
@@ -116,6 +114,8 @@ pub struct Config {
     pub topic_defaults: BTreeMap<String, String>,
     /// Every property explicitly given, for DescribeConfigs on the broker resource.
     pub explicit: BTreeMap<String, String>,
+    /// Group coordinator settings (`group.*`, `offsets.*`).
+    pub groups: crate::group::GroupConfig,
 }
 
 impl Default for Config {
@@ -220,6 +220,7 @@ impl Config {
             retention_check_interval_ms: 300_000,
             topic_defaults: topic_config::defaults(),
             explicit: props.clone(),
+            groups: Default::default(),
         };
         let mut retention: Option<(i64, &str)> = None;
         let mut controller_listeners: Vec<String> = Vec::new();
@@ -265,6 +266,35 @@ impl Config {
                         return Err(invalid(k, value, "must be at least 1"));
                     }
                 }
+                "group.min.session.timeout.ms" => cfg.groups.min_session_timeout_ms = parse_num(k, value)?,
+                "group.max.session.timeout.ms" => cfg.groups.max_session_timeout_ms = parse_num(k, value)?,
+                "group.initial.rebalance.delay.ms" => cfg.groups.initial_rebalance_delay_ms = parse_num(k, value)?,
+                "group.max.size" => {
+                    cfg.groups.max_size = parse_num(k, value)?;
+                    if cfg.groups.max_size < 1 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "offsets.topic.num.partitions" => {
+                    cfg.groups.offsets_partitions = parse_num(k, value)?;
+                    if cfg.groups.offsets_partitions < 1 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "offsets.retention.minutes" => {
+                    let minutes: i64 = parse_num(k, value)?;
+                    if minutes < 1 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                    cfg.groups.offsets_retention_ms = minutes.saturating_mul(60_000);
+                }
+                "offsets.retention.check.interval.ms" => {
+                    cfg.groups.offsets_retention_check_interval_ms = parse_num(k, value)?;
+                    if cfg.groups.offsets_retention_check_interval_ms == 0 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "offset.metadata.max.bytes" => cfg.groups.offset_metadata_max_bytes = parse_num(k, value)?,
                 "controller.listener.names" => {
                     controller_listeners = value.split(',').map(|s| s.trim().to_string()).collect();
                 }

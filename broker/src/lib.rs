@@ -7,6 +7,7 @@
 
 pub mod config;
 mod error;
+pub mod group;
 mod handler;
 mod server;
 pub mod topic_config;
@@ -39,6 +40,8 @@ pub struct Broker {
     pub(crate) fetch_sessions: FetchSessions,
     /// Parsed topic settings for the produce path.
     pub(crate) produce_settings: topic_config::SettingsCache,
+    /// Consumer groups and committed offsets.
+    pub(crate) groups: Arc<group::GroupCoordinator>,
 }
 
 impl Broker {
@@ -161,6 +164,12 @@ pub async fn run(
     let store = store_task
         .await
         .map_err(|e| BrokerError::Startup(format!("storage open task: {e}")))??;
+    let group_store = store.groups().clone();
+    let group_cfg = config.groups.clone();
+    let groups = tokio::task::spawn_blocking(move || group::GroupCoordinator::load(group_cfg, group_store))
+        .await
+        .map_err(|e| BrokerError::Startup(format!("group load task: {e}")))??;
+    let groups = Arc::new(groups);
 
     let broker = Arc::new(Broker {
         config,
@@ -168,10 +177,12 @@ pub async fn run(
         controller,
         fetch_sessions: FetchSessions::default(),
         produce_settings: Default::default(),
+        groups: groups.clone(),
     });
     broker.reconcile().await?;
     let reconciler = tokio::spawn(reconcile_on_change(broker.clone()));
     let retention = tokio::spawn(retention_loop(broker.clone()));
+    let group_timers = tokio::spawn(groups.run_timers());
 
     let meta = broker.metadata();
     tracing::info!(
@@ -193,6 +204,7 @@ pub async fn run(
 
     reconciler.abort();
     retention.abort();
+    group_timers.abort();
     tracing::info!("shutting down: connections drained, closing storage and controller");
     broker.store.shutdown().await?;
     broker.controller.shutdown().await?;

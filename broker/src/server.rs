@@ -211,7 +211,7 @@ async fn connection(
                 tokio::spawn(async move { reply })
             }
             Decoded::Request(req) => {
-                let ctx = RequestContext::new(&req, endpoint.clone());
+                let ctx = RequestContext::new(&req, endpoint.clone(), peer);
                 // Produces share the order lock; anything else waits for every earlier
                 // request to finish (tokio's RwLock is fair, so arrival order holds).
                 let turn: OrderGuard = if req.api_key == ApiKey::Produce {

@@ -1,39 +1,65 @@
-//! FindCoordinator. Consumer groups and transactions are not served yet, so every key is
-//! answered `COORDINATOR_NOT_AVAILABLE` (the retriable answer Kafka gives while its
-//! coordinator is loading). The API is advertised all the same: librdkafka enables LZ4 only
-//! when a broker advertises FindCoordinator, groups or not.
+//! FindCoordinator (v0-3 one key, v4+ a batch of keys). Groups are coordinated here: on a
+//! single node this broker leads every coordinator partition, so every group key gets this
+//! broker's address on the listener the request came in on. Transactions are not served
+//! yet: their keys get `COORDINATOR_NOT_AVAILABLE`, the retriable answer Kafka gives while a
+//! coordinator loads.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
-use super::str_bytes;
+use super::{str_bytes, RequestContext};
+use crate::Broker;
 
-const NOT_YET: &str = "Fjord does not serve consumer groups or transactions yet";
+/// `key_type` of a consumer group.
+const KEY_TYPE_GROUP: i8 = 0;
+/// `key_type` of a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// Answers FindCoordinator (v0-3 one key, v4+ a batch of keys).
-pub fn handle(version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let code = ResponseError::CoordinatorNotAvailable.code();
-    if version >= 4 {
+/// One key's answer: node id, host, port, or an error with its message.
+fn lookup(broker: &Broker, ctx: &RequestContext, key_type: i8, key: &str) -> Result<(i32, String, i32), (ResponseError, String)> {
+    match key_type {
+        KEY_TYPE_GROUP if key.is_empty() => Err((ResponseError::InvalidRequest, "a group id must not be empty".into())),
+        KEY_TYPE_GROUP => Ok((broker.node_id(), ctx.endpoint.host.clone(), i32::from(ctx.endpoint.port))),
+        KEY_TYPE_TRANSACTION => Err((
+            ResponseError::CoordinatorNotAvailable,
+            "Fjord does not serve transactions yet".into(),
+        )),
+        other => Err((ResponseError::InvalidRequest, format!("unknown key type {other}"))),
+    }
+}
+
+/// Answers FindCoordinator.
+pub fn handle(broker: &Broker, ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    if ctx.version >= 4 {
         let coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                Coordinator::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(-1))
-                    .with_host(str_bytes(""))
-                    .with_port(-1)
-                    .with_error_code(code)
-                    .with_error_message(Some(str_bytes(NOT_YET)))
+                let c = Coordinator::default().with_key(key.clone());
+                match lookup(broker, ctx, req.key_type, key.as_str()) {
+                    Ok((node, host, port)) => c.with_node_id(BrokerId(node)).with_host(str_bytes(host)).with_port(port),
+                    Err((e, msg)) => c
+                        .with_node_id(BrokerId(-1))
+                        .with_host(str_bytes(""))
+                        .with_port(-1)
+                        .with_error_code(e.code())
+                        .with_error_message(Some(str_bytes(msg))),
+                }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    FindCoordinatorResponse::default()
-        .with_error_code(code)
-        .with_error_message(Some(str_bytes(NOT_YET)))
-        .with_node_id(BrokerId(-1))
-        .with_host(str_bytes(""))
-        .with_port(-1)
+    match lookup(broker, ctx, req.key_type, req.key.as_str()) {
+        Ok((node, host, port)) => FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(node))
+            .with_host(str_bytes(host))
+            .with_port(port),
+        Err((e, msg)) => FindCoordinatorResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(Some(str_bytes(msg)))
+            .with_node_id(BrokerId(-1))
+            .with_host(str_bytes(""))
+            .with_port(-1),
+    }
 }

@@ -10,9 +10,11 @@ pub mod cluster;
 pub mod configs;
 pub mod coordinator;
 pub mod fetch;
+pub mod groups;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offsets;
 pub mod produce;
 
 use std::sync::Arc;
@@ -47,6 +49,16 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
     ApiKey::DescribeTopicPartitions,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::JoinGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::SyncGroup,
+    ApiKey::DescribeGroups,
+    ApiKey::ListGroups,
+    ApiKey::DeleteGroups,
+    ApiKey::OffsetDelete,
 ];
 
 /// The versions served for an API, `None` if it is not served.
@@ -91,18 +103,26 @@ pub struct RequestContext {
     pub client_id: Option<StrBytes>,
     /// The listener the request came in on, as advertised.
     pub endpoint: Arc<Endpoint>,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
 }
 
 impl RequestContext {
     /// Context of a decoded request.
-    pub fn new(req: &Request, endpoint: Arc<Endpoint>) -> Self {
+    pub fn new(req: &Request, endpoint: Arc<Endpoint>, peer: std::net::SocketAddr) -> Self {
         RequestContext {
             api_key: req.api_key,
             version: req.header.request_api_version,
             correlation_id: req.header.correlation_id,
             client_id: req.header.client_id.clone(),
             endpoint,
+            peer,
         }
+    }
+
+    /// The client's host as Kafka shows it in group descriptions (`/127.0.0.1`).
+    pub fn client_host(&self) -> String {
+        format!("/{}", self.peer.ip())
     }
 
     /// Encodes a response for this request.
@@ -168,7 +188,17 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(b, &ctx, r).await),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(b, v, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(leader_epoch::handle(b, r).await),
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(coordinator::handle(v, r)),
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(coordinator::handle(b, &ctx, r)),
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(b, &ctx, r).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(b, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(b, r).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(b, &ctx, r).await),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(b, r).await),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(b, &ctx, r).await),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete_groups(b, r).await),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::offset_commit(b, &ctx, r).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offsets::offset_fetch(b, &ctx, r).await),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offsets::offset_delete(b, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, r).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, r).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(b, v, r).await),

@@ -12,6 +12,10 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.Set;
+import java.util.TreeMap;
+import java.util.TreeSet;
+import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 
@@ -19,13 +23,19 @@ import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.CreateTopicsOptions;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
 import org.apache.kafka.clients.admin.DeletedRecords;
+import org.apache.kafka.clients.admin.DeleteConsumerGroupOffsetsResult;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.GroupListing;
+import org.apache.kafka.clients.admin.ListConsumerGroupsOptions;
+import org.apache.kafka.clients.admin.ListGroupsOptions;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
 import org.apache.kafka.clients.admin.LogDirDescription;
+import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
@@ -33,13 +43,19 @@ import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.admin.ReplicaInfo;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.OffsetAndTimestamp;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.GroupState;
+import org.apache.kafka.common.GroupType;
+import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
@@ -60,10 +76,11 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * encoding. A failed Kafka call prints {@code {"error": "<ExceptionSimpleName>", "message": ...}}
  * and exits 2; a usage error exits 64. Nothing else is printed on stdout.
  *
- * <p>Every client is configured the way Fjord's current feature set needs: no group id (the broker
- * has no group coordinator yet), no auto commit, and {@code enable.idempotence=false} (no
- * InitProducerId yet). One request in flight per connection keeps the order of a non-idempotent
- * producer when it retries.
+ * <p>Every client is configured the way Fjord's current feature set needs: no auto commit, and
+ * {@code enable.idempotence=false} (no InitProducerId yet). One request in flight per connection
+ * keeps the order of a non-idempotent producer when it retries. Only the group subcommands
+ * ({@code group-consume}, {@code commit}, {@code committed}, {@code admin-*group*}) use a group id;
+ * the others never join or commit.
  */
 public final class Cli {
     private static final PrintStream OUT =
@@ -99,6 +116,15 @@ public final class Cli {
                 case "admin-delete-records" -> adminDeleteRecords(o);
                 case "admin-describe-cluster" -> adminDescribeCluster(o);
                 case "admin-describe-log-dirs" -> adminDescribeLogDirs(o);
+                case "group-consume" -> groupConsume(o);
+                case "commit" -> commit(o);
+                case "committed" -> committed(o);
+                case "admin-list-groups" -> adminListGroups(o);
+                case "admin-describe-groups" -> adminDescribeGroups(o);
+                case "admin-group-offsets" -> adminGroupOffsets(o);
+                case "admin-group-lag" -> adminGroupLag(o);
+                case "admin-delete-group-offsets" -> adminDeleteGroupOffsets(o);
+                case "admin-delete-groups" -> adminDeleteGroups(o);
                 default -> {
                     usage("unknown subcommand " + argv[0]);
                     yield EXIT_USAGE;
@@ -516,6 +542,426 @@ public final class Cli {
                     firstP = false;
                 }
                 sb.append("}}");
+            }
+            OUT.println(sb.append("}}"));
+        }
+        return 0;
+    }
+
+    // ---------------------------------------------------------------- consumer groups
+
+    /**
+     * One member of a consumer group, for as long as stdin stays open: the Java face of
+     * {@code groupworker.py}, printing the same JSON lines ({@code subscribed}, {@code assigned},
+     * {@code revoked}, {@code lost}, {@code rec}, {@code committed}, {@code commit_failed},
+     * {@code paused}, {@code resumed}, {@code closed}).
+     *
+     * <p>{@code --topic T --group G [--protocol classic|consumer] [--assignor A] [--instance-id ID]
+     * [--session-ms N] [--heartbeat-ms N] [--metadata TEXT] [-X k=v]...}. With {@code classic} the
+     * assignor is a client-side one ({@code range}, {@code roundrobin}, {@code sticky},
+     * {@code cooperative-sticky}; default range) and the session and heartbeat settings apply; with
+     * {@code consumer} (KIP-848) the broker assigns ({@code --assignor uniform|range} becomes
+     * {@code group.remote.assignor}) and sets the session timeout and heartbeat interval itself.
+     * After every poll that returned records the member commits synchronously the offset after
+     * each partition's last record, with {@code --metadata} as commit metadata. Commands on stdin,
+     * one per line: {@code pause}, {@code resume}, {@code close}; end of input means close, which
+     * leaves the group (a static member only says it will be back).
+     */
+    private static int groupConsume(Opts o) throws Exception {
+        String topic = o.required("topic");
+        String protocol = o.get("protocol", "classic");
+        String metadata = o.get("metadata", "");
+        Properties p = consumerProps(o);
+        p.put(ConsumerConfig.GROUP_ID_CONFIG, o.required("group"));
+        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
+        if ("classic".equals(protocol)) {
+            p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, o.get("session-ms", "6000"));
+            p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, o.get("heartbeat-ms", "500"));
+            p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, switch (o.get("assignor", "range")) {
+                case "range" -> org.apache.kafka.clients.consumer.RangeAssignor.class.getName();
+                case "roundrobin" -> org.apache.kafka.clients.consumer.RoundRobinAssignor.class.getName();
+                case "sticky" -> org.apache.kafka.clients.consumer.StickyAssignor.class.getName();
+                case "cooperative-sticky" -> org.apache.kafka.clients.consumer.CooperativeStickyAssignor.class.getName();
+                default -> {
+                    usage("unknown assignor " + o.get("assignor", ""));
+                    yield "";
+                }
+            });
+        } else if (o.has("assignor")) {
+            p.put(ConsumerConfig.GROUP_REMOTE_ASSIGNOR_CONFIG, o.get("assignor", "uniform"));
+        }
+        if (o.has("instance-id")) {
+            p.put(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG, o.get("instance-id", ""));
+        }
+        p.putAll(keyValues(o.all("X")));
+
+        ConcurrentLinkedQueue<String> commands = new ConcurrentLinkedQueue<>();
+        Thread stdin = new Thread(() -> {
+            try (BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8))) {
+                for (String line; (line = in.readLine()) != null; ) {
+                    if ("close".equals(line.trim())) {
+                        break;
+                    }
+                    commands.add(line.trim());
+                }
+            } catch (java.io.IOException e) {
+                // treated as end of input
+            }
+            commands.add("close");
+        });
+        stdin.setDaemon(true);
+
+        Set<Integer> now = new TreeSet<>();
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p)) {
+            c.subscribe(List.of(topic), new ConsumerRebalanceListener() {
+                @Override
+                public void onPartitionsRevoked(Collection<TopicPartition> ps) {
+                    OUT.println(assignmentEvent("revoked", "removed", ps, now, false));
+                }
+
+                @Override
+                public void onPartitionsAssigned(Collection<TopicPartition> ps) {
+                    OUT.println(assignmentEvent("assigned", "added", ps, now, true));
+                }
+
+                @Override
+                public void onPartitionsLost(Collection<TopicPartition> ps) {
+                    OUT.println(assignmentEvent("lost", "removed", ps, now, false));
+                }
+            });
+            OUT.println("{\"ev\":\"subscribed\"}");
+            stdin.start();
+            boolean closing = false;
+            while (!closing) {
+                for (String cmd; (cmd = commands.poll()) != null; ) {
+                    switch (cmd) {
+                        case "close" -> closing = true;
+                        case "pause" -> {
+                            c.pause(c.assignment());
+                            OUT.println("{\"ev\":\"paused\",\"partitions\":" + partitionList(c.assignment()) + "}");
+                        }
+                        case "resume" -> {
+                            c.resume(c.assignment());
+                            OUT.println("{\"ev\":\"resumed\",\"partitions\":" + partitionList(c.assignment()) + "}");
+                        }
+                        default -> { }
+                    }
+                }
+                if (closing) {
+                    break;
+                }
+                ConsumerRecords<byte[], byte[]> batch = c.poll(Duration.ofMillis(200));
+                Map<TopicPartition, OffsetAndMetadata> offsets = new LinkedHashMap<>();
+                for (ConsumerRecord<byte[], byte[]> r : batch) {
+                    OUT.println("{\"ev\":\"rec\",\"p\":" + r.partition() + ",\"o\":" + r.offset() + ",\"v\":"
+                            + Json.quote(r.value() == null ? null : new String(r.value(), StandardCharsets.UTF_8)) + "}");
+                    offsets.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1, metadata));
+                }
+                if (!offsets.isEmpty()) {
+                    try {
+                        c.commitSync(offsets);
+                        StringBuilder sb = new StringBuilder("{\"ev\":\"committed\",\"offsets\":{");
+                        boolean first = true;
+                        for (Map.Entry<TopicPartition, OffsetAndMetadata> e : offsets.entrySet()) {
+                            sb.append(first ? "" : ",").append('"').append(e.getKey().partition()).append("\":").append(e.getValue().offset());
+                            first = false;
+                        }
+                        OUT.println(sb.append("}}"));
+                    } catch (org.apache.kafka.common.KafkaException e) {
+                        OUT.println("{\"ev\":\"commit_failed\",\"error\":" + Json.quote(e.getClass().getSimpleName()) + "}");
+                    }
+                }
+            }
+        }
+        OUT.println("{\"ev\":\"closed\"}");
+        return 0;
+    }
+
+    private static String assignmentEvent(String ev, String field, Collection<TopicPartition> ps, Set<Integer> now, boolean add) {
+        Set<Integer> changed = new TreeSet<>();
+        for (TopicPartition tp : ps) {
+            changed.add(tp.partition());
+        }
+        if (add) {
+            now.addAll(changed);
+        } else {
+            now.removeAll(changed);
+        }
+        return "{\"ev\":\"" + ev + "\",\"" + field + "\":" + changed + ",\"now\":" + now + "}";
+    }
+
+    private static String partitionList(Collection<TopicPartition> tps) {
+        Set<Integer> ps = new TreeSet<>();
+        for (TopicPartition tp : tps) {
+            ps.add(tp.partition());
+        }
+        return ps.toString();
+    }
+
+    /** Consumer settings for a member of {@code --group} that only assign()s: no subscribe, no join. */
+    private static Properties simpleGroupProps(Opts o) {
+        Properties p = consumerProps(o);
+        p.put(ConsumerConfig.GROUP_ID_CONFIG, o.required("group"));
+        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, o.get("protocol", "classic"));
+        p.putAll(keyValues(o.all("X")));
+        return p;
+    }
+
+    /**
+     * A simple (assign()-mode) commit: {@code --group G --topic T --offset P=O... [--metadata TEXT]
+     * [--protocol classic|consumer]}. The consumer has the group id but never subscribes; it
+     * assigns the partitions and calls commitSync. Prints {@code {"ok": true}}.
+     */
+    private static int commit(Opts o) throws Exception {
+        String topic = o.required("topic");
+        String metadata = o.get("metadata", "");
+        Map<TopicPartition, OffsetAndMetadata> offsets = new LinkedHashMap<>();
+        keyValues(o.all("offset")).forEach((part, off) ->
+                offsets.put(new TopicPartition(topic, Integer.parseInt(part)), new OffsetAndMetadata(Long.parseLong(off), metadata)));
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(simpleGroupProps(o))) {
+            c.assign(offsets.keySet());
+            c.commitSync(offsets, Duration.ofSeconds(20));
+        }
+        OUT.println("{\"ok\":true}");
+        return 0;
+    }
+
+    /**
+     * {@code --group G --topic T [--partition P|all] [--protocol classic|consumer]}: the group's
+     * committed offsets as a consumer sees them (KafkaConsumer.committed, an OffsetFetch), one line
+     * per partition: {@code {"partition": p, "offset": o|null, "metadata": s|null, "leader_epoch": e|null}}.
+     */
+    private static int committed(Opts o) throws Exception {
+        String topic = o.required("topic");
+        try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(simpleGroupProps(o))) {
+            List<TopicPartition> tps = partitions(c, topic, o.get("partition", "all"));
+            Map<TopicPartition, OffsetAndMetadata> got = c.committed(new java.util.HashSet<>(tps), Duration.ofSeconds(20));
+            for (TopicPartition tp : tps) {
+                OffsetAndMetadata om = got.get(tp);
+                OUT.println("{\"partition\":" + tp.partition() + "," + offsetFields(om) + "}");
+            }
+        }
+        return 0;
+    }
+
+    private static String offsetFields(OffsetAndMetadata om) {
+        return om == null ? "\"offset\":null,\"metadata\":null,\"leader_epoch\":null"
+                : "\"offset\":" + om.offset() + ",\"metadata\":" + Json.quote(om.metadata())
+                + ",\"leader_epoch\":" + om.leaderEpoch().map(String::valueOf).orElse("null");
+    }
+
+    /**
+     * Lists groups: {@code [--api list-groups|list-consumer-groups] [--states Stable,Empty,...]
+     * [--types classic,consumer]}. {@code list-groups} (default) is Admin.listGroups with
+     * ListGroupsOptions.forConsumerGroups(); {@code list-consumer-groups} the older
+     * Admin.listConsumerGroups. Prints {@code {"groups": [{"group_id", "type", "protocol", "state"}, ...]}}.
+     */
+    @SuppressWarnings("deprecation")
+    private static int adminListGroups(Opts o) throws Exception {
+        Set<GroupState> states = new java.util.HashSet<>();
+        for (String s : o.get("states", "").split(",")) {
+            if (!s.isBlank()) {
+                states.add(GroupState.parse(s.trim()));
+            }
+        }
+        Set<GroupType> types = new java.util.HashSet<>();
+        for (String t : o.get("types", "").split(",")) {
+            if (!t.isBlank()) {
+                types.add(GroupType.parse(t.trim()));
+            }
+        }
+        try (Admin a = Admin.create(common(o))) {
+            Collection<GroupListing> listings;
+            if ("list-consumer-groups".equals(o.get("api", "list-groups"))) {
+                ListConsumerGroupsOptions opts = new ListConsumerGroupsOptions().inGroupStates(states);
+                if (!types.isEmpty()) {
+                    opts.withTypes(types);
+                }
+                listings = new ArrayList<>();
+                for (var l : a.listConsumerGroups(opts).all().get()) {
+                    listings.add(new GroupListing(l.groupId(), l.type(), "consumer", l.groupState()));
+                }
+            } else {
+                ListGroupsOptions opts = ListGroupsOptions.forConsumerGroups().inGroupStates(states);
+                if (!types.isEmpty()) {
+                    opts.withTypes(types);
+                }
+                listings = a.listGroups(opts).all().get();
+            }
+            StringBuilder sb = new StringBuilder("{\"groups\":[");
+            boolean first = true;
+            for (GroupListing l : listings) {
+                sb.append(first ? "" : ",").append("{\"group_id\":").append(Json.quote(l.groupId()))
+                        .append(",\"type\":").append(Json.quote(l.type().map(GroupType::toString).orElse(null)))
+                        .append(",\"protocol\":").append(Json.quote(l.protocol()))
+                        .append(",\"state\":").append(Json.quote(l.groupState().map(GroupState::toString).orElse(null)))
+                        .append('}');
+                first = false;
+            }
+            OUT.println(sb.append("]}"));
+        }
+        return 0;
+    }
+
+    /**
+     * Admin.describeConsumerGroups for each {@code --group G}: one line per group,
+     * {@code {"group_id", "state", "type", "assignor", "simple", "coordinator", "group_epoch",
+     * "members": [{"member_id", "instance_id", "client_id", "host", "assignment": [[topic, p], ...],
+     * "member_epoch"}]}} or {@code {"group_id", "error", "message"}}.
+     */
+    private static int adminDescribeGroups(Opts o) throws Exception {
+        List<String> groups = o.all("group");
+        try (Admin a = Admin.create(common(o))) {
+            Map<String, KafkaFuture<ConsumerGroupDescription>> futures = a.describeConsumerGroups(groups).describedGroups();
+            for (String g : groups) {
+                ConsumerGroupDescription d;
+                try {
+                    d = futures.get(g).get();
+                } catch (ExecutionException e) {
+                    OUT.println(errorJson(e, "\"group_id\":" + Json.quote(g) + ","));
+                    continue;
+                }
+                StringBuilder sb = new StringBuilder("{\"group_id\":").append(Json.quote(d.groupId()))
+                        .append(",\"state\":").append(Json.quote(d.groupState().toString()))
+                        .append(",\"type\":").append(Json.quote(d.type().toString()))
+                        .append(",\"assignor\":").append(Json.quote(d.partitionAssignor()))
+                        .append(",\"simple\":").append(d.isSimpleConsumerGroup())
+                        .append(",\"coordinator\":").append(nodeJson(d.coordinator()))
+                        .append(",\"group_epoch\":").append(d.groupEpoch().map(String::valueOf).orElse("null"))
+                        .append(",\"members\":[");
+                boolean first = true;
+                for (MemberDescription m : d.members()) {
+                    sb.append(first ? "" : ",").append("{\"member_id\":").append(Json.quote(m.consumerId()))
+                            .append(",\"instance_id\":").append(Json.quote(m.groupInstanceId().orElse(null)))
+                            .append(",\"client_id\":").append(Json.quote(m.clientId()))
+                            .append(",\"host\":").append(Json.quote(m.host()))
+                            .append(",\"member_epoch\":").append(m.memberEpoch().map(String::valueOf).orElse("null"))
+                            .append(",\"assignment\":[");
+                    boolean firstTp = true;
+                    for (TopicPartition tp : m.assignment().topicPartitions()) {
+                        sb.append(firstTp ? "" : ",").append('[').append(Json.quote(tp.topic())).append(',').append(tp.partition()).append(']');
+                        firstTp = false;
+                    }
+                    sb.append("]}");
+                    first = false;
+                }
+                OUT.println(sb.append("]}"));
+            }
+        }
+        return 0;
+    }
+
+    /** Admin.listConsumerGroupOffsets for {@code --group G}: {@code {"offsets": [{"topic", "partition", "offset", "metadata", "leader_epoch"}]}}. */
+    private static int adminGroupOffsets(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            Map<TopicPartition, OffsetAndMetadata> got = a.listConsumerGroupOffsets(o.required("group")).partitionsToOffsetAndMetadata().get();
+            StringBuilder sb = new StringBuilder("{\"offsets\":[");
+            boolean first = true;
+            for (Map.Entry<TopicPartition, OffsetAndMetadata> e : sorted(got).entrySet()) {
+                sb.append(first ? "" : ",").append("{\"topic\":").append(Json.quote(e.getKey().topic()))
+                        .append(",\"partition\":").append(e.getKey().partition()).append(',')
+                        .append(offsetFields(e.getValue())).append('}');
+                first = false;
+            }
+            OUT.println(sb.append("]}"));
+        }
+        return 0;
+    }
+
+    /**
+     * Consumer lag of {@code --group G}, the way kafka-consumer-groups.sh computes it: the group's
+     * committed offsets (listConsumerGroupOffsets) against each partition's latest offset
+     * (listOffsets). Prints {@code {"lag": [{"topic", "partition", "committed", "end", "lag"}]}}.
+     */
+    private static int adminGroupLag(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            Map<TopicPartition, OffsetAndMetadata> committed = sorted(
+                    a.listConsumerGroupOffsets(o.required("group")).partitionsToOffsetAndMetadata().get());
+            Map<TopicPartition, OffsetSpec> q = new LinkedHashMap<>();
+            committed.keySet().forEach(tp -> q.put(tp, OffsetSpec.latest()));
+            Map<TopicPartition, ListOffsetsResult.ListOffsetsResultInfo> ends = a.listOffsets(q).all().get();
+            StringBuilder sb = new StringBuilder("{\"lag\":[");
+            boolean first = true;
+            for (Map.Entry<TopicPartition, OffsetAndMetadata> e : committed.entrySet()) {
+                long end = ends.get(e.getKey()).offset();
+                long off = e.getValue().offset();
+                sb.append(first ? "" : ",").append("{\"topic\":").append(Json.quote(e.getKey().topic()))
+                        .append(",\"partition\":").append(e.getKey().partition())
+                        .append(",\"committed\":").append(off).append(",\"end\":").append(end)
+                        .append(",\"lag\":").append(end - off).append('}');
+                first = false;
+            }
+            OUT.println(sb.append("]}"));
+        }
+        return 0;
+    }
+
+    private static <V> Map<TopicPartition, V> sorted(Map<TopicPartition, V> m) {
+        Map<TopicPartition, V> out = new TreeMap<>((x, y) -> x.topic().equals(y.topic())
+                ? Integer.compare(x.partition(), y.partition()) : x.topic().compareTo(y.topic()));
+        out.putAll(m);
+        return out;
+    }
+
+    /**
+     * Admin.deleteConsumerGroupOffsets (OffsetDelete): {@code --group G --topic T --partition P...}.
+     * Prints {@code {"partitions": {"P": null|"ErrorClass", ...}}}; a group-level error (the whole
+     * request refused) is the usual error line and exit 2.
+     */
+    private static int adminDeleteGroupOffsets(Opts o) throws Exception {
+        String topic = o.required("topic");
+        Set<TopicPartition> tps = new java.util.LinkedHashSet<>();
+        for (String part : o.all("partition")) {
+            tps.add(new TopicPartition(topic, Integer.parseInt(part)));
+        }
+        try (Admin a = Admin.create(common(o))) {
+            DeleteConsumerGroupOffsetsResult r = a.deleteConsumerGroupOffsets(o.required("group"), tps);
+            StringBuilder sb = new StringBuilder("{\"partitions\":{");
+            boolean first = true;
+            for (TopicPartition tp : tps) {
+                String err = null;
+                try {
+                    r.partitionResult(tp).get();
+                } catch (ExecutionException e) {
+                    err = e.getCause().getClass().getSimpleName();
+                    if (!(e.getCause() instanceof org.apache.kafka.common.errors.ApiException)
+                            || isGroupLevel(e.getCause())) {
+                        throw e;
+                    }
+                }
+                sb.append(first ? "" : ",").append('"').append(tp.partition()).append("\":").append(Json.quote(err));
+                first = false;
+            }
+            OUT.println(sb.append("}}"));
+        }
+        return 0;
+    }
+
+    /** Errors that refuse a whole OffsetDelete rather than one partition of it. */
+    private static boolean isGroupLevel(Throwable t) {
+        return t instanceof org.apache.kafka.common.errors.GroupIdNotFoundException
+                || t instanceof org.apache.kafka.common.errors.GroupNotEmptyException
+                || t instanceof org.apache.kafka.common.errors.CoordinatorNotAvailableException
+                || t instanceof org.apache.kafka.common.errors.NotCoordinatorException
+                || t instanceof org.apache.kafka.common.errors.GroupAuthorizationException;
+    }
+
+    /** Admin.deleteConsumerGroups for each {@code --group G}: {@code {"groups": {"G": null|"ErrorClass"}}}. */
+    private static int adminDeleteGroups(Opts o) throws Exception {
+        List<String> groups = o.all("group");
+        try (Admin a = Admin.create(common(o))) {
+            Map<String, KafkaFuture<Void>> r = a.deleteConsumerGroups(groups).deletedGroups();
+            StringBuilder sb = new StringBuilder("{\"groups\":{");
+            boolean first = true;
+            for (String g : groups) {
+                String err = null;
+                try {
+                    r.get(g).get();
+                } catch (ExecutionException e) {
+                    err = e.getCause().getClass().getSimpleName();
+                }
+                sb.append(first ? "" : ",").append(Json.quote(g)).append(':').append(Json.quote(err));
+                first = false;
             }
             OUT.println(sb.append("}}"));
         }

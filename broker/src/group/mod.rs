@@ -1,0 +1,415 @@
+//! The group coordinator: consumer groups and their committed offsets.
+//!
+//! Every group belongs to a *coordinator partition*, chosen as Kafka chooses the partition of
+//! `__consumer_offsets` (`abs(groupId.hashCode()) % offsets.topic.num.partitions`), and its
+//! stored state is keyed by that partition (see `fjord_storage::groups`). On a single node this
+//! broker leads every coordinator partition; the replicated cluster moves them with partition
+//! leadership without changing the layout.
+//!
+//! Each group is behind its own async mutex: requests for different groups never wait on each
+//! other, and requests for one group are applied one at a time, which is all the protocol
+//! needs. Timers (session timeouts, rebalance delays) run in one background task that visits
+//! the groups that have something timed.
+
+pub mod classic;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fjord_storage::{CommittedOffset, GroupStore, GroupWrite, StorageError};
+use kafka_protocol::error::ResponseError;
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
+
+use classic::{ClassicGroup, Delivery};
+
+/// Coordinator settings, from Kafka's property names.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// `group.min.session.timeout.ms` (6000).
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms` (1800000).
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms` (3000).
+    pub initial_rebalance_delay_ms: u64,
+    /// `group.max.size` (unbounded).
+    pub max_size: usize,
+    /// `offsets.topic.num.partitions` (50): how many coordinator partitions group ids hash to.
+    pub offsets_partitions: i32,
+    /// `offsets.retention.minutes` in ms (7 days).
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms` (600000).
+    pub offsets_retention_check_interval_ms: u64,
+    /// `offset.metadata.max.bytes` (4096).
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_size: i32::MAX as usize,
+            offsets_partitions: 50,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
+        }
+    }
+}
+
+/// What kind of group it is.
+pub enum GroupKind {
+    /// The classic protocol (JoinGroup/SyncGroup), and simple commit-only groups.
+    Classic(ClassicGroup),
+}
+
+/// One group: its membership protocol state and its committed offsets.
+pub struct Group {
+    /// The group id.
+    pub id: String,
+    /// Its coordinator partition.
+    pub partition: i32,
+    /// Membership.
+    pub kind: GroupKind,
+    /// Committed offsets by (topic, partition).
+    pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Deleted: a request that locked it after the deletion must look the group up again.
+    dead: bool,
+}
+
+impl Group {
+    fn new(id: &str, partition: i32) -> Self {
+        Group {
+            id: id.to_string(),
+            partition,
+            kind: GroupKind::Classic(ClassicGroup::new()),
+            offsets: BTreeMap::new(),
+            dead: false,
+        }
+    }
+
+    /// The classic state machine.
+    pub fn classic(&mut self) -> &mut ClassicGroup {
+        match &mut self.kind {
+            GroupKind::Classic(c) => c,
+        }
+    }
+
+    /// Whether the group has no members.
+    pub fn is_empty(&self) -> bool {
+        match &self.kind {
+            GroupKind::Classic(c) => c.state() == classic::ClassicState::Empty,
+        }
+    }
+
+    /// State name as DescribeGroups / ListGroups report it.
+    pub fn state_name(&self) -> &'static str {
+        match &self.kind {
+            GroupKind::Classic(c) => c.state().name(),
+        }
+    }
+
+    /// "classic" or "consumer" (KIP-848 group types).
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            GroupKind::Classic(_) => "classic",
+        }
+    }
+
+    /// Protocol type for ListGroups ("" for simple groups).
+    pub fn protocol_type(&self) -> String {
+        match &self.kind {
+            GroupKind::Classic(c) => c.protocol_type().unwrap_or("").to_string(),
+        }
+    }
+
+    fn record(&self) -> Option<Vec<u8>> {
+        match &self.kind {
+            // A simple group (no protocol type) is only its offsets, as in Kafka.
+            GroupKind::Classic(c) if c.protocol_type().is_none() => None,
+            GroupKind::Classic(c) => {
+                let mut v = vec![RECORD_CLASSIC];
+                v.extend_from_slice(&c.to_record());
+                Some(v)
+            }
+        }
+    }
+
+    fn take_outbox(&mut self) -> (bool, Vec<Delivery>) {
+        match &mut self.kind {
+            GroupKind::Classic(c) => (std::mem::take(&mut c.dirty), std::mem::take(&mut c.outbox)),
+        }
+    }
+}
+
+const RECORD_CLASSIC: u8 = b'c';
+
+/// Kafka's `Utils.abs(groupId.hashCode()) % partitions`: Java's String.hashCode over UTF-16.
+pub fn coordinator_partition(group_id: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group_id.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(unit as i32);
+    }
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+/// The coordinator of every group this broker serves.
+pub struct GroupCoordinator {
+    /// Settings.
+    pub cfg: GroupConfig,
+    store: GroupStore,
+    groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Group>>>>,
+}
+
+impl GroupCoordinator {
+    /// Loads every stored group. Blocking: for startup.
+    pub fn load(cfg: GroupConfig, store: GroupStore) -> Result<Self, StorageError> {
+        let loaded = store.load_all()?;
+        let now = Instant::now();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        for g in loaded.groups {
+            let kind = match g.value.split_first() {
+                Some((&RECORD_CLASSIC, rest)) => ClassicGroup::from_record(rest, now).map(GroupKind::Classic),
+                _ => None,
+            };
+            let Some(kind) = kind else {
+                tracing::error!(group = %g.group_id, "unreadable group record; the group starts empty");
+                continue;
+            };
+            let mut group = Group::new(&g.group_id, g.partition);
+            group.kind = kind;
+            groups.insert(g.group_id, group);
+        }
+        let mut offsets = 0usize;
+        for o in loaded.offsets {
+            let group = groups
+                .entry(o.group_id.clone())
+                .or_insert_with(|| Group::new(&o.group_id, o.partition));
+            group.offsets.insert((o.topic, o.topic_partition), o.value);
+            offsets += 1;
+        }
+        tracing::info!(groups = groups.len(), offsets, "consumer groups loaded");
+        let groups = groups
+            .into_iter()
+            .map(|(k, g)| (k, Arc::new(tokio::sync::Mutex::new(g))))
+            .collect();
+        Ok(GroupCoordinator {
+            cfg,
+            store,
+            groups: Mutex::new(groups),
+        })
+    }
+
+    /// The coordinator partition of a group.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        coordinator_partition(group_id, self.cfg.offsets_partitions)
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Group>>>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks a group, creating it (empty) when `create` is set and it does not exist.
+    pub async fn lock(&self, group_id: &str, create: bool) -> Option<OwnedMutexGuard<Group>> {
+        loop {
+            let arc = {
+                let mut map = self.map();
+                match map.get(group_id) {
+                    Some(g) => g.clone(),
+                    None if create => {
+                        let g = Arc::new(tokio::sync::Mutex::new(Group::new(group_id, self.partition_for(group_id))));
+                        map.insert(group_id.to_string(), g.clone());
+                        g
+                    }
+                    None => return None,
+                }
+            };
+            let guard = arc.lock_owned().await;
+            if !guard.dead {
+                return Some(guard);
+            }
+            // Deleted while we waited: look again (it may have been created anew).
+        }
+    }
+
+    /// Every group id.
+    pub fn group_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.map().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Persists the group if it changed, then sends the responses it holds. Call with the
+    /// group locked, after every operation on it.
+    pub async fn finish(&self, group: &mut Group) {
+        let (dirty, outbox) = group.take_outbox();
+        let mut failed = None;
+        if dirty {
+            let write = GroupWrite::Group {
+                partition: group.partition,
+                group_id: group.id.clone(),
+                value: group.record(),
+            };
+            if let Err(e) = self.store.write(vec![write]).await {
+                tracing::error!(group = %group.id, error = %e, "could not persist group state");
+                failed = Some(ResponseError::CoordinatorNotAvailable);
+            }
+        }
+        for d in outbox {
+            match failed {
+                Some(e) => d.fail(e).send(),
+                None => d.send(),
+            }
+        }
+    }
+
+    /// Stores offsets (None deletes) for a locked group and applies them in memory once stored.
+    pub async fn store_offsets(
+        &self,
+        group: &mut Group,
+        offsets: Vec<((String, i32), Option<CommittedOffset>)>,
+    ) -> Result<(), StorageError> {
+        let writes = offsets
+            .iter()
+            .map(|((topic, p), v)| GroupWrite::Offset {
+                partition: group.partition,
+                group_id: group.id.clone(),
+                topic: topic.clone(),
+                topic_partition: *p,
+                value: v.clone(),
+            })
+            .collect();
+        self.store.write(writes).await?;
+        for (key, v) in offsets {
+            match v {
+                Some(v) => group.offsets.insert(key, v),
+                None => group.offsets.remove(&key),
+            };
+        }
+        Ok(())
+    }
+
+    /// Deletes a locked group and its offsets, in storage and here.
+    pub async fn delete(&self, group: &mut Group) -> Result<(), StorageError> {
+        self.store
+            .write(vec![GroupWrite::DeleteGroup {
+                partition: group.partition,
+                group_id: group.id.clone(),
+            }])
+            .await?;
+        group.offsets.clear();
+        group.dead = true;
+        self.map().remove(&group.id);
+        Ok(())
+    }
+
+    /// Drops an empty group that holds nothing (no members, no offsets) from memory and
+    /// storage, as Kafka does once such a group has nothing left.
+    async fn drop_if_unused(&self, group: &mut Group) {
+        let unused = group.offsets.is_empty()
+            && match &group.kind {
+                GroupKind::Classic(c) => c.is_idle(),
+            };
+        if unused {
+            if let Err(e) = self.delete(group).await {
+                tracing::warn!(group = %group.id, error = %e, "could not drop an unused group");
+            }
+        }
+    }
+
+    /// Runs timers until the process ends.
+    pub async fn run_timers(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(TIMER_TICK_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_expiry = Instant::now();
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let groups: Vec<Arc<tokio::sync::Mutex<Group>>> = self.map().values().cloned().collect();
+            for g in groups {
+                let mut guard = g.lock().await;
+                if guard.dead {
+                    continue;
+                }
+                match &mut guard.kind {
+                    GroupKind::Classic(c) => c.tick(&self.cfg, now),
+                }
+                self.finish(&mut guard).await;
+            }
+            if now.duration_since(last_expiry) >= Duration::from_millis(self.cfg.offsets_retention_check_interval_ms) {
+                last_expiry = now;
+                self.expire_offsets().await;
+            }
+        }
+    }
+
+    /// `offsets.retention.minutes`: drops the offsets of groups that have been empty that
+    /// long (for simple groups, of offsets not committed for that long) and the groups left
+    /// with nothing, as Kafka's `OffsetExpirationCondition` does.
+    pub async fn expire_offsets(&self) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let retention = self.cfg.offsets_retention_ms;
+        for id in self.group_ids() {
+            let Some(mut g) = self.lock(&id, false).await else {
+                continue;
+            };
+            // What an offset's age counts from, if the group's offsets may expire at all.
+            enum Since {
+                Commit,
+                Empty(i64),
+                Never,
+            }
+            let since = match &g.kind {
+                GroupKind::Classic(c) if c.protocol_type().is_none() => Since::Commit,
+                GroupKind::Classic(c) if c.state() == classic::ClassicState::Empty => Since::Empty(c.state_since_ms),
+                GroupKind::Classic(_) => Since::Never,
+            };
+            let expired: Vec<((String, i32), Option<CommittedOffset>)> = g
+                .offsets
+                .iter()
+                .filter(|(_, o)| match o.expire_timestamp {
+                    Some(at) => now_ms >= at,
+                    None => match since {
+                        Since::Commit => now_ms - o.commit_timestamp >= retention,
+                        Since::Empty(at) => now_ms - at >= retention,
+                        Since::Never => false,
+                    },
+                })
+                .map(|(k, _)| (k.clone(), None))
+                .collect();
+            if !expired.is_empty() {
+                tracing::info!(group = %id, offsets = expired.len(), "expiring committed offsets");
+                if let Err(e) = self.store_offsets(&mut g, expired).await {
+                    tracing::warn!(group = %id, error = %e, "could not expire offsets");
+                    continue;
+                }
+            }
+            self.drop_if_unused(&mut g).await;
+        }
+    }
+}
+
+/// Granularity of group timers (session timeouts, rebalance delays).
+const TIMER_TICK_MS: u64 = 50;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinator_partition_matches_java() {
+        // Java: "my-group".hashCode() = -1906497762 -> abs % 50 = 12.
+        assert_eq!(coordinator_partition("my-group", 50), 12);
+        assert_eq!(coordinator_partition("", 50), 0);
+        // "polygenelubricants".hashCode() is Integer.MIN_VALUE, which Kafka's Utils.abs maps to 0.
+        assert_eq!(coordinator_partition("polygenelubricants", 50), 0);
+        assert_eq!(coordinator_partition("g", 1), 0);
+    }
+}

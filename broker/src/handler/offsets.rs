@@ -1,0 +1,311 @@
+//! Committed offsets: OffsetCommit, OffsetFetch (single group v1-7, batched groups v8+) and
+//! OffsetDelete. Offsets live with their group in the coordinator (`crate::group`) and in the
+//! store's groups column family.
+
+use std::collections::BTreeMap;
+
+use fjord_storage::CommittedOffset;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, TopicName,
+};
+
+use super::{str_bytes, topic_name, RequestContext};
+use crate::group::classic::ClassicState;
+use crate::group::{Group, GroupKind};
+use crate::Broker;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Kafka's checks of who may commit to a group (`ClassicGroup.validateOffsetCommit`).
+fn validate_commit(group: &Group, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), ResponseError> {
+    let GroupKind::Classic(c) = &group.kind;
+    let empty = c.state() == ClassicState::Empty;
+    if generation < 0 && empty {
+        // The admin client, or a consumer that assigns partitions itself.
+        return Ok(());
+    }
+    if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+        if let Some(iid) = instance_id {
+            let owner = c.members().find(|m| m.instance_id.as_deref() == Some(iid)).map(|m| m.id.as_str());
+            match owner {
+                None => return Err(ResponseError::UnknownMemberId),
+                Some(o) if o != member_id => return Err(ResponseError::FencedInstanceId),
+                Some(_) => {}
+            }
+        }
+        if !c.has_member(member_id) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation != c.generation() {
+            return Err(ResponseError::IllegalGeneration);
+        }
+    } else if !empty {
+        return Err(ResponseError::UnknownMemberId);
+    }
+    if c.state() == ClassicState::CompletingRebalance {
+        return Err(ResponseError::RebalanceInProgress);
+    }
+    Ok(())
+}
+
+/// OffsetCommit.
+pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let groups = &broker.groups;
+    let group_id = req.group_id.to_string();
+    let respond_all = |topics: &[kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic],
+                       code: i16| {
+        let topics = topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        OffsetCommitResponse::default().with_topics(topics)
+    };
+    if group_id.is_empty() {
+        return respond_all(&req.topics, ResponseError::InvalidGroupId.code());
+    }
+    let member_id = req.member_id.to_string();
+    let instance_id = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let generation = req.generation_id_or_member_epoch;
+    // A group that does not exist is created only by a group-less commit.
+    let Some(mut group) = groups.lock(&group_id, generation < 0).await else {
+        let code = if ctx.version >= 9 {
+            ResponseError::GroupIdNotFound
+        } else {
+            ResponseError::IllegalGeneration
+        };
+        return respond_all(&req.topics, code.code());
+    };
+    if let Err(e) = validate_commit(&group, &member_id, instance_id.as_deref(), generation) {
+        return respond_all(&req.topics, e.code());
+    }
+    let meta = broker.metadata();
+    let now = now_ms();
+    // v2-4 carry a retention time; -1 means the broker's.
+    let expire = (ctx.version <= 4 && req.retention_time_ms >= 0).then(|| now.saturating_add(req.retention_time_ms));
+    let mut writes = Vec::new();
+    let mut codes: BTreeMap<(usize, usize), i16> = BTreeMap::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let topic = meta.topics.get(t.name.as_str());
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let known = topic.is_some_and(|m| p.partition_index >= 0 && (p.partition_index as usize) < m.partitions.len());
+            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            let code = if !known {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if metadata.len() > groups.cfg.offset_metadata_max_bytes {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                writes.push((
+                    (t.name.to_string(), p.partition_index),
+                    Some(CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata,
+                        commit_timestamp: now,
+                        expire_timestamp: expire,
+                    }),
+                ));
+                0
+            };
+            codes.insert((ti, pi), code);
+        }
+    }
+    if let Err(e) = groups.store_offsets(&mut group, writes).await {
+        tracing::error!(group = %group_id, error = %e, "could not store committed offsets");
+        for code in codes.values_mut() {
+            if *code == 0 {
+                *code = ResponseError::CoordinatorNotAvailable.code();
+            }
+        }
+    }
+    drop(group);
+    let topics = req
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(pi, p)| {
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(codes.get(&(ti, pi)).copied().unwrap_or(0))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One group's committed offsets: for the listed topics and partitions (-1 where nothing is
+/// committed), or for everything the group committed when `topics` is `None`.
+struct FetchedTopic {
+    name: String,
+    partitions: Vec<(i32, Option<CommittedOffset>)>,
+}
+
+async fn fetch_group(broker: &Broker, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<FetchedTopic> {
+    let group = broker.groups.lock(group_id, false).await;
+    let offsets = group.as_ref().map(|g| &g.offsets);
+    match topics {
+        Some(list) => list
+            .into_iter()
+            .map(|(name, parts)| FetchedTopic {
+                partitions: parts
+                    .into_iter()
+                    .map(|p| (p, offsets.and_then(|o| o.get(&(name.clone(), p)).cloned())))
+                    .collect(),
+                name,
+            })
+            .collect(),
+        None => {
+            let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+            for ((t, p), o) in offsets.into_iter().flatten() {
+                by_topic.entry(t.clone()).or_default().push((*p, Some(o.clone())));
+            }
+            by_topic
+                .into_iter()
+                .map(|(name, partitions)| FetchedTopic { name, partitions })
+                .collect()
+        }
+    }
+}
+
+/// OffsetFetch.
+pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    if ctx.version >= 8 {
+        let mut out = Vec::with_capacity(req.groups.len());
+        for g in req.groups {
+            let topics = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.to_string(), t.partition_indexes))
+                    .collect::<Vec<_>>()
+            });
+            let fetched = fetch_group(broker, g.group_id.as_str(), topics).await;
+            let topics = fetched
+                .into_iter()
+                .map(|t| {
+                    OffsetFetchResponseTopics::default().with_name(topic_name(&t.name)).with_partitions(
+                        t.partitions
+                            .into_iter()
+                            .map(|(p, o)| {
+                                let (offset, epoch, metadata) = split(o);
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(Some(str_bytes(metadata)))
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            out.push(OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics));
+        }
+        return OffsetFetchResponse::default().with_groups(out);
+    }
+    let topics = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes))
+            .collect::<Vec<_>>()
+    });
+    let fetched = fetch_group(broker, req.group_id.as_str(), topics).await;
+    let topics = fetched
+        .into_iter()
+        .map(|t| {
+            OffsetFetchResponseTopic::default().with_name(TopicName(str_bytes(t.name))).with_partitions(
+                t.partitions
+                    .into_iter()
+                    .map(|(p, o)| {
+                        let (offset, epoch, metadata) = split(o);
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(epoch)
+                            .with_metadata(Some(str_bytes(metadata)))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+fn split(o: Option<CommittedOffset>) -> (i64, i32, String) {
+    match o {
+        Some(o) => (o.offset, o.leader_epoch, o.metadata),
+        None => (-1, -1, String::new()),
+    }
+}
+
+/// OffsetDelete: removes committed offsets of an empty group, or of topics a live group
+/// does not subscribe to.
+pub async fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let groups = &broker.groups;
+    let group_error = |e: ResponseError| OffsetDeleteResponse::default().with_error_code(e.code());
+    if req.group_id.is_empty() {
+        return group_error(ResponseError::InvalidGroupId);
+    }
+    let Some(mut group) = groups.lock(req.group_id.as_str(), false).await else {
+        return group_error(ResponseError::GroupIdNotFound);
+    };
+    let GroupKind::Classic(c) = &group.kind;
+    // A live group that is not a consumer group gives no way to know its topics.
+    if c.state() != ClassicState::Empty && c.protocol_type() != Some(crate::group::classic::CONSUMER_PROTOCOL_TYPE) {
+        return group_error(ResponseError::NonEmptyGroup);
+    }
+    let mut deletes = Vec::new();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let subscribed = c.is_subscribed_to(t.name.as_str());
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| {
+                let code = if subscribed {
+                    ResponseError::GroupSubscribedToTopic.code()
+                } else {
+                    deletes.push(((t.name.to_string(), p.partition_index), None));
+                    0
+                };
+                OffsetDeleteResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code)
+            })
+            .collect();
+        topics.push(OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions));
+    }
+    // Only offsets that exist need a delete; Kafka answers NONE for the others too.
+    deletes.retain(|(k, _)| group.offsets.contains_key(k));
+    if let Err(e) = groups.store_offsets(&mut group, deletes).await {
+        tracing::error!(group = %req.group_id.as_str(), error = %e, "could not delete offsets");
+        return group_error(ResponseError::CoordinatorNotAvailable);
+    }
+    OffsetDeleteResponse::default().with_topics(topics)
+}
