@@ -282,14 +282,24 @@ class Log:
         return sum(len(v) for v in self.values.values())
 
 
+_ADMINS: dict[str, object] = {}
+
+
+def _admin(bootstrap: str):
+    """One confluent-kafka AdminClient per broker, kept (a destroyed one cancels its futures)."""
+    from confluent_kafka.admin import AdminClient
+
+    if bootstrap not in _ADMINS:
+        _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+    return _ADMINS[bootstrap]
+
+
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, str | None]]:
     """The group's committed offsets for `topic` (OffsetFetch through confluent-kafka's AdminClient):
     partition -> (offset, metadata)."""
     from confluent_kafka import ConsumerGroupTopicPartitions
-    from confluent_kafka.admin import AdminClient
 
-    a = AdminClient({"bootstrap.servers": bootstrap})
-    res = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=15)[group].result(timeout=20)
+    res = _admin(bootstrap).list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=15)[group].result(timeout=20)
     return {tp.partition: (tp.offset, tp.metadata) for tp in res.topic_partitions if tp.topic == topic and tp.offset >= 0}
 
 
@@ -327,52 +337,52 @@ def assert_read_everything(members, log: Log):
     assert not problems, "\n".join(problems[:20]) + "\n" + "\n".join(m.describe() for m in members)
 
 
-def first_reads_after_assignment(m: Member, mark: int) -> dict[int, int | None]:
-    """For each partition `m` was given after event index `mark`: the first offset it read from
-    it after that assignment (None if it has read nothing from it yet)."""
-    out: dict[int, int | None] = {}
-    waiting: set[int] = set()
+def first_reads_after_assignment(m: Member, mark: int) -> list[tuple[int, int | None]]:
+    """For each time `m` was given a partition after event index `mark`: (partition, the first
+    offset it read from it), None if it has read nothing from it yet. A partition taken away again
+    before anything was read from it does not count."""
+    out: list[tuple[int, int | None]] = []
+    waiting: dict[int, int] = {}  # partition -> index in out
     for e in m.since(mark):
         if e.ev == "assigned":
             for p in e.data["added"]:
-                if p not in out:
-                    out[p] = None
-                    waiting.add(p)
+                if p not in waiting:
+                    waiting[p] = len(out)
+                    out.append((p, None))
+        elif e.ev in ("revoked", "lost"):
+            for p in e.data["removed"]:
+                if p in waiting:
+                    out[waiting.pop(p)] = (p, "dropped")
         elif e.ev == "rec" and e.data["p"] in waiting:
-            out[e.data["p"]] = e.data["o"]
-            waiting.discard(e.data["p"])
-    return out
+            out[waiting.pop(e.data["p"])] = (e.data["p"], e.data["o"])
+    return [(p, o) for p, o in out if o != "dropped"]
 
 
 def assert_resumed_from(members, marks: dict[str, int], expected: dict[int, int], only: set[int] | None = None):
     """Each partition handed to a member after its mark was read from exactly `expected[p]` (the
-    group's committed offset then): nothing committed was read again, nothing skipped."""
+    group's committed offset then): nothing committed was read again, nothing skipped. With
+    `only`, just those partitions, and each of them must have been handed to someone."""
     problems = []
     checked = set()
     for m in members:
         if m.name not in marks:
             continue
-        for p, first in first_reads_after_assignment(m, marks[m.name]).items():
+        for p, first in first_reads_after_assignment(m, marks[m.name]):
             if only is not None and p not in only:
                 continue
             checked.add(p)
             if first != expected[p]:
                 problems.append(f"{m.name} was given partition {p} and first read offset {first}, "
                                 f"the committed offset was {expected[p]}")
-    if only is not None:
-        unchecked = only - checked
-        if unchecked:
-            problems.append(f"partitions {sorted(unchecked)} were never handed to a live member")
+    if only is not None and only - checked:
+        problems.append(f"partitions {sorted(only - checked)} were never handed to a live member")
     assert not problems, "\n".join(problems) + "\n" + "\n".join(m.describe() for m in members)
 
 
 def broker_assignment(bootstrap: str, group: str, topic: str) -> tuple[str, str, list[tuple[str, set[int]]]]:
     """The group as DescribeGroups / ConsumerGroupDescribe report it (confluent-kafka's
     AdminClient): (state name, group type name, [(client id, partitions)])."""
-    from confluent_kafka.admin import AdminClient
-
-    a = AdminClient({"bootstrap.servers": bootstrap})
-    d = a.describe_consumer_groups([group], request_timeout=15)[group].result(timeout=20)
+    d = _admin(bootstrap).describe_consumer_groups([group], request_timeout=15)[group].result(timeout=20)
     members = [(m.client_id, {tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic})
                for m in d.members]
     return d.state.name, d.type.name, members

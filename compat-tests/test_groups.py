@@ -134,6 +134,7 @@ def test_group_rebalances_and_resumes(gb, new_topic, members, record_property, c
     assert_broker_agrees(gb.bootstrap, group, topic, members)
     log.produce("c", 5)
     wait_committed(gb.bootstrap, group, log, members)
+    assert_resumed_from(members, marks, ends)
     assert_resumed_from(members, marks, ends, only=gone)
 
     # --- one is killed; records arrive while the group does not know yet

@@ -30,8 +30,8 @@ use tracing::Instrument;
 
 use crate::Broker;
 
-/// The APIs Fjord implements, each over the whole version range of Kafka 4.1 (which is what
-/// `kafka-protocol` knows).
+/// The APIs Fjord implements, each over the whole version range of Kafka 4.1 that
+/// `kafka-protocol` can decode (see [`supported_versions`]).
 pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::Produce,
     ApiKey::Fetch,
@@ -63,7 +63,16 @@ pub const IMPLEMENTED: &[ApiKey] = &[
 
 /// The versions served for an API, `None` if it is not served.
 pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
-    IMPLEMENTED.contains(&api_key).then(|| api_key.valid_versions())
+    let range = IMPLEMENTED.contains(&api_key).then(|| api_key.valid_versions())?;
+    Some(match api_key {
+        // v10 (topic ids instead of names) is listed by `kafka-protocol`, but its request
+        // structs stop at v9: nothing could decode a v10 request.
+        ApiKey::OffsetCommit | ApiKey::OffsetFetch => VersionRange {
+            min: range.min,
+            max: range.max.min(9),
+        },
+        _ => range,
+    })
 }
 
 /// The range ApiVersions advertises. The same as what is served, except Produce, which is
