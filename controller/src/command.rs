@@ -57,6 +57,8 @@ pub(crate) enum Command {
     CreatePartitions { name: String, new_total: i32 },
     /// Applies IncrementalAlterConfigs operations to a topic's overrides, all or nothing.
     AlterTopicConfigs { name: String, ops: Vec<ConfigOp> },
+    /// Hands a block of `count` producer ids to a broker.
+    AllocateProducerIds { broker_id: i32, count: i32 },
 }
 
 /// Why the state machine rejected a command. Carried back to the proposer in the apply result.
@@ -79,6 +81,8 @@ pub(crate) enum CommandResponse {
     Topic(TopicMeta),
     /// Rejected; the state is unchanged.
     Rejected(ApplyError),
+    /// Applied; the first of the producer ids allocated.
+    ProducerIds { first: i64, count: i32 },
 }
 
 /// Stateless checks of a topic name, shared by the proposer (to fail fast without a log entry)
@@ -145,6 +149,17 @@ pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse
         },
         Command::CreatePartitions { name, new_total } => create_partitions(meta, name, new_total),
         Command::AlterTopicConfigs { name, ops } => alter_topic_configs(meta, name, &ops),
+        Command::AllocateProducerIds { broker_id, count } => {
+            if count < 1 || broker_id < 0 {
+                Err(ApplyError::InvalidRequest(format!(
+                    "cannot allocate {count} producer ids to broker {broker_id}"
+                )))
+            } else {
+                let first = meta.next_producer_id;
+                meta.next_producer_id = first.saturating_add(i64::from(count));
+                Ok(CommandResponse::ProducerIds { first, count })
+            }
+        }
     };
     res.unwrap_or_else(CommandResponse::Rejected)
 }

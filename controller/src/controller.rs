@@ -334,6 +334,19 @@ impl Controller {
         .await
     }
 
+    /// Allocates a block of `count` producer ids for this broker (Kafka's
+    /// `AllocateProducerIds`); returns the first id of the block.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn allocate_producer_ids(&self, broker_id: i32, count: i32) -> Result<i64> {
+        match self.write(Command::AllocateProducerIds { broker_id, count }).await?.1 {
+            CommandResponse::ProducerIds { first, .. } => Ok(first),
+            CommandResponse::Rejected(e) => Err(e.into()),
+            other => Err(ControllerError::Raft(format!(
+                "a producer id allocation applied with {other:?}"
+            ))),
+        }
+    }
+
     /// Stops Raft, flushes the store and waits until it is closed, so that the data dir can be
     /// reopened at once. Later calls on any clone fail with `ShuttingDown`. Idempotent.
     pub async fn shutdown(&self) -> Result<()> {
@@ -376,7 +389,7 @@ impl Controller {
         match self.write(cmd).await?.1 {
             CommandResponse::Topic(topic) => Ok(topic),
             CommandResponse::Rejected(e) => Err(e.into()),
-            CommandResponse::Done => Err(ControllerError::Raft(
+            CommandResponse::Done | CommandResponse::ProducerIds { .. } => Err(ControllerError::Raft(
                 "a topic command applied without a topic result".to_string(),
             )),
         }

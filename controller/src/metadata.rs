@@ -60,6 +60,10 @@ pub struct ClusterMetadata {
     pub brokers: BTreeMap<i32, BrokerInfo>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
+    /// First producer id not yet handed out (Kafka's `AllocateProducerIds`): brokers take
+    /// blocks of ids from here, so ids are unique across the cluster and never reused.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 impl ClusterMetadata {

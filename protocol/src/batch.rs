@@ -397,6 +397,43 @@ pub fn patch_base_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_ep
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// A transaction marker: the control batch a transaction coordinator writes to every
+/// partition of a transaction when it ends (Kafka's `EndTransactionMarker`, version 0): one
+/// record whose key is (version 0, type 0 = abort / 1 = commit) and whose value is (version 0,
+/// coordinator epoch). Base offset 0; the log assigns the real one.
+pub fn control_batch(producer_id: i64, producer_epoch: i16, commit: bool, coordinator_epoch: i32, timestamp: i64) -> Bytes {
+    let mut record = BytesMut::with_capacity(17);
+    record.put_u8(0x20); // length 16, zigzag varint
+    record.put_i8(0); // attributes
+    record.put_u8(0); // timestamp delta 0
+    record.put_u8(0); // offset delta 0
+    record.put_u8(0x08); // key length 4
+    record.put_i16(0); // key version
+    record.put_i16(i16::from(commit)); // 0 abort, 1 commit
+    record.put_u8(0x0c); // value length 6
+    record.put_i16(0); // value version
+    record.put_i32(coordinator_epoch);
+    record.put_u8(0); // no headers
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + record.len());
+    out.put_i64(0);
+    out.put_i32((BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + record.len()) as i32);
+    out.put_i32(-1); // partition leader epoch, stamped at append
+    out.put_i8(MAGIC_V2);
+    out.put_u32(0); // crc, below
+    out.put_i16(TRANSACTIONAL_BIT | CONTROL_BIT);
+    out.put_i32(0); // last offset delta
+    out.put_i64(timestamp);
+    out.put_i64(timestamp);
+    out.put_i64(producer_id);
+    out.put_i16(producer_epoch);
+    out.put_i32(-1); // control batches carry no sequence
+    out.put_i32(1);
+    out.put_slice(&record);
+    let crc = crc32c::crc32c(&out[CRC_COVERS_FROM..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    out.freeze()
+}
+
 /// Decompresses a records section with the batch's codec.
 pub fn decompress(c: Compression, mut data: Bytes) -> Result<Bytes, BatchError> {
     fn take(b: &mut Bytes) -> anyhow::Result<Bytes> {

@@ -22,6 +22,15 @@ pub enum StorageError {
     /// RocksDB refused an operation.
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// A producer's batch does not follow its last one (`OUT_OF_ORDER_SEQUENCE_NUMBER`).
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// A producer wrote with an epoch older than its current one (`INVALID_PRODUCER_EPOCH`).
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// A write that contradicts the producer's transaction state (`INVALID_TXN_STATE`).
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
     /// The store is closing and takes no more writes.
     #[error("storage is shutting down")]
     ShuttingDown,

@@ -62,6 +62,24 @@ pub fn epoch_key(pid: &PartitionId, epoch: i32) -> [u8; PID_BYTES + 5] {
     k
 }
 
+/// `pid | 'p' | producer_id` -> a producer's state in the partition (`producers::ProducerEntry`).
+pub fn producer_key(pid: &PartitionId, producer_id: i64) -> [u8; PID_BYTES + 9] {
+    tagged_key(pid, b'p', producer_id)
+}
+
+/// `pid | 'a' | last_offset` -> an aborted transaction (`producers::AbortedTxn`).
+pub fn aborted_key(pid: &PartitionId, last_offset: i64) -> [u8; PID_BYTES + 9] {
+    tagged_key(pid, b'a', last_offset)
+}
+
+fn tagged_key(pid: &PartitionId, tag: u8, n: i64) -> [u8; PID_BYTES + 9] {
+    let mut k = [0u8; PID_BYTES + 9];
+    k[..PID_BYTES].copy_from_slice(&pid_prefix(pid));
+    k[PID_BYTES] = tag;
+    k[PID_BYTES + 1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
 /// First and one-past-last key of everything belonging to a topic, for range deletes.
 pub fn topic_range(topic_id: &[u8; 16]) -> (Vec<u8>, Vec<u8>) {
     let start = topic_id.to_vec();

@@ -17,6 +17,7 @@ pub mod error;
 pub mod groups;
 mod keys;
 mod log;
+pub mod producers;
 mod writer;
 
 pub use error::{Result, StorageError};

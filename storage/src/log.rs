@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::{Result, StorageError};
 use crate::groups::{GroupStore, CF_GROUPS};
 use crate::keys::{self, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX, PID_BYTES};
+use crate::producers::{AbortedTxn, ProducerBatch, ProducerEntry, TxnMarker};
 use crate::writer::{self, WriteOp};
 use crate::PartitionId;
 
@@ -48,8 +49,11 @@ pub struct PartitionOffsets {
     pub log_start: i64,
     /// Offset the next appended record gets.
     pub log_end: i64,
-    /// Offset after the last committed record; what consumers may read up to.
+    /// Offset after the last committed record; what `read_uncommitted` consumers may read up to.
     pub high_watermark: i64,
+    /// First offset of the oldest open transaction, or the high watermark when none is open:
+    /// what `read_committed` consumers may read up to.
+    pub last_stable: i64,
 }
 
 /// In-memory state of a partition, owned by the writer and read by everyone.
@@ -62,6 +66,16 @@ pub(crate) struct PartitionState {
     pub latest_epoch: i32,
     /// Bytes of the stored batches.
     pub size_bytes: u64,
+    /// First offset of the oldest open transaction, if one is open.
+    pub first_unstable: Option<i64>,
+}
+
+impl PartitionState {
+    /// Sets the high watermark and the last stable offset that follows from it.
+    pub fn set_high_watermark(&mut self, hw: i64) {
+        self.offsets.high_watermark = hw;
+        self.offsets.last_stable = self.first_unstable.map_or(hw, |f| f.min(hw));
+    }
 }
 
 pub(crate) type PartitionMap = RwLock<HashMap<PartitionId, Arc<Mutex<PartitionState>>>>;
@@ -77,6 +91,10 @@ pub struct AppendBatch {
     pub max_timestamp: i64,
     /// Offset delta of the record with `max_timestamp`.
     pub max_timestamp_offset_delta: i32,
+    /// Producer id, epoch and sequences of an idempotent or transactional batch.
+    pub producer: Option<ProducerBatch>,
+    /// Set when the batch is a transaction marker the broker wrote.
+    pub marker: Option<TxnMarker>,
 }
 
 /// Where an appended batch went.
@@ -112,6 +130,7 @@ pub struct ReadResult {
 pub struct LogStore {
     db: Arc<DB>,
     partitions: Arc<PartitionMap>,
+    aborted: Arc<AbortedMap>,
     writer: mpsc::Sender<WriteOp>,
     appended: watch::Receiver<u64>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -176,16 +195,20 @@ impl LogStore {
             ColumnFamilyDescriptor::new(CF_GROUPS, Options::default()),
         ];
         let db = Arc::new(DB::open_cf_descriptors(&db_options(), &cfg.data_dir, cfs)?);
-        let partitions = Arc::new(RwLock::new(recover(&db)?));
+        let recovered = recover(&db)?;
+        let partitions = Arc::new(RwLock::new(recovered.partitions));
+        let aborted = Arc::new(RwLock::new(recovered.aborted));
+        let producers = recovered.producers;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_DEPTH);
         let (appended_tx, appended) = watch::channel(0u64);
         let writer_thread = {
             let db = db.clone();
             let partitions = partitions.clone();
+            let aborted = aborted.clone();
             let flush_every = cfg.flush_interval_messages;
             std::thread::Builder::new()
                 .name("fjord-log-writer".into())
-                .spawn(move || writer::run(db, partitions, rx, appended_tx, flush_every))
+                .spawn(move || writer::run(db, partitions, producers, aborted, rx, appended_tx, flush_every))
                 .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
         };
         let flusher_stop = cfg.flush_interval_ms.map(|ms| spawn_flusher(db.clone(), ms));
@@ -193,6 +216,7 @@ impl LogStore {
         let groups = GroupStore::new(db.clone(), cfg.flush_interval_messages <= 1);
         Ok(Arc::new(LogStore {
             groups,
+            aborted,
             db,
             partitions,
             writer: tx,
@@ -316,6 +340,20 @@ impl LogStore {
         let state = map.get(pid)?;
         let s = state.lock().unwrap_or_else(|p| p.into_inner());
         Some(s.offsets)
+    }
+
+    /// Aborted transactions of a partition that overlap `[from, to)`, oldest first: what a
+    /// `read_committed` fetch of that range must tell the consumer to skip.
+    pub fn aborted_txns(&self, pid: &PartitionId, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let map = self.aborted.read().unwrap_or_else(|p| p.into_inner());
+        map.get(pid)
+            .map(|list| {
+                list.iter()
+                    .filter(|a| a.last_offset >= from && a.first_offset < to)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Every partition this store holds.
@@ -532,13 +570,43 @@ fn decode_time_value(v: &[u8]) -> Result<(i64, i32)> {
     Ok((base, delta))
 }
 
-/// Rebuilds the in-memory state of every partition from the `partitions` rows and the last
-/// batch of each log.
-fn recover(db: &DB) -> Result<HashMap<PartitionId, Arc<Mutex<PartitionState>>>> {
+/// Producer state per partition, owned by the writer thread.
+pub(crate) type ProducerMap = HashMap<PartitionId, HashMap<i64, ProducerEntry>>;
+/// Aborted transactions per partition, oldest first, for `read_committed` fetches.
+pub(crate) type AbortedMap = RwLock<HashMap<PartitionId, Vec<AbortedTxn>>>;
+
+/// Everything `recover` rebuilds.
+struct Recovered {
+    partitions: HashMap<PartitionId, Arc<Mutex<PartitionState>>>,
+    producers: ProducerMap,
+    aborted: HashMap<PartitionId, Vec<AbortedTxn>>,
+}
+
+/// Rebuilds the in-memory state of every partition from the `partitions` rows (partition
+/// records, producer state, aborted transactions) and the last batch of each log.
+fn recover(db: &DB) -> Result<Recovered> {
     let mut out = HashMap::new();
+    let mut producers: ProducerMap = HashMap::new();
+    let mut aborted: HashMap<PartitionId, Vec<AbortedTxn>> = HashMap::new();
     let parts = cf(db, CF_PARTITIONS)?;
     for item in db.iterator_cf(parts, IteratorMode::Start) {
         let (k, v) = item?;
+        if k.len() == PID_BYTES + 9 {
+            let pid = keys::pid_from_prefix(&k).ok_or_else(|| corrupt("partition key"))?;
+            let n = i64::from_be_bytes(k[PID_BYTES + 1..].try_into().map_err(|_| corrupt("producer key"))?);
+            match k[PID_BYTES] {
+                b'p' => {
+                    let e: ProducerEntry = serde_json::from_slice(&v).map_err(|_| corrupt("producer state"))?;
+                    producers.entry(pid).or_default().insert(n, e);
+                }
+                b'a' => {
+                    let a: AbortedTxn = serde_json::from_slice(&v).map_err(|_| corrupt("aborted transaction"))?;
+                    aborted.entry(pid).or_default().push(a);
+                }
+                _ => {}
+            }
+            continue;
+        }
         if k.len() != PID_BYTES {
             continue; // epoch rows
         }
@@ -553,18 +621,34 @@ fn recover(db: &DB) -> Result<HashMap<PartitionId, Arc<Mutex<PartitionState>>>> 
             log_start,
             log_end,
             high_watermark: log_end,
+            last_stable: log_end,
         };
         out.insert(
             pid,
-            Arc::new(Mutex::new(PartitionState {
+            PartitionState {
                 offsets,
                 max_timestamp,
                 latest_epoch,
                 size_bytes: rec.size_bytes,
-            })),
+                first_unstable: None,
+            },
         );
     }
-    Ok(out)
+    for (pid, state) in out.iter_mut() {
+        state.first_unstable = producers
+            .get(pid)
+            .and_then(|m| m.values().filter_map(|e| e.txn_first_offset).min());
+        let hw = state.offsets.high_watermark;
+        state.set_high_watermark(hw);
+    }
+    // Rows of partitions that no longer exist (a topic deleted mid-write) are ignored.
+    producers.retain(|pid, _| out.contains_key(pid));
+    aborted.retain(|pid, _| out.contains_key(pid));
+    Ok(Recovered {
+        partitions: out.into_iter().map(|(k, v)| (k, Arc::new(Mutex::new(v)))).collect(),
+        producers,
+        aborted,
+    })
 }
 
 fn last_batch(db: &DB, pid: &PartitionId) -> Result<Option<BatchHeader>> {

@@ -14,7 +14,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Result, StorageError};
 use crate::keys::{self, PartitionRecord, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX};
-use crate::log::{cf, encode_time_value, AppendBatch, AppendResult, PartitionMap, PartitionOffsets, PartitionState};
+use crate::log::{
+    cf, encode_time_value, AbortedMap, AppendBatch, AppendResult, PartitionMap, PartitionOffsets, PartitionState,
+    ProducerMap,
+};
+use crate::producers::{self, AbortedTxn, Check, ProducerEntry};
 use crate::PartitionId;
 
 /// Most operations folded into one RocksDB write: bounds the latency one commit adds to the
@@ -89,7 +93,12 @@ impl Reply {
 struct Group<'a> {
     db: &'a DB,
     partitions: &'a PartitionMap,
+    producers: &'a ProducerMap,
     wb: WriteBatch,
+    /// New producer states; published only after the write.
+    pending_producers: HashMap<(PartitionId, i64), ProducerEntry>,
+    /// Transactions aborted by this group's markers.
+    pending_aborted: Vec<(PartitionId, AbortedTxn)>,
     /// New states of the partitions this group touches; published only after the write.
     pending: HashMap<PartitionId, PartitionState>,
     created: Vec<PartitionId>,
@@ -100,6 +109,41 @@ struct Group<'a> {
 }
 
 impl<'a> Group<'a> {
+    fn producer(&self, pid: &PartitionId, producer_id: i64) -> Option<&ProducerEntry> {
+        self.pending_producers
+            .get(&(*pid, producer_id))
+            .or_else(|| self.producers.get(pid)?.get(&producer_id))
+    }
+
+    /// First offset of the oldest open transaction of a partition, with this group's changes
+    /// and `update` (a producer's next state) applied.
+    fn first_unstable(&self, pid: &PartitionId, update: (i64, &ProducerEntry)) -> Option<i64> {
+        let committed = self.producers.get(pid);
+        let current = |id: i64, e: &'_ ProducerEntry| -> Option<i64> {
+            if id == update.0 {
+                update.1.txn_first_offset
+            } else {
+                self.pending_producers.get(&(*pid, id)).unwrap_or(e).txn_first_offset
+            }
+        };
+        let mut firsts: Vec<Option<i64>> = committed
+            .into_iter()
+            .flatten()
+            .map(|(id, e)| current(*id, e))
+            .collect();
+        for ((p, id), e) in &self.pending_producers {
+            if p == pid && !committed.is_some_and(|c| c.contains_key(id)) {
+                firsts.push(current(*id, e));
+            }
+        }
+        if !committed.is_some_and(|c| c.contains_key(&update.0))
+            && !self.pending_producers.contains_key(&(*pid, update.0))
+        {
+            firsts.push(update.1.txn_first_offset);
+        }
+        firsts.into_iter().flatten().min()
+    }
+
     fn state(&mut self, pid: &PartitionId) -> Option<&mut PartitionState> {
         if !self.pending.contains_key(pid) {
             let map = self.partitions.read().unwrap_or_else(|p| p.into_inner());
@@ -181,6 +225,7 @@ impl<'a> Group<'a> {
                         log_start: 0,
                         log_end: 0,
                         high_watermark: 0,
+                        last_stable: 0,
                     };
                     self.pending.insert(
                         pid,
@@ -189,6 +234,7 @@ impl<'a> Group<'a> {
                             max_timestamp: -1,
                             latest_epoch: -1,
                             size_bytes: 0,
+                            first_unstable: None,
                         },
                     );
                 }
@@ -213,11 +259,55 @@ impl<'a> Group<'a> {
                 let batches_cf = cf(self.db, CF_BATCHES)?;
                 let index_cf = cf(self.db, CF_TIME_INDEX)?;
                 let parts_cf = cf(self.db, CF_PARTITIONS)?;
-                let Some(state) = self.state(&pid) else {
+                let Some((base, log_start)) = self.state(&pid).map(|s| (s.offsets.log_end, s.offsets.log_start)) else {
                     let _ = reply.send(Err(StorageError::UnknownPartition));
                     return Ok(());
                 };
-                let base = state.offsets.log_end;
+                // Producer state first: a refused or duplicate batch changes nothing.
+                let mut producer_update: Option<(i64, ProducerEntry)> = None;
+                let mut aborted_txn = None;
+                if let Some(m) = batch.marker {
+                    let entry = self.producer(&pid, m.producer_id);
+                    if let Err(e) = producers::check_marker(entry, &m) {
+                        let _ = reply.send(Err(e));
+                        return Ok(());
+                    }
+                    let (e, a) = producers::after_marker(entry, &m, base, batch.max_timestamp);
+                    producer_update = Some((m.producer_id, e));
+                    aborted_txn = a;
+                } else if let Some(pb) = batch.producer {
+                    let entry = self.producer(&pid, pb.producer_id);
+                    match producers::check(entry, &pb) {
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            return Ok(());
+                        }
+                        Ok(Check::Duplicate(original)) => {
+                            // Answered with the original offset, after this group's write in
+                            // case the original is in it.
+                            self.replies.push(Reply::Append(
+                                reply,
+                                AppendResult {
+                                    base_offset: original,
+                                    log_start,
+                                },
+                            ));
+                            return Ok(());
+                        }
+                        Ok(Check::Append) => {
+                            let e = producers::after_append(entry, &pb, base, batch.max_timestamp);
+                            producer_update = Some((pb.producer_id, e));
+                        }
+                    }
+                }
+                // Only a transaction opening or closing moves the last stable offset.
+                let first_unstable = match &producer_update {
+                    Some((id, e)) if self.producer(&pid, *id).and_then(|o| o.txn_first_offset) != e.txn_first_offset => {
+                        Some(self.first_unstable(&pid, (*id, e)))
+                    }
+                    _ => None,
+                };
+                let state = self.state(&pid).expect("looked up above");
                 let count = i64::from(batch.record_count);
                 assert!(count > 0, "validated batches hold at least one record");
                 let mut value = batch.bytes.to_vec();
@@ -230,13 +320,16 @@ impl<'a> Group<'a> {
                 if new_epoch {
                     state.latest_epoch = leader_epoch;
                 }
+                if let Some(f) = first_unstable {
+                    state.first_unstable = f;
+                }
                 state.offsets.log_end = base + count;
                 // Single replica: a record is committed once it is in the log. Replication
                 // will hold the high watermark back until the ISR has it.
-                state.offsets.high_watermark = state.offsets.log_end;
+                let log_end = state.offsets.log_end;
+                state.set_high_watermark(log_end);
                 assert!(state.offsets.high_watermark <= state.offsets.log_end);
                 state.size_bytes += value.len() as u64;
-                let log_start = state.offsets.log_start;
                 let rec = PartitionRecord {
                     log_start_offset: log_start,
                     size_bytes: state.size_bytes,
@@ -250,6 +343,16 @@ impl<'a> Group<'a> {
                 if new_epoch {
                     self.wb
                         .put_cf(parts_cf, keys::epoch_key(&pid, leader_epoch), base.to_be_bytes());
+                }
+                if let Some((id, e)) = producer_update {
+                    let v = serde_json::to_vec(&e).map_err(|e| StorageError::Corruption(e.to_string()))?;
+                    self.wb.put_cf(parts_cf, keys::producer_key(&pid, id), v);
+                    self.pending_producers.insert((pid, id), e);
+                }
+                if let Some(a) = aborted_txn {
+                    let v = serde_json::to_vec(&a).map_err(|e| StorageError::Corruption(e.to_string()))?;
+                    self.wb.put_cf(parts_cf, keys::aborted_key(&pid, a.last_offset), v);
+                    self.pending_aborted.push((pid, a));
                 }
                 self.messages += count;
                 self.bytes += value.len();
@@ -321,6 +424,8 @@ impl<'a> Group<'a> {
 pub(crate) fn run(
     db: Arc<DB>,
     partitions: Arc<PartitionMap>,
+    mut producers: ProducerMap,
+    aborted: Arc<AbortedMap>,
     mut rx: mpsc::Receiver<WriteOp>,
     appended: watch::Sender<u64>,
     flush_interval_messages: i64,
@@ -334,6 +439,9 @@ pub(crate) fn run(
         let mut group = Group {
             db: &db,
             partitions: &partitions,
+            producers: &producers,
+            pending_producers: HashMap::new(),
+            pending_aborted: Vec::new(),
             wb: WriteBatch::default(),
             pending: HashMap::new(),
             created: Vec::new(),
@@ -374,9 +482,29 @@ pub(crate) fn run(
                 } else {
                     unflushed.saturating_add(group.messages)
                 };
-                publish(&partitions, group.pending, group.created, &group.deleted_topics);
+                let Group {
+                    pending,
+                    created,
+                    deleted_topics,
+                    pending_producers,
+                    pending_aborted,
+                    replies,
+                    ..
+                } = group;
+                publish(&partitions, pending, created, &deleted_topics);
+                producers.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
+                for ((pid, id), e) in pending_producers {
+                    producers.entry(pid).or_default().insert(id, e);
+                }
+                {
+                    let mut map = aborted.write().unwrap_or_else(|p| p.into_inner());
+                    map.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
+                    for (pid, a) in pending_aborted {
+                        map.entry(pid).or_default().push(a);
+                    }
+                }
                 appended.send_modify(|n| *n = n.wrapping_add(1));
-                for r in group.replies {
+                for r in replies {
                     r.ok();
                 }
             }

@@ -245,3 +245,18 @@ proptest! {
         let _ = record_stamps(&bytes);
     }
 }
+
+#[test]
+fn control_batches_decode_as_kafka_markers() {
+    let b = super::control_batch(42, 3, true, 7, 1_700_000_000_000);
+    let h = BatchHeader::parse(&b).expect("parses");
+    assert!(h.is_control() && h.is_transactional());
+    assert_eq!((h.producer_id, h.producer_epoch, h.record_count), (42, 3, 1));
+    assert_eq!(h.size_bytes(), b.len());
+    let mut buf = b.clone();
+    let batches = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).expect("the crate decodes it");
+    let r = &batches[0].records[0];
+    assert!(r.control && r.transactional);
+    assert_eq!(r.key.as_deref(), Some(&[0u8, 0, 0, 1][..]));
+    assert_eq!(r.value.as_deref(), Some(&[0u8, 0, 0, 0, 0, 7][..]));
+}

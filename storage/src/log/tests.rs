@@ -47,6 +47,8 @@ fn batch(n: i64, ts0: i64) -> AppendBatch {
         max_timestamp: v.header.max_timestamp,
         max_timestamp_offset_delta: v.max_timestamp_offset_delta,
         bytes: v.bytes,
+        producer: None,
+        marker: None,
     }
 }
 
@@ -265,5 +267,98 @@ async fn retention_drops_old_and_excess_batches_and_sizes_survive_reopen() {
     );
     assert_eq!(store.size_bytes(&P0), 0);
     assert_eq!(store.append(P0, batch(1, T0), 0).await.expect("append").base_offset, 10);
+    store.shutdown().await.expect("close");
+}
+
+fn idempotent(n: i64, producer_id: i64, epoch: i16, first_seq: i32, transactional: bool) -> AppendBatch {
+    let mut b = batch(n, T0);
+    b.producer = Some(crate::producers::ProducerBatch::new(
+        producer_id,
+        epoch,
+        first_seq,
+        n as i32,
+        transactional,
+    ));
+    b
+}
+
+fn marker(producer_id: i64, epoch: i16, commit: bool) -> AppendBatch {
+    let bytes = fjord_protocol::batch::control_batch(producer_id, epoch, commit, 0, T0);
+    AppendBatch {
+        bytes,
+        record_count: 1,
+        max_timestamp: T0,
+        max_timestamp_offset_delta: 0,
+        producer: None,
+        marker: Some(crate::producers::TxnMarker {
+            producer_id,
+            epoch,
+            commit,
+            coordinator_epoch: 0,
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retries_are_deduplicated_even_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path(), i64::MAX);
+        store.ensure_partition(P0).await.expect("create");
+        assert_eq!(store.append(P0, idempotent(3, 9, 0, 0, false), 0).await.unwrap().base_offset, 0);
+        assert_eq!(store.append(P0, idempotent(2, 9, 0, 3, false), 0).await.unwrap().base_offset, 3);
+        // A retry of the first batch: its original offset, nothing written.
+        assert_eq!(store.append(P0, idempotent(3, 9, 0, 0, false), 0).await.unwrap().base_offset, 0);
+        assert_eq!(store.offsets(&P0).unwrap().log_end, 5);
+        // Simulated crash: no close.
+    }
+    let store = open(dir.path(), i64::MAX);
+    assert_eq!(store.append(P0, idempotent(2, 9, 0, 3, false), 0).await.unwrap().base_offset, 3);
+    assert!(matches!(
+        store.append(P0, idempotent(1, 9, 0, 9, false), 0).await,
+        Err(StorageError::OutOfOrderSequence(_))
+    ));
+    assert!(matches!(
+        store.append(P0, idempotent(1, 9, -1, 5, false), 0).await,
+        Err(StorageError::InvalidProducerEpoch(_))
+    ));
+    assert_eq!(store.append(P0, idempotent(1, 9, 0, 5, false), 0).await.unwrap().base_offset, 5);
+    assert_eq!(store.offsets(&P0).unwrap().log_end, 6);
+    store.shutdown().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_transactions_hold_the_last_stable_offset_and_aborts_are_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path(), i64::MAX);
+        store.ensure_partition(P0).await.expect("create");
+        store.append(P0, batch(2, T0), 0).await.unwrap(); // 0-1, plain
+        store.append(P0, idempotent(2, 5, 0, 0, true), 0).await.unwrap(); // 2-3, txn of 5
+        store.append(P0, idempotent(1, 6, 0, 0, true), 0).await.unwrap(); // 4, txn of 6
+        let o = store.offsets(&P0).unwrap();
+        assert_eq!((o.high_watermark, o.last_stable), (5, 2));
+        store.append(P0, marker(5, 0, false), 0).await.unwrap(); // 5: abort 5
+        let o = store.offsets(&P0).unwrap();
+        assert_eq!((o.high_watermark, o.last_stable), (6, 4), "6's transaction is still open");
+        assert_eq!(
+            store.aborted_txns(&P0, 0, 6),
+            vec![crate::producers::AbortedTxn {
+                producer_id: 5,
+                first_offset: 2,
+                last_offset: 5
+            }]
+        );
+        assert!(store.aborted_txns(&P0, 6, 10).is_empty());
+    }
+    // After a crash the open transaction still holds the LSO, and the abort is remembered.
+    let store = open(dir.path(), i64::MAX);
+    let o = store.offsets(&P0).unwrap();
+    assert_eq!((o.high_watermark, o.last_stable), (6, 4));
+    assert_eq!(store.aborted_txns(&P0, 0, 6).len(), 1);
+    store.append(P0, marker(6, 0, true), 0).await.unwrap(); // 6: commit 6
+    let o = store.offsets(&P0).unwrap();
+    assert_eq!((o.high_watermark, o.last_stable), (7, 7));
+    assert_eq!(store.aborted_txns(&P0, 0, 7).len(), 1, "a commit adds no aborted entry");
     store.shutdown().await.expect("close");
 }
