@@ -295,6 +295,24 @@ impl Config {
                     }
                 }
                 "offset.metadata.max.bytes" => cfg.groups.offset_metadata_max_bytes = parse_num(k, value)?,
+                "group.consumer.session.timeout.ms" => cfg.groups.consumer.session_timeout_ms = parse_num(k, value)?,
+                "group.consumer.heartbeat.interval.ms" => {
+                    cfg.groups.consumer.heartbeat_interval_ms = parse_num(k, value)?
+                }
+                "group.consumer.max.size" => cfg.groups.consumer.max_size = parse_num(k, value)?,
+                "group.consumer.assignors" => {
+                    // Kafka lists class names; the last dotted component names the assignor
+                    // (`org.apache.kafka.coordinator.group.assignor.UniformAssignor` -> uniform).
+                    cfg.groups.consumer.assignors = value
+                        .split(',')
+                        .map(|a| a.trim())
+                        .filter(|a| !a.is_empty())
+                        .map(|a| {
+                            let short = a.rsplit('.').next().unwrap_or(a);
+                            short.strip_suffix("Assignor").unwrap_or(short).to_lowercase()
+                        })
+                        .collect();
+                }
                 "controller.listener.names" => {
                     controller_listeners = value.split(',').map(|s| s.trim().to_string()).collect();
                 }
@@ -321,6 +339,10 @@ impl Config {
                 _ => return Err(ConfigError::UnknownKey(key.clone())),
             }
         }
+        cfg.groups
+            .consumer
+            .validate()
+            .map_err(|reason| invalid("group.consumer.*", "", reason))?;
         if let Some((ms, _)) = retention {
             cfg.topic_defaults.insert("retention.ms".into(), ms.to_string());
         }

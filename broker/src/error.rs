@@ -24,6 +24,9 @@ pub fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::UnknownPartition => ResponseError::UnknownTopicOrPartition,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+        StorageError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
         StorageError::Corruption(_) | StorageError::Rocks(_) => {
             tracing::error!(error = %e, "storage failure answered as KAFKA_STORAGE_ERROR");
             ResponseError::KafkaStorageError

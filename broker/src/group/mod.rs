@@ -11,7 +11,9 @@
 //! needs. Timers (session timeouts, rebalance delays) run in one background task that visits
 //! the groups that have something timed.
 
+pub mod assignor;
 pub mod classic;
+pub mod consumer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
 use classic::{ClassicGroup, Delivery};
+use consumer::{ConsumerGroup, ConsumerGroupConfig};
 
 /// Coordinator settings, from Kafka's property names.
 #[derive(Debug, Clone)]
@@ -43,6 +46,8 @@ pub struct GroupConfig {
     pub offsets_retention_check_interval_ms: u64,
     /// `offset.metadata.max.bytes` (4096).
     pub offset_metadata_max_bytes: usize,
+    /// KIP-848 groups: `group.consumer.*`.
+    pub consumer: ConsumerGroupConfig,
 }
 
 impl Default for GroupConfig {
@@ -56,6 +61,7 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
+            consumer: ConsumerGroupConfig::default(),
         }
     }
 }
@@ -64,6 +70,8 @@ impl Default for GroupConfig {
 pub enum GroupKind {
     /// The classic protocol (JoinGroup/SyncGroup), and simple commit-only groups.
     Classic(ClassicGroup),
+    /// The consumer protocol of KIP-848 (ConsumerGroupHeartbeat, server-side assignment).
+    Consumer(Box<ConsumerGroup>),
 }
 
 /// One group: its membership protocol state and its committed offsets.
@@ -78,6 +86,8 @@ pub struct Group {
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
     /// Deleted: a request that locked it after the deletion must look the group up again.
     dead: bool,
+    /// The group's record must be written (set by KIP-848 heartbeats and conversions).
+    pub dirty: bool,
 }
 
 impl Group {
@@ -88,13 +98,7 @@ impl Group {
             kind: GroupKind::Classic(ClassicGroup::new()),
             offsets: BTreeMap::new(),
             dead: false,
-        }
-    }
-
-    /// The classic state machine.
-    pub fn classic(&mut self) -> &mut ClassicGroup {
-        match &mut self.kind {
-            GroupKind::Classic(c) => c,
+            dirty: false,
         }
     }
 
@@ -102,6 +106,7 @@ impl Group {
     pub fn is_empty(&self) -> bool {
         match &self.kind {
             GroupKind::Classic(c) => c.state() == classic::ClassicState::Empty,
+            GroupKind::Consumer(c) => c.is_empty(),
         }
     }
 
@@ -109,6 +114,7 @@ impl Group {
     pub fn state_name(&self) -> &'static str {
         match &self.kind {
             GroupKind::Classic(c) => c.state().name(),
+            GroupKind::Consumer(c) => c.state(),
         }
     }
 
@@ -116,6 +122,7 @@ impl Group {
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
             GroupKind::Classic(_) => "classic",
+            GroupKind::Consumer(_) => "consumer",
         }
     }
 
@@ -123,7 +130,26 @@ impl Group {
     pub fn protocol_type(&self) -> String {
         match &self.kind {
             GroupKind::Classic(c) => c.protocol_type().unwrap_or("").to_string(),
+            GroupKind::Consumer(_) => classic::CONSUMER_PROTOCOL_TYPE.to_string(),
         }
+    }
+
+    /// Whether the group can become a group of the other protocol: Kafka converts an empty
+    /// group when a member of the other protocol joins it.
+    pub fn convertible(&self) -> bool {
+        self.is_empty()
+    }
+
+    /// Makes this (empty) group a KIP-848 consumer group, keeping its offsets.
+    pub fn make_consumer(&mut self) {
+        self.kind = GroupKind::Consumer(Box::new(ConsumerGroup::new(self.id.clone())));
+        self.dirty = true;
+    }
+
+    /// Makes this (empty) group a classic group, keeping its offsets.
+    pub fn make_classic(&mut self) {
+        self.kind = GroupKind::Classic(ClassicGroup::new());
+        self.dirty = true;
     }
 
     fn record(&self) -> Option<Vec<u8>> {
@@ -135,17 +161,25 @@ impl Group {
                 v.extend_from_slice(&c.to_record());
                 Some(v)
             }
+            GroupKind::Consumer(c) => {
+                let mut v = vec![RECORD_CONSUMER];
+                v.extend_from_slice(&c.to_record());
+                Some(v)
+            }
         }
     }
 
     fn take_outbox(&mut self) -> (bool, Vec<Delivery>) {
+        let own = std::mem::take(&mut self.dirty);
         match &mut self.kind {
-            GroupKind::Classic(c) => (std::mem::take(&mut c.dirty), std::mem::take(&mut c.outbox)),
+            GroupKind::Classic(c) => (own | std::mem::take(&mut c.dirty), std::mem::take(&mut c.outbox)),
+            GroupKind::Consumer(_) => (own, Vec::new()),
         }
     }
 }
 
 const RECORD_CLASSIC: u8 = b'c';
+const RECORD_CONSUMER: u8 = b'n';
 
 /// Kafka's `Utils.abs(groupId.hashCode()) % partitions`: Java's String.hashCode over UTF-16.
 pub fn coordinator_partition(group_id: &str, partitions: i32) -> i32 {
@@ -174,6 +208,9 @@ impl GroupCoordinator {
         for g in loaded.groups {
             let kind = match g.value.split_first() {
                 Some((&RECORD_CLASSIC, rest)) => ClassicGroup::from_record(rest, now).map(GroupKind::Classic),
+                Some((&RECORD_CONSUMER, rest)) => {
+                    ConsumerGroup::from_record(rest, now.into_std()).map(|c| GroupKind::Consumer(Box::new(c)))
+                }
                 _ => None,
             };
             let Some(kind) = kind else {
@@ -313,6 +350,7 @@ impl GroupCoordinator {
         let unused = group.offsets.is_empty()
             && match &group.kind {
                 GroupKind::Classic(c) => c.is_idle(),
+                GroupKind::Consumer(c) => c.is_empty(),
             };
         if unused {
             if let Err(e) = self.delete(group).await {
@@ -337,6 +375,11 @@ impl GroupCoordinator {
                 }
                 match &mut guard.kind {
                     GroupKind::Classic(c) => c.tick(&self.cfg, now),
+                    GroupKind::Consumer(c) => {
+                        if c.tick(now.into_std(), &self.cfg.consumer) {
+                            guard.dirty = true;
+                        }
+                    }
                 }
                 self.finish(&mut guard).await;
             }
@@ -370,6 +413,8 @@ impl GroupCoordinator {
                 GroupKind::Classic(c) if c.protocol_type().is_none() => Since::Commit,
                 GroupKind::Classic(c) if c.state() == classic::ClassicState::Empty => Since::Empty(c.state_since_ms),
                 GroupKind::Classic(_) => Since::Never,
+                GroupKind::Consumer(c) if c.is_empty() => Since::Commit,
+                GroupKind::Consumer(_) => Since::Never,
             };
             let expired: Vec<((String, i32), Option<CommittedOffset>)> = g
                 .offsets

@@ -78,8 +78,15 @@ pub async fn join_group(broker: &Broker, ctx: &RequestContext, req: JoinGroupReq
         protocol_type: req.protocol_type.to_string(),
         protocols: req.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
     };
+    if matches!(group.kind, GroupKind::Consumer(_)) {
+        if !group.convertible() {
+            return join_error(v, &input.member_id, ResponseError::InconsistentGroupProtocol);
+        }
+        group.make_classic();
+    }
     let answer = match &mut group.kind {
         GroupKind::Classic(c) => c.join(&groups.cfg, input, Instant::now()),
+        GroupKind::Consumer(_) => Answer::Now(join_error(v, "", ResponseError::InconsistentGroupProtocol)),
     };
     groups.finish(&mut group).await;
     drop(group);
@@ -119,6 +126,9 @@ pub async fn sync_group(broker: &Broker, req: SyncGroupRequest) -> SyncGroupResp
     };
     let answer = match &mut group.kind {
         GroupKind::Classic(c) => c.sync(input, Instant::now()),
+        GroupKind::Consumer(_) => {
+            Answer::Now(SyncGroupResponse::default().with_error_code(ResponseError::UnknownMemberId.code()))
+        }
     };
     groups.finish(&mut group).await;
     drop(group);
@@ -147,6 +157,7 @@ pub async fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> HeartbeatRespo
             req.generation_id,
             Instant::now(),
         ),
+        GroupKind::Consumer(_) => Err(ResponseError::UnknownMemberId),
     };
     groups.finish(&mut group).await;
     HeartbeatResponse::default().with_error_code(result.err().map(|e| e.code()).unwrap_or(0))
@@ -174,6 +185,7 @@ pub async fn leave_group(broker: &Broker, ctx: &RequestContext, req: LeaveGroupR
     };
     let results = match &mut group.kind {
         GroupKind::Classic(c) => c.leave(&groups.cfg, &leaving, Instant::now()),
+        GroupKind::Consumer(_) => leaving.iter().map(|_| Err(ResponseError::UnknownMemberId)).collect(),
     };
     groups.finish(&mut group).await;
     if !batched {
@@ -248,7 +260,17 @@ pub async fn describe_groups(broker: &Broker, ctx: &RequestContext, req: Describ
             out.push(d);
             continue;
         };
-        let GroupKind::Classic(c) = &g.kind;
+        let GroupKind::Classic(c) = &g.kind else {
+            // Kafka describes KIP-848 groups only through ConsumerGroupDescribe.
+            let mut d = base.with_group_state(str_bytes("Dead"));
+            if ctx.version >= 6 {
+                d = d
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(str_bytes(format!("Group {} is not a classic group.", id.as_str()))));
+            }
+            out.push(d);
+            continue;
+        };
         // Kafka shows members' metadata and assignments only once they mean something.
         let show_member_data = c.state() == ClassicState::Stable;
         let protocol = c.protocol_name().unwrap_or("").to_string();

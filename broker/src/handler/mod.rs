@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod cluster;
 pub mod configs;
+pub mod consumer_group;
 pub mod coordinator;
 pub mod fetch;
 pub mod groups;
@@ -59,6 +60,8 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::ListGroups,
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::ConsumerGroupDescribe,
 ];
 
 /// The versions served for an API, `None` if it is not served.
@@ -208,6 +211,12 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::offset_commit(b, &ctx, r).await),
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offsets::offset_fetch(b, &ctx, r).await),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offsets::offset_delete(b, r).await),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            ResponseKind::ConsumerGroupHeartbeat(consumer_group::heartbeat(b, &ctx, r).await)
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(consumer_group::describe(b, r).await)
+        }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, r).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, r).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(b, v, r).await),

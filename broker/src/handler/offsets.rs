@@ -29,9 +29,25 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Kafka's checks of who may commit to a group (`ClassicGroup.validateOffsetCommit`).
-fn validate_commit(group: &Group, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), ResponseError> {
-    let GroupKind::Classic(c) = &group.kind;
+/// Kafka's checks of who may commit to a group (`ClassicGroup.validateOffsetCommit`,
+/// `ConsumerGroup.validateOffsetCommit`).
+fn validate_commit(
+    group: &Group,
+    version: i16,
+    member_id: &str,
+    instance_id: Option<&str>,
+    generation: i32,
+) -> Result<(), ResponseError> {
+    let c = match &group.kind {
+        GroupKind::Classic(c) => c,
+        GroupKind::Consumer(c) => {
+            // Members of KIP-848 groups commit with v9+, which carries the member epoch.
+            if generation >= 0 && version < 9 {
+                return Err(ResponseError::UnsupportedVersion);
+            }
+            return c.validate_offset_commit(member_id, generation);
+        }
+    };
     let empty = c.state() == ClassicState::Empty;
     if generation < 0 && empty {
         // The admin client, or a consumer that assigns partitions itself.
@@ -99,7 +115,7 @@ pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCom
         };
         return respond_all(&req.topics, code.code());
     };
-    if let Err(e) = validate_commit(&group, &member_id, instance_id.as_deref(), generation) {
+    if let Err(e) = validate_commit(&group, ctx.version, &member_id, instance_id.as_deref(), generation) {
         return respond_all(&req.topics, e.code());
     }
     let meta = broker.metadata();
@@ -202,6 +218,22 @@ pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetc
     if ctx.version >= 8 {
         let mut out = Vec::with_capacity(req.groups.len());
         for g in req.groups {
+            // v9: a KIP-848 member fetches with its id and epoch, which must be current.
+            if ctx.version >= 9 {
+                if let Some(group) = broker.groups.lock(g.group_id.as_str(), false).await {
+                    if let GroupKind::Consumer(c) = &group.kind {
+                        let member = g.member_id.as_ref().map(|m| m.as_str());
+                        if let Err(e) = c.validate_offset_fetch(member, g.member_epoch) {
+                            out.push(
+                                OffsetFetchResponseGroup::default()
+                                    .with_group_id(g.group_id)
+                                    .with_error_code(e.code()),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            }
             let topics = g.topics.map(|ts| {
                 ts.into_iter()
                     .map(|t| (t.name.to_string(), t.partition_indexes))
@@ -275,15 +307,30 @@ pub async fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetD
     let Some(mut group) = groups.lock(req.group_id.as_str(), false).await else {
         return group_error(ResponseError::GroupIdNotFound);
     };
-    let GroupKind::Classic(c) = &group.kind;
-    // A live group that is not a consumer group gives no way to know its topics.
-    if c.state() != ClassicState::Empty && c.protocol_type() != Some(crate::group::classic::CONSUMER_PROTOCOL_TYPE) {
-        return group_error(ResponseError::NonEmptyGroup);
-    }
+    let subscribed_to: Box<dyn Fn(&str) -> bool + Send> = match &group.kind {
+        GroupKind::Classic(c) => {
+            // A live group that is not a consumer group gives no way to know its topics.
+            if c.state() != ClassicState::Empty && c.protocol_type() != Some(crate::group::classic::CONSUMER_PROTOCOL_TYPE)
+            {
+                return group_error(ResponseError::NonEmptyGroup);
+            }
+            let topics: Vec<String> = req
+                .topics
+                .iter()
+                .filter(|t| c.is_subscribed_to(t.name.as_str()))
+                .map(|t| t.name.to_string())
+                .collect();
+            Box::new(move |t| topics.iter().any(|x| x == t))
+        }
+        GroupKind::Consumer(c) => {
+            let names = c.subscribed_topic_names(&crate::handler::consumer_group::topics_view(broker));
+            Box::new(move |t| names.contains(t))
+        }
+    };
     let mut deletes = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
-        let subscribed = c.is_subscribed_to(t.name.as_str());
+        let subscribed = subscribed_to(t.name.as_str());
         let partitions = t
             .partitions
             .iter()

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjord_controller::TopicMeta;
 use fjord_protocol::batch::{validate_produce, BatchHeader, Compression, ValidationConfig};
+use fjord_storage::producers::ProducerBatch;
 use fjord_storage::{AppendBatch, PendingAppend};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -143,11 +144,25 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
             } else {
                 -1
             };
+            let h = &valid.header;
+            // Idempotent and transactional batches carry a producer id: the log checks their
+            // sequence and epoch as it appends them.
+            let producer = (h.producer_id >= 0).then(|| {
+                ProducerBatch::new(
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    h.record_count,
+                    h.is_transactional(),
+                )
+            });
             let batch = AppendBatch {
                 record_count: valid.header.record_count,
                 max_timestamp: valid.header.max_timestamp,
                 max_timestamp_offset_delta: valid.max_timestamp_offset_delta,
                 bytes: valid.bytes,
+                producer,
+                marker: None,
             };
             match broker
                 .store

@@ -1,0 +1,118 @@
+//! The KIP-848 consumer group protocol: ConsumerGroupHeartbeat (join, heartbeat, reconcile,
+//! leave in one API, with the assignment computed here) and ConsumerGroupDescribe. The state
+//! machine is `crate::group::consumer`.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup;
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse,
+};
+use tokio::time::Instant;
+
+use super::{str_bytes, RequestContext, AUTHORIZED_OPERATIONS_OMITTED};
+use crate::group::consumer::{self, TopicInfo, TopicsView};
+use crate::group::GroupKind;
+use crate::Broker;
+
+/// Kafka's bit set of what a group allows (READ, DELETE, DESCRIBE) without an authorizer.
+const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
+/// The cluster's topics as the assignors see them.
+pub fn topics_view(broker: &Broker) -> TopicsView {
+    let meta = broker.metadata();
+    TopicsView {
+        topics: meta
+            .topics
+            .values()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    TopicInfo {
+                        topic_id: t.topic_id,
+                        partitions: t.partitions.len() as i32,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// ConsumerGroupHeartbeat.
+pub async fn heartbeat(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    let groups = &broker.groups;
+    let cfg = &groups.cfg.consumer;
+    if let Err(e) = consumer::validate_heartbeat_request(ctx.version, &req, cfg) {
+        return consumer::error_response(e.error, Some(e.message));
+    }
+    let group_id = req.group_id.to_string();
+    // Only a join (epoch 0) may create the group.
+    let Some(mut group) = groups.lock(&group_id, req.member_epoch == 0).await else {
+        return consumer::group_not_found_response(&group_id);
+    };
+    if let GroupKind::Classic(_) = group.kind {
+        if req.member_epoch == 0 && group.convertible() {
+            group.make_consumer();
+        } else {
+            return consumer::error_response(
+                ResponseError::GroupIdNotFound,
+                Some(format!("Group {group_id} is not a consumer group.")),
+            );
+        }
+    }
+    let topics = topics_view(broker);
+    let client_id = ctx.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    let outcome = match &mut group.kind {
+        GroupKind::Consumer(c) => c.heartbeat(
+            ctx.version,
+            &req,
+            &client_id,
+            &ctx.client_host(),
+            &topics,
+            cfg,
+            Instant::now().into_std(),
+        ),
+        GroupKind::Classic(_) => unreachable!("converted above"),
+    };
+    if outcome.changed {
+        group.dirty = true;
+    }
+    // Persisted before the member learns its new epoch or assignment.
+    groups.finish(&mut group).await;
+    outcome.response
+}
+
+/// ConsumerGroupDescribe.
+pub async fn describe(broker: &Broker, req: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+    let groups = &broker.groups;
+    let topics = topics_view(broker);
+    let ops = if req.include_authorized_operations {
+        GROUP_AUTHORIZED_OPERATIONS
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+    let mut out = Vec::with_capacity(req.group_ids.len());
+    for id in req.group_ids {
+        let not_found = |msg: String| {
+            DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_group_state(str_bytes("Dead"))
+                .with_error_code(ResponseError::GroupIdNotFound.code())
+                .with_error_message(Some(str_bytes(msg)))
+                .with_authorized_operations(ops)
+        };
+        let described = match groups.lock(id.as_str(), false).await {
+            None => not_found(format!("Group {} not found.", id.as_str())),
+            Some(g) => match &g.kind {
+                GroupKind::Consumer(c) => c.describe(&topics).with_authorized_operations(ops),
+                GroupKind::Classic(_) => not_found(format!("Group {} is not a consumer group.", id.as_str())),
+            },
+        };
+        out.push(described);
+    }
+    ConsumerGroupDescribeResponse::default().with_groups(out)
+}
