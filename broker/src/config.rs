@@ -116,6 +116,8 @@ pub struct Config {
     pub explicit: BTreeMap<String, String>,
     /// Group coordinator settings (`group.*`, `offsets.*`).
     pub groups: crate::group::GroupConfig,
+    /// Transaction coordinator settings (`transaction.*`).
+    pub txns: crate::txn::TxnConfig,
 }
 
 impl Default for Config {
@@ -221,6 +223,7 @@ impl Config {
             topic_defaults: topic_config::defaults(),
             explicit: props.clone(),
             groups: Default::default(),
+            txns: Default::default(),
         };
         let mut retention: Option<(i64, &str)> = None;
         let mut controller_listeners: Vec<String> = Vec::new();
@@ -295,6 +298,24 @@ impl Config {
                     }
                 }
                 "offset.metadata.max.bytes" => cfg.groups.offset_metadata_max_bytes = parse_num(k, value)?,
+                "transaction.max.timeout.ms" => {
+                    cfg.txns.max_timeout_ms = parse_num(k, value)?;
+                    if cfg.txns.max_timeout_ms < 1 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "transaction.state.log.num.partitions" => {
+                    cfg.txns.state_partitions = parse_num(k, value)?;
+                    if cfg.txns.state_partitions < 1 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                    cfg.txns.abort_check_interval_ms = parse_num(k, value)?;
+                    if cfg.txns.abort_check_interval_ms == 0 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
                 "group.consumer.session.timeout.ms" => cfg.groups.consumer.session_timeout_ms = parse_num(k, value)?,
                 "group.consumer.heartbeat.interval.ms" => {
                     cfg.groups.consumer.heartbeat_interval_ms = parse_num(k, value)?

@@ -11,6 +11,7 @@ pub mod group;
 mod handler;
 mod server;
 pub mod topic_config;
+pub mod txn;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +43,8 @@ pub struct Broker {
     pub(crate) produce_settings: topic_config::SettingsCache,
     /// Consumer groups and committed offsets.
     pub(crate) groups: Arc<group::GroupCoordinator>,
+    /// Producer ids and transactions.
+    pub(crate) txns: txn::TxnCoordinator,
 }
 
 impl Broker {
@@ -170,6 +173,11 @@ pub async fn run(
         .await
         .map_err(|e| BrokerError::Startup(format!("group load task: {e}")))??;
     let groups = Arc::new(groups);
+    let txn_store = store.groups().clone();
+    let txn_cfg = config.txns.clone();
+    let txns = tokio::task::spawn_blocking(move || txn::TxnCoordinator::load(txn_cfg, txn_store))
+        .await
+        .map_err(|e| BrokerError::Startup(format!("transaction load task: {e}")))??;
 
     let broker = Arc::new(Broker {
         config,
@@ -178,11 +186,13 @@ pub async fn run(
         fetch_sessions: FetchSessions::default(),
         produce_settings: Default::default(),
         groups: groups.clone(),
+        txns,
     });
     broker.reconcile().await?;
     let reconciler = tokio::spawn(reconcile_on_change(broker.clone()));
     let retention = tokio::spawn(retention_loop(broker.clone()));
     let group_timers = tokio::spawn(groups.run_timers());
+    let txn_timers = tokio::spawn(transaction_loop(broker.clone()));
 
     let meta = broker.metadata();
     tracing::info!(
@@ -205,11 +215,25 @@ pub async fn run(
     reconciler.abort();
     retention.abort();
     group_timers.abort();
+    txn_timers.abort();
     tracing::info!("shutting down: connections drained, closing storage and controller");
     broker.store.shutdown().await?;
     broker.controller.shutdown().await?;
     tracing::info!("fjord stopped");
     Ok(())
+}
+
+/// Finishes transactions a restart interrupted, then aborts timed-out ones every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+async fn transaction_loop(broker: Arc<Broker>) {
+    let period = std::time::Duration::from_millis(broker.config.txns.abort_check_interval_ms.max(1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // The first tick is immediate: prepared transactions found at startup complete now.
+        tick.tick().await;
+        handler::txn::expire_transactions(&broker).await;
+    }
 }
 
 /// Applies every topic's retention every `log.retention.check.interval.ms`.

@@ -25,6 +25,8 @@ pub const CF_GROUPS: &str = "groups";
 
 const KIND_GROUP: u8 = b'g';
 const KIND_OFFSET: u8 = b'o';
+const KIND_TXN: u8 = b't';
+const KIND_PENDING: u8 = b'x';
 const OFFSET_VALUE_VERSION: u8 = 1;
 
 /// One committed offset, as `OffsetCommit` stores it.
@@ -95,6 +97,29 @@ pub enum GroupWrite {
         /// The commit, or `None` to delete it.
         value: Option<CommittedOffset>,
     },
+    /// Sets (Some) or deletes (None) a transactional id's state (Kafka's `__transaction_state`
+    /// record). Opaque here, like group records; `partition` is the transaction coordinator
+    /// partition.
+    Txn {
+        /// Coordinator partition of the transactional id.
+        partition: i32,
+        /// The transactional id.
+        transactional_id: String,
+        /// The record, or `None` to delete it.
+        value: Option<Vec<u8>>,
+    },
+    /// Sets (Some) or deletes (None) the offsets a transaction committed to a group and that
+    /// become visible when it commits (TxnOffsetCommit). Opaque here.
+    PendingOffsets {
+        /// Coordinator partition of the group.
+        partition: i32,
+        /// The group.
+        group_id: String,
+        /// The transaction's producer id.
+        producer_id: i64,
+        /// The record, or `None` to delete it.
+        value: Option<Vec<u8>>,
+    },
     /// Deletes a group's metadata and every offset it committed.
     DeleteGroup {
         /// Coordinator partition of the group.
@@ -137,6 +162,10 @@ pub struct LoadedGroups {
     pub groups: Vec<StoredGroup>,
     /// Committed offsets.
     pub offsets: Vec<StoredOffset>,
+    /// Transaction state records (`group_id` holds the transactional id).
+    pub txns: Vec<StoredGroup>,
+    /// Offsets of open transactions: (partition, group, producer id, record).
+    pub pending_offsets: Vec<(i32, String, i64, Vec<u8>)>,
 }
 
 /// Group state in the broker's RocksDB. Cheap to clone.
@@ -226,14 +255,41 @@ impl GroupStore {
                         None => wb.delete_cf(handle, key),
                     }
                 }
+                GroupWrite::Txn {
+                    partition,
+                    transactional_id,
+                    value,
+                } => {
+                    let key = group_prefix(partition, KIND_TXN, &transactional_id);
+                    match value {
+                        Some(v) => wb.put_cf(handle, key, v),
+                        None => wb.delete_cf(handle, key),
+                    }
+                }
+                GroupWrite::PendingOffsets {
+                    partition,
+                    group_id,
+                    producer_id,
+                    value,
+                } => {
+                    let mut key = group_prefix(partition, KIND_PENDING, &group_id);
+                    key.extend_from_slice(&producer_id.to_be_bytes());
+                    match value {
+                        Some(v) => wb.put_cf(handle, key, v),
+                        None => wb.delete_cf(handle, key),
+                    }
+                }
                 GroupWrite::DeleteGroup { partition, group_id } => {
                     wb.delete_cf(handle, group_prefix(partition, KIND_GROUP, &group_id));
-                    let start = group_prefix(partition, KIND_OFFSET, &group_id);
-                    let mut end = start.clone();
-                    // Every offset key of the group is `start | topic | 0 | partition`, and
-                    // topic bytes are below 0xff.
-                    end.push(0xff);
-                    wb.delete_range_cf(handle, start, end);
+                    for kind in [KIND_OFFSET, KIND_PENDING] {
+                        let start = group_prefix(partition, kind, &group_id);
+                        let mut end = start.clone();
+                        // Every offset key of the group is `start | topic | 0 | partition`
+                        // (topic bytes are below 0xff); pending keys are `start | producer id`
+                        // (non-negative, so the first byte is below 0x80).
+                        end.push(0xff);
+                        wb.delete_range_cf(handle, start, end);
+                    }
                 }
             }
         }
@@ -273,6 +329,15 @@ impl GroupStore {
                         topic_partition,
                         value,
                     });
+                }
+                KIND_TXN => out.txns.push(StoredGroup {
+                    partition,
+                    group_id,
+                    value: v.to_vec(),
+                }),
+                KIND_PENDING => {
+                    let producer_id = i64::from_be_bytes(rest.try_into().map_err(|_| corrupt("pending offsets key"))?);
+                    out.pending_offsets.push((partition, group_id, producer_id, v.to_vec()));
                 }
                 _ => return Err(corrupt("record kind")),
             }

@@ -377,6 +377,19 @@ impl LogStore {
         max_bytes: usize,
         at_least_one: bool,
     ) -> Result<ReadResult> {
+        self.read_isolated(pid, offset, max_bytes, at_least_one, false).await
+    }
+
+    /// [`LogStore::read`], stopping at the last stable offset when `committed_only`
+    /// (`read_committed`): nothing of an open transaction, nor anything after it, is returned.
+    pub async fn read_isolated(
+        &self,
+        pid: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+        committed_only: bool,
+    ) -> Result<ReadResult> {
         let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
         if offset < offsets.log_start || offset > offsets.high_watermark {
             return Err(StorageError::OffsetOutOfRange {
@@ -385,16 +398,19 @@ impl LogStore {
                 high_watermark: offsets.high_watermark,
             });
         }
-        if offset == offsets.high_watermark {
+        let upper = if committed_only {
+            offsets.last_stable
+        } else {
+            offsets.high_watermark
+        };
+        if offset >= upper {
             return Ok(ReadResult {
                 records: Bytes::new(),
                 offsets,
             });
         }
         let db = self.db.clone();
-        let records = tokio::task::spawn_blocking(move || {
-            read_batches(&db, &pid, offset, offsets.high_watermark, max_bytes, at_least_one)
-        })
+        let records = tokio::task::spawn_blocking(move || read_batches(&db, &pid, offset, upper, max_bytes, at_least_one))
         .await
         .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
         Ok(ReadResult { records, offsets })

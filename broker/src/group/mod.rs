@@ -84,6 +84,9 @@ pub struct Group {
     pub kind: GroupKind,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Offsets committed by open transactions (TxnOffsetCommit), by producer id: visible once
+    /// the transaction commits, dropped if it aborts.
+    pub pending_txn: BTreeMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
     /// Deleted: a request that locked it after the deletion must look the group up again.
     dead: bool,
     /// The group's record must be written (set by KIP-848 heartbeats and conversions).
@@ -97,6 +100,7 @@ impl Group {
             partition,
             kind: GroupKind::Classic(ClassicGroup::new()),
             offsets: BTreeMap::new(),
+            pending_txn: BTreeMap::new(),
             dead: false,
             dirty: false,
         }
@@ -221,6 +225,19 @@ impl GroupCoordinator {
             group.kind = kind;
             groups.insert(g.group_id, group);
         }
+        for (partition, group_id, producer_id, value) in loaded.pending_offsets {
+            let Ok(list) = serde_json::from_slice::<Vec<PendingOffset>>(&value) else {
+                tracing::error!(group = %group_id, producer_id, "unreadable transactional offsets");
+                continue;
+            };
+            let group = groups
+                .entry(group_id.clone())
+                .or_insert_with(|| Group::new(&group_id, partition));
+            let pending = group.pending_txn.entry(producer_id).or_default();
+            for p in list {
+                pending.insert((p.topic.clone(), p.partition), p.into_committed());
+            }
+        }
         let mut offsets = 0usize;
         for o in loaded.offsets {
             let group = groups
@@ -330,6 +347,62 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Records offsets of an open transaction (TxnOffsetCommit) for a locked group.
+    pub async fn store_pending(
+        &self,
+        group: &mut Group,
+        producer_id: i64,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+    ) -> Result<(), StorageError> {
+        let mut merged = group.pending_txn.get(&producer_id).cloned().unwrap_or_default();
+        merged.extend(offsets);
+        let value = pending_record(&merged)?;
+        self.store
+            .write(vec![GroupWrite::PendingOffsets {
+                partition: group.partition,
+                group_id: group.id.clone(),
+                producer_id,
+                value: Some(value),
+            }])
+            .await?;
+        group.pending_txn.insert(producer_id, merged);
+        Ok(())
+    }
+
+    /// Ends a transaction's offset commits in a group: committed, they become the group's
+    /// offsets (in one atomic write with the removal of the pending record); aborted, they go.
+    pub async fn complete_txn(&self, group_id: &str, producer_id: i64, commit: bool) -> Result<(), StorageError> {
+        let Some(mut group) = self.lock(group_id, false).await else {
+            return Ok(());
+        };
+        let Some(pending) = group.pending_txn.get(&producer_id).cloned() else {
+            return Ok(());
+        };
+        let mut writes = vec![GroupWrite::PendingOffsets {
+            partition: group.partition,
+            group_id: group.id.clone(),
+            producer_id,
+            value: None,
+        }];
+        if commit {
+            for ((topic, p), v) in &pending {
+                writes.push(GroupWrite::Offset {
+                    partition: group.partition,
+                    group_id: group.id.clone(),
+                    topic: topic.clone(),
+                    topic_partition: *p,
+                    value: Some(v.clone()),
+                });
+            }
+        }
+        self.store.write(writes).await?;
+        group.pending_txn.remove(&producer_id);
+        if commit {
+            group.offsets.extend(pending);
+        }
+        Ok(())
+    }
+
     /// Deletes a locked group and its offsets, in storage and here.
     pub async fn delete(&self, group: &mut Group) -> Result<(), StorageError> {
         self.store
@@ -348,6 +421,7 @@ impl GroupCoordinator {
     /// storage, as Kafka does once such a group has nothing left.
     async fn drop_if_unused(&self, group: &mut Group) {
         let unused = group.offsets.is_empty()
+            && group.pending_txn.is_empty()
             && match &group.kind {
                 GroupKind::Classic(c) => c.is_idle(),
                 GroupKind::Consumer(c) => c.is_empty(),
@@ -439,6 +513,44 @@ impl GroupCoordinator {
             self.drop_if_unused(&mut g).await;
         }
     }
+}
+
+/// Stored form of one transactional offset commit.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingOffset {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: String,
+    commit_timestamp: i64,
+}
+
+impl PendingOffset {
+    fn into_committed(self) -> CommittedOffset {
+        CommittedOffset {
+            offset: self.offset,
+            leader_epoch: self.leader_epoch,
+            metadata: self.metadata,
+            commit_timestamp: self.commit_timestamp,
+            expire_timestamp: None,
+        }
+    }
+}
+
+fn pending_record(offsets: &BTreeMap<(String, i32), CommittedOffset>) -> Result<Vec<u8>, StorageError> {
+    let list: Vec<PendingOffset> = offsets
+        .iter()
+        .map(|((topic, partition), o)| PendingOffset {
+            topic: topic.clone(),
+            partition: *partition,
+            offset: o.offset,
+            leader_epoch: o.leader_epoch,
+            metadata: o.metadata.clone(),
+            commit_timestamp: o.commit_timestamp,
+        })
+        .collect();
+    serde_json::to_vec(&list).map_err(|e| StorageError::Corruption(e.to_string()))
 }
 
 /// Granularity of group timers (session timeouts, rebalance delays).

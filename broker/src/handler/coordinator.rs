@@ -1,8 +1,6 @@
-//! FindCoordinator (v0-3 one key, v4+ a batch of keys). Groups are coordinated here: on a
-//! single node this broker leads every coordinator partition, so every group key gets this
-//! broker's address on the listener the request came in on. Transactions are not served
-//! yet: their keys get `COORDINATOR_NOT_AVAILABLE`, the retriable answer Kafka gives while a
-//! coordinator loads.
+//! FindCoordinator (v0-3 one key, v4+ a batch of keys). Groups and transactional ids are
+//! coordinated here: on a single node this broker leads every coordinator partition, so every
+//! key gets this broker's address on the listener the request came in on.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -19,12 +17,12 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 /// One key's answer: node id, host, port, or an error with its message.
 fn lookup(broker: &Broker, ctx: &RequestContext, key_type: i8, key: &str) -> Result<(i32, String, i32), (ResponseError, String)> {
     match key_type {
-        KEY_TYPE_GROUP if key.is_empty() => Err((ResponseError::InvalidRequest, "a group id must not be empty".into())),
-        KEY_TYPE_GROUP => Ok((broker.node_id(), ctx.endpoint.host.clone(), i32::from(ctx.endpoint.port))),
-        KEY_TYPE_TRANSACTION => Err((
-            ResponseError::CoordinatorNotAvailable,
-            "Fjord does not serve transactions yet".into(),
-        )),
+        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION if key.is_empty() => {
+            Err((ResponseError::InvalidRequest, "the coordinator key must not be empty".into()))
+        }
+        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {
+            Ok((broker.node_id(), ctx.endpoint.host.clone(), i32::from(ctx.endpoint.port)))
+        }
         other => Err((ResponseError::InvalidRequest, format!("unknown key type {other}"))),
     }
 }

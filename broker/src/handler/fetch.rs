@@ -10,8 +10,8 @@ use fjord_controller::{ClusterMetadata, Uuid};
 use fjord_storage::StorageError;
 use indexmap::IndexMap;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 
 use super::{led_partition, topic_name};
 use crate::error::storage_error_code;
@@ -229,10 +229,11 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         usize::MAX
     };
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+    let committed_only = req.isolation_level == READ_COMMITTED;
     let mut appended = broker.store.subscribe_appends();
     let parts = loop {
         appended.borrow_and_update();
-        let parts = read_all(broker, &meta, &wanted, response_max_bytes).await;
+        let parts = read_all(broker, &meta, &wanted, response_max_bytes, committed_only).await;
         let bytes: usize = parts
             .iter()
             .map(|(_, p)| p.records.as_ref().map_or(0, Bytes::len))
@@ -244,7 +245,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         }
         // Woken by any append; re-reading is cheap when nothing new is ours.
         if tokio::time::timeout(deadline - now, appended.changed()).await.is_err() {
-            break read_all(broker, &meta, &wanted, response_max_bytes).await;
+            break read_all(broker, &meta, &wanted, response_max_bytes, committed_only).await;
         }
     };
 
@@ -311,17 +312,21 @@ fn partition_error(partition: i32, e: ResponseError) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
+/// `isolation_level` of a `read_committed` consumer.
+const READ_COMMITTED: i8 = 1;
+
 async fn read_all(
     broker: &Broker,
     meta: &ClusterMetadata,
     wanted: &[Wanted],
     response_max_bytes: usize,
+    committed_only: bool,
 ) -> Vec<(Wanted, PartitionData)> {
     let mut out = Vec::with_capacity(wanted.len());
     let mut budget = response_max_bytes;
     let mut first = true;
     for w in wanted {
-        let p = read_one(broker, meta, w, &mut budget, &mut first).await;
+        let p = read_one(broker, meta, w, &mut budget, &mut first, committed_only).await;
         out.push((w.clone(), p));
     }
     out
@@ -333,6 +338,7 @@ async fn read_one(
     w: &Wanted,
     budget: &mut usize,
     first: &mut bool,
+    committed_only: bool,
 ) -> PartitionData {
     if let Some(e) = w.error {
         return partition_error(w.partition, e);
@@ -344,16 +350,34 @@ async fn read_one(
     let pid = partition_id(topic, w.partition);
     let max = usize::try_from(w.max_bytes).unwrap_or(0).min(*budget);
     let at_least_one = *first;
-    match broker.store.read(pid, w.fetch_offset, max, at_least_one).await {
+    match broker
+        .store
+        .read_isolated(pid, w.fetch_offset, max, at_least_one, committed_only)
+        .await
+    {
         Ok(r) => {
             if !r.records.is_empty() {
                 *first = false;
                 *budget = budget.saturating_sub(r.records.len());
             }
+            // read_committed consumers drop the records of these transactions themselves.
+            let aborted = committed_only.then(|| {
+                broker
+                    .store
+                    .aborted_txns(&pid, w.fetch_offset, r.offsets.last_stable)
+                    .into_iter()
+                    .map(|a| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(a.producer_id))
+                            .with_first_offset(a.first_offset)
+                    })
+                    .collect()
+            });
             PartitionData::default()
                 .with_partition_index(w.partition)
                 .with_high_watermark(r.offsets.high_watermark)
-                .with_last_stable_offset(r.offsets.high_watermark)
+                .with_last_stable_offset(r.offsets.last_stable)
+                .with_aborted_transactions(aborted)
                 .with_log_start_offset(r.offsets.log_start)
                 .with_preferred_read_replica(BrokerId(-1))
                 .with_records(Some(r.records))

@@ -28,6 +28,7 @@ fn error(partition: i32, e: ResponseError) -> ListOffsetsPartitionResponse {
 pub async fn handle(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let meta = broker.metadata();
     let mut topics = Vec::with_capacity(req.topics.len());
+    let isolation_level = req.isolation_level;
     for t in req.topics {
         let topic = meta.topics.get(t.name.as_str());
         let mut parts = Vec::with_capacity(t.partitions.len());
@@ -45,8 +46,9 @@ pub async fn handle(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResp
                 continue;
             };
             let found = match p.timestamp {
-                // Without transactions the last stable offset is the high watermark, so
-                // read_committed and read_uncommitted consumers get the same answer.
+                // read_committed consumers end at the last stable offset (the first offset of
+                // the oldest open transaction), read_uncommitted ones at the high watermark.
+                LATEST if isolation_level == 1 => Ok(Some((offsets.last_stable, -1))),
                 LATEST => Ok(Some((offsets.high_watermark, -1))),
                 EARLIEST | EARLIEST_LOCAL => Ok(Some((offsets.log_start, -1))),
                 // No tiered storage: nothing is tiered, so the answer is "none" (-1).

@@ -17,6 +17,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod txn;
 
 use std::sync::Arc;
 
@@ -62,17 +63,28 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::OffsetDelete,
     ApiKey::ConsumerGroupHeartbeat,
     ApiKey::ConsumerGroupDescribe,
+    ApiKey::InitProducerId,
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+    ApiKey::TxnOffsetCommit,
+    ApiKey::DescribeTransactions,
+    ApiKey::ListTransactions,
 ];
 
 /// The versions served for an API, `None` if it is not served.
 pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
     let range = IMPLEMENTED.contains(&api_key).then(|| api_key.valid_versions())?;
     Some(match api_key {
-        // v10 (topic ids instead of names) is listed by `kafka-protocol`, but its request
-        // structs stop at v9: nothing could decode a v10 request.
+        // `kafka-protocol` lists a version its request structs cannot decode (OffsetCommit and
+        // OffsetFetch v10 with topic ids, InitProducerId v6 of KIP-939).
         ApiKey::OffsetCommit | ApiKey::OffsetFetch => VersionRange {
             min: range.min,
             max: range.max.min(9),
+        },
+        ApiKey::InitProducerId => VersionRange {
+            min: range.min,
+            max: range.max.min(5),
         },
         _ => range,
     })
@@ -211,6 +223,17 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offsets::offset_commit(b, &ctx, r).await),
         RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offsets::offset_fetch(b, &ctx, r).await),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offsets::offset_delete(b, r).await),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(txn::init_producer_id(b, &ctx, r).await),
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn(b, &ctx, r).await)
+        }
+        RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(b, &ctx, r).await),
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(b, &ctx, r).await),
+        RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(b, &ctx, r).await),
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::describe_transactions(b, r).await)
+        }
+        RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(txn::list_transactions(b, r).await),
         RequestKind::ConsumerGroupHeartbeat(r) => {
             ResponseKind::ConsumerGroupHeartbeat(consumer_group::heartbeat(b, &ctx, r).await)
         }

@@ -183,27 +183,54 @@ pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCom
 /// committed), or for everything the group committed when `topics` is `None`.
 struct FetchedTopic {
     name: String,
-    partitions: Vec<(i32, Option<CommittedOffset>)>,
+    /// Partition, its committed offset, and an error (UNSTABLE_OFFSET_COMMIT).
+    partitions: Vec<(i32, Option<CommittedOffset>, i16)>,
 }
 
-async fn fetch_group(broker: &Broker, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<FetchedTopic> {
+/// One group's offsets. With `require_stable` (v7+, read_committed consumers), a partition
+/// that an open transaction has committed to answers UNSTABLE_OFFSET_COMMIT, and the consumer
+/// retries once the transaction ends.
+async fn fetch_group(
+    broker: &Broker,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> Vec<FetchedTopic> {
     let group = broker.groups.lock(group_id, false).await;
     let offsets = group.as_ref().map(|g| &g.offsets);
+    let unstable = |topic: &str, p: i32| -> i16 {
+        let pending = group.as_ref().is_some_and(|g| {
+            g.pending_txn
+                .values()
+                .any(|m| m.contains_key(&(topic.to_string(), p)))
+        });
+        if require_stable && pending {
+            ResponseError::UnstableOffsetCommit.code()
+        } else {
+            0
+        }
+    };
     match topics {
         Some(list) => list
             .into_iter()
             .map(|(name, parts)| FetchedTopic {
                 partitions: parts
                     .into_iter()
-                    .map(|p| (p, offsets.and_then(|o| o.get(&(name.clone(), p)).cloned())))
+                    .map(|p| {
+                        let code = unstable(&name, p);
+                        (p, offsets.and_then(|o| o.get(&(name.clone(), p)).cloned()), code)
+                    })
                     .collect(),
                 name,
             })
             .collect(),
         None => {
-            let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+            let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>, i16)>> = BTreeMap::new();
             for ((t, p), o) in offsets.into_iter().flatten() {
-                by_topic.entry(t.clone()).or_default().push((*p, Some(o.clone())));
+                by_topic
+                    .entry(t.clone())
+                    .or_default()
+                    .push((*p, Some(o.clone()), unstable(t, *p)));
             }
             by_topic
                 .into_iter()
@@ -239,16 +266,17 @@ pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetc
                     .map(|t| (t.name.to_string(), t.partition_indexes))
                     .collect::<Vec<_>>()
             });
-            let fetched = fetch_group(broker, g.group_id.as_str(), topics).await;
+            let fetched = fetch_group(broker, g.group_id.as_str(), topics, req.require_stable).await;
             let topics = fetched
                 .into_iter()
                 .map(|t| {
                     OffsetFetchResponseTopics::default().with_name(topic_name(&t.name)).with_partitions(
                         t.partitions
                             .into_iter()
-                            .map(|(p, o)| {
+                            .map(|(p, o, code)| {
                                 let (offset, epoch, metadata) = split(o);
                                 OffsetFetchResponsePartitions::default()
+                                    .with_error_code(code)
                                     .with_partition_index(p)
                                     .with_committed_offset(offset)
                                     .with_committed_leader_epoch(epoch)
@@ -267,16 +295,17 @@ pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetc
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect::<Vec<_>>()
     });
-    let fetched = fetch_group(broker, req.group_id.as_str(), topics).await;
+    let fetched = fetch_group(broker, req.group_id.as_str(), topics, req.require_stable).await;
     let topics = fetched
         .into_iter()
         .map(|t| {
             OffsetFetchResponseTopic::default().with_name(TopicName(str_bytes(t.name))).with_partitions(
                 t.partitions
                     .into_iter()
-                    .map(|(p, o)| {
+                    .map(|(p, o, code)| {
                         let (offset, epoch, metadata) = split(o);
                         OffsetFetchResponsePartition::default()
+                            .with_error_code(code)
                             .with_partition_index(p)
                             .with_committed_offset(offset)
                             .with_committed_leader_epoch(epoch)

@@ -145,6 +145,15 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 -1
             };
             let h = &valid.header;
+            if h.is_transactional() && h.producer_id >= 0 {
+                if let Err(e) =
+                    super::txn::verify_transactional_write(broker, h.producer_id, h.producer_epoch, &topic.name, p.index)
+                        .await
+                {
+                    outcomes.push(Outcome::Done(failed(p.index, e, None)));
+                    continue;
+                }
+            }
             // Idempotent and transactional batches carry a producer id: the log checks their
             // sequence and epoch as it appends them.
             let producer = (h.producer_id >= 0).then(|| {
