@@ -102,11 +102,14 @@ class Broker:
         self.log_path = self.dir / "broker.log"
         self.port = free_port()
         self.node_id = 1
+        #: Fjord's HTTP listener (/metrics, /healthz, /readyz, the status page); Kafka ignores it.
+        self.metrics_port = free_port()
         self.overrides = {
             "node.id": self.node_id,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "log.dirs": str(self.data_dir),
+            "metrics.listener": f"http://127.0.0.1:{self.metrics_port}",
         }
         self.overrides.update(overrides or {})
         self.proc: subprocess.Popen | None = None
@@ -116,6 +119,17 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Base URL of the HTTP listener (`metrics.listener`), e.g. http://127.0.0.1:1234."""
+        listener = str(self.overrides.get("metrics.listener", ""))
+        return listener.rstrip("/") if listener.startswith("http://") else ""
+
+    @property
+    def is_reference(self) -> bool:
+        """True when the broker under test is Apache Kafka (reference/kafka-as-fjord)."""
+        return FJORD_BIN.name == "kafka-as-fjord"
 
     def command(self) -> list[str]:
         cmd = [str(FJORD_BIN)]

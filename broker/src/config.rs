@@ -118,6 +118,14 @@ pub struct Config {
     pub groups: crate::group::GroupConfig,
     /// Transaction coordinator settings (`transaction.*`).
     pub txns: crate::txn::TxnConfig,
+    /// `metrics.listener`: `host:port` of the HTTP listener (/metrics, /healthz, /readyz, the
+    /// status page), `None` when switched off (`none` or empty). Default `0.0.0.0:9644`.
+    pub metrics_listener: Option<String>,
+    /// `log.format`: `text` (default) or `json`.
+    pub log_json: bool,
+    /// `log.slow.request.ms`: requests taking longer are logged at WARN; 0 turns it off.
+    /// Default 5000.
+    pub slow_request_ms: u64,
 }
 
 impl Default for Config {
@@ -224,6 +232,9 @@ impl Config {
             explicit: props.clone(),
             groups: Default::default(),
             txns: Default::default(),
+            metrics_listener: Some("0.0.0.0:9644".into()),
+            log_json: false,
+            slow_request_ms: 5000,
         };
         let mut retention: Option<(i64, &str)> = None;
         let mut controller_listeners: Vec<String> = Vec::new();
@@ -298,6 +309,30 @@ impl Config {
                     }
                 }
                 "offset.metadata.max.bytes" => cfg.groups.offset_metadata_max_bytes = parse_num(k, value)?,
+                "metrics.listener" => {
+                    let v = value.trim();
+                    cfg.metrics_listener = if v.is_empty() || v.eq_ignore_ascii_case("none") {
+                        None
+                    } else {
+                        let addr = v.strip_prefix("http://").unwrap_or(v).trim_end_matches('/');
+                        let (host, port) = addr
+                            .rsplit_once(':')
+                            .ok_or_else(|| invalid(k, value, "expected http://host:port or none"))?;
+                        let port: u16 = port
+                            .parse()
+                            .map_err(|_| invalid(k, value, "expected http://host:port or none"))?;
+                        let host = if host.is_empty() { "0.0.0.0" } else { host };
+                        Some(format!("{host}:{port}"))
+                    };
+                }
+                "log.format" => {
+                    cfg.log_json = match value.trim() {
+                        "json" => true,
+                        "text" => false,
+                        _ => return Err(invalid(k, value, "expected text or json")),
+                    }
+                }
+                "log.slow.request.ms" => cfg.slow_request_ms = parse_num(k, value)?,
                 "transaction.max.timeout.ms" => {
                     cfg.txns.max_timeout_ms = parse_num(k, value)?;
                     if cfg.txns.max_timeout_ms < 1 {

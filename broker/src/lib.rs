@@ -9,6 +9,8 @@ pub mod config;
 mod error;
 pub mod group;
 mod handler;
+mod http;
+pub mod metrics;
 mod server;
 pub mod topic_config;
 pub mod txn;
@@ -45,6 +47,8 @@ pub struct Broker {
     pub(crate) groups: Arc<group::GroupCoordinator>,
     /// Producer ids and transactions.
     pub(crate) txns: txn::TxnCoordinator,
+    /// Counters for the status page and gauges.
+    pub(crate) stats: metrics::BrokerStats,
 }
 
 impl Broker {
@@ -136,6 +140,19 @@ pub async fn run(
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| BrokerError::Startup(format!("cannot create {}: {e}", data_dir.display())))?;
 
+    // The HTTP listener comes up first, so /readyz can say "not yet" while storage opens.
+    let http_state = Arc::new(http::HttpState {
+        handle: config.metrics_listener.as_ref().and_then(|_| metrics::install()),
+        ..Default::default()
+    });
+    let http_task = match &config.metrics_listener {
+        Some(addr) => {
+            let l = http::bind(addr).await?;
+            tracing::info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics and status page listening");
+            Some(tokio::spawn(http::serve(l, http_state.clone())))
+        }
+        None => None,
+    };
     let listeners = server::bind(&config).await?;
     let addrs: Vec<std::net::SocketAddr> = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
 
@@ -187,7 +204,10 @@ pub async fn run(
         produce_settings: Default::default(),
         groups: groups.clone(),
         txns,
+        stats: metrics::BrokerStats::default(),
     });
+    let _ = http_state.broker.set(broker.clone());
+    let collector = tokio::spawn(http::collect_loop(broker.clone(), http_state.handle.clone()));
     broker.reconcile().await?;
     let reconciler = tokio::spawn(reconcile_on_change(broker.clone()));
     let retention = tokio::spawn(retention_loop(broker.clone()));
@@ -210,15 +230,25 @@ pub async fn run(
         let _ = tx.send(addrs);
     }
 
+    http_state.serving.store(true, std::sync::atomic::Ordering::Release);
+    let stopping = http_state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.stopping.store(true, std::sync::atomic::Ordering::Release);
+    };
     server::serve(broker.clone(), listeners, shutdown).await;
 
     reconciler.abort();
     retention.abort();
     group_timers.abort();
     txn_timers.abort();
+    collector.abort();
     tracing::info!("shutting down: connections drained, closing storage and controller");
     broker.store.shutdown().await?;
     broker.controller.shutdown().await?;
+    if let Some(t) = http_task {
+        t.abort();
+    }
     tracing::info!("fjord stopped");
     Ok(())
 }

@@ -6,13 +6,6 @@ use std::process::ExitCode;
 use fjord_broker::config::{Config, ConfigError};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let config = match Config::from_args_and_env(std::env::args().skip(1), std::env::vars()) {
         Ok(c) => c,
         Err(ConfigError::Usage(u)) => {
@@ -20,11 +13,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            tracing::error!("invalid configuration: {e}");
             eprintln!("fjord: invalid configuration: {e}");
             return ExitCode::from(1);
         }
     };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_json {
+        // One JSON object per line, with the request and connection spans' fields.
+        logs.json().with_current_span(true).with_span_list(true).init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fjord")

@@ -178,8 +178,10 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::debug!("connection opened");
+    broker.stats.connections.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("fjord_connections_total").increment(1);
     let (rd, wr) = socket.into_split();
-    let (tx, rx) = mpsc::channel::<JoinHandle<Reply>>(MAX_IN_FLIGHT_REQUESTS);
+    let (tx, rx) = mpsc::channel::<(ApiKey, JoinHandle<Reply>)>(MAX_IN_FLIGHT_REQUESTS);
     let writer = tokio::spawn(write_responses(wr, rx).in_current_span());
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let max = broker.config.socket_request_max_bytes;
@@ -208,7 +210,7 @@ async fn connection(
         let task = match decoded {
             Decoded::ApiVersionsTooNew(header) => {
                 let reply = handler::api_versions::fallback(&header);
-                tokio::spawn(async move { reply })
+                (ApiKey::ApiVersions, tokio::spawn(async move { reply }))
             }
             Decoded::Request(req) => {
                 let ctx = RequestContext::new(&req, endpoint.clone(), peer);
@@ -219,7 +221,7 @@ async fn connection(
                 } else {
                     Box::new(order.clone().write_owned().await)
                 };
-                handler::start(broker.clone(), ctx, req.body, turn).await
+                (req.api_key, handler::start(broker.clone(), ctx, req.body, turn).await)
             }
         };
         if tx.send(task).await.is_err() {
@@ -229,12 +231,13 @@ async fn connection(
     drop(tx);
     // The writer finishes the responses of everything already read, then closes.
     let _ = writer.await;
+    broker.stats.connections.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!("connection closed");
 }
 
-async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<JoinHandle<Reply>>) {
+async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<(ApiKey, JoinHandle<Reply>)>) {
     let mut out = BufWriter::with_capacity(64 << 10, wr);
-    while let Some(task) = rx.recv().await {
+    while let Some((api, task)) = rx.recv().await {
         let reply = match task.await {
             Ok(r) => r,
             Err(e) => {
@@ -244,9 +247,16 @@ async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Rece
         };
         match reply {
             Reply::Send(bytes) => {
+                let started = std::time::Instant::now();
                 if out.write_all(&bytes).await.is_err() {
                     return;
                 }
+                if rx.is_empty() && out.flush().await.is_err() {
+                    return;
+                }
+                metrics::histogram!("fjord_response_send_seconds", "api" => crate::metrics::api_name(api))
+                    .record(started.elapsed().as_secs_f64());
+                continue;
             }
             Reply::Nothing => {}
             Reply::Close => {

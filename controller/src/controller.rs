@@ -76,6 +76,21 @@ impl Default for Tuning {
     }
 }
 
+/// Raft's state as seen by this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// Current term.
+    pub term: u64,
+    /// Node id of the leader, if one is known.
+    pub leader: Option<i64>,
+    /// Whether this node leads.
+    pub is_leader: bool,
+    /// Index of the last log entry.
+    pub last_log_index: u64,
+    /// Index of the last applied entry.
+    pub applied_index: u64,
+}
+
 /// The cluster metadata controller: a Raft node (openraft) whose state machine holds the
 /// [`ClusterMetadata`]. Cheap to clone.
 ///
@@ -332,6 +347,18 @@ impl Controller {
             ops,
         })
         .await
+    }
+
+    /// Raft's view of this node, for metrics and readiness.
+    pub fn raft_status(&self) -> RaftStatus {
+        let m = self.inner.raft.metrics().borrow().clone();
+        RaftStatus {
+            term: m.current_term,
+            leader: m.current_leader.map(|l| l as i64),
+            is_leader: m.current_leader == Some(m.id),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        }
     }
 
     /// Allocates a block of `count` producer ids for this broker (Kafka's

@@ -33,6 +33,6 @@ pub use uuid::Uuid;
 pub use crate::command::{
     DEFAULT_NUM_PARTITIONS, DEFAULT_REPLICATION_FACTOR, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_BYTES,
 };
-pub use crate::controller::{Controller, ControllerConfig};
+pub use crate::controller::{Controller, ControllerConfig, RaftStatus};
 pub use crate::error::{ControllerError, Result};
 pub use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};

@@ -329,6 +329,18 @@ impl LogStore {
         rx.await.map_err(|_| StorageError::ShuttingDown)?
     }
 
+    /// RocksDB's health: (writes stopped, delayed write rate in bytes/s, pending compaction
+    /// bytes, running compactions).
+    pub fn rocksdb_stats(&self) -> (u64, u64, u64, u64) {
+        let int = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        (
+            int("rocksdb.is-write-stopped"),
+            int("rocksdb.actual-delayed-write-rate"),
+            int("rocksdb.estimate-pending-compaction-bytes"),
+            int("rocksdb.num-running-compactions"),
+        )
+    }
+
     /// Consumer-group state (committed offsets, group metadata) in the same database.
     pub fn groups(&self) -> &GroupStore {
         &self.groups

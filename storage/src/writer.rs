@@ -475,7 +475,13 @@ pub(crate) fn run(
         wo.set_sync(sync);
         // Durability promise: nothing is acknowledged before this write has returned, i.e.
         // before the batch is in the WAL (and on disk when `sync`).
-        match db.write_opt(std::mem::take(&mut group.wb), &wo) {
+        let started = std::time::Instant::now();
+        let written = db.write_opt(std::mem::take(&mut group.wb), &wo);
+        metrics::histogram!("fjord_wal_write_seconds").record(started.elapsed().as_secs_f64());
+        if sync {
+            metrics::counter!("fjord_wal_syncs_total").increment(1);
+        }
+        match written {
             Ok(()) => {
                 unflushed = if sync {
                     0

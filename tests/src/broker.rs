@@ -259,6 +259,9 @@ impl Broker {
             ("listeners", listener.clone()),
             ("advertised.listeners", listener),
             ("log.dirs", self.data_dir().display().to_string()),
+            // The HTTP listener's default port would collide between parallel tests; a test
+            // that wants it overrides this.
+            ("metrics.listener", "none".to_string()),
         ];
         for (k, v) in base.iter() {
             args.push("--override".into());

@@ -244,10 +244,18 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             break parts;
         }
         // Woken by any append; re-reading is cheap when nothing new is ours.
-        if tokio::time::timeout(deadline - now, appended.changed()).await.is_err() {
+        broker.stats.fetch_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let woken = tokio::time::timeout(deadline - now, appended.changed()).await;
+        broker.stats.fetch_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if woken.is_err() {
             break read_all(broker, &meta, &wanted, response_max_bytes, committed_only).await;
         }
     };
+    for (w, p) in &parts {
+        if let Some(r) = &p.records {
+            broker.stats.fetched(&w.topic, r.len() as u64);
+        }
+    }
 
     // Group by topic in first-seen order; in an incremental session, leave out partitions
     // with nothing new for the client.

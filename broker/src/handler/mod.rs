@@ -129,6 +129,8 @@ pub struct RequestContext {
     pub endpoint: Arc<Endpoint>,
     /// The client's address.
     pub peer: std::net::SocketAddr,
+    /// When the request was read off the socket.
+    pub received: std::time::Instant,
 }
 
 impl RequestContext {
@@ -141,6 +143,7 @@ impl RequestContext {
             client_id: req.header.client_id.clone(),
             endpoint,
             peer,
+            received: std::time::Instant::now(),
         }
     }
 
@@ -151,6 +154,7 @@ impl RequestContext {
 
     /// Encodes a response for this request.
     pub fn respond(&self, body: ResponseKind) -> Reply {
+        crate::metrics::count_errors(self.api_key, &body);
         match encode_response(self.api_key, self.version, self.correlation_id, &body) {
             Ok(bytes) => Reply::Send(bytes),
             Err(e) => {
@@ -181,13 +185,17 @@ pub type OrderGuard = Box<dyn Send + Sync + 'static>;
 pub async fn start(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind, turn: OrderGuard) -> JoinHandle<Reply> {
     let client_id = ctx.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
     let span = tracing::debug_span!("request", api = ?ctx.api_key, version = ctx.version, correlation_id = ctx.correlation_id, client_id);
+    // Queue time: read off the socket until this request's turn came.
+    let began = std::time::Instant::now();
+    let queued = began.duration_since(ctx.received);
     match body {
         RequestKind::Produce(req) => {
             let pending = produce::start(&broker, &ctx, req).instrument(span.clone()).await;
             tokio::spawn(
                 async move {
-                    let reply = pending.finish(&ctx).await;
+                    let reply = pending.finish(&broker, &ctx).await;
                     drop(turn);
+                    finished(&broker, &ctx, queued, began.elapsed());
                     reply
                 }
                 .instrument(span),
@@ -195,12 +203,32 @@ pub async fn start(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind, 
         }
         other => tokio::spawn(
             async move {
-                let reply = handle(broker, ctx, other).await;
+                let reply = handle(broker.clone(), ctx.clone(), other).await;
                 drop(turn);
+                finished(&broker, &ctx, queued, began.elapsed());
                 reply
             }
             .instrument(span),
         ),
+    }
+}
+
+/// Request metrics and the slow-request log.
+fn finished(broker: &Broker, ctx: &RequestContext, queued: std::time::Duration, processing: std::time::Duration) {
+    broker.stats.request(ctx.api_key, ctx.version, queued, processing);
+    let slow_ms = broker.config.slow_request_ms;
+    let total = queued + processing;
+    // A Fetch long-polls up to its max_wait by design; only time beyond that is slow.
+    if slow_ms > 0 && total.as_millis() as u64 > slow_ms && ctx.api_key != ApiKey::Fetch {
+        tracing::warn!(
+            api = ?ctx.api_key,
+            version = ctx.version,
+            client_id = ctx.client_id.as_ref().map(|c| c.as_str()).unwrap_or(""),
+            peer = %ctx.peer,
+            queue_ms = queued.as_millis() as u64,
+            processing_ms = processing.as_millis() as u64,
+            "slow request"
+        );
     }
 }
 

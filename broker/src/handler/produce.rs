@@ -29,6 +29,9 @@ enum Outcome {
         index: i32,
         pending: PendingAppend,
         log_append_time_ms: i64,
+        topic: String,
+        bytes: u64,
+        records: u64,
     },
 }
 
@@ -165,6 +168,7 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                     h.is_transactional(),
                 )
             });
+            let (bytes, records) = (valid.bytes.len() as u64, valid.header.record_count.max(0) as u64);
             let batch = AppendBatch {
                 record_count: valid.header.record_count,
                 max_timestamp: valid.header.max_timestamp,
@@ -182,6 +186,9 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                     index: p.index,
                     pending,
                     log_append_time_ms,
+                    topic: topic.name.clone(),
+                    bytes,
+                    records,
                 }),
                 Err(e) => outcomes.push(Outcome::Done(failed(p.index, storage_error_code(&e), None))),
             }
@@ -193,7 +200,14 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
 
 impl PendingProduce {
     /// Waits for the queued appends and answers (or not, for acks=0).
-    pub async fn finish(self, ctx: &RequestContext) -> Reply {
+    pub async fn finish(self, broker: &Broker, ctx: &RequestContext) -> Reply {
+        broker.stats.produce_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let reply = self.finish_inner(broker, ctx).await;
+        broker.stats.produce_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        reply
+    }
+
+    async fn finish_inner(self, broker: &Broker, ctx: &RequestContext) -> Reply {
         let mut any_error = false;
         let mut responses = Vec::with_capacity(self.topics.len());
         for (mut topic, outcomes) in self.topics {
@@ -205,12 +219,18 @@ impl PendingProduce {
                         index,
                         pending,
                         log_append_time_ms,
+                        topic,
+                        bytes,
+                        records,
                     } => match pending.wait().await {
-                        Ok(a) => PartitionProduceResponse::default()
+                        Ok(a) => {
+                            broker.stats.produced(&topic, bytes, records);
+                            PartitionProduceResponse::default()
                             .with_index(index)
                             .with_base_offset(a.base_offset)
-                            .with_log_append_time_ms(log_append_time_ms)
-                            .with_log_start_offset(a.log_start),
+                                .with_log_append_time_ms(log_append_time_ms)
+                                .with_log_start_offset(a.log_start)
+                        }
                         Err(e) => failed(index, storage_error_code(&e), None),
                     },
                 };
