@@ -29,6 +29,16 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null
 }
 
+# --- Prometheus and promtool (Debian's): test_monitoring_prometheus.py runs a real Prometheus ---
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    apt_install prometheus
+fi
+
+# --- chromium (Debian's) and a font: test_status_page.py drives the status page headless ------
+if ! command -v chromium >/dev/null; then
+    apt_install chromium fonts-dejavu-core
+fi
+
 # --- kcat (Debian's: 1.7.1 on librdkafka 2.0.2) ---------------------------------------------
 if command -v kcat >/dev/null; then
     say "kcat: $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*librdkafka \([^ ]*\).*/\1 (librdkafka \2)/p')"
@@ -83,7 +93,7 @@ build_maven() {  # dir, what, files whose change means a rebuild, sentinel file 
     echo "$h" > "$stamp"
 }
 build_maven "$HERE/java" "Java CLI" "$HERE/java/target/classes/dev/fjord/compat/Cli.class" \
-    "$HERE/java/pom.xml" "$HERE/java/src/main/java/dev/fjord/compat/Cli.java"
+    "$HERE/java/pom.xml" "$HERE"/java/src/main/java/dev/fjord/compat/*.java
 
 if [ "${FJORD_COMPAT_REFERENCE:-0}" = 1 ]; then
     build_maven "$HERE/reference" "reference Kafka" "$HERE/reference/target/lib" "$HERE/reference/pom.xml"

@@ -430,6 +430,8 @@ pub(crate) fn run(
     appended: watch::Sender<u64>,
     flush_interval_messages: i64,
 ) {
+    // Exported from the start, so a broker that never fsyncs shows 0 rather than no series.
+    metrics::counter!("fjord_wal_syncs_total").increment(0);
     let mut unflushed: i64 = 0;
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     while shutdown.is_none() {

@@ -62,6 +62,7 @@ fn failed(index: i32, e: ResponseError, message: Option<String>) -> PartitionPro
 pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -> PendingProduce {
     let meta = broker.metadata();
     let acks = req.acks;
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.to_string());
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         // v13+ names topics by id only.
@@ -149,10 +150,17 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
             };
             let h = &valid.header;
             if h.is_transactional() && h.producer_id >= 0 {
-                if let Err(e) =
-                    super::txn::verify_transactional_write(broker, h.producer_id, h.producer_epoch, &topic.name, p.index)
-                        .await
-                {
+                let verified = super::txn::verify_transactional_write(
+                    broker,
+                    ctx.version,
+                    transactional_id.as_deref(),
+                    h.producer_id,
+                    h.producer_epoch,
+                    &topic.name,
+                    p.index,
+                )
+                .await;
+                if let Err(e) = verified {
                     outcomes.push(Outcome::Done(failed(p.index, e, None)));
                     continue;
                 }

@@ -517,6 +517,20 @@ pub async fn end_txn(broker: &Broker, ctx: &RequestContext, req: EndTxnRequest) 
             .lock(req.transactional_id.as_str(), false)
             .await
             .ok_or(ResponseError::InvalidProducerIdMapping)?;
+        // EndTxn v5 (KIP-890): the producer of a transaction the coordinator aborted on
+        // timeout (bumping the epoch) learns it with INVALID_TXN_STATE on commit, and its
+        // abort is acknowledged as done.
+        if ctx.version >= 5
+            && req.producer_id.0 == m.producer_id
+            && i32::from(req.producer_epoch) + 1 == i32::from(m.epoch)
+            && m.state == TxnState::CompleteAbort
+        {
+            return if req.committed {
+                Err(ResponseError::InvalidTxnState)
+            } else {
+                Ok((m.producer_id, m.epoch))
+            };
+        }
         check_producer(&m, req.producer_id.0, req.producer_epoch, ctx.version >= 2)?;
         match (m.state, req.committed) {
             (TxnState::Ongoing, commit) => end_transaction(broker, &mut m, commit).await?,
@@ -540,25 +554,48 @@ pub async fn end_txn(broker: &Broker, ctx: &RequestContext, req: EndTxnRequest) 
 
 /// Produce of a transactional batch: the partition must be in the producer's open
 /// transaction (KIP-890's verification, done locally since this broker is the coordinator).
+/// What a partition missing from the transaction gets depends on the Produce version, as in
+/// Kafka: v12+ adds it to the transaction (the client relies on that), v11 gets
+/// TRANSACTION_ABORTABLE, older versions INVALID_TXN_STATE.
 pub async fn verify_transactional_write(
     broker: &Broker,
+    produce_version: i16,
+    transactional_id: Option<&str>,
     producer_id: i64,
     epoch: i16,
     topic: &str,
     partition: i32,
 ) -> Result<(), ResponseError> {
-    let tid = broker
-        .txns
-        .transactional_id_of(producer_id)
-        .ok_or(ResponseError::InvalidTxnState)?;
-    let m = broker.txns.lock(&tid, false).await.ok_or(ResponseError::InvalidTxnState)?;
+    let Some(tid) = transactional_id.filter(|t| !t.is_empty()) else {
+        return Err(ResponseError::TransactionalIdAuthorizationFailed);
+    };
+    let mut m = broker.txns.lock(tid, false).await.ok_or(ResponseError::InvalidTxnState)?;
     if m.producer_id != producer_id || epoch < m.epoch {
         return Err(ResponseError::InvalidProducerEpoch);
     }
-    if m.state != TxnState::Ongoing || !m.partitions.contains(&(topic.to_string(), partition)) {
-        return Err(ResponseError::InvalidTxnState);
+    let key = (topic.to_string(), partition);
+    if m.state == TxnState::Ongoing && m.partitions.contains(&key) {
+        return Ok(());
     }
-    Ok(())
+    if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+        return Err(ResponseError::ConcurrentTransactions);
+    }
+    match produce_version {
+        12.. => {
+            if m.state != TxnState::Ongoing {
+                m.state = TxnState::Ongoing;
+                m.start_ms = now_ms();
+            }
+            m.partitions.insert(key);
+            m.update_ms = now_ms();
+            broker.txns.persist(&m).await.map_err(|e| {
+                tracing::error!(error = %e, "could not persist transaction state");
+                ResponseError::CoordinatorNotAvailable
+            })
+        }
+        11 => Err(ResponseError::TransactionAbortable),
+        _ => Err(ResponseError::InvalidTxnState),
+    }
 }
 
 /// DescribeTransactions.

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::Broker;
 
-pub use status::{collect_loop, status_json};
+pub use status::{collect_loop, live_gauges, status_json};
 
 /// The status page; `/*FJORD_STATUS_JSON*/null` is replaced by the current status so the
 /// first paint needs no second request.
@@ -109,7 +109,12 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
     }
     match req.uri().path() {
         "/metrics" => match &state.handle {
-            Some(h) => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", h.render()),
+            Some(h) => {
+                if let Some(b) = state.broker.get() {
+                    live_gauges(b);
+                }
+                reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", h.render())
+            }
             None => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "metrics recorder unavailable\n"),
         },
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
@@ -126,8 +131,9 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
                 Some(b) => status_json(b).await,
                 None => "null".into(),
             };
-            // Inside a <script>: keep a "</" in some topic name from closing it.
-            let json = json.replace("</", "<\\/");
+            // Inside a <script>: no '<' at all, so no group id ("<!--<script>", "</script>")
+            // can change how the HTML parser reads the page's own script.
+            let json = json.replace('<', "\\u003c");
             reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",

@@ -294,7 +294,8 @@ pub async fn collect_loop(broker: Arc<Broker>, handle: Option<PrometheusHandle>)
     }
 }
 
-async fn collect(broker: &Broker) {
+/// Gauges read from atomics: cheap, so set again at every scrape as well.
+pub fn live_gauges(broker: &Broker) {
     metrics::gauge!("fjord_up").set(1.0);
     metrics::gauge!("fjord_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!("fjord_start_time_seconds").set(broker.stats.started_ms as f64 / 1000.0);
@@ -302,6 +303,10 @@ async fn collect(broker: &Broker) {
     metrics::gauge!("fjord_connections_active").set(s.connections.load(Ordering::Relaxed) as f64);
     metrics::gauge!("fjord_produce_purgatory_size").set(s.produce_waiting.load(Ordering::Relaxed) as f64);
     metrics::gauge!("fjord_fetch_purgatory_size").set(s.fetch_waiting.load(Ordering::Relaxed) as f64);
+}
+
+async fn collect(broker: &Broker) {
+    live_gauges(broker);
 
     let meta = broker.metadata();
     let partitions: usize = meta.topics.values().map(|t| t.partitions.len()).sum();
