@@ -287,8 +287,13 @@ def test_transaction_timeout_aborts(eb, new_topic, sessions):
         got = reader(eb.bootstrap, topic, "read_committed")
         assert [(r.partition, r.offset, r.value) for r in got] == [(0, 4, "fresh-0"), (0, 5, "fresh-1")], reader.__name__
 
-    # The timed-out producers learn it when they next talk to the broker.
-    assert_error(quiet.call("commit"), "InvalidTxnStateException")
+    # The timed-out producers learn it when they next talk to the broker. A plain commit: the
+    # Java client speaks EndTxn v5 (transaction version 2) only to a broker that finalizes the
+    # `transaction.version` feature, as Kafka 4.1 does, and gets INVALID_TXN_STATE; Fjord does
+    # not (yet), so the client uses v4 and gets PRODUCER_FENCED, which is also what Kafka
+    # answers EndTxn v3/v4 (see test_end_txn_after_timeout_abort).
+    result = quiet.call("commit")
+    assert result.get("error") in ("InvalidTxnStateException", "ProducerFencedException"), result
     assert_error(busy.call("send", topic, 1, 1, "late"), "InvalidProducerEpochException")
     assert_error(busy.call("commit"), "InvalidProducerEpochException")
     got = read_java(eb.bootstrap, topic, "read_committed")
