@@ -339,6 +339,24 @@ impl Config {
                         return Err(invalid(k, value, "must be at least 1"));
                     }
                 }
+                "transactional.id.expiration.ms" => {
+                    cfg.txns.id_expiration_ms = parse_num(k, value)?;
+                    if cfg.txns.id_expiration_ms < 1 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "producer.id.expiration.ms" => {
+                    cfg.txns.producer_id_expiration_ms = parse_num(k, value)?;
+                    if cfg.txns.producer_id_expiration_ms < 1 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "producer.id.expiration.check.interval.ms" => {
+                    cfg.txns.producer_id_expiration_check_interval_ms = parse_num(k, value)?;
+                    if cfg.txns.producer_id_expiration_check_interval_ms == 0 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
                 "transaction.state.log.num.partitions" => {
                     cfg.txns.state_partitions = parse_num(k, value)?;
                     if cfg.txns.state_partitions < 1 {

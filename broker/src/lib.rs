@@ -259,10 +259,21 @@ async fn transaction_loop(broker: Arc<Broker>) {
     let period = std::time::Duration::from_millis(broker.config.txns.abort_check_interval_ms.max(1));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let producer_check = std::time::Duration::from_millis(broker.config.txns.producer_id_expiration_check_interval_ms);
+    let mut last_producer_check = std::time::Instant::now();
     loop {
         // The first tick is immediate: prepared transactions found at startup complete now.
         tick.tick().await;
         handler::txn::expire_transactions(&broker).await;
+        if last_producer_check.elapsed() >= producer_check {
+            last_producer_check = std::time::Instant::now();
+            let max_age = broker.config.txns.producer_id_expiration_ms;
+            match broker.store.expire_producers(txn::now_ms(), max_age).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(producers = n, "expired idle producer state"),
+                Err(e) => tracing::warn!(error = %e, "producer expiry failed"),
+            }
+        }
     }
 }
 

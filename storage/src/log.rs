@@ -301,6 +301,18 @@ impl LogStore {
         Ok(after)
     }
 
+    /// Forgets the state of producers that have not written for `max_age_ms` and have no open
+    /// transaction (Kafka's `producer.id.expiration.ms`): a producer that comes back later is
+    /// treated as new. Returns how many were forgotten.
+    pub async fn expire_producers(&self, now_ms: i64, max_age_ms: i64) -> Result<i64> {
+        self.call(|reply| WriteOp::ExpireProducers {
+            now_ms,
+            max_age_ms,
+            reply,
+        })
+        .await
+    }
+
     /// Applies `retention.ms` and `retention.bytes` (-1: unlimited) to a partition, deleting
     /// whole batches from the front. Returns the log start offset afterwards.
     pub async fn enforce_retention(

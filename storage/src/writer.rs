@@ -57,6 +57,13 @@ pub(crate) enum WriteOp {
         now_ms: i64,
         reply: oneshot::Sender<Result<i64>>,
     },
+    /// Forgets producers that have not written for `max_age_ms` and have no open
+    /// transaction (`producer.id.expiration.ms`).
+    ExpireProducers {
+        now_ms: i64,
+        max_age_ms: i64,
+        reply: oneshot::Sender<Result<i64>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -99,6 +106,8 @@ struct Group<'a> {
     pending_producers: HashMap<(PartitionId, i64), ProducerEntry>,
     /// Transactions aborted by this group's markers.
     pending_aborted: Vec<(PartitionId, AbortedTxn)>,
+    /// Producers forgotten by this group.
+    expired_producers: Vec<(PartitionId, i64)>,
     /// New states of the partitions this group touches; published only after the write.
     pending: HashMap<PartitionId, PartitionState>,
     created: Vec<PartitionId>,
@@ -414,6 +423,25 @@ impl<'a> Group<'a> {
                 }
                 self.replies.push(Reply::Offset(reply, state.offsets.log_start));
             }
+            WriteOp::ExpireProducers {
+                now_ms,
+                max_age_ms,
+                reply,
+            } => {
+                let parts_cf = cf(self.db, CF_PARTITIONS)?;
+                let mut expired = 0i64;
+                for (pid, producers) in self.producers.iter() {
+                    for (id, e) in producers {
+                        let e = self.pending_producers.get(&(*pid, *id)).unwrap_or(e);
+                        if e.txn_first_offset.is_none() && now_ms.saturating_sub(e.last_timestamp) > max_age_ms {
+                            self.wb.delete_cf(parts_cf, keys::producer_key(pid, *id));
+                            self.expired_producers.push((*pid, *id));
+                            expired += 1;
+                        }
+                    }
+                }
+                self.replies.push(Reply::Offset(reply, expired));
+            }
             WriteOp::Shutdown { .. } => unreachable!("handled by the loop"),
         }
         Ok(())
@@ -444,6 +472,7 @@ pub(crate) fn run(
             producers: &producers,
             pending_producers: HashMap::new(),
             pending_aborted: Vec::new(),
+            expired_producers: Vec::new(),
             wb: WriteBatch::default(),
             pending: HashMap::new(),
             created: Vec::new(),
@@ -496,11 +525,18 @@ pub(crate) fn run(
                     deleted_topics,
                     pending_producers,
                     pending_aborted,
+                    expired_producers,
                     replies,
                     ..
                 } = group;
                 publish(&partitions, pending, created, &deleted_topics);
                 producers.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
+                // Expiry first: a producer that wrote again later in this group is back.
+                for (pid, id) in expired_producers {
+                    if let Some(m) = producers.get_mut(&pid) {
+                        m.remove(&id);
+                    }
+                }
                 for ((pid, id), e) in pending_producers {
                     producers.entry(pid).or_default().insert(id, e);
                 }

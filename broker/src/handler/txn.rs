@@ -717,6 +717,15 @@ pub async fn expire_transactions(broker: &Broker) {
                     tracing::warn!(transactional_id = %tid, error = ?e, "could not complete a prepared transaction");
                 }
             }
+            // transactional.id.expiration.ms: an idle id without an open transaction goes.
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                if now - m.update_ms > broker.txns.cfg.id_expiration_ms =>
+            {
+                tracing::info!(transactional_id = %tid, "transactional id expired");
+                if let Err(e) = broker.txns.remove(&mut m).await {
+                    tracing::warn!(transactional_id = %tid, error = %e, "could not expire a transactional id");
+                }
+            }
             _ => {}
         }
     }

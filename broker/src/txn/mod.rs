@@ -35,6 +35,14 @@ pub struct TxnConfig {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms` (10000): how often
     /// transactions open past their timeout are looked for and aborted.
     pub abort_check_interval_ms: u64,
+    /// `transactional.id.expiration.ms` (7 days): a transactional id idle this long, with no
+    /// open transaction, is forgotten.
+    pub id_expiration_ms: i64,
+    /// `producer.id.expiration.ms` (1 day): producer state idle this long in a partition,
+    /// with no open transaction, is forgotten.
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms` (600000).
+    pub producer_id_expiration_check_interval_ms: u64,
 }
 
 impl Default for TxnConfig {
@@ -43,6 +51,9 @@ impl Default for TxnConfig {
             max_timeout_ms: 900_000,
             state_partitions: 50,
             abort_check_interval_ms: 10_000,
+            id_expiration_ms: 7 * 24 * 60 * 60 * 1000,
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
+            producer_id_expiration_check_interval_ms: 600_000,
         }
     }
 }
@@ -243,6 +254,24 @@ impl TxnCoordinator {
             .unwrap_or_else(|p| p.into_inner())
             .get(&producer_id)
             .cloned()
+    }
+
+    /// Forgets a locked transactional id (expiry).
+    pub async fn remove(&self, meta: &mut TxnMeta) -> Result<(), StorageError> {
+        self.store
+            .write(vec![GroupWrite::Txn {
+                partition: self.partition_for(&meta.transactional_id),
+                transactional_id: meta.transactional_id.clone(),
+                value: None,
+            }])
+            .await?;
+        meta.gone = true;
+        self.map().remove(&meta.transactional_id);
+        let mut by = self.by_producer.lock().unwrap_or_else(|p| p.into_inner());
+        if by.get(&meta.producer_id) == Some(&meta.transactional_id) {
+            by.remove(&meta.producer_id);
+        }
+        Ok(())
     }
 
     /// Writes a state record (and indexes its producer id).

@@ -362,3 +362,27 @@ async fn open_transactions_hold_the_last_stable_offset_and_aborts_are_listed() {
     assert_eq!(store.aborted_txns(&P0, 0, 7).len(), 1, "a commit adds no aborted entry");
     store.shutdown().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_producers_expire_and_come_back_as_new() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), i64::MAX);
+    store.ensure_partition(P0).await.expect("create");
+    store.append(P0, idempotent(2, 3, 0, 0, false), 0).await.unwrap();
+    store.append(P0, idempotent(1, 4, 0, 0, true), 0).await.unwrap(); // open transaction
+    // Not idle long enough: nothing expires.
+    assert_eq!(store.expire_producers(T0 + 1000, 60_000).await.unwrap(), 0);
+    // Long after: the plain producer goes, the one with an open transaction stays.
+    assert_eq!(store.expire_producers(T0 + 120_000, 60_000).await.unwrap(), 1);
+    // Forgotten: a sequence that would have been out of order is accepted as a new producer.
+    assert_eq!(store.append(P0, idempotent(1, 3, 0, 7, false), 0).await.unwrap().base_offset, 3);
+    store.shutdown().await.expect("close");
+    drop(store);
+    let store = open(dir.path(), i64::MAX);
+    // The expiry survived the restart along with the new state (7 is now the last sequence).
+    assert!(matches!(
+        store.append(P0, idempotent(1, 3, 0, 9, false), 0).await,
+        Err(StorageError::OutOfOrderSequence(_))
+    ));
+    store.shutdown().await.expect("close");
+}
