@@ -15,11 +15,9 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// One key's answer: node id, host, port, or an error with its message.
-fn lookup(broker: &Broker, ctx: &RequestContext, key_type: i8, key: &str) -> Result<(i32, String, i32), (ResponseError, String)> {
+fn lookup(broker: &Broker, ctx: &RequestContext, key_type: i8, _key: &str) -> Result<(i32, String, i32), (ResponseError, String)> {
     match key_type {
-        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION if key.is_empty() => {
-            Err((ResponseError::InvalidRequest, "the coordinator key must not be empty".into()))
-        }
+        // Kafka answers any key, the empty one included: it hashes to a partition like any other.
         KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {
             Ok((broker.node_id(), ctx.endpoint.host.clone(), i32::from(ctx.endpoint.port)))
         }
