@@ -26,7 +26,8 @@ fn main() -> ExitCode {
         // One JSON object per line, with the request and connection spans' fields.
         logs.json().with_current_span(true).with_span_list(true).init();
     } else {
-        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

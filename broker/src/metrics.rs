@@ -41,8 +41,8 @@ pub fn install() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets(BUCKETS)
-                .and_then(|b| Ok(b.idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))));
-            match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
+                .map(|b| b.idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE)));
+            match builder.and_then(|b| b.install_recorder()) {
                 Ok(h) => Some(h),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot install the metrics recorder; /metrics stays empty");
@@ -199,7 +199,9 @@ impl BrokerStats {
                 return 0.0;
             }
             v.sort_by(|a, b| a.total_cmp(b));
-            v[((v.len() as f64 * 0.99).ceil() as usize).saturating_sub(1).min(v.len() - 1)]
+            v[((v.len() as f64 * 0.99).ceil() as usize)
+                .saturating_sub(1)
+                .min(v.len() - 1)]
         };
         let (produce_p99_ms, fetch_p99_ms) = (p99(&self.produce_ms), p99(&self.fetch_ms));
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());

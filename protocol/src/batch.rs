@@ -401,7 +401,13 @@ pub fn patch_base_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_ep
 /// partition of a transaction when it ends (Kafka's `EndTransactionMarker`, version 0): one
 /// record whose key is (version 0, type 0 = abort / 1 = commit) and whose value is (version 0,
 /// coordinator epoch). Base offset 0; the log assigns the real one.
-pub fn control_batch(producer_id: i64, producer_epoch: i16, commit: bool, coordinator_epoch: i32, timestamp: i64) -> Bytes {
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Bytes {
     let mut record = BytesMut::with_capacity(17);
     record.put_u8(0x20); // length 16, zigzag varint
     record.put_i8(0); // attributes

@@ -320,7 +320,8 @@ impl GroupStore {
                     let topic = std::str::from_utf8(&rest[..sep])
                         .map_err(|_| corrupt("topic in an offset key"))?
                         .to_string();
-                    let topic_partition = i32::from_be_bytes(rest[sep + 1..].try_into().map_err(|_| corrupt("offset key"))?);
+                    let topic_partition =
+                        i32::from_be_bytes(rest[sep + 1..].try_into().map_err(|_| corrupt("offset key"))?);
                     let value = CommittedOffset::decode(&v).ok_or_else(|| corrupt("offset value"))?;
                     out.offsets.push(StoredOffset {
                         partition,

@@ -434,9 +434,10 @@ impl LogStore {
             });
         }
         let db = self.db.clone();
-        let records = tokio::task::spawn_blocking(move || read_batches(&db, &pid, offset, upper, max_bytes, at_least_one))
-        .await
-        .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
+        let records =
+            tokio::task::spawn_blocking(move || read_batches(&db, &pid, offset, upper, max_bytes, at_least_one))
+                .await
+                .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
         Ok(ReadResult { records, offsets })
     }
 

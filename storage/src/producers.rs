@@ -152,7 +152,12 @@ pub fn check(entry: Option<&ProducerEntry>, b: &ProducerBatch) -> Result<Check> 
 }
 
 /// The entry after appending `b` at `base_offset`.
-pub fn after_append(entry: Option<&ProducerEntry>, b: &ProducerBatch, base_offset: i64, timestamp: i64) -> ProducerEntry {
+pub fn after_append(
+    entry: Option<&ProducerEntry>,
+    b: &ProducerBatch,
+    base_offset: i64,
+    timestamp: i64,
+) -> ProducerEntry {
     let mut e = entry.cloned().unwrap_or(ProducerEntry {
         epoch: b.epoch,
         batches: VecDeque::new(),
@@ -205,7 +210,12 @@ pub struct AbortedTxn {
 }
 
 /// The entry after a marker at `offset`, and the aborted transaction it closes, if any.
-pub fn after_marker(entry: Option<&ProducerEntry>, m: &TxnMarker, offset: i64, timestamp: i64) -> (ProducerEntry, Option<AbortedTxn>) {
+pub fn after_marker(
+    entry: Option<&ProducerEntry>,
+    m: &TxnMarker,
+    offset: i64,
+    timestamp: i64,
+) -> (ProducerEntry, Option<AbortedTxn>) {
     let mut e = entry.cloned().unwrap_or(ProducerEntry {
         epoch: m.epoch,
         batches: VecDeque::new(),
@@ -248,20 +258,29 @@ mod tests {
     #[test]
     fn in_order_duplicate_and_out_of_order() {
         let b0 = batch(0, 0, 10);
-        assert_eq!(check(None, &b0).unwrap(), Check::Append);
+        assert_eq!(check(None, &b0).expect("ok"), Check::Append);
         let e = after_append(None, &b0, 100, 1);
         let b1 = batch(0, 10, 5);
-        assert_eq!(check(Some(&e), &b1).unwrap(), Check::Append);
+        assert_eq!(check(Some(&e), &b1).expect("ok"), Check::Append);
         let e = after_append(Some(&e), &b1, 110, 2);
         // A retry of either remembered batch gets its original offset.
-        assert_eq!(check(Some(&e), &b0).unwrap(), Check::Duplicate(100));
-        assert_eq!(check(Some(&e), &b1).unwrap(), Check::Duplicate(110));
+        assert_eq!(check(Some(&e), &b0).expect("ok"), Check::Duplicate(100));
+        assert_eq!(check(Some(&e), &b1).expect("ok"), Check::Duplicate(110));
         // A gap is out of order.
-        assert!(matches!(check(Some(&e), &batch(0, 16, 1)), Err(StorageError::OutOfOrderSequence(_))));
+        assert!(matches!(
+            check(Some(&e), &batch(0, 16, 1)),
+            Err(StorageError::OutOfOrderSequence(_))
+        ));
         // An older epoch is fenced; a newer one must start at 0.
-        assert!(matches!(check(Some(&e), &batch(-1, 15, 1)), Err(StorageError::InvalidProducerEpoch(_))));
-        assert!(matches!(check(Some(&e), &batch(1, 15, 1)), Err(StorageError::OutOfOrderSequence(_))));
-        assert_eq!(check(Some(&e), &batch(1, 0, 1)).unwrap(), Check::Append);
+        assert!(matches!(
+            check(Some(&e), &batch(-1, 15, 1)),
+            Err(StorageError::InvalidProducerEpoch(_))
+        ));
+        assert!(matches!(
+            check(Some(&e), &batch(1, 15, 1)),
+            Err(StorageError::OutOfOrderSequence(_))
+        ));
+        assert_eq!(check(Some(&e), &batch(1, 0, 1)).expect("ok"), Check::Append);
     }
 
     #[test]
@@ -271,9 +290,9 @@ mod tests {
             let b = batch(0, i, 1);
             e = Some(after_append(e.as_ref(), &b, i64::from(i) * 10, 0));
         }
-        let e = e.unwrap();
+        let e = e.expect("ok");
         assert_eq!(e.batches.len(), BATCHES_KEPT);
-        assert_eq!(check(Some(&e), &batch(0, 6, 1)).unwrap(), Check::Duplicate(60));
+        assert_eq!(check(Some(&e), &batch(0, 6, 1)).expect("ok"), Check::Duplicate(60));
         // Batch 1 is forgotten: its retry is now out of order.
         assert!(check(Some(&e), &batch(0, 1, 1)).is_err());
     }
@@ -294,7 +313,7 @@ mod tests {
             commit: false,
             coordinator_epoch: 3,
         };
-        check_marker(Some(&e), &abort).unwrap();
+        check_marker(Some(&e), &abort).expect("ok");
         let (e, aborted) = after_marker(Some(&e), &abort, 60, 0);
         assert_eq!(e.txn_first_offset, None);
         assert_eq!(

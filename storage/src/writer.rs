@@ -135,11 +135,7 @@ impl<'a> Group<'a> {
                 self.pending_producers.get(&(*pid, id)).unwrap_or(e).txn_first_offset
             }
         };
-        let mut firsts: Vec<Option<i64>> = committed
-            .into_iter()
-            .flatten()
-            .map(|(id, e)| current(*id, e))
-            .collect();
+        let mut firsts: Vec<Option<i64>> = committed.into_iter().flatten().map(|(id, e)| current(*id, e)).collect();
         for ((p, id), e) in &self.pending_producers {
             if p == pid && !committed.is_some_and(|c| c.contains_key(id)) {
                 firsts.push(current(*id, e));
@@ -311,7 +307,9 @@ impl<'a> Group<'a> {
                 }
                 // Only a transaction opening or closing moves the last stable offset.
                 let first_unstable = match &producer_update {
-                    Some((id, e)) if self.producer(&pid, *id).and_then(|o| o.txn_first_offset) != e.txn_first_offset => {
+                    Some((id, e))
+                        if self.producer(&pid, *id).and_then(|o| o.txn_first_offset) != e.txn_first_offset =>
+                    {
                         Some(self.first_unstable(&pid, (*id, e)))
                     }
                     _ => None,

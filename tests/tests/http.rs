@@ -20,7 +20,10 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -51,7 +54,10 @@ fn readiness_follows_startup_and_shutdown() {
         })
     };
     let listener = format!("http://127.0.0.1:{http}");
-    let mut broker = Broker::start_with(BrokerOptions::with_overrides(&[("metrics.listener", listener.as_str())]));
+    let mut broker = Broker::start_with(BrokerOptions::with_overrides(&[(
+        "metrics.listener",
+        listener.as_str(),
+    )]));
     // Broker::start_with returned: Metadata works. Ready must be reported now at the latest.
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(http, "/readyz").map(|(s, _)| s) != Some(200) {
@@ -79,7 +85,11 @@ fn readiness_follows_startup_and_shutdown() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let pid = broker.pid().expect("running");
-    let sent = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill");
+    let sent = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
     assert!(sent.success());
     // While it drains: alive, not ready.
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -94,7 +104,9 @@ fn readiness_follows_startup_and_shutdown() {
         }
     }
     assert_eq!(get(http, "/healthz").map(|(s, _)| s), Some(200), "up while draining");
-    let status = broker.terminate_within(Duration::from_secs(20)).expect("exits after draining");
+    let status = broker
+        .terminate_within(Duration::from_secs(20))
+        .expect("exits after draining");
     assert!(status.success(), "{status}");
     assert_eq!(get(http, "/healthz"), None, "nothing listens once the process is gone");
 }

@@ -315,9 +315,11 @@ impl ClassicGroup {
             return !protocol_type.is_empty() && !protocols.is_empty();
         }
         self.protocol_type.as_deref() == Some(protocol_type)
-            && protocols
-                .iter()
-                .any(|(name, _)| self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name)))
+            && protocols.iter().any(|(name, _)| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            })
     }
 
     fn select_protocol(&self) -> Option<String> {
@@ -386,8 +388,10 @@ impl ClassicGroup {
         if input.version >= 4 {
             // KIP-394: hand out the id and make the client come back with it, so a client
             // that retries a timed-out first join does not leave a ghost member behind.
-            self.pending
-                .insert(id.clone(), now + Duration::from_millis(input.session_timeout_ms.max(0) as u64));
+            self.pending.insert(
+                id.clone(),
+                now + Duration::from_millis(input.session_timeout_ms.max(0) as u64),
+            );
             return Answer::Now(join_error(&id, ResponseError::MemberIdRequired));
         }
         self.add_member_and_rebalance(cfg, id, input, now)
@@ -411,7 +415,10 @@ impl ClassicGroup {
             return Answer::Now(join_error(&id, ResponseError::InconsistentGroupProtocol));
         }
         let is_leader = self.leader.as_deref() == Some(id.as_str());
-        let same = self.members.get(&id).is_some_and(|m| m.same_protocols(&input.protocols));
+        let same = self
+            .members
+            .get(&id)
+            .is_some_and(|m| m.same_protocols(&input.protocols));
         match self.state {
             ClassicState::PreparingRebalance => self.update_member_and_wait(cfg, &id, input, now),
             ClassicState::CompletingRebalance if same => {
@@ -506,7 +513,8 @@ impl ClassicGroup {
                 .push(Delivery::Join(tx, join_error(&old_id, ResponseError::FencedInstanceId)));
         }
         if let Some(tx) = member.sync_waiter.take() {
-            self.outbox.push(Delivery::Sync(tx, sync_error(ResponseError::FencedInstanceId)));
+            self.outbox
+                .push(Delivery::Sync(tx, sync_error(ResponseError::FencedInstanceId)));
         }
         let old_protocols = std::mem::replace(&mut member.protocols, input.protocols.clone());
         member.id = new_id.clone();
@@ -610,7 +618,8 @@ impl ClassicGroup {
         // Members waiting for the assignment of a generation that will not complete.
         for m in self.members.values_mut() {
             if let Some(tx) = m.sync_waiter.take() {
-                self.outbox.push(Delivery::Sync(tx, sync_error(ResponseError::RebalanceInProgress)));
+                self.outbox
+                    .push(Delivery::Sync(tx, sync_error(ResponseError::RebalanceInProgress)));
             }
         }
         self.pending_sync.clear();
@@ -686,10 +695,12 @@ impl ClassicGroup {
             return;
         };
         if let Some(tx) = m.join_waiter.take() {
-            self.outbox.push(Delivery::Join(tx, join_error(id, ResponseError::UnknownMemberId)));
+            self.outbox
+                .push(Delivery::Join(tx, join_error(id, ResponseError::UnknownMemberId)));
         }
         if let Some(tx) = m.sync_waiter.take() {
-            self.outbox.push(Delivery::Sync(tx, sync_error(ResponseError::UnknownMemberId)));
+            self.outbox
+                .push(Delivery::Sync(tx, sync_error(ResponseError::UnknownMemberId)));
         }
         if let Some(iid) = &m.instance_id {
             if self.static_members.get(iid).is_some_and(|x| x == id) {
@@ -719,8 +730,14 @@ impl ClassicGroup {
         if input.generation != self.generation {
             return Answer::Now(sync_error(ResponseError::IllegalGeneration));
         }
-        let type_ok = input.protocol_type.as_ref().is_none_or(|t| Some(t) == self.protocol_type.as_ref());
-        let name_ok = input.protocol_name.as_ref().is_none_or(|n| Some(n) == self.protocol_name.as_ref());
+        let type_ok = input
+            .protocol_type
+            .as_ref()
+            .is_none_or(|t| Some(t) == self.protocol_type.as_ref());
+        let name_ok = input
+            .protocol_name
+            .as_ref()
+            .is_none_or(|n| Some(n) == self.protocol_name.as_ref());
         if !type_ok || !name_ok {
             return Answer::Now(sync_error(ResponseError::InconsistentGroupProtocol));
         }

@@ -15,12 +15,19 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// One key's answer: node id, host, port, or an error with its message.
-fn lookup(broker: &Broker, ctx: &RequestContext, key_type: i8, _key: &str) -> Result<(i32, String, i32), (ResponseError, String)> {
+fn lookup(
+    broker: &Broker,
+    ctx: &RequestContext,
+    key_type: i8,
+    _key: &str,
+) -> Result<(i32, String, i32), (ResponseError, String)> {
     match key_type {
         // Kafka answers any key, the empty one included: it hashes to a partition like any other.
-        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {
-            Ok((broker.node_id(), ctx.endpoint.host.clone(), i32::from(ctx.endpoint.port)))
-        }
+        KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => Ok((
+            broker.node_id(),
+            ctx.endpoint.host.clone(),
+            i32::from(ctx.endpoint.port),
+        )),
         other => Err((ResponseError::InvalidRequest, format!("unknown key type {other}"))),
     }
 }
@@ -34,7 +41,10 @@ pub fn handle(broker: &Broker, ctx: &RequestContext, req: FindCoordinatorRequest
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
                 match lookup(broker, ctx, req.key_type, key.as_str()) {
-                    Ok((node, host, port)) => c.with_node_id(BrokerId(node)).with_host(str_bytes(host)).with_port(port),
+                    Ok((node, host, port)) => c
+                        .with_node_id(BrokerId(node))
+                        .with_host(str_bytes(host))
+                        .with_port(port),
                     Err((e, msg)) => c
                         .with_node_id(BrokerId(-1))
                         .with_host(str_bytes(""))

@@ -244,9 +244,15 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             break parts;
         }
         // Woken by any append; re-reading is cheap when nothing new is ours.
-        broker.stats.fetch_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        broker
+            .stats
+            .fetch_waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let woken = tokio::time::timeout(deadline - now, appended.changed()).await;
-        broker.stats.fetch_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        broker
+            .stats
+            .fetch_waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if woken.is_err() {
             break read_all(broker, &meta, &wanted, response_max_bytes, committed_only).await;
         }

@@ -76,7 +76,11 @@ pub async fn join_group(broker: &Broker, ctx: &RequestContext, req: JoinGroupReq
             req.rebalance_timeout_ms
         },
         protocol_type: req.protocol_type.to_string(),
-        protocols: req.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
     };
     if matches!(group.kind, GroupKind::Consumer(_)) {
         if !group.convertible() {
@@ -134,9 +138,9 @@ pub async fn sync_group(broker: &Broker, req: SyncGroupRequest) -> SyncGroupResp
     drop(group);
     match answer {
         Answer::Now(r) => r,
-        Answer::Later(rx) => rx
-            .await
-            .unwrap_or_else(|_| SyncGroupResponse::default().with_error_code(ResponseError::CoordinatorNotAvailable.code())),
+        Answer::Later(rx) => rx.await.unwrap_or_else(|_| {
+            SyncGroupResponse::default().with_error_code(ResponseError::CoordinatorNotAvailable.code())
+        }),
     }
 }
 
@@ -170,7 +174,12 @@ pub async fn leave_group(broker: &Broker, ctx: &RequestContext, req: LeaveGroupR
     let leaving: Vec<(String, Option<String>)> = if batched {
         req.members
             .iter()
-            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
             .collect()
     } else {
         vec![(req.member_id.to_string(), None)]
@@ -235,7 +244,11 @@ pub async fn list_groups(broker: &Broker, req: ListGroupsRequest) -> ListGroupsR
 }
 
 /// DescribeGroups.
-pub async fn describe_groups(broker: &Broker, ctx: &RequestContext, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub async fn describe_groups(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let groups = &broker.groups;
     let ops = if req.include_authorized_operations {
         GROUP_AUTHORIZED_OPERATIONS
@@ -266,7 +279,10 @@ pub async fn describe_groups(broker: &Broker, ctx: &RequestContext, req: Describ
             if ctx.version >= 6 {
                 d = d
                     .with_error_code(ResponseError::GroupIdNotFound.code())
-                    .with_error_message(Some(str_bytes(format!("Group {} is not a classic group.", id.as_str()))));
+                    .with_error_message(Some(str_bytes(format!(
+                        "Group {} is not a classic group.",
+                        id.as_str()
+                    ))));
             }
             out.push(d);
             continue;
@@ -289,7 +305,9 @@ pub async fn describe_groups(broker: &Broker, ctx: &RequestContext, req: Describ
                         .find(|(n, _)| *n == protocol)
                         .map(|(_, b)| b.clone())
                         .unwrap_or_default();
-                    d = d.with_member_metadata(metadata).with_member_assignment(m.assignment.clone());
+                    d = d
+                        .with_member_metadata(metadata)
+                        .with_member_assignment(m.assignment.clone());
                 }
                 d
             })
@@ -297,7 +315,11 @@ pub async fn describe_groups(broker: &Broker, ctx: &RequestContext, req: Describ
         out.push(
             base.with_group_state(str_bytes(c.state().name()))
                 .with_protocol_type(str_bytes(c.protocol_type().unwrap_or("")))
-                .with_protocol_data(str_bytes(if c.state() == ClassicState::Stable { protocol } else { String::new() }))
+                .with_protocol_data(str_bytes(if c.state() == ClassicState::Stable {
+                    protocol
+                } else {
+                    String::new()
+                }))
                 .with_members(members),
         );
     }

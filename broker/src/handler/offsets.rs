@@ -55,7 +55,10 @@ fn validate_commit(
     }
     if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
         if let Some(iid) = instance_id {
-            let owner = c.members().find(|m| m.instance_id.as_deref() == Some(iid)).map(|m| m.id.as_str());
+            let owner = c
+                .members()
+                .find(|m| m.instance_id.as_deref() == Some(iid))
+                .map(|m| m.id.as_str());
             match owner {
                 None => return Err(ResponseError::UnknownMemberId),
                 Some(o) if o != member_id => return Err(ResponseError::FencedInstanceId),
@@ -86,16 +89,18 @@ pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCom
         let topics = topics
             .iter()
             .map(|t| {
-                OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(code)
-                        })
-                        .collect(),
-                )
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
             })
             .collect();
         OffsetCommitResponse::default().with_topics(topics)
@@ -127,7 +132,8 @@ pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCom
     for (ti, t) in req.topics.iter().enumerate() {
         let topic = meta.topics.get(t.name.as_str());
         for (pi, p) in t.partitions.iter().enumerate() {
-            let known = topic.is_some_and(|m| p.partition_index >= 0 && (p.partition_index as usize) < m.partitions.len());
+            let known =
+                topic.is_some_and(|m| p.partition_index >= 0 && (p.partition_index as usize) < m.partitions.len());
             let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
             let code = if !known {
                 ResponseError::UnknownTopicOrPartition.code()
@@ -163,17 +169,19 @@ pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCom
         .iter()
         .enumerate()
         .map(|(ti, t)| {
-            OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
-                t.partitions
-                    .iter()
-                    .enumerate()
-                    .map(|(pi, p)| {
-                        OffsetCommitResponsePartition::default()
-                            .with_partition_index(p.partition_index)
-                            .with_error_code(codes.get(&(ti, pi)).copied().unwrap_or(0))
-                    })
-                    .collect(),
-            )
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(pi, p)| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(codes.get(&(ti, pi)).copied().unwrap_or(0))
+                        })
+                        .collect(),
+                )
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
@@ -199,11 +207,9 @@ async fn fetch_group(
     let group = broker.groups.lock(group_id, false).await;
     let offsets = group.as_ref().map(|g| &g.offsets);
     let unstable = |topic: &str, p: i32| -> i16 {
-        let pending = group.as_ref().is_some_and(|g| {
-            g.pending_txn
-                .values()
-                .any(|m| m.contains_key(&(topic.to_string(), p)))
-        });
+        let pending = group
+            .as_ref()
+            .is_some_and(|g| g.pending_txn.values().any(|m| m.contains_key(&(topic.to_string(), p))));
         if require_stable && pending {
             ResponseError::UnstableOffsetCommit.code()
         } else {
@@ -270,23 +276,29 @@ pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetc
             let topics = fetched
                 .into_iter()
                 .map(|t| {
-                    OffsetFetchResponseTopics::default().with_name(topic_name(&t.name)).with_partitions(
-                        t.partitions
-                            .into_iter()
-                            .map(|(p, o, code)| {
-                                let (offset, epoch, metadata) = split(o);
-                                OffsetFetchResponsePartitions::default()
-                                    .with_error_code(code)
-                                    .with_partition_index(p)
-                                    .with_committed_offset(offset)
-                                    .with_committed_leader_epoch(epoch)
-                                    .with_metadata(Some(str_bytes(metadata)))
-                            })
-                            .collect(),
-                    )
+                    OffsetFetchResponseTopics::default()
+                        .with_name(topic_name(&t.name))
+                        .with_partitions(
+                            t.partitions
+                                .into_iter()
+                                .map(|(p, o, code)| {
+                                    let (offset, epoch, metadata) = split(o);
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_error_code(code)
+                                        .with_partition_index(p)
+                                        .with_committed_offset(offset)
+                                        .with_committed_leader_epoch(epoch)
+                                        .with_metadata(Some(str_bytes(metadata)))
+                                })
+                                .collect(),
+                        )
                 })
                 .collect();
-            out.push(OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics));
+            out.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics),
+            );
         }
         return OffsetFetchResponse::default().with_groups(out);
     }
@@ -299,20 +311,22 @@ pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetc
     let topics = fetched
         .into_iter()
         .map(|t| {
-            OffsetFetchResponseTopic::default().with_name(TopicName(str_bytes(t.name))).with_partitions(
-                t.partitions
-                    .into_iter()
-                    .map(|(p, o, code)| {
-                        let (offset, epoch, metadata) = split(o);
-                        OffsetFetchResponsePartition::default()
-                            .with_error_code(code)
-                            .with_partition_index(p)
-                            .with_committed_offset(offset)
-                            .with_committed_leader_epoch(epoch)
-                            .with_metadata(Some(str_bytes(metadata)))
-                    })
-                    .collect(),
-            )
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str_bytes(t.name)))
+                .with_partitions(
+                    t.partitions
+                        .into_iter()
+                        .map(|(p, o, code)| {
+                            let (offset, epoch, metadata) = split(o);
+                            OffsetFetchResponsePartition::default()
+                                .with_error_code(code)
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(Some(str_bytes(metadata)))
+                        })
+                        .collect(),
+                )
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
@@ -339,7 +353,8 @@ pub async fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetD
     let subscribed_to: Box<dyn Fn(&str) -> bool + Send> = match &group.kind {
         GroupKind::Classic(c) => {
             // A live group that is not a consumer group gives no way to know its topics.
-            if c.state() != ClassicState::Empty && c.protocol_type() != Some(crate::group::classic::CONSUMER_PROTOCOL_TYPE)
+            if c.state() != ClassicState::Empty
+                && c.protocol_type() != Some(crate::group::classic::CONSUMER_PROTOCOL_TYPE)
             {
                 return group_error(ResponseError::NonEmptyGroup);
             }
@@ -375,7 +390,11 @@ pub async fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetD
                     .with_error_code(code)
             })
             .collect();
-        topics.push(OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions));
+        topics.push(
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions),
+        );
     }
     // Only offsets that exist need a delete; Kafka answers NONE for the others too.
     deletes.retain(|(k, _)| group.offsets.contains_key(k));

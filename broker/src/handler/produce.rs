@@ -209,9 +209,15 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
 impl PendingProduce {
     /// Waits for the queued appends and answers (or not, for acks=0).
     pub async fn finish(self, broker: &Broker, ctx: &RequestContext) -> Reply {
-        broker.stats.produce_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        broker
+            .stats
+            .produce_waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let reply = self.finish_inner(broker, ctx).await;
-        broker.stats.produce_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        broker
+            .stats
+            .produce_waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         reply
     }
 
@@ -234,8 +240,8 @@ impl PendingProduce {
                         Ok(a) => {
                             broker.stats.produced(&topic, bytes, records);
                             PartitionProduceResponse::default()
-                            .with_index(index)
-                            .with_base_offset(a.base_offset)
+                                .with_index(index)
+                                .with_base_offset(a.base_offset)
                                 .with_log_append_time_ms(log_append_time_ms)
                                 .with_log_start_offset(a.log_start)
                         }

@@ -59,7 +59,11 @@ async fn new_producer_id(broker: &Broker) -> Result<i64, ResponseError> {
 
 /// InitProducerId: a new producer id for an idempotent producer; for a transactional id, the
 /// id and a bumped epoch (fencing older instances), after aborting what they left open.
-pub async fn init_producer_id(broker: &Broker, ctx: &RequestContext, req: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn init_producer_id(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let Some(tid) = req.transactional_id.map(|t| t.to_string()) else {
         return match new_producer_id(broker).await {
             Ok(id) => InitProducerIdResponse::default()
@@ -190,7 +194,11 @@ pub async fn complete_prepared(broker: &Broker, m: &mut TxnMeta) -> Result<(), R
                 coordinator_epoch: 0,
             }),
         };
-        match broker.store.append(partition_id(t, *p), batch, pmeta.leader_epoch).await {
+        match broker
+            .store
+            .append(partition_id(t, *p), batch, pmeta.leader_epoch)
+            .await
+        {
             Ok(_) => {}
             Err(fjord_storage::StorageError::UnknownPartition) => {}
             Err(e) => {
@@ -378,7 +386,11 @@ pub async fn add_partitions_to_txn(
 }
 
 /// AddOffsetsToTxn: the transaction will commit offsets to this group.
-pub async fn add_offsets_to_txn(broker: &Broker, ctx: &RequestContext, req: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+pub async fn add_offsets_to_txn(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: AddOffsetsToTxnRequest,
+) -> AddOffsetsToTxnResponse {
     let code = async {
         let mut m = broker
             .txns
@@ -408,22 +420,28 @@ pub async fn add_offsets_to_txn(broker: &Broker, ctx: &RequestContext, req: AddO
 }
 
 /// TxnOffsetCommit: offsets that become the group's when the transaction commits.
-pub async fn txn_offset_commit(broker: &Broker, ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+pub async fn txn_offset_commit(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
     let respond = |code_of: &dyn Fn(&str, i32) -> i16| {
         TxnOffsetCommitResponse::default().with_topics(
             req.topics
                 .iter()
                 .map(|t| {
-                    TxnOffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                TxnOffsetCommitResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_error_code(code_of(t.name.as_str(), p.partition_index))
-                            })
-                            .collect(),
-                    )
+                    TxnOffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    TxnOffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code_of(t.name.as_str(), p.partition_index))
+                                })
+                                .collect(),
+                        )
                 })
                 .collect(),
         )
@@ -491,7 +509,11 @@ pub async fn txn_offset_commit(broker: &Broker, ctx: &RequestContext, req: TxnOf
             }
         }
     }
-    if let Err(e) = broker.groups.store_pending(&mut group, req.producer_id.0, offsets).await {
+    if let Err(e) = broker
+        .groups
+        .store_pending(&mut group, req.producer_id.0, offsets)
+        .await
+    {
         tracing::error!(group = %group_id, error = %e, "could not store transactional offsets");
         return respond(&|_, _| ResponseError::CoordinatorNotAvailable.code());
     }
@@ -569,7 +591,11 @@ pub async fn verify_transactional_write(
     let Some(tid) = transactional_id.filter(|t| !t.is_empty()) else {
         return Err(ResponseError::TransactionalIdAuthorizationFailed);
     };
-    let mut m = broker.txns.lock(tid, false).await.ok_or(ResponseError::InvalidTxnState)?;
+    let mut m = broker
+        .txns
+        .lock(tid, false)
+        .await
+        .ok_or(ResponseError::InvalidTxnState)?;
     if m.producer_id != producer_id || epoch < m.epoch {
         return Err(ResponseError::InvalidProducerEpoch);
     }
@@ -655,7 +681,8 @@ pub async fn list_transactions(broker: &Broker, req: ListTransactionsRequest) ->
         Some(p) => match regex::Regex::new(&format!("^(?:{})$", p.as_str())) {
             Ok(r) => Some(r),
             Err(_) => {
-                return ListTransactionsResponse::default().with_error_code(ResponseError::InvalidRegularExpression.code())
+                return ListTransactionsResponse::default()
+                    .with_error_code(ResponseError::InvalidRegularExpression.code())
             }
         },
         None => None,

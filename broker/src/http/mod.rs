@@ -115,16 +115,28 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
                 }
                 reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", h.render())
             }
-            None => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "metrics recorder unavailable\n"),
+            None => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "metrics recorder unavailable\n",
+            ),
         },
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => match state.not_ready() {
             None => reply(StatusCode::OK, "text/plain", "ready\n"),
-            Some(why) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
+            Some(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
         },
         "/api/status" => match state.broker.get() {
             Some(b) => reply(StatusCode::OK, "application/json", status_json(b).await),
-            None => reply(StatusCode::SERVICE_UNAVAILABLE, "application/json", "{\"error\":\"starting\"}"),
+            None => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                "{\"error\":\"starting\"}",
+            ),
         },
         "/" | "/index.html" => {
             let json = match state.broker.get() {

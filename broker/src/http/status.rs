@@ -134,7 +134,12 @@ async fn snapshot_group(broker: &Broker, id: &str, names_by_id: &HashMap<uuid::U
                     }
                 })
                 .collect();
-            ("classic", c.state().name(), c.protocol_name().unwrap_or("").to_string(), members)
+            (
+                "classic",
+                c.state().name(),
+                c.protocol_name().unwrap_or("").to_string(),
+                members,
+            )
         }
         GroupKind::Consumer(c) => {
             let members = c
@@ -233,7 +238,12 @@ pub async fn status_json(broker: &Broker) -> String {
             cluster_id: meta.cluster_id.clone(),
             started_ms: broker.stats.started_ms,
             now_ms: crate::txn::now_ms(),
-            listeners: broker.config.listeners.iter().map(|l| format!("{}:{}", l.host, l.port)).collect(),
+            listeners: broker
+                .config
+                .listeners
+                .iter()
+                .map(|l| format!("{}:{}", l.host, l.port))
+                .collect(),
             data_dir: broker.config.log_dir.display().to_string(),
         },
         brokers: meta
@@ -284,7 +294,7 @@ pub async fn collect_loop(broker: Arc<Broker>, handle: Option<PrometheusHandle>)
     loop {
         tick.tick().await;
         broker.stats.sample();
-        if n % COLLECT_EVERY.as_secs() == 0 {
+        if n.is_multiple_of(COLLECT_EVERY.as_secs()) {
             collect(&broker).await;
             if let Some(h) = &handle {
                 h.run_upkeep();
@@ -343,8 +353,8 @@ async fn collect(broker: &Broker) {
     let disk = tokio::task::spawn_blocking(move || {
         let used = dir_size(&dir);
         let fs = nix::sys::statvfs::statvfs(&dir).ok().map(|v| {
-            let frag = v.fragment_size() as u64;
-            (v.blocks_available() as u64 * frag, v.blocks() as u64 * frag)
+            let frag = v.fragment_size();
+            (v.blocks_available() * frag, v.blocks() * frag)
         });
         (used, fs)
     })

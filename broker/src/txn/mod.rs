@@ -324,6 +324,10 @@ mod tests {
         assert_eq!((m.producer_id, m.epoch, m.last_producer_id, m.last_epoch), (5, 4, 5, 3));
         m.epoch = i16::MAX - 1;
         m.bump(|| 77);
-        assert_eq!((m.producer_id, m.epoch), (77, 0), "an exhausted epoch takes a new producer id");
+        assert_eq!(
+            (m.producer_id, m.epoch),
+            (77, 0),
+            "an exhausted epoch takes a new producer id"
+        );
     }
 }

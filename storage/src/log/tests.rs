@@ -305,15 +305,43 @@ async fn idempotent_retries_are_deduplicated_even_after_a_crash() {
     {
         let store = open(dir.path(), i64::MAX);
         store.ensure_partition(P0).await.expect("create");
-        assert_eq!(store.append(P0, idempotent(3, 9, 0, 0, false), 0).await.unwrap().base_offset, 0);
-        assert_eq!(store.append(P0, idempotent(2, 9, 0, 3, false), 0).await.unwrap().base_offset, 3);
+        assert_eq!(
+            store
+                .append(P0, idempotent(3, 9, 0, 0, false), 0)
+                .await
+                .expect("ok")
+                .base_offset,
+            0
+        );
+        assert_eq!(
+            store
+                .append(P0, idempotent(2, 9, 0, 3, false), 0)
+                .await
+                .expect("ok")
+                .base_offset,
+            3
+        );
         // A retry of the first batch: its original offset, nothing written.
-        assert_eq!(store.append(P0, idempotent(3, 9, 0, 0, false), 0).await.unwrap().base_offset, 0);
-        assert_eq!(store.offsets(&P0).unwrap().log_end, 5);
+        assert_eq!(
+            store
+                .append(P0, idempotent(3, 9, 0, 0, false), 0)
+                .await
+                .expect("ok")
+                .base_offset,
+            0
+        );
+        assert_eq!(store.offsets(&P0).expect("ok").log_end, 5);
         // Simulated crash: no close.
     }
     let store = open(dir.path(), i64::MAX);
-    assert_eq!(store.append(P0, idempotent(2, 9, 0, 3, false), 0).await.unwrap().base_offset, 3);
+    assert_eq!(
+        store
+            .append(P0, idempotent(2, 9, 0, 3, false), 0)
+            .await
+            .expect("ok")
+            .base_offset,
+        3
+    );
     assert!(matches!(
         store.append(P0, idempotent(1, 9, 0, 9, false), 0).await,
         Err(StorageError::OutOfOrderSequence(_))
@@ -322,8 +350,15 @@ async fn idempotent_retries_are_deduplicated_even_after_a_crash() {
         store.append(P0, idempotent(1, 9, -1, 5, false), 0).await,
         Err(StorageError::InvalidProducerEpoch(_))
     ));
-    assert_eq!(store.append(P0, idempotent(1, 9, 0, 5, false), 0).await.unwrap().base_offset, 5);
-    assert_eq!(store.offsets(&P0).unwrap().log_end, 6);
+    assert_eq!(
+        store
+            .append(P0, idempotent(1, 9, 0, 5, false), 0)
+            .await
+            .expect("ok")
+            .base_offset,
+        5
+    );
+    assert_eq!(store.offsets(&P0).expect("ok").log_end, 6);
     store.shutdown().await.expect("close");
 }
 
@@ -333,14 +368,18 @@ async fn open_transactions_hold_the_last_stable_offset_and_aborts_are_listed() {
     {
         let store = open(dir.path(), i64::MAX);
         store.ensure_partition(P0).await.expect("create");
-        store.append(P0, batch(2, T0), 0).await.unwrap(); // 0-1, plain
-        store.append(P0, idempotent(2, 5, 0, 0, true), 0).await.unwrap(); // 2-3, txn of 5
-        store.append(P0, idempotent(1, 6, 0, 0, true), 0).await.unwrap(); // 4, txn of 6
-        let o = store.offsets(&P0).unwrap();
+        store.append(P0, batch(2, T0), 0).await.expect("ok"); // 0-1, plain
+        store.append(P0, idempotent(2, 5, 0, 0, true), 0).await.expect("ok"); // 2-3, txn of 5
+        store.append(P0, idempotent(1, 6, 0, 0, true), 0).await.expect("ok"); // 4, txn of 6
+        let o = store.offsets(&P0).expect("ok");
         assert_eq!((o.high_watermark, o.last_stable), (5, 2));
-        store.append(P0, marker(5, 0, false), 0).await.unwrap(); // 5: abort 5
-        let o = store.offsets(&P0).unwrap();
-        assert_eq!((o.high_watermark, o.last_stable), (6, 4), "6's transaction is still open");
+        store.append(P0, marker(5, 0, false), 0).await.expect("ok"); // 5: abort 5
+        let o = store.offsets(&P0).expect("ok");
+        assert_eq!(
+            (o.high_watermark, o.last_stable),
+            (6, 4),
+            "6's transaction is still open"
+        );
         assert_eq!(
             store.aborted_txns(&P0, 0, 6),
             vec![crate::producers::AbortedTxn {
@@ -353,11 +392,11 @@ async fn open_transactions_hold_the_last_stable_offset_and_aborts_are_listed() {
     }
     // After a crash the open transaction still holds the LSO, and the abort is remembered.
     let store = open(dir.path(), i64::MAX);
-    let o = store.offsets(&P0).unwrap();
+    let o = store.offsets(&P0).expect("ok");
     assert_eq!((o.high_watermark, o.last_stable), (6, 4));
     assert_eq!(store.aborted_txns(&P0, 0, 6).len(), 1);
-    store.append(P0, marker(6, 0, true), 0).await.unwrap(); // 6: commit 6
-    let o = store.offsets(&P0).unwrap();
+    store.append(P0, marker(6, 0, true), 0).await.expect("ok"); // 6: commit 6
+    let o = store.offsets(&P0).expect("ok");
     assert_eq!((o.high_watermark, o.last_stable), (7, 7));
     assert_eq!(store.aborted_txns(&P0, 0, 7).len(), 1, "a commit adds no aborted entry");
     store.shutdown().await.expect("close");
@@ -368,14 +407,21 @@ async fn idle_producers_expire_and_come_back_as_new() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path(), i64::MAX);
     store.ensure_partition(P0).await.expect("create");
-    store.append(P0, idempotent(2, 3, 0, 0, false), 0).await.unwrap();
-    store.append(P0, idempotent(1, 4, 0, 0, true), 0).await.unwrap(); // open transaction
-    // Not idle long enough: nothing expires.
-    assert_eq!(store.expire_producers(T0 + 1000, 60_000).await.unwrap(), 0);
+    store.append(P0, idempotent(2, 3, 0, 0, false), 0).await.expect("ok");
+    store.append(P0, idempotent(1, 4, 0, 0, true), 0).await.expect("ok"); // open transaction
+                                                                          // Not idle long enough: nothing expires.
+    assert_eq!(store.expire_producers(T0 + 1000, 60_000).await.expect("ok"), 0);
     // Long after: the plain producer goes, the one with an open transaction stays.
-    assert_eq!(store.expire_producers(T0 + 120_000, 60_000).await.unwrap(), 1);
+    assert_eq!(store.expire_producers(T0 + 120_000, 60_000).await.expect("ok"), 1);
     // Forgotten: a sequence that would have been out of order is accepted as a new producer.
-    assert_eq!(store.append(P0, idempotent(1, 3, 0, 7, false), 0).await.unwrap().base_offset, 3);
+    assert_eq!(
+        store
+            .append(P0, idempotent(1, 3, 0, 7, false), 0)
+            .await
+            .expect("ok")
+            .base_offset,
+        3
+    );
     store.shutdown().await.expect("close");
     drop(store);
     let store = open(dir.path(), i64::MAX);

@@ -49,7 +49,13 @@ fn join_new(g: &mut ClassicGroup, c: &GroupConfig, now: Instant) -> (String, one
     }
 }
 
-fn sync(g: &mut ClassicGroup, id: &str, generation: i32, assignments: Vec<(String, Bytes)>, now: Instant) -> Answer<SyncGroupResponse> {
+fn sync(
+    g: &mut ClassicGroup,
+    id: &str,
+    generation: i32,
+    assignments: Vec<(String, Bytes)>,
+    now: Instant,
+) -> Answer<SyncGroupResponse> {
     g.sync(
         SyncInput {
             member_id: id.into(),
@@ -80,7 +86,10 @@ async fn two_members_join_sync_and_rebalance_when_one_leaves() {
     };
     assert!(g.dirty);
     deliver(&mut g);
-    assert_eq!(srx.try_recv().expect("sync answered").assignment, Bytes::from_static(b"A"));
+    assert_eq!(
+        srx.try_recv().expect("sync answered").assignment,
+        Bytes::from_static(b"A")
+    );
     assert_eq!(g.state(), ClassicState::Stable);
 
     // A second member: the group rebalances; the first must rejoin before it completes.
@@ -100,12 +109,17 @@ async fn two_members_join_sync_and_rebalance_when_one_leaves() {
     assert_eq!(g.heartbeat("nobody", None, 2, now), Err(ResponseError::UnknownMemberId));
 
     // The follower syncs first and waits for the leader.
-    let Answer::Later(mut srx_b) = sync(&mut g, &b, 2, vec![], now) else { panic!() };
+    let Answer::Later(mut srx_b) = sync(&mut g, &b, 2, vec![], now) else {
+        panic!()
+    };
     let Answer::Later(mut srx_a) = sync(
         &mut g,
         &a,
         2,
-        vec![(a.clone(), Bytes::from_static(b"A2")), (b.clone(), Bytes::from_static(b"B2"))],
+        vec![
+            (a.clone(), Bytes::from_static(b"A2")),
+            (b.clone(), Bytes::from_static(b"B2")),
+        ],
         now,
     ) else {
         panic!()
@@ -117,7 +131,9 @@ async fn two_members_join_sync_and_rebalance_when_one_leaves() {
     // b leaves: a must rejoin into generation 3 alone.
     assert_eq!(g.leave(&c, &[(b.clone(), None)], now), vec![Ok(())]);
     assert_eq!(g.state(), ClassicState::PreparingRebalance);
-    let Answer::Later(mut rx_a) = g.join(&c, input(&a, None, &["range"]), now) else { panic!() };
+    let Answer::Later(mut rx_a) = g.join(&c, input(&a, None, &["range"]), now) else {
+        panic!()
+    };
     deliver(&mut g);
     let ra = rx_a.try_recv().expect("a");
     assert_eq!(ra.generation_id, 3);
@@ -137,7 +153,11 @@ async fn session_timeout_removes_a_silent_member() {
     g.tick(&c, t0 + Duration::from_millis(9_000));
     assert_eq!(g.state(), ClassicState::Stable, "within the session timeout");
     g.tick(&c, t0 + Duration::from_millis(10_001));
-    assert_eq!(g.state(), ClassicState::Empty, "the only member expired, and the empty join completed");
+    assert_eq!(
+        g.state(),
+        ClassicState::Empty,
+        "the only member expired, and the empty join completed"
+    );
     assert_eq!(g.generation(), 2);
 }
 
@@ -170,7 +190,13 @@ async fn static_member_rejoin_keeps_its_assignment_without_rebalance() {
     deliver(&mut g);
     let r = rx.try_recv().expect("joined");
     let first_id = r.member_id.to_string();
-    let _ = sync(&mut g, &first_id, 1, vec![(first_id.clone(), Bytes::from_static(b"P"))], now);
+    let _ = sync(
+        &mut g,
+        &first_id,
+        1,
+        vec![(first_id.clone(), Bytes::from_static(b"P"))],
+        now,
+    );
     deliver(&mut g);
     assert_eq!(g.state(), ClassicState::Stable);
     // The process restarts: same instance id, no member id.
@@ -194,7 +220,10 @@ async fn static_member_rejoin_keeps_its_assignment_without_rebalance() {
     };
     assert_eq!(s.assignment, Bytes::from_static(b"P"));
     // The old incarnation is fenced.
-    assert_eq!(g.heartbeat(&first_id, Some("i1"), 1, now), Err(ResponseError::FencedInstanceId));
+    assert_eq!(
+        g.heartbeat(&first_id, Some("i1"), 1, now),
+        Err(ResponseError::FencedInstanceId)
+    );
 }
 
 #[tokio::test]
@@ -209,7 +238,10 @@ async fn records_round_trip() {
     let back = ClassicGroup::from_record(&g.to_record(), now).expect("decodes");
     assert_eq!(back.state(), ClassicState::Stable);
     assert_eq!(back.generation(), 1);
-    assert_eq!(back.members().next().map(|m| m.assignment.clone()), Some(Bytes::from_static(b"X")));
+    assert_eq!(
+        back.members().next().map(|m| m.assignment.clone()),
+        Some(Bytes::from_static(b"X"))
+    );
 }
 
 #[tokio::test]
