@@ -21,6 +21,16 @@ INVALID_PARTITIONS = 37
 INVALID_REPLICATION_FACTOR = 38
 INVALID_CONFIG = 40
 UNSUPPORTED_VERSION = 35
+# Consumer groups.
+COORDINATOR_NOT_AVAILABLE = 15
+ILLEGAL_GENERATION = 22
+INCONSISTENT_GROUP_PROTOCOL = 23
+UNKNOWN_MEMBER_ID = 25
+REBALANCE_IN_PROGRESS = 27
+NON_EMPTY_GROUP = 68
+GROUP_ID_NOT_FOUND = 69
+MEMBER_ID_REQUIRED = 79
+GROUP_SUBSCRIBED_TO_TOPIC = 86
 
 #: The Java client's exception for each code (it reports classes, not codes).
 JAVA_EXCEPTIONS = {
@@ -33,6 +43,14 @@ JAVA_EXCEPTIONS = {
     "InvalidReplicationFactorException": INVALID_REPLICATION_FACTOR,
     "InvalidConfigurationException": INVALID_CONFIG,
     "UnsupportedVersionException": UNSUPPORTED_VERSION,
+    "CoordinatorNotAvailableException": COORDINATOR_NOT_AVAILABLE,
+    "IllegalGenerationException": ILLEGAL_GENERATION,
+    "InconsistentGroupProtocolException": INCONSISTENT_GROUP_PROTOCOL,
+    "UnknownMemberIdException": UNKNOWN_MEMBER_ID,
+    "RebalanceInProgressException": REBALANCE_IN_PROGRESS,
+    "GroupNotEmptyException": NON_EMPTY_GROUP,
+    "GroupIdNotFoundException": GROUP_ID_NOT_FOUND,
+    "GroupSubscribedToTopicException": GROUP_SUBSCRIBED_TO_TOPIC,
 }
 
 ADMINS = ("confluent", "kafka-python", "java")

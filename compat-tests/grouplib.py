@@ -156,8 +156,8 @@ class Member:
         self.proc.stdin.flush()
 
     def close(self, timeout_s: float = 30.0):
-        """A clean close: the member leaves the group (kcat: SIGINT, which it handles that way;
-        SIGTERM kills kcat 1.7.1 outright)."""
+        """A clean close: the member leaves the group (a static member does not: it only stops).
+        kcat has no stdin commands in -G mode; SIGINT makes it close its consumer."""
         if self.client == "kcat":
             self.proc.send_signal(signal.SIGINT)
         else:
@@ -242,20 +242,35 @@ def covered(members, partitions: int) -> bool:
             and all(m.assignment() for m in live(members)))
 
 
-def wait_covered(members, partitions: int, what: str, timeout_s: float = 30.0) -> float:
-    """Waits until the live members split the partitions between them; returns the arrival time of
-    the last assignment event that got them there."""
+def last_assignment_event(members) -> float:
+    return max(e.t for m in live(members) for e in m.snapshot() if e.ev in ("assigned", "revoked", "lost"))
+
+
+def wait_stable(members, partitions: int, bootstrap: str, group: str, topic: str, what: str,
+                timeout_s: float = 30.0) -> float:
+    """The end of a rebalance: the live members split the partitions between them, and the
+    coordinator says the group is Stable with exactly that assignment (DescribeGroups, or
+    ConsumerGroupDescribe for KIP-848, whose members may own a partition the target assignment
+    already gives to another until they have revoked it). Returns the arrival time of the last
+    assignment event."""
+    seen = []
+
     def ok():
         for m in members:
             if m.alive() and m.proc.poll() is not None:
                 raise AssertionError(f"{m.name} exited: {m.describe()}")
-        return covered(members, partitions)
+        if not covered(members, partitions):
+            return False
+        state, _, got = broker_assignment(bootstrap, group, topic)
+        seen[:] = [(state, got)]
+        return state == "STABLE" and sorted(sorted(ps) for _, ps in got) == sorted(sorted(m.assignment()) for m in live(members))
 
     try:
-        wait_for(ok, what, timeout_s=timeout_s, interval_s=0.02)
+        wait_for(ok, what, timeout_s=timeout_s, interval_s=0.05)
     except AssertionError as e:
-        raise AssertionError(f"{e}\nownership {ownership(members)}\n" + "\n".join(m.describe() for m in members)) from None
-    return max(e.t for m in live(members) for e in m.snapshot() if e.ev in ("assigned", "revoked", "lost"))
+        raise AssertionError(f"{e}\nownership {ownership(members)}; the broker said {seen}\n"
+                             + "\n".join(m.describe() for m in members)) from None
+    return last_assignment_event(members)
 
 
 # ----------------------------------------------------------------------------- records, offsets
@@ -278,29 +293,50 @@ class Log:
     def ends(self) -> dict[int, int]:
         return {p: len(v) for p, v in self.values.items()}
 
-    def total(self) -> int:
-        return sum(len(v) for v in self.values.values())
+
+_ADMINS: dict[tuple[str, str], object] = {}
 
 
-_ADMINS: dict[str, object] = {}
+def _admin(bootstrap: str, client: str = "confluent"):
+    """One AdminClient per broker and client, kept: a destroyed confluent-kafka AdminClient
+    cancels its futures, and a new kafka-python one costs a bootstrap round trip."""
+    key = (bootstrap, client)
+    if key not in _ADMINS:
+        if client == "confluent":
+            from confluent_kafka.admin import AdminClient
+
+            _ADMINS[key] = AdminClient({"bootstrap.servers": bootstrap})
+        else:
+            from kafka.admin import KafkaAdminClient
+
+            _ADMINS[key] = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    return _ADMINS[key]
 
 
-def _admin(bootstrap: str):
-    """One confluent-kafka AdminClient per broker, kept (a destroyed one cancels its futures)."""
-    from confluent_kafka.admin import AdminClient
-
-    if bootstrap not in _ADMINS:
-        _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
-    return _ADMINS[bootstrap]
+def forget(bootstrap: str):
+    """Drops the admin clients kept for a broker that is going away."""
+    for key in [k for k in _ADMINS if k[0] == bootstrap]:
+        a = _ADMINS.pop(key)
+        if key[1] == "kafka-python":
+            a.close()
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, str | None]]:
-    """The group's committed offsets for `topic` (OffsetFetch through confluent-kafka's AdminClient):
-    partition -> (offset, metadata)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
+    """The group's committed offsets for `topic`: partition -> (offset, metadata), read with
+    kafka-python's admin (OffsetFetch), which gives the metadata's bytes as stored. Not with
+    confluent-kafka: it reads metadata another client committed as a C string, past its end
+    (garbage, UnicodeDecodeError or a segfault; FINDINGS.md)."""
+    got = _admin(bootstrap, "kafka-python").list_group_offsets({group: None})[group]
+    return {tp.partition: (om.offset, om.metadata) for tp, om in got.items() if tp.topic == topic and om.offset >= 0}
 
-    res = _admin(bootstrap).list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=15)[group].result(timeout=20)
-    return {tp.partition: (tp.offset, tp.metadata) for tp in res.topic_partitions if tp.topic == topic and tp.offset >= 0}
+
+def committed_metadata(bootstrap: str, group: str, topic: str) -> dict[int, str]:
+    """partition -> committed metadata (see committed_offsets)."""
+    return {p: md for p, (_, md) in committed_offsets(bootstrap, group, topic).items()}
+
+
+#: confluent-kafka-python sends a commit's metadata with the C string's NUL at the end (FINDINGS.md).
+COMMIT_METADATA_SUFFIX = {"confluent": "\x00"}
 
 
 def wait_committed(bootstrap: str, group: str, log: Log, members=(), timeout_s: float = 30.0):
@@ -382,21 +418,113 @@ def assert_resumed_from(members, marks: dict[str, int], expected: dict[int, int]
 def broker_assignment(bootstrap: str, group: str, topic: str) -> tuple[str, str, list[tuple[str, set[int]]]]:
     """The group as DescribeGroups / ConsumerGroupDescribe report it (confluent-kafka's
     AdminClient): (state name, group type name, [(client id, partitions)])."""
-    d = _admin(bootstrap).describe_consumer_groups([group], request_timeout=15)[group].result(timeout=20)
+    d = _admin(bootstrap, "confluent").describe_consumer_groups([group], request_timeout=15)[group].result(timeout=20)
     members = [(m.client_id, {tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic})
                for m in d.members]
     return d.state.name, d.type.name, members
 
 
-def assert_broker_agrees(bootstrap: str, group: str, topic: str, members):
-    """The coordinator's view of who owns what is the members' own view."""
-    want = sorted(sorted(m.assignment()) for m in live(members))
+# ------------------------------------------------------------------- simple (assign-mode) commits
 
-    def same():
-        _, _, got = broker_assignment(bootstrap, group, topic)
-        return sorted(sorted(ps) for _, ps in got) == want
+def simple_commit(client: str, bootstrap: str, group: str, topic: str, offsets: dict[int, int], metadata: str):
+    """Commits `offsets` for `group` from a consumer that has the group id but never subscribes:
+    it assign()s the partitions and commits synchronously, with `metadata`. `client` is
+    confluent, confluent-consumer, kafka-python, aiokafka, java or java-consumer (the -consumer
+    ones with group.protocol=consumer)."""
+    if client in ("confluent", "confluent-consumer"):
+        from confluent_kafka import Consumer, TopicPartition
 
-    try:
-        wait_for(same, f"DescribeGroups of {group} to show {want}", timeout_s=15)
-    except AssertionError as e:
-        raise AssertionError(f"{e}: the broker says {broker_assignment(bootstrap, group, topic)}") from None
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                      "group.protocol": "consumer" if client.endswith("-consumer") else "classic"})
+        try:
+            tps = [TopicPartition(topic, p, o, metadata) for p, o in offsets.items()]
+            c.assign([TopicPartition(topic, p) for p in offsets])
+            res = c.commit(offsets=tps, asynchronous=False)
+            bad = [(tp.partition, tp.error) for tp in res if tp.error]
+            assert not bad, f"confluent-kafka commit: {bad}"
+        finally:
+            c.close()
+    elif client == "kafka-python":
+        from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+
+        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        try:
+            c.assign([TopicPartition(topic, p) for p in offsets])
+            c.commit({TopicPartition(topic, p): OffsetAndMetadata(o, metadata, -1) for p, o in offsets.items()})
+        finally:
+            c.close()
+    elif client == "aiokafka":
+        import asyncio
+
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.structs import OffsetAndMetadata
+
+        async def go():
+            c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+            await c.start()
+            try:
+                c.assign([TopicPartition(topic, p) for p in offsets])
+                await c.commit({TopicPartition(topic, p): OffsetAndMetadata(o, metadata) for p, o in offsets.items()})
+            finally:
+                await c.stop()
+
+        asyncio.run(go())
+    elif client in ("java", "java-consumer"):
+        from clientlib import java
+
+        args = ["commit", "--bootstrap", bootstrap, "--group", group, "--topic", topic, "--metadata", metadata,
+                "--protocol", "consumer" if client.endswith("-consumer") else "classic"]
+        for p, o in offsets.items():
+            args += ["--offset", f"{p}={o}"]
+        assert java(*args) == [{"ok": True}]
+    else:
+        raise ValueError(client)
+
+
+def fetch_committed(client: str, bootstrap: str, group: str, topic: str, partitions) -> dict[int, tuple[int | None, str | None]]:
+    """The committed offsets as a fresh consumer of `client` (same group id, no subscription)
+    sees them: partition -> (offset or None, metadata or None where the client does not show it)."""
+    if client in ("confluent", "confluent-consumer"):
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                      "group.protocol": "consumer" if client.endswith("-consumer") else "classic"})
+        try:
+            got = c.committed([TopicPartition(topic, p) for p in partitions], timeout=20)
+            return {tp.partition: (tp.offset if tp.offset >= 0 else None, tp.metadata) for tp in got}
+        finally:
+            c.close()
+    if client == "kafka-python":
+        from kafka import KafkaConsumer, TopicPartition
+
+        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        try:
+            out = {}
+            for p in partitions:
+                om = c.committed(TopicPartition(topic, p), metadata=True)
+                out[p] = (None, None) if om is None else (om.offset, om.metadata)
+            return out
+        finally:
+            c.close()
+    if client == "aiokafka":
+        import asyncio
+
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        async def go():
+            c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+            await c.start()
+            try:
+                # aiokafka's committed() gives the offset only.
+                return {p: (await c.committed(TopicPartition(topic, p)), None) for p in partitions}
+            finally:
+                await c.stop()
+
+        return asyncio.run(go())
+    if client in ("java", "java-consumer"):
+        from clientlib import java
+
+        lines = java("committed", "--bootstrap", bootstrap, "--group", group, "--topic", topic,
+                     "--protocol", "consumer" if client.endswith("-consumer") else "classic")
+        return {l["partition"]: (l["offset"], l["metadata"]) for l in lines if l["partition"] in set(partitions)}
+    raise ValueError(client)

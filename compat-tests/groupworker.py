@@ -33,7 +33,6 @@ import argparse
 import json
 import sys
 import threading
-import time
 
 
 def emit(**event):

@@ -428,3 +428,365 @@ def find_coordinator(conn: Conn, version: int, group: str) -> tuple[int, int]:
         r.compact_string() if flexible else r.string()  # error_message
     node = r.i32()
     return error, node
+
+
+# ------------------------------------------------------------------------- consumer groups
+#
+# From JoinGroup/SyncGroup/Heartbeat/LeaveGroup/OffsetCommit/OffsetFetch/DescribeGroups/
+# FindCoordinator Request/Response.json and ConsumerProtocolSubscription/Assignment.json.
+
+API_OFFSET_COMMIT = 8
+API_OFFSET_FETCH = 9
+API_JOIN_GROUP = 11
+API_HEARTBEAT = 12
+API_LEAVE_GROUP = 13
+API_SYNC_GROUP = 14
+API_DESCRIBE_GROUPS = 15
+
+#: The first flexible (compact, tagged-field) version of each group API.
+FLEXIBLE_FROM = {API_OFFSET_COMMIT: 8, API_OFFSET_FETCH: 6, API_FIND_COORDINATOR: 3, API_JOIN_GROUP: 6,
+                 API_HEARTBEAT: 4, API_LEAVE_GROUP: 4, API_SYNC_GROUP: 4, API_DESCRIBE_GROUPS: 5}
+
+
+class Enc(Writer):
+    """A Writer that encodes strings, bytes and arrays the way one message version wants."""
+
+    def __init__(self, flexible: bool):
+        super().__init__()
+        self.flexible = flexible
+
+    def str_(self, s: str | None):
+        return self.compact_string(s) if self.flexible else self.string(s)
+
+    def bytes_(self, b: bytes | None):
+        if self.flexible:
+            return self.uvarint(0) if b is None else self.uvarint(len(b) + 1).raw(b)
+        return self.i32(-1) if b is None else self.i32(len(b)).raw(b)
+
+    def arr(self, n: int | None):
+        if self.flexible:
+            return self.uvarint(0 if n is None else n + 1)
+        return self.i32(-1 if n is None else n)
+
+    def tags_(self):
+        return self.tags() if self.flexible else self
+
+
+class Dec:
+    """Reads a response body the way one message version encodes it."""
+
+    def __init__(self, r: Reader, flexible: bool):
+        self.r = r
+        self.flexible = flexible
+
+    def __getattr__(self, name):  # i8, i16, i32, i64, take
+        return getattr(self.r, name)
+
+    def str_(self):
+        return self.r.compact_string() if self.flexible else self.r.string()
+
+    def bytes_(self):
+        return self.r.compact_bytes() if self.flexible else self.r.nullable_bytes()
+
+    def arr(self) -> int:
+        return max(0, self.r.array_len(self.flexible))
+
+    def tags_(self):
+        if self.flexible:
+            self.r.skip_tags()
+
+
+def _call(conn: Conn, api_key: int, version: int, build) -> Dec:
+    flexible = version >= FLEXIBLE_FROM[api_key]
+    w = Enc(flexible)
+    build(w)
+    w.tags_()
+    cid = conn.send(api_key, version, w.bytes(), flexible)
+    return Dec(conn.receive(cid, flexible_header=flexible), flexible)
+
+
+def consumer_subscription(topics: list[str], user_data: bytes | None = None) -> bytes:
+    """ConsumerProtocolSubscription v0: what a consumer puts in JoinGroup's protocol metadata."""
+    w = Enc(False).i16(0).arr(len(topics))
+    for t in topics:
+        w.string(t)
+    return w.bytes_(user_data).bytes()
+
+
+def consumer_assignment(partitions: dict[str, list[int]]) -> bytes:
+    """ConsumerProtocolAssignment v0: what the leader sends each member in SyncGroup."""
+    w = Enc(False).i16(0).arr(len(partitions))
+    for t, ps in partitions.items():
+        w.string(t).arr(len(ps))
+        for p in ps:
+            w.i32(p)
+    return w.bytes_(None).bytes()
+
+
+def parse_consumer_assignment(b: bytes | None) -> dict[str, list[int]]:
+    if not b:
+        return {}
+    d = Dec(Reader(b), False)
+    d.i16()
+    out = {}
+    for _ in range(d.arr()):
+        t = d.r.string()
+        out[t] = [d.i32() for _ in range(d.arr())]
+    return out
+
+
+@dataclass
+class JoinGroupResponse:
+    error_code: int
+    generation_id: int
+    protocol_type: str | None
+    protocol_name: str | None
+    leader: str
+    skip_assignment: bool
+    member_id: str
+    members: list[tuple[str, str | None, bytes]]  # (member id, instance id, metadata)
+
+
+def join_group(conn: Conn, version: int, group: str, member_id: str = "", protocol_type: str = "consumer",
+               protocols: list[tuple[str, bytes]] = (), session_timeout_ms: int = 6000,
+               rebalance_timeout_ms: int = 10000, instance_id: str | None = None) -> JoinGroupResponse:
+    """JoinGroup v2-9."""
+    assert 2 <= version <= 9, version
+
+    def build(w: Enc):
+        w.str_(group).i32(session_timeout_ms).i32(rebalance_timeout_ms).str_(member_id)
+        if version >= 5:
+            w.str_(instance_id)
+        w.str_(protocol_type).arr(len(protocols))
+        for name, metadata in protocols:
+            w.str_(name).bytes_(metadata).tags_()
+        if version >= 8:
+            w.str_(None)  # reason
+
+    d = _call(conn, API_JOIN_GROUP, version, build)
+    d.i32()  # throttle_time_ms
+    error, generation = d.i16(), d.i32()
+    ptype = d.str_() if version >= 7 else None
+    pname = d.str_()
+    leader = d.str_()
+    skip = bool(d.i8()) if version >= 9 else False
+    member = d.str_()
+    members = []
+    for _ in range(d.arr()):
+        mid = d.str_()
+        iid = d.str_() if version >= 5 else None
+        members.append((mid, iid, d.bytes_()))
+        d.tags_()
+    return JoinGroupResponse(error, generation, ptype, pname, leader, skip, member, members)
+
+
+def sync_group(conn: Conn, version: int, group: str, generation: int, member_id: str,
+               assignments: dict[str, bytes] | None = None, protocol_type: str | None = "consumer",
+               protocol_name: str | None = None, instance_id: str | None = None) -> tuple[int, bytes | None]:
+    """SyncGroup v3-5: (error_code, this member's assignment)."""
+    assert 3 <= version <= 5, version
+
+    def build(w: Enc):
+        w.str_(group).i32(generation).str_(member_id).str_(instance_id)
+        if version >= 5:
+            w.str_(protocol_type).str_(protocol_name)
+        w.arr(len(assignments or {}))
+        for mid, a in (assignments or {}).items():
+            w.str_(mid).bytes_(a).tags_()
+
+    d = _call(conn, API_SYNC_GROUP, version, build)
+    d.i32()
+    error = d.i16()
+    if version >= 5:
+        d.str_()
+        d.str_()
+    return error, d.bytes_()
+
+
+def heartbeat(conn: Conn, version: int, group: str, generation: int, member_id: str,
+              instance_id: str | None = None) -> int:
+    """Heartbeat v3-4: the error code."""
+    assert 3 <= version <= 4, version
+    d = _call(conn, API_HEARTBEAT, version,
+              lambda w: w.str_(group).i32(generation).str_(member_id).str_(instance_id))
+    d.i32()
+    return d.i16()
+
+
+def leave_group(conn: Conn, version: int, group: str, members: list[tuple[str, str | None]]) -> tuple[int, list[tuple[str, int]]]:
+    """LeaveGroup v3-5 (batched members): (error_code, [(member id, error_code)])."""
+    assert 3 <= version <= 5, version
+
+    def build(w: Enc):
+        w.str_(group).arr(len(members))
+        for mid, iid in members:
+            w.str_(mid).str_(iid)
+            if version >= 5:
+                w.str_(None)  # reason
+            w.tags_()
+
+    d = _call(conn, API_LEAVE_GROUP, version, build)
+    d.i32()
+    error = d.i16()
+    out = []
+    for _ in range(d.arr()):
+        mid, _iid, err = d.str_(), d.str_(), d.i16()
+        d.tags_()
+        out.append((mid, err))
+    return error, out
+
+
+def offset_commit(conn: Conn, version: int, group: str, generation: int, member_id: str, topic: str,
+                  offsets: dict[int, int], metadata: str | None = "", instance_id: str | None = None) -> dict[int, int]:
+    """OffsetCommit v2-9 for one topic: partition -> error code."""
+    assert 2 <= version <= 9, version
+
+    def build(w: Enc):
+        w.str_(group).i32(generation).str_(member_id)
+        if version >= 7:
+            w.str_(instance_id)
+        if version <= 4:
+            w.i64(-1)  # retention_time_ms: the broker's
+        w.arr(1).str_(topic).arr(len(offsets))
+        for p, o in offsets.items():
+            w.i32(p).i64(o)
+            if version >= 6:
+                w.i32(-1)  # committed_leader_epoch
+            w.str_(metadata).tags_()
+        w.tags_()
+
+    d = _call(conn, API_OFFSET_COMMIT, version, build)
+    if version >= 3:
+        d.i32()
+    out = {}
+    for _ in range(d.arr()):
+        d.str_()
+        for _ in range(d.arr()):
+            p, err = d.i32(), d.i16()
+            d.tags_()
+            out[p] = err
+        d.tags_()
+    return out
+
+
+def offset_fetch(conn: Conn, version: int, groups: dict[str, dict[str, list[int]] | None]) -> dict[str, tuple[int, dict]]:
+    """OffsetFetch v8-9, several groups in one request: group -> (error code,
+    {(topic, partition): (offset, metadata, error code)}). None asks for all of a group's offsets."""
+    assert 8 <= version <= 9, version
+
+    def build(w: Enc):
+        w.arr(len(groups))
+        for g, topics in groups.items():
+            w.str_(g)
+            if version >= 9:
+                w.str_(None).i32(-1)  # member_id, member_epoch: not a member
+            if topics is None:
+                w.arr(None)
+            else:
+                w.arr(len(topics))
+                for t, ps in topics.items():
+                    w.str_(t).arr(len(ps))
+                    for p in ps:
+                        w.i32(p)
+                    w.tags_()
+            w.tags_()
+        w.i8(0)  # require_stable
+
+    d = _call(conn, API_OFFSET_FETCH, version, build)
+    d.i32()
+    out = {}
+    for _ in range(d.arr()):
+        g = d.str_()
+        offs = {}
+        for _ in range(d.arr()):
+            t = d.str_()
+            for _ in range(d.arr()):
+                p, off, _epoch, md, err = d.i32(), d.i64(), d.i32(), d.str_(), d.i16()
+                d.tags_()
+                offs[(t, p)] = (off, md, err)
+            d.tags_()
+        out[g] = (d.i16(), offs)
+        d.tags_()
+    return out
+
+
+@dataclass
+class DescribedGroup:
+    error_code: int
+    state: str
+    protocol_type: str
+    protocol: str
+    members: list[dict]
+
+
+def describe_groups(conn: Conn, version: int, groups: list[str]) -> dict[str, DescribedGroup]:
+    """DescribeGroups v1-6."""
+    assert 1 <= version <= 6, version
+
+    def build(w: Enc):
+        w.arr(len(groups))
+        for g in groups:
+            w.str_(g)
+        if version >= 3:
+            w.i8(0)
+
+    d = _call(conn, API_DESCRIBE_GROUPS, version, build)
+    d.i32()
+    out = {}
+    for _ in range(d.arr()):
+        err = d.i16()
+        if version >= 6:
+            d.str_()
+        gid, state, ptype, pdata = d.str_(), d.str_(), d.str_(), d.str_()
+        members = []
+        for _ in range(d.arr()):
+            m = {"member_id": d.str_()}
+            m["instance_id"] = d.str_() if version >= 4 else None
+            m["client_id"], m["client_host"] = d.str_(), d.str_()
+            m["metadata"], m["assignment"] = d.bytes_(), parse_consumer_assignment(d.bytes_())
+            d.tags_()
+            members.append(m)
+        if version >= 3:
+            d.i32()
+        d.tags_()
+        out[gid] = DescribedGroup(err, state, ptype, pdata, members)
+    return out
+
+
+@dataclass
+class Coordinator:
+    key: str
+    node_id: int
+    host: str
+    port: int
+    error_code: int
+
+
+def find_coordinators(conn: Conn, version: int, keys: list[str], key_type: int = 0) -> list[Coordinator]:
+    """FindCoordinator v4-6: several keys in one request (KIP-699)."""
+    assert 4 <= version <= 6, version
+
+    def build(w: Enc):
+        w.i8(key_type).arr(len(keys))
+        for k in keys:
+            w.str_(k)
+
+    d = _call(conn, API_FIND_COORDINATOR, version, build)
+    d.i32()
+    out = []
+    for _ in range(d.arr()):
+        key, node, host, port, err = d.str_(), d.i32(), d.str_(), d.i32(), d.i16()
+        d.str_()  # error_message
+        d.tags_()
+        out.append(Coordinator(key, node, host, port, err))
+    return out
+
+
+def find_coordinator_v3(conn: Conn, group: str) -> Coordinator:
+    """FindCoordinator v3 (one key, flexible): with the host and port, which find_coordinator skips."""
+    d = _call(conn, API_FIND_COORDINATOR, 3, lambda w: w.str_(group).i8(0))
+    d.i32()
+    err = d.i16()
+    d.str_()
+    node, host, port = d.i32(), d.str_(), d.i32()
+    return Coordinator(group, node, host, port, err)
