@@ -171,6 +171,8 @@ pub struct SyncInput {
 
 /// One classic group.
 pub struct ClassicGroup {
+    /// The group id, for logs.
+    pub id: String,
     state: ClassicState,
     /// Wall-clock ms of the last state change (offset expiry of empty groups counts from it).
     pub state_since_ms: i64,
@@ -224,6 +226,7 @@ impl ClassicGroup {
     /// A new, empty group.
     pub fn new() -> Self {
         ClassicGroup {
+            id: String::new(),
             state: ClassicState::Empty,
             state_since_ms: wall_ms(),
             protocol_type: None,
@@ -427,6 +430,7 @@ impl ClassicGroup {
             }
             ClassicState::Stable if same && !is_leader => Answer::Now(self.join_response_for(&id)),
             ClassicState::CompletingRebalance | ClassicState::Stable => {
+                tracing::debug!(group = %self.id, member = %id, is_leader, same, state = self.state.name(), "known member rejoined");
                 let answer = self.update_member_and_wait(cfg, &id, input, now);
                 self.prepare_rebalance(cfg, now, "member changed its protocols or the leader rejoined");
                 answer
@@ -513,10 +517,10 @@ impl ClassicGroup {
                 .push(Delivery::Join(tx, join_error(&old_id, ResponseError::FencedInstanceId)));
         }
         if let Some(tx) = member.sync_waiter.take() {
-            self.outbox
-                .push(Delivery::Sync(tx, sync_error(ResponseError::FencedInstanceId)));
+            self.outbox.push(Delivery::Sync(tx, sync_error(ResponseError::FencedInstanceId)));
         }
-        let old_protocols = std::mem::replace(&mut member.protocols, input.protocols.clone());
+        let leader_before = self.leader.clone();
+        member.protocols = input.protocols.clone();
         member.id = new_id.clone();
         member.rebalance_timeout_ms = input.rebalance_timeout_ms;
         member.session_timeout_ms = input.session_timeout_ms;
@@ -533,44 +537,42 @@ impl ClassicGroup {
             self.leader = Some(new_id.clone());
         }
         self.members.insert(new_id.clone(), member);
-        match self.state {
-            ClassicState::Stable => {
-                let unchanged = self.select_protocol() == self.protocol_name;
-                if unchanged {
-                    // KIP-345: a static member coming back with the same protocols gets its
-                    // old assignment under the new id; nobody else rebalances.
-                    self.dirty = true;
-                    let is_leader = self.leader.as_deref() == Some(new_id.as_str());
-                    let mut resp = self.join_response_for(&new_id);
-                    if is_leader {
-                        // KIP-814: the leader gets the members but must not reassign.
-                        resp = resp.with_skip_assignment(true);
-                    }
-                    return Answer::Now(resp);
+        if self.state == ClassicState::Stable && self.select_protocol() == self.protocol_name {
+            // KIP-345: a static member coming back with the same protocols gets its old
+            // assignment under the new id; nobody else rebalances.
+            self.dirty = true;
+            let resp = if input.version >= 9 {
+                // KIP-814: a returning leader gets the members but must not reassign.
+                let is_leader = self.leader.as_deref() == Some(new_id.as_str());
+                let mut r = self.join_response_for(&new_id).with_skip_assignment(is_leader);
+                if !is_leader {
+                    r.members.clear();
                 }
-                let (tx, rx) = oneshot::channel();
-                if let Some(m) = self.members.get_mut(&new_id) {
-                    m.join_waiter = Some(tx);
-                }
-                self.prepare_rebalance(cfg, now, "a static member rejoined with other protocols");
-                Answer::Later(rx)
-            }
-            ClassicState::CompletingRebalance if old_protocols == input.protocols => {
-                Answer::Now(self.join_response_for(&new_id))
-            }
-            _ => {
-                let (tx, rx) = oneshot::channel();
-                if let Some(m) = self.members.get_mut(&new_id) {
-                    m.join_waiter = Some(tx);
-                }
-                if self.state == ClassicState::PreparingRebalance {
-                    self.try_complete_join(cfg, now);
-                } else {
-                    self.prepare_rebalance(cfg, now, "a static member rejoined");
-                }
-                Answer::Later(rx)
-            }
+                r
+            } else {
+                // Older clients cannot be told to skip the assignment: like Kafka, answer as
+                // to a follower, naming the leader as it was, so the returning member does
+                // not compute an assignment (and then rejoin to apply it).
+                let mut r = self.join_response_for(&new_id);
+                r.members.clear();
+                r.leader = s(leader_before.as_deref().unwrap_or(""));
+                r
+            };
+            return Answer::Now(resp);
         }
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = self.members.get_mut(&new_id) {
+            m.join_waiter = Some(tx);
+        }
+        match self.state {
+            // The old id may already be in the leader's assignment: rebalance so that the
+            // new id gets one (Kafka does the same).
+            ClassicState::CompletingRebalance | ClassicState::Stable => {
+                self.prepare_rebalance(cfg, now, "a static member rejoined")
+            }
+            _ => self.try_complete_join(cfg, now),
+        }
+        Answer::Later(rx)
     }
 
     /// The JoinGroup response of the current generation for one member.
@@ -614,7 +616,7 @@ impl ClassicGroup {
     }
 
     fn prepare_rebalance(&mut self, cfg: &GroupConfig, now: Instant, reason: &str) {
-        tracing::debug!(reason, generation = self.generation, "preparing rebalance");
+        tracing::debug!(group = %self.id, reason, generation = self.generation, state = self.state.name(), "preparing rebalance");
         // Members waiting for the assignment of a generation that will not complete.
         for m in self.members.values_mut() {
             if let Some(tx) = m.sync_waiter.take() {
@@ -626,9 +628,12 @@ impl ClassicGroup {
         self.sync_deadline = None;
         let was_empty = self.state == ClassicState::Empty;
         self.set_state(ClassicState::PreparingRebalance);
-        if was_empty && cfg.initial_rebalance_delay_ms > 0 {
+        if was_empty {
             // group.initial.rebalance.delay.ms: wait for more of a starting group's members,
-            // extending while they keep arriving, within the rebalance timeout.
+            // extending while they keep arriving, within the rebalance timeout. Even with a
+            // delay of 0 the join completes on the next timer tick rather than inside this
+            // request, as Kafka's timer does: members starting together land in one generation
+            // instead of forcing a second rebalance at once.
             let delay = cfg.initial_rebalance_delay_ms;
             self.initial_remaining_ms = Some(self.max_rebalance_timeout_ms().saturating_sub(delay));
             self.new_member_added = false;
@@ -676,6 +681,7 @@ impl ClassicGroup {
             self.leader = self.members.keys().next().cloned();
         }
         self.set_state(ClassicState::CompletingRebalance);
+        tracing::debug!(group = %self.id, generation = self.generation, members = self.members.len(), leader = ?self.leader, "join complete");
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in &ids {
             let resp = self.join_response_for(id);
@@ -900,7 +906,7 @@ impl ClassicGroup {
             .collect();
         if !expired.is_empty() {
             for id in &expired {
-                tracing::info!(member = %id, "member's session timed out; removing it from the group");
+                tracing::info!(group = %self.id, member = %id, "member's session timed out; removing it from the group");
                 self.remove_member(id);
             }
             self.after_removal(cfg, now, "session timeout");

@@ -97,10 +97,12 @@ pub struct Group {
 
 impl Group {
     fn new(id: &str, partition: i32) -> Self {
+        let mut classic = ClassicGroup::new();
+        classic.id = id.to_string();
         Group {
             id: id.to_string(),
             partition,
-            kind: GroupKind::Classic(ClassicGroup::new()),
+            kind: GroupKind::Classic(classic),
             offsets: BTreeMap::new(),
             pending_txn: BTreeMap::new(),
             dead: false,
@@ -154,7 +156,9 @@ impl Group {
 
     /// Makes this (empty) group a classic group, keeping its offsets.
     pub fn make_classic(&mut self) {
-        self.kind = GroupKind::Classic(ClassicGroup::new());
+        let mut classic = ClassicGroup::new();
+        classic.id = self.id.clone();
+        self.kind = GroupKind::Classic(classic);
         self.dirty = true;
     }
 
@@ -225,6 +229,9 @@ impl GroupCoordinator {
             };
             let mut group = Group::new(&g.group_id, g.partition);
             group.kind = kind;
+            if let GroupKind::Classic(c) = &mut group.kind {
+                c.id = g.group_id.clone();
+            }
             groups.insert(g.group_id, group);
         }
         for (partition, group_id, producer_id, value) in loaded.pending_offsets {

@@ -76,7 +76,10 @@ async fn two_members_join_sync_and_rebalance_when_one_leaves() {
     let mut g = ClassicGroup::new();
     let (a, mut rx_a) = join_new(&mut g, &c, now);
     deliver(&mut g);
-    let ra = rx_a.try_recv().expect("a single member completes the join at once");
+    assert!(rx_a.try_recv().is_err(), "the first join completes on the next timer tick");
+    g.tick(&c, now);
+    deliver(&mut g);
+    let ra = rx_a.try_recv().expect("a single member completes the join at the first tick");
     assert_eq!(ra.generation_id, 1);
     assert_eq!(ra.leader.as_str(), a);
     assert_eq!(ra.members.len(), 1);
@@ -146,6 +149,7 @@ async fn session_timeout_removes_a_silent_member() {
     let t0 = Instant::now();
     let mut g = ClassicGroup::new();
     let (a, _rx) = join_new(&mut g, &c, t0);
+    g.tick(&c, t0);
     deliver(&mut g);
     let _ = sync(&mut g, &a, 1, vec![], t0);
     deliver(&mut g);
@@ -167,6 +171,7 @@ async fn inconsistent_protocols_are_refused_and_the_group_is_unharmed() {
     let now = Instant::now();
     let mut g = ClassicGroup::new();
     let (a, _rx) = join_new(&mut g, &c, now);
+    g.tick(&c, now);
     deliver(&mut g);
     let mut other = input("", None, &["roundrobin"]);
     let r = now_of(g.join(&c, other, now));
@@ -187,6 +192,7 @@ async fn static_member_rejoin_keeps_its_assignment_without_rebalance() {
     let Answer::Later(mut rx) = g.join(&c, input("", Some("i1"), &["range"]), now) else {
         panic!("static members join without MEMBER_ID_REQUIRED")
     };
+    g.tick(&c, now);
     deliver(&mut g);
     let r = rx.try_recv().expect("joined");
     let first_id = r.member_id.to_string();
@@ -232,6 +238,7 @@ async fn records_round_trip() {
     let now = Instant::now();
     let mut g = ClassicGroup::new();
     let (a, _rx) = join_new(&mut g, &c, now);
+    g.tick(&c, now);
     deliver(&mut g);
     let _ = sync(&mut g, &a, 1, vec![(a.clone(), Bytes::from_static(b"X"))], now);
     deliver(&mut g);
