@@ -517,7 +517,8 @@ impl ClassicGroup {
                 .push(Delivery::Join(tx, join_error(&old_id, ResponseError::FencedInstanceId)));
         }
         if let Some(tx) = member.sync_waiter.take() {
-            self.outbox.push(Delivery::Sync(tx, sync_error(ResponseError::FencedInstanceId)));
+            self.outbox
+                .push(Delivery::Sync(tx, sync_error(ResponseError::FencedInstanceId)));
         }
         let leader_before = self.leader.clone();
         member.protocols = input.protocols.clone();

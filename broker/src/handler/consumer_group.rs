@@ -10,13 +10,10 @@ use kafka_protocol::messages::{
 };
 use tokio::time::Instant;
 
-use super::{str_bytes, RequestContext, AUTHORIZED_OPERATIONS_OMITTED};
+use super::{str_bytes, RequestContext, AUTHORIZED_OPERATIONS_OMITTED, GROUP_AUTHORIZED_OPERATIONS};
 use crate::group::consumer::{self, TopicInfo, TopicsView};
 use crate::group::GroupKind;
 use crate::Broker;
-
-/// Kafka's bit set of what a group allows (READ, DELETE, DESCRIBE) without an authorizer.
-const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 /// The cluster's topics as the assignors see them.
 pub fn topics_view(broker: &Broker) -> TopicsView {

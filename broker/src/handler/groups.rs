@@ -15,14 +15,10 @@ use kafka_protocol::messages::{
 };
 use tokio::time::Instant;
 
-use super::{str_bytes, RequestContext, AUTHORIZED_OPERATIONS_OMITTED};
+use super::{str_bytes, RequestContext, AUTHORIZED_OPERATIONS_OMITTED, GROUP_AUTHORIZED_OPERATIONS};
 use crate::group::classic::{Answer, ClassicState, JoinInput, SyncInput};
 use crate::group::GroupKind;
 use crate::Broker;
-
-/// Kafka's bit set of the operations a group allows (READ, DELETE, DESCRIBE) when no
-/// authorizer is configured.
-const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
 fn join_error(version: i16, member_id: &str, error: ResponseError) -> JoinGroupResponse {
     finish_join(

@@ -355,6 +355,10 @@ pub fn led_partition<'a>(
 /// Authorized-operations value meaning "not requested" (Kafka's `Integer.MIN_VALUE`).
 pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
+/// Kafka's bit set of the operations a group allows (READ, DELETE, DESCRIBE) when no
+/// authorizer is configured.
+pub const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,10 +76,15 @@ async fn two_members_join_sync_and_rebalance_when_one_leaves() {
     let mut g = ClassicGroup::new();
     let (a, mut rx_a) = join_new(&mut g, &c, now);
     deliver(&mut g);
-    assert!(rx_a.try_recv().is_err(), "the first join completes on the next timer tick");
+    assert!(
+        rx_a.try_recv().is_err(),
+        "the first join completes on the next timer tick"
+    );
     g.tick(&c, now);
     deliver(&mut g);
-    let ra = rx_a.try_recv().expect("a single member completes the join at the first tick");
+    let ra = rx_a
+        .try_recv()
+        .expect("a single member completes the join at the first tick");
     assert_eq!(ra.generation_id, 1);
     assert_eq!(ra.leader.as_str(), a);
     assert_eq!(ra.members.len(), 1);
