@@ -258,6 +258,22 @@ async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Rece
                     .record(started.elapsed().as_secs_f64());
                 continue;
             }
+            Reply::SendParts(parts) => {
+                let started = std::time::Instant::now();
+                // Large slices bypass the BufWriter's buffer (tokio writes a slice at least as
+                // large as its capacity straight through), small ones are gathered in it.
+                for p in &parts {
+                    if out.write_all(p).await.is_err() {
+                        return;
+                    }
+                }
+                if rx.is_empty() && out.flush().await.is_err() {
+                    return;
+                }
+                metrics::histogram!("fjord_response_send_seconds", "api" => crate::metrics::api_name(api))
+                    .record(started.elapsed().as_secs_f64());
+                continue;
+            }
             Reply::Nothing => {}
             Reply::Close => {
                 let _ = out.flush().await;

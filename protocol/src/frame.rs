@@ -108,6 +108,107 @@ pub fn encode_response(
     Ok(buf.freeze())
 }
 
+/// Record sets at least this large are not copied into an encoded Fetch response: the frame is
+/// sent as slices instead (see [`encode_response_parts`]).
+pub const SPLICE_MIN_BYTES: usize = 4 << 10;
+
+/// Bytes of the marker that stands for a record set while a Fetch response is encoded.
+const MARKER_BYTES: usize = 16;
+
+/// Encodes a response as a list of slices whose concatenation is the frame. For a Fetch, every
+/// record set of at least [`SPLICE_MIN_BYTES`] is a slice of the stored batches themselves
+/// rather than a copy: the response is encoded with a unique 16-byte marker in place of each
+/// such record set, and the frame is then cut at the markers with the real length prefixes and
+/// record slices put in. Everything else is one slice, as [`encode_response`] makes it.
+///
+/// The markers are random (a v4 UUID each), so one turning up by accident in the rest of the
+/// response (ids, names) is as likely as a UUID collision; they are looked for in order, after
+/// the previous one.
+pub fn encode_response_parts(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: ResponseKind,
+) -> Result<Vec<Bytes>, FrameError> {
+    let ResponseKind::Fetch(mut fetch) = body else {
+        return encode_response(api_key, version, correlation_id, &body).map(|b| vec![b]);
+    };
+    let mut spliced: Vec<([u8; MARKER_BYTES], Bytes)> = Vec::new();
+    for t in fetch.responses.iter_mut() {
+        for p in t.partitions.iter_mut() {
+            if p.records.as_ref().is_some_and(|r| r.len() >= SPLICE_MIN_BYTES) {
+                let marker = *uuid::Uuid::new_v4().as_bytes();
+                let real = p.records.replace(Bytes::copy_from_slice(&marker)).unwrap_or_default();
+                spliced.push((marker, real));
+            }
+        }
+    }
+    let encoded = encode_response(api_key, version, correlation_id, &ResponseKind::Fetch(fetch))?;
+    if spliced.is_empty() {
+        return Ok(vec![encoded]);
+    }
+    // Flexible versions (12+) prefix records with an unsigned varint of length + 1, older ones
+    // with an i32 length.
+    let flexible = version >= 12;
+    let old_prefix = if flexible { 1 } else { 4 };
+    let mut parts = Vec::with_capacity(spliced.len() * 3 + 1);
+    let mut from = 0;
+    let mut total = encoded.len();
+    for (marker, real) in spliced {
+        let at = find(&encoded[from..], &marker)
+            .map(|i| from + i)
+            .ok_or_else(|| FrameError::Malformed("fetch response: a record marker went missing".into()))?;
+        let prefix_at = at
+            .checked_sub(old_prefix)
+            .filter(|p| *p >= from)
+            .ok_or_else(|| FrameError::Malformed("fetch response: no room for a length prefix".into()))?;
+        let mut prefix = BytesMut::with_capacity(5);
+        if flexible {
+            put_unsigned_varint(&mut prefix, real.len() as u64 + 1);
+        } else {
+            let len = i32::try_from(real.len()).map_err(|_| FrameError::Malformed("record set over 2 GiB".into()))?;
+            prefix.put_i32(len);
+        }
+        total = total - old_prefix - MARKER_BYTES + prefix.len() + real.len();
+        parts.push(encoded.slice(from..prefix_at));
+        parts.push(prefix.freeze());
+        parts.push(real);
+        from = at + MARKER_BYTES;
+    }
+    parts.push(encoded.slice(from..));
+    // The frame's own length prefix changes too; it is in the first slice.
+    let body_len = i32::try_from(total - LENGTH_PREFIX_BYTES)
+        .map_err(|_| FrameError::Malformed("response larger than 2 GiB".into()))?;
+    let mut head = BytesMut::from(&parts[0][..]);
+    head[..LENGTH_PREFIX_BYTES].copy_from_slice(&body_len.to_be_bytes());
+    parts[0] = head.freeze();
+    Ok(parts)
+}
+
+/// First position of `needle` (non-empty) in `haystack`. The haystack is the encoded response
+/// without its large record sets, so at most a few KiB per partition.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while at + needle.len() <= haystack.len() {
+        let i = haystack[at..=haystack.len() - needle.len()]
+            .iter()
+            .position(|b| *b == needle[0])?;
+        if haystack[at + i..at + i + needle.len()] == *needle {
+            return Some(at + i);
+        }
+        at += i + 1;
+    }
+    None
+}
+
+fn put_unsigned_varint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
 /// A capacity that holds the encoded response without growing: the record bytes of a Fetch
 /// response plus room for the per-partition fields; small for everything else.
 fn size_hint(body: &ResponseKind) -> usize {
@@ -157,6 +258,45 @@ pub fn decode_api_versions_body(mut body: Bytes, version: i16) -> Option<ApiVers
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spliced_fetch_responses_are_byte_identical_to_encoded_ones() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::{FetchResponse, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        let records = |n: usize, fill: u8| Bytes::from(vec![fill; n]);
+        let response = FetchResponse::default().with_session_id(7).with_responses(vec![
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("a")))
+                .with_topic_id(uuid::Uuid::from_u128(0x1234_5678_9abc_def0))
+                .with_partitions(vec![
+                    PartitionData::default()
+                        .with_partition_index(0)
+                        .with_records(Some(records(100_000, 1))),
+                    PartitionData::default()
+                        .with_partition_index(1)
+                        .with_records(Some(records(10, 2))),
+                    PartitionData::default().with_partition_index(2).with_records(None),
+                    PartitionData::default()
+                        .with_partition_index(3)
+                        .with_records(Some(records(5000, 3))),
+                ]),
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("b")))
+                .with_partitions(vec![PartitionData::default()
+                    .with_partition_index(0)
+                    .with_records(Some(records(300_000, 4)))]),
+        ]);
+        for version in [4, 7, 11, 12, 13, 16, 17, 18] {
+            let whole =
+                encode_response(ApiKey::Fetch, version, 42, &ResponseKind::Fetch(response.clone())).expect("encodes");
+            let parts = encode_response_parts(ApiKey::Fetch, version, 42, ResponseKind::Fetch(response.clone()))
+                .expect("encodes in parts");
+            assert!(parts.len() > 1, "v{version}: the large record sets are slices");
+            let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(joined, whole.to_vec(), "v{version}");
+        }
+    }
+
     use super::*;
     use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
     use kafka_protocol::protocol::StrBytes;

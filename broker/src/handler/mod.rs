@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fjord_controller::{PartitionMeta, TopicMeta};
-use fjord_protocol::frame::{encode_response, Request};
+use fjord_protocol::frame::{encode_response, encode_response_parts, Request};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
@@ -155,6 +155,16 @@ impl RequestContext {
     /// Encodes a response for this request.
     pub fn respond(&self, body: ResponseKind) -> Reply {
         crate::metrics::count_errors(self.api_key, &body);
+        if self.api_key == ApiKey::Fetch {
+            // Record sets go out as slices of what storage read, not copied into the frame.
+            return match encode_response_parts(self.api_key, self.version, self.correlation_id, body) {
+                Ok(parts) => Reply::SendParts(parts),
+                Err(e) => {
+                    tracing::error!(version = self.version, error = %e, "fetch response does not encode; closing the connection");
+                    Reply::Close
+                }
+            };
+        }
         match encode_response(self.api_key, self.version, self.correlation_id, &body) {
             Ok(bytes) => Reply::Send(bytes),
             Err(e) => {
@@ -170,6 +180,8 @@ impl RequestContext {
 pub enum Reply {
     /// Write these bytes (a whole response frame).
     Send(Bytes),
+    /// Write these slices, in order: together they are one response frame.
+    SendParts(Vec<Bytes>),
     /// No response (Produce with acks=0).
     Nothing,
     /// Close the connection (how Kafka signals an error to an acks=0 producer).
