@@ -245,44 +245,30 @@ async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Rece
                 Reply::Close
             }
         };
-        match reply {
-            Reply::Send(bytes) => {
-                let started = std::time::Instant::now();
-                if out.write_all(&bytes).await.is_err() {
-                    return;
-                }
-                if rx.is_empty() && out.flush().await.is_err() {
-                    return;
-                }
-                metrics::histogram!("fjord_response_send_seconds", "api" => crate::metrics::api_name(api))
-                    .record(started.elapsed().as_secs_f64());
-                continue;
-            }
-            Reply::SendParts(parts) => {
-                let started = std::time::Instant::now();
-                // Large slices bypass the BufWriter's buffer (tokio writes a slice at least as
-                // large as its capacity straight through), small ones are gathered in it.
-                for p in &parts {
-                    if out.write_all(p).await.is_err() {
-                        return;
-                    }
-                }
-                if rx.is_empty() && out.flush().await.is_err() {
-                    return;
-                }
-                metrics::histogram!("fjord_response_send_seconds", "api" => crate::metrics::api_name(api))
-                    .record(started.elapsed().as_secs_f64());
-                continue;
-            }
-            Reply::Nothing => {}
+        let parts = match reply {
+            Reply::Send(bytes) => vec![bytes],
+            Reply::SendParts(parts) => parts,
+            Reply::Nothing => Vec::new(),
             Reply::Close => {
                 let _ = out.flush().await;
+                return;
+            }
+        };
+        let started = std::time::Instant::now();
+        // Large slices (a Fetch's record sets) bypass the BufWriter's buffer: tokio writes a
+        // slice at least as large as its capacity straight through. Small ones gather in it.
+        for p in &parts {
+            if out.write_all(p).await.is_err() {
                 return;
             }
         }
         // Flush when nothing else is ready, so pipelined responses share a write.
         if rx.is_empty() && out.flush().await.is_err() {
             return;
+        }
+        if !parts.is_empty() {
+            metrics::histogram!("fjord_response_send_seconds", "api" => crate::metrics::api_name(api))
+                .record(started.elapsed().as_secs_f64());
         }
     }
     let _ = out.flush().await;
