@@ -602,6 +602,32 @@ impl ClassicGroup {
             .with_members(members)
     }
 
+    /// Who may commit offsets to this group (Kafka's `ClassicGroup.validateOffsetCommit`).
+    pub fn validate_offset_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        let empty = self.state == ClassicState::Empty;
+        if generation < 0 && empty {
+            // The admin client, or a consumer that assigns partitions itself.
+            return Ok(());
+        }
+        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            self.validate_member(member_id, instance_id)?;
+            if generation != self.generation {
+                return Err(ResponseError::IllegalGeneration);
+            }
+        } else if !empty {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if self.state == ClassicState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        Ok(())
+    }
+
     fn validate_member(&self, id: &str, instance_id: Option<&str>) -> Result<(), ResponseError> {
         if let Some(iid) = instance_id {
             match self.static_members.get(iid) {

@@ -38,46 +38,16 @@ fn validate_commit(
     instance_id: Option<&str>,
     generation: i32,
 ) -> Result<(), ResponseError> {
-    let c = match &group.kind {
-        GroupKind::Classic(c) => c,
+    match &group.kind {
+        GroupKind::Classic(c) => c.validate_offset_commit(member_id, instance_id, generation),
         GroupKind::Consumer(c) => {
             // Members of KIP-848 groups commit with v9+, which carries the member epoch.
             if generation >= 0 && version < 9 {
                 return Err(ResponseError::UnsupportedVersion);
             }
-            return c.validate_offset_commit(member_id, generation);
+            c.validate_offset_commit(member_id, generation)
         }
-    };
-    let empty = c.state() == ClassicState::Empty;
-    if generation < 0 && empty {
-        // The admin client, or a consumer that assigns partitions itself.
-        return Ok(());
     }
-    if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
-        if let Some(iid) = instance_id {
-            let owner = c
-                .members()
-                .find(|m| m.instance_id.as_deref() == Some(iid))
-                .map(|m| m.id.as_str());
-            match owner {
-                None => return Err(ResponseError::UnknownMemberId),
-                Some(o) if o != member_id => return Err(ResponseError::FencedInstanceId),
-                Some(_) => {}
-            }
-        }
-        if !c.has_member(member_id) {
-            return Err(ResponseError::UnknownMemberId);
-        }
-        if generation != c.generation() {
-            return Err(ResponseError::IllegalGeneration);
-        }
-    } else if !empty {
-        return Err(ResponseError::UnknownMemberId);
-    }
-    if c.state() == ClassicState::CompletingRebalance {
-        return Err(ResponseError::RebalanceInProgress);
-    }
-    Ok(())
 }
 
 /// OffsetCommit.

@@ -165,13 +165,9 @@ async fn snapshot_group(broker: &Broker, id: &str, names_by_id: &HashMap<uuid::U
     let mut lag = Vec::new();
     let mut total_lag = 0;
     for ((topic, p), o) in &g.offsets {
-        let Some(t) = meta.topics.get(topic) else {
+        let Some((_, offsets, l)) = partition_lag(broker, &meta, topic, *p, o.offset) else {
             continue;
         };
-        let Some(offsets) = broker.store.offsets(&partition_id(t, *p)) else {
-            continue;
-        };
-        let l = (offsets.high_watermark - o.offset).max(0);
         total_lag += l;
         lag.push(LagView {
             topic: topic.clone(),
@@ -193,6 +189,20 @@ async fn snapshot_group(broker: &Broker, id: &str, names_by_id: &HashMap<uuid::U
             total_lag,
         },
     })
+}
+
+/// A committed offset's partition, its offsets and the lag (high watermark minus the commit,
+/// never negative); `None` when the topic or partition is gone.
+fn partition_lag(
+    broker: &Broker,
+    meta: &fjord_controller::ClusterMetadata,
+    topic: &str,
+    partition: i32,
+    committed: i64,
+) -> Option<(fjord_storage::PartitionId, fjord_storage::PartitionOffsets, i64)> {
+    let pid = partition_id(meta.topics.get(topic)?, partition);
+    let offsets = broker.store.offsets(&pid)?;
+    Some((pid, offsets, (offsets.high_watermark - committed).max(0)))
 }
 
 /// The status document.
@@ -392,14 +402,9 @@ async fn collect_groups(broker: &Broker) {
         drop(g);
         let mut total = 0i64;
         for ((topic, p), committed) in offsets {
-            let Some(t) = meta.topics.get(&topic) else {
+            let Some((pid, o, lag)) = partition_lag(broker, &meta, &topic, p, committed) else {
                 continue;
             };
-            let pid = partition_id(t, p);
-            let Some(o) = broker.store.offsets(&pid) else {
-                continue;
-            };
-            let lag = (o.high_watermark - committed).max(0);
             total += lag;
             if series >= crate::metrics::MAX_LAG_SERIES {
                 continue;
