@@ -451,6 +451,15 @@ impl Config {
         Ok(cfg)
     }
 
+    /// `log.segment.bytes` (default 1 GiB): the size at which a partition's segment file rolls.
+    pub fn segment_bytes(&self) -> u64 {
+        self.topic_defaults
+            .get("segment.bytes")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(fjord_storage::DEFAULT_SEGMENT_BYTES)
+    }
+
     /// Reads `fjord [server.properties] [--override key=value]...` plus the environment.
     pub fn from_args_and_env(
         args: impl IntoIterator<Item = String>,

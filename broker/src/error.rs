@@ -27,7 +27,7 @@ pub fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         StorageError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
-        StorageError::Corruption(_) | StorageError::Rocks(_) => {
+        StorageError::Corruption(_) | StorageError::Rocks(_) | StorageError::Io(_) => {
             tracing::error!(error = %e, "storage failure answered as KAFKA_STORAGE_ERROR");
             ResponseError::KafkaStorageError
         }

@@ -160,6 +160,7 @@ pub async fn run(
         data_dir: data_dir.join(LOGS_SUBDIR),
         flush_interval_messages: config.flush_interval_messages,
         flush_interval_ms: config.flush_interval_ms,
+        segment_bytes: config.segment_bytes(),
     };
     let store_task = tokio::task::spawn_blocking(move || LogStore::open(storage_cfg));
     let advertised = config

@@ -19,6 +19,9 @@ pub enum StorageError {
     /// Bytes on disk that do not parse: a bug or a damaged disk; a human must look.
     #[error("corrupt data on disk: {0}")]
     Corruption(String),
+    /// A segment file could not be written, read or synced (a full or failing disk).
+    #[error("segment i/o: {0}")]
+    Io(String),
     /// RocksDB refused an operation.
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),

@@ -389,6 +389,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             flush_interval_messages: i64::MAX,
             flush_interval_ms: None,
+            segment_bytes: crate::DEFAULT_SEGMENT_BYTES,
         };
         {
             let store = LogStore::open(cfg.clone()).expect("open");

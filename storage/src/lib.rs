@@ -1,9 +1,10 @@
 //! Fjord's partition logs on RocksDB.
 //!
-//! Every partition's record batches live in one column family, keyed by
+//! Every partition's record batches are appended to its segment files ([`segments`]), as the
+//! producer sent them with only the base offset and leader epoch patched in
+//! ([`fjord_protocol::batch`]). One column family indexes them, keyed by
 //! `(topic id, partition, base offset)` in big-endian so that key order is log order and a
-//! Fetch is one seek plus a forward scan. Batches are stored as the producer sent them, with
-//! only the base offset and leader epoch patched in ([`fjord_protocol::batch`]).
+//! Fetch is one seek plus a forward scan that turns into positioned reads of the segments.
 //!
 //! All writes go through one writer thread ([`writer`]) that owns offset assignment: it drains
 //! its queue, builds one RocksDB `WriteBatch` for everything queued, writes it (synced to disk
@@ -18,10 +19,12 @@ pub mod groups;
 mod keys;
 mod log;
 pub mod producers;
+mod segments;
 mod writer;
 
 pub use error::{Result, StorageError};
 pub use groups::{CommittedOffset, GroupStore, GroupWrite, LoadedGroups, StoredGroup, StoredOffset};
+pub use segments::DEFAULT_SEGMENT_BYTES;
 pub use log::{AppendBatch, AppendResult, LogStore, PartitionOffsets, PendingAppend, ReadResult, StorageConfig};
 
 /// A partition of a topic, named by the topic's id (so a topic deleted and created again

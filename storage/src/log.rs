@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::{Bytes, BytesMut};
-use fjord_protocol::batch::{record_stamps, BatchHeader, LOG_OVERHEAD_BYTES};
+use bytes::Bytes;
+use fjord_protocol::batch::record_stamps;
 use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -13,6 +13,7 @@ use crate::error::{Result, StorageError};
 use crate::groups::{GroupStore, CF_GROUPS};
 use crate::keys::{self, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX, PID_BYTES};
 use crate::producers::{AbortedTxn, ProducerBatch, ProducerEntry, TxnMarker};
+use crate::segments::{SegmentWriter, Segments, Stored};
 use crate::writer::{self, WriteOp};
 use crate::PartitionId;
 
@@ -20,8 +21,8 @@ use crate::PartitionId;
 /// `append` (backpressure) instead of growing a queue without bound.
 pub const WRITER_QUEUE_DEPTH: usize = 4096;
 
-/// Most a read reserves up front; a larger read (KIP-74's oversized first batch) grows.
-const READ_RESERVE_MAX_BYTES: usize = 8 << 20;
+/// Subdirectory of the store holding the segment files.
+const SEGMENTS_SUBDIR: &str = "segments";
 
 /// WAL kept before RocksDB flushes the column families that pin it (see `db_options`).
 const MAX_TOTAL_WAL_BYTES: u64 = 128 << 20;
@@ -40,6 +41,9 @@ pub struct StorageConfig {
     pub flush_interval_messages: i64,
     /// `log.flush.interval.ms`: fsync the WAL at least this often, if set.
     pub flush_interval_ms: Option<u64>,
+    /// `log.segment.bytes`: a partition's segment file is rolled before it would grow past
+    /// this (a larger batch gets a segment of its own).
+    pub segment_bytes: u64,
 }
 
 /// Offsets of one partition.
@@ -131,6 +135,7 @@ pub struct LogStore {
     db: Arc<DB>,
     partitions: Arc<PartitionMap>,
     aborted: Arc<AbortedMap>,
+    segments: Arc<Segments>,
     writer: mpsc::Sender<WriteOp>,
     appended: watch::Receiver<u64>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -195,7 +200,8 @@ impl LogStore {
             ColumnFamilyDescriptor::new(CF_GROUPS, Options::default()),
         ];
         let db = Arc::new(DB::open_cf_descriptors(&db_options(), &cfg.data_dir, cfs)?);
-        let recovered = recover(&db)?;
+        let segments = Arc::new(Segments::open(cfg.data_dir.join(SEGMENTS_SUBDIR), cfg.segment_bytes)?);
+        let recovered = recover(&db, &segments)?;
         let partitions = Arc::new(RwLock::new(recovered.partitions));
         let aborted = Arc::new(RwLock::new(recovered.aborted));
         let producers = recovered.producers;
@@ -203,21 +209,27 @@ impl LogStore {
         let (appended_tx, appended) = watch::channel(0u64);
         let writer_thread = {
             let db = db.clone();
+            let segments = SegmentWriter::new(segments.clone(), recovered.active);
             let partitions = partitions.clone();
             let aborted = aborted.clone();
             let flush_every = cfg.flush_interval_messages;
             std::thread::Builder::new()
                 .name("fjord-log-writer".into())
-                .spawn(move || writer::run(db, partitions, producers, aborted, rx, appended_tx, flush_every))
+                .spawn(move || {
+                    writer::run(db, segments, partitions, producers, aborted, rx, appended_tx, flush_every)
+                })
                 .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
         };
-        let flusher_stop = cfg.flush_interval_ms.map(|ms| spawn_flusher(db.clone(), ms));
+        let flusher_stop = cfg
+            .flush_interval_ms
+            .map(|ms| spawn_flusher(db.clone(), segments.clone(), ms));
         // A group write is one "message" under log.flush.interval.messages.
         let groups = GroupStore::new(db.clone(), cfg.flush_interval_messages <= 1);
         Ok(Arc::new(LogStore {
             groups,
             aborted,
             db,
+            segments,
             partitions,
             writer: tx,
             appended,
@@ -433,9 +445,10 @@ impl LogStore {
                 offsets,
             });
         }
-        let db = self.db.clone();
-        let records =
-            tokio::task::spawn_blocking(move || read_batches(&db, &pid, offset, upper, max_bytes, at_least_one))
+        let (db, segments) = (self.db.clone(), self.segments.clone());
+        let records = tokio::task::spawn_blocking(move || {
+            read_batches(&db, &segments, &pid, offset, upper, max_bytes, at_least_one)
+        })
                 .await
                 .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
         Ok(ReadResult { records, offsets })
@@ -445,8 +458,8 @@ impl LogStore {
     /// as ListOffsets by time; `None` when no record is that late.
     pub async fn offset_for_timestamp(&self, pid: PartitionId, timestamp: i64) -> Result<Option<(i64, i64)>> {
         let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || find_by_timestamp(&db, &pid, timestamp, offsets))
+        let (db, segments) = (self.db.clone(), self.segments.clone());
+        tokio::task::spawn_blocking(move || find_by_timestamp(&db, &segments, &pid, timestamp, offsets))
             .await
             .map_err(|e| StorageError::Corruption(format!("index task failed: {e}")))?
     }
@@ -552,7 +565,9 @@ impl LogStore {
         if let Some(t) = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
-        // Everything acknowledged is in the WAL already; this makes it survive power loss too.
+        // Everything acknowledged is in the segments and the WAL already; this makes it
+        // survive power loss too (segments first: a synced locator must find its bytes).
+        self.segments.sync_dirty()?;
         self.db.flush_wal(true)?;
         // Flushing the memtables leaves no WAL to replay, so a clean restart is fast.
         for name in [CF_BATCHES, CF_TIME_INDEX, CF_PARTITIONS, CF_GROUPS] {
@@ -562,14 +577,19 @@ impl LogStore {
     }
 }
 
-fn spawn_flusher(db: Arc<DB>, every_ms: u64) -> std::sync::mpsc::Sender<()> {
+fn spawn_flusher(db: Arc<DB>, segments: Arc<Segments>, every_ms: u64) -> std::sync::mpsc::Sender<()> {
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let period = std::time::Duration::from_millis(every_ms.max(1));
     let spawned = std::thread::Builder::new()
         .name("fjord-log-flusher".into())
         .spawn(move || {
-            // log.flush.interval.ms: an fsync of the WAL at least this often, off the writer's path.
+            // log.flush.interval.ms: an fsync of the segments and the WAL at least this often,
+            // off the writer's path.
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(period) {
+                if let Err(e) = segments.sync_dirty() {
+                    tracing::error!(error = %e, "periodic segment sync failed");
+                    continue;
+                }
                 if let Err(e) = db.flush_wal(true) {
                     tracing::error!(error = %e, "periodic WAL sync failed");
                 }
@@ -619,14 +639,17 @@ pub(crate) type AbortedMap = RwLock<HashMap<PartitionId, Vec<AbortedTxn>>>;
 /// Everything `recover` rebuilds.
 struct Recovered {
     partitions: HashMap<PartitionId, Arc<Mutex<PartitionState>>>,
+    /// Each partition's active segment: base offset and length.
+    active: HashMap<PartitionId, (i64, u64)>,
     producers: ProducerMap,
     aborted: HashMap<PartitionId, Vec<AbortedTxn>>,
 }
 
 /// Rebuilds the in-memory state of every partition from the `partitions` rows (partition
 /// records, producer state, aborted transactions) and the last batch of each log.
-fn recover(db: &DB) -> Result<Recovered> {
+fn recover(db: &DB, segments: &Segments) -> Result<Recovered> {
     let mut out = HashMap::new();
+    let mut active = HashMap::new();
     let mut producers: ProducerMap = HashMap::new();
     let mut aborted: HashMap<PartitionId, Vec<AbortedTxn>> = HashMap::new();
     let parts = cf(db, CF_PARTITIONS)?;
@@ -653,8 +676,12 @@ fn recover(db: &DB) -> Result<Recovered> {
         }
         let pid = keys::pid_from_prefix(&k).ok_or_else(|| corrupt("partition key"))?;
         let rec = keys::PartitionRecord::decode(&v).ok_or_else(|| corrupt("partition record"))?;
-        let (log_end, latest_epoch) = last_batch(db, &pid)?
-            .map(|h| (h.last_offset() + 1, h.partition_leader_epoch))
+        let last = recover_segments(db, segments, &pid)?;
+        if let Some((_, _, Some(seg))) = last {
+            active.insert(pid, seg);
+        }
+        let (log_end, latest_epoch) = last
+            .map(|(last_offset, epoch, _)| (last_offset + 1, epoch))
             .unwrap_or((rec.log_start_offset, -1));
         let max_timestamp = last_indexed_timestamp(db, &pid)?.unwrap_or(-1);
         let log_start = rec.log_start_offset.min(log_end);
@@ -682,27 +709,63 @@ fn recover(db: &DB) -> Result<Recovered> {
         let hw = state.offsets.high_watermark;
         state.set_high_watermark(hw);
     }
-    // Rows of partitions that no longer exist (a topic deleted mid-write) are ignored.
+    // Rows of partitions that no longer exist (a topic deleted mid-write) are ignored, and
+    // their segments (a crash between the delete and the removal of the files) removed.
     producers.retain(|pid, _| out.contains_key(pid));
     aborted.retain(|pid, _| out.contains_key(pid));
+    for (pid, dir) in segments.on_disk()? {
+        if !out.contains_key(&pid) {
+            segments.remove_dir(&dir);
+        }
+    }
     Ok(Recovered {
+        active,
         partitions: out.into_iter().map(|(k, v)| (k, Arc::new(Mutex::new(v)))).collect(),
         producers,
         aborted,
     })
 }
 
-fn last_batch(db: &DB, pid: &PartitionId) -> Result<Option<BatchHeader>> {
+/// Recovery of one partition's log: makes its segment files and its index agree, and returns
+/// the last batch's last offset and leader epoch, with the active segment (base, length) when
+/// the batch is in one. A locator whose bytes are not all in the file (unsynced writes lost to
+/// a power failure) is dropped, as is every later one; bytes after the last locator were
+/// never acknowledged and are cut off.
+fn recover_segments(db: &DB, segments: &Segments, pid: &PartitionId) -> Result<Option<(i64, i32, Option<(i64, u64)>)>> {
     let cf = cf(db, CF_BATCHES)?;
-    let upper = keys::offset_key(pid, i64::MAX);
-    let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
-    match it.next() {
-        Some(Ok((k, v))) if k.starts_with(&keys::pid_prefix(pid)) => {
-            let h = BatchHeader::parse(&v).map_err(|e| StorageError::Corruption(e.to_string()))?;
-            Ok(Some(h))
+    let files = segments.files_on_disk(pid)?;
+    loop {
+        let upper = keys::offset_key(pid, i64::MAX);
+        let mut it = db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
+        let (k, v) = match it.next() {
+            Some(Ok((k, v))) if k.starts_with(&keys::pid_prefix(pid)) => (k, v),
+            Some(Err(e)) => return Err(e.into()),
+            _ => {
+                segments.restore(pid, None)?;
+                return Ok(None);
+            }
+        };
+        let base = keys::offset_from_key(&k).ok_or_else(|| corrupt("batch key"))?;
+        match Stored::parse(&v)? {
+            Stored::Inline(_, h) => {
+                // A store from before segment files: its batches stay where they are.
+                let seg = segments.restore(pid, files.keys().next_back().map(|b| (*b, files[b])))?;
+                return Ok(Some((h.last_offset(), h.partition_leader_epoch, seg)));
+            }
+            Stored::File(l) => {
+                if files.get(&l.segment).is_some_and(|len| *len >= l.end()) {
+                    let seg = segments.restore(pid, Some((l.segment, l.end())))?;
+                    return Ok(Some((base + i64::from(l.last_offset_delta), l.leader_epoch, seg)));
+                }
+                tracing::warn!(
+                    partition = pid.partition,
+                    offset = base,
+                    "a batch's bytes are missing from its segment (not synced before a crash); the log ends before it"
+                );
+                drop(it);
+                db.delete_cf(cf, &k)?;
+            }
         }
-        Some(Err(e)) => Err(e.into()),
-        _ => Ok(None),
     }
 }
 
@@ -734,8 +797,48 @@ fn batch_iter<'a>(db: &'a DB, pid: &PartitionId, offset: i64) -> Result<rocksdb:
     Ok(it)
 }
 
+/// What a read copies out, in log order.
+enum Piece {
+    /// A run of batches adjacent in one segment: (segment, position, length).
+    File(i64, u64, usize),
+    /// A batch kept inline by an older store.
+    Inline(Vec<u8>),
+}
+
+/// Fills one buffer with the pieces, reading each run of adjacent batches with one `pread`.
+/// Stops early if a segment is gone (retention deleted it while the read was planned): what
+/// is returned is still whole batches.
+fn fill(segments: &Segments, pid: &PartitionId, pieces: &[Piece]) -> Result<Bytes> {
+    let total: usize = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::File(_, _, len) => *len,
+            Piece::Inline(v) => v.len(),
+        })
+        .sum();
+    let mut out = vec![0u8; total];
+    let mut at = 0;
+    for p in pieces {
+        match p {
+            Piece::File(seg, pos, len) => {
+                if !segments.read_into(pid, *seg, *pos, &mut out[at..at + len])? {
+                    break;
+                }
+                at += len;
+            }
+            Piece::Inline(v) => {
+                out[at..at + v.len()].copy_from_slice(v);
+                at += v.len();
+            }
+        }
+    }
+    out.truncate(at);
+    Ok(Bytes::from(out))
+}
+
 fn read_batches(
     db: &DB,
+    segments: &Segments,
     pid: &PartitionId,
     offset: i64,
     high_watermark: i64,
@@ -743,8 +846,8 @@ fn read_batches(
     at_least_one: bool,
 ) -> Result<Bytes> {
     let mut it = batch_iter(db, pid, offset)?;
-    // Reserve what this read may return (bounded), so the buffer never regrows and copies.
-    let mut out = BytesMut::with_capacity(max_bytes.min(READ_RESERVE_MAX_BYTES));
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut total = 0usize;
     while it.valid() {
         let (Some(k), Some(v)) = (it.key(), it.value()) else {
             break;
@@ -753,24 +856,40 @@ fn read_batches(
         if base >= high_watermark {
             break;
         }
-        let header = BatchHeader::parse(v).map_err(|e| StorageError::Corruption(e.to_string()))?;
-        if header.last_offset() < offset {
+        let stored = Stored::parse(v)?;
+        if stored.last_offset(base) < offset {
             it.next();
             continue; // the seek landed on the batch before the one we want
         }
-        if out.len() + v.len() > max_bytes && !(out.is_empty() && at_least_one) {
+        if total + stored.len() > max_bytes && !(total == 0 && at_least_one) {
             break;
         }
-        debug_assert!(v.len() >= LOG_OVERHEAD_BYTES);
-        out.extend_from_slice(v);
+        total += stored.len();
+        match (stored, pieces.last_mut()) {
+            (Stored::File(l), Some(Piece::File(seg, pos, len))) if *seg == l.segment && *pos + *len as u64 == l.position => {
+                *len += l.len as usize;
+            }
+            (Stored::File(l), _) => pieces.push(Piece::File(l.segment, l.position, l.len as usize)),
+            (Stored::Inline(bytes, _), _) => pieces.push(Piece::Inline(bytes.to_vec())),
+        }
         it.next();
     }
     it.status()?;
-    Ok(out.freeze())
+    drop(it);
+    fill(segments, pid, &pieces)
+}
+
+/// One stored batch's bytes.
+fn read_one(segments: &Segments, pid: &PartitionId, v: &[u8]) -> Result<Bytes> {
+    match Stored::parse(v)? {
+        Stored::File(l) => fill(segments, pid, &[Piece::File(l.segment, l.position, l.len as usize)]),
+        Stored::Inline(bytes, _) => Ok(Bytes::copy_from_slice(bytes)),
+    }
 }
 
 fn find_by_timestamp(
     db: &DB,
+    segments: &Segments,
     pid: &PartitionId,
     timestamp: i64,
     offsets: PartitionOffsets,
@@ -797,7 +916,11 @@ fn find_by_timestamp(
         if base >= offsets.high_watermark {
             break;
         }
-        let stamps = record_stamps(&Bytes::copy_from_slice(v)).map_err(|e| StorageError::Corruption(e.to_string()))?;
+        let batch = read_one(segments, pid, v)?;
+        if batch.is_empty() {
+            break; // its segment went with retention meanwhile
+        }
+        let stamps = record_stamps(&batch).map_err(|e| StorageError::Corruption(e.to_string()))?;
         for s in stamps {
             let offset = base + i64::from(s.offset_delta);
             if offset >= offsets.log_start && offset < offsets.high_watermark && s.timestamp >= timestamp {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use fjord_protocol::batch::{patch_base_offset_and_epoch, BatchHeader};
+use fjord_protocol::batch::{patch_base_offset_and_epoch, BATCH_HEADER_BYTES};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -19,6 +19,7 @@ use crate::log::{
     ProducerMap,
 };
 use crate::producers::{self, AbortedTxn, Check, ProducerEntry};
+use crate::segments::{Locator, SegmentWriter, Stored};
 use crate::PartitionId;
 
 /// Most operations folded into one RocksDB write: bounds the latency one commit adds to the
@@ -86,8 +87,11 @@ impl Reply {
         }
     }
 
-    fn fail(self, e: &rocksdb::Error) {
-        let err = || StorageError::Rocks(e.clone());
+    fn fail(self, e: &StorageError) {
+        let err = || match e {
+            StorageError::Rocks(r) => StorageError::Rocks(r.clone()),
+            other => StorageError::Io(other.to_string()),
+        };
         match self {
             Reply::Unit(tx) => drop(tx.send(Err(err()))),
             Reply::Append(tx, _) => drop(tx.send(Err(err()))),
@@ -99,6 +103,9 @@ impl Reply {
 /// One group of operations being folded into a single write.
 struct Group<'a> {
     db: &'a DB,
+    segments: &'a mut SegmentWriter,
+    /// Segment files to delete once the write is in: (partition, first offset kept).
+    trims: Vec<(PartitionId, i64)>,
     partitions: &'a PartitionMap,
     producers: &'a ProducerMap,
     wb: WriteBatch,
@@ -171,15 +178,16 @@ impl<'a> Group<'a> {
         Ok(())
     }
 
-    /// Deletes batches from the front of a partition's log until `keep(header, batch bytes,
-    /// log bytes)` says to keep one, looking at no more than `max_batches`. Keeps
-    /// `state.size_bytes` in step and returns the last offset dropped, if any.
+    /// Deletes batches from the front of a partition's log until `keep(last offset, max
+    /// timestamp, batch bytes, log bytes)` says to keep one, looking at no more than
+    /// `max_batches`. Keeps `state.size_bytes` in step, schedules the segment files left with
+    /// nothing to keep for deletion, and returns the last offset dropped, if any.
     fn drop_front(
         &mut self,
         pid: &PartitionId,
         state: &mut PartitionState,
         max_batches: usize,
-        mut keep: impl FnMut(&BatchHeader, usize, u64) -> bool,
+        mut keep: impl FnMut(i64, i64, usize, u64) -> bool,
     ) -> Result<Option<i64>> {
         let batches_cf = cf(self.db, CF_BATCHES)?;
         let mut ro = rocksdb::ReadOptions::default();
@@ -195,21 +203,29 @@ impl<'a> Group<'a> {
                 break;
             };
             let base = keys::offset_from_key(k).ok_or_else(|| StorageError::Corruption("batch key".into()))?;
-            let h = BatchHeader::parse(v).map_err(|e| StorageError::Corruption(e.to_string()))?;
-            if keep(&h, v.len(), state.size_bytes) {
+            let stored = Stored::parse(v)?;
+            let last = stored.last_offset(base);
+            if keep(last, stored.max_timestamp(), stored.len(), state.size_bytes) {
                 first_kept = Some(base);
                 break;
             }
-            state.size_bytes = state.size_bytes.saturating_sub(v.len() as u64);
-            last_dropped = Some(h.last_offset());
+            state.size_bytes = state.size_bytes.saturating_sub(stored.len() as u64);
+            last_dropped = Some(last);
             seen += 1;
             it.next();
         }
+        let exhausted = !it.valid();
         it.status()?;
         if let Some(last) = last_dropped {
             let end = first_kept.unwrap_or(last + 1);
             self.wb
                 .delete_range_cf(batches_cf, keys::offset_key(pid, 0), keys::offset_key(pid, end));
+            if exhausted && first_kept.is_none() {
+                // Nothing left: appends in this group and later go to a new segment.
+                self.segments.close_active(pid);
+            }
+            // Offsets are dense: the next batch, kept or not yet written, starts at last + 1.
+            self.trims.push((*pid, last + 1));
         }
         Ok(last_dropped)
     }
@@ -314,11 +330,32 @@ impl<'a> Group<'a> {
                     }
                     _ => None,
                 };
-                let state = self.state(&pid).expect("looked up above");
                 let count = i64::from(batch.record_count);
                 assert!(count > 0, "validated batches hold at least one record");
-                let mut value = batch.bytes.to_vec();
-                patch_base_offset_and_epoch(&mut value, base, leader_epoch);
+                // The batch goes to its segment as received, with only the header patched:
+                // base offset and leader epoch sit outside the CRC, so nothing is re-encoded.
+                let bytes = &batch.bytes;
+                let mut head = [0u8; BATCH_HEADER_BYTES];
+                head.copy_from_slice(&bytes[..BATCH_HEADER_BYTES]);
+                patch_base_offset_and_epoch(&mut head, base, leader_epoch);
+                let (segment, position) = match self.segments.append(&pid, base, &[&head, &bytes[BATCH_HEADER_BYTES..]]) {
+                    Ok(at) => at,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot append to a segment");
+                        let _ = reply.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let len = u32::try_from(bytes.len()).map_err(|_| StorageError::Corruption("batch over 4 GiB".into()))?;
+                let locator = Locator {
+                    segment,
+                    position,
+                    len,
+                    last_offset_delta: i32::try_from(count - 1).unwrap_or(i32::MAX),
+                    max_timestamp: batch.max_timestamp,
+                    leader_epoch,
+                };
+                let state = self.state(&pid).expect("looked up above");
                 let new_index_entry = batch.max_timestamp > state.max_timestamp;
                 if new_index_entry {
                     state.max_timestamp = batch.max_timestamp;
@@ -336,13 +373,13 @@ impl<'a> Group<'a> {
                 let log_end = state.offsets.log_end;
                 state.set_high_watermark(log_end);
                 assert!(state.offsets.high_watermark <= state.offsets.log_end);
-                state.size_bytes += value.len() as u64;
+                state.size_bytes += bytes.len() as u64;
                 let rec = PartitionRecord {
                     log_start_offset: log_start,
                     size_bytes: state.size_bytes,
                 };
                 self.wb.put_cf(parts_cf, keys::pid_prefix(&pid), rec.encode());
-                self.wb.put_cf(batches_cf, keys::offset_key(&pid, base), &value);
+                self.wb.put_cf(batches_cf, keys::offset_key(&pid, base), locator.encode());
                 if new_index_entry {
                     let v = encode_time_value(base, batch.max_timestamp_offset_delta);
                     self.wb.put_cf(index_cf, keys::time_key(&pid, batch.max_timestamp), v);
@@ -362,7 +399,7 @@ impl<'a> Group<'a> {
                     self.pending_aborted.push((pid, a));
                 }
                 self.messages += count;
-                self.bytes += value.len();
+                self.bytes += bytes.len();
                 self.replies.push(Reply::Append(
                     reply,
                     AppendResult {
@@ -388,7 +425,7 @@ impl<'a> Group<'a> {
                 }
                 if target > state.offsets.log_start {
                     // The batch holding `target` stays: readers skip its earlier records.
-                    self.drop_front(&pid, &mut state, usize::MAX, |h, _, _| h.last_offset() >= target)?;
+                    self.drop_front(&pid, &mut state, usize::MAX, |last, _, _, _| last >= target)?;
                     state.offsets.log_start = target;
                     self.put_state(pid, state)?;
                 }
@@ -410,11 +447,12 @@ impl<'a> Group<'a> {
                 // Kafka's rules at batch rather than segment granularity: a batch goes when its
                 // newest record is older than retention.ms, or while the log without it is
                 // still at least retention.bytes. Never past the high watermark.
-                let last_dropped = self.drop_front(&pid, &mut state, MAX_RETENTION_SCAN_BATCHES, |h, len, size| {
-                    let too_old = retention_ms >= 0 && h.max_timestamp < cutoff;
-                    let too_big = retention_bytes >= 0 && size.saturating_sub(len as u64) >= retention_bytes as u64;
-                    h.last_offset() >= hw || !(too_old || too_big)
-                })?;
+                let last_dropped =
+                    self.drop_front(&pid, &mut state, MAX_RETENTION_SCAN_BATCHES, |last, max_ts, len, size| {
+                        let too_old = retention_ms >= 0 && max_ts < cutoff;
+                        let too_big = retention_bytes >= 0 && size.saturating_sub(len as u64) >= retention_bytes as u64;
+                        last >= hw || !(too_old || too_big)
+                    })?;
                 if let Some(last) = last_dropped {
                     state.offsets.log_start = state.offsets.log_start.max(last + 1);
                     self.put_state(pid, state)?;
@@ -447,8 +485,10 @@ impl<'a> Group<'a> {
 }
 
 /// The writer loop; runs until a `Shutdown` arrives or every sender is gone.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     db: Arc<DB>,
+    mut segments: SegmentWriter,
     partitions: Arc<PartitionMap>,
     mut producers: ProducerMap,
     aborted: Arc<AbortedMap>,
@@ -466,6 +506,8 @@ pub(crate) fn run(
         };
         let mut group = Group {
             db: &db,
+            segments: &mut segments,
+            trims: Vec::new(),
             partitions: &partitions,
             producers: &producers,
             pending_producers: HashMap::new(),
@@ -503,9 +545,11 @@ pub(crate) fn run(
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         // Durability promise: nothing is acknowledged before this write has returned, i.e.
-        // before the batch is in the WAL (and on disk when `sync`).
+        // before the batch is in its segment and its locator in the WAL (both on disk when
+        // `sync`: the segments first, so a synced locator always finds its bytes).
         let started = std::time::Instant::now();
-        let written = db.write_opt(std::mem::take(&mut group.wb), &wo);
+        let written = if sync { group.segments.sync() } else { Ok(()) }
+            .and_then(|()| Ok(db.write_opt(std::mem::take(&mut group.wb), &wo)?));
         metrics::histogram!("fjord_wal_write_seconds").record(started.elapsed().as_secs_f64());
         if sync {
             metrics::counter!("fjord_wal_syncs_total").increment(1);
@@ -525,8 +569,16 @@ pub(crate) fn run(
                     pending_aborted,
                     expired_producers,
                     replies,
+                    trims,
                     ..
                 } = group;
+                segments.commit();
+                for (pid, keep_from) in trims {
+                    segments.drop_before(&pid, keep_from);
+                }
+                for topic_id in &deleted_topics {
+                    segments.remove_topic(topic_id);
+                }
                 publish(&partitions, pending, created, &deleted_topics);
                 producers.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
                 // Expiry first: a producer that wrote again later in this group is back.
@@ -552,7 +604,9 @@ pub(crate) fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, "log write failed; the group's producers get an error");
-                for r in group.replies {
+                let replies = group.replies;
+                segments.rollback();
+                for r in replies {
                     r.fail(&e);
                 }
             }

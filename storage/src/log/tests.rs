@@ -53,6 +53,10 @@ fn batch(n: i64, ts0: i64) -> AppendBatch {
 }
 
 fn open(dir: &std::path::Path, flush: i64) -> Arc<LogStore> {
+    open_with_segments(dir, flush, crate::DEFAULT_SEGMENT_BYTES)
+}
+
+fn open_with_segments(dir: &std::path::Path, flush: i64, segment_bytes: u64) -> Arc<LogStore> {
     // After a simulated crash (store dropped without close) the old writer thread may still
     // hold the RocksDB lock for a moment; wait for it, bounded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -61,6 +65,7 @@ fn open(dir: &std::path::Path, flush: i64) -> Arc<LogStore> {
             data_dir: dir.to_path_buf(),
             flush_interval_messages: flush,
             flush_interval_ms: None,
+            segment_bytes,
         };
         match LogStore::open(cfg) {
             Ok(s) => return s,
@@ -430,5 +435,110 @@ async fn idle_producers_expire_and_come_back_as_new() {
         store.append(P0, idempotent(1, 3, 0, 9, false), 0).await,
         Err(StorageError::OutOfOrderSequence(_))
     ));
+    store.shutdown().await.expect("close");
+}
+
+/// Segment files of P0 on disk: (base offset, length).
+fn segment_files(dir: &std::path::Path) -> Vec<(i64, u64)> {
+    let hex: String = P0.topic_id.iter().map(|b| format!("{b:02x}")).collect();
+    let pdir = dir.join("segments").join(format!("{hex}-{}", P0.partition));
+    let mut out: Vec<(i64, u64)> = match std::fs::read_dir(&pdir) {
+        Ok(entries) => entries
+            .map(|e| e.expect("entry"))
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let base = name.strip_suffix(".log")?.parse().ok()?;
+                Some((base, e.metadata().ok()?.len()))
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_roll_and_whole_segments_go_with_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = batch(4, T0).bytes.len() as u64;
+    // Two batches per segment.
+    let store = open_with_segments(dir.path(), i64::MAX, one * 2);
+    store.ensure_partition(P0).await.expect("create");
+    for i in 0..5 {
+        store.append(P0, batch(4, T0 + 1000 * i), 0).await.expect("append");
+    }
+    assert_eq!(segment_files(dir.path()), vec![(0, 2 * one), (8, 2 * one), (16, one)]);
+    // A read across segments is whole and in order.
+    let r = store.read(P0, 2, 1 << 20, true).await.expect("read");
+    assert_eq!(offsets_of(&r.records), (0..20).collect::<Vec<_>>());
+    // A read from the middle stops at max_bytes on a batch boundary.
+    let r = store.read(P0, 9, (2 * one) as usize, true).await.expect("read");
+    assert_eq!(offsets_of(&r.records), (8..16).collect::<Vec<_>>());
+    // Retention of the first three batches: segment 0 goes, segment 8 still holds offset 12.
+    assert_eq!(store.enforce_retention(P0, 2500, -1, T0 + 5000).await.expect("time"), 12);
+    assert_eq!(segment_files(dir.path()), vec![(8, 2 * one), (16, one)]);
+    assert_eq!(
+        store.offset_for_timestamp(P0, T0).await.expect("ts"),
+        Some((12, T0 + 3000)),
+        "the time index skips what retention removed"
+    );
+    // DeleteRecords to the end: every segment goes; the next append starts a new one.
+    assert_eq!(store.delete_records(P0, -1).await.expect("delete"), 20);
+    assert_eq!(segment_files(dir.path()), vec![]);
+    store.append(P0, batch(1, T0), 0).await.expect("append");
+    assert_eq!(segment_files(dir.path()), vec![(20, batch(1, T0).bytes.len() as u64)]);
+    store.shutdown().await.expect("close");
+    drop(store);
+    let store = open_with_segments(dir.path(), i64::MAX, one * 2);
+    let r = store.read(P0, 20, 1 << 20, true).await.expect("read");
+    assert_eq!(offsets_of(&r.records), vec![20]);
+    store.delete_topic(P0.topic_id).await.expect("delete topic");
+    assert_eq!(segment_files(dir.path()), vec![]);
+    store.shutdown().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_cuts_unacknowledged_bytes_and_drops_batches_whose_bytes_are_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = batch(3, T0).bytes.len() as u64;
+    {
+        let store = open(dir.path(), i64::MAX);
+        store.ensure_partition(P0).await.expect("create");
+        for _ in 0..4 {
+            store.append(P0, batch(3, T0), 0).await.expect("append");
+        }
+        // No close: a crash.
+    }
+    let path = {
+        let hex: String = P0.topic_id.iter().map(|b| format!("{b:02x}")).collect();
+        dir.path().join("segments").join(format!("{hex}-0")).join(format!("{:020}.log", 0))
+    };
+    // Bytes written after the last acknowledged batch (a write cut short by the crash).
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(b"torn write").expect("write");
+    }
+    {
+        let store = open(dir.path(), i64::MAX);
+        assert_eq!(store.offsets(&P0).expect("p0").log_end, 12);
+        assert_eq!(segment_files(dir.path()), vec![(0, 4 * one)], "the torn tail is cut off");
+        assert_eq!(store.append(P0, batch(3, T0), 0).await.expect("append").base_offset, 12);
+        let r = store.read(P0, 0, 1 << 20, true).await.expect("read");
+        assert_eq!(offsets_of(&r.records), (0..15).collect::<Vec<_>>());
+    }
+    // A power loss without fsync kept the index but not the last batch and a half.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_len(3 * one + one / 2)
+        .expect("truncate");
+    let store = open(dir.path(), i64::MAX);
+    assert_eq!(store.offsets(&P0).expect("p0").log_end, 9, "the log ends at the last whole batch");
+    assert_eq!(segment_files(dir.path()), vec![(0, 3 * one)]);
+    let r = store.read(P0, 0, 1 << 20, true).await.expect("read");
+    assert_eq!(offsets_of(&r.records), (0..9).collect::<Vec<_>>());
+    assert_eq!(store.append(P0, batch(3, T0), 0).await.expect("append").base_offset, 9);
     store.shutdown().await.expect("close");
 }

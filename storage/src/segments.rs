@@ -1,0 +1,683 @@
+//! Record batches in segment files; RocksDB holds where each batch is.
+//!
+//! A batch's bytes are written exactly once, at append, to the end of its partition's active
+//! segment file (`<dir>/<topic id hex>-<partition>/<base offset>.log`, Kafka's layout). The
+//! `batches` column family maps `(partition, base offset)` to a [`Locator`]: segment, position,
+//! length, and the header facts that reads, retention and recovery need without touching the
+//! file. Before this, batches went through RocksDB's WAL, its memtable and then a blob file at
+//! flush: three writes and two checksums of every byte where the log needs one write.
+//!
+//! Ordering is what makes it crash-safe. The writer thread writes the batch to the segment
+//! before it puts the locator in the RocksDB write that also carries offsets and producer
+//! state; nothing is acknowledged before that write returns. A `kill -9` leaves both in the
+//! page cache. Bytes past the last locator were never acknowledged: recovery cuts them off.
+//! With a flush policy (`log.flush.interval.*`) the segments are fsynced before the WAL, so a
+//! synced locator never points at unsynced bytes; without one a power loss may lose both,
+//! and recovery drops locators whose bytes did not make it (as Kafka truncates its log to the
+//! last valid batch).
+//!
+//! Readers share the segment files (`pread` needs no cursor); a segment deleted by retention
+//! while a read holds it stays readable until the read is done.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{IoSlice, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use fjord_protocol::batch::{BatchHeader, LOG_OVERHEAD_BYTES};
+
+use crate::error::{Result, StorageError};
+use crate::PartitionId;
+
+/// First byte of a locator value. A stored batch (an older store kept batches inline) starts
+/// with its base offset, a non-negative big-endian i64, so its first byte is below 0x80.
+const LOCATOR_TAG: u8 = 0xFF;
+
+/// Kafka's `log.segment.bytes` default: 1 GiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
+
+/// Where a batch is stored and what readers need to know of it without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Locator {
+    /// Base offset of the segment file holding the batch.
+    pub segment: i64,
+    /// Byte position of the batch in that file.
+    pub position: u64,
+    /// Bytes of the batch, its 12-byte log overhead included.
+    pub len: u32,
+    /// The batch's last offset minus its base offset.
+    pub last_offset_delta: i32,
+    /// Largest record timestamp in the batch.
+    pub max_timestamp: i64,
+    /// Leader epoch the batch was written in.
+    pub leader_epoch: i32,
+}
+
+impl Locator {
+    pub const BYTES: usize = 37;
+
+    pub fn encode(&self) -> [u8; Self::BYTES] {
+        let mut v = [0u8; Self::BYTES];
+        v[0] = LOCATOR_TAG;
+        v[1..9].copy_from_slice(&self.segment.to_be_bytes());
+        v[9..17].copy_from_slice(&self.position.to_be_bytes());
+        v[17..21].copy_from_slice(&self.len.to_be_bytes());
+        v[21..25].copy_from_slice(&self.last_offset_delta.to_be_bytes());
+        v[25..33].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        v[33..37].copy_from_slice(&self.leader_epoch.to_be_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Locator> {
+        if v.len() != Self::BYTES || v[0] != LOCATOR_TAG {
+            return None;
+        }
+        Some(Locator {
+            segment: i64::from_be_bytes(v[1..9].try_into().ok()?),
+            position: u64::from_be_bytes(v[9..17].try_into().ok()?),
+            len: u32::from_be_bytes(v[17..21].try_into().ok()?),
+            last_offset_delta: i32::from_be_bytes(v[21..25].try_into().ok()?),
+            max_timestamp: i64::from_be_bytes(v[25..33].try_into().ok()?),
+            leader_epoch: i32::from_be_bytes(v[33..37].try_into().ok()?),
+        })
+    }
+
+    /// Position just past the batch.
+    pub fn end(&self) -> u64 {
+        self.position + u64::from(self.len)
+    }
+}
+
+/// A value of the `batches` column family: a locator, or a whole batch kept inline by a store
+/// written before segment files.
+#[derive(Debug, Clone)]
+pub(crate) enum Stored<'a> {
+    File(Locator),
+    Inline(&'a [u8], BatchHeader),
+}
+
+impl<'a> Stored<'a> {
+    pub fn parse(v: &'a [u8]) -> Result<Stored<'a>> {
+        if v.first() == Some(&LOCATOR_TAG) {
+            return Locator::decode(v)
+                .map(Stored::File)
+                .ok_or_else(|| StorageError::Corruption("malformed batch locator".into()));
+        }
+        let h = BatchHeader::parse(v).map_err(|e| StorageError::Corruption(e.to_string()))?;
+        debug_assert!(v.len() >= LOG_OVERHEAD_BYTES);
+        Ok(Stored::Inline(v, h))
+    }
+
+    /// Bytes of the batch.
+    pub fn len(&self) -> usize {
+        match self {
+            Stored::File(l) => l.len as usize,
+            Stored::Inline(v, _) => v.len(),
+        }
+    }
+
+    /// Last offset of the batch whose key says it starts at `base`.
+    pub fn last_offset(&self, base: i64) -> i64 {
+        match self {
+            Stored::File(l) => base + i64::from(l.last_offset_delta),
+            Stored::Inline(_, h) => h.last_offset(),
+        }
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        match self {
+            Stored::File(l) => l.max_timestamp,
+            Stored::Inline(_, h) => h.max_timestamp,
+        }
+    }
+}
+
+/// One segment file, shared by the writer and readers.
+#[derive(Debug)]
+pub(crate) struct SegmentFile {
+    file: File,
+    path: PathBuf,
+    /// Written since its last fsync.
+    dirty: AtomicBool,
+}
+
+impl SegmentFile {
+    fn sync(&self) -> std::io::Result<()> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.file.sync_data() {
+                self.dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+type Files = BTreeMap<i64, Arc<SegmentFile>>;
+
+/// Every partition's segment files. Shared by the writer thread (which alone adds, grows and
+/// deletes them), readers and the periodic flusher.
+#[derive(Debug)]
+pub(crate) struct Segments {
+    dir: PathBuf,
+    segment_bytes: u64,
+    parts: RwLock<HashMap<PartitionId, Files>>,
+    /// Partition directories created since the last sync (their entries must reach the disk
+    /// with the files in them).
+    new_dirs: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+impl Segments {
+    pub fn open(dir: PathBuf, segment_bytes: u64) -> Result<Segments> {
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        Ok(Segments {
+            dir,
+            segment_bytes: segment_bytes.max(1),
+            parts: RwLock::new(HashMap::new()),
+            new_dirs: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn partition_dir(&self, pid: &PartitionId) -> PathBuf {
+        let hex: String = pid.topic_id.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{hex}-{}", pid.partition))
+    }
+
+    fn segment_path(dir: &Path, base: i64) -> PathBuf {
+        dir.join(format!("{base:020}.log"))
+    }
+
+    /// Partitions that have a directory here, for recovery to match against its rows.
+    pub fn on_disk(&self) -> Result<Vec<(PartitionId, PathBuf)>> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| io_err("cannot list", &self.dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("cannot list", &self.dir, e))?;
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(parse_partition_dir) else {
+                continue;
+            };
+            out.push((pid, entry.path()));
+        }
+        Ok(out)
+    }
+
+    /// The segment files of a partition on disk, by base offset, with their lengths.
+    pub fn files_on_disk(&self, pid: &PartitionId) -> Result<BTreeMap<i64, u64>> {
+        let dir = self.partition_dir(pid);
+        let mut out = BTreeMap::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_err("cannot list", &dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("cannot list", &dir, e))?;
+            let name = entry.file_name();
+            let Some(base) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            let len = entry.metadata().map_err(|e| io_err("cannot stat", &entry.path(), e))?.len();
+            out.insert(base, len);
+        }
+        Ok(out)
+    }
+
+    /// Recovery: makes a partition's files what the index says. `keep` is the last indexed
+    /// batch's segment and end, `None` when the index holds no batch of it. Files after that
+    /// segment and bytes after that end were never acknowledged and go; the rest is opened.
+    /// Returns the active segment (base, length) to append to.
+    pub fn restore(&self, pid: &PartitionId, keep: Option<(i64, u64)>) -> Result<Option<(i64, u64)>> {
+        let dir = self.partition_dir(pid);
+        let mut files = Files::new();
+        let mut active = None;
+        for (base, len) in self.files_on_disk(pid)? {
+            let path = Self::segment_path(&dir, base);
+            let keep_file = keep.is_some_and(|(seg, _)| base <= seg);
+            if !keep_file {
+                std::fs::remove_file(&path).map_err(|e| io_err("cannot remove", &path, e))?;
+                continue;
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_err("cannot open", &path, e))?;
+            if let Some((seg, end)) = keep.filter(|(seg, _)| *seg == base) {
+                if len > end {
+                    tracing::warn!(segment = %path.display(), bytes = len - end, "cutting unacknowledged bytes off the end of a segment");
+                    file.set_len(end).map_err(|e| io_err("cannot truncate", &path, e))?;
+                }
+                active = Some((seg, end.min(len)));
+            }
+            files.insert(
+                base,
+                Arc::new(SegmentFile {
+                    file,
+                    path,
+                    dirty: AtomicBool::new(false),
+                }),
+            );
+        }
+        if !files.is_empty() {
+            self.write_parts().insert(*pid, files);
+        }
+        Ok(active)
+    }
+
+    /// Removes the directory of a partition that no longer exists.
+    pub fn remove_dir(&self, path: &Path) {
+        if let Err(e) = std::fs::remove_dir_all(path) {
+            tracing::warn!(dir = %path.display(), error = %e, "cannot remove a deleted partition's segments");
+        }
+    }
+
+    fn write_parts(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PartitionId, Files>> {
+        self.parts.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn file(&self, pid: &PartitionId, segment: i64) -> Option<Arc<SegmentFile>> {
+        let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
+        parts.get(pid)?.get(&segment).cloned()
+    }
+
+    /// Reads `len` bytes at `position` of a segment into `out`. `Ok(false)` when the segment
+    /// is gone (retention deleted it after the caller looked it up).
+    pub fn read_into(&self, pid: &PartitionId, segment: i64, position: u64, out: &mut [u8]) -> Result<bool> {
+        let Some(f) = self.file(pid, segment) else {
+            return Ok(false);
+        };
+        f.file
+            .read_exact_at(out, position)
+            .map_err(|e| io_err("cannot read", &f.path, e))?;
+        Ok(true)
+    }
+
+    /// Fsyncs every file written since its last sync, and new partition directories.
+    pub fn sync_dirty(&self) -> Result<()> {
+        let files: Vec<Arc<SegmentFile>> = {
+            let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
+            parts
+                .values()
+                .flat_map(|f| f.values())
+                .filter(|f| f.dirty.load(Ordering::Acquire))
+                .cloned()
+                .collect()
+        };
+        for f in files {
+            f.sync().map_err(|e| io_err("cannot sync", &f.path, e))?;
+        }
+        let dirs = std::mem::take(&mut *self.new_dirs.lock().unwrap_or_else(|p| p.into_inner()));
+        for d in &dirs {
+            File::open(d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_err("cannot sync", d, e))?;
+        }
+        if !dirs.is_empty() {
+            File::open(&self.dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_err("cannot sync", &self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every segment of a topic (after its rows are gone).
+    pub fn remove_topic(&self, topic_id: &[u8; 16]) {
+        let gone: Vec<PartitionId> = {
+            let mut parts = self.write_parts();
+            let gone: Vec<PartitionId> = parts.keys().filter(|p| &p.topic_id == topic_id).copied().collect();
+            for p in &gone {
+                parts.remove(p);
+            }
+            gone
+        };
+        for pid in gone {
+            self.remove_dir(&self.partition_dir(&pid));
+        }
+    }
+}
+
+fn parse_partition_dir(name: &str) -> Option<PartitionId> {
+    let (hex, partition) = name.split_once('-')?;
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut topic_id = [0u8; 16];
+    for (i, b) in topic_id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    let partition: i32 = partition.parse().ok()?;
+    (partition >= 0).then_some(PartitionId { topic_id, partition })
+}
+
+/// The active segment of a partition: where its next batch goes.
+#[derive(Debug, Clone)]
+struct Active {
+    base: i64,
+    len: u64,
+    file: Arc<SegmentFile>,
+}
+
+/// The writer thread's side: appends, rolls, and undoes a group whose RocksDB write failed.
+#[derive(Debug)]
+pub(crate) struct SegmentWriter {
+    segments: Arc<Segments>,
+    active: HashMap<PartitionId, Active>,
+    /// Active segments as they were before the group being staged touched them.
+    undo: HashMap<PartitionId, Option<Active>>,
+    /// Segments created by the group being staged.
+    created: Vec<(PartitionId, i64)>,
+}
+
+impl SegmentWriter {
+    /// `active` comes from recovery ([`Segments::restore`]).
+    pub fn new(segments: Arc<Segments>, active: HashMap<PartitionId, (i64, u64)>) -> SegmentWriter {
+        let active = active
+            .into_iter()
+            .filter_map(|(pid, (base, len))| {
+                let file = segments.file(&pid, base)?;
+                // Appends go at the cursor; restore left the file exactly `len` long.
+                if let Err(e) = (&file.file).seek_to(len) {
+                    tracing::error!(segment = %file.path.display(), error = %e, "cannot position a segment; the next append starts a new one");
+                    return None;
+                }
+                Some((pid, Active { base, len, file }))
+            })
+            .collect();
+        SegmentWriter {
+            segments,
+            active,
+            undo: HashMap::new(),
+            created: Vec::new(),
+        }
+    }
+
+    /// Appends a batch (given as slices: a patched header and the rest) to the partition's
+    /// active segment, rolling to a new one named `base_offset` when it would pass the segment
+    /// size. Returns the segment and the position written at.
+    pub fn append(&mut self, pid: &PartitionId, base_offset: i64, parts: &[&[u8]]) -> Result<(i64, u64)> {
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if !self.undo.contains_key(pid) {
+            self.undo.insert(*pid, self.active.get(pid).cloned());
+        }
+        let roll = match self.active.get(pid) {
+            None => true,
+            Some(a) => a.len > 0 && a.len + total > self.segments.segment_bytes,
+        };
+        if roll {
+            let a = self.create(pid, base_offset)?;
+            self.active.insert(*pid, a);
+        }
+        let a = self.active.get_mut(pid).expect("set above");
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut rest = &mut slices[..];
+        let mut file = &a.file.file;
+        a.file.dirty.store(true, Ordering::Release);
+        while !rest.is_empty() {
+            match file.write_vectored(rest) {
+                Ok(0) => {
+                    return Err(io_err(
+                        "cannot write",
+                        &a.file.path,
+                        std::io::ErrorKind::WriteZero.into(),
+                    ))
+                }
+                Ok(n) => IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Whatever part went in is cut off again so the next batch starts clean.
+                    let _ = a.file.file.set_len(a.len);
+                    let _ = (&a.file.file).seek_to(a.len);
+                    return Err(io_err("cannot write", &a.file.path, e));
+                }
+            }
+        }
+        let at = a.len;
+        a.len += total;
+        Ok((a.base, at))
+    }
+
+    fn create(&mut self, pid: &PartitionId, base: i64) -> Result<Active> {
+        let dir = self.segments.partition_dir(pid);
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        }
+        let path = Segments::segment_path(&dir, base);
+        // A file of that name can only be left from a write that was never acknowledged.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| io_err("cannot create", &path, e))?;
+        let file = Arc::new(SegmentFile {
+            file,
+            path,
+            dirty: AtomicBool::new(true),
+        });
+        self.segments
+            .write_parts()
+            .entry(*pid)
+            .or_default()
+            .insert(base, file.clone());
+        self.created.push((*pid, base));
+        // The new file's directory entry must reach the disk with the file.
+        self.segments
+            .new_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(dir);
+        Ok(Active { base, len: 0, file })
+    }
+
+    /// The group's RocksDB write went through: its appends stay.
+    pub fn commit(&mut self) {
+        self.undo.clear();
+        self.created.clear();
+    }
+
+    /// The group's RocksDB write failed: its bytes are cut off and its new segments removed,
+    /// so nothing unindexed stays in a file the next group appends to.
+    pub fn rollback(&mut self) {
+        for (pid, base) in self.created.drain(..) {
+            let removed = self.segments.write_parts().get_mut(&pid).and_then(|f| f.remove(&base));
+            if let Some(f) = removed {
+                let _ = std::fs::remove_file(&f.path);
+            }
+        }
+        for (pid, before) in self.undo.drain() {
+            match before {
+                Some(a) => {
+                    if let Err(e) = a.file.file.set_len(a.len).and_then(|()| (&a.file.file).seek_to(a.len)) {
+                        tracing::error!(segment = %a.file.path.display(), error = %e, "cannot cut a failed write off a segment");
+                    }
+                    self.active.insert(pid, a);
+                }
+                None => {
+                    self.active.remove(&pid);
+                }
+            }
+        }
+    }
+
+    /// Retention or DeleteRecords dropped every batch of the partition: its next append
+    /// starts a new segment, so that the old one can go once the drop is committed.
+    pub fn close_active(&mut self, pid: &PartitionId) {
+        if !self.undo.contains_key(pid) {
+            self.undo.insert(*pid, self.active.get(pid).cloned());
+        }
+        self.active.remove(pid);
+    }
+
+    /// After a committed retention or DeleteRecords pass: deletes the segments that hold
+    /// nothing at or after `keep_from` (the first batch kept, or the log end when none is).
+    /// A segment ends where the next one starts; the active one is never deleted, and a last
+    /// segment that is not active was closed by [`SegmentWriter::close_active`].
+    pub fn drop_before(&mut self, pid: &PartitionId, keep_from: i64) {
+        let active = self.active.get(pid).map(|a| a.base);
+        let doomed: Vec<Arc<SegmentFile>> = {
+            let mut parts = self.segments.write_parts();
+            let Some(files) = parts.get_mut(pid) else {
+                return;
+            };
+            let bases: Vec<i64> = files.keys().copied().collect();
+            let mut doomed = Vec::new();
+            for (i, base) in bases.iter().enumerate() {
+                let whole_file_before = match bases.get(i + 1) {
+                    Some(next) => *next <= keep_from,
+                    None => true,
+                };
+                if whole_file_before && Some(*base) != active {
+                    if let Some(f) = files.remove(base) {
+                        doomed.push(f);
+                    }
+                }
+            }
+            doomed
+        };
+        for f in doomed {
+            if let Err(e) = std::fs::remove_file(&f.path) {
+                tracing::warn!(segment = %f.path.display(), error = %e, "cannot delete a segment past retention");
+            }
+        }
+    }
+
+    /// Deletes the segments of a topic whose rows are gone.
+    pub fn remove_topic(&mut self, topic_id: &[u8; 16]) {
+        self.active.retain(|pid, _| &pid.topic_id != topic_id);
+        self.segments.remove_topic(topic_id);
+    }
+
+    /// Fsyncs what was written since the last sync (before a synced WAL write).
+    pub fn sync(&self) -> Result<()> {
+        self.segments.sync_dirty()
+    }
+}
+
+/// Moves a file's cursor (the writer appends with `writev` at the cursor).
+trait SeekTo {
+    fn seek_to(self, pos: u64) -> std::io::Result<()>;
+}
+
+impl SeekTo for &File {
+    fn seek_to(mut self, pos: u64) -> std::io::Result<()> {
+        use std::io::Seek;
+        self.seek(std::io::SeekFrom::Start(pos)).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locator_round_trips_and_is_told_from_an_inline_batch() {
+        let l = Locator {
+            segment: 1 << 40,
+            position: 123_456_789,
+            len: 1_048_588,
+            last_offset_delta: 1023,
+            max_timestamp: -1,
+            leader_epoch: 7,
+        };
+        let v = l.encode();
+        assert_eq!(Locator::decode(&v), Some(l));
+        assert!(matches!(Stored::parse(&v), Ok(Stored::File(x)) if x == l));
+        // Not a locator: an inline batch must parse as a batch, and garbage is corruption.
+        assert!(Stored::parse(&[0u8; 20]).is_err());
+        assert!(Stored::parse(&v[..30]).is_err());
+    }
+
+    #[test]
+    fn partition_dir_names_round_trip() {
+        let s = Segments::open(tempfile::tempdir().expect("tmp").path().join("s"), 1024).expect("open");
+        let pid = PartitionId {
+            topic_id: [0xab; 16],
+            partition: 12,
+        };
+        let d = s.partition_dir(&pid);
+        let name = d.file_name().and_then(|n| n.to_str()).expect("utf-8");
+        assert_eq!(parse_partition_dir(name), Some(pid));
+        assert_eq!(parse_partition_dir("xyz-1"), None);
+        assert_eq!(parse_partition_dir(&format!("{}-1", "zz".repeat(16))), None);
+    }
+
+    fn seg_writer(dir: &Path, segment_bytes: u64) -> (Arc<Segments>, SegmentWriter) {
+        let s = Arc::new(Segments::open(dir.to_path_buf(), segment_bytes).expect("open"));
+        let w = SegmentWriter::new(s.clone(), HashMap::new());
+        (s, w)
+    }
+
+    const P: PartitionId = PartitionId {
+        topic_id: [9; 16],
+        partition: 0,
+    };
+
+    #[test]
+    fn appends_roll_at_the_segment_size_and_read_back() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (s, mut w) = seg_writer(tmp.path(), 100);
+        assert_eq!(w.append(&P, 0, &[b"hello ", b"world"]).expect("append"), (0, 0));
+        assert_eq!(w.append(&P, 1, &[&[1u8; 60]]).expect("append"), (0, 11));
+        // 71 + 40 > 100: a new segment named by the batch's base offset.
+        assert_eq!(w.append(&P, 2, &[&[2u8; 40]]).expect("append"), (2, 0));
+        // A batch larger than the segment size still goes in (alone).
+        assert_eq!(w.append(&P, 3, &[&[3u8; 300]]).expect("append"), (3, 0));
+        w.commit();
+        let mut buf = vec![0u8; 11];
+        assert!(s.read_into(&P, 0, 0, &mut buf).expect("read"));
+        assert_eq!(&buf, b"hello world");
+        let mut buf = vec![0u8; 40];
+        assert!(s.read_into(&P, 2, 0, &mut buf).expect("read"));
+        assert_eq!(buf, vec![2u8; 40]);
+        assert_eq!(
+            s.files_on_disk(&P).expect("list"),
+            BTreeMap::from([(0, 71), (2, 40), (3, 300)])
+        );
+        // Retention that keeps offset 3 on deletes the first two files, never the active one.
+        w.drop_before(&P, 3);
+        assert_eq!(s.files_on_disk(&P).expect("list"), BTreeMap::from([(3, 300)]));
+        assert!(!s.read_into(&P, 0, 0, &mut buf).expect("gone is not an error"));
+        // Everything dropped: the active segment goes too and the next append starts afresh.
+        w.close_active(&P);
+        w.commit();
+        w.drop_before(&P, 4);
+        assert!(s.files_on_disk(&P).expect("list").is_empty());
+        assert_eq!(w.append(&P, 4, &[b"x"]).expect("append"), (4, 0));
+    }
+
+    #[test]
+    fn rollback_cuts_off_a_failed_group_and_restore_cuts_unindexed_tails() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (s, mut w) = seg_writer(tmp.path(), 100);
+        w.append(&P, 0, &[&[1u8; 50]]).expect("append");
+        w.commit();
+        w.append(&P, 1, &[&[2u8; 30]]).expect("append");
+        w.append(&P, 2, &[&[3u8; 90]]).expect("append (rolls)");
+        w.rollback();
+        assert_eq!(s.files_on_disk(&P).expect("list"), BTreeMap::from([(0, 50)]));
+        assert_eq!(w.append(&P, 1, &[&[4u8; 10]]).expect("append"), (0, 50));
+        w.commit();
+        drop(w);
+        // Recovery with the index ending at byte 55 of segment 0: 5 bytes go.
+        let s2 = Segments::open(tmp.path().to_path_buf(), 100).expect("reopen");
+        assert_eq!(s2.restore(&P, Some((0, 55))).expect("restore"), Some((0, 55)));
+        assert_eq!(s2.files_on_disk(&P).expect("list"), BTreeMap::from([(0, 55)]));
+        // No indexed batch at all: every file goes.
+        assert_eq!(s2.restore(&P, None).expect("restore"), None);
+        assert!(s2.files_on_disk(&P).expect("list").is_empty());
+        drop(s);
+    }
+}
