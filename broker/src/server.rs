@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use fjord_protocol::bufpool::BufPool;
 use fjord_protocol::frame::{check_frame_len, decode_request, Decoded, LENGTH_PREFIX_BYTES};
 use fjord_protocol::FrameError;
 use kafka_protocol::messages::ApiKey;
@@ -38,6 +39,12 @@ pub const MAX_IN_FLIGHT_REQUESTS: usize = 64;
 pub const SHUTDOWN_DRAIN_MS: u64 = 10_000;
 /// Read buffer per connection.
 const READ_BUFFER_BYTES: usize = 64 << 10;
+/// Frames at least this large (produce requests, mostly) are read into pooled buffers, which
+/// keep their pages between requests instead of faulting fresh ones in for every frame.
+const POOLED_FRAME_MIN_BYTES: usize = 64 << 10;
+
+/// Buffers of large request frames, shared by every connection.
+static FRAME_POOL: std::sync::LazyLock<Arc<BufPool>> = std::sync::LazyLock::new(Arc::default);
 
 /// Binds every client listener.
 pub async fn bind(config: &Config) -> Result<Vec<(TcpListener, Listener)>, BrokerError> {
@@ -151,6 +158,13 @@ async fn read_frame(
         Err(_) => return Ok(None), // EOF or reset between frames: the client went away
     }
     let len = check_frame_len(prefix, max_bytes)?;
+    if len >= POOLED_FRAME_MIN_BYTES {
+        let mut buf = FRAME_POOL.take(len);
+        return match reader.read_exact(buf.as_mut()).await {
+            Ok(_) => Ok(Some(buf.freeze())),
+            Err(e) => Err(FrameError::Malformed(format!("truncated frame of {len} bytes: {e}"))),
+        };
+    }
     // Read into uninitialised capacity: zeroing a large produce frame first cost a memset
     // per request for nothing.
     let mut body = BytesMut::with_capacity(len);

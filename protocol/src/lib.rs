@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod batch;
+pub mod bufpool;
 pub mod error;
 pub mod frame;
 

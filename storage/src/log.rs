@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use fjord_protocol::batch::record_stamps;
+use fjord_protocol::bufpool::BufPool;
 use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -136,6 +137,7 @@ pub struct LogStore {
     partitions: Arc<PartitionMap>,
     aborted: Arc<AbortedMap>,
     segments: Arc<Segments>,
+    bufs: Arc<BufPool>,
     writer: mpsc::Sender<WriteOp>,
     appended: watch::Receiver<u64>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -230,6 +232,7 @@ impl LogStore {
             aborted,
             db,
             segments,
+            bufs: Arc::default(),
             partitions,
             writer: tx,
             appended,
@@ -445,9 +448,9 @@ impl LogStore {
                 offsets,
             });
         }
-        let (db, segments) = (self.db.clone(), self.segments.clone());
+        let (db, segments, bufs) = (self.db.clone(), self.segments.clone(), self.bufs.clone());
         let records = tokio::task::spawn_blocking(move || {
-            read_batches(&db, &segments, &pid, offset, upper, max_bytes, at_least_one)
+            read_batches(&db, &segments, &bufs, &pid, offset, upper, max_bytes, at_least_one)
         })
                 .await
                 .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
@@ -458,8 +461,8 @@ impl LogStore {
     /// as ListOffsets by time; `None` when no record is that late.
     pub async fn offset_for_timestamp(&self, pid: PartitionId, timestamp: i64) -> Result<Option<(i64, i64)>> {
         let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
-        let (db, segments) = (self.db.clone(), self.segments.clone());
-        tokio::task::spawn_blocking(move || find_by_timestamp(&db, &segments, &pid, timestamp, offsets))
+        let (db, segments, bufs) = (self.db.clone(), self.segments.clone(), self.bufs.clone());
+        tokio::task::spawn_blocking(move || find_by_timestamp(&db, &segments, &bufs, &pid, timestamp, offsets))
             .await
             .map_err(|e| StorageError::Corruption(format!("index task failed: {e}")))?
     }
@@ -808,7 +811,7 @@ enum Piece {
 /// Fills one buffer with the pieces, reading each run of adjacent batches with one `pread`.
 /// Stops early if a segment is gone (retention deleted it while the read was planned): what
 /// is returned is still whole batches.
-fn fill(segments: &Segments, pid: &PartitionId, pieces: &[Piece]) -> Result<Bytes> {
+fn fill(segments: &Segments, bufs: &Arc<BufPool>, pid: &PartitionId, pieces: &[Piece]) -> Result<Bytes> {
     let total: usize = pieces
         .iter()
         .map(|p| match p {
@@ -816,7 +819,8 @@ fn fill(segments: &Segments, pid: &PartitionId, pieces: &[Piece]) -> Result<Byte
             Piece::Inline(v) => v.len(),
         })
         .sum();
-    let mut out = vec![0u8; total];
+    let mut buf = bufs.take(total);
+    let out = buf.as_mut();
     let mut at = 0;
     for p in pieces {
         match p {
@@ -832,13 +836,15 @@ fn fill(segments: &Segments, pid: &PartitionId, pieces: &[Piece]) -> Result<Byte
             }
         }
     }
-    out.truncate(at);
-    Ok(Bytes::from(out))
+    buf.truncate(at);
+    Ok(buf.freeze())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_batches(
     db: &DB,
     segments: &Segments,
+    bufs: &Arc<BufPool>,
     pid: &PartitionId,
     offset: i64,
     high_watermark: i64,
@@ -876,13 +882,13 @@ fn read_batches(
     }
     it.status()?;
     drop(it);
-    fill(segments, pid, &pieces)
+    fill(segments, bufs, pid, &pieces)
 }
 
 /// One stored batch's bytes.
-fn read_one(segments: &Segments, pid: &PartitionId, v: &[u8]) -> Result<Bytes> {
+fn read_one(segments: &Segments, bufs: &Arc<BufPool>, pid: &PartitionId, v: &[u8]) -> Result<Bytes> {
     match Stored::parse(v)? {
-        Stored::File(l) => fill(segments, pid, &[Piece::File(l.segment, l.position, l.len as usize)]),
+        Stored::File(l) => fill(segments, bufs, pid, &[Piece::File(l.segment, l.position, l.len as usize)]),
         Stored::Inline(bytes, _) => Ok(Bytes::copy_from_slice(bytes)),
     }
 }
@@ -890,6 +896,7 @@ fn read_one(segments: &Segments, pid: &PartitionId, v: &[u8]) -> Result<Bytes> {
 fn find_by_timestamp(
     db: &DB,
     segments: &Segments,
+    bufs: &Arc<BufPool>,
     pid: &PartitionId,
     timestamp: i64,
     offsets: PartitionOffsets,
@@ -916,7 +923,7 @@ fn find_by_timestamp(
         if base >= offsets.high_watermark {
             break;
         }
-        let batch = read_one(segments, pid, v)?;
+        let batch = read_one(segments, bufs, pid, v)?;
         if batch.is_empty() {
             break; // its segment went with retention meanwhile
         }
