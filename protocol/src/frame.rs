@@ -115,11 +115,33 @@ pub const SPLICE_MIN_BYTES: usize = 4 << 10;
 /// Bytes of the marker that stands for a record set while a Fetch response is encoded.
 const MARKER_BYTES: usize = 16;
 
-/// Encodes a response as a list of slices whose concatenation is the frame. For a Fetch, every
+/// A piece of a response frame from [`encode_response_parts`].
+#[derive(Debug, Clone)]
+pub enum FramePart {
+    /// Bytes to send as they are.
+    Bytes(Bytes),
+    /// The record set the caller supplies itself: index into the `external` list it passed.
+    External(usize),
+}
+
+/// Bytes of the marker that stands for a record set while a Fetch response is encoded: what a
+/// caller puts in `records` for an [`encode_response_parts`] external record set.
+pub const RECORDS_MARKER_BYTES: usize = MARKER_BYTES;
+
+/// A fresh random marker for an external record set.
+pub fn records_marker() -> [u8; MARKER_BYTES] {
+    *uuid::Uuid::new_v4().as_bytes()
+}
+
+/// Encodes a response as a list of parts whose concatenation is the frame. For a Fetch, every
 /// record set of at least [`SPLICE_MIN_BYTES`] is a slice of the stored batches themselves
 /// rather than a copy: the response is encoded with a unique 16-byte marker in place of each
 /// such record set, and the frame is then cut at the markers with the real length prefixes and
 /// record slices put in. Everything else is one slice, as [`encode_response`] makes it.
+///
+/// `external` lists record sets the caller sends itself (from files, say): each is
+/// `(marker, length)`, and the partition's `records` holds that marker. Its place in the frame
+/// comes back as [`FramePart::External`], after the right length prefix.
 ///
 /// The markers are random (a v4 UUID each), so one turning up by accident in the rest of the
 /// response (ids, names) is as likely as a UUID collision; they are looked for in order, after
@@ -129,23 +151,37 @@ pub fn encode_response_parts(
     version: i16,
     correlation_id: i32,
     body: ResponseKind,
-) -> Result<Vec<Bytes>, FrameError> {
+    external: &[([u8; MARKER_BYTES], usize)],
+) -> Result<Vec<FramePart>, FrameError> {
     let ResponseKind::Fetch(mut fetch) = body else {
-        return encode_response(api_key, version, correlation_id, &body).map(|b| vec![b]);
+        return encode_response(api_key, version, correlation_id, &body).map(|b| vec![FramePart::Bytes(b)]);
     };
-    let mut spliced: Vec<([u8; MARKER_BYTES], Bytes)> = Vec::new();
+    // In the order the encoder writes them: (marker, length, what goes there).
+    let mut spliced: Vec<([u8; MARKER_BYTES], usize, FramePart)> = Vec::new();
     for t in fetch.responses.iter_mut() {
         for p in t.partitions.iter_mut() {
-            if p.records.as_ref().is_some_and(|r| r.len() >= SPLICE_MIN_BYTES) {
-                let marker = *uuid::Uuid::new_v4().as_bytes();
+            let Some(records) = p.records.as_ref() else {
+                continue;
+            };
+            if records.len() == MARKER_BYTES {
+                if let Some(i) = external.iter().position(|(m, _)| records[..] == m[..]) {
+                    spliced.push((external[i].0, external[i].1, FramePart::External(i)));
+                    continue;
+                }
+            }
+            if records.len() >= SPLICE_MIN_BYTES {
+                let marker = records_marker();
                 let real = p.records.replace(Bytes::copy_from_slice(&marker)).unwrap_or_default();
-                spliced.push((marker, real));
+                spliced.push((marker, real.len(), FramePart::Bytes(real)));
             }
         }
     }
+    if spliced.len() != spliced.iter().filter(|s| matches!(s.2, FramePart::Bytes(_))).count() + external.len() {
+        return Err(FrameError::Malformed("fetch response: an external record set has no partition".into()));
+    }
     let encoded = encode_response(api_key, version, correlation_id, &ResponseKind::Fetch(fetch))?;
     if spliced.is_empty() {
-        return Ok(vec![encoded]);
+        return Ok(vec![FramePart::Bytes(encoded)]);
     }
     // Flexible versions (12+) prefix records with an unsigned varint of length + 1, older ones
     // with an i32 length.
@@ -154,7 +190,7 @@ pub fn encode_response_parts(
     let mut parts = Vec::with_capacity(spliced.len() * 3 + 1);
     let mut from = 0;
     let mut total = encoded.len();
-    for (marker, real) in spliced {
+    for (marker, len, real) in spliced {
         let at = find(&encoded[from..], &marker)
             .map(|i| from + i)
             .ok_or_else(|| FrameError::Malformed("fetch response: a record marker went missing".into()))?;
@@ -164,24 +200,27 @@ pub fn encode_response_parts(
             .ok_or_else(|| FrameError::Malformed("fetch response: no room for a length prefix".into()))?;
         let mut prefix = BytesMut::with_capacity(5);
         if flexible {
-            put_unsigned_varint(&mut prefix, real.len() as u64 + 1);
+            put_unsigned_varint(&mut prefix, len as u64 + 1);
         } else {
-            let len = i32::try_from(real.len()).map_err(|_| FrameError::Malformed("record set over 2 GiB".into()))?;
+            let len = i32::try_from(len).map_err(|_| FrameError::Malformed("record set over 2 GiB".into()))?;
             prefix.put_i32(len);
         }
-        total = total - old_prefix - MARKER_BYTES + prefix.len() + real.len();
-        parts.push(encoded.slice(from..prefix_at));
-        parts.push(prefix.freeze());
+        total = total - old_prefix - MARKER_BYTES + prefix.len() + len;
+        parts.push(FramePart::Bytes(encoded.slice(from..prefix_at)));
+        parts.push(FramePart::Bytes(prefix.freeze()));
         parts.push(real);
         from = at + MARKER_BYTES;
     }
-    parts.push(encoded.slice(from..));
+    parts.push(FramePart::Bytes(encoded.slice(from..)));
     // The frame's own length prefix changes too; it is in the first slice.
     let body_len = i32::try_from(total - LENGTH_PREFIX_BYTES)
         .map_err(|_| FrameError::Malformed("response larger than 2 GiB".into()))?;
-    let mut head = BytesMut::from(&parts[0][..]);
+    let FramePart::Bytes(first) = &parts[0] else {
+        unreachable!("the first part is the encoded head");
+    };
+    let mut head = BytesMut::from(&first[..]);
     head[..LENGTH_PREFIX_BYTES].copy_from_slice(&body_len.to_be_bytes());
-    parts[0] = head.freeze();
+    parts[0] = FramePart::Bytes(head.freeze());
     Ok(parts)
 }
 
@@ -289,11 +328,40 @@ mod tests {
         for version in [4, 7, 11, 12, 13, 16, 17, 18] {
             let whole =
                 encode_response(ApiKey::Fetch, version, 42, &ResponseKind::Fetch(response.clone())).expect("encodes");
-            let parts = encode_response_parts(ApiKey::Fetch, version, 42, ResponseKind::Fetch(response.clone()))
+            let parts = encode_response_parts(ApiKey::Fetch, version, 42, ResponseKind::Fetch(response.clone()), &[])
                 .expect("encodes in parts");
             assert!(parts.len() > 1, "v{version}: the large record sets are slices");
-            let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            let joined: Vec<u8> = parts
+                .iter()
+                .flat_map(|p| match p {
+                    FramePart::Bytes(b) => b.to_vec(),
+                    FramePart::External(_) => panic!("no external record sets here"),
+                })
+                .collect();
             assert_eq!(joined, whole.to_vec(), "v{version}");
+            // The same response with two record sets supplied by the caller (one large, one
+            // below the splice size) comes out identical once those are put in.
+            let (m0, m1) = (records_marker(), records_marker());
+            let external_sets = [records(100_000, 1), records(10, 2)];
+            let mut with_markers = response.clone();
+            with_markers.responses[0].partitions[0].records = Some(Bytes::copy_from_slice(&m0));
+            with_markers.responses[0].partitions[1].records = Some(Bytes::copy_from_slice(&m1));
+            let parts = encode_response_parts(
+                ApiKey::Fetch,
+                version,
+                42,
+                ResponseKind::Fetch(with_markers),
+                &[(m1, external_sets[1].len()), (m0, external_sets[0].len())],
+            )
+            .expect("encodes with external record sets");
+            let joined: Vec<u8> = parts
+                .iter()
+                .flat_map(|p| match p {
+                    FramePart::Bytes(b) => b.to_vec(),
+                    FramePart::External(i) => external_sets[1 - *i].to_vec(),
+                })
+                .collect();
+            assert_eq!(joined, whole.to_vec(), "v{version} with external record sets");
         }
     }
 

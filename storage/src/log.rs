@@ -1,6 +1,7 @@
 //! The store: partition state in memory, batches in RocksDB, reads on the blocking pool.
 
 use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -130,6 +131,48 @@ pub struct ReadResult {
     /// Offsets at the time of the read.
     pub offsets: PartitionOffsets,
 }
+
+/// Batches of a read still in their segment files, for a Fetch response to send from there
+/// (`sendfile`) instead of reading them into memory first. Holding it keeps the segments open:
+/// retention deleting one meanwhile does not take the bytes away.
+#[derive(Debug, Clone, Default)]
+pub struct FileRecords {
+    /// Total bytes: whole batches, as stored.
+    pub len: usize,
+    /// The bytes, in log order.
+    pub chunks: Vec<RecordChunk>,
+}
+
+/// Part of a [`FileRecords`].
+#[derive(Debug, Clone)]
+pub enum RecordChunk {
+    /// Bytes already in memory (small reads, batches of an older store kept inline).
+    Mem(Bytes),
+    /// `len` bytes of a segment file at `position`.
+    File {
+        /// The open segment.
+        file: SegmentHandle,
+        /// Where the bytes start.
+        position: u64,
+        /// How many.
+        len: usize,
+    },
+}
+
+/// An open segment file, shared with the store.
+#[derive(Debug, Clone)]
+pub struct SegmentHandle(Arc<crate::segments::SegmentFile>);
+
+impl SegmentHandle {
+    /// The file, to read or `sendfile` from.
+    pub fn file(&self) -> &std::fs::File {
+        self.0.file()
+    }
+}
+
+/// Reads smaller than this are copied into memory at once rather than left in the file: a
+/// separate `sendfile` costs more than a copy of a few KiB.
+const FILE_RECORDS_MIN_BYTES: usize = fjord_protocol::frame::SPLICE_MIN_BYTES;
 
 /// The partition store. Cheap to share (`Arc`).
 pub struct LogStore {
@@ -429,6 +472,42 @@ impl LogStore {
         at_least_one: bool,
         committed_only: bool,
     ) -> Result<ReadResult> {
+        let (plan, offsets) = self
+            .plan_read(pid, offset, max_bytes, at_least_one, committed_only, usize::MAX)
+            .await?;
+        let bufs = self.bufs.clone();
+        let records = tokio::task::spawn_blocking(move || fill(&bufs, &plan))
+            .await
+            .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
+        Ok(ReadResult { records, offsets })
+    }
+
+    /// [`LogStore::read_isolated`] without reading: the batches are returned as regions of their
+    /// segment files (small reads excepted), for the caller to send straight from there.
+    pub async fn read_file_records(
+        &self,
+        pid: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+        committed_only: bool,
+    ) -> Result<(FileRecords, PartitionOffsets)> {
+        let (plan, offsets) = self
+            .plan_read(pid, offset, max_bytes, at_least_one, committed_only, FILE_RECORDS_MIN_BYTES)
+            .await?;
+        Ok((plan, offsets))
+    }
+
+    /// Finds the batches of a read; reads smaller than `read_below` bytes are read at once.
+    async fn plan_read(
+        &self,
+        pid: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+        committed_only: bool,
+        read_below: usize,
+    ) -> Result<(FileRecords, PartitionOffsets)> {
         let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
         if offset < offsets.log_start || offset > offsets.high_watermark {
             return Err(StorageError::OffsetOutOfRange {
@@ -443,18 +522,23 @@ impl LogStore {
             offsets.high_watermark
         };
         if offset >= upper {
-            return Ok(ReadResult {
-                records: Bytes::new(),
-                offsets,
-            });
+            return Ok((FileRecords::default(), offsets));
         }
         let (db, segments, bufs) = (self.db.clone(), self.segments.clone(), self.bufs.clone());
-        let records = tokio::task::spawn_blocking(move || {
-            read_batches(&db, &segments, &bufs, &pid, offset, upper, max_bytes, at_least_one)
+        let plan = tokio::task::spawn_blocking(move || -> Result<FileRecords> {
+            let plan = plan_batches(&db, &segments, &pid, offset, upper, max_bytes, at_least_one)?;
+            if plan.len > 0 && plan.len < read_below {
+                let bytes = fill(&bufs, &plan)?;
+                return Ok(FileRecords {
+                    len: bytes.len(),
+                    chunks: vec![RecordChunk::Mem(bytes)],
+                });
+            }
+            Ok(plan)
         })
-                .await
-                .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
-        Ok(ReadResult { records, offsets })
+        .await
+        .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
+        Ok((plan, offsets))
     }
 
     /// The earliest offset whose record timestamp is >= `timestamp`, with that timestamp,
@@ -800,39 +884,25 @@ fn batch_iter<'a>(db: &'a DB, pid: &PartitionId, offset: i64) -> Result<rocksdb:
     Ok(it)
 }
 
-/// What a read copies out, in log order.
-enum Piece {
-    /// A run of batches adjacent in one segment: (segment, position, length).
-    File(i64, u64, usize),
-    /// A batch kept inline by an older store.
-    Inline(Vec<u8>),
-}
-
-/// Fills one buffer with the pieces, reading each run of adjacent batches with one `pread`.
-/// Stops early if a segment is gone (retention deleted it while the read was planned): what
-/// is returned is still whole batches.
-fn fill(segments: &Segments, bufs: &Arc<BufPool>, pid: &PartitionId, pieces: &[Piece]) -> Result<Bytes> {
-    let total: usize = pieces
-        .iter()
-        .map(|p| match p {
-            Piece::File(_, _, len) => *len,
-            Piece::Inline(v) => v.len(),
-        })
-        .sum();
-    let mut buf = bufs.take(total);
+/// Copies planned batches into one pooled buffer, reading each file region with one `pread`.
+fn fill(bufs: &Arc<BufPool>, plan: &FileRecords) -> Result<Bytes> {
+    if let [RecordChunk::Mem(b)] = plan.chunks.as_slice() {
+        return Ok(b.clone());
+    }
+    let mut buf = bufs.take(plan.len);
     let out = buf.as_mut();
     let mut at = 0;
-    for p in pieces {
-        match p {
-            Piece::File(seg, pos, len) => {
-                if !segments.read_into(pid, *seg, *pos, &mut out[at..at + len])? {
-                    break;
-                }
+    for c in &plan.chunks {
+        match c {
+            RecordChunk::File { file, position, len } => {
+                file.file()
+                    .read_exact_at(&mut out[at..at + len], *position)
+                    .map_err(|e| StorageError::Io(format!("cannot read a segment: {e}")))?;
                 at += len;
             }
-            Piece::Inline(v) => {
-                out[at..at + v.len()].copy_from_slice(v);
-                at += v.len();
+            RecordChunk::Mem(b) => {
+                out[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
             }
         }
     }
@@ -840,20 +910,20 @@ fn fill(segments: &Segments, bufs: &Arc<BufPool>, pid: &PartitionId, pieces: &[P
     Ok(buf.freeze())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_batches(
+/// Finds the whole batches from `offset` up to the high watermark within `max_bytes`, as runs
+/// of adjacent batches in their segment files. A segment that retention deleted since the
+/// index was read ends the read early: what is returned is still whole batches.
+fn plan_batches(
     db: &DB,
     segments: &Segments,
-    bufs: &Arc<BufPool>,
     pid: &PartitionId,
     offset: i64,
     high_watermark: i64,
     max_bytes: usize,
     at_least_one: bool,
-) -> Result<Bytes> {
+) -> Result<FileRecords> {
     let mut it = batch_iter(db, pid, offset)?;
-    let mut pieces: Vec<Piece> = Vec::new();
-    let mut total = 0usize;
+    let mut plan = FileRecords::default();
     while it.valid() {
         let (Some(k), Some(v)) = (it.key(), it.value()) else {
             break;
@@ -867,28 +937,52 @@ fn read_batches(
             it.next();
             continue; // the seek landed on the batch before the one we want
         }
-        if total + stored.len() > max_bytes && !(total == 0 && at_least_one) {
+        let n = stored.len();
+        if plan.len + n > max_bytes && !(plan.len == 0 && at_least_one) {
             break;
         }
-        total += stored.len();
-        match (stored, pieces.last_mut()) {
-            (Stored::File(l), Some(Piece::File(seg, pos, len))) if *seg == l.segment && *pos + *len as u64 == l.position => {
+        match (stored, plan.chunks.last_mut()) {
+            (Stored::File(l), Some(RecordChunk::File { file, position, len }))
+                if file.0.base() == l.segment && *position + *len as u64 == l.position =>
+            {
                 *len += l.len as usize;
             }
-            (Stored::File(l), _) => pieces.push(Piece::File(l.segment, l.position, l.len as usize)),
-            (Stored::Inline(bytes, _), _) => pieces.push(Piece::Inline(bytes.to_vec())),
+            (Stored::File(l), _) => {
+                let Some(file) = segments.file(pid, l.segment) else {
+                    break;
+                };
+                plan.chunks.push(RecordChunk::File {
+                    file: SegmentHandle(file),
+                    position: l.position,
+                    len: l.len as usize,
+                });
+            }
+            (Stored::Inline(bytes, _), _) => plan.chunks.push(RecordChunk::Mem(Bytes::copy_from_slice(bytes))),
         }
+        plan.len += n;
         it.next();
     }
     it.status()?;
-    drop(it);
-    fill(segments, bufs, pid, &pieces)
+    Ok(plan)
 }
 
 /// One stored batch's bytes.
 fn read_one(segments: &Segments, bufs: &Arc<BufPool>, pid: &PartitionId, v: &[u8]) -> Result<Bytes> {
     match Stored::parse(v)? {
-        Stored::File(l) => fill(segments, bufs, pid, &[Piece::File(l.segment, l.position, l.len as usize)]),
+        Stored::File(l) => {
+            let Some(file) = segments.file(pid, l.segment) else {
+                return Ok(Bytes::new()); // its segment went with retention meanwhile
+            };
+            let plan = FileRecords {
+                len: l.len as usize,
+                chunks: vec![RecordChunk::File {
+                    file: SegmentHandle(file),
+                    position: l.position,
+                    len: l.len as usize,
+                }],
+            };
+            fill(bufs, &plan)
+        }
         Stored::Inline(bytes, _) => Ok(Bytes::copy_from_slice(bytes)),
     }
 }
@@ -925,7 +1019,7 @@ fn find_by_timestamp(
         }
         let batch = read_one(segments, bufs, pid, v)?;
         if batch.is_empty() {
-            break; // its segment went with retention meanwhile
+            break;
         }
         let stamps = record_stamps(&batch).map_err(|e| StorageError::Corruption(e.to_string()))?;
         for s in stamps {

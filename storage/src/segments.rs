@@ -22,7 +22,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -140,11 +139,21 @@ impl<'a> Stored<'a> {
 pub(crate) struct SegmentFile {
     file: File,
     path: PathBuf,
+    /// Offset of its first batch (its name).
+    base: i64,
     /// Written since its last fsync.
     dirty: AtomicBool,
 }
 
 impl SegmentFile {
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn base(&self) -> i64 {
+        self.base
+    }
+
     fn sync(&self) -> std::io::Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {
             if let Err(e) = self.file.sync_data() {
@@ -266,6 +275,7 @@ impl Segments {
                 Arc::new(SegmentFile {
                     file,
                     path,
+                    base,
                     dirty: AtomicBool::new(false),
                 }),
             );
@@ -287,20 +297,18 @@ impl Segments {
         self.parts.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn file(&self, pid: &PartitionId, segment: i64) -> Option<Arc<SegmentFile>> {
+    /// An open segment, `None` when retention deleted it.
+    pub fn file(&self, pid: &PartitionId, segment: i64) -> Option<Arc<SegmentFile>> {
         let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
         parts.get(pid)?.get(&segment).cloned()
     }
 
-    /// Reads `len` bytes at `position` of a segment into `out`. `Ok(false)` when the segment
-    /// is gone (retention deleted it after the caller looked it up).
-    pub fn read_into(&self, pid: &PartitionId, segment: i64, position: u64, out: &mut [u8]) -> Result<bool> {
+    #[cfg(test)]
+    fn read_into(&self, pid: &PartitionId, segment: i64, position: u64, out: &mut [u8]) -> Result<bool> {
         let Some(f) = self.file(pid, segment) else {
             return Ok(false);
         };
-        f.file
-            .read_exact_at(out, position)
-            .map_err(|e| io_err("cannot read", &f.path, e))?;
+        std::os::unix::fs::FileExt::read_exact_at(&f.file, out, position).map_err(|e| io_err("cannot read", &f.path, e))?;
         Ok(true)
     }
 
@@ -465,6 +473,7 @@ impl SegmentWriter {
         let file = Arc::new(SegmentFile {
             file,
             path,
+            base,
             dirty: AtomicBool::new(true),
         });
         self.segments

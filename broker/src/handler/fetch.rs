@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_controller::{ClusterMetadata, Uuid};
-use fjord_storage::StorageError;
+use fjord_protocol::frame::{records_marker, RECORDS_MARKER_BYTES};
+use fjord_storage::{FileRecords, RecordChunk, StorageError};
 use indexmap::IndexMap;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
@@ -114,8 +115,23 @@ fn resolve_topic(meta: &ClusterMetadata, version: i16, name: &str, id: Uuid) -> 
     }
 }
 
-/// Answers Fetch from consumers. (Follower fetches arrive with replication.)
-pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchResponse {
+/// Record sets a Fetch response sends from the segment files: each stands in the response
+/// as a marker (see `fjord_protocol::frame::encode_response_parts`).
+pub type FileRecordSets = Vec<([u8; RECORDS_MARKER_BYTES], FileRecords)>;
+
+/// One partition's answer, with its records when they stay in the segment files.
+type PartitionAnswer = (Wanted, PartitionData, Option<([u8; RECORDS_MARKER_BYTES], FileRecords)>);
+
+fn answer_bytes((_, p, file): &PartitionAnswer) -> usize {
+    match file {
+        Some((_, f)) => f.len,
+        None => p.records.as_ref().map_or(0, Bytes::len),
+    }
+}
+
+/// Answers Fetch from consumers (follower fetches arrive with replication), with the record
+/// sets that stay in the segment files until the response is written.
+pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> (FetchResponse, FileRecordSets) {
     let meta = broker.metadata();
     let replica = if version >= 15 {
         req.replica_state.replica_id.0
@@ -124,7 +140,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
     };
     if replica >= 0 {
         // No follower fetches until replication exists: nobody replicates from us.
-        return error_response(ResponseError::NotLeaderOrFollower);
+        return (error_response(ResponseError::NotLeaderOrFollower), Vec::new());
     }
 
     // The partitions named in this request, in request order.
@@ -153,7 +169,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
         let mut inner = broker.fetch_sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
         if req.session_id == 0 {
             if req.session_epoch != INITIAL_EPOCH {
-                return error_response(ResponseError::InvalidFetchSessionEpoch);
+                return (error_response(ResponseError::InvalidFetchSessionEpoch), Vec::new());
             }
             inner.make_room();
             let id = inner.new_id();
@@ -176,10 +192,10 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             (0, requested, false)
         } else {
             let Some(session) = inner.sessions.get_mut(&req.session_id) else {
-                return error_response(ResponseError::FetchSessionIdNotFound);
+                return (error_response(ResponseError::FetchSessionIdNotFound), Vec::new());
             };
             if session.next_epoch != req.session_epoch {
-                return error_response(ResponseError::InvalidFetchSessionEpoch);
+                return (error_response(ResponseError::InvalidFetchSessionEpoch), Vec::new());
             }
             session.next_epoch = session.next_epoch.checked_add(1).unwrap_or(1);
             session.last_used = Instant::now();
@@ -234,11 +250,8 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
     let parts = loop {
         appended.borrow_and_update();
         let parts = read_all(broker, &meta, &wanted, response_max_bytes, committed_only).await;
-        let bytes: usize = parts
-            .iter()
-            .map(|(_, p)| p.records.as_ref().map_or(0, Bytes::len))
-            .sum();
-        let any_error = parts.iter().any(|(_, p)| p.error_code != 0);
+        let bytes: usize = parts.iter().map(answer_bytes).sum();
+        let any_error = parts.iter().any(|(_, p, _)| p.error_code != 0);
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || any_error || now >= deadline || min_bytes == 0 {
             break parts;
@@ -257,15 +270,16 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             break read_all(broker, &meta, &wanted, response_max_bytes, committed_only).await;
         }
     };
-    for (w, p) in &parts {
-        if let Some(r) = &p.records {
-            broker.stats.fetched(&w.topic, r.len() as u64);
+    for a in &parts {
+        if a.1.records.is_some() {
+            broker.stats.fetched(&a.0.topic, answer_bytes(a) as u64);
         }
     }
 
     // Group by topic in first-seen order; in an incremental session, leave out partitions
     // with nothing new for the client.
     let mut topics: IndexMap<(Uuid, String), Vec<PartitionData>> = IndexMap::new();
+    let mut files = FileRecordSets::new();
     {
         let mut inner = broker.fetch_sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
         let session = if session_id != 0 {
@@ -274,7 +288,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             None
         };
         let mut session = session;
-        for (w, p) in parts {
+        for (w, p, file) in parts {
             let mut include = true;
             if let Some(s) = session.as_mut() {
                 if let Some(sp) = s.partitions.get_mut(&(w.topic_id, w.partition)) {
@@ -287,6 +301,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
             }
             if include {
                 topics.entry((w.topic_id, w.topic.clone())).or_default().push(p);
+                files.extend(file);
             }
         }
     }
@@ -299,9 +314,10 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> FetchRe
                 .with_partitions(partitions)
         })
         .collect();
-    FetchResponse::default()
+    let response = FetchResponse::default()
         .with_session_id(session_id)
-        .with_responses(responses)
+        .with_responses(responses);
+    (response, files)
 }
 
 fn session_partition(w: &Wanted) -> SessionPartition {
@@ -335,13 +351,13 @@ async fn read_all(
     wanted: &[Wanted],
     response_max_bytes: usize,
     committed_only: bool,
-) -> Vec<(Wanted, PartitionData)> {
+) -> Vec<PartitionAnswer> {
     let mut out = Vec::with_capacity(wanted.len());
     let mut budget = response_max_bytes;
     let mut first = true;
     for w in wanted {
-        let p = read_one(broker, meta, w, &mut budget, &mut first, committed_only).await;
-        out.push((w.clone(), p));
+        let (p, file) = read_one(broker, meta, w, &mut budget, &mut first, committed_only).await;
+        out.push((w.clone(), p, file));
     }
     out
 }
@@ -353,32 +369,42 @@ async fn read_one(
     budget: &mut usize,
     first: &mut bool,
     committed_only: bool,
-) -> PartitionData {
+) -> (PartitionData, Option<([u8; RECORDS_MARKER_BYTES], FileRecords)>) {
     if let Some(e) = w.error {
-        return partition_error(w.partition, e);
+        return (partition_error(w.partition, e), None);
     }
     let topic = match led_partition(broker, meta.topics.get(&w.topic), w.partition, w.current_leader_epoch) {
         Ok((topic, _)) => topic,
-        Err(e) => return partition_error(w.partition, e),
+        Err(e) => return (partition_error(w.partition, e), None),
     };
     let pid = partition_id(topic, w.partition);
     let max = usize::try_from(w.max_bytes).unwrap_or(0).min(*budget);
     let at_least_one = *first;
     match broker
         .store
-        .read_isolated(pid, w.fetch_offset, max, at_least_one, committed_only)
+        .read_file_records(pid, w.fetch_offset, max, at_least_one, committed_only)
         .await
     {
-        Ok(r) => {
-            if !r.records.is_empty() {
+        Ok((records, offsets)) => {
+            if records.len > 0 {
                 *first = false;
-                *budget = budget.saturating_sub(r.records.len());
+                *budget = budget.saturating_sub(records.len);
             }
+            // Small reads come back in memory; larger ones stay in the segment files and go
+            // to the socket from there, with a marker in the response where they belong.
+            let (in_response, file) = match records.chunks.as_slice() {
+                [] => (Bytes::new(), None),
+                [RecordChunk::Mem(b)] => (b.clone(), None),
+                _ => {
+                    let marker = records_marker();
+                    (Bytes::copy_from_slice(&marker), Some((marker, records)))
+                }
+            };
             // read_committed consumers drop the records of these transactions themselves.
             let aborted = committed_only.then(|| {
                 broker
                     .store
-                    .aborted_txns(&pid, w.fetch_offset, r.offsets.last_stable)
+                    .aborted_txns(&pid, w.fetch_offset, offsets.last_stable)
                     .into_iter()
                     .map(|a| {
                         AbortedTransaction::default()
@@ -387,14 +413,15 @@ async fn read_one(
                     })
                     .collect()
             });
-            PartitionData::default()
+            let p = PartitionData::default()
                 .with_partition_index(w.partition)
-                .with_high_watermark(r.offsets.high_watermark)
-                .with_last_stable_offset(r.offsets.last_stable)
+                .with_high_watermark(offsets.high_watermark)
+                .with_last_stable_offset(offsets.last_stable)
                 .with_aborted_transactions(aborted)
-                .with_log_start_offset(r.offsets.log_start)
+                .with_log_start_offset(offsets.log_start)
                 .with_preferred_read_replica(BrokerId(-1))
-                .with_records(Some(r.records))
+                .with_records(Some(in_response));
+            (p, file)
         }
         Err(e) => {
             let mut p = partition_error(w.partition, storage_error_code(&e));
@@ -409,7 +436,7 @@ async fn read_one(
                     .with_last_stable_offset(high_watermark)
                     .with_log_start_offset(log_start);
             }
-            p
+            (p, None)
         }
     }
 }

@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fjord_controller::{PartitionMeta, TopicMeta};
-use fjord_protocol::frame::{encode_response, encode_response_parts, Request};
+use fjord_protocol::frame::{encode_response, encode_response_parts, FramePart, Request};
+use fjord_storage::FileRecords;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::{StrBytes, VersionRange};
@@ -154,17 +155,10 @@ impl RequestContext {
 
     /// Encodes a response for this request.
     pub fn respond(&self, body: ResponseKind) -> Reply {
-        crate::metrics::count_errors(self.api_key, &body);
         if self.api_key == ApiKey::Fetch {
-            // Record sets go out as slices of what storage read, not copied into the frame.
-            return match encode_response_parts(self.api_key, self.version, self.correlation_id, body) {
-                Ok(parts) => Reply::SendParts(parts),
-                Err(e) => {
-                    tracing::error!(version = self.version, error = %e, "fetch response does not encode; closing the connection");
-                    Reply::Close
-                }
-            };
+            return self.respond_with_files(body, Vec::new());
         }
+        crate::metrics::count_errors(self.api_key, &body);
         match encode_response(self.api_key, self.version, self.correlation_id, &body) {
             Ok(bytes) => Reply::Send(bytes),
             Err(e) => {
@@ -175,13 +169,47 @@ impl RequestContext {
     }
 }
 
+impl RequestContext {
+    /// Encodes a Fetch response whose larger record sets stay in the segment files: the frame
+    /// is written as slices of the encoded response around those regions of the files.
+    pub fn respond_with_files(&self, body: ResponseKind, files: fetch::FileRecordSets) -> Reply {
+        crate::metrics::count_errors(self.api_key, &body);
+        let external: Vec<_> = files.iter().map(|(m, f)| (*m, f.len)).collect();
+        let mut files: Vec<Option<FileRecords>> = files.into_iter().map(|(_, f)| Some(f)).collect();
+        match encode_response_parts(self.api_key, self.version, self.correlation_id, body, &external) {
+            Ok(parts) => Reply::SendParts(
+                parts
+                    .into_iter()
+                    .map(|p| match p {
+                        FramePart::Bytes(b) => OutPart::Bytes(b),
+                        FramePart::External(i) => OutPart::File(files[i].take().unwrap_or_default()),
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::error!(version = self.version, error = %e, "fetch response does not encode; closing the connection");
+                Reply::Close
+            }
+        }
+    }
+}
+
+/// Part of a response frame.
+#[derive(Debug)]
+pub enum OutPart {
+    /// Bytes in memory.
+    Bytes(Bytes),
+    /// A record set in segment files.
+    File(FileRecords),
+}
+
 /// What the connection does once a request is handled.
 #[derive(Debug)]
 pub enum Reply {
     /// Write these bytes (a whole response frame).
     Send(Bytes),
-    /// Write these slices, in order: together they are one response frame.
-    SendParts(Vec<Bytes>),
+    /// Write these parts, in order: together they are one response frame.
+    SendParts(Vec<OutPart>),
     /// No response (Produce with acks=0).
     Nothing,
     /// Close the connection (how Kafka signals an error to an acks=0 producer).
@@ -250,7 +278,10 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
     let resp = match body {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&ctx, r)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(b, &ctx, r).await),
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(b, v, r).await),
+        RequestKind::Fetch(r) => {
+            let (response, files) = fetch::handle(b, v, r).await;
+            return ctx.respond_with_files(ResponseKind::Fetch(response), files);
+        }
         RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(leader_epoch::handle(b, r).await),
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(coordinator::handle(b, &ctx, r)),
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(b, &ctx, r).await),
