@@ -5,10 +5,14 @@
 
 1. Builds `fjord` and `fjord-bench` in release (through ccache when it is installed), and fetches
    Apache Kafka 4.1 from Maven Central through `FJORD_COMPAT_REFERENCE=1 compat-tests/setup.sh`.
-2. Measures the disk under the data dirs once (`fjord-bench limits`), so a reader can tell a
-   broker limit from a machine limit.
-3. For each broker in turn (fjord, then kafka) on a fresh data dir and a free port: times startup
-   to the first Metadata answer, reads idle RSS, runs every scenario, then SIGTERMs it.
+2. Measures the disk under the data dirs (`fjord-bench limits`), so a reader can tell a broker
+   limit from a machine limit.
+3. For each broker in turn on a fresh data dir and a free port: times startup to the first
+   Metadata answer, reads idle RSS, runs every scenario, then SIGTERMs it.
+   A full run does this in `--rounds` rounds (default 2), the brokers' order reversed in every
+   other round (fjord, kafka, kafka, fjord, ...) and the limits measured again at the start of
+   each: a shared or throttled machine then weighs on both brokers alike, and the report takes
+   the median of each figure over the rounds.
 4. `fjord-bench report` turns bench/results/<run>/ into Markdown and SVG charts; a full run splices
    the Markdown into BENCHMARKS.md and copies its JSON to bench/results/latest/.
 
@@ -464,6 +468,8 @@ class Broker:
     label: str
     run_dir: Path
     data_root: Path
+    #: Appended to result and log file names: "" in round 1, "-r2" in round 2, ...
+    sfx: str = ""
     #: One data dir per start: a restart after a crash gets a fresh one too.
     starts: int = 0
     proc: subprocess.Popen | None = None
@@ -477,7 +483,7 @@ class Broker:
 
     @property
     def log_path(self) -> Path:
-        return self.run_dir / "logs" / f"{self.label}.log"
+        return self.run_dir / "logs" / f"{self.label}{self.sfx}.log"
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         assert self.data_dir is not None
@@ -517,12 +523,12 @@ class Broker:
         spawn_epoch_ms = int(time.time() * 1000)
         self.proc, _ = spawn(cmd, self.log_path, env=env)
         say(f"{self.label}: started pid {self.proc.pid} on {self.bootstrap}, data in {self.data_dir}")
-        out = self.run_dir / f"{self.label}-startup.json" if self.starts == 1 else \
-            self.run_dir / "logs" / f"{self.label}-startup-{self.starts}.json"
+        out = self.run_dir / f"{self.label}-startup{self.sfx}.json" if self.starts == 1 else \
+            self.run_dir / "logs" / f"{self.label}-startup{self.sfx}-{self.starts}.json"
         rc, secs = run_logged(
             bench_cmd(self, out, "wait-ready", "--since-epoch-ms", str(spawn_epoch_ms),
                       "--timeout-s", str(READY_TIMEOUT_S)),
-            self.run_dir / "logs" / f"{self.label}-wait-ready.log", READY_TIMEOUT_S + 30)
+            self.run_dir / "logs" / f"{self.label}-wait-ready{self.sfx}.log", READY_TIMEOUT_S + 30)
         if rc != 0 or not self.alive():
             why = "exited" if not self.alive() else ("timed out" if rc is None else f"wait-ready exit {rc}")
             raise BrokerDown(f"{self.label} not ready ({why}); its log:\n{log_tail(self.log_path, 25)}")
@@ -531,25 +537,30 @@ class Broker:
         startup_s = ready_ms / 1000 if ready_ms else time.time() - spawn_epoch_ms / 1000
         say(f"{self.label}: ready {startup_s:.2f} s after spawn (first Metadata answer)")
         if self.starts == 1:
-            self.info["startup_s"] = round(startup_s, 3)
-            self.info["pid"] = self.proc.pid
+            # The run's facts (startup, idle RSS) are round 1's; every round's are in the
+            # result files, which the report takes the median of.
+            first_round = "startup_s" not in self.info
+            if first_round:
+                self.info["startup_s"] = round(startup_s, 3)
+                self.info["pid"] = self.proc.pid
             cpu_before = cpu_seconds(self.proc.pid)
             time.sleep(IDLE_SETTLE_S)
             rss = rss_bytes(self.proc.pid)
             cpu_after = cpu_seconds(self.proc.pid)
             idle_cpu_s = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-            self.info["idle_rss_bytes"] = rss
-            self.info["idle_cpu_s"] = idle_cpu_s
+            if first_round:
+                self.info["idle_rss_bytes"] = rss
+                self.info["idle_cpu_s"] = idle_cpu_s
             say(f"{self.label}: idle RSS {rss / 2**20:.0f} MiB after {IDLE_SETTLE_S} s" if rss else
                 f"{self.label}: idle RSS unreadable")
-            if self.label == "kafka":
+            if self.label == "kafka" and first_round:
                 self.info["jvm"] = jvm_flags(self.proc.pid)
                 say(f"kafka: JVM {self.info['jvm']}")
             if rss is None:
                 return  # the broker is gone; the scenario loop restarts it and says so
             # In fjord-bench's result shape (bench/src/result.rs), so `report` tabulates it like
             # the rest: `broker` gives the RSS and CPU rows of its default table.
-            write_json(self.run_dir / f"{self.label}-idle.json", {
+            write_json(self.run_dir / f"{self.label}-idle{self.sfx}.json", {
                 "scenario": "idle", "label": self.label,
                 "params": {"after_ready_s": IDLE_SETTLE_S},
                 "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
@@ -653,17 +664,24 @@ def headline(result: dict) -> str:
 
 
 def run_broker(label: str, chosen: list[Scenario], run_dir: Path, data_root: Path,
-               outcomes: dict, brokers_info: dict, keep_data: bool) -> None:
-    broker = Broker(label, run_dir, data_root)
-    brokers_info[label] = broker.info
-    say(f"===== {label} =====")
+               outcomes: dict, brokers_info: dict, keep_data: bool, sfx: str = "") -> None:
+    broker = Broker(label, run_dir, data_root, sfx)
+    broker.info = brokers_info.setdefault(label, broker.info)
+    say(f"===== {label}{' round ' + sfx.removeprefix('-r') if sfx else ''} =====")
+
+    def record(name: str, outcome: dict) -> None:
+        # Over rounds, a failure stays visible: a later success does not overwrite it.
+        prev = outcomes[label].get(name)
+        if prev is None or prev["status"] == "ok":
+            outcomes[label][name] = outcome
+
     try:
         try:
             broker.start()
         except BrokerDown as e:
             say(f"{label}: FAILED to start: {e}")
             for s in chosen:
-                outcomes[label][s.name] = {"status": "failed", "reason": "broker did not start", "seconds": 0}
+                record(s.name, {"status": "failed", "reason": "broker did not start", "seconds": 0})
             return
         for s in chosen:
             if not broker.alive():
@@ -674,10 +692,9 @@ def run_broker(label: str, chosen: list[Scenario], run_dir: Path, data_root: Pat
                     broker.start()
                 except BrokerDown as e:
                     say(f"{label}: FAILED to restart: {e}")
-                    outcomes[label][s.name] = {"status": "failed", "reason": "broker did not restart",
-                                               "seconds": 0}
+                    record(s.name, {"status": "failed", "reason": "broker did not restart", "seconds": 0})
                     continue
-            outcomes[label][s.name] = run_scenario(broker, s, run_dir)
+            record(s.name, run_scenario(broker, s, run_dir))
     finally:
         broker.stop()
         if not keep_data and broker.data_dir is not None:
@@ -705,8 +722,8 @@ def params(args: tuple[str, ...]) -> dict:
 
 
 def run_scenario(broker: Broker, s: Scenario, run_dir: Path) -> dict:
-    out = run_dir / f"{broker.label}-{s.name}.json"
-    log = run_dir / "logs" / f"{broker.label}-{s.name}.log"
+    out = run_dir / f"{broker.label}-{s.name}{broker.sfx}.json"
+    log = run_dir / "logs" / f"{broker.label}-{s.name}{broker.sfx}.log"
     # Each scenario starts with no dirty pages from the one before.
     sync_start = time.monotonic()
     os.sync()
@@ -765,12 +782,12 @@ the machine it describes: rerun on yours before you quote one.
 """
 
 
-def align_failed_params(run_dir: Path, chosen: list[Scenario], labels: list[str]) -> None:
+def align_failed_params(run_dir: Path, chosen: list[Scenario], labels: list[str], sfxs: list[str]) -> None:
     """`report` groups results by their params, and a result file run.py wrote for a killed
     scenario only knows the flags it was given, not fjord-bench's defaults. Copy the params of
-    the other broker's run of the same scenario, so both land in one table."""
+    another run of the same scenario, so all land in one table."""
     for s in chosen:
-        files = {label: run_dir / f"{label}-{s.name}.json" for label in labels}
+        files = {(label, sfx): run_dir / f"{label}-{s.name}{sfx}.json" for label in labels for sfx in sfxs}
         docs = {label: read_result(path) for label, path in files.items()}
         real = next((d for d in docs.values() if d and not d.get("failed") and d.get("params")), None)
         if real is None:
@@ -828,7 +845,10 @@ def add_run_facts(section: Path, manifest: dict) -> None:
         + (f"; checked with jcmd: max heap {int(jvm['MaxHeapSize']) >> 20} MiB, "
            f"TieredStopAtLevel {jvm.get('TieredStopAtLevel')} (C2 on)" if jvm.get("MaxHeapSize") else "") + ".",
         "- Each broker: fresh data dir, then every scenario in turn, one broker at a time; "
-        "`sync` between scenarios.",
+        "`sync` between scenarios."
+        + (f" {manifest['rounds']} rounds, the brokers' order reversed each round (fjord, kafka, kafka, fjord, ...),"
+           " the machine's limits measured at the start of each; every figure is the median over the rounds."
+           if manifest.get("rounds", 1) > 1 else ""),
     ]
     for label in manifest.get("brokers", []):
         bi = info.get(label, {})
@@ -872,6 +892,8 @@ def main() -> int:
     ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
                     help=f"where brokers keep data (default {DEFAULT_DATA_ROOT.relative_to(REPO)})")
     ap.add_argument("--keep-data", action="store_true", help="keep the brokers' data dirs")
+    ap.add_argument("--rounds", type=int,
+                    help="rounds of every broker, order reversed each round (default: 2 for a full run, else 1)")
     ap.add_argument("--run-name", help="results go to bench/results/<run-name> (default: UTC time)")
     pub = ap.add_mutually_exclusive_group()
     pub.add_argument("--publish", dest="publish", action="store_true", default=None,
@@ -890,6 +912,8 @@ def main() -> int:
     labels = [args.only] if args.only else ["fjord", "kafka"]
     full = not args.quick and not args.only and not args.scenarios
     do_publish = full if args.publish is None else args.publish
+    rounds = max(1, args.rounds if args.rounds is not None else (2 if full else 1))
+    sfxs = [""] + [f"-r{r}" for r in range(2, rounds + 1)]
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -909,7 +933,7 @@ def main() -> int:
     outcomes: dict[str, dict[str, dict]] = {label: {} for label in labels}
     brokers_info: dict[str, dict] = {}
     manifest = {
-        "run": run_name, "quick": args.quick, "brokers": labels,
+        "run": run_name, "quick": args.quick, "brokers": labels, "rounds": rounds,
         "scenarios": [{"name": s.name, "command": s.command, "args": list(s.args)} for s in chosen],
         "settings": {
             "flush": "both defaults: log.flush.interval.messages=Long.MAX_VALUE, log.flush.interval.ms "
@@ -959,16 +983,18 @@ def main() -> int:
         warn_if_busy()
 
         limits_bytes = LIMITS_BYTES // 10 if args.quick else LIMITS_BYTES
-        say(f"limits: fjord-bench limits --dir {data_root} --bytes {limits_bytes}")
-        rc, secs = run_logged(bench_cmd(None, run_dir / "limits.json", "limits", "--dir", str(data_root),
-                                        "--bytes", str(limits_bytes)),
-                              run_dir / "logs" / "limits.log", LIMITS_TIMEOUT_S)
-        manifest["limits"] = {"status": "ok" if rc == 0 else "failed", "exit": rc, "seconds": round(secs, 1)}
-        say(f"limits: {'ok' if rc == 0 else 'FAILED (exit %s)' % rc} in {fmt_s(secs)}")
-
-        for label in labels:
-            write_json(run_dir / "run.json", manifest)
-            run_broker(label, chosen, run_dir, data_root, outcomes, brokers_info, args.keep_data)
+        for r, sfx in enumerate(sfxs):
+            say(f"limits{sfx}: fjord-bench limits --dir {data_root} --bytes {limits_bytes}")
+            rc, secs = run_logged(bench_cmd(None, run_dir / f"limits{sfx}.json", "limits", "--dir", str(data_root),
+                                            "--bytes", str(limits_bytes)),
+                                  run_dir / "logs" / f"limits{sfx}.log", LIMITS_TIMEOUT_S)
+            manifest["limits" + sfx] = {"status": "ok" if rc == 0 else "failed", "exit": rc,
+                                        "seconds": round(secs, 1)}
+            say(f"limits{sfx}: {'ok' if rc == 0 else 'FAILED (exit %s)' % rc} in {fmt_s(secs)}")
+            # fjord, kafka in odd rounds; kafka, fjord in even ones.
+            for label in (labels if r % 2 == 0 else labels[::-1]):
+                write_json(run_dir / "run.json", manifest)
+                run_broker(label, chosen, run_dir, data_root, outcomes, brokers_info, args.keep_data, sfx)
     except Interrupted as e:
         say(f"interrupted by {e}: stopping brokers")
         manifest["interrupted"] = str(e)
@@ -987,7 +1013,7 @@ def main() -> int:
     section = run_dir / "section.md"
     charts = CHARTS if do_publish else run_dir / "charts"
     say(f"report: fjord-bench report -> {section.relative_to(REPO)}, charts in {charts.relative_to(REPO)}")
-    align_failed_params(run_dir, chosen, labels)
+    align_failed_params(run_dir, chosen, labels, sfxs)
     rc, _ = run_logged([str(FJORD_BENCH_BIN), "report", "--results", str(run_dir), "--markdown", str(section),
                         "--charts-dir", str(charts)], run_dir / "logs" / "report.log", 300)
     if rc != 0 or not section.exists():

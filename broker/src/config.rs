@@ -103,6 +103,9 @@ pub struct Config {
     pub delete_topic_enable: bool,
     /// `socket.request.max.bytes`: the largest request frame. Default 100 MiB.
     pub socket_request_max_bytes: usize,
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries, whatever the
+    /// consumer asks (the first batch excepted, KIP-74). Default 55 MiB, Kafka's.
+    pub fetch_max_bytes: usize,
     /// `log.flush.interval.messages`. Default `i64::MAX` (never forced; Kafka's default).
     pub flush_interval_messages: i64,
     /// `log.flush.interval.ms`. Default: none.
@@ -225,6 +228,7 @@ impl Config {
             auto_create_topics: true,
             delete_topic_enable: true,
             socket_request_max_bytes: 104_857_600,
+            fetch_max_bytes: 57_671_680,
             flush_interval_messages: i64::MAX,
             flush_interval_ms: None,
             retention_check_interval_ms: 300_000,
@@ -266,6 +270,13 @@ impl Config {
                     let v: i32 = parse_num(k, value)?;
                     cfg.socket_request_max_bytes =
                         usize::try_from(v).map_err(|_| invalid(k, value, "must be positive"))?;
+                }
+                "fetch.max.bytes" => {
+                    let v: i32 = parse_num(k, value)?;
+                    if v < 1024 {
+                        return Err(invalid(k, value, "must be at least 1024"));
+                    }
+                    cfg.fetch_max_bytes = v as usize;
                 }
                 "log.flush.interval.messages" => {
                     cfg.flush_interval_messages = parse_num(k, value)?;
@@ -585,6 +596,8 @@ mod tests {
         assert_eq!(c.log_dir, PathBuf::from("./fjord-data"));
         assert_eq!(c.topic_defaults["max.message.bytes"], "1048588");
         assert_eq!(c.topic_defaults["retention.ms"], "604800000");
+        assert_eq!(c.fetch_max_bytes, 57_671_680);
+        assert_eq!(c.segment_bytes(), 1 << 30);
     }
 
     #[test]
@@ -595,6 +608,11 @@ mod tests {
         assert!(e.to_string().contains("num.partitions"));
         let e = Config::from_properties(props(&[("compression.type", "brotli")])).expect_err("bad codec");
         assert!(e.to_string().contains("compression.type"));
+        let e = Config::from_properties(props(&[("fetch.max.bytes", "1023")])).expect_err("below Kafka's minimum");
+        assert!(e.to_string().contains("fetch.max.bytes"));
+        let c = Config::from_properties(props(&[("fetch.max.bytes", "1048576"), ("log.segment.bytes", "2097152")]))
+            .expect("valid");
+        assert_eq!((c.fetch_max_bytes, c.segment_bytes()), (1 << 20, 2 << 20));
     }
 
     #[test]

@@ -328,9 +328,11 @@ impl Segments {
         }
         let dirs = std::mem::take(&mut *self.new_dirs.lock().unwrap_or_else(|p| p.into_inner()));
         for d in &dirs {
-            File::open(d)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io_err("cannot sync", d, e))?;
+            match File::open(d).and_then(|f| f.sync_all()) {
+                // The partition was deleted since: nothing of it to make durable.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.map_err(|e| io_err("cannot sync", d, e))?,
+            }
         }
         if !dirs.is_empty() {
             File::open(&self.dir)
@@ -665,6 +667,10 @@ mod tests {
         w.drop_before(&P, 4);
         assert!(s.files_on_disk(&P).expect("list").is_empty());
         assert_eq!(w.append(&P, 4, &[b"x"]).expect("append"), (4, 0));
+        // A topic deleted before the next sync: its directory is gone, the sync still succeeds.
+        w.remove_topic(&P.topic_id);
+        s.sync_dirty().expect("sync after a topic delete");
+        assert!(s.on_disk().expect("list").is_empty());
     }
 
     #[test]

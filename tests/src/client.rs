@@ -291,6 +291,16 @@ impl Client {
         self.wait_for_topic(name, partitions)
     }
 
+    /// Delete topic `name`, asserting success.
+    pub fn delete_topic(&mut self, name: &str) {
+        let mut req = kafka_protocol::messages::DeleteTopicsRequest::default();
+        req.topic_names = vec![topic_name(name)];
+        req.timeout_ms = 10_000;
+        let resp = self.send_request(4, req);
+        let code = resp.responses.first().map(|r| r.error_code);
+        assert_eq!(code, Some(0), "DeleteTopics {name}: {:?}", code.map(error_name));
+    }
+
     /// Poll Metadata until `name` has `partitions` partitions, all with a
     /// leader, and return it. Panics after 10 s.
     pub fn wait_for_topic(&mut self, name: &str, partitions: i32) -> Topic {

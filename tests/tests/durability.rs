@@ -114,6 +114,17 @@ fn acked_records_survive_sigkill_and_sigterm() {
         );
         records.extend(more);
     }
+    // A topic written and deleted just before: its segments are gone when the shutdown syncs.
+    let gone = client.create_topic("deleted-before-sigterm", 1);
+    let r = client.produce(
+        ProduceRequest::VERSIONS.max,
+        &gone,
+        0,
+        encode_batch(&test_records(5, "gone"), Compression::None),
+        -1,
+    );
+    assert_eq!(r.error_code, 0, "{}", error_name(r.error_code));
+    client.delete_topic("deleted-before-sigterm");
     drop(client);
 
     // SIGTERM: a clean, prompt exit with status 0.

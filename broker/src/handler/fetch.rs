@@ -239,8 +239,12 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> (FetchR
 
     let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0).min(MAX_WAIT_CAP_MS));
     let deadline = Instant::now() + max_wait;
+    // Kafka caps what the consumer asks for with the broker's fetch.max.bytes (v3+; older
+    // versions have no response limit).
     let response_max_bytes = if version >= 3 {
-        usize::try_from(req.max_bytes).unwrap_or(0)
+        usize::try_from(req.max_bytes)
+            .unwrap_or(0)
+            .min(broker.config.fetch_max_bytes)
     } else {
         usize::MAX
     };
