@@ -206,23 +206,22 @@ fn db_options() -> Options {
 
 fn batches_cf_options() -> Options {
     let mut o = Options::default();
-    // Producers compress their batches; compressing again costs CPU for nothing.
+    // Values are batch locators (37 bytes, see `segments`); the batches are in segment files.
+    // Locators of adjacent batches differ in a few bytes only, but compressing them is not
+    // worth the CPU on the produce path: the whole index is ~1/10000 of the log.
     o.set_compression_type(rocksdb::DBCompressionType::None);
-    // 32 MiB memtables, at most 3: bounds the memory a burst of produce can pin (the RSS
-    // budget is a quarter of Kafka's) while flushes stay large enough to be cheap.
+    // 32 MiB memtables, at most 3: some 300,000 locators each, so flushes are rare and cheap.
     o.set_write_buffer_size(32 << 20);
     o.set_max_write_buffer_number(3);
-    // Batches are written once and read back as they are: key-value separation (BlobDB) puts
-    // them in blob files at flush, and compaction then rewrites only the small keys instead of
-    // every byte of the log again at each level. Without it compaction was most of the write
-    // I/O under produce load.
+    // Stores written before segment files kept whole batches here, in blob files (key-value
+    // separation, so compaction rewrote only keys). These settings keep reading them; locators
+    // are below the blob size and stay in the LSM tree.
     o.set_enable_blob_files(true);
     o.set_min_blob_size(BLOB_MIN_BYTES);
     o.set_blob_file_size(256 << 20);
     o.set_blob_compression_type(rocksdb::DBCompressionType::None);
-    // No blob GC: it relocates the live blobs of the oldest files at every compaction, which
-    // for a log is rewriting data for nothing. Retention deletes from the front, so the oldest
-    // blob files lose all their references and are dropped whole.
+    // No blob GC: it would relocate the old stores' live blobs at every compaction; retention
+    // deletes from the front, so their blob files lose all references and are dropped whole.
     o.set_enable_blob_gc(false);
     let mut t = BlockBasedOptions::default();
     // Fetches scan forward from a seek; large blocks suit that, and point lookups with a
