@@ -121,8 +121,9 @@ class Scenario:
 
 
 def scenarios(quick: bool) -> list[Scenario]:
-    """Sized so that both brokers take ~5 minutes on 2 cores (measured phases of 3-10 s, the
-    latency runs 30 s), which leaves a cold build (~16 minutes) well inside 30; --quick is ~1/10.
+    """Sized so that both brokers take ~4.5 minutes a round on 2 cores (measured phases of 3-10 s,
+    the latency runs 20 s): two rounds and a cold build (~16 minutes) stay inside 30; --quick is
+    ~1/10.
 
     Order matters: create-partitions goes last because 5,000 partitions make every later request
     on Kafka slower, and catchup after the short runs so its 2 GiB do not sit in the page cache
@@ -144,7 +145,7 @@ def scenarios(quick: bool) -> list[Scenario]:
                 "--topic", f"bench-{name}", "--partitions", str(parts), "--producers", "1",
                 "--records", n(2_000_000), "--record-size", str(1 * KiB), "--acks", acks,
                 "--codec", "none"), t(300, 120)))
-    latency_s = 5 if quick else 30
+    latency_s = 5 if quick else 20
     for rate in (10_000, 50_000):
         name = f"latency-{rate // 1000}k"
         out.append(Scenario(name, "latency", (
