@@ -20,6 +20,7 @@ mod keys;
 mod log;
 pub mod producers;
 mod segments;
+mod tail;
 mod writer;
 
 pub use error::{Result, StorageError};

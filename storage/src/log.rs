@@ -16,6 +16,7 @@ use crate::groups::{GroupStore, CF_GROUPS};
 use crate::keys::{self, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX, PID_BYTES};
 use crate::producers::{AbortedTxn, ProducerBatch, ProducerEntry, TxnMarker};
 use crate::segments::{SegmentWriter, Segments, Stored};
+use crate::tail::Tails;
 use crate::writer::{self, WriteOp};
 use crate::PartitionId;
 
@@ -164,6 +165,15 @@ pub enum RecordChunk {
 pub struct SegmentHandle(Arc<crate::segments::SegmentFile>);
 
 impl SegmentHandle {
+    pub(crate) fn new(file: Arc<crate::segments::SegmentFile>) -> SegmentHandle {
+        SegmentHandle(file)
+    }
+
+    /// Base offset of the segment (its name).
+    pub(crate) fn base(&self) -> i64 {
+        self.0.base()
+    }
+
     /// The file, to read or `sendfile` from.
     pub fn file(&self) -> &std::fs::File {
         self.0.file()
@@ -180,6 +190,7 @@ pub struct LogStore {
     partitions: Arc<PartitionMap>,
     aborted: Arc<AbortedMap>,
     segments: Arc<Segments>,
+    tails: Arc<Tails>,
     bufs: Arc<BufPool>,
     writer: mpsc::Sender<WriteOp>,
     appended: watch::Receiver<u64>,
@@ -251,8 +262,10 @@ impl LogStore {
         let producers = recovered.producers;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE_DEPTH);
         let (appended_tx, appended) = watch::channel(0u64);
+        let tails = Arc::new(Tails::default());
         let writer_thread = {
             let db = db.clone();
+            let tails = tails.clone();
             let segments = SegmentWriter::new(segments.clone(), recovered.active);
             let partitions = partitions.clone();
             let aborted = aborted.clone();
@@ -260,7 +273,7 @@ impl LogStore {
             std::thread::Builder::new()
                 .name("fjord-log-writer".into())
                 .spawn(move || {
-                    writer::run(db, segments, partitions, producers, aborted, rx, appended_tx, flush_every)
+                    writer::run(db, segments, tails, partitions, producers, aborted, rx, appended_tx, flush_every)
                 })
                 .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
         };
@@ -274,6 +287,7 @@ impl LogStore {
             aborted,
             db,
             segments,
+            tails,
             bufs: Arc::default(),
             partitions,
             writer: tx,
@@ -522,6 +536,21 @@ impl LogStore {
         };
         if offset >= upper {
             return Ok((FileRecords::default(), offsets));
+        }
+        // A consumer at the head: planned from memory, on this thread. A small read is copied
+        // here too: its bytes were just written and are in the page cache.
+        if let Some(plan) = self.tails.plan(&pid, offset, upper, max_bytes, at_least_one) {
+            if plan.len > 0 && plan.len < read_below {
+                let bytes = fill(&self.bufs, &plan)?;
+                return Ok((
+                    FileRecords {
+                        len: bytes.len(),
+                        chunks: vec![RecordChunk::Mem(bytes)],
+                    },
+                    offsets,
+                ));
+            }
+            return Ok((plan, offsets));
         }
         let (db, segments, bufs) = (self.db.clone(), self.segments.clone(), self.bufs.clone());
         let plan = tokio::task::spawn_blocking(move || -> Result<FileRecords> {
@@ -942,7 +971,7 @@ fn plan_batches(
         }
         match (stored, plan.chunks.last_mut()) {
             (Stored::File(l), Some(RecordChunk::File { file, position, len }))
-                if file.0.base() == l.segment && *position + *len as u64 == l.position =>
+                if file.base() == l.segment && *position + *len as u64 == l.position =>
             {
                 *len += l.len as usize;
             }

@@ -571,6 +571,11 @@ impl SegmentWriter {
         self.segments.remove_topic(topic_id);
     }
 
+    /// The segment a partition's next batch goes to (the one its last append went to).
+    pub fn active_file(&self, pid: &PartitionId) -> Option<Arc<SegmentFile>> {
+        self.active.get(pid).map(|a| a.file.clone())
+    }
+
     /// Fsyncs what was written since the last sync (before a synced WAL write).
     pub fn sync(&self) -> Result<()> {
         self.segments.sync_dirty()

@@ -20,6 +20,7 @@ use crate::log::{
 };
 use crate::producers::{self, AbortedTxn, Check, ProducerEntry};
 use crate::segments::{Locator, SegmentWriter, Stored};
+use crate::tail::{TailBatch, Tails};
 use crate::PartitionId;
 
 /// Most operations folded into one RocksDB write: bounds the latency one commit adds to the
@@ -106,6 +107,8 @@ struct Group<'a> {
     segments: &'a mut SegmentWriter,
     /// Segment files to delete once the write is in: (partition, first offset kept).
     trims: Vec<(PartitionId, i64)>,
+    /// Appended batches, for the tail cache once the write is in.
+    tail: Vec<(PartitionId, TailBatch)>,
     partitions: &'a PartitionMap,
     producers: &'a ProducerMap,
     wb: WriteBatch,
@@ -355,6 +358,9 @@ impl<'a> Group<'a> {
                     max_timestamp: batch.max_timestamp,
                     leader_epoch,
                 };
+                if let Some(file) = self.segments.active_file(&pid) {
+                    self.tail.push((pid, TailBatch { base, locator, file }));
+                }
                 let state = self.state(&pid).expect("looked up above");
                 let new_index_entry = batch.max_timestamp > state.max_timestamp;
                 if new_index_entry {
@@ -489,6 +495,7 @@ impl<'a> Group<'a> {
 pub(crate) fn run(
     db: Arc<DB>,
     mut segments: SegmentWriter,
+    tails: Arc<Tails>,
     partitions: Arc<PartitionMap>,
     mut producers: ProducerMap,
     aborted: Arc<AbortedMap>,
@@ -508,6 +515,7 @@ pub(crate) fn run(
             db: &db,
             segments: &mut segments,
             trims: Vec::new(),
+            tail: Vec::new(),
             partitions: &partitions,
             producers: &producers,
             pending_producers: HashMap::new(),
@@ -570,13 +578,19 @@ pub(crate) fn run(
                     expired_producers,
                     replies,
                     trims,
+                    tail,
                     ..
                 } = group;
                 segments.commit();
+                // Before the new offsets are published: a reader that sees them finds the
+                // batches in the tail.
+                tails.push(tail);
                 for (pid, keep_from) in trims {
+                    tails.drop_before(&pid, keep_from);
                     segments.drop_before(&pid, keep_from);
                 }
                 for topic_id in &deleted_topics {
+                    tails.remove_topic(topic_id);
                     segments.remove_topic(topic_id);
                 }
                 publish(&partitions, pending, created, &deleted_topics);

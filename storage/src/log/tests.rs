@@ -542,3 +542,39 @@ async fn recovery_cuts_unacknowledged_bytes_and_drops_batches_whose_bytes_are_lo
     assert_eq!(store.append(P0, batch(3, T0), 0).await.expect("append").base_offset, 9);
     store.shutdown().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_at_the_head_come_from_the_tail_and_match_the_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), i64::MAX);
+    store.ensure_partition(P0).await.expect("create");
+    let n = crate::tail::TAIL_BATCHES as i64 + 8;
+    for i in 0..n {
+        store.append(P0, batch(3, T0 + i), 0).await.expect("append");
+    }
+    let end = 3 * n;
+    let upper = end;
+    // The first 8 batches are older than the tail: the index answers.
+    assert!(store.tails.plan(&P0, 0, upper, 1 << 20, true).is_none());
+    assert!(store.tails.plan(&P0, 3 * 8 - 1, upper, 1 << 20, true).is_none());
+    let head = store.tails.plan(&P0, 3 * 8 + 1, upper, 1 << 20, true).expect("in the tail");
+    assert_eq!(head.chunks.len(), 1, "adjacent batches are one region");
+    // Every start offset and size limit reads the same through either path.
+    for from in [0, 1, 23, 24, 25, end - 3, end - 1] {
+        for max in [1usize, 200, 1 << 20] {
+            let r = store.read(P0, from, max, true).await.expect("read");
+            let first_batch = from / 3 * 3;
+            let got = offsets_of(&r.records);
+            assert_eq!(got.first().copied(), Some(first_batch), "from {from} max {max}");
+            assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "dense from {from}");
+            if max == 1 << 20 {
+                assert_eq!(got.last().copied(), Some(end - 1), "to the end from {from}");
+            }
+        }
+    }
+    // DeleteRecords into the tail: what is left of it still reads.
+    assert_eq!(store.delete_records(P0, end - 4).await.expect("delete"), end - 4);
+    let r = store.read(P0, end - 4, 1 << 20, true).await.expect("read");
+    assert_eq!(offsets_of(&r.records), ((end - 6)..end).collect::<Vec<_>>());
+    store.shutdown().await.expect("close");
+}
