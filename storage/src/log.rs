@@ -144,6 +144,27 @@ pub struct FileRecords {
     pub chunks: Vec<RecordChunk>,
 }
 
+impl FileRecords {
+    /// Appends `len` bytes at `position` of a segment to the last region when they follow it
+    /// in the same segment (one `sendfile` or `pread` for both); `false` when they do not.
+    pub(crate) fn extend_region(&mut self, segment: i64, position: u64, len: usize) -> bool {
+        match self.chunks.last_mut() {
+            Some(RecordChunk::File { file, position: p, len: l }) if file.base() == segment && *p + *l as u64 == position => {
+                *l += len;
+                self.len += len;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Appends a region of its own.
+    pub(crate) fn push_region(&mut self, file: SegmentHandle, position: u64, len: usize) {
+        self.chunks.push(RecordChunk::File { file, position, len });
+        self.len += len;
+    }
+}
+
 /// Part of a [`FileRecords`].
 #[derive(Debug, Clone)]
 pub enum RecordChunk {
@@ -969,25 +990,20 @@ fn plan_batches(
         if plan.len + n > max_bytes && !(plan.len == 0 && at_least_one) {
             break;
         }
-        match (stored, plan.chunks.last_mut()) {
-            (Stored::File(l), Some(RecordChunk::File { file, position, len }))
-                if file.base() == l.segment && *position + *len as u64 == l.position =>
-            {
-                *len += l.len as usize;
+        match stored {
+            Stored::File(l) => {
+                if !plan.extend_region(l.segment, l.position, n) {
+                    let Some(file) = segments.file(pid, l.segment) else {
+                        break;
+                    };
+                    plan.push_region(SegmentHandle(file), l.position, n);
+                }
             }
-            (Stored::File(l), _) => {
-                let Some(file) = segments.file(pid, l.segment) else {
-                    break;
-                };
-                plan.chunks.push(RecordChunk::File {
-                    file: SegmentHandle(file),
-                    position: l.position,
-                    len: l.len as usize,
-                });
+            Stored::Inline(bytes, _) => {
+                plan.chunks.push(RecordChunk::Mem(Bytes::copy_from_slice(bytes)));
+                plan.len += n;
             }
-            (Stored::Inline(bytes, _), _) => plan.chunks.push(RecordChunk::Mem(Bytes::copy_from_slice(bytes))),
         }
-        plan.len += n;
         it.next();
     }
     it.status()?;

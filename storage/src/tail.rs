@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::log::{FileRecords, RecordChunk, SegmentHandle};
+use crate::log::{FileRecords, SegmentHandle};
 use crate::segments::{Locator, SegmentFile};
 use crate::PartitionId;
 
@@ -91,19 +91,9 @@ impl Tails {
             if plan.len + n > max_bytes && !(plan.len == 0 && at_least_one) {
                 break;
             }
-            match plan.chunks.last_mut() {
-                Some(RecordChunk::File { file, position, len })
-                    if file.base() == b.locator.segment && *position + *len as u64 == b.locator.position =>
-                {
-                    *len += n;
-                }
-                _ => plan.chunks.push(RecordChunk::File {
-                    file: SegmentHandle::new(b.file.clone()),
-                    position: b.locator.position,
-                    len: n,
-                }),
+            if !plan.extend_region(b.locator.segment, b.locator.position, n) {
+                plan.push_region(SegmentHandle::new(b.file.clone()), b.locator.position, n);
             }
-            plan.len += n;
         }
         Some(plan)
     }
