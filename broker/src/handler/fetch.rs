@@ -295,12 +295,23 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> (FetchR
         for (w, p, file) in parts {
             let mut include = true;
             if let Some(s) = session.as_mut() {
-                if let Some(sp) = s.partitions.get_mut(&(w.topic_id, w.partition)) {
+                let key = (w.topic_id, w.partition);
+                let mut rotate = false;
+                if let Some(sp) = s.partitions.get_mut(&key) {
                     let changed = sp.last_high_watermark != p.high_watermark || sp.last_log_start != p.log_start_offset;
                     let has_records = p.records.as_ref().is_some_and(|r| !r.is_empty());
                     include = !incremental || changed || has_records || p.error_code != 0;
                     sp.last_high_watermark = p.high_watermark;
                     sp.last_log_start = p.log_start_offset;
+                    rotate = incremental && has_records;
+                }
+                // As Kafka's IncrementalFetchContext: a partition that returned records goes to
+                // the end of the session, so the next fetch's byte budget goes to the others
+                // first and every partition of a backlog makes progress.
+                if rotate {
+                    if let Some((k, v)) = s.partitions.shift_remove_entry(&key) {
+                        s.partitions.insert(k, v);
+                    }
                 }
             }
             if include {
