@@ -610,8 +610,11 @@ mod tests {
         assert!(e.to_string().contains("compression.type"));
         let e = Config::from_properties(props(&[("fetch.max.bytes", "1023")])).expect_err("below Kafka's minimum");
         assert!(e.to_string().contains("fetch.max.bytes"));
-        let c = Config::from_properties(props(&[("fetch.max.bytes", "1048576"), ("log.segment.bytes", "2097152")]))
-            .expect("valid");
+        let c = Config::from_properties(props(&[
+            ("fetch.max.bytes", "1048576"),
+            ("log.segment.bytes", "2097152"),
+        ]))
+        .expect("valid");
         assert_eq!((c.fetch_max_bytes, c.segment_bytes()), (1 << 20, 2 << 20));
     }
 

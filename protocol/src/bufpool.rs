@@ -85,7 +85,12 @@ impl BufPool {
 
     #[cfg(test)]
     fn idle_bytes(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().map(Vec::len).sum()
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(Vec::len)
+            .sum()
     }
 }
 

@@ -177,7 +177,9 @@ pub fn encode_response_parts(
         }
     }
     if spliced.len() != spliced.iter().filter(|s| matches!(s.2, FramePart::Bytes(_))).count() + external.len() {
-        return Err(FrameError::Malformed("fetch response: an external record set has no partition".into()));
+        return Err(FrameError::Malformed(
+            "fetch response: an external record set has no partition".into(),
+        ));
     }
     let encoded = encode_response(api_key, version, correlation_id, &ResponseKind::Fetch(fetch))?;
     if spliced.is_empty() {

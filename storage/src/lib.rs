@@ -25,11 +25,11 @@ mod writer;
 
 pub use error::{Result, StorageError};
 pub use groups::{CommittedOffset, GroupStore, GroupWrite, LoadedGroups, StoredGroup, StoredOffset};
-pub use segments::DEFAULT_SEGMENT_BYTES;
 pub use log::{
     AppendBatch, AppendResult, FileRecords, LogStore, PartitionOffsets, PendingAppend, ReadResult, RecordChunk,
     SegmentHandle, StorageConfig,
 };
+pub use segments::DEFAULT_SEGMENT_BYTES;
 
 /// A partition of a topic, named by the topic's id (so a topic deleted and created again
 /// under the same name never sees the old data).

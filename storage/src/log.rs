@@ -149,7 +149,11 @@ impl FileRecords {
     /// in the same segment (one `sendfile` or `pread` for both); `false` when they do not.
     pub(crate) fn extend_region(&mut self, segment: i64, position: u64, len: usize) -> bool {
         match self.chunks.last_mut() {
-            Some(RecordChunk::File { file, position: p, len: l }) if file.base() == segment && *p + *l as u64 == position => {
+            Some(RecordChunk::File {
+                file,
+                position: p,
+                len: l,
+            }) if file.base() == segment && *p + *l as u64 == position => {
                 *l += len;
                 self.len += len;
                 true
@@ -294,7 +298,17 @@ impl LogStore {
             std::thread::Builder::new()
                 .name("fjord-log-writer".into())
                 .spawn(move || {
-                    writer::run(db, segments, tails, partitions, producers, aborted, rx, appended_tx, flush_every)
+                    writer::run(
+                        db,
+                        segments,
+                        tails,
+                        partitions,
+                        producers,
+                        aborted,
+                        rx,
+                        appended_tx,
+                        flush_every,
+                    )
                 })
                 .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
         };
@@ -527,7 +541,14 @@ impl LogStore {
         committed_only: bool,
     ) -> Result<(FileRecords, PartitionOffsets)> {
         let (plan, offsets) = self
-            .plan_read(pid, offset, max_bytes, at_least_one, committed_only, FILE_RECORDS_MIN_BYTES)
+            .plan_read(
+                pid,
+                offset,
+                max_bytes,
+                at_least_one,
+                committed_only,
+                FILE_RECORDS_MIN_BYTES,
+            )
             .await?;
         Ok((plan, offsets))
     }

@@ -237,7 +237,10 @@ impl Segments {
             else {
                 continue;
             };
-            let len = entry.metadata().map_err(|e| io_err("cannot stat", &entry.path(), e))?.len();
+            let len = entry
+                .metadata()
+                .map_err(|e| io_err("cannot stat", &entry.path(), e))?
+                .len();
             out.insert(base, len);
         }
         Ok(out)
@@ -308,7 +311,8 @@ impl Segments {
         let Some(f) = self.file(pid, segment) else {
             return Ok(false);
         };
-        std::os::unix::fs::FileExt::read_exact_at(&f.file, out, position).map_err(|e| io_err("cannot read", &f.path, e))?;
+        std::os::unix::fs::FileExt::read_exact_at(&f.file, out, position)
+            .map_err(|e| io_err("cannot read", &f.path, e))?;
         Ok(true)
     }
 

@@ -341,7 +341,8 @@ impl<'a> Group<'a> {
                 let mut head = [0u8; BATCH_HEADER_BYTES];
                 head.copy_from_slice(&bytes[..BATCH_HEADER_BYTES]);
                 patch_base_offset_and_epoch(&mut head, base, leader_epoch);
-                let (segment, position) = match self.segments.append(&pid, base, &[&head, &bytes[BATCH_HEADER_BYTES..]]) {
+                let (segment, position) = match self.segments.append(&pid, base, &[&head, &bytes[BATCH_HEADER_BYTES..]])
+                {
                     Ok(at) => at,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot append to a segment");
@@ -349,7 +350,8 @@ impl<'a> Group<'a> {
                         return Ok(());
                     }
                 };
-                let len = u32::try_from(bytes.len()).map_err(|_| StorageError::Corruption("batch over 4 GiB".into()))?;
+                let len =
+                    u32::try_from(bytes.len()).map_err(|_| StorageError::Corruption("batch over 4 GiB".into()))?;
                 let locator = Locator {
                     segment,
                     position,
@@ -385,7 +387,8 @@ impl<'a> Group<'a> {
                     size_bytes: state.size_bytes,
                 };
                 self.wb.put_cf(parts_cf, keys::pid_prefix(&pid), rec.encode());
-                self.wb.put_cf(batches_cf, keys::offset_key(&pid, base), locator.encode());
+                self.wb
+                    .put_cf(batches_cf, keys::offset_key(&pid, base), locator.encode());
                 if new_index_entry {
                     let v = encode_time_value(base, batch.max_timestamp_offset_delta);
                     self.wb.put_cf(index_cf, keys::time_key(&pid, batch.max_timestamp), v);
@@ -453,12 +456,16 @@ impl<'a> Group<'a> {
                 // Kafka's rules at batch rather than segment granularity: a batch goes when its
                 // newest record is older than retention.ms, or while the log without it is
                 // still at least retention.bytes. Never past the high watermark.
-                let last_dropped =
-                    self.drop_front(&pid, &mut state, MAX_RETENTION_SCAN_BATCHES, |last, max_ts, len, size| {
+                let last_dropped = self.drop_front(
+                    &pid,
+                    &mut state,
+                    MAX_RETENTION_SCAN_BATCHES,
+                    |last, max_ts, len, size| {
                         let too_old = retention_ms >= 0 && max_ts < cutoff;
                         let too_big = retention_bytes >= 0 && size.saturating_sub(len as u64) >= retention_bytes as u64;
                         last >= hw || !(too_old || too_big)
-                    })?;
+                    },
+                )?;
                 if let Some(last) = last_dropped {
                     state.offsets.log_start = state.offsets.log_start.max(last + 1);
                     self.put_state(pid, state)?;

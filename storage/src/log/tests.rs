@@ -475,7 +475,10 @@ async fn segments_roll_and_whole_segments_go_with_retention() {
     let r = store.read(P0, 9, (2 * one) as usize, true).await.expect("read");
     assert_eq!(offsets_of(&r.records), (8..16).collect::<Vec<_>>());
     // Retention of the first three batches: segment 0 goes, segment 8 still holds offset 12.
-    assert_eq!(store.enforce_retention(P0, 2500, -1, T0 + 5000).await.expect("time"), 12);
+    assert_eq!(
+        store.enforce_retention(P0, 2500, -1, T0 + 5000).await.expect("time"),
+        12
+    );
     assert_eq!(segment_files(dir.path()), vec![(8, 2 * one), (16, one)]);
     assert_eq!(
         store.offset_for_timestamp(P0, T0).await.expect("ts"),
@@ -511,7 +514,10 @@ async fn recovery_cuts_unacknowledged_bytes_and_drops_batches_whose_bytes_are_lo
     }
     let path = {
         let hex: String = P0.topic_id.iter().map(|b| format!("{b:02x}")).collect();
-        dir.path().join("segments").join(format!("{hex}-0")).join(format!("{:020}.log", 0))
+        dir.path()
+            .join("segments")
+            .join(format!("{hex}-0"))
+            .join(format!("{:020}.log", 0))
     };
     // Bytes written after the last acknowledged batch (a write cut short by the crash).
     {
@@ -522,7 +528,11 @@ async fn recovery_cuts_unacknowledged_bytes_and_drops_batches_whose_bytes_are_lo
     {
         let store = open(dir.path(), i64::MAX);
         assert_eq!(store.offsets(&P0).expect("p0").log_end, 12);
-        assert_eq!(segment_files(dir.path()), vec![(0, 4 * one)], "the torn tail is cut off");
+        assert_eq!(
+            segment_files(dir.path()),
+            vec![(0, 4 * one)],
+            "the torn tail is cut off"
+        );
         assert_eq!(store.append(P0, batch(3, T0), 0).await.expect("append").base_offset, 12);
         let r = store.read(P0, 0, 1 << 20, true).await.expect("read");
         assert_eq!(offsets_of(&r.records), (0..15).collect::<Vec<_>>());
@@ -535,7 +545,11 @@ async fn recovery_cuts_unacknowledged_bytes_and_drops_batches_whose_bytes_are_lo
         .set_len(3 * one + one / 2)
         .expect("truncate");
     let store = open(dir.path(), i64::MAX);
-    assert_eq!(store.offsets(&P0).expect("p0").log_end, 9, "the log ends at the last whole batch");
+    assert_eq!(
+        store.offsets(&P0).expect("p0").log_end,
+        9,
+        "the log ends at the last whole batch"
+    );
     assert_eq!(segment_files(dir.path()), vec![(0, 3 * one)]);
     let r = store.read(P0, 0, 1 << 20, true).await.expect("read");
     assert_eq!(offsets_of(&r.records), (0..9).collect::<Vec<_>>());
@@ -557,7 +571,10 @@ async fn reads_at_the_head_come_from_the_tail_and_match_the_index() {
     // The first 8 batches are older than the tail: the index answers.
     assert!(store.tails.plan(&P0, 0, upper, 1 << 20, true).is_none());
     assert!(store.tails.plan(&P0, 3 * 8 - 1, upper, 1 << 20, true).is_none());
-    let head = store.tails.plan(&P0, 3 * 8 + 1, upper, 1 << 20, true).expect("in the tail");
+    let head = store
+        .tails
+        .plan(&P0, 3 * 8 + 1, upper, 1 << 20, true)
+        .expect("in the tail");
     assert_eq!(head.chunks.len(), 1, "adjacent batches are one region");
     // Every start offset and size limit reads the same through either path.
     for from in [0, 1, 23, 24, 25, end - 3, end - 1] {
