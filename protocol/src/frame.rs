@@ -176,7 +176,7 @@ pub fn encode_response_parts(
             }
         }
     }
-    if spliced.len() != spliced.iter().filter(|s| matches!(s.2, FramePart::Bytes(_))).count() + external.len() {
+    if spliced.iter().filter(|s| matches!(s.2, FramePart::External(_))).count() != external.len() {
         return Err(FrameError::Malformed(
             "fetch response: an external record set has no partition".into(),
         ));

@@ -521,7 +521,7 @@ impl LogStore {
         committed_only: bool,
     ) -> Result<ReadResult> {
         let (plan, offsets) = self
-            .plan_read(pid, offset, max_bytes, at_least_one, committed_only, usize::MAX)
+            .read_file_records(pid, offset, max_bytes, at_least_one, committed_only)
             .await?;
         let bufs = self.bufs.clone();
         let records = tokio::task::spawn_blocking(move || fill(&bufs, &plan))
@@ -539,29 +539,6 @@ impl LogStore {
         max_bytes: usize,
         at_least_one: bool,
         committed_only: bool,
-    ) -> Result<(FileRecords, PartitionOffsets)> {
-        let (plan, offsets) = self
-            .plan_read(
-                pid,
-                offset,
-                max_bytes,
-                at_least_one,
-                committed_only,
-                FILE_RECORDS_MIN_BYTES,
-            )
-            .await?;
-        Ok((plan, offsets))
-    }
-
-    /// Finds the batches of a read; reads smaller than `read_below` bytes are read at once.
-    async fn plan_read(
-        &self,
-        pid: PartitionId,
-        offset: i64,
-        max_bytes: usize,
-        at_least_one: bool,
-        committed_only: bool,
-        read_below: usize,
     ) -> Result<(FileRecords, PartitionOffsets)> {
         let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
         if offset < offsets.log_start || offset > offsets.high_watermark {
@@ -582,29 +559,12 @@ impl LogStore {
         // A consumer at the head: planned from memory, on this thread. A small read is copied
         // here too: its bytes were just written and are in the page cache.
         if let Some(plan) = self.tails.plan(&pid, offset, upper, max_bytes, at_least_one) {
-            if plan.len > 0 && plan.len < read_below {
-                let bytes = fill(&self.bufs, &plan)?;
-                return Ok((
-                    FileRecords {
-                        len: bytes.len(),
-                        chunks: vec![RecordChunk::Mem(bytes)],
-                    },
-                    offsets,
-                ));
-            }
-            return Ok((plan, offsets));
+            return Ok((small_in_memory(&self.bufs, plan)?, offsets));
         }
         let (db, segments, bufs) = (self.db.clone(), self.segments.clone(), self.bufs.clone());
-        let plan = tokio::task::spawn_blocking(move || -> Result<FileRecords> {
+        let plan = tokio::task::spawn_blocking(move || {
             let plan = plan_batches(&db, &segments, &pid, offset, upper, max_bytes, at_least_one)?;
-            if plan.len > 0 && plan.len < read_below {
-                let bytes = fill(&bufs, &plan)?;
-                return Ok(FileRecords {
-                    len: bytes.len(),
-                    chunks: vec![RecordChunk::Mem(bytes)],
-                });
-            }
-            Ok(plan)
+            small_in_memory(&bufs, plan)
         })
         .await
         .map_err(|e| StorageError::Corruption(format!("read task failed: {e}")))??;
@@ -898,7 +858,7 @@ fn recover_segments(db: &DB, segments: &Segments, pid: &PartitionId) -> Result<O
             Some(Ok((k, v))) if k.starts_with(&keys::pid_prefix(pid)) => (k, v),
             Some(Err(e)) => return Err(e.into()),
             _ => {
-                segments.restore(pid, None)?;
+                segments.restore(pid, &files, None)?;
                 return Ok(None);
             }
         };
@@ -906,12 +866,12 @@ fn recover_segments(db: &DB, segments: &Segments, pid: &PartitionId) -> Result<O
         match Stored::parse(&v)? {
             Stored::Inline(_, h) => {
                 // A store from before segment files: its batches stay where they are.
-                let seg = segments.restore(pid, files.keys().next_back().map(|b| (*b, files[b])))?;
+                let seg = segments.restore(pid, &files, files.last_key_value().map(|(b, len)| (*b, *len)))?;
                 return Ok(Some((h.last_offset(), h.partition_leader_epoch, seg)));
             }
             Stored::File(l) => {
                 if files.get(&l.segment).is_some_and(|len| *len >= l.end()) {
-                    let seg = segments.restore(pid, Some((l.segment, l.end())))?;
+                    let seg = segments.restore(pid, &files, Some((l.segment, l.end())))?;
                     return Ok(Some((base + i64::from(l.last_offset_delta), l.leader_epoch, seg)));
                 }
                 tracing::warn!(
@@ -952,6 +912,19 @@ fn batch_iter<'a>(db: &'a DB, pid: &PartitionId, offset: i64) -> Result<rocksdb:
         it.seek_to_first();
     }
     Ok(it)
+}
+
+/// A read smaller than [`FILE_RECORDS_MIN_BYTES`], copied into memory; larger ones stay as
+/// they are.
+fn small_in_memory(bufs: &Arc<BufPool>, plan: FileRecords) -> Result<FileRecords> {
+    if plan.len == 0 || plan.len >= FILE_RECORDS_MIN_BYTES {
+        return Ok(plan);
+    }
+    let bytes = fill(bufs, &plan)?;
+    Ok(FileRecords {
+        len: bytes.len(),
+        chunks: vec![RecordChunk::Mem(bytes)],
+    })
 }
 
 /// Copies planned batches into one pooled buffer, reading each file region with one `pread`.
@@ -1038,14 +1011,8 @@ fn read_one(segments: &Segments, bufs: &Arc<BufPool>, pid: &PartitionId, v: &[u8
             let Some(file) = segments.file(pid, l.segment) else {
                 return Ok(Bytes::new()); // its segment went with retention meanwhile
             };
-            let plan = FileRecords {
-                len: l.len as usize,
-                chunks: vec![RecordChunk::File {
-                    file: SegmentHandle(file),
-                    position: l.position,
-                    len: l.len as usize,
-                }],
-            };
+            let mut plan = FileRecords::default();
+            plan.push_region(SegmentHandle(file), l.position, l.len as usize);
             fill(bufs, &plan)
         }
         Stored::Inline(bytes, _) => Ok(Bytes::copy_from_slice(bytes)),

@@ -154,6 +154,14 @@ impl SegmentFile {
         self.base
     }
 
+    /// Makes the file exactly `len` bytes long, with the append cursor at its end: after
+    /// recovery, and to cut off a write that failed or whose group did not commit.
+    fn cut_to(&self, len: u64) -> std::io::Result<()> {
+        use std::io::Seek;
+        self.file.set_len(len)?;
+        (&self.file).seek(std::io::SeekFrom::Start(len)).map(|_| ())
+    }
+
     fn sync(&self) -> std::io::Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {
             if let Err(e) = self.file.sync_data() {
@@ -246,15 +254,21 @@ impl Segments {
         Ok(out)
     }
 
-    /// Recovery: makes a partition's files what the index says. `keep` is the last indexed
-    /// batch's segment and end, `None` when the index holds no batch of it. Files after that
-    /// segment and bytes after that end were never acknowledged and go; the rest is opened.
-    /// Returns the active segment (base, length) to append to.
-    pub fn restore(&self, pid: &PartitionId, keep: Option<(i64, u64)>) -> Result<Option<(i64, u64)>> {
+    /// Recovery: makes a partition's files (`on_disk`, from [`Segments::files_on_disk`]) what
+    /// the index says. `keep` is the last indexed batch's segment and end, `None` when the index
+    /// holds no batch of it. Files after that segment and bytes after that end were never
+    /// acknowledged and go; the rest is opened. Returns the active segment (base, length) to
+    /// append to.
+    pub fn restore(
+        &self,
+        pid: &PartitionId,
+        on_disk: &BTreeMap<i64, u64>,
+        keep: Option<(i64, u64)>,
+    ) -> Result<Option<(i64, u64)>> {
         let dir = self.partition_dir(pid);
         let mut files = Files::new();
         let mut active = None;
-        for (base, len) in self.files_on_disk(pid)? {
+        for (&base, &len) in on_disk {
             let path = Self::segment_path(&dir, base);
             let keep_file = keep.is_some_and(|(seg, _)| base <= seg);
             if !keep_file {
@@ -402,7 +416,7 @@ impl SegmentWriter {
             .filter_map(|(pid, (base, len))| {
                 let file = segments.file(&pid, base)?;
                 // Appends go at the cursor; restore left the file exactly `len` long.
-                if let Err(e) = (&file.file).seek_to(len) {
+                if let Err(e) = file.cut_to(len) {
                     tracing::error!(segment = %file.path.display(), error = %e, "cannot position a segment; the next append starts a new one");
                     return None;
                 }
@@ -451,8 +465,7 @@ impl SegmentWriter {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // Whatever part went in is cut off again so the next batch starts clean.
-                    let _ = a.file.file.set_len(a.len);
-                    let _ = (&a.file.file).seek_to(a.len);
+                    let _ = a.file.cut_to(a.len);
                     return Err(io_err("cannot write", &a.file.path, e));
                 }
             }
@@ -515,7 +528,7 @@ impl SegmentWriter {
         for (pid, before) in self.undo.drain() {
             match before {
                 Some(a) => {
-                    if let Err(e) = a.file.file.set_len(a.len).and_then(|()| (&a.file.file).seek_to(a.len)) {
+                    if let Err(e) = a.file.cut_to(a.len) {
                         tracing::error!(segment = %a.file.path.display(), error = %e, "cannot cut a failed write off a segment");
                     }
                     self.active.insert(pid, a);
@@ -583,18 +596,6 @@ impl SegmentWriter {
     /// Fsyncs what was written since the last sync (before a synced WAL write).
     pub fn sync(&self) -> Result<()> {
         self.segments.sync_dirty()
-    }
-}
-
-/// Moves a file's cursor (the writer appends with `writev` at the cursor).
-trait SeekTo {
-    fn seek_to(self, pos: u64) -> std::io::Result<()>;
-}
-
-impl SeekTo for &File {
-    fn seek_to(mut self, pos: u64) -> std::io::Result<()> {
-        use std::io::Seek;
-        self.seek(std::io::SeekFrom::Start(pos)).map(|_| ())
     }
 }
 
@@ -697,10 +698,12 @@ mod tests {
         drop(w);
         // Recovery with the index ending at byte 55 of segment 0: 5 bytes go.
         let s2 = Segments::open(tmp.path().to_path_buf(), 100).expect("reopen");
-        assert_eq!(s2.restore(&P, Some((0, 55))).expect("restore"), Some((0, 55)));
+        let on_disk = s2.files_on_disk(&P).expect("list");
+        assert_eq!(s2.restore(&P, &on_disk, Some((0, 55))).expect("restore"), Some((0, 55)));
         assert_eq!(s2.files_on_disk(&P).expect("list"), BTreeMap::from([(0, 55)]));
         // No indexed batch at all: every file goes.
-        assert_eq!(s2.restore(&P, None).expect("restore"), None);
+        let on_disk = s2.files_on_disk(&P).expect("list");
+        assert_eq!(s2.restore(&P, &on_disk, None).expect("restore"), None);
         assert!(s2.files_on_disk(&P).expect("list").is_empty());
         drop(s);
     }

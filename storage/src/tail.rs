@@ -28,6 +28,13 @@ impl TailBatch {
     }
 }
 
+fn push_bounded(tail: &mut VecDeque<TailBatch>, b: TailBatch) {
+    tail.push_back(b);
+    while tail.len() > TAIL_BATCHES {
+        tail.pop_front();
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Tails {
     map: RwLock<HashMap<PartitionId, Mutex<VecDeque<TailBatch>>>>,
@@ -39,12 +46,24 @@ impl Tails {
         if batches.is_empty() {
             return;
         }
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        for (pid, b) in batches {
-            let mut tail = map.entry(pid).or_default().lock().unwrap_or_else(|p| p.into_inner());
-            tail.push_back(b);
-            while tail.len() > TAIL_BATCHES {
-                tail.pop_front();
+        // Readers share the map; only a partition's first batch needs it exclusively.
+        let mut new = Vec::new();
+        {
+            let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+            for (pid, b) in batches {
+                match map.get(&pid) {
+                    Some(tail) => push_bounded(&mut tail.lock().unwrap_or_else(|p| p.into_inner()), b),
+                    None => new.push((pid, b)),
+                }
+            }
+        }
+        if !new.is_empty() {
+            let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+            for (pid, b) in new {
+                push_bounded(
+                    &mut map.entry(pid).or_default().lock().unwrap_or_else(|p| p.into_inner()),
+                    b,
+                );
             }
         }
     }

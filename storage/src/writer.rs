@@ -217,13 +217,14 @@ impl<'a> Group<'a> {
             seen += 1;
             it.next();
         }
+        // The scan ran off the end of the partition (not into a batch to keep, nor the limit).
         let exhausted = !it.valid();
         it.status()?;
         if let Some(last) = last_dropped {
             let end = first_kept.unwrap_or(last + 1);
             self.wb
                 .delete_range_cf(batches_cf, keys::offset_key(pid, 0), keys::offset_key(pid, end));
-            if exhausted && first_kept.is_none() {
+            if exhausted {
                 // Nothing left: appends in this group and later go to a new segment.
                 self.segments.close_active(pid);
             }
