@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fjord_protocol::bufpool::BufPool;
+use fjord_protocol::bufpool::{BufPool, MAX_POOLED_BYTES};
 use fjord_protocol::frame::{check_frame_len, decode_request, Decoded, LENGTH_PREFIX_BYTES};
 use fjord_protocol::FrameError;
 use kafka_protocol::messages::ApiKey;
@@ -164,7 +164,7 @@ async fn read_frame(
         Err(_) => return Ok(None), // EOF or reset between frames: the client went away
     }
     let len = check_frame_len(prefix, max_bytes)?;
-    if len >= POOLED_FRAME_MIN_BYTES {
+    if (POOLED_FRAME_MIN_BYTES..=MAX_POOLED_BYTES).contains(&len) {
         let mut buf = FRAME_POOL.take(len);
         return match reader.read_exact(buf.as_mut()).await {
             Ok(_) => Ok(Some(buf.freeze())),
@@ -172,7 +172,7 @@ async fn read_frame(
         };
     }
     // Read into uninitialised capacity: zeroing a large produce frame first cost a memset
-    // per request for nothing.
+    // per request for nothing (the pool would zero a frame too large for it).
     let mut body = BytesMut::with_capacity(len);
     let mut limited = reader.take(len as u64);
     while body.len() < len {

@@ -274,9 +274,10 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> (FetchR
             break read_all(broker, &meta, &wanted, response_max_bytes, committed_only).await;
         }
     };
-    for a in &parts {
-        if a.1.records.is_some() {
-            broker.stats.fetched(&a.0.topic, answer_bytes(a) as u64);
+    for answer in &parts {
+        let (w, p, _) = answer;
+        if p.records.is_some() {
+            broker.stats.fetched(&w.topic, answer_bytes(answer) as u64);
         }
     }
 

@@ -167,9 +167,7 @@ impl RequestContext {
             }
         }
     }
-}
 
-impl RequestContext {
     /// Encodes a Fetch response whose larger record sets stay in the segment files: the frame
     /// is written as slices of the encoded response around those regions of the files.
     pub fn respond_with_files(&self, body: ResponseKind, files: fetch::FileRecordSets) -> Reply {
