@@ -11,11 +11,18 @@
 //!  attributes 21 | lastOffsetDelta 23 | baseTimestamp 27 | maxTimestamp 35 |
 //!  producerId 43 | producerEpoch 51 | baseSequence 53 | recordCount 57 | records 61`
 
+use std::io::BufRead;
+use std::ops::ControlFlow;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{self as codec, Compressor, Decompressor};
+use kafka_protocol::compression::{self as codec, Compressor};
 pub use kafka_protocol::records::Compression;
 
 use crate::error::BatchError;
+pub use stream::MAX_INFLATED_BYTES;
+use stream::{FieldError, Fields};
+
+mod stream;
 
 /// Bytes of `baseOffset` + `batchLength`, in front of what `batchLength` counts.
 pub const LOG_OVERHEAD_BYTES: usize = 12;
@@ -311,13 +318,20 @@ pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidB
         )));
     }
 
-    let raw = decompress(source_codec, bytes.slice(BATCH_HEADER_BYTES..))?;
-    let scan = scan_records(&raw, &header)?;
+    // Records are checked as they decompress; only a batch recompressed for the topic's codec
+    // is held uncompressed in memory (bounded by MAX_INFLATED_BYTES).
+    let target_codec = cfg.target_codec.unwrap_or(source_codec);
+    let section = bytes.slice(BATCH_HEADER_BYTES..);
+    let (scan, raw) = if target_codec == source_codec {
+        (scan_section(source_codec, &section, &header)?, None)
+    } else {
+        let raw = decompress(source_codec, section)?;
+        (scan_records(&raw, &header)?, Some(raw))
+    };
     if cfg.timestamp_type == TimestampType::CreateTime {
         check_timestamp_window(scan.min_timestamp, scan.max_timestamp, cfg)?;
     }
 
-    let target_codec = cfg.target_codec.unwrap_or(source_codec);
     let log_append = cfg.timestamp_type == TimestampType::LogAppendTime;
     let wrong_max = !log_append && scan.max_timestamp != header.max_timestamp;
     if target_codec == source_codec && !log_append && !wrong_max {
@@ -330,10 +344,9 @@ pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidB
     }
 
     // Kafka rewrites the batch in these cases; so do we, once, at append.
-    let records_section = if target_codec == source_codec {
-        bytes.slice(BATCH_HEADER_BYTES..)
-    } else {
-        compress(target_codec, &raw)?
+    let records_section = match &raw {
+        None => bytes.slice(BATCH_HEADER_BYTES..),
+        Some(raw) => compress(target_codec, raw)?,
     };
     let mut attributes = (header.attributes & !COMPRESSION_MASK) | target_codec as i16;
     let (max_timestamp, max_delta) = if log_append {
@@ -440,19 +453,10 @@ pub fn control_batch(
     out.freeze()
 }
 
-/// Decompresses a records section with the batch's codec.
-pub fn decompress(c: Compression, mut data: Bytes) -> Result<Bytes, BatchError> {
-    fn take(b: &mut Bytes) -> anyhow::Result<Bytes> {
-        Ok(b.copy_to_bytes(b.remaining()))
-    }
-    let out = match c {
-        Compression::None => return Ok(data),
-        Compression::Gzip => codec::Gzip::decompress(&mut data, take),
-        Compression::Snappy => codec::Snappy::decompress(&mut data, take),
-        Compression::Lz4 => codec::Lz4::decompress(&mut data, take),
-        Compression::Zstd => codec::Zstd::decompress(&mut data, take),
-    };
-    out.map_err(|e| BatchError::Corrupt(format!("{} records do not decompress: {e}", codec_name(c))))
+/// Decompresses a records section with the batch's codec, refused past
+/// [`MAX_INFLATED_BYTES`] (`MESSAGE_TOO_LARGE`).
+pub fn decompress(c: Compression, data: Bytes) -> Result<Bytes, BatchError> {
+    stream::decompress(c, data)
 }
 
 /// Compresses a raw records section with `c`, in the framing Kafka's clients read.
@@ -499,43 +503,68 @@ pub struct RecordStamp {
 /// Walks the uncompressed records section of a batch, checking every record's framing
 /// (lengths, offset deltas in order, no trailing bytes), and calls `f` for each record.
 pub fn for_each_record(raw: &[u8], header: &BatchHeader, mut f: impl FnMut(RecordStamp)) -> Result<(), BatchError> {
-    let invalid = |what: &str| BatchError::InvalidRecord(format!("found invalid record structure: {what}"));
-    let mut buf = raw;
+    walk(Fields::new(raw), header, Compression::None, |r| {
+        f(r);
+        ControlFlow::Continue(())
+    })
+}
+
+fn invalid(what: &str) -> BatchError {
+    BatchError::InvalidRecord(format!("found invalid record structure: {what}"))
+}
+
+/// The record walk over any reader of a records section (`codec` names the decoder behind it,
+/// for its errors). Stops early, without checking the rest, when `f` breaks.
+fn walk<R: BufRead>(
+    mut r: Fields<R>,
+    header: &BatchHeader,
+    codec: Compression,
+    mut f: impl FnMut(RecordStamp) -> ControlFlow<()>,
+) -> Result<(), BatchError> {
+    // The section ending inside a record means the record claimed more than the batch holds.
+    let fail = |e: FieldError| match e {
+        FieldError::Eof => invalid("record longer than the batch"),
+        FieldError::Io(e) => stream::undecodable(codec, &e),
+    };
     for expected_delta in 0..header.record_count {
-        let len: i32 = read_varint(&mut buf).map_err(|_| invalid("record length"))?;
-        let len = usize::try_from(len).map_err(|_| invalid("negative record length"))?;
-        if len > buf.len() {
-            return Err(invalid("record longer than the batch"));
-        }
-        let (mut rec, rest) = buf.split_at(len);
-        buf = rest;
-        if rec.is_empty() {
+        let len = r.varint().map_err(|e| match e {
+            FieldError::Eof => invalid("record length"),
+            e => fail(e),
+        })?;
+        let len = len.ok_or_else(|| invalid("record length"))?;
+        let len = u64::try_from(len).map_err(|_| invalid("negative record length"))?;
+        if len == 0 {
             return Err(invalid("empty record"));
         }
-        rec.advance(1); // attributes: unused in v2
-        let ts_delta: i64 = read_varlong(&mut rec).map_err(|_| invalid("timestamp delta"))?;
-        let offset_delta: i32 = read_varint(&mut rec).map_err(|_| invalid("offset delta"))?;
+        let end = r.pos + len;
+        r.byte().map_err(fail)?; // attributes: unused in v2
+        let ts_delta = r.varlong().map_err(fail)?.ok_or_else(|| invalid("timestamp delta"))?;
+        left_in(&r, end, "timestamp delta")?;
+        let offset_delta = r.varint().map_err(fail)?.ok_or_else(|| invalid("offset delta"))?;
+        left_in(&r, end, "offset delta")?;
         if offset_delta != expected_delta {
             return Err(BatchError::InvalidRecord(format!(
                 "record offset delta {offset_delta} where {expected_delta} was expected"
             )));
         }
-        skip_nullable(&mut rec).map_err(|_| invalid("key"))?;
-        skip_nullable(&mut rec).map_err(|_| invalid("value"))?;
-        let headers: i32 = read_varint(&mut rec).map_err(|_| invalid("header count"))?;
+        skip_nullable(&mut r, end, "key", &fail)?;
+        skip_nullable(&mut r, end, "value", &fail)?;
+        let headers = r.varint().map_err(fail)?.ok_or_else(|| invalid("header count"))?;
+        left_in(&r, end, "header count")?;
         if headers < 0 {
             return Err(invalid("negative header count"));
         }
         for _ in 0..headers {
-            let key_len: i32 = read_varint(&mut rec).map_err(|_| invalid("header key"))?;
-            let key_len = usize::try_from(key_len).map_err(|_| invalid("null header key"))?;
-            if key_len > rec.len() {
+            let key_len = r.varint().map_err(fail)?.ok_or_else(|| invalid("header key"))?;
+            let left = left_in(&r, end, "header key")?;
+            let key_len = u64::try_from(key_len).map_err(|_| invalid("null header key"))?;
+            if key_len > left {
                 return Err(invalid("header key longer than the record"));
             }
-            rec.advance(key_len);
-            skip_nullable(&mut rec).map_err(|_| invalid("header value"))?;
+            r.skip(key_len).map_err(fail)?;
+            skip_nullable(&mut r, end, "header value", &fail)?;
         }
-        if !rec.is_empty() {
+        if r.pos != end {
             return Err(invalid("bytes left over inside a record"));
         }
         let timestamp = if header.is_log_append_time() {
@@ -543,63 +572,48 @@ pub fn for_each_record(raw: &[u8], header: &BatchHeader, mut f: impl FnMut(Recor
         } else {
             header.base_timestamp.saturating_add(ts_delta)
         };
-        f(RecordStamp {
+        if f(RecordStamp {
             offset_delta,
             timestamp,
-        });
+        })
+        .is_break()
+        {
+            return Ok(());
+        }
     }
-    if !buf.is_empty() {
+    if !r.at_end().map_err(fail)? {
         return Err(BatchError::InvalidRecord(format!(
-            "incorrect declared batch size, {} bytes remain after {} records",
-            buf.len(),
+            "incorrect declared batch size, bytes remain after {} records",
             header.record_count
         )));
     }
     Ok(())
 }
 
-/// Reads a zigzag varlong (Kafka's record field encoding), at most 10 bytes.
-fn read_varlong(buf: &mut &[u8]) -> Result<i64, ()> {
-    let mut raw: u64 = 0;
-    for i in 0..10 {
-        let (&b, rest) = buf.split_first().ok_or(())?;
-        *buf = rest;
-        raw |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
-        }
-    }
-    Err(())
+/// Bytes left in the record ending at `end`; an error naming `what` if the field just read
+/// ran past it.
+fn left_in<R>(r: &Fields<R>, end: u64, what: &str) -> Result<u64, BatchError> {
+    end.checked_sub(r.pos).ok_or_else(|| invalid(what))
 }
 
-/// Reads a zigzag varint, refusing values that do not fit 32 bits.
-fn read_varint(buf: &mut &[u8]) -> Result<i32, ()> {
-    let mut raw: u32 = 0;
-    for i in 0..5 {
-        let (&b, rest) = buf.split_first().ok_or(())?;
-        *buf = rest;
-        if i == 4 && b > 0x0f {
-            return Err(());
-        }
-        raw |= u32::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32));
-        }
-    }
-    Err(())
-}
-
-fn skip_nullable(rec: &mut &[u8]) -> Result<(), ()> {
-    let len: i32 = read_varint(rec).map_err(|_| ())?;
+/// Skips a nullable key, value or header value (varint length, -1 for null) that must end
+/// inside the record ending at `end`.
+fn skip_nullable<R: BufRead>(
+    r: &mut Fields<R>,
+    end: u64,
+    what: &str,
+    fail: &impl Fn(FieldError) -> BatchError,
+) -> Result<(), BatchError> {
+    let len = r.varint().map_err(fail)?.ok_or_else(|| invalid(what))?;
+    let left = left_in(r, end, what)?;
     if len == -1 {
         return Ok(());
     }
-    let len = usize::try_from(len).map_err(|_| ())?;
-    if len > rec.len() {
-        return Err(());
+    let len = u64::try_from(len).map_err(|_| invalid(what))?;
+    if len > left {
+        return Err(invalid(what));
     }
-    rec.advance(len);
-    Ok(())
+    r.skip(len).map_err(fail)
 }
 
 /// Walks a records section and returns the timestamp summary.
@@ -619,13 +633,50 @@ pub fn scan_records(raw: &[u8], header: &BatchHeader) -> Result<RecordScan, Batc
     Ok(scan)
 }
 
-/// Timestamps of every record of a stored batch (decompressing it), for ListOffsets.
-pub fn record_stamps(batch: &Bytes) -> Result<Vec<RecordStamp>, BatchError> {
+/// Walks a batch's records section as it decompresses, for the timestamp summary.
+fn scan_section(codec: Compression, section: &[u8], header: &BatchHeader) -> Result<RecordScan, BatchError> {
+    let mut scan = RecordScan {
+        min_timestamp: i64::MAX,
+        max_timestamp: i64::MIN,
+        max_timestamp_offset_delta: 0,
+    };
+    let note = |r: RecordStamp| {
+        scan.min_timestamp = scan.min_timestamp.min(r.timestamp);
+        if r.timestamp > scan.max_timestamp {
+            scan.max_timestamp = r.timestamp;
+            scan.max_timestamp_offset_delta = r.offset_delta;
+        }
+        ControlFlow::Continue(())
+    };
+    match codec {
+        Compression::None => walk(Fields::new(section), header, codec, note)?,
+        c => walk(Fields::new(stream::buffered(c, section)?), header, c, note)?,
+    }
+    Ok(scan)
+}
+
+/// The first record of a stored batch for which `wanted` holds (decompressing only as far as
+/// that record), for ListOffsets by timestamp and consumer lag.
+pub fn find_record(
+    batch: &Bytes,
+    mut wanted: impl FnMut(&RecordStamp) -> bool,
+) -> Result<Option<RecordStamp>, BatchError> {
     let header = BatchHeader::parse(batch)?;
-    let raw = decompress(header.compression()?, batch.slice(BATCH_HEADER_BYTES..))?;
-    let mut out = Vec::with_capacity(usize::try_from(header.record_count).unwrap_or(0).min(raw.len()));
-    for_each_record(&raw, &header, |r| out.push(r))?;
-    Ok(out)
+    let section = batch.get(BATCH_HEADER_BYTES..).unwrap_or_default();
+    let mut found = None;
+    let pick = |r: RecordStamp| {
+        if wanted(&r) {
+            found = Some(r);
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    match header.compression()? {
+        Compression::None => walk(Fields::new(section), &header, Compression::None, pick)?,
+        c => walk(Fields::new(stream::buffered(c, section)?), &header, c, pick)?,
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@
 use bytes::Bytes;
 use fjord_tests::codes;
 use fjord_tests::records::{
-    assert_same_records, fix_crc, legacy_v1_message_set, put_i32_at, records_with_value_len, LAST_OFFSET_DELTA_OFFSET,
-    RECORDS_COUNT_OFFSET,
+    assert_same_records, fix_crc, legacy_v1_message_set, put_i32_at, records_with_value_len, ATTRIBUTES_OFFSET,
+    BATCH_LENGTH_OFFSET, LAST_OFFSET_DELTA_OFFSET, LOG_OVERHEAD_BYTES, RECORDS_COUNT_OFFSET, RECORDS_OFFSET,
 };
 use fjord_tests::{encode_batch, error_name, test_records, Broker, Client, Topic};
 use kafka_protocol::messages::{FetchRequest, ProduceRequest};
@@ -284,4 +284,92 @@ fn batch_over_message_max_bytes_is_message_too_large() {
         codes::MESSAGE_TOO_LARGE,
     );
     log.verify_contents(&mut client);
+}
+
+/// `batch` (one uncompressed batch) with its records section replaced by `section`, compressed
+/// with `codec`; lengths and CRC fixed.
+fn with_section(batch: &Bytes, codec: Compression, section: &[u8]) -> Bytes {
+    let mut out = batch[..RECORDS_OFFSET].to_vec();
+    out.extend_from_slice(section);
+    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD_BYTES).expect("small");
+    put_i32_at(&mut out, BATCH_LENGTH_OFFSET, batch_length);
+    let attributes = (i16::from_be_bytes([out[ATTRIBUTES_OFFSET], out[ATTRIBUTES_OFFSET + 1]]) & !7) | codec as i16;
+    out[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    fix_crc(&mut out);
+    Bytes::from(out)
+}
+
+/// Zigzag varint, as records encode their fields.
+fn varint(v: i64) -> Vec<u8> {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut out = Vec::new();
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// The process's peak resident set (VmHWM): what a buffer freed right after use still shows.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("kB")
+}
+
+/// Compressed batches are checked as they decompress, as Kafka's LogValidator does: a few KiB
+/// of zstd inflating to 256 MiB are accepted without the broker ever holding them, and a snappy
+/// block declaring 4 GiB is refused before anything is allocated.
+#[test]
+fn inflating_batches_are_streamed_or_refused() {
+    let (mut broker, mut client, mut log) = setup("val-inflate");
+    let version = ProduceRequest::VERSIONS.max;
+    let template = encode_batch(&test_records(1, "inflate"), Compression::None);
+
+    let lying = with_section(&template, Compression::Snappy, &[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0]);
+    log.reject(
+        &mut client,
+        version,
+        "snappy block declaring 4 GiB",
+        lying,
+        codes::MESSAGE_TOO_LARGE,
+    );
+
+    // One record: null key, a 256 MiB value of zeros, no headers.
+    const VALUE: usize = 256 << 20;
+    let mut fields = vec![0u8]; // attributes
+    fields.extend(varint(0)); // timestamp delta
+    fields.extend(varint(0)); // offset delta
+    fields.extend(varint(-1)); // key
+    fields.extend(varint(VALUE as i64));
+    let record_len = fields.len() + VALUE + 1;
+    let mut z = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("zstd");
+    let mut write = |b: &[u8]| std::io::Write::write_all(&mut z, b).expect("zstd write");
+    write(&varint(record_len as i64));
+    write(&fields);
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..VALUE / zeros.len() {
+        write(&zeros);
+    }
+    write(&varint(0)); // header count
+    let section = z.finish().expect("zstd finish");
+    let bomb = with_section(&template, Compression::Zstd, &section);
+    assert!(bomb.len() < MAX_MESSAGE_BYTES, "{} bytes", bomb.len());
+
+    let pid = broker.pid().expect("running");
+    let before = peak_rss_kib(pid);
+    let r = client.produce(version, &log.topic, 0, bomb, -1);
+    assert_eq!(r.error_code, 0, "a large record is valid: {}", error_name(r.error_code));
+    assert_eq!(r.base_offset, log.leo());
+    let grew = peak_rss_kib(pid).saturating_sub(before);
+    assert!(
+        grew < 64 << 10,
+        "broker peak RSS grew by {grew} KiB checking a 256 MiB record"
+    );
+    broker.assert_alive();
+    assert_eq!(client.log_end_offset(&log.topic, 0), log.leo() + 1);
 }

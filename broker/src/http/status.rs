@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fjord_protocol::batch::{record_stamps, BatchHeader};
+use fjord_protocol::batch::{find_record, BatchHeader};
 use kafka_protocol::messages::ConsumerProtocolAssignment;
 use kafka_protocol::protocol::Decodable;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -416,14 +416,9 @@ async fn collect_groups(broker: &Broker) {
                 let from = committed.max(o.log_start);
                 if let Ok(r) = broker.store.read(pid, from, 1, true).await {
                     let base = BatchHeader::parse(&r.records).map(|h| h.base_offset).unwrap_or(from);
-                    if let Ok(stamps) = record_stamps(&r.records) {
-                        let first_unread = stamps
-                            .iter()
-                            .find(|s| base + i64::from(s.offset_delta) >= from)
-                            .map(|s| s.timestamp);
-                        if let Some(ts) = first_unread.filter(|ts| *ts >= 0) {
-                            lag_s = ((now - ts).max(0) as f64) / 1000.0;
-                        }
+                    let first_unread = find_record(&r.records, |s| base + i64::from(s.offset_delta) >= from);
+                    if let Some(ts) = first_unread.ok().flatten().map(|s| s.timestamp).filter(|ts| *ts >= 0) {
+                        lag_s = ((now - ts).max(0) as f64) / 1000.0;
                     }
                 }
             }

@@ -1,4 +1,5 @@
 use super::*;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
@@ -79,16 +80,130 @@ fn every_codec_validates_and_is_kept_as_sent() {
         assert_eq!(valid.header.record_count, 10);
         assert_eq!(valid.header.max_timestamp, NOW_MS + 9);
         assert_eq!(valid.max_timestamp_offset_delta, 9);
-        let stamps = record_stamps(&valid.bytes).expect("stamps");
-        assert_eq!(stamps.len(), 10);
+        let found = find_record(&valid.bytes, |r| r.timestamp >= NOW_MS + 4).expect("walks");
         assert_eq!(
-            stamps[4],
-            RecordStamp {
+            found,
+            Some(RecordStamp {
                 offset_delta: 4,
                 timestamp: NOW_MS + 4
-            }
+            })
         );
+        assert_eq!(find_record(&valid.bytes, |r| r.offset_delta > 9), Ok(None));
     }
+}
+
+/// Every record's stamp, through the streaming walk.
+fn all_stamps(batch: &Bytes) -> Vec<RecordStamp> {
+    let mut out = Vec::new();
+    let none = find_record(batch, |r| {
+        out.push(*r);
+        false
+    });
+    assert_eq!(none, Ok(None));
+    out
+}
+
+/// Zigzag varint, as records encode their fields.
+fn varint(v: i64) -> Vec<u8> {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut out = Vec::new();
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A batch of `template`'s header around a records section compressed with `c`.
+fn with_section(template: &Bytes, c: Compression, section: &[u8]) -> Bytes {
+    let header = BatchHeader::parse(template).expect("header");
+    let attributes = (header.attributes & !COMPRESSION_MASK) | c as i16;
+    rebuild(template, attributes, header.max_timestamp, section).expect("rebuilds")
+}
+
+#[test]
+fn a_record_inflating_past_the_memory_bound_is_walked_not_held() {
+    // One record whose value is 300 MiB of zeros: a few KiB of zstd. Validation walks it as
+    // it decompresses; only recompressing it would need it whole, and that is refused.
+    const VALUE: usize = 300 << 20;
+    let template = encode(&[record(0, None, Some(b"x"), NOW_MS)], Compression::None);
+    let mut prefix = vec![0u8]; // attributes
+    prefix.extend(varint(0)); // timestamp delta
+    prefix.extend(varint(0)); // offset delta
+    prefix.extend(varint(-1)); // null key
+    prefix.extend(varint(VALUE as i64));
+    let len = prefix.len() + VALUE + 1; // + the header count
+    let mut z = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("encoder");
+    std::io::Write::write_all(&mut z, &varint(len as i64)).expect("write");
+    std::io::Write::write_all(&mut z, &prefix).expect("write");
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..VALUE / zeros.len() {
+        std::io::Write::write_all(&mut z, &zeros).expect("write");
+    }
+    std::io::Write::write_all(&mut z, &varint(0)).expect("write");
+    let section = z.finish().expect("finish");
+    assert!(section.len() < 1 << 20, "{} bytes compressed", section.len());
+    let batch = with_section(&template, Compression::Zstd, &section);
+
+    let valid = validate_produce(batch.clone(), &cfg()).expect("a large record is valid");
+    assert_eq!(valid.bytes, batch);
+    let first = find_record(&batch, |_| true).expect("walks");
+    assert_eq!(first.map(|r| r.offset_delta), Some(0));
+
+    let err = decompress(Compression::Zstd, Bytes::from(section)).expect_err("held whole");
+    assert!(
+        matches!(
+            err,
+            BatchError::TooLarge {
+                max: MAX_INFLATED_BYTES,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let recompress = ValidationConfig {
+        target_codec: Some(Compression::Lz4),
+        ..cfg()
+    };
+    let err = validate_produce(batch, &recompress).expect_err("recompressing needs it whole");
+    assert_eq!(err.response_error(), ResponseError::MessageTooLarge);
+}
+
+#[test]
+fn snappy_blocks_are_bounded_before_allocation() {
+    let template = encode(&sample(3), Compression::None);
+    // A raw snappy block declaring 4 GiB - 1 uncompressed bytes.
+    let lying = with_section(&template, Compression::Snappy, &[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0]);
+    let err = validate_produce(lying, &cfg()).expect_err("declared too large");
+    assert!(matches!(err, BatchError::TooLarge { .. }), "{err:?}");
+    // The same in snappy-java's framing, and a block whose data ends early.
+    let mut framed = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+    framed.extend(7u32.to_be_bytes());
+    framed.extend([0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0]);
+    let err = validate_produce(with_section(&template, Compression::Snappy, &framed), &cfg()).expect_err("framed");
+    assert!(matches!(err, BatchError::TooLarge { .. }), "{err:?}");
+    framed.truncate(framed.len() - 3);
+    let err = validate_produce(with_section(&template, Compression::Snappy, &framed), &cfg()).expect_err("short");
+    assert!(matches!(err, BatchError::Corrupt(_)), "{err:?}");
+}
+
+#[test]
+fn raw_snappy_as_librdkafka_writes_it_validates() {
+    let template = encode(&sample(10), Compression::None);
+    let section = &template[BATCH_HEADER_BYTES..];
+    let raw = snap::raw::Encoder::new().compress_vec(section).expect("snappy");
+    let batch = with_section(&template, Compression::Snappy, &raw);
+    let valid = validate_produce(batch.clone(), &cfg()).expect("valid");
+    assert_eq!(valid.bytes, batch);
+    assert_eq!(valid.max_timestamp_offset_delta, 9);
+    assert_eq!(
+        decompress(Compression::Snappy, Bytes::from(raw)).expect("inflates"),
+        section
+    );
 }
 
 #[test]
@@ -185,7 +300,7 @@ fn log_append_time_stamps_the_batch() {
     let valid = validate_produce(encode(&sample(4), Compression::Lz4), &c).expect("valid");
     assert!(valid.header.is_log_append_time());
     assert_eq!(valid.header.max_timestamp, NOW_MS + 555);
-    let stamps = record_stamps(&valid.bytes).expect("stamps");
+    let stamps = all_stamps(&valid.bytes);
     assert!(stamps.iter().all(|s| s.timestamp == NOW_MS + 555));
 }
 
@@ -227,7 +342,7 @@ proptest! {
         }).collect();
         let bytes = encode(&records, CODECS[codec_ix]);
         let valid = validate_produce(bytes, &cfg()).expect("valid");
-        let stamps = record_stamps(&valid.bytes).expect("stamps");
+        let stamps = all_stamps(&valid.bytes);
         prop_assert_eq!(stamps.len(), records.len());
         for (s, r) in stamps.iter().zip(&records) {
             prop_assert_eq!(s.timestamp, r.timestamp);
@@ -242,7 +357,7 @@ proptest! {
         bytes[i] = byte;
         let bytes = Bytes::from(bytes);
         let _ = validate_produce(bytes.clone(), &cfg());
-        let _ = record_stamps(&bytes);
+        let _ = find_record(&bytes, |_| false);
     }
 }
 

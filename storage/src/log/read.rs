@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::FileExt;
 
-use fjord_protocol::batch::record_stamps;
+use fjord_protocol::batch::find_record;
 
 use super::*;
 
@@ -239,12 +239,11 @@ pub(super) fn find_by_timestamp(
         if batch.is_empty() {
             break;
         }
-        let stamps = record_stamps(&batch).map_err(|e| StorageError::Corruption(e.to_string()))?;
-        for s in stamps {
-            let offset = base + i64::from(s.offset_delta);
-            if offset >= offsets.log_start && offset < offsets.high_watermark && s.timestamp >= timestamp {
-                return Ok(Some((offset, s.timestamp)));
-            }
+        let visible = |delta: i32| (offsets.log_start..offsets.high_watermark).contains(&(base + i64::from(delta)));
+        let found = find_record(&batch, |s| visible(s.offset_delta) && s.timestamp >= timestamp)
+            .map_err(|e| StorageError::Corruption(e.to_string()))?;
+        if let Some(s) = found {
+            return Ok(Some((base + i64::from(s.offset_delta), s.timestamp)));
         }
         batches.next();
     }
