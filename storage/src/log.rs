@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use fjord_protocol::bufpool::BufPool;
-use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamilyDescriptor, Direction, ErrorKind, IteratorMode, Options, ReadOptions, ReadTier, DB,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Result, StorageError};
@@ -21,7 +23,7 @@ use crate::segments::{SegmentWriter, Segments, Stored};
 use crate::tail::Tails;
 use crate::writer::{self, WriteOp};
 use crate::PartitionId;
-use read::{fill, find_by_timestamp, plan_batches, small_in_memory};
+use read::{fill, find_by_timestamp, plan_batches, small_in_memory, ReadSpan, FILE_RECORDS_MIN_BYTES};
 pub use read::{FileRecords, RecordChunk, SegmentHandle};
 use recover::recover;
 
@@ -482,7 +484,9 @@ impl LogStore {
         } else {
             offsets.high_watermark
         };
-        if offset >= upper {
+        // Nothing to read, or no room left in the response: a Fetch over many partitions reaches
+        // the later ones with its fetch.max.bytes spent, and they need no index lookup.
+        if offset >= upper || (max_bytes == 0 && !at_least_one) {
             return Ok((FileRecords::default(), offsets));
         }
         // A consumer at the head: planned from memory, on this thread. A small read is copied
@@ -490,9 +494,31 @@ impl LogStore {
         if let Some(plan) = self.tails.plan(&pid, offset, upper, max_bytes, at_least_one) {
             return Ok((small_in_memory(&self.bufs, plan)?, offsets));
         }
+        // Behind the tail: planned here too when the index blocks it needs are in RocksDB's
+        // block cache (a consumer catching up reads locators written or read moments ago),
+        // with a read tier that fails rather than touch the disk. Only a lookup that would
+        // block, or a small read to copy out of a file that may not be cached, goes to the
+        // blocking pool. On a busy machine each hop there costs a thread wake-up: a catch-up
+        // Fetch took 6.5 ms to plan with four of them, 2.8 ms without.
+        let span = ReadSpan {
+            offset,
+            upper,
+            max_bytes,
+            at_least_one,
+        };
+        let cached = plan_batches(&self.db, &self.segments, &pid, span, ReadTier::BlockCache);
+        let planned = match cached {
+            Ok(plan) if plan.len == 0 || plan.len >= FILE_RECORDS_MIN_BYTES => return Ok((plan, offsets)),
+            Ok(small) => Some(small),
+            Err(StorageError::Rocks(e)) if e.kind() == ErrorKind::Incomplete => None,
+            Err(e) => return Err(e),
+        };
         let (db, segments, bufs) = (self.db.clone(), self.segments.clone(), self.bufs.clone());
         let plan = tokio::task::spawn_blocking(move || {
-            let plan = plan_batches(&db, &segments, &pid, offset, upper, max_bytes, at_least_one)?;
+            let plan = match planned {
+                Some(plan) => plan,
+                None => plan_batches(&db, &segments, &pid, span, ReadTier::All)?,
+            };
             small_in_memory(&bufs, plan)
         })
         .await

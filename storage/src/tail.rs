@@ -61,7 +61,7 @@ impl Tails {
             let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
             for (pid, b) in new {
                 push_bounded(
-                    &mut map.entry(pid).or_default().lock().unwrap_or_else(|p| p.into_inner()),
+                    map.entry(pid).or_default().get_mut().unwrap_or_else(|p| p.into_inner()),
                     b,
                 );
             }

@@ -34,7 +34,8 @@ const READ_BUFFER_BYTES: usize = 32 << 10;
 pub(crate) fn open(c: Compression, data: &[u8]) -> Result<Box<dyn Read + '_>, BatchError> {
     Ok(match c {
         Compression::None => Box::new(data),
-        Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(data)),
+        // Java's GZIPInputStream, which Kafka reads with, also reads concatenated members.
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(data)),
         Compression::Snappy => Box::new(SnappyReader::new(data)),
         Compression::Lz4 => Box::new(lz4::Decoder::new(data).map_err(|e| undecodable(c, &e))?),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(data).map_err(|e| undecodable(c, &e))?),

@@ -207,6 +207,21 @@ fn raw_snappy_as_librdkafka_writes_it_validates() {
 }
 
 #[test]
+fn gzip_in_two_members_validates_as_java_reads_it() {
+    let template = encode(&sample(10), Compression::None);
+    let section = &template[BATCH_HEADER_BYTES..];
+    let mut gz = Vec::new();
+    for half in [&section[..section.len() / 2], &section[section.len() / 2..]] {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, half).expect("gzip");
+        gz.extend(e.finish().expect("gzip"));
+    }
+    let batch = with_section(&template, Compression::Gzip, &gz);
+    let valid = validate_produce(batch, &cfg()).expect("valid");
+    assert_eq!(all_stamps(&valid.bytes).len(), 10);
+}
+
+#[test]
 fn crc_mismatch_is_corrupt_message() {
     let mut bytes = encode(&sample(3), Compression::None).to_vec();
     let last = bytes.len() - 1;

@@ -81,12 +81,18 @@ impl SegmentHandle {
 
 /// Reads smaller than this are copied into memory at once rather than left in the file: a
 /// separate `sendfile` costs more than a copy of a few KiB.
-const FILE_RECORDS_MIN_BYTES: usize = fjord_protocol::frame::SPLICE_MIN_BYTES;
+pub(super) const FILE_RECORDS_MIN_BYTES: usize = fjord_protocol::frame::SPLICE_MIN_BYTES;
 
 /// A raw iterator over one partition's batches, positioned on the batch holding `offset`.
-pub(super) fn batch_iter<'a>(db: &'a DB, pid: &PartitionId, offset: i64) -> Result<rocksdb::DBRawIterator<'a>> {
+pub(super) fn batch_iter<'a>(
+    db: &'a DB,
+    pid: &PartitionId,
+    offset: i64,
+    tier: ReadTier,
+) -> Result<rocksdb::DBRawIterator<'a>> {
     let cf = cf(db, CF_BATCHES)?;
     let mut ro = ReadOptions::default();
+    ro.set_read_tier(tier);
     ro.set_iterate_lower_bound(keys::offset_key(pid, 0).to_vec());
     ro.set_iterate_upper_bound(keys::offset_key(pid, i64::MAX).to_vec());
     let mut it = db.raw_iterator_cf_opt(cf, ro);
@@ -139,6 +145,17 @@ pub(super) fn fill(bufs: &Arc<BufPool>, plan: &FileRecords) -> Result<Bytes> {
     Ok(buf.freeze())
 }
 
+/// What a read asks for: batches from `offset` below `upper` (the high watermark or the last
+/// stable offset), within `max_bytes` unless `at_least_one` (KIP-74: the first batch even if
+/// larger).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReadSpan {
+    pub offset: i64,
+    pub upper: i64,
+    pub max_bytes: usize,
+    pub at_least_one: bool,
+}
+
 /// Finds the whole batches from `offset` up to the high watermark within `max_bytes`, as runs
 /// of adjacent batches in their segment files. A segment that retention deleted since the
 /// index was read ends the read early: what is returned is still whole batches.
@@ -146,12 +163,16 @@ pub(super) fn plan_batches(
     db: &DB,
     segments: &Segments,
     pid: &PartitionId,
-    offset: i64,
-    high_watermark: i64,
-    max_bytes: usize,
-    at_least_one: bool,
+    span: ReadSpan,
+    tier: ReadTier,
 ) -> Result<FileRecords> {
-    let mut it = batch_iter(db, pid, offset)?;
+    let ReadSpan {
+        offset,
+        upper: high_watermark,
+        max_bytes,
+        at_least_one,
+    } = span;
+    let mut it = batch_iter(db, pid, offset, tier)?;
     let mut plan = FileRecords::default();
     while it.valid() {
         let (Some(k), Some(v)) = (it.key(), it.value()) else {
@@ -226,7 +247,7 @@ pub(super) fn find_by_timestamp(
     // Every batch before `start` is older than `timestamp`; the record is in `start`'s batch
     // unless DeleteRecords removed it, in which case it is the first later one that qualifies.
     let from = start.max(offsets.log_start);
-    let mut batches = batch_iter(db, pid, from)?;
+    let mut batches = batch_iter(db, pid, from, ReadTier::All)?;
     while batches.valid() {
         let (Some(k), Some(v)) = (batches.key(), batches.value()) else {
             break;

@@ -118,6 +118,18 @@ async fn append_assigns_dense_offsets_and_reads_back() {
         store.read(P0, 16, 100, true).await,
         Err(StorageError::OffsetOutOfRange { .. })
     ));
+    // A response with no room left: nothing read, but the offset is still checked.
+    let spent = store.read(P0, 0, 0, false).await.expect("read");
+    assert!(spent.records.is_empty());
+    assert_eq!(spent.offsets.high_watermark, 15);
+    assert!(matches!(
+        store.read(P0, 16, 0, false).await,
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        offsets_of(&store.read(P0, 0, 0, true).await.expect("read").records),
+        (0..5).collect::<Vec<_>>()
+    );
 
     // Time index: T0+50 is first reached by record 5 (batch 2 starts at T0+100 > T0+50).
     assert_eq!(
@@ -593,5 +605,42 @@ async fn reads_at_the_head_come_from_the_tail_and_match_the_index() {
     assert_eq!(store.delete_records(P0, end - 4).await.expect("delete"), end - 4);
     let r = store.read(P0, end - 4, 1 << 20, true).await.expect("read");
     assert_eq!(offsets_of(&r.records), ((end - 6)..end).collect::<Vec<_>>());
+    store.shutdown().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_reads_off_the_block_cache_fall_back_to_the_disk_tier() {
+    const BATCHES: i64 = 2_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path(), 1);
+        store.ensure_partition(P0).await.expect("create");
+        // Enough batches that their locators span many table blocks, of which recovery at the
+        // next start reads only the last.
+        for _ in 0..BATCHES {
+            store.append(P0, batch(2, T0), 2).await.expect("append");
+        }
+        store.shutdown().await.expect("close"); // flushes the memtables into table files
+    }
+    let store = open(dir.path(), 1);
+    let hw = store.offsets(&P0).expect("partition").high_watermark;
+    let span = ReadSpan {
+        offset: 0,
+        upper: hw,
+        max_bytes: 1 << 20,
+        at_least_one: true,
+    };
+    let plan = |tier| plan_batches(&store.db, &store.segments, &P0, span, tier);
+    // Nothing of the table files is cached after the restart: the non-blocking tier says so
+    // rather than read the disk, and read_file_records then plans on the blocking pool.
+    match plan(ReadTier::BlockCache) {
+        Err(StorageError::Rocks(e)) => assert_eq!(e.kind(), ErrorKind::Incomplete),
+        other => panic!("expected Incomplete from a cold block cache, got {other:?}"),
+    }
+    let all = store.read(P0, 0, 1 << 20, true).await.expect("read");
+    assert_eq!(offsets_of(&all.records), (0..2 * BATCHES).collect::<Vec<_>>());
+    // That read filled the block cache: the same plan is now made without the disk tier.
+    let cached = plan(ReadTier::BlockCache).expect("cached");
+    assert_eq!(cached.len, all.records.len());
     store.shutdown().await.expect("close");
 }
