@@ -19,7 +19,7 @@ use kafka_protocol::compression::{self as codec, Compressor};
 pub use kafka_protocol::records::Compression;
 
 use crate::error::BatchError;
-pub use stream::MAX_INFLATED_BYTES;
+pub use stream::{decompress, MAX_INFLATED_BYTES};
 use stream::{FieldError, Fields};
 
 mod stream;
@@ -326,7 +326,7 @@ pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidB
         (scan_section(source_codec, &section, &header)?, None)
     } else {
         let raw = decompress(source_codec, section)?;
-        (scan_records(&raw, &header)?, Some(raw))
+        (scan_section(Compression::None, &raw, &header)?, Some(raw))
     };
     if cfg.timestamp_type == TimestampType::CreateTime {
         check_timestamp_window(scan.min_timestamp, scan.max_timestamp, cfg)?;
@@ -453,12 +453,6 @@ pub fn control_batch(
     out.freeze()
 }
 
-/// Decompresses a records section with the batch's codec, refused past
-/// [`MAX_INFLATED_BYTES`] (`MESSAGE_TOO_LARGE`).
-pub fn decompress(c: Compression, data: Bytes) -> Result<Bytes, BatchError> {
-    stream::decompress(c, data)
-}
-
 /// Compresses a raw records section with `c`, in the framing Kafka's clients read.
 pub fn compress(c: Compression, raw: &[u8]) -> Result<Bytes, BatchError> {
     let mut out = BytesMut::with_capacity(raw.len() / 2 + 64);
@@ -500,21 +494,27 @@ pub struct RecordStamp {
     pub timestamp: i64,
 }
 
-/// Walks the uncompressed records section of a batch, checking every record's framing
-/// (lengths, offset deltas in order, no trailing bytes), and calls `f` for each record.
-pub fn for_each_record(raw: &[u8], header: &BatchHeader, mut f: impl FnMut(RecordStamp)) -> Result<(), BatchError> {
-    walk(Fields::new(raw), header, Compression::None, |r| {
-        f(r);
-        ControlFlow::Continue(())
-    })
-}
-
 fn invalid(what: &str) -> BatchError {
     BatchError::InvalidRecord(format!("found invalid record structure: {what}"))
 }
 
+/// Walks a batch's records section compressed with `codec`, decompressing as it goes, checking
+/// every record's framing (lengths, offset deltas in order, no trailing bytes) and calling `f`
+/// for each record. Stops early, without checking the rest, when `f` breaks.
+fn walk_section(
+    codec: Compression,
+    section: &[u8],
+    header: &BatchHeader,
+    f: impl FnMut(RecordStamp) -> ControlFlow<()>,
+) -> Result<(), BatchError> {
+    match codec {
+        Compression::None => walk(Fields::new(section), header, codec, f),
+        c => walk(Fields::new(stream::buffered(c, section)?), header, c, f),
+    }
+}
+
 /// The record walk over any reader of a records section (`codec` names the decoder behind it,
-/// for its errors). Stops early, without checking the rest, when `f` breaks.
+/// for its errors).
 fn walk<R: BufRead>(
     mut r: Fields<R>,
     header: &BatchHeader,
@@ -616,42 +616,21 @@ fn skip_nullable<R: BufRead>(
     r.skip(len).map_err(fail)
 }
 
-/// Walks a records section and returns the timestamp summary.
-pub fn scan_records(raw: &[u8], header: &BatchHeader) -> Result<RecordScan, BatchError> {
-    let mut scan = RecordScan {
-        min_timestamp: i64::MAX,
-        max_timestamp: i64::MIN,
-        max_timestamp_offset_delta: 0,
-    };
-    for_each_record(raw, header, |r| {
-        scan.min_timestamp = scan.min_timestamp.min(r.timestamp);
-        if r.timestamp > scan.max_timestamp {
-            scan.max_timestamp = r.timestamp;
-            scan.max_timestamp_offset_delta = r.offset_delta;
-        }
-    })?;
-    Ok(scan)
-}
-
-/// Walks a batch's records section as it decompresses, for the timestamp summary.
+/// Walks a batch's records section (compressed with `codec`) for the timestamp summary.
 fn scan_section(codec: Compression, section: &[u8], header: &BatchHeader) -> Result<RecordScan, BatchError> {
     let mut scan = RecordScan {
         min_timestamp: i64::MAX,
         max_timestamp: i64::MIN,
         max_timestamp_offset_delta: 0,
     };
-    let note = |r: RecordStamp| {
+    walk_section(codec, section, header, |r| {
         scan.min_timestamp = scan.min_timestamp.min(r.timestamp);
         if r.timestamp > scan.max_timestamp {
             scan.max_timestamp = r.timestamp;
             scan.max_timestamp_offset_delta = r.offset_delta;
         }
         ControlFlow::Continue(())
-    };
-    match codec {
-        Compression::None => walk(Fields::new(section), header, codec, note)?,
-        c => walk(Fields::new(stream::buffered(c, section)?), header, c, note)?,
-    }
+    })?;
     Ok(scan)
 }
 
@@ -672,10 +651,7 @@ pub fn find_record(
             ControlFlow::Continue(())
         }
     };
-    match header.compression()? {
-        Compression::None => walk(Fields::new(section), &header, Compression::None, pick)?,
-        c => walk(Fields::new(stream::buffered(c, section)?), &header, c, pick)?,
-    }
+    walk_section(header.compression()?, section, &header, pick)?;
     Ok(found)
 }
 

@@ -23,7 +23,7 @@ use crate::segments::{SegmentWriter, Segments, Stored};
 use crate::tail::Tails;
 use crate::writer::{self, WriteOp};
 use crate::PartitionId;
-use read::{fill, find_by_timestamp, plan_batches, small_in_memory, ReadSpan, FILE_RECORDS_MIN_BYTES};
+use read::{fill, find_by_timestamp, is_small, plan_batches, small_in_memory, ReadSpan};
 pub use read::{FileRecords, RecordChunk, SegmentHandle};
 use recover::recover;
 
@@ -508,7 +508,7 @@ impl LogStore {
         };
         let cached = plan_batches(&self.db, &self.segments, &pid, span, ReadTier::BlockCache);
         let planned = match cached {
-            Ok(plan) if plan.len == 0 || plan.len >= FILE_RECORDS_MIN_BYTES => return Ok((plan, offsets)),
+            Ok(plan) if !is_small(&plan) => return Ok((plan, offsets)),
             Ok(small) => Some(small),
             Err(StorageError::Rocks(e)) if e.kind() == ErrorKind::Incomplete => None,
             Err(e) => return Err(e),

@@ -31,7 +31,7 @@ const XERIAL_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x0
 const READ_BUFFER_BYTES: usize = 32 << 10;
 
 /// A reader over the uncompressed records section `data` of a batch compressed with `c`.
-pub(crate) fn open(c: Compression, data: &[u8]) -> Result<Box<dyn Read + '_>, BatchError> {
+fn open(c: Compression, data: &[u8]) -> Result<Box<dyn Read + '_>, BatchError> {
     Ok(match c {
         Compression::None => Box::new(data),
         // Java's GZIPInputStream, which Kafka reads with, also reads concatenated members.

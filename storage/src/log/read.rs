@@ -81,7 +81,13 @@ impl SegmentHandle {
 
 /// Reads smaller than this are copied into memory at once rather than left in the file: a
 /// separate `sendfile` costs more than a copy of a few KiB.
-pub(super) const FILE_RECORDS_MIN_BYTES: usize = fjord_protocol::frame::SPLICE_MIN_BYTES;
+const FILE_RECORDS_MIN_BYTES: usize = fjord_protocol::frame::SPLICE_MIN_BYTES;
+
+/// Whether a read is small enough to be copied into memory ([`small_in_memory`]) rather than
+/// sent from its file.
+pub(super) fn is_small(plan: &FileRecords) -> bool {
+    plan.len > 0 && plan.len < FILE_RECORDS_MIN_BYTES
+}
 
 /// A raw iterator over one partition's batches, positioned on the batch holding `offset`.
 pub(super) fn batch_iter<'a>(
@@ -109,7 +115,7 @@ pub(super) fn batch_iter<'a>(
 /// A read smaller than [`FILE_RECORDS_MIN_BYTES`], copied into memory; larger ones stay as
 /// they are.
 pub(super) fn small_in_memory(bufs: &Arc<BufPool>, plan: FileRecords) -> Result<FileRecords> {
-    if plan.len == 0 || plan.len >= FILE_RECORDS_MIN_BYTES {
+    if !is_small(&plan) {
         return Ok(plan);
     }
     let bytes = fill(bufs, &plan)?;
