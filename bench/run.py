@@ -291,7 +291,12 @@ def on_signal(signum, _frame):
 #: producer's queue of copied records, the consumer's fetch buffers) instead of returning it to
 #: the kernel and faulting it in again. The client shares the two cores with the broker; this cut
 #: its CPU by ~20% (3.0 -> 2.4 s for a 1 GiB produce + catch-up), the same for either broker.
-CLIENT_GLIBC_TUNABLES = "glibc.malloc.trim_threshold=2147483648:glibc.malloc.top_pad=268435456"
+#: mmap_max=0 serves the consumer's response buffers (one per Fetch, up to 55 MiB, above any mmap
+#: threshold) from the heap too: as fresh mappings they cost 60,000-520,000 page faults per
+#: catch-up pass, depending on whether huge pages happened to be free, the largest spread in that
+#: scenario. Consume-only passes, 4 each: Fjord 980 -> 1,146 MB/s, Kafka 1,030 -> 1,254.
+CLIENT_GLIBC_TUNABLES = ("glibc.malloc.trim_threshold=2147483648:glibc.malloc.top_pad=268435456"
+                         ":glibc.malloc.mmap_max=0")
 
 
 def client_env() -> dict[str, str]:
@@ -859,7 +864,9 @@ def add_run_facts(section: Path, manifest: dict) -> None:
         + (f"; checked with jcmd: max heap {int(jvm['MaxHeapSize']) >> 20} MiB, "
            f"TieredStopAtLevel {jvm.get('TieredStopAtLevel')} (C2 on)" if jvm.get("MaxHeapSize") else "") + ".",
         f"- Client: `fjord-bench` (librdkafka) on the same machine, with `GLIBC_TUNABLES={CLIENT_GLIBC_TUNABLES}`"
-        " (its allocator keeps freed memory; the brokers run without it).",
+        " (its allocator keeps freed memory and never maps a buffer of its own; the brokers run without it).",
+        "- Socket buffers: each broker on its own defaults, which differ: Kafka's `socket.send.buffer.bytes` and "
+        "`socket.receive.buffer.bytes` are 102400; Fjord's are 262144 and -1 (the kernel's autotuning).",
         "- Each broker: fresh data dir, then every scenario in turn, one broker at a time; "
         "`sync` between scenarios."
         + (f" {manifest['rounds']} rounds, the brokers' order reversed each round (fjord, kafka, kafka, fjord, ...),"

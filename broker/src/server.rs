@@ -19,7 +19,7 @@ use fjord_protocol::frame::{check_frame_len, decode_request, Decoded, LENGTH_PRE
 use fjord_protocol::FrameError;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, RwLock, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -49,6 +49,9 @@ const WRITE_BUFFER_BYTES: usize = 8 << 10;
 /// keep their pages between requests instead of faulting fresh ones in for every frame.
 const POOLED_FRAME_MIN_BYTES: usize = 64 << 10;
 
+/// Pending connections the kernel queues before `accept` (tokio's `TcpListener::bind` uses the same).
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// Buffers of large request frames, shared by every connection.
 static FRAME_POOL: std::sync::LazyLock<Arc<BufPool>> = std::sync::LazyLock::new(Arc::default);
 
@@ -57,12 +60,51 @@ pub async fn bind(config: &Config) -> Result<Vec<(TcpListener, Listener)>, Broke
     let mut out = Vec::new();
     for l in &config.listeners {
         let host = if l.host.is_empty() { "0.0.0.0" } else { l.host.as_str() };
-        let listener = TcpListener::bind((host, l.port))
+        let listener = listen(host, l.port, config.socket_receive_buffer_bytes)
             .await
             .map_err(|e| BrokerError::Startup(format!("cannot listen on {}://{}:{}: {e}", l.name, host, l.port)))?;
         out.push((listener, l.clone()));
     }
     Ok(out)
+}
+
+/// Binds the first address `host` resolves to that accepts, as `TcpListener::bind` does, with
+/// `socket.receive.buffer.bytes` set before `listen`: accepted connections inherit it, and the
+/// window scale offered in the handshake is chosen from it (as Kafka sets it on its server socket).
+async fn listen(host: &str, port: u16, recv_buffer: Option<usize>) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let attempt = (|| {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            if let Some(n) = recv_buffer {
+                socket.set_recv_buffer_size(u32::try_from(n).unwrap_or(u32::MAX))?;
+            }
+            socket.bind(addr)?;
+            socket.listen(LISTEN_BACKLOG)
+        })();
+        match attempt {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")))
+}
+
+/// Kafka's per-connection socket options: no Nagle delay, keep-alive probes on idle peers, and
+/// `socket.send.buffer.bytes` as SO_SNDBUF.
+fn tune_accepted(socket: &TcpStream, send_buffer: Option<usize>) -> std::io::Result<()> {
+    socket.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(socket);
+    sock.set_keepalive(true)?;
+    if let Some(n) = send_buffer {
+        sock.set_send_buffer_size(n)?;
+    }
+    Ok(())
 }
 
 /// Serves until `shutdown` resolves, then stops reading requests, lets every connection
@@ -140,7 +182,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        let _ = socket.set_nodelay(true);
+        if let Err(e) = tune_accepted(&socket, broker.config.socket_send_buffer_bytes) {
+            tracing::debug!(error = %e, %peer, "cannot set socket options");
+        }
         let conn_id = conn_ids.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("conn", conn_id, %peer);
         let (broker, endpoint, stop) = (broker.clone(), endpoint.clone(), stop.clone());
@@ -332,4 +376,43 @@ async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Rece
     }
     let _ = out.flush().await;
     let _ = out.into_inner().shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel reports twice the size asked for (its bookkeeping overhead, socket(7)).
+    #[tokio::test]
+    async fn socket_buffer_settings_reach_accepted_connections() {
+        let listener = listen("127.0.0.1", 0, Some(48 << 10)).await.expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        tune_accepted(&accepted, Some(40 << 10)).expect("tune");
+        let sock = socket2::SockRef::from(&accepted);
+        assert_eq!(sock.recv_buffer_size().expect("SO_RCVBUF"), 96 << 10);
+        assert_eq!(sock.send_buffer_size().expect("SO_SNDBUF"), 80 << 10);
+        assert!(sock.keepalive().expect("SO_KEEPALIVE"));
+        assert!(accepted.nodelay().expect("TCP_NODELAY"));
+
+        // -1: both left to the kernel, which starts from tcp_wmem/tcp_rmem's defaults instead.
+        let listener = listen("127.0.0.1", 0, None).await.expect("listen");
+        let _client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        tune_accepted(&accepted, None).expect("tune");
+        let sock = socket2::SockRef::from(&accepted);
+        assert_ne!(sock.recv_buffer_size().expect("SO_RCVBUF"), 96 << 10);
+        assert_ne!(sock.send_buffer_size().expect("SO_SNDBUF"), 80 << 10);
+    }
+
+    #[tokio::test]
+    async fn listen_reports_an_address_in_use() {
+        let first = listen("127.0.0.1", 0, None).await.expect("listen");
+        let port = first.local_addr().expect("addr").port();
+        let e = listen("127.0.0.1", port, None).await.expect_err("port taken");
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }

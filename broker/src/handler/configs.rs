@@ -82,6 +82,12 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String, ConfigSource)> {
         "socket.request.max.bytes".into(),
         c.socket_request_max_bytes.to_string(),
     );
+    let buffer = |b: Option<usize>| b.map_or_else(|| "-1".to_string(), |n| n.to_string());
+    out.insert("socket.send.buffer.bytes".into(), buffer(c.socket_send_buffer_bytes));
+    out.insert(
+        "socket.receive.buffer.bytes".into(),
+        buffer(c.socket_receive_buffer_bytes),
+    );
     out.insert(
         "log.flush.interval.messages".into(),
         c.flush_interval_messages.to_string(),
