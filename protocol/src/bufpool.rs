@@ -94,12 +94,14 @@ impl BufPool {
     }
 }
 
-impl PooledBuf {
-    /// The buffer's bytes, to be overwritten.
-    pub fn as_mut(&mut self) -> &mut [u8] {
+/// The buffer's bytes, to be overwritten.
+impl AsMut<[u8]> for PooledBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
         &mut self.buf[..self.len]
     }
+}
 
+impl PooledBuf {
     /// Keeps only the first `len` bytes.
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);

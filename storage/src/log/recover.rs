@@ -93,12 +93,15 @@ pub(super) fn recover(db: &DB, segments: &Segments) -> Result<Recovered> {
     })
 }
 
+/// A recovered log's end: last offset, its leader epoch, and the active segment (base, length).
+type RecoveredEnd = (i64, i32, Option<(i64, u64)>);
+
 /// Recovery of one partition's log: makes its segment files and its index agree, and returns
 /// the last batch's last offset and leader epoch, with the active segment (base, length) when
 /// the batch is in one. A locator whose bytes are not all in the file (unsynced writes lost to
 /// a power failure) is dropped, as is every later one; bytes after the last locator were
 /// never acknowledged and are cut off.
-fn recover_segments(db: &DB, segments: &Segments, pid: &PartitionId) -> Result<Option<(i64, i32, Option<(i64, u64)>)>> {
+fn recover_segments(db: &DB, segments: &Segments, pid: &PartitionId) -> Result<Option<RecoveredEnd>> {
     let cf = cf(db, CF_BATCHES)?;
     let files = segments.files_on_disk(pid)?;
     loop {
