@@ -164,7 +164,7 @@ def scenarios(quick: bool) -> list[Scenario]:
             "--batch-bytes", str(1024 * KiB), "--linger-ms", "50"), t(300, 120)))
     out.append(Scenario("catchup", "catchup", (
         "--topic", "bench-catchup", "--partitions", "12", "--backlog-bytes", n(2 * GiB),
-        "--record-size", str(1 * KiB)), t(900, 180)))
+        "--record-size", str(1 * KiB), "--passes", "5"), t(900, 180)))
     out.append(Scenario("idle-connections", "idle-connections", (
         "--count", "1000", "--hold-s", "2" if quick else "10"), t(180, 90)))
     out.append(Scenario("create-partitions", "create-partitions", (

@@ -498,8 +498,8 @@ impl LogStore {
         // block cache (a consumer catching up reads locators written or read moments ago),
         // with a read tier that fails rather than touch the disk. Only a lookup that would
         // block, or a small read to copy out of a file that may not be cached, goes to the
-        // blocking pool. On a busy machine each hop there costs a thread wake-up: a catch-up
-        // Fetch took 6.5 ms to plan with four of them, 2.8 ms without.
+        // blocking pool. On a busy machine each hop there costs a thread wake-up, which with
+        // the client keeping both cores busy can take milliseconds (BENCHMARKS.md).
         let span = ReadSpan {
             offset,
             upper,
