@@ -145,6 +145,11 @@ def scenarios(quick: bool) -> list[Scenario]:
                 "--topic", f"bench-{name}", "--partitions", str(parts), "--producers", "1",
                 "--records", n(2_000_000), "--record-size", str(1 * KiB), "--acks", acks,
                 "--codec", "none"), t(300, 120)))
+    # The broker's own ceiling: a near-free client resending one pre-encoded batch (librdkafka
+    # holds a shared 2-core machine near 1 GB/s whatever the broker).
+    out.append(Scenario("produce-raw-acksall-p12", "produce-raw", (
+        "--topic", "bench-produce-raw", "--partitions", "12", "--records", n(2_000_000),
+        "--record-size", str(1 * KiB), "--acks", "all"), t(300, 120)))
     latency_s = 5 if quick else 20
     for rate in (10_000, 50_000):
         name = f"latency-{rate // 1000}k"

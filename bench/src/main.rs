@@ -12,6 +12,8 @@
 //!   produce   --topic T --partitions 1 --producers 1 --records 1000000 --record-size 1024 --acks 1|all
 //!             --codec none|gzip|snappy|lz4|zstd [--linger-ms 5] [--batch-bytes 1048576] [--key-bytes 0]
 //!             [--keyspace 100000] [--idempotent]
+//!   produce-raw --topic T --partitions 12 --records 2000000 --record-size 1024 [--records-per-batch 1000]
+//!             [--connections 2] [--in-flight 5] [--acks all]
 //!   orders    same flags as produce; defaults --partitions 24 --producers 8 --records 1000000
 //!             --record-size 200 --acks all --key-bytes 16
 //!   logs      same flags as produce; defaults --partitions 6 --records 250000 --record-size 4096
@@ -63,6 +65,7 @@ mod latency;
 mod limits;
 mod machine;
 mod produce;
+mod rawproduce;
 mod report;
 mod result;
 mod sampler;
@@ -127,6 +130,9 @@ struct Cli {
 enum Scenario {
     /// Producer throughput: records/s and MB/s from first send to last delivery report.
     Produce(produce::ProduceArgs),
+    /// The broker's own produce ceiling: one pre-encoded batch of 1 KiB records sent over and
+    /// over by a near-free client (librdkafka holds a shared 2-core machine near 1 GB/s).
+    ProduceRaw(rawproduce::RawProduceArgs),
     /// Order events: many small keyed records, acks=all, several producers.
     #[command(
         mut_arg("topic", |a| a.default_value("fjord-bench-orders")),
@@ -167,6 +173,7 @@ impl Scenario {
     fn name(&self) -> &'static str {
         match self {
             Scenario::Produce(_) => "produce",
+            Scenario::ProduceRaw(_) => "produce-raw",
             Scenario::Orders(_) => "orders",
             Scenario::Logs(_) => "logs",
             Scenario::Latency(_) => "latency",
@@ -188,6 +195,7 @@ impl Scenario {
         }
         match self {
             Scenario::Produce(a) | Scenario::Orders(a) | Scenario::Logs(a) => map(a),
+            Scenario::ProduceRaw(a) => map(a),
             Scenario::Latency(a) => map(a),
             Scenario::Catchup(a) => map(a),
             Scenario::CreatePartitions(a) => map(a),
@@ -203,7 +211,7 @@ impl Scenario {
     fn required_apis(&self) -> &'static [(i16, &'static str)] {
         const TOPICS: [(i16, &str); 3] = [(3, "Metadata"), (19, "CreateTopics"), (20, "DeleteTopics")];
         match self {
-            Scenario::Produce(_) | Scenario::Orders(_) | Scenario::Logs(_) => {
+            Scenario::Produce(_) | Scenario::ProduceRaw(_) | Scenario::Orders(_) | Scenario::Logs(_) => {
                 &[(0, "Produce"), TOPICS[0], TOPICS[1], TOPICS[2]]
             }
             Scenario::Latency(_) | Scenario::Catchup(_) => &[
@@ -275,6 +283,7 @@ fn main() -> ExitCode {
             Scenario::Produce(a) | Scenario::Orders(a) | Scenario::Logs(a) => {
                 produce::run(&common, r.scenario.clone().as_str(), a, &mut r)
             }
+            Scenario::ProduceRaw(a) => rawproduce::run(&common, a, &mut r),
             Scenario::Latency(a) => latency::run(&common, a, &mut r),
             Scenario::Catchup(a) => catchup::run(&common, a, &mut r),
             Scenario::CreatePartitions(a) => admin::run(&common, a, &mut r),

@@ -36,8 +36,9 @@ pub struct ReportArgs {
 /// Params that differ between runs of the same case and must not split it.
 const INCIDENTAL_PARAMS: [&str; 5] = ["topic", "topic_prefix", "since_epoch_ms", "dir", "timeout_s"];
 /// Section order; scenarios not listed follow in name order.
-const SCENARIO_ORDER: [&str; 10] = [
+const SCENARIO_ORDER: [&str; 11] = [
     "produce",
+    "produce-raw",
     "orders",
     "logs",
     "catchup",
@@ -138,7 +139,7 @@ pub fn rows(scenario: &str) -> Vec<Row> {
     let rss = row("broker RSS max MiB", |r| r.broker.map(|b| b.rss_max_bytes as f64 / MIB));
     let client_cpu = row("client CPU s", |r| metric(r, "client_cpu_s"));
     match scenario {
-        "produce" | "orders" | "logs" => vec![
+        "produce" | "produce-raw" | "orders" | "logs" => vec![
             Row {
                 limit: Some(WRITE_LIMIT),
                 ..row("MB/s", |r| Some(r.mb_per_s))
@@ -589,6 +590,7 @@ pub fn run(a: &ReportArgs) -> Result<(), String> {
     let mut scenario_charts: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for (scenario, row_name) in [
         ("produce", "MB/s"),
+        ("produce-raw", "MB/s"),
         ("orders", "MB/s"),
         ("logs", "MB/s"),
         ("catchup", "consume MB/s"),
