@@ -53,7 +53,7 @@ test-rust:
 test-compat:
 	$(PYTEST) compat-tests -n 2 -q -p no:cacheprovider
 
-## Fjord against Apache Kafka 4.1 on this machine (~9 min built, ~23 fresh; BENCH_ARGS=--quick for ~2 min).
+## Fjord against Apache Kafka 4.1 on this machine (~9 min built, ~22 fresh; BENCH_ARGS=--quick for ~2 min).
 ## Writes bench/results/<run>/ and, for a full run, the section in BENCHMARKS.md.
 bench: build-deps-hint
 	python3 bench/run.py $(BENCH_ARGS)
