@@ -329,7 +329,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -347,10 +351,20 @@ mod tests {
     #[test]
     fn batch_header_describes_its_records() {
         let b = record_batch(3, 10, 1_700_000_000_000);
-        assert_eq!(i32::from_be_bytes(b[8..12].try_into().expect("4 bytes")) as usize, b.len() - 12);
+        assert_eq!(
+            i32::from_be_bytes(b[8..12].try_into().expect("4 bytes")) as usize,
+            b.len() - 12
+        );
         assert_eq!(b[16], 2, "magic");
-        assert_eq!(u32::from_be_bytes(b[17..21].try_into().expect("4 bytes")), crc32c(&b[21..]));
-        assert_eq!(i32::from_be_bytes(b[57..61].try_into().expect("4 bytes")), 3, "record count");
+        assert_eq!(
+            u32::from_be_bytes(b[17..21].try_into().expect("4 bytes")),
+            crc32c(&b[21..])
+        );
+        assert_eq!(
+            i32::from_be_bytes(b[57..61].try_into().expect("4 bytes")),
+            3,
+            "record count"
+        );
     }
 
     #[test]
