@@ -179,10 +179,14 @@ fn send_and_ack(
             Ok(sent)
         })
     };
+    let joined = |h: std::thread::JoinHandle<Result<u64, String>>| match h.join() {
+        Ok(sent) => sent,
+        Err(_) => Err("the sending thread panicked".to_string()),
+    };
     let (mut ok, mut bad, mut first_error) = (0u64, 0u64, None);
     let mut answered = 0u64;
-    // The sender may stop early at the deadline; it reports how many it sent when it ends.
-    let mut target = n;
+    // The sender may stop early at the deadline; once it ends, it says how many it sent.
+    let (mut sender, mut target) = (Some(sender), n);
     while answered < target {
         let body = read_response(&mut reader)?;
         answered += 1;
@@ -195,33 +199,14 @@ fn send_and_ack(
             Err(e) => return Err(format!("Produce response: {e}")),
         }
         let _ = credit_tx.try_send(());
-        if sender.is_finished() {
-            target = match sender.join() {
-                Ok(Ok(sent)) => sent,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err("the sending thread panicked".into()),
-            };
-            // Joined: drain what is left without checking again.
-            while answered < target {
-                let body = read_response(&mut reader)?;
-                answered += 1;
-                match produce_error(&body) {
-                    Ok(0) => ok += 1,
-                    Ok(code) => {
-                        bad += 1;
-                        first_error.get_or_insert(format!("error code {code}"));
-                    }
-                    Err(e) => return Err(format!("Produce response: {e}")),
-                }
-            }
-            return Ok((ok, bad, first_error));
+        if let Some(h) = sender.take_if(|h| h.is_finished()) {
+            target = joined(h)?;
         }
     }
-    match sender.join() {
-        Ok(Ok(_)) => Ok((ok, bad, first_error)),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err("the sending thread panicked".into()),
+    if let Some(h) = sender {
+        joined(h)?;
     }
+    Ok((ok, bad, first_error))
 }
 
 /// One size-prefixed response, without its correlation id.
