@@ -13,7 +13,7 @@
 //! response. The records are what a producer of 1 KiB records would send; the client is
 //! not a real one, so this is the broker's figure, not an application's.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -125,13 +125,12 @@ fn produce(c: &Common, a: &RawProduceArgs, r: &mut ScenarioResult) -> Result<(),
 fn wait_for_leaders(c: &Common, a: &RawProduceArgs, probe: &[u8], acks: i16) -> Result<(), String> {
     /// UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER.
     const NOT_READY: [i16; 3] = [3, 5, 6];
-    let mut conn = TcpStream::connect(&c.bootstrap).map_err(|e| format!("connect {}: {e}", c.bootstrap))?;
+    let mut conn = wire::Conn::connect(&c.bootstrap, Duration::from_secs(30))?;
     let until = Instant::now() + Duration::from_secs(30);
     for p in 0..a.partitions {
         loop {
-            conn.write_all(&produce_request(&a.topic, p, probe, acks, p))
-                .map_err(|e| format!("send: {e}"))?;
-            match produce_error(&read_response(&mut conn)?)? {
+            let body = produce_body(&a.topic, p, probe, acks);
+            match produce_error(&conn.call(PRODUCE_KEY, PRODUCE_VERSION, &body)?)? {
                 0 => break,
                 code if NOT_READY.contains(&code) && Instant::now() < until => {
                     std::thread::sleep(Duration::from_millis(50));
@@ -172,7 +171,8 @@ fn send_and_ack(
                     return Err("no Produce response for 60 s".into());
                 }
                 let partition = (first_partition + sent as i32) % partitions;
-                let req = produce_request(&topic, partition, &batch, acks, sent as i32);
+                let body = produce_body(&topic, partition, &batch, acks);
+                let req = wire::request(PRODUCE_KEY, PRODUCE_VERSION, sent as i32, &body);
                 conn.write_all(&req).map_err(|e| format!("send: {e}"))?;
                 sent += 1;
             }
@@ -188,7 +188,7 @@ fn send_and_ack(
     // The sender may stop early at the deadline; once it ends, it says how many it sent.
     let (mut sender, mut target) = (Some(sender), n);
     while answered < target {
-        let body = read_response(&mut reader)?;
+        let (_, body) = wire::read_response(&mut reader, MAX_RESPONSE_BYTES)?;
         answered += 1;
         match produce_error(&body) {
             Ok(0) => ok += 1,
@@ -209,43 +209,24 @@ fn send_and_ack(
     Ok((ok, bad, first_error))
 }
 
-/// One size-prefixed response, without its correlation id.
-fn read_response(s: &mut TcpStream) -> Result<Vec<u8>, String> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).map_err(|e| format!("read: {e}"))?;
-    let len = i32::from_be_bytes(len);
-    if len < 4 || len as usize > MAX_RESPONSE_BYTES {
-        return Err(format!("response length {len}"));
-    }
-    let mut body = vec![0u8; len as usize];
-    s.read_exact(&mut body).map_err(|e| format!("read: {e}"))?;
-    Ok(body.split_off(4))
-}
-
 /// The partition error code of a one-topic, one-partition Produce v7 response body.
 fn produce_error(body: &[u8]) -> Result<i16, String> {
-    let mut at = 0usize;
-    let mut take = |n: usize| -> Result<&[u8], String> {
-        let s = body.get(at..at + n).ok_or("truncated")?;
-        at += n;
-        Ok(s)
-    };
-    let topics = i32::from_be_bytes(take(4)?.try_into().map_err(|_| "topics")?);
+    let mut r = wire::Reader::new(body);
+    let topics = r.array_len()?;
     if topics != 1 {
         return Err(format!("{topics} topics in the response"));
     }
-    let name_len = i16::from_be_bytes(take(2)?.try_into().map_err(|_| "name")?);
-    take(name_len.max(0) as usize)?;
-    let parts = i32::from_be_bytes(take(4)?.try_into().map_err(|_| "partitions")?);
+    r.skip_string()?;
+    let parts = r.array_len()?;
     if parts != 1 {
         return Err(format!("{parts} partitions in the response"));
     }
-    take(4)?; // partition index
-    Ok(i16::from_be_bytes(take(2)?.try_into().map_err(|_| "error code")?))
+    r.i32()?; // partition index
+    r.i16()
 }
 
-/// A Produce v7 request for one batch on one partition.
-fn produce_request(topic: &str, partition: i32, batch: &[u8], acks: i16, correlation_id: i32) -> Vec<u8> {
+/// The body of a Produce v7 request for one batch on one partition.
+fn produce_body(topic: &str, partition: i32, batch: &[u8], acks: i16) -> Vec<u8> {
     let mut body = Vec::with_capacity(batch.len() + topic.len() + 32);
     body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional_id: null
     body.extend_from_slice(&acks.to_be_bytes());
@@ -257,7 +238,7 @@ fn produce_request(topic: &str, partition: i32, batch: &[u8], acks: i16, correla
     body.extend_from_slice(&partition.to_be_bytes());
     body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
     body.extend_from_slice(batch);
-    wire::request(PRODUCE_KEY, PRODUCE_VERSION, correlation_id, &body)
+    body
 }
 
 /// A v2 record batch of `count` records with `size`-byte values (no keys, no headers),

@@ -42,13 +42,16 @@ pub fn request(api_key: i16, api_version: i16, correlation_id: i32, body: &[u8])
 
 /// Bounds-checked big-endian reads over a response body: a short or garbled answer is an
 /// `Err`, never a panic.
-struct Reader<'a> {
+pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self
             .pos
             .checked_add(n)
@@ -58,23 +61,23 @@ impl<'a> Reader<'a> {
         self.pos = end;
         Ok(s)
     }
-    fn i16(&mut self) -> Result<i16, String> {
+    pub fn i16(&mut self) -> Result<i16, String> {
         let b = self.take(2)?;
         Ok(i16::from_be_bytes([b[0], b[1]]))
     }
-    fn i32(&mut self) -> Result<i32, String> {
+    pub fn i32(&mut self) -> Result<i32, String> {
         let b = self.take(4)?;
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
     /// A (nullable) string; only its length matters here.
-    fn skip_string(&mut self) -> Result<(), String> {
+    pub fn skip_string(&mut self) -> Result<(), String> {
         let len = self.i16()?;
         if len > 0 {
             self.take(len as usize)?; // positive i16
         }
         Ok(())
     }
-    fn array_len(&mut self) -> Result<usize, String> {
+    pub fn array_len(&mut self) -> Result<usize, String> {
         let n = self.i32()?;
         usize::try_from(n).map_err(|_| format!("bad array length {n}"))
     }
@@ -82,7 +85,7 @@ impl<'a> Reader<'a> {
 
 /// The ranges of an ApiVersions v0 response body; a non-zero error code is an `Err`.
 pub fn parse_api_versions_v0(body: &[u8]) -> Result<Vec<ApiRange>, String> {
-    let mut r = Reader { buf: body, pos: 0 };
+    let mut r = Reader::new(body);
     let error = r.i16()?;
     if error != 0 {
         return Err(format!("ApiVersions error code {error}"));
@@ -105,7 +108,7 @@ pub fn parse_api_versions_v0(body: &[u8]) -> Result<Vec<ApiRange>, String> {
 
 /// Number of brokers in a Metadata v1 response body, after parsing every broker entry.
 pub fn parse_metadata_v1_brokers(body: &[u8]) -> Result<usize, String> {
-    let mut r = Reader { buf: body, pos: 0 };
+    let mut r = Reader::new(body);
     let n = r.array_len()?;
     for _ in 0..n {
         r.i32()?; // node id
@@ -115,6 +118,23 @@ pub fn parse_metadata_v1_brokers(body: &[u8]) -> Result<usize, String> {
     }
     r.i32()?; // controller id
     Ok(n)
+}
+
+/// Reads one size-prefixed response of at most `max_bytes`: its correlation id and the body
+/// after the v0 response header.
+pub fn read_response(stream: &mut TcpStream, max_bytes: usize) -> Result<(i32, Vec<u8>), String> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).map_err(|e| format!("read: {e}"))?;
+    let len = i32::from_be_bytes(len);
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&l| (4..=max_bytes).contains(&l))
+        .ok_or(format!("bad response length {len}"))?;
+    let mut resp = vec![0u8; len];
+    stream.read_exact(&mut resp).map_err(|e| format!("read: {e}"))?;
+    let correlation_id = i32::from_be_bytes([resp[0], resp[1], resp[2], resp[3]]); // len >= 4 checked
+    resp.drain(..4);
+    Ok((correlation_id, resp))
 }
 
 /// One raw connection to a broker.
@@ -149,20 +169,10 @@ impl Conn {
         self.stream
             .write_all(&request(api_key, api_version, correlation_id, body))
             .map_err(|e| format!("send: {e}"))?;
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).map_err(|e| format!("read: {e}"))?;
-        let len = i32::from_be_bytes(len);
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&l| (4..=MAX_RESPONSE_BYTES).contains(&l))
-            .ok_or(format!("bad response length {len}"))?;
-        let mut resp = vec![0u8; len];
-        self.stream.read_exact(&mut resp).map_err(|e| format!("read: {e}"))?;
-        let got = i32::from_be_bytes([resp[0], resp[1], resp[2], resp[3]]); // len >= 4 checked
+        let (got, resp) = read_response(&mut self.stream, MAX_RESPONSE_BYTES)?;
         if got != correlation_id {
             return Err(format!("correlation id {got}, expected {correlation_id}"));
         }
-        resp.drain(..4);
         Ok(resp)
     }
 
