@@ -158,3 +158,7 @@ def test_describe_broker_configs(broker):
     assert c["num.partitions"]["value"] == "1"
     assert c["node.id"]["value"] == str(broker.node_id)
     assert c["advertised.listeners"]["value"] == f"PLAINTEXT://127.0.0.1:{broker.port}"
+    # Defaults that differ by design (README): Fjord's send buffer is 256 KiB and its receive
+    # buffer is left to the kernel; Kafka's are 100 KiB each.
+    buffers = ("102400", "102400") if broker.is_reference else ("262144", "-1")
+    assert (c["socket.send.buffer.bytes"]["value"], c["socket.receive.buffer.bytes"]["value"]) == buffers
