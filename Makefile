@@ -1,19 +1,14 @@
 # Fjord: the two commands a new machine needs are `make run` and `make test`.
 # Everything builds once, in the release profile (RocksDB's C++ build is the long part;
-# ccache keeps a second build of it short).
+# ccache, through tools/cc, keeps a second build of it short).
 
 SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .venv
 PYTEST := $(VENV)/bin/pytest
-# Route the C/C++ compilers through ccache when it is installed (setup installs it).
-CCACHE := $(shell command -v ccache 2>/dev/null)
-ifneq ($(CCACHE),)
-export CC := ccache gcc
-export CXX := ccache g++
-endif
+# The C/C++ compilers are set in .cargo/config.toml for every cargo build (tools/cc says why).
 
-.PHONY: run build-deps-hint system-deps build setup test test-rust test-compat bench fmt lint clean-data
+.PHONY: run build-deps-hint system-deps build setup test test-rust test-compat bench fmt lint clippy clean-data
 
 ## Run a single-node broker on PLAINTEXT://0.0.0.0:9092 with data in ./fjord-data.
 run: build-deps-hint
@@ -41,9 +36,12 @@ setup: system-deps
 build:
 	$(CARGO) build --release --workspace --all-targets
 
-## Every test: unit, property and integration tests, then real clients against real brokers.
+## Every test: formatting and lints, unit, property and integration tests (the layering check
+## among them), then real clients against real brokers.
 test: setup
+	$(CARGO) fmt --all -- --check
 	$(MAKE) --no-print-directory build
+	$(MAKE) --no-print-directory clippy
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-compat
 
@@ -61,9 +59,13 @@ bench: build-deps-hint
 fmt:
 	$(CARGO) fmt --all
 
+## Same profile as the build, so the C++ of RocksDB is compiled once for both.
+clippy:
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --workspace --all-targets
+	$(MAKE) --no-print-directory clippy
 
 clean-data:
 	rm -rf fjord-data

@@ -95,6 +95,24 @@ build_maven() {  # dir, what, files whose change means a rebuild, sentinel file 
 build_maven "$HERE/java" "Java CLI" "$HERE/java/target/classes/dev/fjord/compat/Cli.class" \
     "$HERE/java/pom.xml" "$HERE"/java/src/main/java/dev/fjord/compat/*.java
 
+# --- The Go client (go/): franz-go, which resets fetch sessions on every rebalance ---------------
+GO_DIR="$HERE/go"
+GO_BIN="$GO_DIR/bin/rebalance"
+GO_STAMP="$GO_DIR/bin/.fjord-compat-build.sha256"
+if command -v go >/dev/null; then
+    GO_HASH="$(hash_of "$GO_DIR/go.mod" "$GO_DIR/go.sum" "$GO_DIR"/rebalance/*.go)"
+    if [ -x "$GO_BIN" ] && [ "$(cat "$GO_STAMP" 2>/dev/null)" = "$GO_HASH" ]; then
+        say "Go client: up to date"
+    else
+        say "Go client: go build (in compat-tests/go)"
+        mkdir -p "$GO_DIR/bin"
+        (cd "$GO_DIR" && go build -o bin/rebalance ./rebalance)
+        echo "$GO_HASH" > "$GO_STAMP"
+    fi
+else
+    say "Go client: go not installed; its test is skipped"
+fi
+
 if [ "${FJORD_COMPAT_REFERENCE:-0}" = 1 ]; then
     build_maven "$HERE/reference" "reference Kafka" "$HERE/reference/target/lib" "$HERE/reference/pom.xml"
 fi

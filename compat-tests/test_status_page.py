@@ -1,4 +1,4 @@
-"""The built-in status page (issue 7) in a real headless browser: Debian's chromium, driven over the
+"""The built-in status page in a real headless browser: Debian's chromium, driven over the
 Chrome DevTools Protocol (cdp.py).
 
 Against a real Fjord (metrics.listener on a free port): a topic, a classic and a KIP-848 consumer

@@ -231,10 +231,12 @@ SESSION_EPOCH_FINAL = -1
 
 def fetch_many(conn: Conn, version: int, wanted: list[tuple[str, int, int]], max_wait_ms: int,
                min_bytes: int = 1, max_bytes: int = 1 << 20, session_id: int = 0,
-               session_epoch: int = SESSION_EPOCH_FINAL, topic_ids: dict[str, bytes] | None = None) -> FetchResponse:
+               session_epoch: int = SESSION_EPOCH_FINAL, topic_ids: dict[str, bytes] | None = None,
+               forget: list[tuple[str, int]] = ()) -> FetchResponse:
     """A Fetch for (topic, partition, offset) triples. Versions 4-11 (topic names, classic
     encoding), 12 (flexible) and 13+ (topic ids: `topic_ids` maps names to 16 raw bytes).
-    session_id/session_epoch: 0/-1 no session, 0/0 open one, S/n incremental (v7+, KIP-227)."""
+    session_id/session_epoch: 0/-1 no session, 0/0 open one, S/n incremental (v7+, KIP-227);
+    `forget` lists (topic, partition) pairs an incremental fetch drops from its session."""
     flexible = version >= 12
     w = Writer()
     if version <= 14:
@@ -273,7 +275,22 @@ def fetch_many(conn: Conn, version: int, wanted: list[tuple[str, int, int]], max
         if flexible:
             w.tags()
     if version >= 7:
-        arr(0)  # forgotten_topics_data
+        forgotten: dict[str, list[int]] = {}
+        for topic, partition in forget:
+            forgotten.setdefault(topic, []).append(partition)
+        arr(len(forgotten))  # forgotten_topics_data
+        for topic, parts in forgotten.items():
+            if version >= 13:
+                w.raw(topic_ids[topic])
+            elif flexible:
+                w.compact_string(topic)
+            else:
+                w.string(topic)
+            arr(len(parts))
+            for partition in parts:
+                w.i32(partition)
+            if flexible:
+                w.tags()
     if version >= 11:
         w.compact_string("") if flexible else w.string("")  # rack_id
     if flexible:

@@ -54,6 +54,10 @@ pub struct Listener {
     pub port: u16,
 }
 
+/// `queued.max.request.bytes` when it is not set: Kafka's default is unbounded (see
+/// [`Config::queued_max_request_bytes`] for why Fjord's is not).
+pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 256 << 20;
+
 /// Keys that Kafka deployments set and that Fjord accepts without acting on them (yet).
 /// The value is still checked to be present; the start log lists which were given.
 pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
@@ -101,6 +105,13 @@ pub struct Config {
     pub delete_topic_enable: bool,
     /// `socket.request.max.bytes`: the largest request frame. Default 100 MiB.
     pub socket_request_max_bytes: usize,
+    /// `queued.max.request.bytes`: request bytes read and not yet answered, over every
+    /// connection, before no more requests are read; `None` (-1 or 0) for no bound, Kafka's
+    /// default. Fjord bounds it by default to [`DEFAULT_QUEUED_MAX_REQUEST_BYTES`] (or
+    /// `socket.request.max.bytes` when that is larger): without a bound a few clients
+    /// pipelining large frames (64 in flight per connection, each up to
+    /// `socket.request.max.bytes`) could make the broker hold gigabytes.
+    pub queued_max_request_bytes: Option<usize>,
     /// `fetch.max.bytes`: the most record bytes one Fetch response carries, whatever the
     /// consumer asks (the first batch excepted, KIP-74). Default 55 MiB, Kafka's.
     pub fetch_max_bytes: usize,
@@ -120,6 +131,9 @@ pub struct Config {
     pub flush_interval_ms: Option<u64>,
     /// `log.retention.check.interval.ms`: how often retention runs. Default 300000 (5 min).
     pub retention_check_interval_ms: u64,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often rolled segments are fsynced and the
+    /// recovery checkpoint written. Default 60000 (Kafka's).
+    pub checkpoint_interval_ms: u64,
     /// Broker-level defaults of topic configs (`message.max.bytes`, `log.retention.ms`, ...),
     /// already translated to topic config names (`max.message.bytes`, `retention.ms`, ...).
     pub topic_defaults: BTreeMap<String, String>,
@@ -245,12 +259,14 @@ impl Config {
             auto_create_topics: true,
             delete_topic_enable: true,
             socket_request_max_bytes: 104_857_600,
+            queued_max_request_bytes: Some(DEFAULT_QUEUED_MAX_REQUEST_BYTES),
             fetch_max_bytes: 57_671_680,
             socket_send_buffer_bytes: Some(256 << 10),
             socket_receive_buffer_bytes: None,
             flush_interval_messages: i64::MAX,
             flush_interval_ms: None,
             retention_check_interval_ms: 300_000,
+            checkpoint_interval_ms: 60_000,
             topic_defaults: topic_config::defaults(),
             explicit: props.clone(),
             groups: Default::default(),
@@ -260,6 +276,7 @@ impl Config {
             slow_request_ms: 5000,
         };
         let mut retention: Option<(i64, &str)> = None;
+        let mut queued_max: Option<(i64, &str)> = None;
         let mut controller_listeners: Vec<String> = Vec::new();
         for (key, value) in &props {
             let k = key.as_str();
@@ -290,6 +307,10 @@ impl Config {
                     cfg.socket_request_max_bytes =
                         usize::try_from(v).map_err(|_| invalid(k, value, "must be positive"))?;
                 }
+                "queued.max.request.bytes" => {
+                    let v: i64 = parse_num(k, value)?;
+                    queued_max = Some((v, value.as_str()));
+                }
                 "fetch.max.bytes" => {
                     let v: i32 = parse_num(k, value)?;
                     if v < 1024 {
@@ -306,6 +327,12 @@ impl Config {
                     }
                 }
                 "log.flush.interval.ms" => cfg.flush_interval_ms = Some(parse_num(k, value)?),
+                "log.flush.offset.checkpoint.interval.ms" => {
+                    cfg.checkpoint_interval_ms = parse_num(k, value)?;
+                    if cfg.checkpoint_interval_ms == 0 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
                 "log.retention.check.interval.ms" => {
                     cfg.retention_check_interval_ms = parse_num(k, value)?;
                     if cfg.retention_check_interval_ms == 0 {
@@ -449,6 +476,22 @@ impl Config {
             .consumer
             .validate()
             .map_err(|reason| invalid("group.consumer.*", "", reason))?;
+        cfg.queued_max_request_bytes = match queued_max {
+            // Kafka: -1 (and any value <= 0) is unbounded; a bound must hold the largest request.
+            Some((v, _)) if v <= 0 => None,
+            Some((v, raw)) => {
+                let v = usize::try_from(v).unwrap_or(usize::MAX);
+                if v < cfg.socket_request_max_bytes {
+                    return Err(invalid(
+                        "queued.max.request.bytes",
+                        raw,
+                        "must be at least socket.request.max.bytes",
+                    ));
+                }
+                Some(v)
+            }
+            None => Some(DEFAULT_QUEUED_MAX_REQUEST_BYTES.max(cfg.socket_request_max_bytes)),
+        };
         if let Some((ms, _)) = retention {
             cfg.topic_defaults.insert("retention.ms".into(), ms.to_string());
         }
@@ -603,7 +646,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_issue() {
+    fn defaults_are_the_documented_ones() {
         let c = Config::default();
         assert_eq!(
             c.listeners,

@@ -10,6 +10,14 @@ pub enum BrokerError {
     /// Startup could not complete (bind, directories, tasks).
     #[error("{0}")]
     Startup(String),
+    /// The log directory went offline while serving (a failed fsync or write).
+    #[error("the log directory {dir} is offline after an I/O error: {reason}")]
+    LogDirOffline {
+        /// `log.dirs`.
+        dir: String,
+        /// The first failure.
+        reason: String,
+    },
     /// The partition store failed.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -27,6 +35,8 @@ pub fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         StorageError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        // Already logged once, when the directory went offline.
+        StorageError::Offline(_) => ResponseError::KafkaStorageError,
         StorageError::Corruption(_) | StorageError::Rocks(_) | StorageError::Io(_) => {
             tracing::error!(error = %e, "storage failure answered as KAFKA_STORAGE_ERROR");
             ResponseError::KafkaStorageError

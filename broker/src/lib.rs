@@ -161,6 +161,7 @@ pub async fn run(
         flush_interval_messages: config.flush_interval_messages,
         flush_interval_ms: config.flush_interval_ms,
         segment_bytes: config.segment_bytes(),
+        checkpoint_interval_ms: config.checkpoint_interval_ms,
     };
     let store_task = tokio::task::spawn_blocking(move || LogStore::open(storage_cfg));
     let advertised = config
@@ -233,8 +234,15 @@ pub async fn run(
 
     http_state.serving.store(true, std::sync::atomic::Ordering::Release);
     let stopping = http_state.clone();
+    let mut offline = broker.store.health().subscribe();
     let shutdown = async move {
-        shutdown.await;
+        // The log directory going offline stops the broker as Kafka stops when its last log
+        // directory fails: the connections still open get KAFKA_STORAGE_ERROR while they
+        // drain, and the next start recovers what the disk holds.
+        tokio::select! {
+            () = shutdown => {}
+            _ = offline.wait_for(|o| *o) => {}
+        }
         stopping.stopping.store(true, std::sync::atomic::Ordering::Release);
     };
     server::serve(broker.clone(), listeners, shutdown).await;
@@ -244,6 +252,13 @@ pub async fn run(
     group_timers.abort();
     txn_timers.abort();
     collector.abort();
+    if let Some(reason) = broker.store.health().offline_reason() {
+        let _ = broker.controller.shutdown().await;
+        return Err(BrokerError::LogDirOffline {
+            dir: data_dir.display().to_string(),
+            reason: reason.to_string(),
+        });
+    }
     tracing::info!("shutting down: connections drained, closing storage and controller");
     broker.store.shutdown().await?;
     broker.controller.shutdown().await?;

@@ -20,7 +20,7 @@ use fjord_protocol::FrameError;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, watch, RwLock, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -116,6 +116,10 @@ pub async fn serve(
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let queued = broker
+        .config
+        .queued_max_request_bytes
+        .map(|bytes| RequestMemory::new(bytes.min(Semaphore::MAX_PERMITS)));
     let conn_ids = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for (listener, l) in listeners {
@@ -127,6 +131,7 @@ pub async fn serve(
             endpoint,
             permits.clone(),
             conn_ids.clone(),
+            queued.clone(),
             stop_rx.clone(),
         )));
     }
@@ -165,6 +170,7 @@ async fn accept_loop(
     endpoint: Endpoint,
     permits: Arc<Semaphore>,
     conn_ids: Arc<AtomicU64>,
+    queued: Option<RequestMemory>,
     stop: watch::Receiver<bool>,
 ) {
     let endpoint = Arc::new(endpoint);
@@ -187,10 +193,10 @@ async fn accept_loop(
         }
         let conn_id = conn_ids.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("conn", conn_id, %peer);
-        let (broker, endpoint, stop) = (broker.clone(), endpoint.clone(), stop.clone());
+        let (broker, endpoint, stop, queued) = (broker.clone(), endpoint.clone(), stop.clone(), queued.clone());
         tokio::spawn(
             async move {
-                connection(broker, socket, peer, endpoint, stop).await;
+                connection(broker, socket, peer, endpoint, queued, stop).await;
                 drop(permit);
             }
             .instrument(span),
@@ -198,20 +204,59 @@ async fn accept_loop(
     }
 }
 
-async fn read_frame(
+/// `queued.max.request.bytes`: the request bytes read and not yet answered, over every
+/// connection. A frame's bytes are taken from it as soon as its length prefix is read, before
+/// its body is (as Kafka's memory pool does), and given back when its handler has answered;
+/// a connection whose next frame does not fit waits, unread, with the kernel's socket buffer
+/// and then TCP's flow control holding the client back.
+#[derive(Clone, Debug)]
+struct RequestMemory {
+    bytes: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl RequestMemory {
+    fn new(capacity: usize) -> Self {
+        RequestMemory {
+            bytes: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    /// Waits until `len` bytes are free. A frame larger than the whole bound (only possible
+    /// when the bound is below `socket.request.max.bytes`, which the config refuses) takes
+    /// all of it.
+    async fn reserve(&self, len: usize) -> OwnedSemaphorePermit {
+        let n = u32::try_from(len.max(1).min(self.capacity)).unwrap_or(u32::MAX);
+        self.bytes
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("the request memory semaphore is never closed")
+    }
+}
+
+/// The length of the next frame, `None` at EOF between frames.
+async fn read_frame_len(
     reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     max_bytes: usize,
-) -> Result<Option<Bytes>, FrameError> {
+) -> Result<Option<usize>, FrameError> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
     match reader.read_exact(&mut prefix).await {
         Ok(_) => {}
         Err(_) => return Ok(None), // EOF or reset between frames: the client went away
     }
-    let len = check_frame_len(prefix, max_bytes)?;
+    check_frame_len(prefix, max_bytes).map(Some)
+}
+
+async fn read_frame_body(
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    len: usize,
+) -> Result<Bytes, FrameError> {
     if (POOLED_FRAME_MIN_BYTES..=MAX_POOLED_BYTES).contains(&len) {
         let mut buf = FRAME_POOL.take(len);
         return match reader.read_exact(buf.as_mut()).await {
-            Ok(_) => Ok(Some(buf.freeze())),
+            Ok(_) => Ok(buf.freeze()),
             Err(e) => Err(FrameError::Malformed(format!("truncated frame of {len} bytes: {e}"))),
         };
     }
@@ -231,7 +276,23 @@ async fn read_frame(
             Err(e) => return Err(FrameError::Malformed(format!("truncated frame: {e}"))),
         }
     }
-    Ok(Some(body.freeze()))
+    Ok(body.freeze())
+}
+
+/// The next frame with the request memory it holds, `None` at EOF between frames.
+async fn read_frame(
+    reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    max_bytes: usize,
+    queued: Option<&RequestMemory>,
+) -> Result<Option<(Bytes, Option<OwnedSemaphorePermit>)>, FrameError> {
+    let Some(len) = read_frame_len(reader, max_bytes).await? else {
+        return Ok(None);
+    };
+    let held = match queued {
+        Some(q) => Some(q.reserve(len).await),
+        None => None,
+    };
+    Ok(Some((read_frame_body(reader, len).await?, held)))
 }
 
 async fn connection(
@@ -239,13 +300,14 @@ async fn connection(
     socket: TcpStream,
     peer: SocketAddr,
     endpoint: Arc<Endpoint>,
+    queued: Option<RequestMemory>,
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::debug!("connection opened");
     broker.stats.connections.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("fjord_connections_total").increment(1);
     let (rd, wr) = socket.into_split();
-    let (tx, rx) = mpsc::channel::<(ApiKey, JoinHandle<Reply>)>(MAX_IN_FLIGHT_REQUESTS);
+    let (tx, rx) = mpsc::channel::<InFlight>(MAX_IN_FLIGHT_REQUESTS);
     let writer = tokio::spawn(write_responses(wr, rx).in_current_span());
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let max = broker.config.socket_request_max_bytes;
@@ -254,9 +316,9 @@ async fn connection(
         let frame = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
-            f = read_frame(&mut reader, max) => f,
+            f = read_frame(&mut reader, max, queued.as_ref()) => f,
         };
-        let frame = match frame {
+        let (frame, held) = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
@@ -274,7 +336,7 @@ async fn connection(
         let task = match decoded {
             Decoded::ApiVersionsTooNew(header) => {
                 let reply = handler::api_versions::fallback(&header);
-                (ApiKey::ApiVersions, tokio::spawn(async move { reply }))
+                (ApiKey::ApiVersions, tokio::spawn(async move { reply }), held)
             }
             Decoded::Request(req) => {
                 let ctx = RequestContext::new(&req, endpoint.clone(), peer);
@@ -285,7 +347,11 @@ async fn connection(
                 } else {
                     Box::new(order.clone().write_owned().await)
                 };
-                (req.api_key, handler::start(broker.clone(), ctx, req.body, turn).await)
+                (
+                    req.api_key,
+                    handler::start(broker.clone(), ctx, req.body, turn).await,
+                    held,
+                )
             }
         };
         if tx.send(task).await.is_err() {
@@ -334,9 +400,12 @@ async fn send_records(
     Ok(())
 }
 
-async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<(ApiKey, JoinHandle<Reply>)>) {
+/// A request being handled, in arrival order, with the request memory it holds.
+type InFlight = (ApiKey, JoinHandle<Reply>, Option<OwnedSemaphorePermit>);
+
+async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, wr);
-    while let Some((api, task)) = rx.recv().await {
+    while let Some((api, task, held)) = rx.recv().await {
         let reply = match task.await {
             Ok(r) => r,
             Err(e) => {
@@ -344,6 +413,8 @@ async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Rece
                 Reply::Close
             }
         };
+        // Answered: the request's bytes are the handler's no more.
+        drop(held);
         let parts = match reply {
             Reply::Send(bytes) => vec![OutPart::Bytes(bytes)],
             Reply::SendParts(parts) => parts,

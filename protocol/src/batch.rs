@@ -239,6 +239,11 @@ pub struct ValidationConfig {
     pub produce_version: i16,
     /// The broker's clock, in ms since the epoch.
     pub now_ms: i64,
+    /// Most bytes a compressed batch may inflate to before validation gives up with
+    /// [`BatchError::OverBudget`]; `None` for no limit (other than [`MAX_INFLATED_BYTES`]). The
+    /// broker validates on a reactor thread within a budget and moves a batch that inflates
+    /// past it to the blocking pool: the compressed size says nothing of the work.
+    pub inflate_budget: Option<usize>,
 }
 
 /// A batch that passed validation, ready for offset assignment.
@@ -250,6 +255,34 @@ pub struct ValidBatch {
     pub header: BatchHeader,
     /// Offset delta of the record carrying `header.max_timestamp` (for the time index).
     pub max_timestamp_offset_delta: i32,
+}
+
+/// Checks a batch read back from the log, as Kafka's recovery does: a whole v2 header whose
+/// length field matches the bytes it was stored in, and a CRC that matches the contents. It
+/// does not decode the records.
+pub fn check_stored(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(bytes)?;
+    if header.magic != MAGIC_V2 {
+        return Err(BatchError::Corrupt(format!(
+            "magic {} where 2 was stored",
+            header.magic
+        )));
+    }
+    if header.size_bytes() != bytes.len() {
+        return Err(BatchError::Corrupt(format!(
+            "batch length field says {} bytes, {} were stored",
+            header.size_bytes(),
+            bytes.len()
+        )));
+    }
+    let actual_crc = crc32c::crc32c(&bytes[CRC_COVERS_FROM..]);
+    if actual_crc != header.crc {
+        return Err(BatchError::Corrupt(format!(
+            "record batch CRC {:#010x} does not match the computed {:#010x}",
+            header.crc, actual_crc
+        )));
+    }
+    Ok(header)
 }
 
 /// Validates the `records` of one partition in a Produce request (v3+), as Kafka's
@@ -323,10 +356,10 @@ pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidB
     let target_codec = cfg.target_codec.unwrap_or(source_codec);
     let section = bytes.slice(BATCH_HEADER_BYTES..);
     let (scan, raw) = if target_codec == source_codec {
-        (scan_section(source_codec, &section, &header)?, None)
+        (scan_section(source_codec, &section, &header, cfg.inflate_budget)?, None)
     } else {
-        let raw = decompress(source_codec, section)?;
-        (scan_section(Compression::None, &raw, &header)?, Some(raw))
+        let raw = stream::decompress_within(source_codec, section, cfg.inflate_budget)?;
+        (scan_section(Compression::None, &raw, &header, None)?, Some(raw))
     };
     if cfg.timestamp_type == TimestampType::CreateTime {
         check_timestamp_window(scan.min_timestamp, scan.max_timestamp, cfg)?;
@@ -505,11 +538,12 @@ fn walk_section(
     codec: Compression,
     section: &[u8],
     header: &BatchHeader,
+    budget: Option<usize>,
     f: impl FnMut(RecordStamp) -> ControlFlow<()>,
 ) -> Result<(), BatchError> {
     match codec {
         Compression::None => walk(Fields::new(section), header, codec, f),
-        c => walk(Fields::new(stream::buffered(c, section)?), header, c, f),
+        c => walk(Fields::new(stream::buffered(c, section, budget)?), header, c, f),
     }
 }
 
@@ -617,13 +651,18 @@ fn skip_nullable<R: BufRead>(
 }
 
 /// Walks a batch's records section (compressed with `codec`) for the timestamp summary.
-fn scan_section(codec: Compression, section: &[u8], header: &BatchHeader) -> Result<RecordScan, BatchError> {
+fn scan_section(
+    codec: Compression,
+    section: &[u8],
+    header: &BatchHeader,
+    budget: Option<usize>,
+) -> Result<RecordScan, BatchError> {
     let mut scan = RecordScan {
         min_timestamp: i64::MAX,
         max_timestamp: i64::MIN,
         max_timestamp_offset_delta: 0,
     };
-    walk_section(codec, section, header, |r| {
+    walk_section(codec, section, header, budget, |r| {
         scan.min_timestamp = scan.min_timestamp.min(r.timestamp);
         if r.timestamp > scan.max_timestamp {
             scan.max_timestamp = r.timestamp;
@@ -651,7 +690,7 @@ pub fn find_record(
             ControlFlow::Continue(())
         }
     };
-    walk_section(header.compression()?, section, &header, pick)?;
+    walk_section(header.compression()?, section, &header, None, pick)?;
     Ok(found)
 }
 

@@ -60,6 +60,11 @@ pub enum BatchError {
     /// Codec not allowed at this request version (zstd before Produce v7): `UNSUPPORTED_COMPRESSION_TYPE`.
     #[error("unsupported compression type: {0}")]
     UnsupportedCompression(String),
+    /// The records inflated past [`crate::batch::ValidationConfig::inflate_budget`] before
+    /// their check was done: not a verdict on the batch, only a sign to check it again where
+    /// the time it takes does not hold a reactor thread.
+    #[error("the records inflate past {0} bytes")]
+    OverBudget(usize),
 }
 
 impl BatchError {
@@ -71,6 +76,8 @@ impl BatchError {
             BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
             BatchError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
             BatchError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
+            // Callers retry without a budget; never sent to a client.
+            BatchError::OverBudget(_) => ResponseError::UnknownServerError,
         }
     }
 }

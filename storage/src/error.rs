@@ -34,6 +34,10 @@ pub enum StorageError {
     /// A write that contradicts the producer's transaction state (`INVALID_TXN_STATE`).
     #[error("invalid transaction state: {0}")]
     InvalidTxnState(String),
+    /// The log directory went offline after a failed fsync or write (`KAFKA_STORAGE_ERROR`);
+    /// see [`crate::health`].
+    #[error("log directory offline: {0}")]
+    Offline(String),
     /// The store is closing and takes no more writes.
     #[error("storage is shutting down")]
     ShuttingDown,

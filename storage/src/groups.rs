@@ -10,14 +10,28 @@
 //! groups alone.
 //!
 //! Writes are atomic per call (one `WriteBatch`) and go through the same WAL as the partition
-//! logs, fsynced under the same flush policy, so a commit acknowledged to a client survives a
-//! process kill exactly as an acknowledged produce does.
+//! logs, so a commit acknowledged to a client survives a process kill exactly as an
+//! acknowledged produce does. They are written from the blocking pool rather than through the
+//! log writer thread, and need not be:
+//! - the writer exists to assign offsets in order and to share one fsync among producers;
+//!   group state has no offsets, and each call is one atomic `WriteBatch`, ordered by the
+//!   coordinator that awaits it (a transaction's markers are appended and awaited before its
+//!   state record is written);
+//! - durability follows the flush policy all the same: with `log.flush.interval.messages=1`
+//!   every group write is fsynced before it returns; with `log.flush.interval.ms` the periodic
+//!   WAL sync covers them (they are in the same WAL), and any WAL sync the writer does for
+//!   produces covers every group write before it. With `log.flush.interval.messages=N > 1` a
+//!   group write does not count towards N (Kafka counts an offset commit as a message of
+//!   `__consumer_offsets`): it is synced by the next sync of either kind;
+//! - a failed write takes the log directory offline, as a failed log write does, and an
+//!   offline directory takes no group write: nothing is acknowledged after a failed sync.
 
 use std::sync::Arc;
 
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use crate::error::{Result, StorageError};
+use crate::health::DirHealth;
 use crate::log::cf;
 
 /// Column family of group state.
@@ -173,6 +187,7 @@ pub struct LoadedGroups {
 pub struct GroupStore {
     db: Arc<DB>,
     sync: bool,
+    health: Arc<DirHealth>,
 }
 
 fn group_prefix(partition: i32, kind: u8, group_id: &str) -> Vec<u8> {
@@ -209,8 +224,8 @@ fn corrupt(what: &str) -> StorageError {
 }
 
 impl GroupStore {
-    pub(crate) fn new(db: Arc<DB>, sync: bool) -> Self {
-        GroupStore { db, sync }
+    pub(crate) fn new(db: Arc<DB>, sync: bool, health: Arc<DirHealth>) -> Self {
+        GroupStore { db, sync, health }
     }
 
     /// Applies `writes` atomically; returns once they are in the WAL (fsynced when the flush
@@ -227,6 +242,7 @@ impl GroupStore {
 
     /// [`GroupStore::write`] for blocking contexts.
     pub fn write_blocking(&self, writes: Vec<GroupWrite>) -> Result<()> {
+        self.health.check()?;
         let handle = cf(&self.db, CF_GROUPS)?;
         let mut wb = WriteBatch::default();
         for w in writes {
@@ -295,8 +311,9 @@ impl GroupStore {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
-        self.db.write_opt(wb, &wo)?;
-        Ok(())
+        self.db
+            .write_opt(wb, &wo)
+            .map_err(|e| self.health.fail(format!("group state write failed: {e}")))
     }
 
     /// Reads every stored group and offset. Blocking: for startup.
@@ -390,6 +407,7 @@ mod tests {
             flush_interval_messages: i64::MAX,
             flush_interval_ms: None,
             segment_bytes: crate::DEFAULT_SEGMENT_BYTES,
+            checkpoint_interval_ms: 60_000,
         };
         {
             let store = LogStore::open(cfg.clone()).expect("open");

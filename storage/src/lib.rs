@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod groups;
+pub mod health;
 mod keys;
 mod log;
 pub mod producers;
@@ -25,6 +26,7 @@ mod writer;
 
 pub use error::{Result, StorageError};
 pub use groups::{CommittedOffset, GroupStore, GroupWrite, LoadedGroups, StoredGroup, StoredOffset};
+pub use health::DirHealth;
 pub use log::{
     AppendBatch, AppendResult, FileRecords, LogStore, PartitionOffsets, PendingAppend, ReadResult, RecordChunk,
     SegmentHandle, StorageConfig,

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Result, StorageError};
 use crate::groups::{GroupStore, CF_GROUPS};
+use crate::health::DirHealth;
 use crate::keys::{self, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX, PID_BYTES};
 use crate::producers::{AbortedTxn, ProducerBatch, ProducerEntry, TxnMarker};
 use crate::segments::{SegmentWriter, Segments, Stored};
@@ -54,6 +55,9 @@ pub struct StorageConfig {
     /// `log.segment.bytes`: a partition's segment file is rolled before it would grow past
     /// this (a larger batch gets a segment of its own).
     pub segment_bytes: u64,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often rolled segments are fsynced and
+    /// the recovery checkpoint written (Kafka's default: 60000).
+    pub checkpoint_interval_ms: u64,
 }
 
 /// Offsets of one partition.
@@ -152,6 +156,9 @@ pub struct LogStore {
     appended: watch::Receiver<u64>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     flusher_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    checkpointer_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    /// Background compactions of deleted ranges (see `reclaim`).
+    reclaims: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     groups: GroupStore,
 }
 
@@ -211,8 +218,14 @@ impl LogStore {
             ColumnFamilyDescriptor::new(CF_GROUPS, Options::default()),
         ];
         let db = Arc::new(DB::open_cf_descriptors(&db_options(), &cfg.data_dir, cfs)?);
-        let segments = Arc::new(Segments::open(cfg.data_dir.join(SEGMENTS_SUBDIR), cfg.segment_bytes)?);
+        let health = Arc::new(DirHealth::default());
+        let segments = Arc::new(Segments::open(
+            cfg.data_dir.join(SEGMENTS_SUBDIR),
+            cfg.segment_bytes,
+            health.clone(),
+        )?);
         let recovered = recover(&db, &segments)?;
+        segments.sync_recovered()?;
         let partitions = Arc::new(RwLock::new(recovered.partitions));
         let aborted = Arc::new(RwLock::new(recovered.aborted));
         let producers = recovered.producers;
@@ -226,6 +239,7 @@ impl LogStore {
             let partitions = partitions.clone();
             let aborted = aborted.clone();
             let flush_every = cfg.flush_interval_messages;
+            let health = health.clone();
             std::thread::Builder::new()
                 .name("fjord-log-writer".into())
                 .spawn(move || {
@@ -239,6 +253,7 @@ impl LogStore {
                         rx,
                         appended_tx,
                         flush_every,
+                        health,
                     )
                 })
                 .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
@@ -246,8 +261,9 @@ impl LogStore {
         let flusher_stop = cfg
             .flush_interval_ms
             .map(|ms| spawn_flusher(db.clone(), segments.clone(), ms));
+        let checkpointer_stop = spawn_checkpointer(segments.clone(), cfg.checkpoint_interval_ms);
         // A group write is one "message" under log.flush.interval.messages.
-        let groups = GroupStore::new(db.clone(), cfg.flush_interval_messages <= 1);
+        let groups = GroupStore::new(db.clone(), cfg.flush_interval_messages <= 1, health.clone());
         Ok(Arc::new(LogStore {
             groups,
             aborted,
@@ -260,6 +276,8 @@ impl LogStore {
             appended,
             writer_thread: Mutex::new(Some(writer_thread)),
             flusher_stop: Mutex::new(flusher_stop),
+            checkpointer_stop: Mutex::new(Some(checkpointer_stop)),
+            reclaims: Mutex::new(Vec::new()),
         }))
     }
 
@@ -284,13 +302,17 @@ impl LogStore {
     /// stay until a compaction drops the keys that reference them.
     fn reclaim<const N: usize>(&self, cfs: [&'static str; N], start: Vec<u8>, end: Vec<u8>) {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             for name in cfs {
                 if let Ok(handle) = cf(&db, name) {
                     db.compact_range_cf(handle, Some(&start), Some(&end));
                 }
             }
         });
+        // Kept so that a test's simulated crash can wait for the database's last user.
+        let mut running = self.reclaims.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|t| !t.is_finished());
+        running.push(task);
     }
 
     /// Appends one validated batch; returns once it is in the WAL (fsynced if the flush
@@ -376,6 +398,11 @@ impl LogStore {
         let (tx, rx) = oneshot::channel();
         self.writer.send(op(tx)).await.map_err(|_| StorageError::ShuttingDown)?;
         rx.await.map_err(|_| StorageError::ShuttingDown)?
+    }
+
+    /// The log directory's health: the broker stops when it goes offline.
+    pub fn health(&self) -> &Arc<DirHealth> {
+        self.segments.health()
     }
 
     /// RocksDB's health: (writes stopped, delayed write rate in bytes/s, pending compaction
@@ -471,6 +498,8 @@ impl LogStore {
         at_least_one: bool,
         committed_only: bool,
     ) -> Result<(FileRecords, PartitionOffsets)> {
+        // An offline directory serves nothing: what it holds may not be what was acknowledged.
+        self.health().check()?;
         let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
         if offset < offsets.log_start || offset > offsets.high_watermark {
             return Err(StorageError::OffsetOutOfRange {
@@ -624,11 +653,42 @@ impl LogStore {
             .map_err(|e| StorageError::Corruption(format!("close task failed: {e}")))?
     }
 
+    /// A crash for tests: the writer and the background threads stop where they are, nothing
+    /// is synced, flushed or checkpointed. The writer thread is joined, so that once the
+    /// caller drops the store RocksDB is closed and a new instance can open the directory at
+    /// once (an instance opened while the old one's threads still ran raced them for files).
+    #[cfg(test)]
+    pub(crate) async fn crash(self: &Arc<Self>) {
+        let reclaims = std::mem::take(&mut *self.reclaims.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in reclaims {
+            let _ = task.await;
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            for stop in [&me.flusher_stop, &me.checkpointer_stop] {
+                if let Some(stop) = stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = stop.send(());
+                }
+            }
+            let (tx, rx) = oneshot::channel();
+            if me.writer.try_send(WriteOp::Shutdown { reply: tx }).is_ok() {
+                let _ = rx.blocking_recv();
+            }
+            if let Some(t) = me.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = t.join();
+            }
+        })
+        .await
+        .expect("crash task");
+    }
+
     /// Stops the writer after it has answered everything queued, and syncs the WAL.
     /// Blocking: not for a reactor thread (see [`LogStore::shutdown`]).
     pub fn close(&self) -> Result<()> {
-        if let Some(stop) = self.flusher_stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = stop.send(());
+        for stop in [&self.flusher_stop, &self.checkpointer_stop] {
+            if let Some(stop) = stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = stop.send(());
+            }
         }
         let (tx, rx) = oneshot::channel();
         if self.writer.try_send(WriteOp::Shutdown { reply: tx }).is_ok() {
@@ -640,7 +700,11 @@ impl LogStore {
         // Everything acknowledged is in the segments and the WAL already; this makes it
         // survive power loss too (segments first: a synced locator must find its bytes).
         self.segments.sync_dirty()?;
-        self.db.flush_wal(true)?;
+        self.db
+            .flush_wal(true)
+            .map_err(|e| self.segments.health().fail(format!("WAL sync at shutdown: {e}")))?;
+        // Everything is synced: the next start validates nothing.
+        self.segments.checkpoint()?;
         // Flushing the memtables leaves no WAL to replay, so a clean restart is fast.
         for name in [CF_BATCHES, CF_TIME_INDEX, CF_PARTITIONS, CF_GROUPS] {
             self.db.flush_cf(cf(&self.db, name)?)?;
@@ -656,19 +720,40 @@ fn spawn_flusher(db: Arc<DB>, segments: Arc<Segments>, every_ms: u64) -> std::sy
         .name("fjord-log-flusher".into())
         .spawn(move || {
             // log.flush.interval.ms: an fsync of the segments and the WAL at least this often,
-            // off the writer's path.
+            // off the writer's path. A failure is not retried: the directory goes offline
+            // (sync_dirty does that itself; a WAL sync failure here).
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(period) {
-                if let Err(e) = segments.sync_dirty() {
-                    tracing::error!(error = %e, "periodic segment sync failed");
-                    continue;
+                if segments.sync_dirty().is_err() {
+                    return;
                 }
                 if let Err(e) = db.flush_wal(true) {
-                    tracing::error!(error = %e, "periodic WAL sync failed");
+                    segments.health().fail(format!("periodic WAL sync: {e}"));
+                    return;
                 }
             }
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the periodic flusher; log.flush.interval.ms is not enforced");
+    }
+    stop_tx
+}
+
+/// Every `log.flush.offset.checkpoint.interval.ms`: fsyncs rolled segments and writes the
+/// recovery checkpoint. Stops for good when the directory goes offline.
+fn spawn_checkpointer(segments: Arc<Segments>, every_ms: u64) -> std::sync::mpsc::Sender<()> {
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let period = std::time::Duration::from_millis(every_ms.max(1));
+    let spawned = std::thread::Builder::new()
+        .name("fjord-log-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(period) {
+                if segments.checkpoint().is_err() {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the recovery checkpoint thread; recovery after a crash validates more");
     }
     stop_tx
 }

@@ -13,6 +13,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Result, StorageError};
+use crate::health::DirHealth;
 use crate::keys::{self, PartitionRecord, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX};
 use crate::log::{
     cf, encode_time_value, AbortedMap, AppendBatch, AppendResult, PartitionMap, PartitionOffsets, PartitionState,
@@ -78,6 +79,20 @@ enum Reply {
     Offset(oneshot::Sender<Result<i64>>, i64),
 }
 
+impl WriteOp {
+    /// Answers the operation with an error without applying it.
+    fn refuse(self, e: StorageError) {
+        match self {
+            WriteOp::Create { reply, .. } | WriteOp::DeleteTopic { reply, .. } => drop(reply.send(Err(e))),
+            WriteOp::Append { reply, .. } => drop(reply.send(Err(e))),
+            WriteOp::DeleteRecords { reply, .. }
+            | WriteOp::Retain { reply, .. }
+            | WriteOp::ExpireProducers { reply, .. } => drop(reply.send(Err(e))),
+            WriteOp::Shutdown { reply } => drop(reply.send(())),
+        }
+    }
+}
+
 impl Reply {
     fn ok(self) {
         // A caller that went away (client disconnected) no longer needs the answer.
@@ -91,6 +106,7 @@ impl Reply {
     fn fail(self, e: &StorageError) {
         let err = || match e {
             StorageError::Rocks(r) => StorageError::Rocks(r.clone()),
+            StorageError::Offline(r) => StorageError::Offline(r.clone()),
             other => StorageError::Io(other.to_string()),
         };
         match self {
@@ -510,6 +526,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<WriteOp>,
     appended: watch::Sender<u64>,
     flush_interval_messages: i64,
+    health: Arc<DirHealth>,
 ) {
     // Exported from the start, so a broker that never fsyncs shows 0 rather than no series.
     metrics::counter!("fjord_wal_syncs_total").increment(0);
@@ -544,7 +561,10 @@ pub(crate) fn run(
                 shutdown = Some(reply);
                 break;
             }
-            if let Err(e) = group.apply(op) {
+            // Nothing more is written to an offline directory, so nothing more is acknowledged.
+            if let Err(e) = health.check() {
+                op.refuse(e);
+            } else if let Err(e) = group.apply(op) {
                 tracing::error!(error = %e, "log writer could not stage an operation");
             }
             ops += 1;
@@ -625,7 +645,9 @@ pub(crate) fn run(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "log write failed; the group's producers get an error");
+                // A failed fsync or WAL write leaves unknown what reached the disk: the
+                // directory goes offline rather than trying again (see `health`).
+                let e = health.fail(format!("log write failed: {e}"));
                 let replies = group.replies;
                 segments.rollback();
                 for r in replies {

@@ -238,6 +238,17 @@ impl Broker {
         status
     }
 
+    /// Wait up to `timeout` for the process to exit by itself; its status, or None if it is
+    /// still running then (it is left running).
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = wait_timeout(child, timeout);
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// Start the process again on the same port, data directory and options,
     /// killing it first if it is still running.
     pub fn restart(&mut self) {

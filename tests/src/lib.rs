@@ -28,6 +28,11 @@
 //! unknown-key tests), only the apache/kafka image maps `KAFKA_*` variables
 //! (`kafka_env_var_is_honoured`), and the JVM exits 143 on SIGTERM
 //! (`acked_records_survive_sigkill_and_sigterm`).
+//!
+//! Some files test Fjord's own files and process rather than the protocol, and
+//! are not run against the reference broker: `disk_faults.rs` (it damages Fjord's
+//! segment files and preloads a shim into Fjord's process), and the repository
+//! checks `layering.rs` and `toolchain.rs`.
 
 pub mod broker;
 pub mod client;

@@ -167,38 +167,41 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> (FetchR
         (0, requested, false)
     } else {
         let mut inner = broker.fetch_sessions.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if req.session_id == 0 {
-            if req.session_epoch != INITIAL_EPOCH {
-                return (error_response(ResponseError::InvalidFetchSessionEpoch), Vec::new());
+        if req.session_epoch == INITIAL_EPOCH || req.session_epoch == FINAL_EPOCH {
+            // A full fetch, as Kafka's FetchManager reads it: any session it names is closed
+            // first. Epoch 0 with a session id is how a client resets its session (franz-go
+            // does after every rebalance); it gets a new session, not an epoch error.
+            if req.session_id != 0 {
+                inner.sessions.remove(&req.session_id);
             }
-            inner.make_room();
-            let id = inner.new_id();
-            let partitions = requested
-                .iter()
-                .filter(|w| w.error.is_none())
-                .map(|w| ((w.topic_id, w.partition), session_partition(w)))
-                .collect();
-            inner.sessions.insert(
-                id,
-                Session {
-                    next_epoch: 1,
-                    partitions,
-                    last_used: Instant::now(),
-                },
-            );
-            (id, requested, false)
-        } else if req.session_epoch == FINAL_EPOCH {
-            inner.sessions.remove(&req.session_id);
-            (0, requested, false)
+            if req.session_epoch == FINAL_EPOCH {
+                (0, requested, false)
+            } else {
+                inner.make_room();
+                let id = inner.new_id();
+                let partitions = requested
+                    .iter()
+                    .filter(|w| w.error.is_none())
+                    .map(|w| ((w.topic_id, w.partition), session_partition(w)))
+                    .collect();
+                inner.sessions.insert(
+                    id,
+                    Session {
+                        next_epoch: 1,
+                        partitions,
+                        last_used: Instant::now(),
+                    },
+                );
+                (id, requested, false)
+            }
         } else {
+            // An incremental fetch; session id 0 names no session, so it is not found either.
             let Some(session) = inner.sessions.get_mut(&req.session_id) else {
                 return (error_response(ResponseError::FetchSessionIdNotFound), Vec::new());
             };
             if session.next_epoch != req.session_epoch {
                 return (error_response(ResponseError::InvalidFetchSessionEpoch), Vec::new());
             }
-            session.next_epoch = session.next_epoch.checked_add(1).unwrap_or(1);
-            session.last_used = Instant::now();
             for f in &req.forgotten_topics_data {
                 let (topic_id, _, _) = resolve_topic(&meta, version, f.topic.as_str(), f.topic_id);
                 for p in &f.partitions {
@@ -219,21 +222,30 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> (FetchR
                 entry.max_bytes = w.max_bytes;
                 entry.current_leader_epoch = w.current_leader_epoch;
             }
-            let mut wanted: Vec<Wanted> = session
-                .partitions
-                .iter()
-                .map(|((topic_id, partition), sp)| Wanted {
-                    topic_id: *topic_id,
-                    topic: sp.topic.clone(),
-                    partition: *partition,
-                    fetch_offset: sp.fetch_offset,
-                    max_bytes: sp.max_bytes,
-                    current_leader_epoch: sp.current_leader_epoch,
-                    error: None,
-                })
-                .collect();
-            wanted.extend(errors);
-            (req.session_id, wanted, true)
+            if session.partitions.is_empty() {
+                // Every partition forgotten: Kafka closes the session and answers sessionless,
+                // so the next incremental fetch on it gets FETCH_SESSION_ID_NOT_FOUND.
+                inner.sessions.remove(&req.session_id);
+                (0, errors, false)
+            } else {
+                session.next_epoch = session.next_epoch.checked_add(1).unwrap_or(1);
+                session.last_used = Instant::now();
+                let mut wanted: Vec<Wanted> = session
+                    .partitions
+                    .iter()
+                    .map(|((topic_id, partition), sp)| Wanted {
+                        topic_id: *topic_id,
+                        topic: sp.topic.clone(),
+                        partition: *partition,
+                        fetch_offset: sp.fetch_offset,
+                        max_bytes: sp.max_bytes,
+                        current_leader_epoch: sp.current_leader_epoch,
+                        error: None,
+                    })
+                    .collect();
+                wanted.extend(errors);
+                (req.session_id, wanted, true)
+            }
         }
     };
 

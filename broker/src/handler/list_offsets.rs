@@ -25,7 +25,7 @@ fn error(partition: i32, e: ResponseError) -> ListOffsetsPartitionResponse {
 }
 
 /// Answers ListOffsets.
-pub async fn handle(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(broker: &Broker, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let meta = broker.metadata();
     let mut topics = Vec::with_capacity(req.topics.len());
     let isolation_level = req.isolation_level;
@@ -61,11 +61,13 @@ pub async fn handle(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResp
                 }
             };
             parts.push(match found {
+                // v1-3 have no leader epoch, and their schema does not let an encoder drop
+                // one (it is not ignorable): like Kafka, report it from v4 only.
                 Ok(Some((offset, timestamp))) => ListOffsetsPartitionResponse::default()
                     .with_partition_index(p.partition_index)
                     .with_offset(offset)
                     .with_timestamp(timestamp)
-                    .with_leader_epoch(pmeta.leader_epoch),
+                    .with_leader_epoch(if version >= 4 { pmeta.leader_epoch } else { -1 }),
                 // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.
                 Ok(None) => ListOffsetsPartitionResponse::default()
                     .with_partition_index(p.partition_index)

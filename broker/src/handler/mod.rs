@@ -309,7 +309,7 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::ConsumerGroupDescribe(r) => {
             ResponseKind::ConsumerGroupDescribe(consumer_group::describe(b, r).await)
         }
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, r).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(b, v, r).await),
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(b, r).await),
@@ -404,27 +404,274 @@ pub const GROUP_AUTHORIZED_OPERATIONS: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 mod tests {
     use super::*;
 
-    /// The README's compatibility table must list exactly the advertised APIs and ranges.
+    /// The README's "## Compatibility" table, one `Vec` of trimmed cells per line: the header,
+    /// the separator, then the rows, up to the first line that is not part of the table.
+    fn compatibility_table(readme: &str) -> Vec<Vec<&str>> {
+        let (_, section) = readme
+            .split_once("\n## Compatibility\n")
+            .expect("the README has a \"## Compatibility\" section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let inner = l.trim().strip_prefix('|').unwrap_or(l);
+                let inner = inner.strip_suffix('|').unwrap_or(inner);
+                inner.split('|').map(str::trim).collect()
+            })
+            .collect()
+    }
+
+    /// Other names a `tested by` file may use for an API: what the client library, or the
+    /// broker's own state machine, calls it. Only for files that need one.
+    const API_ALIASES: &[(&str, &[&str])] = &[
+        // confluent-kafka's and the Java client's call: AddOffsetsToTxn, then TxnOffsetCommit.
+        (
+            "AddOffsetsToTxn",
+            &["send_offsets_to_transaction", "sendOffsetsToTransaction"],
+        ),
+        (
+            "TxnOffsetCommit",
+            &["send_offsets_to_transaction", "sendOffsetsToTransaction"],
+        ),
+        // `ConsumerGroup::heartbeat` (group::consumer) is what answers a ConsumerGroupHeartbeat.
+        ("ConsumerGroupHeartbeat", &["group.heartbeat("]),
+    ];
+
+    /// "FindCoordinator" -> "find_coordinator".
+    fn snake_case(name: &str) -> String {
+        let mut out = String::with_capacity(name.len() + 4);
+        for (i, c) in name.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
+    /// Whether lowercase `text` has `key` as a number right after the word "key" or "api" and
+    /// any of ` \t=:_-(#` ("api key 10", "API_KEY = 10", "key: 10"; not "api key 100").
+    fn mentions_key(text: &str, key: i16) -> bool {
+        ["key", "api"].iter().any(|word| {
+            text.match_indices(word).any(|(i, _)| {
+                let rest = text[i + word.len()..].trim_start_matches(|c: char| " \t=:_-(#".contains(c));
+                let digits = &rest[..rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len())];
+                !digits.is_empty() && digits.parse::<i64>() == Ok(i64::from(key))
+            })
+        })
+    }
+
+    /// The rule every file in a row's `tested by` cell is held to: ignoring case, it contains
+    /// the API's name ("FindCoordinator"), its snake_case ("find_coordinator") or one of its
+    /// [`API_ALIASES`], or it has the API's key number next to "key" or "api" ([`mentions_key`]).
+    fn mentions_api(text: &str, name: &str, key: i16) -> bool {
+        let text = text.to_lowercase();
+        let aliases = API_ALIASES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(&[][..], |(_, a)| *a);
+        [name.to_lowercase(), snake_case(name)]
+            .into_iter()
+            .chain(aliases.iter().map(|a| a.to_lowercase()))
+            .any(|n| text.contains(&n))
+            || mentions_key(&text, key)
+    }
+
+    #[test]
+    fn readme_mention_rule_is_what_its_comment_says() {
+        assert_eq!(snake_case("OffsetForLeaderEpoch"), "offset_for_leader_epoch");
+        assert!(mentions_api("c.find_coordinator(txn_id)", "FindCoordinator", 10));
+        assert!(mentions_api("# FINDCOORDINATOR v3", "FindCoordinator", 10));
+        assert!(mentions_api(
+            "p.send_offsets_to_transaction(...)",
+            "TxnOffsetCommit",
+            28
+        ));
+        assert!(mentions_api("a request with API key 10", "FindCoordinator", 10));
+        assert!(mentions_api("api_key = 10", "FindCoordinator", 10));
+        assert!(!mentions_api("api key 100, key 1, 10 apis", "FindCoordinator", 10));
+        assert!(!mentions_api("a coordinator", "FindCoordinator", 10));
+    }
+
+    /// The keys of the APIs an unserved row of the table names: "SASL", "ACLs" or "share
+    /// groups", by their names in `kafka-protocol` (none may come out empty).
+    fn unserved_api_keys(group: &str) -> Vec<ApiKey> {
+        let is_in: fn(&str) -> bool = match group {
+            "SASL" => |n| n.starts_with("Sasl"),
+            "ACLs" => |n| n.ends_with("Acls"),
+            "share groups" => |n| n.contains("Share"),
+            other => panic!("README compatibility table: unknown group of unserved APIs {other:?}"),
+        };
+        let keys: Vec<ApiKey> = (0..=i16::MAX)
+            .filter_map(|k| ApiKey::try_from(k).ok())
+            .filter(|k| is_in(&format!("{k:?}")))
+            .collect();
+        assert!(!keys.is_empty(), "no API of kafka-protocol is one of the {group}");
+        keys
+    }
+
+    /// (key, min, max) of every API in what ApiVersions answers.
+    fn api_versions_answer() -> Vec<(i16, i16, i16)> {
+        let ctx = RequestContext {
+            api_key: ApiKey::ApiVersions,
+            version: 3,
+            correlation_id: 1,
+            client_id: None,
+            endpoint: Arc::new(Endpoint {
+                host: "localhost".into(),
+                port: 9092,
+            }),
+            peer: "127.0.0.1:40000".parse().expect("a socket address"),
+            received: std::time::Instant::now(),
+        };
+        let req = kafka_protocol::messages::ApiVersionsRequest::default()
+            .with_client_software_name(str_bytes("fjord-tests"))
+            .with_client_software_version(str_bytes("1.0"));
+        let resp = api_versions::handle(&ctx, req);
+        assert_eq!(resp.error_code, 0, "ApiVersions v3 answered an error");
+        let mut out: Vec<_> = resp
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The README's compatibility table is true, cell by cell:
+    /// - API and key: the name is `kafka-protocol`'s name for the key;
+    /// - key and versions: the rows list exactly the APIs and ranges advertised, both by
+    ///   `advertised_versions` and in an actual ApiVersions answer;
+    /// - status and tested by: never empty; `tested by` is a comma-separated list of
+    ///   backquoted paths from the repository root, each an existing file that mentions the
+    ///   row's API ([`mentions_api`]). What the status claims is for a reader to hold against
+    ///   those files; this test checks they are there and about the right API.
+    /// - A row without a key (SASL, ACLs, share groups) lists APIs that are not served: its
+    ///   status must say they are not advertised, and none of them is. Its files need not
+    ///   mention an API.
     #[test]
     fn readme_compatibility_table_is_true() {
         let readme = include_str!("../../../README.md");
+        let table = compatibility_table(readme);
+        let [header, separator, rows @ ..] = table.as_slice() else {
+            panic!("the README's Compatibility section has no table")
+        };
+        assert_eq!(
+            header,
+            &["API", "key", "versions", "status", "tested by"],
+            "README compatibility table header"
+        );
+        assert!(
+            separator.len() == header.len()
+                && separator
+                    .iter()
+                    .all(|c| !c.is_empty() && c.chars().all(|ch| ch == '-' || ch == ':')),
+            "README compatibility table: {separator:?} is not the separator line"
+        );
+        // The crate is `broker/` in the repository; the README's paths are from the root.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the broker crate has a parent directory");
+        assert!(
+            root.join("README.md").is_file() && root.join("broker/src/handler/mod.rs").is_file(),
+            "{} is not the repository root",
+            root.display()
+        );
+        let answered = api_versions_answer();
+
         let mut listed = Vec::new();
-        for line in readme.lines() {
-            // | API | key | versions | status |, versions "a–b" or a single "n"
-            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let Some(Ok(key)) = cells.get(2).map(|c| c.parse::<i16>()) else {
-                continue;
+        for row in rows {
+            let [api, key, versions, status, tested_by] = row.as_slice() else {
+                panic!("README compatibility row {row:?} does not have the header's 5 cells")
             };
-            let Some(versions) = cells.get(3) else {
+            assert!(!api.is_empty(), "README compatibility row {row:?} names no API");
+            assert!(!status.is_empty(), "README compatibility row {api}: empty status");
+            assert!(
+                !tested_by.is_empty(),
+                "README compatibility row {api}: empty `tested by`"
+            );
+            let mut files = Vec::new();
+            for item in tested_by.split(',').map(str::trim) {
+                let path = item
+                    .strip_prefix('`')
+                    .and_then(|p| p.strip_suffix('`'))
+                    .filter(|p| !p.is_empty() && !p.contains('`'))
+                    .unwrap_or_else(|| panic!("README compatibility row {api}: {item:?} is not a `path`"));
+                assert!(
+                    !path.starts_with('/') && !path.split('/').any(|c| c == ".." || c == "."),
+                    "README compatibility row {api}: {path} is not a path from the repository root"
+                );
+                let bytes = std::fs::read(root.join(path))
+                    .unwrap_or_else(|e| panic!("README compatibility row {api}: tested by {path}: {e}"));
+                files.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+
+            if key.is_empty() {
+                assert!(
+                    versions.is_empty(),
+                    "README compatibility row {api}: versions without a key"
+                );
+                assert!(
+                    status.contains("not advertised"),
+                    "README compatibility row {api}: a row without a key is for APIs not served, and must say they are not advertised"
+                );
+                for group in api.split(',').map(str::trim) {
+                    for k in unserved_api_keys(group) {
+                        assert!(
+                            !IMPLEMENTED.contains(&k) && advertised_versions(k).is_none(),
+                            "README says {k:?} ({group}) is not advertised, but it is served"
+                        );
+                        assert!(
+                            !answered.iter().any(|a| a.0 == k as i16),
+                            "README says {k:?} ({group}) is not advertised, but ApiVersions lists it"
+                        );
+                    }
+                }
                 continue;
-            };
+            }
+
+            let key: i16 = key
+                .parse()
+                .unwrap_or_else(|_| panic!("README compatibility row {api}: key {key:?} is not a number"));
+            let api_key = ApiKey::try_from(key)
+                .unwrap_or_else(|_| panic!("README compatibility row {api}: {key} is not an API key"));
+            assert_eq!(
+                format!("{api_key:?}"),
+                *api,
+                "README compatibility row {api}: key {key} is {api_key:?}"
+            );
+            // versions "a–b" (an en dash) or a single "n"
             let (min, max) = versions.split_once('–').unwrap_or((versions, versions));
-            if let (Ok(min), Ok(max)) = (min.parse::<i16>(), max.parse::<i16>()) {
-                listed.push((key, min, max));
+            let (Ok(min), Ok(max)) = (min.parse::<i16>(), max.parse::<i16>()) else {
+                panic!("README compatibility row {api}: versions {versions:?} are not \"a–b\" or \"n\"")
+            };
+            listed.push((key, min, max));
+            for (path, text) in &files {
+                assert!(
+                    mentions_api(text, api, key),
+                    "README compatibility row {api}: {path} does not mention {api} (nor {}, an alias, or key {key}); \
+                     is it the right file? (a name the file uses for the call can go into API_ALIASES)",
+                    snake_case(api)
+                );
             }
         }
+        for (name, _) in API_ALIASES {
+            assert!(
+                rows.iter().any(|r| r.first() == Some(name)),
+                "API_ALIASES names {name}, not in the README table"
+            );
+        }
+
         listed.sort();
+        let rows_with_key = listed.len();
         listed.dedup();
+        assert_eq!(
+            listed.len(),
+            rows_with_key,
+            "README compatibility table lists an API twice"
+        );
         let mut served: Vec<(i16, i16, i16)> = IMPLEMENTED
             .iter()
             .map(|k| {
@@ -437,6 +684,38 @@ mod tests {
             listed, served,
             "README compatibility table (key, min, max) differs from what is served"
         );
+        assert_eq!(
+            listed, answered,
+            "README compatibility table (key, min, max) differs from what ApiVersions answers"
+        );
+    }
+
+    /// fjord-protocol's `messages` test round-trips every API kafka-protocol has, at every
+    /// version its request and response types have; that covers what we serve only if we
+    /// serve no other version. A decoder refuses a version its type lacks before reading
+    /// anything, so an empty body tells.
+    #[test]
+    fn served_versions_are_round_tripped_by_the_protocol_tests() {
+        let refused = |r: anyhow::Result<()>| {
+            r.is_err_and(|e| e.root_cause().to_string() == "specified version not supported by this message type")
+        };
+        let no_request = |k, v| refused(RequestKind::decode(k, &mut Bytes::new(), v).map(drop));
+        let no_response = |k, v| refused(ResponseKind::decode(k, &mut Bytes::new(), v).map(drop));
+        assert!(no_request(ApiKey::Metadata, 99) && no_response(ApiKey::Metadata, 99));
+        assert!(!no_request(ApiKey::Metadata, 12) && !no_response(ApiKey::Metadata, 12));
+        for &key in IMPLEMENTED {
+            let served = supported_versions(key).expect("implemented APIs are served");
+            for v in served.min..=served.max {
+                assert!(
+                    !no_request(key, v),
+                    "{key:?} v{v} is served, kafka-protocol has no such request"
+                );
+                assert!(
+                    !no_response(key, v),
+                    "{key:?} v{v} is served, kafka-protocol has no such response"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Idempotent and transactional producers: InitProducerId, AddPartitionsToTxn,
 //! AddOffsetsToTxn, TxnOffsetCommit, EndTxn, DescribeTransactions, ListTransactions, and the
-//! produce-time check that a transactional batch belongs to an open transaction. State lives in
-//! `crate::txn`; markers go through the partition log like any append.
+//! produce-time check that a transactional batch belongs to an open transaction.
+//!
+//! What each request does to a transaction is decided by `crate::txn::state`; these handlers
+//! decode, ask it, perform the effects it returns (state records, markers through the partition
+//! log like any append, group offsets) and encode the answer.
 
 use fjord_protocol::batch::control_batch;
 use fjord_storage::producers::TxnMarker;
@@ -25,16 +28,17 @@ use kafka_protocol::messages::{
 
 use super::{str_bytes, topic_name, RequestContext};
 use crate::group::GroupKind;
-use crate::txn::{now_ms, TxnMeta, TxnState};
+use crate::txn::state::{self, Effect, Markers, TimerAction, Transition};
+use crate::txn::{now_ms, TxnMeta};
 use crate::{partition_id, Broker};
 
-fn fenced(version_has_fenced: bool) -> ResponseError {
-    // PRODUCER_FENCED (KIP-588) is newer than the APIs' first versions; older clients know
-    // INVALID_PRODUCER_EPOCH.
-    if version_has_fenced {
-        ResponseError::ProducerFenced
-    } else {
+/// PRODUCER_FENCED (KIP-588) is newer than the APIs' first versions; older clients know
+/// INVALID_PRODUCER_EPOCH.
+fn for_version(e: ResponseError, version_has_fenced: bool) -> ResponseError {
+    if e == ResponseError::ProducerFenced && !version_has_fenced {
         ResponseError::InvalidProducerEpoch
+    } else {
+        e
     }
 }
 
@@ -57,124 +61,50 @@ async fn new_producer_id(broker: &Broker) -> Result<i64, ResponseError> {
         })
 }
 
-/// InitProducerId: a new producer id for an idempotent producer; for a transactional id, the
-/// id and a bumped epoch (fencing older instances), after aborting what they left open.
-pub async fn init_producer_id(
-    broker: &Broker,
-    ctx: &RequestContext,
-    req: InitProducerIdRequest,
-) -> InitProducerIdResponse {
-    let Some(tid) = req.transactional_id.map(|t| t.to_string()) else {
-        return match new_producer_id(broker).await {
-            Ok(id) => InitProducerIdResponse::default()
-                .with_producer_id(ProducerId(id))
-                .with_producer_epoch(0),
-            Err(e) => init_error(e),
-        };
-    };
-    if tid.is_empty() {
-        return init_error(ResponseError::InvalidRequest);
-    }
-    let txns = &broker.txns;
-    if req.transaction_timeout_ms <= 0 || req.transaction_timeout_ms > txns.cfg.max_timeout_ms {
-        return init_error(ResponseError::InvalidTransactionTimeout);
-    }
-    let Some(mut m) = txns.lock(&tid, true).await else {
-        return init_error(ResponseError::CoordinatorNotAvailable);
-    };
-    if m.producer_id < 0 {
-        match new_producer_id(broker).await {
-            Ok(id) => m.producer_id = id,
-            Err(e) => return init_error(e),
-        }
-        m.epoch = -1;
-    } else {
-        let given = (req.producer_id.0, req.producer_epoch);
-        if given.0 >= 0 {
-            // KIP-360: the producer names the id and epoch it had. A retry of a bump whose
-            // answer was lost gets the current ones; anything else but the current is fenced.
-            if given == (m.last_producer_id, m.last_epoch) && m.state == TxnState::Empty {
-                return InitProducerIdResponse::default()
-                    .with_producer_id(ProducerId(m.producer_id))
-                    .with_producer_epoch(m.epoch);
-            }
-            if given != (m.producer_id, m.epoch) {
-                return init_error(fenced(ctx.version >= 4));
-            }
-        }
-        match m.state {
-            TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                return init_error(ResponseError::ConcurrentTransactions)
-            }
-            TxnState::Ongoing => {
-                // A new instance takes over: the old one's transaction is aborted under a
-                // bumped epoch, so its in-flight writes are fenced.
-                if let Err(e) = bump(broker, &mut m).await {
-                    return init_error(e);
+/// Performs a transition's effects in order; `m` takes each record once it is durable. The
+/// first failure stops the rest.
+async fn perform(broker: &Broker, m: &mut TxnMeta, effects: Vec<Effect>) -> Result<(), ResponseError> {
+    for effect in effects {
+        match effect {
+            Effect::Persist(next) => {
+                if let Err(e) = broker.txns.persist(&next).await {
+                    tracing::error!(transactional_id = %next.transactional_id, error = %e, "could not persist transaction state");
+                    return Err(ResponseError::CoordinatorNotAvailable);
                 }
-                if let Err(e) = end_transaction(broker, &mut m, false).await {
-                    return init_error(e);
+                *m = next;
+            }
+            Effect::WriteMarkers(markers) => write_markers(broker, &markers).await?,
+            Effect::Remove => {
+                if let Err(e) = broker.txns.remove(m).await {
+                    tracing::warn!(transactional_id = %m.transactional_id, error = %e, "could not expire a transactional id");
+                    return Err(ResponseError::CoordinatorNotAvailable);
                 }
             }
-            _ => {}
         }
     }
-    if let Err(e) = bump(broker, &mut m).await {
-        return init_error(e);
-    }
-    m.timeout_ms = req.transaction_timeout_ms;
-    m.state = TxnState::Empty;
-    m.partitions.clear();
-    m.groups.clear();
-    m.start_ms = -1;
-    m.update_ms = now_ms();
-    if let Err(e) = txns.persist(&m).await {
-        tracing::error!(transactional_id = %tid, error = %e, "could not persist transaction state");
-        return init_error(ResponseError::CoordinatorNotAvailable);
-    }
-    InitProducerIdResponse::default()
-        .with_producer_id(ProducerId(m.producer_id))
-        .with_producer_epoch(m.epoch)
-}
-
-async fn bump(broker: &Broker, m: &mut TxnMeta) -> Result<(), ResponseError> {
-    let fresh = if m.epoch >= i16::MAX - 1 {
-        Some(new_producer_id(broker).await?)
-    } else {
-        None
-    };
-    m.bump(|| fresh.unwrap_or(-1));
     Ok(())
 }
 
-/// Ends the open transaction of `m`: prepare record, a marker in every partition, the
-/// group offsets, complete record. `m` stays locked throughout.
-pub async fn end_transaction(broker: &Broker, m: &mut TxnMeta, commit: bool) -> Result<(), ResponseError> {
-    let txns = &broker.txns;
-    let unavailable = |e: fjord_storage::StorageError| {
-        tracing::error!(transactional_id = %m.transactional_id, error = %e, "could not persist transaction state");
-        ResponseError::CoordinatorNotAvailable
-    };
-    m.state = if commit {
-        TxnState::PrepareCommit
-    } else {
-        TxnState::PrepareAbort
-    };
-    m.update_ms = now_ms();
-    txns.persist(m).await.map_err(unavailable)?;
-    complete_prepared(broker, m).await
+/// Performs the effects, then answers; an error answer has none to perform. `m` is absent
+/// when the transactional id is unknown, and then nothing is to be done either.
+async fn run<T>(
+    broker: &Broker,
+    m: Option<&mut TxnMeta>,
+    t: Transition<Result<T, ResponseError>>,
+) -> Result<T, ResponseError> {
+    let reply = t.reply?;
+    if let Some(m) = m {
+        perform(broker, m, t.effects).await?;
+    }
+    Ok(reply)
 }
 
-/// Writes the markers and group offsets of a prepared transaction, then records it complete.
-pub async fn complete_prepared(broker: &Broker, m: &mut TxnMeta) -> Result<(), ResponseError> {
-    let commit = match m.state {
-        TxnState::PrepareCommit => true,
-        TxnState::PrepareAbort => false,
-        _ => return Ok(()),
-    };
+/// A marker in every partition of the transaction that still exists, then the transaction's
+/// offsets in its groups.
+async fn write_markers(broker: &Broker, markers: &Markers) -> Result<(), ResponseError> {
     let meta = broker.metadata();
     let now = now_ms();
-    for (topic, p) in &m.partitions {
+    for (topic, p) in &markers.partitions {
         let Some(t) = meta.topics.get(topic) else {
             continue; // deleted since: nothing to mark
         };
@@ -182,15 +112,15 @@ pub async fn complete_prepared(broker: &Broker, m: &mut TxnMeta) -> Result<(), R
             continue;
         };
         let batch = AppendBatch {
-            bytes: control_batch(m.producer_id, m.epoch, commit, 0, now),
+            bytes: control_batch(markers.producer_id, markers.epoch, markers.commit, 0, now),
             record_count: 1,
             max_timestamp: now,
             max_timestamp_offset_delta: 0,
             producer: None,
             marker: Some(TxnMarker {
-                producer_id: m.producer_id,
-                epoch: m.epoch,
-                commit,
+                producer_id: markers.producer_id,
+                epoch: markers.epoch,
+                commit: markers.commit,
                 coordinator_epoch: 0,
             }),
         };
@@ -207,38 +137,60 @@ pub async fn complete_prepared(broker: &Broker, m: &mut TxnMeta) -> Result<(), R
             }
         }
     }
-    for g in &m.groups {
-        if let Err(e) = broker.groups.complete_txn(g, m.producer_id, commit).await {
+    for g in &markers.groups {
+        if let Err(e) = broker.groups.complete_txn(g, markers.producer_id, markers.commit).await {
             tracing::error!(group = %g, error = %e, "could not complete transactional offsets");
             return Err(ResponseError::CoordinatorNotAvailable);
         }
     }
-    m.state = if commit {
-        TxnState::CompleteCommit
-    } else {
-        TxnState::CompleteAbort
-    };
-    m.partitions.clear();
-    m.groups.clear();
-    m.update_ms = now_ms();
-    broker.txns.persist(m).await.map_err(|e| {
-        tracing::error!(error = %e, "could not persist transaction state");
-        ResponseError::CoordinatorNotAvailable
-    })
+    Ok(())
 }
 
-/// The checks every transactional request makes of the producer's id and epoch.
-fn check_producer(m: &TxnMeta, producer_id: i64, epoch: i16, fenced_known: bool) -> Result<(), ResponseError> {
-    if m.producer_id != producer_id {
-        return Err(ResponseError::InvalidProducerIdMapping);
+/// InitProducerId: a new producer id for an idempotent producer; for a transactional id, the
+/// id and a bumped epoch (fencing older instances), after aborting what they left open.
+pub async fn init_producer_id(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let Some(tid) = req.transactional_id.map(|t| t.to_string()) else {
+        return match new_producer_id(broker).await {
+            Ok(id) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(0),
+            Err(e) => init_error(e),
+        };
+    };
+    let txns = &broker.txns;
+    if let Err(e) = state::validate_init(&tid, req.transaction_timeout_ms, &txns.cfg) {
+        return init_error(e);
     }
-    if m.epoch != epoch {
-        return Err(fenced(fenced_known));
+    let Some(mut m) = txns.lock(&tid, true).await else {
+        return init_error(ResponseError::CoordinatorNotAvailable);
+    };
+    let input = state::InitInput {
+        timeout_ms: req.transaction_timeout_ms,
+        producer_id: req.producer_id.0,
+        epoch: req.producer_epoch,
+    };
+    let now = now_ms();
+    let mut fresh = None;
+    let t = loop {
+        match state::init_producer_id(&m, &input, fresh, now) {
+            state::Init::Done(t) => break t,
+            state::Init::NeedProducerId if fresh.is_none() => match new_producer_id(broker).await {
+                Ok(id) => fresh = Some(id),
+                Err(e) => return init_error(e),
+            },
+            state::Init::NeedProducerId => return init_error(ResponseError::CoordinatorNotAvailable),
+        }
+    };
+    match run(broker, Some(&mut m), t).await {
+        Ok((id, epoch)) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch),
+        Err(e) => init_error(for_version(e, ctx.version >= 4)),
     }
-    if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
-        return Err(ResponseError::ConcurrentTransactions);
-    }
-    Ok(())
 }
 
 type TopicCodes = Vec<(String, Vec<(i32, i16)>)>;
@@ -252,76 +204,37 @@ async fn add_partitions(
     verify_only: bool,
     topics: &[AddPartitionsToTxnTopic],
 ) -> TopicCodes {
-    let all = |code: i16| -> TopicCodes {
-        topics
-            .iter()
-            .map(|t| (t.name.to_string(), t.partitions.iter().map(|p| (*p, code)).collect()))
-            .collect()
+    let topics: Vec<(String, Vec<i32>)> = topics
+        .iter()
+        .map(|t| (t.name.to_string(), t.partitions.clone()))
+        .collect();
+    let input = state::AddPartitionsInput {
+        producer_id,
+        epoch,
+        verify_only,
+        topics: &topics,
     };
-    let Some(mut m) = broker.txns.lock(tid, false).await else {
-        return all(ResponseError::InvalidProducerIdMapping.code());
-    };
-    if let Err(e) = check_producer(&m, producer_id, epoch, version >= 2) {
-        return all(e.code());
-    }
-    if verify_only {
-        // KIP-890: is each partition part of the open transaction?
-        return topics
-            .iter()
-            .map(|t| {
-                let codes = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let ok = m.state == TxnState::Ongoing && m.partitions.contains(&(t.name.to_string(), *p));
-                        (*p, if ok { 0 } else { ResponseError::InvalidTxnState.code() })
-                    })
-                    .collect();
-                (t.name.to_string(), codes)
-            })
-            .collect();
-    }
     let meta = broker.metadata();
-    let unknown = |t: &AddPartitionsToTxnTopic, p: i32| {
+    let exists = |t: &str, p: i32| {
         meta.topics
-            .get(t.name.as_str())
-            .is_none_or(|tm| p < 0 || p as usize >= tm.partitions.len())
+            .get(t)
+            .is_some_and(|tm| p >= 0 && (p as usize) < tm.partitions.len())
     };
-    if topics.iter().any(|t| t.partitions.iter().any(|p| unknown(t, *p))) {
-        return topics
-            .iter()
-            .map(|t| {
-                let codes = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let e = if unknown(t, *p) {
-                            ResponseError::UnknownTopicOrPartition
-                        } else {
-                            ResponseError::OperationNotAttempted
-                        };
-                        (*p, e.code())
-                    })
-                    .collect();
-                (t.name.to_string(), codes)
-            })
-            .collect();
-    }
-    if m.state != TxnState::Ongoing {
-        m.state = TxnState::Ongoing;
-        m.start_ms = now_ms();
-    }
-    for t in topics {
-        for p in &t.partitions {
-            m.partitions.insert((t.name.to_string(), *p));
-        }
-    }
-    m.update_ms = now_ms();
-    if let Err(e) = broker.txns.persist(&m).await {
-        tracing::error!(error = %e, "could not persist transaction state");
-        return all(ResponseError::CoordinatorNotAvailable.code());
-    }
-    all(0)
+    let mut m = broker.txns.lock(tid, false).await;
+    let t = state::add_partitions(m.as_deref(), &input, exists, now_ms());
+    let failed = match m.as_deref_mut() {
+        Some(m) => perform(broker, m, t.effects).await.is_err(),
+        None => false,
+    };
+    let code = |r: Result<(), ResponseError>| match r {
+        _ if failed => ResponseError::CoordinatorNotAvailable.code(),
+        Ok(()) => 0,
+        Err(e) => for_version(e, version >= 2).code(),
+    };
+    t.reply
+        .into_iter()
+        .map(|(name, ps)| (name, ps.into_iter().map(|(p, r)| (p, code(r))).collect()))
+        .collect()
 }
 
 fn topic_results(codes: TopicCodes) -> Vec<AddPartitionsToTxnTopicResult> {
@@ -391,31 +304,18 @@ pub async fn add_offsets_to_txn(
     ctx: &RequestContext,
     req: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
-    let code = async {
-        let mut m = broker
-            .txns
-            .lock(req.transactional_id.as_str(), false)
-            .await
-            .ok_or(ResponseError::InvalidProducerIdMapping)?;
-        check_producer(&m, req.producer_id.0, req.producer_epoch, ctx.version >= 2)?;
-        if req.group_id.is_empty() {
-            return Err(ResponseError::InvalidGroupId);
-        }
-        if m.state != TxnState::Ongoing {
-            m.state = TxnState::Ongoing;
-            m.start_ms = now_ms();
-        }
-        m.groups.insert(req.group_id.to_string());
-        m.update_ms = now_ms();
-        broker.txns.persist(&m).await.map_err(|e| {
-            tracing::error!(error = %e, "could not persist transaction state");
-            ResponseError::CoordinatorNotAvailable
-        })
-    }
-    .await
-    .err()
-    .map(|e| e.code())
-    .unwrap_or(0);
+    let mut m = broker.txns.lock(req.transactional_id.as_str(), false).await;
+    let t = state::add_offsets(
+        m.as_deref(),
+        req.producer_id.0,
+        req.producer_epoch,
+        req.group_id.as_str(),
+        now_ms(),
+    );
+    let code = match run(broker, m.as_deref_mut(), t).await {
+        Ok(()) => 0,
+        Err(e) => for_version(e, ctx.version >= 2).code(),
+    };
     AddOffsetsToTxnResponse::default().with_error_code(code)
 }
 
@@ -446,20 +346,17 @@ pub async fn txn_offset_commit(
                 .collect(),
         )
     };
-    let checked = async {
-        let m = broker
-            .txns
-            .lock(req.transactional_id.as_str(), false)
-            .await
-            .ok_or(ResponseError::InvalidProducerIdMapping)?;
-        check_producer(&m, req.producer_id.0, req.producer_epoch, ctx.version >= 2)?;
-        if req.group_id.is_empty() {
-            return Err(ResponseError::InvalidGroupId);
-        }
-        Ok(())
-    }
-    .await;
+    let checked = {
+        let m = broker.txns.lock(req.transactional_id.as_str(), false).await;
+        state::check_offsets(
+            m.as_deref(),
+            req.producer_id.0,
+            req.producer_epoch,
+            req.group_id.as_str(),
+        )
+    };
     if let Err(e) = checked {
+        let e = for_version(e, ctx.version >= 2);
         return respond(&|_, _| e.code());
     }
     let group_id = req.group_id.to_string();
@@ -533,52 +430,27 @@ pub async fn txn_offset_commit(
 
 /// EndTxn: commit or abort the open transaction.
 pub async fn end_txn(broker: &Broker, ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse {
-    let result = async {
-        let mut m = broker
-            .txns
-            .lock(req.transactional_id.as_str(), false)
-            .await
-            .ok_or(ResponseError::InvalidProducerIdMapping)?;
-        // EndTxn v5 (KIP-890): the producer of a transaction the coordinator aborted on
-        // timeout (bumping the epoch) learns it with INVALID_TXN_STATE on commit, and its
-        // abort is acknowledged as done.
-        if ctx.version >= 5
-            && req.producer_id.0 == m.producer_id
-            && i32::from(req.producer_epoch) + 1 == i32::from(m.epoch)
-            && m.state == TxnState::CompleteAbort
-        {
-            return if req.committed {
-                Err(ResponseError::InvalidTxnState)
-            } else {
-                Ok((m.producer_id, m.epoch))
-            };
-        }
-        check_producer(&m, req.producer_id.0, req.producer_epoch, ctx.version >= 2)?;
-        match (m.state, req.committed) {
-            (TxnState::Ongoing, commit) => end_transaction(broker, &mut m, commit).await?,
-            // A retry of an EndTxn whose answer was lost.
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {}
-            _ => return Err(ResponseError::InvalidTxnState),
-        }
-        Ok((m.producer_id, m.epoch))
-    }
-    .await;
-    match result {
+    let mut m = broker.txns.lock(req.transactional_id.as_str(), false).await;
+    let input = state::EndInput {
+        producer_id: req.producer_id.0,
+        epoch: req.producer_epoch,
+        commit: req.committed,
+        v5: ctx.version >= 5,
+    };
+    let t = state::end_txn(m.as_deref(), &input, now_ms());
+    match run(broker, m.as_deref_mut(), t).await {
         Ok((id, epoch)) => EndTxnResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(epoch),
         Err(e) => EndTxnResponse::default()
-            .with_error_code(e.code())
+            .with_error_code(for_version(e, ctx.version >= 2).code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     }
 }
 
 /// Produce of a transactional batch: the partition must be in the producer's open
-/// transaction (KIP-890's verification, done locally since this broker is the coordinator).
-/// What a partition missing from the transaction gets depends on the Produce version, as in
-/// Kafka: v12+ adds it to the transaction (the client relies on that), v11 gets
-/// TRANSACTION_ABORTABLE, older versions INVALID_TXN_STATE.
+/// transaction (see `state::verify_write`).
 pub async fn verify_transactional_write(
     broker: &Broker,
     produce_version: i16,
@@ -591,37 +463,16 @@ pub async fn verify_transactional_write(
     let Some(tid) = transactional_id.filter(|t| !t.is_empty()) else {
         return Err(ResponseError::TransactionalIdAuthorizationFailed);
     };
-    let mut m = broker
-        .txns
-        .lock(tid, false)
-        .await
-        .ok_or(ResponseError::InvalidTxnState)?;
-    if m.producer_id != producer_id || epoch < m.epoch {
-        return Err(ResponseError::InvalidProducerEpoch);
-    }
-    let key = (topic.to_string(), partition);
-    if m.state == TxnState::Ongoing && m.partitions.contains(&key) {
-        return Ok(());
-    }
-    if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
-        return Err(ResponseError::ConcurrentTransactions);
-    }
-    match produce_version {
-        12.. => {
-            if m.state != TxnState::Ongoing {
-                m.state = TxnState::Ongoing;
-                m.start_ms = now_ms();
-            }
-            m.partitions.insert(key);
-            m.update_ms = now_ms();
-            broker.txns.persist(&m).await.map_err(|e| {
-                tracing::error!(error = %e, "could not persist transaction state");
-                ResponseError::CoordinatorNotAvailable
-            })
-        }
-        11 => Err(ResponseError::TransactionAbortable),
-        _ => Err(ResponseError::InvalidTxnState),
-    }
+    let mut m = broker.txns.lock(tid, false).await;
+    let input = state::WriteInput {
+        produce_version,
+        producer_id,
+        epoch,
+        topic,
+        partition,
+    };
+    let t = state::verify_write(m.as_deref(), &input, now_ms());
+    run(broker, m.as_deref_mut(), t).await
 }
 
 /// DescribeTransactions.
@@ -629,7 +480,7 @@ pub async fn describe_transactions(broker: &Broker, req: DescribeTransactionsReq
     let mut out = Vec::with_capacity(req.transactional_ids.len());
     for tid in req.transactional_ids {
         let state = match broker.txns.lock(tid.as_str(), false).await {
-            Some(m) if m.producer_id >= 0 => {
+            Some(m) if m.has_producer() => {
                 let mut topics: Vec<TopicData> = Vec::new();
                 for (t, p) in &m.partitions {
                     match topics.iter_mut().find(|d| d.topic.as_str() == t) {
@@ -661,20 +512,10 @@ pub async fn describe_transactions(broker: &Broker, req: DescribeTransactionsReq
 
 /// ListTransactions, with state, producer id, duration (v1) and pattern (v2) filters.
 pub async fn list_transactions(broker: &Broker, req: ListTransactionsRequest) -> ListTransactionsResponse {
-    const STATES: [&str; 8] = [
-        "Empty",
-        "Ongoing",
-        "PrepareCommit",
-        "PrepareAbort",
-        "CompleteCommit",
-        "CompleteAbort",
-        "Dead",
-        "PrepareEpochFence",
-    ];
     let unknown_states: Vec<_> = req
         .state_filters
         .iter()
-        .filter(|s| !STATES.contains(&s.as_str()))
+        .filter(|s| !state::STATE_NAMES.contains(&s.as_str()))
         .cloned()
         .collect();
     let pattern = match req.transactional_id_pattern.as_ref().filter(|p| !p.is_empty()) {
@@ -693,7 +534,7 @@ pub async fn list_transactions(broker: &Broker, req: ListTransactionsRequest) ->
         let Some(m) = broker.txns.lock(&tid, false).await else {
             continue;
         };
-        if m.producer_id < 0 {
+        if !m.has_producer() {
             continue;
         }
         let state = m.state.name();
@@ -703,7 +544,7 @@ pub async fn list_transactions(broker: &Broker, req: ListTransactionsRequest) ->
         if !req.producer_id_filters.is_empty() && !req.producer_id_filters.iter().any(|p| p.0 == m.producer_id) {
             continue;
         }
-        if req.duration_filter >= 0 && !(m.state == TxnState::Ongoing && now - m.start_ms >= req.duration_filter) {
+        if req.duration_filter >= 0 && !m.open_for_at_least(req.duration_filter, now) {
             continue;
         }
         if pattern.as_ref().is_some_and(|r| !r.is_match(&tid)) {
@@ -721,39 +562,54 @@ pub async fn list_transactions(broker: &Broker, req: ListTransactionsRequest) ->
         .with_transaction_states(out)
 }
 
-/// Aborts transactions open past their timeout (fencing their producer with a bumped
-/// epoch, as Kafka does) and finishes prepared ones whose markers were not all written.
+/// Aborts transactions open past their timeout, finishes prepared ones whose markers were not
+/// all written, and forgets transactional ids idle past `transactional.id.expiration.ms`.
 pub async fn expire_transactions(broker: &Broker) {
     let now = now_ms();
     for tid in broker.txns.ids() {
         let Some(mut m) = broker.txns.lock(&tid, false).await else {
             continue;
         };
-        match m.state {
-            TxnState::Ongoing if now - m.start_ms > i64::from(m.timeout_ms) => {
-                tracing::info!(transactional_id = %tid, timeout_ms = m.timeout_ms, "aborting a transaction open past its timeout");
-                if bump(broker, &mut m).await.is_err() {
-                    continue;
-                }
-                if let Err(e) = end_transaction(broker, &mut m, false).await {
-                    tracing::warn!(transactional_id = %tid, error = ?e, "could not abort a timed-out transaction");
-                }
+        let Some((action, effects)) = state::tick(&m, &broker.txns.cfg, now) else {
+            continue;
+        };
+        match action {
+            TimerAction::AbortTimedOut => {
+                tracing::info!(transactional_id = %tid, timeout_ms = m.timeout_ms, "aborting a transaction open past its timeout")
             }
-            TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                if let Err(e) = complete_prepared(broker, &mut m).await {
-                    tracing::warn!(transactional_id = %tid, error = ?e, "could not complete a prepared transaction");
+            TimerAction::Expire => tracing::info!(transactional_id = %tid, "transactional id expired"),
+            TimerAction::CompletePrepared => {}
+        }
+        if let Err(e) = perform(broker, &mut m, effects).await {
+            match action {
+                TimerAction::AbortTimedOut => {
+                    tracing::warn!(transactional_id = %tid, error = ?e, "could not abort a timed-out transaction")
                 }
-            }
-            // transactional.id.expiration.ms: an idle id without an open transaction goes.
-            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
-                if now - m.update_ms > broker.txns.cfg.id_expiration_ms =>
-            {
-                tracing::info!(transactional_id = %tid, "transactional id expired");
-                if let Err(e) = broker.txns.remove(&mut m).await {
-                    tracing::warn!(transactional_id = %tid, error = %e, "could not expire a transactional id");
+                TimerAction::CompletePrepared => {
+                    tracing::warn!(transactional_id = %tid, error = ?e, "could not complete a prepared transaction")
                 }
+                TimerAction::Expire => {}
             }
-            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_fenced_reads_as_invalid_producer_epoch_to_older_clients() {
+        assert_eq!(
+            for_version(ResponseError::ProducerFenced, false),
+            ResponseError::InvalidProducerEpoch
+        );
+        assert_eq!(
+            for_version(ResponseError::ProducerFenced, true),
+            ResponseError::ProducerFenced
+        );
+        for other in [ResponseError::InvalidTxnState, ResponseError::ConcurrentTransactions] {
+            assert_eq!(for_version(other, false), other);
         }
     }
 }

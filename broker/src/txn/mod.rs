@@ -11,16 +11,23 @@
 //! then record `CompleteCommit`/`CompleteAbort`. A coordinator that restarts between the two
 //! records finds the prepared state and finishes the job (markers are idempotent for the log:
 //! a second marker closes nothing).
+//!
+//! What each request and timer does to a transactional id is decided by [`state`], without IO;
+//! this module keeps the states (one lock per transactional id), their records and the
+//! producer id blocks.
 
-use std::collections::{BTreeSet, HashMap};
+pub mod state;
+
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use fjord_controller::Controller;
 use fjord_storage::{GroupStore, GroupWrite, StorageError};
-use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::group::coordinator_partition;
+
+pub use state::{TxnMeta, TxnState};
 
 /// Producer ids taken from the controller at a time.
 const PRODUCER_ID_BLOCK: i32 = 1000;
@@ -54,82 +61,6 @@ impl Default for TxnConfig {
             id_expiration_ms: 7 * 24 * 60 * 60 * 1000,
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
             producer_id_expiration_check_interval_ms: 600_000,
-        }
-    }
-}
-
-/// Kafka's transaction states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TxnState {
-    /// No transaction yet for this epoch.
-    Empty,
-    /// Partitions or groups have been added.
-    Ongoing,
-    /// Commit decided; markers being written.
-    PrepareCommit,
-    /// Abort decided; markers being written.
-    PrepareAbort,
-    /// The last transaction committed.
-    CompleteCommit,
-    /// The last transaction aborted.
-    CompleteAbort,
-}
-
-impl TxnState {
-    /// Kafka's name (DescribeTransactions, ListTransactions).
-    pub fn name(self) -> &'static str {
-        match self {
-            TxnState::Empty => "Empty",
-            TxnState::Ongoing => "Ongoing",
-            TxnState::PrepareCommit => "PrepareCommit",
-            TxnState::PrepareAbort => "PrepareAbort",
-            TxnState::CompleteCommit => "CompleteCommit",
-            TxnState::CompleteAbort => "CompleteAbort",
-        }
-    }
-}
-
-/// One transactional id's state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TxnMeta {
-    /// The transactional id.
-    pub transactional_id: String,
-    /// Current producer id.
-    pub producer_id: i64,
-    /// Current epoch (-1 before the first InitProducerId completes).
-    pub epoch: i16,
-    /// The producer id and epoch before the last bump, so a producer that retries an
-    /// InitProducerId whose answer it lost is recognised (KIP-360).
-    pub last_producer_id: i64,
-    /// See `last_producer_id`.
-    pub last_epoch: i16,
-    /// The client's `transaction.timeout.ms`.
-    pub timeout_ms: i32,
-    /// State.
-    pub state: TxnState,
-    /// Partitions of the open transaction.
-    pub partitions: BTreeSet<(String, i32)>,
-    /// Groups the open transaction commits offsets to.
-    pub groups: BTreeSet<String>,
-    /// When the open transaction started (ms).
-    pub start_ms: i64,
-    /// Last change (ms).
-    pub update_ms: i64,
-    /// Deleted from the map (a request holding the lock must look again).
-    #[serde(skip)]
-    pub(crate) gone: bool,
-}
-
-impl TxnMeta {
-    /// Moves to the next epoch, or to a new producer id when the epoch is exhausted.
-    pub fn bump(&mut self, new_id: impl FnOnce() -> i64) {
-        self.last_producer_id = self.producer_id;
-        self.last_epoch = self.epoch;
-        if self.epoch >= i16::MAX - 1 {
-            self.producer_id = new_id();
-            self.epoch = 0;
-        } else {
-            self.epoch += 1;
         }
     }
 }
@@ -213,20 +144,7 @@ impl TxnCoordinator {
                 match map.get(transactional_id) {
                     Some(t) => t.clone(),
                     None if create => {
-                        let t = Arc::new(tokio::sync::Mutex::new(TxnMeta {
-                            transactional_id: transactional_id.to_string(),
-                            producer_id: -1,
-                            epoch: -1,
-                            last_producer_id: -1,
-                            last_epoch: -1,
-                            timeout_ms: 0,
-                            state: TxnState::Empty,
-                            partitions: BTreeSet::new(),
-                            groups: BTreeSet::new(),
-                            start_ms: -1,
-                            update_ms: -1,
-                            gone: false,
-                        }));
+                        let t = Arc::new(tokio::sync::Mutex::new(TxnMeta::new(transactional_id)));
                         map.insert(transactional_id.to_string(), t.clone());
                         t
                     }
@@ -298,36 +216,4 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bump_moves_the_epoch_and_remembers_the_last() {
-        let mut m = TxnMeta {
-            transactional_id: "t".into(),
-            producer_id: 5,
-            epoch: 3,
-            last_producer_id: -1,
-            last_epoch: -1,
-            timeout_ms: 1000,
-            state: TxnState::Empty,
-            partitions: BTreeSet::new(),
-            groups: BTreeSet::new(),
-            start_ms: -1,
-            update_ms: -1,
-            gone: false,
-        };
-        m.bump(|| unreachable!());
-        assert_eq!((m.producer_id, m.epoch, m.last_producer_id, m.last_epoch), (5, 4, 5, 3));
-        m.epoch = i16::MAX - 1;
-        m.bump(|| 77);
-        assert_eq!(
-            (m.producer_id, m.epoch),
-            (77, 0),
-            "an exhausted epoch takes a new producer id"
-        );
-    }
 }

@@ -30,8 +30,49 @@ const XERIAL_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x0
 /// Buffer between a decoder and the record walker.
 const READ_BUFFER_BYTES: usize = 32 << 10;
 
-/// A reader over the uncompressed records section `data` of a batch compressed with `c`.
-fn open(c: Compression, data: &[u8]) -> Result<Box<dyn Read + '_>, BatchError> {
+/// A reader over the uncompressed records section `data` of a batch compressed with `c`,
+/// failing with [`BatchError::OverBudget`] once more than `budget` bytes came out of it.
+fn open(c: Compression, data: &[u8], budget: Option<usize>) -> Result<Box<dyn Read + '_>, BatchError> {
+    let reader = open_unbounded(c, data)?;
+    Ok(match budget {
+        Some(left) if c != Compression::None => Box::new(Budget { inner: reader, left }),
+        _ => reader,
+    })
+}
+
+/// Counts what a decoder inflates; a small batch of zeros compressed with zstd or gzip can
+/// take a second of CPU to walk, and the caller wants to know before it has spent it.
+struct Budget<R> {
+    inner: R,
+    left: usize,
+}
+
+/// The payload of the io::Error a [`Budget`] ends with.
+#[derive(Debug)]
+struct OverBudget(usize);
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "inflated past the budget of {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => Err(io::Error::other(OverBudget(n))),
+        }
+    }
+}
+
+fn open_unbounded(c: Compression, data: &[u8]) -> Result<Box<dyn Read + '_>, BatchError> {
     Ok(match c {
         Compression::None => Box::new(data),
         // Java's GZIPInputStream, which Kafka reads with, also reads concatenated members.
@@ -43,18 +84,27 @@ fn open(c: Compression, data: &[u8]) -> Result<Box<dyn Read + '_>, BatchError> {
 }
 
 /// `open`, buffered for the record walker.
-pub(crate) fn buffered(c: Compression, data: &[u8]) -> Result<BufReader<Box<dyn Read + '_>>, BatchError> {
-    Ok(BufReader::with_capacity(READ_BUFFER_BYTES, open(c, data)?))
+pub(crate) fn buffered(
+    c: Compression,
+    data: &[u8],
+    budget: Option<usize>,
+) -> Result<BufReader<Box<dyn Read + '_>>, BatchError> {
+    Ok(BufReader::with_capacity(READ_BUFFER_BYTES, open(c, data, budget)?))
 }
 
 /// The whole uncompressed section, refused past [`MAX_INFLATED_BYTES`].
 pub fn decompress(c: Compression, data: Bytes) -> Result<Bytes, BatchError> {
+    decompress_within(c, data, None)
+}
+
+/// [`decompress`], failing with [`BatchError::OverBudget`] past `budget` bytes.
+pub(crate) fn decompress_within(c: Compression, data: Bytes, budget: Option<usize>) -> Result<Bytes, BatchError> {
     if c == Compression::None {
         return Ok(data);
     }
     let mut out = Vec::new();
     let limit = MAX_INFLATED_BYTES as u64 + 1;
-    open(c, &data)?
+    open(c, &data, budget)?
         .take(limit)
         .read_to_end(&mut out)
         .map_err(|e| undecodable(c, &e))?;
@@ -68,6 +118,9 @@ pub(crate) fn undecodable(c: Compression, e: &io::Error) -> BatchError {
     // A snappy block over the limit surfaces here as an io::Error wrapping TooLarge.
     if let Some(size) = e.get_ref().and_then(|inner| inner.downcast_ref::<Inflated>()) {
         return too_large(size.0);
+    }
+    if let Some(over) = e.get_ref().and_then(|inner| inner.downcast_ref::<OverBudget>()) {
+        return BatchError::OverBudget(over.0);
     }
     BatchError::Corrupt(format!("{} records do not decompress: {e}", codec_name(c)))
 }

@@ -60,6 +60,7 @@ fn cfg() -> ValidationConfig {
         target_codec: None,
         produce_version: 9,
         now_ms: NOW_MS,
+        inflate_budget: None,
     }
 }
 
@@ -171,6 +172,61 @@ fn a_record_inflating_past_the_memory_bound_is_walked_not_held() {
     };
     let err = validate_produce(batch, &recompress).expect_err("recompressing needs it whole");
     assert_eq!(err.response_error(), ResponseError::MessageTooLarge);
+}
+
+#[test]
+fn an_inflate_budget_stops_validation_by_what_comes_out_not_by_the_compressed_size() {
+    // 4 MiB of zeros in one record: a few hundred bytes of zstd.
+    let value = vec![0u8; 4 << 20];
+    let records = [record(0, None, Some(&value), NOW_MS)];
+    let batch = encode(&records, Compression::Zstd);
+    assert!(batch.len() < 4 << 10, "{} bytes", batch.len());
+    let budget = ValidationConfig {
+        inflate_budget: Some(1 << 20),
+        ..cfg()
+    };
+    let err = validate_produce(batch.clone(), &budget).expect_err("over the budget");
+    assert!(matches!(err, BatchError::OverBudget(_)), "{err:?}");
+    // The same with lz4 recompression, which holds the records whole.
+    let recompress = ValidationConfig {
+        target_codec: Some(Compression::Lz4),
+        ..budget.clone()
+    };
+    assert!(matches!(
+        validate_produce(batch.clone(), &recompress),
+        Err(BatchError::OverBudget(_))
+    ));
+    // Without a budget it is valid; within a larger one too.
+    validate_produce(batch.clone(), &cfg()).expect("valid");
+    let roomy = ValidationConfig {
+        inflate_budget: Some(8 << 20),
+        ..cfg()
+    };
+    validate_produce(batch, &roomy).expect("valid within 8 MiB");
+    // Uncompressed batches are not counted: their size is their cost (bounded by
+    // max.message.bytes, raised here to let 4 MiB in).
+    let plain = encode(&records, Compression::None);
+    let large = ValidationConfig {
+        max_message_bytes: 8 << 20,
+        ..budget
+    };
+    validate_produce(plain, &large).expect("valid uncompressed");
+}
+
+#[test]
+fn stored_batches_are_checked_by_length_magic_and_crc() {
+    let batch = encode(&[record(0, Some(b"k"), Some(b"v"), NOW_MS)], Compression::None);
+    let h = check_stored(&batch).expect("as produced");
+    assert_eq!(h.record_count, 1);
+    let mut flipped = batch.to_vec();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(matches!(check_stored(&flipped), Err(BatchError::Corrupt(m)) if m.contains("CRC")));
+    assert!(check_stored(&batch[..batch.len() - 1]).is_err(), "short by a byte");
+    assert!(check_stored(&batch[..30]).is_err(), "a torn header");
+    let mut magic = batch.to_vec();
+    magic[MAGIC_AT] = 1;
+    assert!(check_stored(&magic).is_err());
 }
 
 #[test]

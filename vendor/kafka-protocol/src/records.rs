@@ -514,8 +514,9 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        // Fjord: a record takes at least 7 bytes; cap the reservation by what is left.
-        records.reserve((batch_decode_info.record_count as usize).min(buf.remaining() / 7));
+        // Fjord: never reserve more bytes than are left to decode (see types::Array).
+        let cap = buf.remaining() / std::mem::size_of::<Record>();
+        records.reserve((batch_decode_info.record_count as usize).min(cap));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -894,8 +895,9 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        // Fjord: cap by the bytes left (a header takes at least 2 bytes).
-        let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf) / 2));
+        // Fjord: never reserve more bytes than are left to decode (see types::Array).
+        let cap = bytes::Buf::remaining(buf) / std::mem::size_of::<(StrBytes, Option<Bytes>)>();
+        let mut headers = IndexMap::with_capacity(num_headers.min(cap));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

@@ -91,7 +91,7 @@ impl Encodable for ElectLeadersResponse {
             types::Int16.encode(buf, &self.error_code)?;
         } else {
             if self.error_code != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 2 {
@@ -121,7 +121,7 @@ impl Encodable for ElectLeadersResponse {
             total_size += types::Int16.compute_size(&self.error_code)?;
         } else {
             if self.error_code != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 2 {

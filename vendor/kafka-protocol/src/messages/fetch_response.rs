@@ -208,14 +208,14 @@ impl Encodable for EpochEndOffset {
             types::Int32.encode(buf, &self.epoch)?;
         } else {
             if self.epoch != -1 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
             types::Int64.encode(buf, &self.end_offset)?;
         } else {
             if self.end_offset != -1 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
@@ -238,14 +238,14 @@ impl Encodable for EpochEndOffset {
             total_size += types::Int32.compute_size(&self.epoch)?;
         } else {
             if self.epoch != -1 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
             total_size += types::Int64.compute_size(&self.end_offset)?;
         } else {
             if self.end_offset != -1 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
@@ -418,13 +418,17 @@ impl Encodable for FetchResponse {
             types::Int32.encode(buf, &self.session_id)?;
         } else {
             if self.session_id != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
             types::CompactArray(types::Struct { version }).encode(buf, &self.responses)?;
         } else {
             types::Array(types::Struct { version }).encode(buf, &self.responses)?;
+        }
+        // Fjord: a tagged field the version lacks fails unless it is ignorable, as in Kafka.
+        if version < 16 && !self.node_endpoints.is_empty() {
+            bail!("A field is set that is not available on the selected protocol version");
         }
         if version >= 12 {
             let mut num_tagged_fields = self.unknown_tagged_fields.len();
@@ -470,7 +474,7 @@ impl Encodable for FetchResponse {
             total_size += types::Int32.compute_size(&self.session_id)?;
         } else {
             if self.session_id != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
@@ -478,6 +482,10 @@ impl Encodable for FetchResponse {
                 types::CompactArray(types::Struct { version }).compute_size(&self.responses)?;
         } else {
             total_size += types::Array(types::Struct { version }).compute_size(&self.responses)?;
+        }
+        // Fjord: a tagged field the version lacks fails unless it is ignorable, as in Kafka.
+        if version < 16 && !self.node_endpoints.is_empty() {
+            bail!("A field is set that is not available on the selected protocol version");
         }
         if version >= 12 {
             let mut num_tagged_fields = self.unknown_tagged_fields.len();
@@ -839,14 +847,14 @@ impl Encodable for LeaderIdAndEpoch {
             types::Int32.encode(buf, &self.leader_id)?;
         } else {
             if self.leader_id != -1 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
             types::Int32.encode(buf, &self.leader_epoch)?;
         } else {
             if self.leader_epoch != -1 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
@@ -869,14 +877,14 @@ impl Encodable for LeaderIdAndEpoch {
             total_size += types::Int32.compute_size(&self.leader_id)?;
         } else {
             if self.leader_id != -1 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
             total_size += types::Int32.compute_size(&self.leader_epoch)?;
         } else {
             if self.leader_epoch != -1 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
@@ -1031,28 +1039,28 @@ impl Encodable for NodeEndpoint {
             types::Int32.encode(buf, &self.node_id)?;
         } else {
             if self.node_id != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 16 {
             types::CompactString.encode(buf, &self.host)?;
         } else {
             if !self.host.is_empty() {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 16 {
             types::Int32.encode(buf, &self.port)?;
         } else {
             if self.port != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 16 {
             types::CompactString.encode(buf, &self.rack)?;
         } else {
             if !self.rack.is_none() {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
@@ -1075,28 +1083,28 @@ impl Encodable for NodeEndpoint {
             total_size += types::Int32.compute_size(&self.node_id)?;
         } else {
             if self.node_id != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 16 {
             total_size += types::CompactString.compute_size(&self.host)?;
         } else {
             if !self.host.is_empty() {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 16 {
             total_size += types::Int32.compute_size(&self.port)?;
         } else {
             if self.port != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 16 {
             total_size += types::CompactString.compute_size(&self.rack)?;
         } else {
             if !self.rack.is_none() {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
@@ -1376,13 +1384,25 @@ impl Encodable for PartitionData {
             types::Int32.encode(buf, &self.preferred_read_replica)?;
         } else {
             if self.preferred_read_replica != -1 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
             types::CompactBytes.encode(buf, &self.records)?;
         } else {
             types::Bytes.encode(buf, &self.records)?;
+        }
+        // Fjord: a tagged field the version lacks fails unless it is ignorable, as in Kafka.
+        if version < 12 && &self.diverging_epoch != &Default::default() {
+            bail!("A field is set that is not available on the selected protocol version");
+        }
+        // Fjord: a tagged field the version lacks fails unless it is ignorable, as in Kafka.
+        if version < 12 && &self.current_leader != &Default::default() {
+            bail!("A field is set that is not available on the selected protocol version");
+        }
+        // Fjord: a tagged field the version lacks fails unless it is ignorable, as in Kafka.
+        if version < 12 && &self.snapshot_id != &Default::default() {
+            bail!("A field is set that is not available on the selected protocol version");
         }
         if version >= 12 {
             let mut num_tagged_fields = self.unknown_tagged_fields.len();
@@ -1464,13 +1484,25 @@ impl Encodable for PartitionData {
             total_size += types::Int32.compute_size(&self.preferred_read_replica)?;
         } else {
             if self.preferred_read_replica != -1 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 12 {
             total_size += types::CompactBytes.compute_size(&self.records)?;
         } else {
             total_size += types::Bytes.compute_size(&self.records)?;
+        }
+        // Fjord: a tagged field the version lacks fails unless it is ignorable, as in Kafka.
+        if version < 12 && &self.diverging_epoch != &Default::default() {
+            bail!("A field is set that is not available on the selected protocol version");
+        }
+        // Fjord: a tagged field the version lacks fails unless it is ignorable, as in Kafka.
+        if version < 12 && &self.current_leader != &Default::default() {
+            bail!("A field is set that is not available on the selected protocol version");
+        }
+        // Fjord: a tagged field the version lacks fails unless it is ignorable, as in Kafka.
+        if version < 12 && &self.snapshot_id != &Default::default() {
+            bail!("A field is set that is not available on the selected protocol version");
         }
         if version >= 12 {
             let mut num_tagged_fields = self.unknown_tagged_fields.len();

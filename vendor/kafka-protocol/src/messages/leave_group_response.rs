@@ -98,7 +98,7 @@ impl Encodable for LeaveGroupResponse {
             }
         } else {
             if !self.members.is_empty() {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 4 {
@@ -131,7 +131,7 @@ impl Encodable for LeaveGroupResponse {
             }
         } else {
             if !self.members.is_empty() {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 4 {
@@ -283,7 +283,7 @@ impl Encodable for MemberResponse {
             }
         } else {
             if !self.member_id.is_empty() {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 3 {
@@ -299,14 +299,14 @@ impl Encodable for MemberResponse {
                 .map(|x| x.is_empty())
                 .unwrap_or_default()
             {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 3 {
             types::Int16.encode(buf, &self.error_code)?;
         } else {
             if self.error_code != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 4 {
@@ -333,7 +333,7 @@ impl Encodable for MemberResponse {
             }
         } else {
             if !self.member_id.is_empty() {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 3 {
@@ -349,14 +349,14 @@ impl Encodable for MemberResponse {
                 .map(|x| x.is_empty())
                 .unwrap_or_default()
             {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 3 {
             total_size += types::Int16.compute_size(&self.error_code)?;
         } else {
             if self.error_code != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 4 {

@@ -90,21 +90,21 @@ impl Encodable for NodeEndpoint {
             types::Int32.encode(buf, &self.node_id)?;
         } else {
             if self.node_id != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 1 {
             types::CompactString.encode(buf, &self.host)?;
         } else {
             if !self.host.is_empty() {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 1 {
             types::UInt16.encode(buf, &self.port)?;
         } else {
             if self.port != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         let num_tagged_fields = self.unknown_tagged_fields.len();
@@ -125,21 +125,21 @@ impl Encodable for NodeEndpoint {
             total_size += types::Int32.compute_size(&self.node_id)?;
         } else {
             if self.node_id != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 1 {
             total_size += types::CompactString.compute_size(&self.host)?;
         } else {
             if !self.host.is_empty() {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         if version >= 1 {
             total_size += types::UInt16.compute_size(&self.port)?;
         } else {
             if self.port != 0 {
-                // Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields.
+                bail!("A field is set that is not available on the selected protocol version");
             }
         }
         let num_tagged_fields = self.unknown_tagged_fields.len();
@@ -591,6 +591,10 @@ impl Encodable for VoteResponse {
         }
         types::Int16.encode(buf, &self.error_code)?;
         types::CompactArray(types::Struct { version }).encode(buf, &self.topics)?;
+        // Fjord: a tagged field the version lacks fails unless it is ignorable, as in Kafka.
+        if version < 1 && !self.node_endpoints.is_empty() {
+            bail!("A field is set that is not available on the selected protocol version");
+        }
         let mut num_tagged_fields = self.unknown_tagged_fields.len();
         if version >= 1 {
             if !self.node_endpoints.is_empty() {
@@ -626,6 +630,10 @@ impl Encodable for VoteResponse {
         let mut total_size = 0;
         total_size += types::Int16.compute_size(&self.error_code)?;
         total_size += types::CompactArray(types::Struct { version }).compute_size(&self.topics)?;
+        // Fjord: a tagged field the version lacks fails unless it is ignorable, as in Kafka.
+        if version < 1 && !self.node_endpoints.is_empty() {
+            bail!("A field is set that is not available on the selected protocol version");
+        }
         let mut num_tagged_fields = self.unknown_tagged_fields.len();
         if version >= 1 {
             if !self.node_endpoints.is_empty() {

@@ -986,9 +986,10 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
             -1 => Ok(None),
             n if n >= 0 => {
                 // Fjord: never trust a length prefix for the allocation size (the Java
-                // broker refuses a count above the bytes left); cap it so a hostile
-                // frame cannot make the allocator abort the process.
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                // broker refuses a count above the bytes left); reserve no more bytes than
+                // are left, so a hostile frame cannot make the allocator abort the process.
+                let cap = buf.remaining() / std::mem::size_of::<T>().max(1);
+                let mut result = Vec::with_capacity((n as usize).min(cap));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1097,7 +1098,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
             0 => Ok(None),
             n => {
                 // Fjord: cap the pre-allocation by the bytes left (see Array above).
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                let cap = buf.remaining() / std::mem::size_of::<T>().max(1);
+                let mut result = Vec::with_capacity(((n - 1) as usize).min(cap));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
