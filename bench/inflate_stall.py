@@ -93,6 +93,7 @@ def main() -> None:
     p = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "linger.ms": 0})
     # Create the topics and warm the connection before measuring.
     p.produce("inflate-latency", b"warm")
+    p.produce("inflate-bomb", b"warm")  # Produce does not create topics; librdkafka's Metadata does
     p.flush(30)
     with Conn(args.bootstrap) as c:
         produce_raw(c, "inflate-bomb", bomb_batch(1 << 20))
