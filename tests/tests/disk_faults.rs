@@ -411,3 +411,37 @@ fn an_offset_commit_whose_wal_fsync_fails_is_not_acknowledged() {
     assert!(logs.contains("offline"), "{logs}");
     assert!(f.injected().contains("fsync"), "the shim never failed an fsync");
 }
+
+/// Under `log.flush.interval.ms` group state is made durable by the periodic WAL sync, which
+/// covers it because it shares the WAL: a commit acknowledged before a WAL fsync that then
+/// fails makes the broker stop rather than carry on as if the commit were on disk.
+#[test]
+fn a_periodic_wal_sync_that_fails_after_an_offset_commit_stops_the_broker() {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    let mut f = Faulty::start(&[("log.flush.interval.ms", "100")]);
+    let mut client = f.broker.client();
+    let topic = client.create_topic("commits-flush-ms", 1);
+    f.arm("fsync", "*/logs/[0-9]*.log");
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("flushed-group")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(fjord_tests::client::topic_name(&topic.name))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(7)])]);
+    // Acknowledged without an fsync of its own (no log.flush.interval.messages)...
+    let code = client
+        .try_send_request(8, &req)
+        .map(|r| r.topics[0].partitions[0].error_code);
+    assert!(matches!(code, Ok(0) | Err(_)), "{code:?}");
+    // ...and the flusher's sync of the WAL holding it fails within the interval.
+    let status = f.broker.wait_for_exit(OFFLINE_EXIT);
+    let logs = f.broker.logs();
+    assert!(status.is_some_and(|s| !s.success()), "{logs}");
+    assert!(logs.contains("offline"), "{logs}");
+    assert!(f.injected().contains("fsync"), "the shim never failed an fsync");
+}
