@@ -369,6 +369,29 @@ mod tests {
     use super::*;
     use crate::{LogStore, StorageConfig};
 
+    proptest::proptest! {
+        /// Group rows come from disk: any key or value decodes or is refused, never a panic.
+        #[test]
+        fn stored_group_rows_never_panic(
+            v in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+        ) {
+            let _ = CommittedOffset::decode(&v);
+            let _ = split_key(&v);
+        }
+
+        #[test]
+        fn committed_offsets_round_trip(
+            offset in proptest::prelude::any::<i64>(),
+            leader_epoch in proptest::prelude::any::<i32>(),
+            commit_timestamp in proptest::prelude::any::<i64>(),
+            expire in proptest::option::of(0i64..),
+            metadata in ".{0,40}",
+        ) {
+            let c = CommittedOffset { offset, leader_epoch, metadata, commit_timestamp, expire_timestamp: expire };
+            proptest::prop_assert_eq!(CommittedOffset::decode(&c.encode()), Some(c));
+        }
+    }
+
     fn commit(offset: i64) -> CommittedOffset {
         CommittedOffset {
             offset,

@@ -157,3 +157,27 @@ mod tests {
         assert_eq!(PartitionRecord::decode(&[9; 3]), None);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Keys and partition rows come from disk: any bytes decode or are refused, never a panic.
+        #[test]
+        fn keys_and_partition_rows_never_panic(v in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = PartitionRecord::decode(&v);
+            let _ = pid_from_prefix(&v);
+            let _ = offset_from_key(&v);
+            let _ = timestamp_from_key(&v);
+        }
+
+        #[test]
+        fn partition_rows_round_trip(log_start_offset in any::<i64>(), size_bytes in any::<u64>()) {
+            let r = PartitionRecord { log_start_offset, size_bytes };
+            let back = PartitionRecord::decode(&r.encode()).expect("decodes");
+            prop_assert_eq!((back.log_start_offset, back.size_bytes), (log_start_offset, size_bytes));
+        }
+    }
+}

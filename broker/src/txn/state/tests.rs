@@ -1038,3 +1038,56 @@ fn state_names_and_list_filters() {
     assert!(!meta(5, TxnState::CompleteCommit).open_for_at_least(0, NOW));
     assert!(meta(0, TxnState::Empty).has_producer());
 }
+
+mod stored_records {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_state() -> impl Strategy<Value = TxnState> {
+        prop_oneof![
+            Just(TxnState::Empty),
+            Just(TxnState::Ongoing),
+            Just(TxnState::PrepareCommit),
+            Just(TxnState::PrepareAbort),
+            Just(TxnState::CompleteCommit),
+            Just(TxnState::CompleteAbort),
+        ]
+    }
+
+    proptest! {
+        /// A stored record comes from disk: any bytes load or are refused, and a record that
+        /// loads, whatever its numbers, goes through the timer and every request without a panic.
+        #[test]
+        fn any_stored_record_loads_or_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(m) = serde_json::from_slice::<TxnMeta>(&bytes) {
+                let _ = tick(&m, &cfg(), 0);
+            }
+        }
+
+        #[test]
+        fn records_with_any_numbers_survive_every_transition(
+            producer_id in any::<i64>(), epoch in any::<i16>(), last_epoch in any::<i16>(),
+            timeout_ms in any::<i32>(), state in any_state(), start_ms in any::<i64>(),
+            update_ms in any::<i64>(), now_ms in any::<i64>(), ask_epoch in any::<i16>(),
+            commit in any::<bool>(), v5 in any::<bool>(),
+        ) {
+            let mut m = ongoing(epoch, &[("t", 0)], &["g"], start_ms);
+            m.producer_id = producer_id;
+            m.last_producer_id = producer_id;
+            m.last_epoch = last_epoch;
+            m.timeout_ms = timeout_ms;
+            m.state = state;
+            m.update_ms = update_ms;
+            let bytes = serde_json::to_vec(&m).expect("serialises");
+            let loaded: TxnMeta = serde_json::from_slice(&bytes).expect("loads");
+            prop_assert_eq!(&loaded, &m);
+            let _ = tick(&loaded, &cfg(), now_ms);
+            let init = InitInput { timeout_ms: 60_000, producer_id, epoch: ask_epoch };
+            let _ = init_producer_id(&loaded, &init, None, now_ms);
+            let _ = init_producer_id(&loaded, &init, Some(producer_id.wrapping_add(1)), now_ms);
+            let end = EndInput { producer_id, epoch: ask_epoch, commit, v5 };
+            let _ = end_txn(Some(&loaded), &end, now_ms);
+            let _ = check_offsets(Some(&loaded), producer_id, ask_epoch, "g");
+        }
+    }
+}
