@@ -225,7 +225,7 @@ impl LogStore {
             health.clone(),
         )?);
         let recovered = recover(&db, &segments)?;
-        segments.sync_recovered()?;
+        segments.sync_recovered(&recovered.checkpoint)?;
         let partitions = Arc::new(RwLock::new(recovered.partitions));
         let aborted = Arc::new(RwLock::new(recovered.aborted));
         let producers = recovered.producers;

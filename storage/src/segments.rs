@@ -493,8 +493,22 @@ impl Segments {
     }
 
     /// After recovery: every segment fsynced (what recovery validated may still be only in
-    /// the page cache) and a checkpoint saying so, so the next recovery starts from here.
-    pub fn sync_recovered(&self) -> Result<()> {
+    /// the page cache) and a checkpoint saying so, so the next recovery starts from here. A
+    /// segment the last checkpoint covers whole, as all are after a clean shutdown, is not
+    /// synced again: a start after thousands of segments stays quick.
+    pub fn sync_recovered(&self, checkpoint: &HashMap<(PartitionId, i64), u64>) -> Result<()> {
+        {
+            let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
+            for (pid, files) in parts.iter() {
+                for f in files.values() {
+                    let len = f.written.load(Ordering::Acquire);
+                    if checkpoint.get(&(*pid, f.base)) == Some(&len) {
+                        f.synced.store(len, Ordering::Release);
+                        f.dirty.store(false, Ordering::Release);
+                    }
+                }
+            }
+        }
         self.sync_dirty()?;
         self.write_checkpoint()
     }

@@ -14,6 +14,8 @@ pub(super) struct Recovered {
     pub active: HashMap<PartitionId, (i64, u64)>,
     pub producers: ProducerMap,
     pub aborted: HashMap<PartitionId, Vec<AbortedTxn>>,
+    /// The recovery checkpoint recovery started from.
+    pub checkpoint: HashMap<(PartitionId, i64), u64>,
 }
 
 /// Rebuilds the in-memory state of every partition from the `partitions` rows (partition
@@ -112,6 +114,7 @@ pub(super) fn recover(db: &DB, segments: &Segments) -> Result<Recovered> {
         partitions: out.into_iter().map(|(k, v)| (k, Arc::new(Mutex::new(v)))).collect(),
         producers,
         aborted,
+        checkpoint,
     })
 }
 
