@@ -248,17 +248,21 @@ def fetch_many(conn: Conn, version: int, wanted: list[tuple[str, int, int]], max
     def arr(n):
         return w.uvarint(n + 1) if flexible else w.i32(n)
 
-    by_topic: dict[str, list[tuple[int, int]]] = {}
-    for topic, partition, offset in wanted:
-        by_topic.setdefault(topic, []).append((partition, offset))
-    arr(len(by_topic))
-    for topic, parts in by_topic.items():
+    def topic_ref(topic):
+        """A topic as this version names it: by id from v13, else by name."""
         if version >= 13:
             w.raw(topic_ids[topic])
         elif flexible:
             w.compact_string(topic)
         else:
             w.string(topic)
+
+    by_topic: dict[str, list[tuple[int, int]]] = {}
+    for topic, partition, offset in wanted:
+        by_topic.setdefault(topic, []).append((partition, offset))
+    arr(len(by_topic))
+    for topic, parts in by_topic.items():
+        topic_ref(topic)
         arr(len(parts))
         for partition, offset in parts:
             w.i32(partition)
@@ -280,12 +284,7 @@ def fetch_many(conn: Conn, version: int, wanted: list[tuple[str, int, int]], max
             forgotten.setdefault(topic, []).append(partition)
         arr(len(forgotten))  # forgotten_topics_data
         for topic, parts in forgotten.items():
-            if version >= 13:
-                w.raw(topic_ids[topic])
-            elif flexible:
-                w.compact_string(topic)
-            else:
-                w.string(topic)
+            topic_ref(topic)
             arr(len(parts))
             for partition in parts:
                 w.i32(partition)

@@ -370,31 +370,35 @@ fn a_missing_segment_file_cuts_the_log_before_it_even_after_a_clean_shutdown() {
     assert_cut_logged(&broker, 3 * RECORDS_PER_BATCH);
 }
 
+/// A group-less offset commit (OffsetCommit v8) of partition 0; its error code, or Err when
+/// the connection closed first.
+fn commit_offset(client: &mut Client, group: &str, topic: &Topic, offset: i64) -> anyhow::Result<i16> {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(fjord_tests::client::topic_name(&topic.name))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])]);
+    client
+        .try_send_request(8, &req)
+        .map(|r| r.topics[0].partitions[0].error_code)
+}
+
 /// Group state goes through the same write-ahead log as the partition index, outside the log
 /// writer thread: under `log.flush.interval.messages=1` an offset commit is fsynced before it
 /// is answered, so a failing WAL fsync means the commit is not acknowledged either.
 #[test]
 fn an_offset_commit_whose_wal_fsync_fails_is_not_acknowledged() {
-    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-    use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
-    use kafka_protocol::protocol::StrBytes;
-
     let mut f = Faulty::start(&[("log.flush.interval.messages", "1")]);
     let mut client = f.broker.client();
     let topic = client.create_topic("commits", 1);
-    let commit = |client: &mut Client, offset: i64| {
-        let req = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_static_str("durable-group")))
-            .with_generation_id_or_member_epoch(-1)
-            .with_topics(vec![OffsetCommitRequestTopic::default()
-                .with_name(fjord_tests::client::topic_name(&topic.name))
-                .with_partitions(vec![OffsetCommitRequestPartition::default()
-                    .with_partition_index(0)
-                    .with_committed_offset(offset)])]);
-        client
-            .try_send_request(8, &req)
-            .map(|r| r.topics[0].partitions[0].error_code)
-    };
+    let commit = |client: &mut Client, offset: i64| commit_offset(client, "durable-group", &topic, offset);
     assert_eq!(
         commit(&mut client, 1).expect("answered"),
         0,
@@ -417,26 +421,12 @@ fn an_offset_commit_whose_wal_fsync_fails_is_not_acknowledged() {
 /// fails makes the broker stop rather than carry on as if the commit were on disk.
 #[test]
 fn a_periodic_wal_sync_that_fails_after_an_offset_commit_stops_the_broker() {
-    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-    use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
-    use kafka_protocol::protocol::StrBytes;
-
     let mut f = Faulty::start(&[("log.flush.interval.ms", "100")]);
     let mut client = f.broker.client();
     let topic = client.create_topic("commits-flush-ms", 1);
     f.arm("fsync", "*/logs/[0-9]*.log");
-    let req = OffsetCommitRequest::default()
-        .with_group_id(GroupId(StrBytes::from_static_str("flushed-group")))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(fjord_tests::client::topic_name(&topic.name))
-            .with_partitions(vec![OffsetCommitRequestPartition::default()
-                .with_partition_index(0)
-                .with_committed_offset(7)])]);
     // Acknowledged without an fsync of its own (no log.flush.interval.messages)...
-    let code = client
-        .try_send_request(8, &req)
-        .map(|r| r.topics[0].partitions[0].error_code);
+    let code = commit_offset(&mut client, "flushed-group", &topic, 7);
     assert!(matches!(code, Ok(0) | Err(_)), "{code:?}");
     // ...and the flusher's sync of the WAL holding it fails within the interval.
     let status = f.broker.wait_for_exit(OFFLINE_EXIT);
