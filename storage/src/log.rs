@@ -239,7 +239,6 @@ impl LogStore {
             let partitions = partitions.clone();
             let aborted = aborted.clone();
             let flush_every = cfg.flush_interval_messages;
-            let health = health.clone();
             std::thread::Builder::new()
                 .name("fjord-log-writer".into())
                 .spawn(move || {
@@ -253,7 +252,6 @@ impl LogStore {
                         rx,
                         appended_tx,
                         flush_every,
-                        health,
                     )
                 })
                 .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
@@ -664,27 +662,14 @@ impl LogStore {
             let _ = task.await;
         }
         let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            for stop in [&me.flusher_stop, &me.checkpointer_stop] {
-                if let Some(stop) = stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    let _ = stop.send(());
-                }
-            }
-            let (tx, rx) = oneshot::channel();
-            if me.writer.try_send(WriteOp::Shutdown { reply: tx }).is_ok() {
-                let _ = rx.blocking_recv();
-            }
-            if let Some(t) = me.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                let _ = t.join();
-            }
-        })
-        .await
-        .expect("crash task");
+        tokio::task::spawn_blocking(move || me.stop_threads())
+            .await
+            .expect("crash task");
     }
 
-    /// Stops the writer after it has answered everything queued, and syncs the WAL.
-    /// Blocking: not for a reactor thread (see [`LogStore::shutdown`]).
-    pub fn close(&self) -> Result<()> {
+    /// Stops the flusher and checkpoint threads, then the writer once it has answered
+    /// everything queued, and waits for it. Blocking.
+    fn stop_threads(&self) {
         for stop in [&self.flusher_stop, &self.checkpointer_stop] {
             if let Some(stop) = stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 let _ = stop.send(());
@@ -697,6 +682,12 @@ impl LogStore {
         if let Some(t) = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
+    }
+
+    /// Stops the writer after it has answered everything queued, and syncs the WAL.
+    /// Blocking: not for a reactor thread (see [`LogStore::shutdown`]).
+    pub fn close(&self) -> Result<()> {
+        self.stop_threads();
         // Everything acknowledged is in the segments and the WAL already; this makes it
         // survive power loss too (segments first: a synced locator must find its bytes).
         self.segments.sync_dirty()?;

@@ -333,15 +333,15 @@ impl Segments {
                 }
                 active = Some((seg, end.min(len)));
             }
-            let len = match keep {
-                Some((seg, end)) if seg == base => end.min(len),
-                _ => len,
+            // The active segment is the one just cut to the index's end; every other is rolled.
+            let (len, rolled) = match active {
+                Some((seg, end)) if seg == base => (end, false),
+                _ => (len, true),
             };
             // Dirty until the first sync after recovery: recovery cannot know what reached
             // the disk before the restart, only that these bytes are valid.
             let f = SegmentFile::new(file, path, base, len, true);
-            f.rolled
-                .store(active.is_none_or(|(seg, _)| seg != base), Ordering::Release);
+            f.rolled.store(rolled, Ordering::Release);
             files.insert(base, Arc::new(f));
         }
         if !files.is_empty() {
@@ -384,13 +384,14 @@ impl Segments {
         self.sync_dirty_once().map_err(|e| self.health.fail(e))
     }
 
-    fn sync_dirty_once(&self) -> Result<()> {
+    /// Fsyncs the written-to files that `pick` chooses, taken from under the lock first.
+    fn sync_files(&self, pick: impl Fn(&SegmentFile) -> bool) -> Result<()> {
         let files: Vec<Arc<SegmentFile>> = {
             let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
             parts
                 .values()
                 .flat_map(|f| f.values())
-                .filter(|f| f.dirty.load(Ordering::Acquire))
+                .filter(|f| f.dirty.load(Ordering::Acquire) && pick(f))
                 .cloned()
                 .collect()
         };
@@ -399,6 +400,11 @@ impl Segments {
                 .and_then(|()| f.sync())
                 .map_err(|e| io_err("cannot sync", &f.path, e))?;
         }
+        Ok(())
+    }
+
+    fn sync_dirty_once(&self) -> Result<()> {
+        self.sync_files(|_| true)?;
         let dirs = std::mem::take(&mut *self.new_dirs.lock().unwrap_or_else(|p| p.into_inner()));
         for (i, d) in dirs.iter().enumerate() {
             match self.fail_point("dir-sync").and_then(|()| File::open(d)?.sync_all()) {
@@ -428,20 +434,8 @@ impl Segments {
     /// unclean shutdown validates every batch past that point (Kafka's recovery point).
     pub fn checkpoint(&self) -> Result<()> {
         self.health.check()?;
-        let rolled: Vec<Arc<SegmentFile>> = {
-            let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
-            parts
-                .values()
-                .flat_map(|f| f.values())
-                .filter(|f| f.rolled.load(Ordering::Acquire) && f.dirty.load(Ordering::Acquire))
-                .cloned()
-                .collect()
-        };
-        for f in rolled {
-            self.fail_point("segment-sync")
-                .and_then(|()| f.sync())
-                .map_err(|e| self.health.fail(io_err("cannot sync", &f.path, e)))?;
-        }
+        self.sync_files(|f| f.rolled.load(Ordering::Acquire))
+            .map_err(|e| self.health.fail(e))?;
         self.write_checkpoint()
     }
 
@@ -769,6 +763,11 @@ impl SegmentWriter {
     pub fn remove_topic(&mut self, topic_id: &[u8; 16]) {
         self.active.retain(|pid, _| &pid.topic_id != topic_id);
         self.segments.remove_topic(topic_id);
+    }
+
+    /// The directory's health, which a failed append takes offline.
+    pub fn health(&self) -> &Arc<DirHealth> {
+        &self.segments.health
     }
 
     /// The segment a partition's next batch goes to (the one its last append went to).

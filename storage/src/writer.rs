@@ -526,8 +526,8 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<WriteOp>,
     appended: watch::Sender<u64>,
     flush_interval_messages: i64,
-    health: Arc<DirHealth>,
 ) {
+    let health: Arc<DirHealth> = segments.health().clone();
     // Exported from the start, so a broker that never fsyncs shows 0 rather than no series.
     metrics::counter!("fjord_wal_syncs_total").increment(0);
     let mut unflushed: i64 = 0;
