@@ -120,6 +120,11 @@ fn assert_not_acked_and_stopped(f: &mut Faulty, client: &mut Client, topic: &Top
             f.broker.logs()
         );
     }
+    assert_stopped_offline(f);
+}
+
+/// The broker exits by itself, with a failure, and its log says the directory went offline.
+fn assert_stopped_offline(f: &mut Faulty) {
     let status = f.broker.wait_for_exit(OFFLINE_EXIT);
     let logs = f.broker.logs();
     let status = status.unwrap_or_else(|| panic!("the broker kept running with its log directory offline\n{logs}"));
@@ -219,13 +224,7 @@ fn a_failed_periodic_flush_is_not_retried_and_stops_the_broker() {
         assert_eq!(base, acked.len() as i64);
         acked.extend(records);
     }
-    let status = f.broker.wait_for_exit(OFFLINE_EXIT);
-    let logs = f.broker.logs();
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "a failed periodic flush must stop the broker\n{logs}"
-    );
-    assert!(logs.contains("offline"), "{logs}");
+    assert_stopped_offline(&mut f);
     assert_eq!(
         f.injected().lines().filter(|l| l.starts_with("fsync")).count(),
         1,
@@ -409,10 +408,7 @@ fn an_offset_commit_whose_wal_fsync_fails_is_not_acknowledged() {
     if let Ok(code) = commit(&mut client, 2) {
         assert_ne!(code, 0, "an offset commit whose fsync failed was acknowledged");
     }
-    let status = f.broker.wait_for_exit(OFFLINE_EXIT);
-    let logs = f.broker.logs();
-    assert!(status.is_some_and(|s| !s.success()), "{logs}");
-    assert!(logs.contains("offline"), "{logs}");
+    assert_stopped_offline(&mut f);
     assert!(f.injected().contains("fsync"), "the shim never failed an fsync");
 }
 
@@ -429,9 +425,6 @@ fn a_periodic_wal_sync_that_fails_after_an_offset_commit_stops_the_broker() {
     let code = commit_offset(&mut client, "flushed-group", &topic, 7);
     assert!(matches!(code, Ok(0) | Err(_)), "{code:?}");
     // ...and the flusher's sync of the WAL holding it fails within the interval.
-    let status = f.broker.wait_for_exit(OFFLINE_EXIT);
-    let logs = f.broker.logs();
-    assert!(status.is_some_and(|s| !s.success()), "{logs}");
-    assert!(logs.contains("offline"), "{logs}");
+    assert_stopped_offline(&mut f);
     assert!(f.injected().contains("fsync"), "the shim never failed an fsync");
 }
