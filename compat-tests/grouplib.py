@@ -388,45 +388,64 @@ def assert_read_everything(members, log: Log):
     assert not problems, "\n".join(problems[:20]) + "\n" + "\n".join(m.describe() for m in members)
 
 
-def first_reads_after_assignment(m: Member, mark: int) -> list[tuple[int, int | None]]:
+def first_reads_after_assignment(m: Member, mark: int) -> list[tuple[int, int | None, float]]:
     """For each time `m` was given a partition after event index `mark`: (partition, the first
-    offset it read from it), None if it has read nothing from it yet. A partition taken away again
-    before anything was read from it does not count."""
-    out: list[tuple[int, int | None]] = []
+    offset it read from it, None if it has read nothing from it yet, and when it was given it). A
+    partition taken away again before anything was read from it does not count."""
+    out: list[tuple[int, int | None, float]] = []
     waiting: dict[int, int] = {}  # partition -> index in out
     for e in m.since(mark):
         if e.ev == "assigned":
             for p in e.data["added"]:
                 if p not in waiting:
                     waiting[p] = len(out)
-                    out.append((p, None))
+                    out.append((p, None, e.t))
         elif e.ev in ("revoked", "lost"):
             for p in e.data["removed"]:
                 if p in waiting:
-                    out[waiting.pop(p)] = (p, "dropped")
+                    out[waiting.pop(p)] = (p, "dropped", 0.0)
         elif e.ev == "rec" and e.data["p"] in waiting:
-            out[waiting.pop(e.data["p"])] = (e.data["p"], e.data["o"])
-    return [(p, o) for p, o in out if o != "dropped"]
+            i = waiting.pop(e.data["p"])
+            out[i] = (e.data["p"], e.data["o"], out[i][2])
+    return [h for h in out if h[1] != "dropped"]
+
+
+def commits_reported(members, mark_of) -> list[tuple[float, int, int]]:
+    """(time, partition, offset) of every commit a member reported after its mark."""
+    out = []
+    for m in members:
+        if m.name in mark_of:
+            for e in m.since(mark_of[m.name]):
+                if e.ev == "committed":
+                    out.extend((e.t, int(p), o) for p, o in e.data["offsets"].items())
+    return sorted(out)
 
 
 def assert_resumed_from(members, marks: dict[str, int], expected: dict[int, int], only: set[int] | None = None):
-    """Each partition handed to a member after its mark was read from exactly `expected[p]` (the
-    group's committed offset then): nothing committed was read again, nothing skipped. With
-    `only`, just those partitions, and each of them must have been handed to someone."""
+    """The first member handed each partition after its mark read it from exactly `expected[p]`
+    (the group's committed offset then): nothing committed was read again, nothing skipped. A later
+    handover of the same partition (a member that rejoins on its own, say) must read from the last
+    commit reported before it, or read nothing when that commit left nothing to read. With `only`,
+    just those partitions, and each of them must have been handed to someone."""
     problems = []
-    checked = set()
-    for m in members:
-        if m.name not in marks:
-            continue
-        for p, first in first_reads_after_assignment(m, marks[m.name]):
-            if only is not None and p not in only:
+    handovers = sorted((t, p, first, m.name) for m in members if m.name in marks
+                       for p, first, t in first_reads_after_assignment(m, marks[m.name])
+                       if only is None or p in only)
+    commits = commits_reported(members, marks)
+    seen: set[int] = set()
+    for t, p, first, name in handovers:
+        if p not in seen:
+            seen.add(p)
+            want, why = expected[p], "the committed offset was"
+        else:
+            want = max((o for ct, cp, o in commits if cp == p and ct < t), default=expected[p])
+            why = "a later handover; the last commit reported before it was"
+            if first is None:
                 continue
-            checked.add(p)
-            if first != expected[p]:
-                problems.append(f"{m.name} was given partition {p} and first read offset {first}, "
-                                f"the committed offset was {expected[p]}")
-    if only is not None and only - checked:
-        problems.append(f"partitions {sorted(only - checked)} were never handed to a live member")
+        if first != want:
+            problems.append(f"{name} was given partition {p} and first read offset {first}, {why} {want}")
+    if only is not None and only - seen:
+        problems.append(f"partitions {sorted(only - seen)} were never handed to a live member")
     assert not problems, "\n".join(problems) + "\n" + "\n".join(m.describe() for m in members)
 
 

@@ -113,7 +113,9 @@ def test_group_rebalances_and_resumes(gb, new_topic, members, record_property, c
             if assignor in ("cooperative-sticky", "uniform"):
                 assert m.assignment() <= before[m.name], f"{m.name} kept {sorted(before[m.name])}? now {sorted(m.assignment())}"
         else:
-            assert revoked == before[m.name], f"eager: {m.name} revoked {sorted(revoked)}, owned {sorted(before[m.name])}"
+            # Eager: everything owned is given up (a member that rejoins again on its own may give
+            # up more than it owned before the join).
+            assert before[m.name] <= revoked, f"eager: {m.name} revoked {sorted(revoked)}, owned {sorted(before[m.name])}"
     log.produce("b", 5)
     wait_committed(gb.bootstrap, group, log, members)
     assert_resumed_from(members, marks, ends)
