@@ -4,7 +4,8 @@
     python3 bench/run.py [--quick] [--only fjord|kafka] [--scenarios produce,latency-10k] ...
 
 1. Builds `fjord` and `fjord-bench` in release (through ccache when it is installed), and fetches
-   Apache Kafka 4.1 from Maven Central through `FJORD_COMPAT_REFERENCE=1 compat-tests/setup.sh`.
+   Apache Kafka 4.4 (`--kafka-version 4.1.1` for another) and its load tools from Maven Central
+   through `FJORD_COMPAT_REFERENCE=1 compat-tests/setup.sh`.
 2. Measures the disk under the data dirs (`fjord-bench limits`), so a reader can tell a broker
    limit from a machine limit.
 3. For each broker in turn on a fresh data dir and a free port: times startup to the first
@@ -56,7 +57,16 @@ END_MARKER = "<!-- bench:end -->"
 FJORD_BIN = Path(os.environ.get("FJORD_BIN", REPO / "target" / "release" / "fjord"))
 FJORD_BENCH_BIN = Path(os.environ.get("FJORD_BENCH_BIN", BENCH / "target" / "release" / "fjord-bench"))
 KAFKA_AS_FJORD = REPO / "compat-tests" / "reference" / "kafka-as-fjord"
-KAFKA_LIB = REPO / "compat-tests" / "reference" / "target" / "lib"
+#: The reference broker's version (--kafka-version); its jars, with Kafka's own load tools, are
+#: where compat-tests/setup.sh copies them.
+KAFKA_VERSION = "4.4.0"
+
+
+def kafka_lib(version: str) -> Path:
+    return REPO / "compat-tests" / "reference" / "target" / f"kafka-{version}"
+
+
+KAFKA_LIB = kafka_lib(KAFKA_VERSION)
 #: Beside the checkout, so the brokers write to the disk the repository is on. bench/target is
 #: already ignored by git; each broker's dir is removed once it has stopped (unless --keep-data).
 DEFAULT_DATA_ROOT = BENCH / "target" / "bench-data"
@@ -64,7 +74,7 @@ DEFAULT_DATA_ROOT = BENCH / "target" / "bench-data"
 #: kafka-server-start.sh's default heap, which the apache/kafka image keeps. Fixed (-Xms = -Xmx)
 #: so the JVM does not resize its heap in the middle of a scenario.
 KAFKA_HEAP_OPTS = "-Xmx1G -Xms1G"
-#: kafka-run-class.sh's default JVM flags (Kafka 4.1).
+#: kafka-run-class.sh's default JVM flags (Kafka 4.x).
 KAFKA_JVM_PERFORMANCE_OPTS = ("-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "
                               "-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent "
                               "-XX:MaxInlineLevel=15 -Djava.awt.headless=true")
@@ -170,6 +180,21 @@ def scenarios(quick: bool) -> list[Scenario]:
     out.append(Scenario("catchup", "catchup", (
         "--topic", "bench-catchup", "--partitions", "12", "--backlog-bytes", n(2 * GiB),
         "--record-size", str(1 * KiB), "--passes", "5"), t(900, 180)))
+    # Kafka's own load tools and the Java client, as a Kafka user would first try either broker:
+    # kafka-producer-perf-test at full speed and at a fixed rate, kafka-consumer-perf-test on its
+    # defaults reading a backlog (bench/src/javatools.rs).
+    java = ("--kafka-lib", str(KAFKA_LIB), "--partitions", "12", "--record-size", str(1 * KiB))
+    out.append(Scenario("java-produce", "java-produce", (
+        "--topic", "bench-java-produce", *java, "--records", n(2_000_000), "--acks", "all",
+        "--linger-ms", "5", "--batch-size", "262144"), t(300, 120)))
+    out.append(Scenario("java-consume", "java-consume", (
+        "--topic", "bench-java-consume", *java, "--records", n(2_000_000), "--passes", "3"), t(600, 180)))
+    rate = 20_000
+    warmup_s = 5  # the client JVM's first seconds are left out (--warmup-records)
+    out.append(Scenario("java-latency-20k", "java-latency", (
+        "--topic", "bench-java-latency", *java, "--records", str(rate * (latency_s + warmup_s)),
+        "--warmup-records", str(rate * warmup_s), "--throughput", str(rate), "--acks", "all",
+        "--linger-ms", "5", "--batch-size", "262144"), latency_s + warmup_s + t(120, 90)))
     out.append(Scenario("idle-connections", "idle-connections", (
         "--count", "1000", "--hold-s", "2" if quick else "10"), t(180, 90)))
     out.append(Scenario("create-partitions", "create-partitions", (
@@ -435,8 +460,10 @@ def build(logs: Path, need_kafka: bool) -> float:
         ("fjord-bench", ["cargo", "build", "--release", "--manifest-path", str(BENCH / "Cargo.toml")]),
     ]
     if need_kafka:
-        steps.append(("Kafka 4.1 (Maven Central)", ["bash", str(REPO / "compat-tests" / "setup.sh")]))
+        steps.append((f"Kafka {KAFKA_VERSION} and its tools (Maven Central)",
+                      ["bash", str(REPO / "compat-tests" / "setup.sh")]))
         env["FJORD_COMPAT_REFERENCE"] = "1"
+        env["FJORD_KAFKA_VERSION"] = KAFKA_VERSION
     total_s = 0.0
     for what, cmd in steps:
         say(f"build {what}: {' '.join(cmd)}")
@@ -522,6 +549,9 @@ class Broker:
         env = dict(os.environ)
         if self.label == "fjord":
             cmd = [str(FJORD_BIN)]
+            # Its own Prometheus listener on a free port too: a fixed 9644 fails the start
+            # whenever another fjord runs on this machine.
+            overrides["metrics.listener"] = f"http://127.0.0.1:{free_port()}"
         else:
             cmd = [sys.executable, str(KAFKA_AS_FJORD)]
             heap = os.environ.get("KAFKA_HEAP_OPTS", KAFKA_HEAP_OPTS)
@@ -911,6 +941,7 @@ def publish(run_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 def main() -> int:
+    global KAFKA_VERSION, KAFKA_LIB
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="~1/10 of every size: a ~5 minute smoke run")
@@ -929,8 +960,13 @@ def main() -> int:
                           "quick or partial run")
     pub.add_argument("--no-publish", dest="publish", action="store_false",
                      help="only write bench/results/<run>/")
+    ap.add_argument("--kafka-version", default=KAFKA_VERSION,
+                    help=f"the reference Kafka and its load tools (default {KAFKA_VERSION}; e.g. 4.1.1)")
     ap.add_argument("--list", action="store_true", help="print the scenarios and exit")
     args = ap.parse_args()
+    KAFKA_VERSION, KAFKA_LIB = args.kafka_version, kafka_lib(args.kafka_version)
+    # kafka-as-fjord and setup.sh read it from the environment.
+    os.environ["FJORD_KAFKA_VERSION"] = KAFKA_VERSION
 
     chosen = select(scenarios(args.quick), args.scenarios)
     if args.list:
@@ -978,14 +1014,15 @@ def main() -> int:
         if args.no_build:
             say("build: skipped (--no-build)")
         else:
-            manifest["build_s"] = round(build(run_dir / "logs", need_kafka="kafka" in labels), 1)
+            need_kafka = "kafka" in labels or any(s.command.startswith("java-") for s in chosen)
+            manifest["build_s"] = round(build(run_dir / "logs", need_kafka=need_kafka), 1)
         for path, what in ((FJORD_BENCH_BIN, "fjord-bench"), (FJORD_BIN, "fjord")):
             if not path.exists():
                 failed_build = True
                 sys.exit(f"bench/run.py: {what} not found at {path}")
-        if "kafka" in labels and not KAFKA_LIB.is_dir():
+        if ("kafka" in labels or any(s.command.startswith("java-") for s in chosen)) and not KAFKA_LIB.is_dir():
             sys.exit(f"bench/run.py: no Kafka jars in {KAFKA_LIB}: run "
-                     f"`FJORD_COMPAT_REFERENCE=1 bash compat-tests/setup.sh`")
+                     f"`FJORD_COMPAT_REFERENCE=1 FJORD_KAFKA_VERSION={KAFKA_VERSION} bash compat-tests/setup.sh`")
 
         data_root.mkdir(parents=True, exist_ok=True)
         # Data of runs that were killed before they could clean up: gigabytes, and ours.

@@ -2,7 +2,7 @@
 # Installs what Fjord's compat tests need; quick and quiet when everything is already there.
 #
 #   compat-tests/setup.sh                              kcat, <repo>/.venv, the Java CLI
-#   FJORD_COMPAT_REFERENCE=1 compat-tests/setup.sh     also Apache Kafka 4.1 as a stand-in broker
+#   FJORD_COMPAT_REFERENCE=1 compat-tests/setup.sh     also Apache Kafka (4.4; FJORD_KAFKA_VERSION=4.1.1 for another) as a stand-in broker
 #
 # Then: .venv/bin/pytest compat-tests -n 2
 # Needs: Debian (apt-get, as root, for kcat), python3 >= 3.10 with venv, Java 17 + Maven (both
@@ -72,20 +72,25 @@ else
 fi
 
 # --- The Java CLI (java/) ----------------------------------------------------------------------
-build_maven() {  # dir, what, files whose change means a rebuild, sentinel file the build makes
+# build_maven dir what sentinel files...: `mvn package` in dir unless the sentinel exists and the
+# files hash as they did then. MVN_ARGS (extra -D options) and LIB_DIR (the jars it copies, emptied
+# first) default to none and dir/target/lib.
+build_maven() {
     local dir="$1" what="$2" sentinel="$3"; shift 3
-    local stamp="$dir/target/.fjord-compat-build.sha256" h
+    local lib="${LIB_DIR:-$dir/target/lib}"
+    local stamp="$lib.fjord-compat-build.sha256" h
     h="$(hash_of "$@")"
     if [ -e "$sentinel" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$h" ]; then
         say "$what: up to date"
         return
     fi
-    say "$what: mvn -q -B package (in ${dir#"$REPO"/})"
-    rm -rf "$dir/target/lib"  # no stale jars from an older dependency version
+    say "$what: mvn -q -B package ${MVN_ARGS:-}(in ${dir#"$REPO"/})"
+    rm -rf "$lib"  # no stale jars from an older dependency version
     # Maven prints colour codes even with -q -B; keep its output for when it fails.
     local log="$dir/target/mvn-build.log"
     mkdir -p "$dir/target"
-    if ! (cd "$dir" && mvn -q -B package) >"$log" 2>&1; then
+    # shellcheck disable=SC2086 # MVN_ARGS is a list of -D options
+    if ! (cd "$dir" && mvn -q -B ${MVN_ARGS:-} package) >"$log" 2>&1; then
         cat "$log"
         say "$what: Maven build failed"
         exit 1
@@ -114,7 +119,10 @@ else
 fi
 
 if [ "${FJORD_COMPAT_REFERENCE:-0}" = 1 ]; then
-    build_maven "$HERE/reference" "reference Kafka" "$HERE/reference/target/lib" "$HERE/reference/pom.xml"
+    KAFKA_VERSION="${FJORD_KAFKA_VERSION:-4.4.0}"
+    KAFKA_LIB="$HERE/reference/target/kafka-$KAFKA_VERSION"
+    MVN_ARGS="-Dkafka.version=$KAFKA_VERSION " LIB_DIR="$KAFKA_LIB" \
+        build_maven "$HERE/reference" "reference Kafka $KAFKA_VERSION" "$KAFKA_LIB" "$HERE/reference/pom.xml"
 fi
 
 say "ready: $VENV/bin/pytest compat-tests -n 2   (broker: \${FJORD_BIN:-$REPO/target/release/fjord})"

@@ -24,6 +24,9 @@
 //!             [--fetch-max-bytes 67108864]
 //!   create-partitions --topics 50 --partitions-per-topic 100 [--topic-prefix fjord-bench-cp]
 //!   idle-connections  --count 1000 --hold-s 10
+//!   java-produce | java-latency | java-consume  --kafka-lib DIR [--topic T] [--partitions 12]
+//!             [--records 2000000] [--record-size 1024] [--throughput -1] [--acks all] [--linger-ms 5]
+//!             [--batch-size 262144] [--passes 3]   (Kafka's own perf tools; see javatools.rs)
 //!   wait-ready        [--since-epoch-ms T] --timeout-s 60 [--poll-ms 50]
 //!   limits            --dir D --bytes 1073741824
 //!   report            --results DIR --markdown OUT.md --charts-dir DIR [--data-dir D]
@@ -61,6 +64,7 @@ mod catchup;
 mod charts;
 mod client;
 mod connections;
+mod javatools;
 mod latency;
 mod limits;
 mod machine;
@@ -159,6 +163,12 @@ enum Scenario {
     Catchup(catchup::CatchupArgs),
     /// Time to create many partitions and see them in Metadata; broker RSS before and after.
     CreatePartitions(admin::CreatePartitionsArgs),
+    /// Kafka's kafka-producer-perf-test at full speed (the Java client, a second load generator).
+    JavaProduce(javatools::JavaToolArgs),
+    /// Kafka's kafka-producer-perf-test held to --throughput records/s: its ack latency.
+    JavaLatency(javatools::JavaToolArgs),
+    /// A backlog, then Kafka's kafka-consumer-perf-test reading it --passes times.
+    JavaConsume(javatools::JavaToolArgs),
     /// Hold many idle raw connections; broker RSS per connection, and that it still answers.
     IdleConnections(connections::IdleConnectionsArgs),
     /// Poll until the broker answers ApiVersions and Metadata; time since --since-epoch-ms.
@@ -179,6 +189,9 @@ impl Scenario {
             Scenario::Latency(_) => "latency",
             Scenario::Catchup(_) => "catchup",
             Scenario::CreatePartitions(_) => "create-partitions",
+            Scenario::JavaProduce(_) => "java-produce",
+            Scenario::JavaLatency(_) => "java-latency",
+            Scenario::JavaConsume(_) => "java-consume",
             Scenario::IdleConnections(_) => "idle-connections",
             Scenario::WaitReady(_) => "wait-ready",
             Scenario::Limits(_) => "limits",
@@ -198,6 +211,7 @@ impl Scenario {
             Scenario::ProduceRaw(a) => map(a),
             Scenario::Latency(a) => map(a),
             Scenario::Catchup(a) => map(a),
+            Scenario::JavaProduce(a) | Scenario::JavaLatency(a) | Scenario::JavaConsume(a) => map(a),
             Scenario::CreatePartitions(a) => map(a),
             Scenario::IdleConnections(a) => map(a),
             Scenario::WaitReady(a) => map(a),
@@ -214,7 +228,11 @@ impl Scenario {
             Scenario::Produce(_) | Scenario::ProduceRaw(_) | Scenario::Orders(_) | Scenario::Logs(_) => {
                 &[(0, "Produce"), TOPICS[0], TOPICS[1], TOPICS[2]]
             }
-            Scenario::Latency(_) | Scenario::Catchup(_) => &[
+            Scenario::Latency(_)
+            | Scenario::Catchup(_)
+            | Scenario::JavaProduce(_)
+            | Scenario::JavaLatency(_)
+            | Scenario::JavaConsume(_) => &[
                 (0, "Produce"),
                 (1, "Fetch"),
                 (2, "ListOffsets"),
@@ -286,6 +304,9 @@ fn main() -> ExitCode {
             Scenario::ProduceRaw(a) => rawproduce::run(&common, a, &mut r),
             Scenario::Latency(a) => latency::run(&common, a, &mut r),
             Scenario::Catchup(a) => catchup::run(&common, a, &mut r),
+            Scenario::JavaProduce(a) => javatools::run_produce(&common, a, &mut r, false),
+            Scenario::JavaLatency(a) => javatools::run_produce(&common, a, &mut r, true),
+            Scenario::JavaConsume(a) => javatools::run_consume(&common, a, &mut r),
             Scenario::CreatePartitions(a) => admin::run(&common, a, &mut r),
             Scenario::IdleConnections(a) => connections::run_idle(&common, a, &mut r),
             Scenario::WaitReady(a) => connections::run_wait_ready(a, &common.bootstrap, &mut r),

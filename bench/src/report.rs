@@ -34,15 +34,25 @@ pub struct ReportArgs {
 }
 
 /// Params that differ between runs of the same case and must not split it.
-const INCIDENTAL_PARAMS: [&str; 5] = ["topic", "topic_prefix", "since_epoch_ms", "dir", "timeout_s"];
+const INCIDENTAL_PARAMS: [&str; 6] = [
+    "topic",
+    "topic_prefix",
+    "since_epoch_ms",
+    "dir",
+    "timeout_s",
+    "kafka_lib",
+];
 /// Section order; scenarios not listed follow in name order.
-const SCENARIO_ORDER: [&str; 11] = [
+const SCENARIO_ORDER: [&str; 14] = [
     "produce",
     "produce-raw",
     "orders",
     "logs",
     "catchup",
     "latency",
+    "java-produce",
+    "java-consume",
+    "java-latency",
     "create-partitions",
     "idle-connections",
     "wait-ready",
@@ -169,6 +179,44 @@ pub fn rows(scenario: &str) -> Vec<Row> {
             cpu_after,
             rss,
             client_cpu,
+        ],
+        "java-produce" => vec![
+            Row {
+                limit: Some(WRITE_LIMIT),
+                ..row("MB/s", |r| Some(r.mb_per_s))
+            },
+            row("records/s", |r| Some(r.records_per_s)),
+            row("ack latency p50 ms", |r| metric(r, "ack_latency_p50_ms")),
+            row("ack latency p99 ms", |r| metric(r, "ack_latency_p99_ms")),
+            errors,
+            cpu,
+            cpu_per_gb,
+            rss,
+            client_cpu,
+        ],
+        "java-consume" => vec![
+            Row {
+                limit: Some(READ_LIMIT),
+                ..row("consume MB/s (tool's figure, join included)", |r| Some(r.mb_per_s))
+            },
+            row("fetch-only MB/s", |r| metric(r, "fetch_mb_per_s")),
+            row("join (rebalance) ms", |r| metric(r, "rebalance_ms")),
+            row("backlog produce MB/s", |r| metric(r, "produce_mb_per_s")),
+            errors,
+            cpu,
+            rss,
+            client_cpu,
+        ],
+        "java-latency" => vec![
+            row("ack p50 ms", |r| r.latency_ms.map(|l| l.p50)),
+            row("ack p95 ms", |r| r.latency_ms.map(|l| l.p95)),
+            row("ack p99 ms", |r| r.latency_ms.map(|l| l.p99)),
+            row("ack p99.9 ms", |r| r.latency_ms.map(|l| l.p99_9)),
+            row("ack max ms", |r| r.latency_ms.map(|l| l.max)),
+            row("achieved records/s", |r| metric(r, "achieved_send_records_per_s")),
+            errors,
+            cpu,
+            rss,
         ],
         "latency" => vec![
             row("p50 ms", |r| r.latency_ms.map(|l| l.p50)),
@@ -594,6 +642,8 @@ pub fn run(a: &ReportArgs) -> Result<(), String> {
         ("orders", "MB/s"),
         ("logs", "MB/s"),
         ("catchup", "consume MB/s"),
+        ("java-produce", "MB/s"),
+        ("java-consume", "consume MB/s (tool's figure, join included)"),
     ] {
         let file = format!("throughput-{scenario}.svg");
         if charts::throughput(&a.charts_dir.join(&file), scenario, row_name, &cases, &limits)? {
