@@ -184,17 +184,24 @@ def scenarios(quick: bool) -> list[Scenario]:
     # kafka-producer-perf-test at full speed and at a fixed rate, kafka-consumer-perf-test on its
     # defaults reading a backlog (bench/src/javatools.rs).
     java = ("--kafka-lib", str(KAFKA_LIB), "--partitions", "12", "--record-size", str(1 * KiB))
+    producer = ("--acks", "all", "--linger-ms", "5", "--batch-size", "262144")
     out.append(Scenario("java-produce", "java-produce", (
-        "--topic", "bench-java-produce", *java, "--records", n(2_000_000), "--acks", "all",
-        "--linger-ms", "5", "--batch-size", "262144"), t(300, 120)))
+        "--topic", "bench-java-produce", *java, "--records", n(2_000_000), *producer), t(300, 120)))
+    # The same with records drawn from a file of 1,000 random lines: the tool's own per-record
+    # random payload no longer sets the pace, the Java producer and the broker do.
+    out.append(Scenario("java-produce-file", "java-produce", (
+        "--topic", "bench-java-produce-file", *java, "--records", n(2_000_000), *producer,
+        "--payload-lines", "1000"), t(300, 120)))
     out.append(Scenario("java-consume", "java-consume", (
-        "--topic", "bench-java-consume", *java, "--records", n(2_000_000), "--passes", "3"), t(600, 180)))
+        "--topic", "bench-java-consume", *java, "--records", n(2_000_000), "--payload-lines", "1000",
+        "--passes", "3"), t(600, 180)))
     rate = 20_000
     warmup_s = 5  # the client JVM's first seconds are left out (--warmup-records)
-    out.append(Scenario("java-latency-20k", "java-latency", (
-        "--topic", "bench-java-latency", *java, "--records", str(rate * (latency_s + warmup_s)),
-        "--warmup-records", str(rate * warmup_s), "--throughput", str(rate), "--acks", "all",
-        "--linger-ms", "5", "--batch-size", "262144"), latency_s + warmup_s + t(120, 90)))
+    for linger in (5, 0):
+        out.append(Scenario(f"java-latency-20k-linger{linger}", "java-latency", (
+            "--topic", f"bench-java-latency-linger{linger}", *java, "--records", str(rate * (latency_s + warmup_s)),
+            "--warmup-records", str(rate * warmup_s), "--throughput", str(rate), "--acks", "all",
+            "--linger-ms", str(linger), "--batch-size", "262144"), latency_s + warmup_s + t(120, 90)))
     out.append(Scenario("idle-connections", "idle-connections", (
         "--count", "1000", "--hold-s", "2" if quick else "10"), t(180, 90)))
     out.append(Scenario("create-partitions", "create-partitions", (

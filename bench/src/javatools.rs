@@ -8,7 +8,12 @@
 //!
 //! - `java-produce`: ProducerPerformance at full speed (`--throughput -1`), acks=all,
 //!   linger.ms=5, batch.size=262144, into a fresh topic. MB/s and records/s are the tool's; its
-//!   latency percentiles (send to acknowledgement, under saturation) are in `metrics`.
+//!   latency percentiles (send to acknowledgement, under saturation) are in `metrics`. On its
+//!   defaults the tool fills every record with fresh random letters on its one sending thread
+//!   (`generateRandomPayload`, ~6 ns a byte): on two cores that thread, not the broker, sets
+//!   the pace. `--payload-lines N` writes N random records of `--record-size` bytes to a file
+//!   and gives it to the tool (`--payload-file`): it then picks a line per record, and the Java
+//!   producer and the broker are what is measured.
 //! - `java-latency`: the same tool at a fixed `--throughput` (records/s); `latency_ms` holds its
 //!   send-to-acknowledgement percentiles after `--warmup-records` (its steady-state line).
 //! - `java-consume`: a backlog written by ProducerPerformance, then read `--passes` times by
@@ -24,7 +29,7 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 
-use crate::client::{self, Admin};
+use crate::client::{self, Admin, XorShift};
 use crate::report::median;
 use crate::result::{per_s, Latency, ScenarioResult, BYTES_PER_MB};
 use crate::Common;
@@ -69,6 +74,10 @@ pub struct JavaToolArgs {
     /// first seconds, class loading and compilation, would otherwise set the tail latency).
     #[arg(long, default_value_t = 0)]
     pub warmup_records: u64,
+    /// Records drawn from a file of this many random lines (`--payload-file`) instead of the
+    /// tool's per-record random payload; 0 for the tool's default.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub payload_lines: u64,
     /// java-consume: how many times the backlog is read, each by a new group.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub passes: u32,
@@ -156,14 +165,45 @@ fn tool(lib: &Path, class: &str, args: &[String]) -> Result<String, String> {
     Ok(stdout)
 }
 
+/// A file of `lines` lines of `len` random ASCII letters each, for `--payload-file`; removed
+/// when dropped.
+struct PayloadFile(PathBuf);
+
+impl PayloadFile {
+    fn write(lines: u64, len: u64) -> Result<PayloadFile, String> {
+        let path = std::env::temp_dir().join(format!("fjord-bench-payload-{}.txt", std::process::id()));
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut text = Vec::with_capacity(((len + 1) * lines) as usize);
+        for _ in 0..lines {
+            text.extend((0..len).map(|_| b'A' + (rng.next() % 26) as u8));
+            text.push(b'\n');
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(PayloadFile(path))
+    }
+}
+
+impl Drop for PayloadFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn produce(c: &Common, a: &JavaToolArgs, records: u64) -> Result<ProducerSummary, String> {
+    let payload = (a.payload_lines > 0)
+        .then(|| PayloadFile::write(a.payload_lines, a.record_size))
+        .transpose()?;
     let mut args = vec![
         "--topic".to_string(),
         a.topic.clone(),
         "--num-records".into(),
         records.to_string(),
-        "--record-size".into(),
-        a.record_size.to_string(),
+    ];
+    match &payload {
+        Some(f) => args.extend(["--payload-file".into(), f.0.display().to_string()]),
+        None => args.extend(["--record-size".into(), a.record_size.to_string()]),
+    }
+    args.extend([
         "--throughput".into(),
         a.throughput.to_string(),
         "--producer-props".into(),
@@ -171,7 +211,7 @@ fn produce(c: &Common, a: &JavaToolArgs, records: u64) -> Result<ProducerSummary
         format!("acks={}", a.acks),
         format!("linger.ms={}", a.linger_ms),
         format!("batch.size={}", a.batch_size),
-    ];
+    ]);
     if a.warmup_records > 0 {
         args.extend(["--warmup-records".into(), a.warmup_records.to_string()]);
     }
