@@ -828,10 +828,12 @@ def run_scenario(broker: Broker, s: Scenario, run_dir: Path) -> dict:
 
 BENCHMARKS_INTRO = f"""# Benchmarks: Fjord and Apache Kafka
 
-What is measured: the same Kafka clients (librdkafka, through `fjord-bench`) against a single-node
-Fjord and a single-node Apache Kafka 4.1 in KRaft mode, one broker at a time, on one machine.
-Throughput, end-to-end latency at fixed rates, reading a backlog, keyed idempotent produce, compressed
-log shipping, creating 5,000 partitions, 1,000 idle connections, startup time and memory. Both brokers
+What is measured: the same Kafka clients against a single-node Fjord and a single-node Apache
+Kafka 4.4 in KRaft mode, one broker at a time, on one machine. Two load generators: librdkafka,
+through `fjord-bench`, for throughput, end-to-end latency at fixed rates, reading a backlog, keyed
+idempotent produce, compressed log shipping, creating 5,000 partitions, 1,000 idle connections,
+startup time and memory; and Kafka's own `kafka-producer-perf-test` and `kafka-consumer-perf-test`
+(the Java client) for producing, reading a backlog and producer latency at a fixed rate. Both brokers
 run with their default flush settings (no forced fsync), Kafka with a fixed 1 GiB heap.
 
 Run it with `make bench`: about 5 minutes on a 2-core machine once everything is built, about 25
@@ -906,7 +908,10 @@ def add_run_facts(section: Path, manifest: dict) -> None:
         + (f"; checked with jcmd: max heap {int(jvm['MaxHeapSize']) >> 20} MiB, "
            f"TieredStopAtLevel {jvm.get('TieredStopAtLevel')} (C2 on)" if jvm.get("MaxHeapSize") else "") + ".",
         f"- Client: `fjord-bench` (librdkafka) on the same machine, with `GLIBC_TUNABLES={CLIENT_GLIBC_TUNABLES}`"
-        " (its allocator keeps freed memory and never maps a buffer of its own; the brokers run without it).",
+        " (its allocator keeps freed memory and never maps a buffer of its own; the brokers run without it);"
+        f" for the `java-*` scenarios, Kafka {KAFKA_VERSION}'s kafka-producer-perf-test and kafka-consumer-perf-test"
+        " (`-Xmx512M` and kafka-run-class.sh's G1 flags, as their scripts run them), children of `fjord-bench`, whose"
+        " client CPU includes them.",
         "- Socket buffers: each broker on its own defaults, which differ: Kafka's `socket.send.buffer.bytes` and "
         "`socket.receive.buffer.bytes` are 102400; Fjord's are 262144 and -1 (the kernel's autotuning).",
         "- Each broker: fresh data dir, then every scenario in turn, one broker at a time; "

@@ -650,3 +650,29 @@ def test_wire_bad_input_leaves_a_real_group_unharmed(gb, new_topic, members):
     log.produce("b", 3)
     wait_committed(gb.bootstrap, group, log, members)
     assert_read_everything(members, log)
+
+
+def test_first_member_is_not_held_by_an_initial_rebalance_delay(broker, new_topic):
+    """On the broker's defaults (the shared broker: no group settings), the first member of a new
+    group is assigned as soon as its join round trips are done, as on Kafka started from its
+    shipped server.properties or Docker image (group.initial.rebalance.delay.ms=0), not after
+    Kafka's built-in 3 s. kafka-consumer-perf-test counts that wait in its throughput."""
+    from confluent_kafka import Consumer
+
+    topic = new_topic(broker, partitions=3)
+    assigned = []
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-group",
+                  "auto.offset.reset": "earliest", "partition.assignment.strategy": "range"})
+    try:
+        t0 = time.monotonic()
+        c.subscribe([topic], on_assign=lambda _c, parts: assigned.append((time.monotonic(), len(parts))))
+        while not assigned and time.monotonic() - t0 < 30:
+            c.poll(0.05)
+        assert assigned, "no assignment within 30 s"
+        join_s = assigned[0][0] - t0
+        assert assigned[0][1] == 3
+        # Joining takes a few round trips (tens of ms here; far less than a second even on a
+        # loaded machine); a 3 s delay would put it past 3 s.
+        assert join_s < 2.5, f"the first member waited {join_s:.2f} s for its assignment"
+    finally:
+        c.close()

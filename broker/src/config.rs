@@ -662,6 +662,9 @@ mod tests {
         assert_eq!(c.topic_defaults["retention.ms"], "604800000");
         assert_eq!(c.fetch_max_bytes, 57_671_680);
         assert_eq!(c.segment_bytes(), 1 << 30);
+        // As Kafka's shipped config/server.properties and Docker image, not its built-in 3000:
+        // a consumer joining a fresh broker is not held 3 s (README, configuration table).
+        assert_eq!(c.groups.initial_rebalance_delay_ms, 0);
     }
 
     #[test]
