@@ -51,7 +51,8 @@ test-rust:
 test-compat:
 	$(PYTEST) compat-tests -n 2 -q -p no:cacheprovider
 
-## Fjord against Apache Kafka 4.1 on this machine (~9 min built, ~22 fresh; BENCH_ARGS=--quick for ~2 min).
+## Fjord against Apache Kafka 4.4 on this machine, librdkafka and Kafka's own perf tools (~18 min built;
+## BENCH_ARGS=--quick for a few minutes, BENCH_ARGS=--kafka-version=4.1.1 for an older Kafka).
 ## Writes bench/results/<run>/ and, for a full run, the section in BENCHMARKS.md.
 bench: build-deps-hint
 	python3 bench/run.py $(BENCH_ARGS)
