@@ -1,7 +1,8 @@
 """ApiVersions on the wire, DescribeCluster, DescribeLogDirs and broker configs.
 
-The version table below is what Apache Kafka 4.1.1 advertises (read off a running 4.1.1 broker
-with wire.api_versions). Fjord may offer less, never more, for the APIs it implements.
+The version table below is what Apache Kafka 4.4.0 advertises (read off a running 4.4.0 broker
+with wire.api_versions; 4.1.1's differed only in lower tops for ListOffsets, ApiVersions and
+DescribeLogDirs). Fjord may offer less, never more, for the APIs it implements.
 """
 
 import os
@@ -15,18 +16,18 @@ from wire import Conn, api_versions, find_coordinator, pick_version
 
 COORDINATOR_NOT_AVAILABLE = 15
 
-# api key -> (name, Kafka 4.1 min, Kafka 4.1 max)
-KAFKA_41 = {
+#: api key -> (name, Kafka 4.4 min, Kafka 4.4 max).
+KAFKA_44 = {
     0: ("Produce", 0, 13),
     1: ("Fetch", 4, 18),
-    2: ("ListOffsets", 1, 10),
+    2: ("ListOffsets", 1, 11),
     3: ("Metadata", 0, 13),
-    18: ("ApiVersions", 0, 4),
+    18: ("ApiVersions", 0, 5),
     19: ("CreateTopics", 2, 7),
     20: ("DeleteTopics", 1, 6),
     21: ("DeleteRecords", 0, 2),
     32: ("DescribeConfigs", 1, 4),
-    35: ("DescribeLogDirs", 1, 4),
+    35: ("DescribeLogDirs", 1, 5),
     37: ("CreatePartitions", 0, 3),
     44: ("IncrementalAlterConfigs", 0, 1),
     60: ("DescribeCluster", 0, 2),
@@ -39,13 +40,13 @@ def test_api_versions_cover_the_supported_apis(broker):
         av = api_versions(c, 3)
     assert av.error_code == 0
     problems = []
-    for key, (name, lo, hi) in KAFKA_41.items():
+    for key, (name, lo, hi) in KAFKA_44.items():
         if key not in av.ranges:
             problems.append(f"{name} ({key}) not advertised")
             continue
         flo, fhi = av.ranges[key]
         if not (flo <= fhi and lo <= flo and fhi <= hi):
-            problems.append(f"{name} ({key}) advertised {flo}-{fhi}, Kafka 4.1 has {lo}-{hi}")
+            problems.append(f"{name} ({key}) advertised {flo}-{fhi}, Kafka 4.4 has {lo}-{hi}")
     assert not problems, "\n".join(problems)
 
 

@@ -485,10 +485,10 @@ def test_admin_consumer_protocol_group(gb, new_topic, members):
 
 # ------------------------------------------------------------------------------- on the wire
 
-#: Group APIs with Kafka 4.1.1's ranges, and the lowest top version the clients need.
+#: Group APIs with Kafka 4.4.0's ranges, and the lowest top version the clients need.
 GROUP_APIS = {
-    wire.API_OFFSET_COMMIT: ("OffsetCommit", 2, 9, 8),
-    wire.API_OFFSET_FETCH: ("OffsetFetch", 1, 9, 8),  # 8: several groups per request (KIP-709)
+    wire.API_OFFSET_COMMIT: ("OffsetCommit", 2, 10, 8),
+    wire.API_OFFSET_FETCH: ("OffsetFetch", 1, 10, 8),  # 8: several groups per request (KIP-709)
     wire.API_FIND_COORDINATOR: ("FindCoordinator", 0, 6, 4),  # 4: several keys (KIP-699)
     wire.API_JOIN_GROUP: ("JoinGroup", 0, 9, 5),  # 4: member id required (KIP-394); 5: instance ids
     wire.API_HEARTBEAT: ("Heartbeat", 0, 4, 3),
@@ -496,7 +496,7 @@ GROUP_APIS = {
     wire.API_SYNC_GROUP: ("SyncGroup", 0, 5, 3),
     wire.API_DESCRIBE_GROUPS: ("DescribeGroups", 0, 6, 4),
     16: ("ListGroups", 0, 5, 5),  # 4: state filter (KIP-518), 5: type filter (KIP-848)
-    42: ("DeleteGroups", 0, 2, 0),
+    42: ("DeleteGroups", 0, 3, 0),
     47: ("OffsetDelete", 0, 0, 0),
     68: ("ConsumerGroupHeartbeat", 0, 1, 0),
     69: ("ConsumerGroupDescribe", 0, 1, 0),
@@ -504,7 +504,7 @@ GROUP_APIS = {
 
 
 def test_group_api_versions(gb):
-    """Every group API is advertised, within Kafka 4.1's range and new enough for the clients."""
+    """Every group API is advertised, within Kafka 4.4's range and new enough for the clients."""
     with wire.Conn(gb.bootstrap) as c:
         ranges = wire.api_versions(c).ranges
     problems = []
@@ -513,7 +513,7 @@ def test_group_api_versions(gb):
         if got is None:
             problems.append(f"{name} ({key}) not advertised")
         elif not (lo <= got[0] <= got[1] <= hi) or got[1] < need:
-            problems.append(f"{name} ({key}) advertised {got}, Kafka 4.1 has {lo}-{hi}, clients need up to {need}")
+            problems.append(f"{name} ({key}) advertised {got}, Kafka 4.4 has {lo}-{hi}, clients need up to {need}")
     assert not problems, problems
 
 
