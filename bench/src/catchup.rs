@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::client::{self, Admin, Ctx, PayloadKind, ProducerSettings};
+use crate::client::{self, Ctx, PayloadKind, ProducerSettings};
 use crate::produce::{produce, ProduceSpec};
 use crate::result::{per_s, ScenarioResult, BYTES_PER_MB};
 use crate::Common;
@@ -56,11 +56,7 @@ pub fn run(c: &Common, a: &CatchupArgs, r: &mut ScenarioResult) -> Result<(), St
     if a.reuse_backlog {
         return consume(c, a, r, None);
     }
-    let admin = Admin::new(&c.bootstrap, c.log.clone())?;
-    client::prepare_topic(&admin, &a.topic, a.partitions, r)?;
-    let outcome = produce_then_consume(c, a, r);
-    client::finish_topic(&admin, &a.topic, c.keep_topic, r);
-    outcome
+    client::with_fresh_topic(c, &a.topic, a.partitions, r, |r| produce_then_consume(c, a, r))
 }
 
 fn produce_then_consume(c: &Common, a: &CatchupArgs, r: &mut ScenarioResult) -> Result<(), String> {

@@ -354,6 +354,22 @@ pub fn finish_topic(admin: &Admin, topic: &str, keep: bool, r: &mut ScenarioResu
     }
 }
 
+/// Runs `body` on a fresh `topic` (created, then deleted unless `--keep-topic`, whatever `body`
+/// returned): the frame of every scenario that writes.
+pub fn with_fresh_topic(
+    c: &crate::Common,
+    topic: &str,
+    partitions: i32,
+    r: &mut ScenarioResult,
+    body: impl FnOnce(&mut ScenarioResult) -> Result<(), String>,
+) -> Result<(), String> {
+    let admin = Admin::new(&c.bootstrap, c.log.clone())?;
+    prepare_topic(&admin, topic, partitions, r)?;
+    let outcome = body(r);
+    finish_topic(&admin, topic, c.keep_topic, r);
+    outcome
+}
+
 /// What the records carry. Real payloads matter: all-zero records would make every codec and
 /// every page-cache-compressing filesystem look wonderful.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -29,7 +29,7 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 
-use crate::client::{self, Admin, XorShift};
+use crate::client::{self, XorShift};
 use crate::report::median;
 use crate::result::{per_s, Latency, ScenarioResult, BYTES_PER_MB};
 use crate::Common;
@@ -247,9 +247,8 @@ fn set_producer_result(r: &mut ScenarioResult, a: &JavaToolArgs, s: &ProducerSum
 
 /// `java-produce` and `java-latency`: one ProducerPerformance run into a fresh topic.
 pub fn run_produce(c: &Common, a: &JavaToolArgs, r: &mut ScenarioResult, latency: bool) -> Result<(), String> {
-    let admin = Admin::new(&c.bootstrap, c.log.clone())?;
-    client::prepare_topic(&admin, &a.topic, a.partitions, r)?;
-    let outcome = produce(c, a, a.records).map(|s| {
+    client::with_fresh_topic(c, &a.topic, a.partitions, r, |r| {
+        let s = produce(c, a, a.records)?;
         set_producer_result(r, a, &s);
         let expected = a.records.saturating_sub(a.warmup_records);
         if s.records < expected {
@@ -270,18 +269,13 @@ pub fn run_produce(c: &Common, a: &JavaToolArgs, r: &mut ScenarioResult, latency
                 a.warmup_records
             ));
         }
-    });
-    client::finish_topic(&admin, &a.topic, c.keep_topic, r);
-    outcome
+        Ok(())
+    })
 }
 
 /// `java-consume`: a backlog, then `--passes` reads of it by ConsumerPerformance.
 pub fn run_consume(c: &Common, a: &JavaToolArgs, r: &mut ScenarioResult) -> Result<(), String> {
-    let admin = Admin::new(&c.bootstrap, c.log.clone())?;
-    client::prepare_topic(&admin, &a.topic, a.partitions, r)?;
-    let outcome = produce_then_read(c, a, r);
-    client::finish_topic(&admin, &a.topic, c.keep_topic, r);
-    outcome
+    client::with_fresh_topic(c, &a.topic, a.partitions, r, |r| produce_then_read(c, a, r))
 }
 
 fn produce_then_read(c: &Common, a: &JavaToolArgs, r: &mut ScenarioResult) -> Result<(), String> {

@@ -20,7 +20,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::client::{self, Admin, Ctx, PayloadKind, PayloadPool, ProduceCtx, ProducerSettings};
+use crate::client::{self, Ctx, PayloadKind, PayloadPool, ProduceCtx, ProducerSettings};
 use crate::result::{self, Latency, ScenarioResult};
 use crate::Common;
 
@@ -118,11 +118,7 @@ pub fn run(c: &Common, a: &LatencyArgs, r: &mut ScenarioResult) -> Result<(), St
     if a.warmup_s >= a.duration_s {
         return Err("--warmup-s must be shorter than --duration-s".into());
     }
-    let admin = Admin::new(&c.bootstrap, c.log.clone())?;
-    client::prepare_topic(&admin, &a.topic, a.partitions, r)?;
-    let outcome = measure(c, a, total, r);
-    client::finish_topic(&admin, &a.topic, c.keep_topic, r);
-    outcome
+    client::with_fresh_topic(c, &a.topic, a.partitions, r, |r| measure(c, a, total, r))
 }
 
 fn measure(c: &Common, a: &LatencyArgs, total: u64, r: &mut ScenarioResult) -> Result<(), String> {

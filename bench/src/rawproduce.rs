@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use serde::Serialize;
 
-use crate::client::{self, Admin};
+use crate::client;
 use crate::result::ScenarioResult;
 use crate::{wire, Common};
 
@@ -61,11 +61,7 @@ pub struct RawProduceArgs {
 }
 
 pub fn run(c: &Common, a: &RawProduceArgs, r: &mut ScenarioResult) -> Result<(), String> {
-    let admin = Admin::new(&c.bootstrap, c.log.clone())?;
-    client::prepare_topic(&admin, &a.topic, a.partitions, r)?;
-    let outcome = produce(c, a, r);
-    client::finish_topic(&admin, &a.topic, c.keep_topic, r);
-    outcome
+    client::with_fresh_topic(c, &a.topic, a.partitions, r, |r| produce(c, a, r))
 }
 
 fn produce(c: &Common, a: &RawProduceArgs, r: &mut ScenarioResult) -> Result<(), String> {

@@ -207,18 +207,8 @@ pub fn rows(scenario: &str) -> Vec<Row> {
             rss,
             client_cpu,
         ],
-        "java-latency" => vec![
-            row("ack p50 ms", |r| r.latency_ms.map(|l| l.p50)),
-            row("ack p95 ms", |r| r.latency_ms.map(|l| l.p95)),
-            row("ack p99 ms", |r| r.latency_ms.map(|l| l.p99)),
-            row("ack p99.9 ms", |r| r.latency_ms.map(|l| l.p99_9)),
-            row("ack max ms", |r| r.latency_ms.map(|l| l.max)),
-            row("achieved records/s", |r| metric(r, "achieved_send_records_per_s")),
-            errors,
-            cpu,
-            rss,
-        ],
-        "latency" => vec![
+        // java-latency: ProducerPerformance's send-to-acknowledgement times, same rows.
+        "latency" | "java-latency" => vec![
             row("p50 ms", |r| r.latency_ms.map(|l| l.p50)),
             row("p95 ms", |r| r.latency_ms.map(|l| l.p95)),
             row("p99 ms", |r| r.latency_ms.map(|l| l.p99)),
