@@ -1022,17 +1022,18 @@ def main() -> int:
         "outcomes": outcomes, "brokers_info": brokers_info,
     }
     failed_build = False
+    # The Java tools come with the reference broker's jars.
+    need_kafka = "kafka" in labels or any(s.command.startswith("java-") for s in chosen)
     try:
         if args.no_build:
             say("build: skipped (--no-build)")
         else:
-            need_kafka = "kafka" in labels or any(s.command.startswith("java-") for s in chosen)
             manifest["build_s"] = round(build(run_dir / "logs", need_kafka=need_kafka), 1)
         for path, what in ((FJORD_BENCH_BIN, "fjord-bench"), (FJORD_BIN, "fjord")):
             if not path.exists():
                 failed_build = True
                 sys.exit(f"bench/run.py: {what} not found at {path}")
-        if ("kafka" in labels or any(s.command.startswith("java-") for s in chosen)) and not KAFKA_LIB.is_dir():
+        if need_kafka and not KAFKA_LIB.is_dir():
             sys.exit(f"bench/run.py: no Kafka jars in {KAFKA_LIB}: run "
                      f"`FJORD_COMPAT_REFERENCE=1 FJORD_KAFKA_VERSION={KAFKA_VERSION} bash compat-tests/setup.sh`")
 

@@ -96,6 +96,13 @@ pub struct ProducerSummary {
     pub p99_9_ms: f64,
 }
 
+impl ProducerSummary {
+    /// The run's length, from its count and rate (the tool prints no duration).
+    fn duration_s(&self) -> f64 {
+        self.records as f64 / self.records_per_s.max(f64::MIN_POSITIVE)
+    }
+}
+
 /// One ConsumerPerformance run (`--hide-header`): start, end, MB, MB/s, records, records/s,
 /// rebalance ms, fetch ms, fetch MB/s, fetch records/s.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,6 +111,13 @@ pub struct ConsumerSummary {
     pub records_per_s: f64,
     pub rebalance_ms: f64,
     pub fetch_ms: f64,
+}
+
+impl ConsumerSummary {
+    /// The run's length, joining included, from its count and rate.
+    fn duration_s(&self) -> f64 {
+        self.records as f64 / self.records_per_s.max(f64::MIN_POSITIVE)
+    }
 }
 
 /// `2000000 records sent, 210504.1 records/sec (205.57 MB/sec), 4.51 ms avg latency, 363.00 ms
@@ -146,15 +160,20 @@ pub fn parse_consumer(out: &str) -> Option<ConsumerSummary> {
     })
 }
 
-fn tool(lib: &Path, class: &str, args: &[String]) -> Result<String, String> {
+/// `java` running `class` from the jars in `lib`, with the tool scripts' JVM flags.
+fn java(lib: &Path, class: &str) -> Command {
     let mut cmd = Command::new("java");
     cmd.args(TOOL_JVM_FLAGS)
         .arg("-cp")
         .arg(lib.join("*"))
         .arg(class)
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn tool(lib: &Path, class: &str, args: &[String]) -> Result<String, String> {
+    let mut cmd = java(lib, class);
+    cmd.args(args).stderr(Stdio::inherit());
     eprintln!("fjord-bench: java {class} {}", args.join(" "));
     let out = cmd.output().map_err(|e| format!("java {class}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -192,16 +211,9 @@ impl Drop for PayloadFile {
 /// Whether the tool's `--help` lists `flag` (Kafka 4.1's ProducerPerformance has no
 /// `--warmup-records`, 4.4's has).
 fn tool_has_flag(lib: &Path, class: &str, flag: &str) -> bool {
-    Command::new("java")
-        .arg("-cp")
-        .arg(lib.join("*"))
-        .arg(class)
-        .arg("--help")
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| {
-            String::from_utf8_lossy(&o.stdout).contains(flag) || String::from_utf8_lossy(&o.stderr).contains(flag)
-        })
+    java(lib, class).arg("--help").output().is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout).contains(flag) || String::from_utf8_lossy(&o.stderr).contains(flag)
+    })
 }
 
 /// One ProducerPerformance run; also returns how many warm-up records it left out of its summary.
@@ -257,8 +269,7 @@ fn consume(c: &Common, a: &JavaToolArgs, group: &str) -> Result<ConsumerSummary,
 }
 
 fn set_producer_result(r: &mut ScenarioResult, a: &JavaToolArgs, s: &ProducerSummary) {
-    let duration_s = s.records as f64 / s.records_per_s.max(f64::MIN_POSITIVE);
-    r.set_throughput(s.records, s.records * a.record_size, duration_s);
+    r.set_throughput(s.records, s.records * a.record_size, s.duration_s());
     r.metric("ack_latency_avg_ms", s.avg_ms);
     r.metric("ack_latency_p50_ms", s.p50_ms);
     r.metric("ack_latency_p99_ms", s.p99_ms);
@@ -305,10 +316,7 @@ fn produce_then_read(c: &Common, a: &JavaToolArgs, r: &mut ScenarioResult) -> Re
     let (p, _) = produce(c, a, a.records)?;
     r.metric(
         "produce_mb_per_s",
-        per_s(
-            (p.records * a.record_size) as f64 / BYTES_PER_MB,
-            p.records as f64 / p.records_per_s.max(f64::MIN_POSITIVE),
-        ),
+        per_s((p.records * a.record_size) as f64 / BYTES_PER_MB, p.duration_s()),
     );
     if p.records < a.records {
         return Err(format!("the backlog is {} records short", a.records - p.records));
@@ -322,7 +330,7 @@ fn produce_then_read(c: &Common, a: &JavaToolArgs, r: &mut ScenarioResult) -> Re
         let group = format!("{}-pass{pass}-{}", a.topic, crate::result::epoch_ms());
         let s = consume(c, a, &group)?;
         let mb = (s.records * a.record_size) as f64 / BYTES_PER_MB;
-        let total_s = s.records as f64 / s.records_per_s.max(f64::MIN_POSITIVE);
+        let total_s = s.duration_s();
         r.metric(&format!("pass{pass}_mb_per_s"), per_s(mb, total_s));
         r.metric(&format!("pass{pass}_fetch_mb_per_s"), per_s(mb, s.fetch_ms / 1000.0));
         r.metric(&format!("pass{pass}_rebalance_ms"), s.rebalance_ms);

@@ -39,24 +39,24 @@ pub fn self_cpu_ticks() -> Option<u64> {
     Some(stat_cpu_ticks(&stat)? + stat_children_cpu_ticks(&stat)?)
 }
 
-/// cutime + cstime (fields 16 and 17): CPU of the waited-for children.
-fn stat_children_cpu_ticks(stat: &str) -> Option<u64> {
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(13);
-    let cutime: u64 = fields.next()?.parse().ok()?;
-    let cstime: u64 = fields.next()?.parse().ok()?;
-    Some(cutime + cstime)
+/// utime + stime (fields 14 and 15) of a /proc/PID/stat line.
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    stat_field_pair_sum(stat, 14)
 }
 
-/// utime + stime (fields 14 and 15) of a /proc/PID/stat line. The command name (field 2) is in
-/// parentheses and may hold spaces and parentheses itself, so fields are counted from the
-/// last `)`.
-pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    // after_comm starts at field 3 (state): utime is field 14, so index 11 here.
-    let mut fields = after_comm.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+/// cutime + cstime (fields 16 and 17): CPU of the waited-for children.
+fn stat_children_cpu_ticks(stat: &str) -> Option<u64> {
+    stat_field_pair_sum(stat, 16)
+}
+
+/// Fields `n` and `n + 1` (1-based, as proc(5) numbers them) of a /proc/PID/stat line, added.
+/// The command name (field 2) is in parentheses and may hold spaces and parentheses itself, so
+/// fields are counted from the last `)`: what follows it starts at field 3.
+fn stat_field_pair_sum(stat: &str, n: usize) -> Option<u64> {
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(n.checked_sub(3)?);
+    let a: u64 = fields.next()?.parse().ok()?;
+    let b: u64 = fields.next()?.parse().ok()?;
+    Some(a + b)
 }
 
 /// Clock ticks per second for /proc CPU times (`getconf CLK_TCK`; 100 on every Linux we know,
