@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 
@@ -157,6 +158,7 @@ def run_kafka_python(a, extra):
 
     assignors = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
                  "cooperative-sticky": CooperativeStickyAssignor}
+    _work_around_kafka_python_lost_join()
     c = KafkaConsumer(bootstrap_servers=a.bootstrap, group_id=a.group, group_instance_id=a.instance_id,
                       enable_auto_commit=False, auto_offset_reset="earliest",
                       session_timeout_ms=a.session_ms, heartbeat_interval_ms=a.heartbeat_ms,
@@ -200,6 +202,26 @@ def run_kafka_python(a, extra):
                 emit(ev="commit_failed", error=type(e).__name__)
     c.close()
     emit(ev="closed")
+
+
+def _work_around_kafka_python_lost_join():
+    """kafka-python 3.0.12 can drop a finished join on the floor (FINDINGS.md, 34): a leader that
+    rejoins because its metadata changed stops needing to rejoin the moment it computes the new
+    assignment, so if poll()'s timeout ends during its SyncGroup, no later poll looks at the
+    finished join again. The member then neither applies its assignment nor heartbeats until its
+    session times out. Counting an unfinished join as a reason to rejoin makes the next poll go
+    on with it (at worst one extra rebalance), as the client's own comment intends."""
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
+    need_rejoin = ConsumerCoordinator.need_rejoin
+    if getattr(need_rejoin, "fjord_patched", False):
+        return
+
+    def patched(self):
+        return need_rejoin(self) or getattr(self, "_join_task", None) is not None
+
+    patched.fjord_patched = True
+    ConsumerCoordinator.need_rejoin = patched
 
 
 # ------------------------------------------------------------------------------------- aiokafka
@@ -276,6 +298,13 @@ def main():
     ap.add_argument("-X", action="append", default=[], help="key=value client setting")
     a = ap.parse_args()
     extra = dict(kv.split("=", 1) for kv in a.X)
+    if os.environ.get("FJORD_WORKER_LOG_DIR"):
+        # For chasing a client's side of a group problem: the Python clients' own DEBUG log,
+        # one file per member process.
+        import logging
+        name = f"{a.client}-{a.instance_id or 'dynamic'}-{os.getpid()}.log"
+        logging.basicConfig(filename=os.path.join(os.environ["FJORD_WORKER_LOG_DIR"], name), level=logging.DEBUG,
+                            format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
     if a.protocol == "consumer" and a.client != "confluent":
         sys.exit(f"{a.client}: no group.protocol=consumer (KIP-848) support")
     try:
