@@ -49,7 +49,7 @@ METRICS = {
     "counter": {
         "fjord_requests_total", "fjord_request_errors_total", "fjord_bytes_in_total",
         "fjord_messages_in_total", "fjord_bytes_out_total", "fjord_connections_total",
-        "fjord_wal_syncs_total",
+        "fjord_wal_syncs_total", "fjord_inline_appends_total",
     },
     "histogram": {
         "fjord_request_queue_seconds", "fjord_request_processing_seconds",

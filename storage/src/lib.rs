@@ -6,10 +6,12 @@
 //! `(topic id, partition, base offset)` in big-endian so that key order is log order and a
 //! Fetch is one seek plus a forward scan that turns into positioned reads of the segments.
 //!
-//! All writes go through one writer thread ([`writer`]) that owns offset assignment: it drains
+//! All writes go through one writer ([`writer`]) that owns offset assignment: its thread drains
 //! its queue, builds one RocksDB `WriteBatch` for everything queued, writes it (synced to disk
 //! when the flush policy says so) and only then answers. Concurrent producers therefore share
-//! one WAL write and one fsync: group commit. Reads run on tokio's blocking pool.
+//! one WAL write and one fsync: group commit. A Produce that finds the writer idle and nothing
+//! queued is written the same way on its own thread, sparing two thread hand-overs. Reads run
+//! on tokio's blocking pool.
 //!
 //! This crate knows nothing of sockets, Kafka request types or Raft; it depends only on
 //! `fjord-protocol` below it.

@@ -13,7 +13,7 @@ use fjord_protocol::bufpool::BufPool;
 use rocksdb::{
     BlockBasedOptions, ColumnFamilyDescriptor, Direction, ErrorKind, IteratorMode, Options, ReadOptions, ReadTier, DB,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{Result, StorageError};
 use crate::groups::{GroupStore, CF_GROUPS};
@@ -22,7 +22,7 @@ use crate::keys::{self, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX, PID_BYTES};
 use crate::producers::{AbortedTxn, ProducerBatch, ProducerEntry, TxnMarker};
 use crate::segments::{SegmentWriter, Segments, Stored};
 use crate::tail::Tails;
-use crate::writer::{self, WriteOp};
+use crate::writer::{self, WriteOp, Writer, WriterHandle};
 use crate::PartitionId;
 use read::{fill, find_by_timestamp, is_small, plan_batches, small_in_memory, ReadSpan};
 pub use read::{FileRecords, RecordChunk, SegmentHandle};
@@ -152,7 +152,7 @@ pub struct LogStore {
     segments: Arc<Segments>,
     tails: Arc<Tails>,
     bufs: Arc<BufPool>,
-    writer: mpsc::Sender<WriteOp>,
+    writer: WriterHandle,
     appended: watch::Receiver<u64>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     flusher_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
@@ -229,33 +229,22 @@ impl LogStore {
         let partitions = Arc::new(RwLock::new(recovered.partitions));
         let aborted = Arc::new(RwLock::new(recovered.aborted));
         let producers = recovered.producers;
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE_DEPTH);
         let (appended_tx, appended) = watch::channel(0u64);
         let tails = Arc::new(Tails::default());
-        let writer_thread = {
-            let db = db.clone();
-            let tails = tails.clone();
-            let segments = SegmentWriter::new(segments.clone(), recovered.active);
-            let partitions = partitions.clone();
-            let aborted = aborted.clone();
-            let flush_every = cfg.flush_interval_messages;
-            std::thread::Builder::new()
-                .name("fjord-log-writer".into())
-                .spawn(move || {
-                    writer::run(
-                        db,
-                        segments,
-                        tails,
-                        partitions,
-                        producers,
-                        aborted,
-                        rx,
-                        appended_tx,
-                        flush_every,
-                    )
-                })
-                .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?
-        };
+        let (writer, writer_thread) = writer::start(
+            Writer::new(
+                db.clone(),
+                SegmentWriter::new(segments.clone(), recovered.active),
+                tails.clone(),
+                partitions.clone(),
+                producers,
+                aborted.clone(),
+                appended_tx,
+                cfg.flush_interval_messages,
+            ),
+            WRITER_QUEUE_DEPTH,
+        )
+        .map_err(|e| StorageError::Corruption(format!("cannot start writer thread: {e}")))?;
         let flusher_stop = cfg
             .flush_interval_ms
             .map(|ms| spawn_flusher(db.clone(), segments.clone(), ms));
@@ -270,7 +259,7 @@ impl LogStore {
             tails,
             bufs: Arc::default(),
             partitions,
-            writer: tx,
+            writer,
             appended,
             writer_thread: Mutex::new(Some(writer_thread)),
             flusher_stop: Mutex::new(flusher_stop),
@@ -321,8 +310,9 @@ impl LogStore {
         self.submit_append(pid, batch, leader_epoch).await?.wait().await
     }
 
-    /// Queues an append and returns without waiting for it to be written. Appends are
-    /// applied in the order they are queued, so a connection that queues its requests one
+    /// Queues an append and returns without waiting for it to be written (when the writer is
+    /// idle and nothing is queued, the append is applied before this returns). Appends are
+    /// applied in the order they are submitted, so a connection that submits its requests one
     /// after another keeps its batches in order while their writes overlap.
     pub async fn submit_append(
         &self,
@@ -330,17 +320,41 @@ impl LogStore {
         batch: AppendBatch,
         leader_epoch: i32,
     ) -> Result<PendingAppend> {
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Append {
+        let mut pending = self.submit_appends(vec![(pid, batch, leader_epoch)]).await;
+        pending.pop().unwrap_or(Err(StorageError::ShuttingDown))
+    }
+
+    /// [`LogStore::submit_append`] for several batches (a Produce request's partitions), in
+    /// order; one answer per batch. When the writer is idle they are written together before
+    /// this returns.
+    pub async fn submit_appends(&self, batches: Vec<(PartitionId, AppendBatch, i32)>) -> Vec<Result<PendingAppend>> {
+        let mut answers = Vec::with_capacity(batches.len());
+        let mut ops = Vec::with_capacity(batches.len());
+        for (pid, batch, leader_epoch) in batches {
+            let (reply, rx) = oneshot::channel();
+            ops.push(WriteOp::Append {
                 pid,
                 batch,
                 leader_epoch,
                 reply,
+            });
+            answers.push(rx);
+        }
+        let mut sent: Vec<Result<()>> = Vec::new();
+        if let Some(ops) = self.writer.try_inline(ops) {
+            for op in ops {
+                // After a failed send the rest fail too: the writer is gone.
+                sent.push(self.writer.send(op).await);
+            }
+        }
+        answers
+            .into_iter()
+            .enumerate()
+            .map(|(i, rx)| match sent.get(i) {
+                Some(Err(_)) => Err(StorageError::ShuttingDown),
+                _ => Ok(PendingAppend(rx)),
             })
-            .await
-            .map_err(|_| StorageError::ShuttingDown)?;
-        Ok(PendingAppend(rx))
+            .collect()
     }
 
     /// Moves the log start offset to `offset` (-1: the high watermark), as DeleteRecords.
@@ -394,7 +408,7 @@ impl LogStore {
 
     async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T>>) -> WriteOp) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(op(tx)).await.map_err(|_| StorageError::ShuttingDown)?;
+        self.writer.send(op(tx)).await?;
         rx.await.map_err(|_| StorageError::ShuttingDown)?
     }
 
@@ -676,7 +690,7 @@ impl LogStore {
             }
         }
         let (tx, rx) = oneshot::channel();
-        if self.writer.try_send(WriteOp::Shutdown { reply: tx }).is_ok() {
+        if self.writer.try_send(WriteOp::Shutdown { reply: tx }) {
             let _ = rx.blocking_recv();
         }
         if let Some(t) = self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {

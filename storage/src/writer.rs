@@ -1,11 +1,15 @@
-//! The single writer thread: offset assignment and group commit.
+//! The log writer: offset assignment and group commit.
 //!
-//! It blocks on its queue, then drains whatever else is already queued (up to
-//! [`MAX_GROUP_OPS`]), applies all of it to one `WriteBatch`, writes that once, and only then
-//! publishes the new offsets and answers every caller. Offsets are assigned here and only
-//! here, so they are dense and ordered per partition without locks on the produce path.
+//! One writer state, behind a lock, applies every write. Its thread blocks on its queue, then
+//! drains whatever else is already queued (up to [`MAX_GROUP_OPS`]), applies all of it to one
+//! `WriteBatch`, writes that once, and only then publishes the new offsets and answers every
+//! caller. An append that finds the queue empty and the writer idle is applied the same way on
+//! the caller's thread, as a group of one. Offsets are assigned only while holding the writer,
+//! so they are dense and ordered per partition, and appends are applied in the order they were
+//! submitted.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fjord_protocol::batch::{patch_base_offset_and_epoch, BATCH_HEADER_BYTES};
@@ -514,35 +518,154 @@ impl<'a> Group<'a> {
     }
 }
 
-/// The writer loop; runs until a `Shutdown` arrives or every sender is gone.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run(
+/// The writer's state: whoever holds it appends. That is the writer thread, for everything
+/// queued, or a connection's own task for an append that finds nothing queued and the writer
+/// idle (see [`WriterHandle::try_inline`]).
+pub(crate) struct Writer {
     db: Arc<DB>,
-    mut segments: SegmentWriter,
+    segments: SegmentWriter,
     tails: Arc<Tails>,
     partitions: Arc<PartitionMap>,
-    mut producers: ProducerMap,
+    producers: ProducerMap,
     aborted: Arc<AbortedMap>,
-    mut rx: mpsc::Receiver<WriteOp>,
     appended: watch::Sender<u64>,
     flush_interval_messages: i64,
-) {
-    let health: Arc<DirHealth> = segments.health().clone();
-    // Exported from the start, so a broker that never fsyncs shows 0 rather than no series.
-    metrics::counter!("fjord_wal_syncs_total").increment(0);
-    let mut unflushed: i64 = 0;
-    let mut shutdown: Option<oneshot::Sender<()>> = None;
-    while shutdown.is_none() {
-        let Some(first) = rx.blocking_recv() else {
-            break;
+    /// Messages written since the last fsync (`log.flush.interval.messages`).
+    unflushed: i64,
+    health: Arc<DirHealth>,
+    /// A `Shutdown` has been applied: nothing more is written.
+    closed: bool,
+}
+
+/// How the store reaches the writer: its queue, and its state for inline appends.
+pub(crate) struct WriterHandle {
+    tx: mpsc::Sender<WriteOp>,
+    writer: Arc<Mutex<Writer>>,
+    /// Operations queued and not yet applied. An inline append goes ahead only when this is 0
+    /// while it holds the writer, so it is never applied before anything queued earlier.
+    queued: Arc<AtomicUsize>,
+    /// Appends applied on their caller's thread (for tests; the metric is for operators).
+    inline: std::sync::atomic::AtomicU64,
+}
+
+impl WriterHandle {
+    /// How many appends were applied inline.
+    #[cfg(test)]
+    pub(crate) fn inline_appends(&self) -> u64 {
+        self.inline.load(Ordering::Relaxed)
+    }
+
+    /// Queues an operation for the writer thread.
+    pub(crate) async fn send(&self, op: WriteOp) -> Result<()> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(op).await.is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(StorageError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Queues an operation if the queue has room.
+    pub(crate) fn try_send(&self, op: WriteOp) -> bool {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let sent = self.tx.try_send(op).is_ok();
+        if !sent {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    /// Applies appends on the caller's thread, as one group, when the writer is idle and
+    /// nothing is queued, answering them before returning; otherwise gives them back to be
+    /// queued.
+    ///
+    /// Why: on a produce the hand-over to the writer thread and back costs two thread wake-ups
+    /// per request, and on a machine whose cores the clients share, a woken thread waits for
+    /// one (BENCHMARKS.md, the latency tail). The inline write is what the writer thread would
+    /// do with the same group: copies into the page cache and one WAL append, no fsync (appends
+    /// that would bring the `log.flush.interval.messages` fsync are queued instead), so it
+    /// holds the reactor thread about as long as the copies take.
+    pub(crate) fn try_inline(&self, ops: Vec<WriteOp>) -> Option<Vec<WriteOp>> {
+        let (mut messages, mut bytes) = (0i64, 0usize);
+        for op in &ops {
+            match op {
+                WriteOp::Append { batch, .. } => {
+                    messages += i64::from(batch.record_count);
+                    bytes += batch.bytes.len();
+                }
+                _ => return Some(ops),
+            }
+        }
+        if ops.is_empty() || ops.len() > MAX_GROUP_OPS || bytes > MAX_GROUP_BYTES {
+            return Some(ops);
+        }
+        let Ok(mut w) = self.writer.try_lock() else {
+            return Some(ops);
         };
+        if w.closed || self.queued.load(Ordering::SeqCst) != 0 || w.would_sync(messages) {
+            return Some(ops);
+        }
+        metrics::counter!("fjord_inline_appends_total").increment(ops.len() as u64);
+        self.inline.fetch_add(ops.len() as u64, Ordering::Relaxed);
+        let mut ops = ops.into_iter();
+        if let Some(first) = ops.next() {
+            w.apply_group(first, &mut || ops.next());
+        }
+        None
+    }
+}
+
+impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        db: Arc<DB>,
+        segments: SegmentWriter,
+        tails: Arc<Tails>,
+        partitions: Arc<PartitionMap>,
+        producers: ProducerMap,
+        aborted: Arc<AbortedMap>,
+        appended: watch::Sender<u64>,
+        flush_interval_messages: i64,
+    ) -> Writer {
+        // Exported from the start, so a broker that never fsyncs shows 0 rather than no series.
+        metrics::counter!("fjord_wal_syncs_total").increment(0);
+        metrics::counter!("fjord_inline_appends_total").increment(0);
+        Writer {
+            health: segments.health().clone(),
+            db,
+            segments,
+            tails,
+            partitions,
+            producers,
+            aborted,
+            appended,
+            flush_interval_messages,
+            unflushed: 0,
+            closed: false,
+        }
+    }
+
+    /// Whether a group with `messages` more messages would be fsynced.
+    fn would_sync(&self, messages: i64) -> bool {
+        self.unflushed.saturating_add(messages) >= self.flush_interval_messages
+    }
+
+    /// Applies `first` and what `more` gives (up to [`MAX_GROUP_OPS`] operations and
+    /// [`MAX_GROUP_BYTES`]) as one write, then answers them. Returns how many operations it
+    /// took, and the reply of a `Shutdown` among them.
+    fn apply_group(
+        &mut self,
+        first: WriteOp,
+        more: &mut dyn FnMut() -> Option<WriteOp>,
+    ) -> (usize, Option<oneshot::Sender<()>>) {
+        let mut shutdown = None;
         let mut group = Group {
-            db: &db,
-            segments: &mut segments,
+            db: &self.db,
+            segments: &mut self.segments,
             trims: Vec::new(),
             tail: Vec::new(),
-            partitions: &partitions,
-            producers: &producers,
+            partitions: &self.partitions,
+            producers: &self.producers,
             pending_producers: HashMap::new(),
             pending_aborted: Vec::new(),
             expired_producers: Vec::new(),
@@ -557,27 +680,28 @@ pub(crate) fn run(
         let mut next = Some(first);
         let mut ops = 0;
         while let Some(op) = next.take() {
+            ops += 1;
             if let WriteOp::Shutdown { reply } = op {
                 shutdown = Some(reply);
+                self.closed = true;
                 break;
             }
             // Nothing more is written to an offline directory, so nothing more is acknowledged.
-            if let Err(e) = health.check() {
+            if let Err(e) = self.health.check() {
                 op.refuse(e);
             } else if let Err(e) = group.apply(op) {
                 tracing::error!(error = %e, "log writer could not stage an operation");
             }
-            ops += 1;
             if ops < MAX_GROUP_OPS && group.bytes < MAX_GROUP_BYTES {
-                next = rx.try_recv().ok();
+                next = more();
             }
         }
         if group.replies.is_empty() {
-            continue;
+            return (ops, shutdown);
         }
         // Kafka's log.flush.interval.messages: fsync once that many messages are unflushed.
         // Every caller in the group waits for the same write, so they share the fsync.
-        let sync = unflushed.saturating_add(group.messages) >= flush_interval_messages;
+        let sync = self.unflushed.saturating_add(group.messages) >= self.flush_interval_messages;
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         // Durability promise: nothing is acknowledged before this write has returned, i.e.
@@ -585,17 +709,17 @@ pub(crate) fn run(
         // `sync`: the segments first, so a synced locator always finds its bytes).
         let started = std::time::Instant::now();
         let written = if sync { group.segments.sync() } else { Ok(()) }
-            .and_then(|()| Ok(db.write_opt(std::mem::take(&mut group.wb), &wo)?));
+            .and_then(|()| Ok(self.db.write_opt(std::mem::take(&mut group.wb), &wo)?));
         metrics::histogram!("fjord_wal_write_seconds").record(started.elapsed().as_secs_f64());
         if sync {
             metrics::counter!("fjord_wal_syncs_total").increment(1);
         }
         match written {
             Ok(()) => {
-                unflushed = if sync {
+                self.unflushed = if sync {
                     0
                 } else {
-                    unflushed.saturating_add(group.messages)
+                    self.unflushed.saturating_add(group.messages)
                 };
                 let Group {
                     pending,
@@ -609,37 +733,37 @@ pub(crate) fn run(
                     tail,
                     ..
                 } = group;
-                segments.commit();
+                self.segments.commit();
                 // Before the new offsets are published: a reader that sees them finds the
                 // batches in the tail.
-                tails.push(tail);
+                self.tails.push(tail);
                 for (pid, keep_from) in trims {
-                    tails.drop_before(&pid, keep_from);
-                    segments.drop_before(&pid, keep_from);
+                    self.tails.drop_before(&pid, keep_from);
+                    self.segments.drop_before(&pid, keep_from);
                 }
                 for topic_id in &deleted_topics {
-                    tails.remove_topic(topic_id);
-                    segments.remove_topic(topic_id);
+                    self.tails.remove_topic(topic_id);
+                    self.segments.remove_topic(topic_id);
                 }
-                publish(&partitions, pending, created, &deleted_topics);
-                producers.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
+                publish(&self.partitions, pending, created, &deleted_topics);
+                self.producers.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
                 // Expiry first: a producer that wrote again later in this group is back.
                 for (pid, id) in expired_producers {
-                    if let Some(m) = producers.get_mut(&pid) {
+                    if let Some(m) = self.producers.get_mut(&pid) {
                         m.remove(&id);
                     }
                 }
                 for ((pid, id), e) in pending_producers {
-                    producers.entry(pid).or_default().insert(id, e);
+                    self.producers.entry(pid).or_default().insert(id, e);
                 }
                 {
-                    let mut map = aborted.write().unwrap_or_else(|p| p.into_inner());
+                    let mut map = self.aborted.write().unwrap_or_else(|p| p.into_inner());
                     map.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
                     for (pid, a) in pending_aborted {
                         map.entry(pid).or_default().push(a);
                     }
                 }
-                appended.send_modify(|n| *n = n.wrapping_add(1));
+                self.appended.send_modify(|n| *n = n.wrapping_add(1));
                 for r in replies {
                     r.ok();
                 }
@@ -647,17 +771,56 @@ pub(crate) fn run(
             Err(e) => {
                 // A failed fsync or WAL write leaves unknown what reached the disk: the
                 // directory goes offline rather than trying again (see `health`).
-                let e = health.fail(format!("log write failed: {e}"));
+                let e = self.health.fail(format!("log write failed: {e}"));
                 let replies = group.replies;
-                segments.rollback();
+                self.segments.rollback();
                 for r in replies {
                     r.fail(&e);
                 }
             }
         }
+        (ops, shutdown)
     }
-    if let Some(reply) = shutdown {
-        let _ = reply.send(());
+}
+
+/// Starts the writer: its state behind a lock, and the thread that applies what is queued.
+pub(crate) fn start(
+    writer: Writer,
+    queue_depth: usize,
+) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(queue_depth);
+    let writer = Arc::new(Mutex::new(writer));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let thread = {
+        let (writer, queued) = (writer.clone(), queued.clone());
+        std::thread::Builder::new()
+            .name("fjord-log-writer".into())
+            .spawn(move || run(&writer, &queued, rx))?
+    };
+    let inline = Default::default();
+    Ok((
+        WriterHandle {
+            tx,
+            writer,
+            queued,
+            inline,
+        },
+        thread,
+    ))
+}
+
+/// The writer loop; runs until a `Shutdown` arrives or every sender is gone.
+fn run(writer: &Mutex<Writer>, queued: &AtomicUsize, mut rx: mpsc::Receiver<WriteOp>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (taken, shutdown) = w.apply_group(first, &mut || rx.try_recv().ok());
+        // Still holding the writer: an inline append that sees 0 comes after all of these.
+        queued.fetch_sub(taken, Ordering::SeqCst);
+        drop(w);
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+            break;
+        }
     }
 }
 

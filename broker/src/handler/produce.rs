@@ -28,9 +28,10 @@ const INLINE_INFLATE_MAX_BYTES: usize = 1 << 20;
 
 enum Outcome {
     Done(PartitionProduceResponse),
+    /// Handed to the log: `slot` is its place in the request's appends.
     Queued {
         index: i32,
-        pending: PendingAppend,
+        slot: usize,
         log_append_time_ms: i64,
         topic: String,
         bytes: u64,
@@ -42,6 +43,8 @@ enum Outcome {
 pub struct PendingProduce {
     acks: i16,
     topics: Vec<(TopicProduceResponse, Vec<Outcome>)>,
+    /// The appends of the `Queued` outcomes, by slot.
+    appends: Vec<Option<fjord_storage::Result<PendingAppend>>>,
 }
 
 fn now_ms() -> i64 {
@@ -67,6 +70,9 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|t| t.to_string());
     let mut topics = Vec::with_capacity(req.topic_data.len());
+    // Validated batches, handed to the log together once every partition is checked: written
+    // as one group when the writer is idle.
+    let mut appends = Vec::new();
     for t in req.topic_data {
         // v13+ names topics by id only.
         let topic: Option<&TopicMeta> = if ctx.version >= 13 {
@@ -190,25 +196,40 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 producer,
                 marker: None,
             };
-            match broker
-                .store
-                .submit_append(partition_id(topic, p.index), batch, pmeta.leader_epoch)
-                .await
-            {
-                Ok(pending) => outcomes.push(Outcome::Queued {
-                    index: p.index,
-                    pending,
-                    log_append_time_ms,
-                    topic: topic.name.clone(),
-                    bytes,
-                    records,
-                }),
-                Err(e) => outcomes.push(Outcome::Done(failed(p.index, storage_error_code(&e), None))),
-            }
+            outcomes.push(Outcome::Queued {
+                index: p.index,
+                slot: appends.len(),
+                log_append_time_ms,
+                topic: topic.name.clone(),
+                bytes,
+                records,
+            });
+            appends.push((partition_id(topic, p.index), batch, pmeta.leader_epoch));
         }
         topics.push((skeleton, outcomes));
     }
-    PendingProduce { acks, topics }
+    let appends = if appends.is_empty() {
+        Vec::new()
+    } else {
+        broker
+            .store
+            .submit_appends(appends)
+            .await
+            .into_iter()
+            .map(Some)
+            .collect()
+    };
+    PendingProduce { acks, topics, appends }
+}
+
+async fn wait(
+    append: Option<fjord_storage::Result<PendingAppend>>,
+) -> fjord_storage::Result<fjord_storage::AppendResult> {
+    match append {
+        Some(Ok(pending)) => pending.wait().await,
+        Some(Err(e)) => Err(e),
+        None => Err(fjord_storage::StorageError::ShuttingDown),
+    }
 }
 
 impl PendingProduce {
@@ -226,7 +247,7 @@ impl PendingProduce {
         reply
     }
 
-    async fn finish_inner(self, broker: &Broker, ctx: &RequestContext) -> Reply {
+    async fn finish_inner(mut self, broker: &Broker, ctx: &RequestContext) -> Reply {
         let mut any_error = false;
         let mut responses = Vec::with_capacity(self.topics.len());
         for (mut topic, outcomes) in self.topics {
@@ -236,12 +257,12 @@ impl PendingProduce {
                     Outcome::Done(r) => r,
                     Outcome::Queued {
                         index,
-                        pending,
+                        slot,
                         log_append_time_ms,
                         topic,
                         bytes,
                         records,
-                    } => match pending.wait().await {
+                    } => match wait(self.appends.get_mut(slot).and_then(Option::take)).await {
                         Ok(a) => {
                             broker.stats.produced(&topic, bytes, records);
                             PartitionProduceResponse::default()
