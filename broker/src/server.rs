@@ -21,12 +21,11 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, RwLock, Semaphore};
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::{Config, Listener};
 use crate::error::BrokerError;
-use crate::handler::{self, Endpoint, OrderGuard, OutPart, Reply, RequestContext};
+use crate::handler::{self, Endpoint, OrderGuard, OutPart, Reply, RequestContext, Started};
 use crate::Broker;
 
 /// Most open client connections; further accepts wait. Kafka has no default cap, but a
@@ -336,7 +335,7 @@ async fn connection(
         let task = match decoded {
             Decoded::ApiVersionsTooNew(header) => {
                 let reply = handler::api_versions::fallback(&header);
-                (ApiKey::ApiVersions, tokio::spawn(async move { reply }), held)
+                (ApiKey::ApiVersions, Started::Ready(reply), held)
             }
             Decoded::Request(req) => {
                 let ctx = RequestContext::new(&req, endpoint.clone(), peer);
@@ -401,18 +400,12 @@ async fn send_records(
 }
 
 /// A request being handled, in arrival order, with the request memory it holds.
-type InFlight = (ApiKey, JoinHandle<Reply>, Option<OwnedSemaphorePermit>);
+type InFlight = (ApiKey, Started, Option<OwnedSemaphorePermit>);
 
 async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, wr);
-    while let Some((api, task, held)) = rx.recv().await {
-        let reply = match task.await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "request handler failed; closing the connection");
-                Reply::Close
-            }
-        };
+    while let Some((api, started, held)) = rx.recv().await {
+        let reply = started.reply().await;
         // Answered: the request's bytes are the handler's no more.
         drop(held);
         let parts = match reply {

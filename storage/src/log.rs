@@ -129,6 +129,16 @@ pub struct AppendResult {
 pub struct PendingAppend(oneshot::Receiver<Result<AppendResult>>);
 
 impl PendingAppend {
+    /// The answer, if the append has been answered already (it was written inline, or the
+    /// writer has got to it); otherwise the append back, to wait for.
+    pub fn try_take(mut self) -> std::result::Result<Result<AppendResult>, PendingAppend> {
+        match self.0.try_recv() {
+            Ok(r) => Ok(r),
+            Err(oneshot::error::TryRecvError::Empty) => Err(self),
+            Err(oneshot::error::TryRecvError::Closed) => Ok(Err(StorageError::ShuttingDown)),
+        }
+    }
+
     /// Waits for the write to be in the WAL.
     pub async fn wait(self) -> Result<AppendResult> {
         self.0.await.map_err(|_| StorageError::ShuttingDown)?

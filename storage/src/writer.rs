@@ -36,6 +36,12 @@ pub const MAX_GROUP_OPS: usize = 1024;
 pub const MAX_RETENTION_SCAN_BATCHES: usize = 10_000;
 /// Most batch bytes folded into one RocksDB write, for the same reason.
 pub const MAX_GROUP_BYTES: usize = 16 << 20;
+/// Most batch bytes a request writes on its own thread (a reactor thread): small requests are
+/// where a hand-over costs most relative to the write, while a large one would hold the
+/// reactor for its copies and any page-cache throttling. Larger requests are queued for the
+/// writer thread. 256 KiB is the Java producer's whole request at 20 MB/s with its default
+/// linger.ms=5, and a few tens of microseconds of copying.
+pub const MAX_INLINE_BYTES: usize = 256 << 10;
 
 pub(crate) enum WriteOp {
     Create {
@@ -583,8 +589,9 @@ impl WriterHandle {
     /// per request, and on a machine whose cores the clients share, a woken thread waits for
     /// one (BENCHMARKS.md, the latency tail). The inline write is what the writer thread would
     /// do with the same group: copies into the page cache and one WAL append, no fsync (appends
-    /// that would bring the `log.flush.interval.messages` fsync are queued instead), so it
-    /// holds the reactor thread about as long as the copies take.
+    /// that would bring the `log.flush.interval.messages` fsync are queued instead), for at
+    /// most [`MAX_INLINE_BYTES`], so it holds the reactor thread about as long as a few small
+    /// copies take.
     pub(crate) fn try_inline(&self, ops: Vec<WriteOp>) -> Option<Vec<WriteOp>> {
         let (mut messages, mut bytes) = (0i64, 0usize);
         for op in &ops {
@@ -596,7 +603,7 @@ impl WriterHandle {
                 _ => return Some(ops),
             }
         }
-        if ops.is_empty() || ops.len() > MAX_GROUP_OPS || bytes > MAX_GROUP_BYTES {
+        if ops.is_empty() || ops.len() > MAX_GROUP_OPS || bytes > MAX_INLINE_BYTES {
             return Some(ops);
         }
         let Ok(mut w) = self.writer.try_lock() else {

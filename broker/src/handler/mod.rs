@@ -217,10 +217,30 @@ pub enum Reply {
 /// A request's turn on its connection, held until the request is complete (see `server`).
 pub type OrderGuard = Box<dyn Send + Sync + 'static>;
 
-/// Starts a request. Produce does its ordering-sensitive part (queueing appends) before this
-/// returns; everything else runs entirely on the returned task. `turn` is released when the
-/// request completes.
-pub async fn start(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind, turn: OrderGuard) -> JoinHandle<Reply> {
+/// A started request: its reply already, or the task that will give it.
+pub enum Started {
+    Ready(Reply),
+    Running(JoinHandle<Reply>),
+}
+
+impl Started {
+    /// The reply; a handler task that panicked closes the connection.
+    pub async fn reply(self) -> Reply {
+        match self {
+            Started::Ready(reply) => reply,
+            Started::Running(task) => task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "request handler failed; closing the connection");
+                Reply::Close
+            }),
+        }
+    }
+}
+
+/// Starts a request. Produce does its ordering-sensitive part (handing its appends to the
+/// log) before this returns, and when the log has written them already (inline, see
+/// `fjord_storage`) its reply is ready without a task of its own; everything else runs
+/// entirely on the returned task. `turn` is released when the request completes.
+pub async fn start(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind, turn: OrderGuard) -> Started {
     let client_id = ctx.client_id.as_ref().map(|c| c.as_str()).unwrap_or("");
     let span = tracing::debug_span!("request", api = ?ctx.api_key, version = ctx.version, correlation_id = ctx.correlation_id, client_id);
     // Queue time: read off the socket until this request's turn came.
@@ -229,17 +249,24 @@ pub async fn start(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind, 
     match body {
         RequestKind::Produce(req) => {
             let pending = produce::start(&broker, &ctx, req).instrument(span.clone()).await;
-            tokio::spawn(
-                async move {
-                    let reply = pending.finish(&broker, &ctx).await;
+            match pending.try_finish(&broker, &ctx) {
+                Ok(reply) => {
                     drop(turn);
                     finished(&broker, &ctx, queued, began.elapsed());
-                    reply
+                    Started::Ready(reply)
                 }
-                .instrument(span),
-            )
+                Err(pending) => Started::Running(tokio::spawn(
+                    async move {
+                        let reply = pending.finish(&broker, &ctx).await;
+                        drop(turn);
+                        finished(&broker, &ctx, queued, began.elapsed());
+                        reply
+                    }
+                    .instrument(span),
+                )),
+            }
         }
-        other => tokio::spawn(
+        other => Started::Running(tokio::spawn(
             async move {
                 let reply = handle(broker.clone(), ctx.clone(), other).await;
                 drop(turn);
@@ -247,7 +274,7 @@ pub async fn start(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind, 
                 reply
             }
             .instrument(span),
-        ),
+        )),
     }
 }
 

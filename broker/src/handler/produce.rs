@@ -11,12 +11,12 @@ use fjord_controller::TopicMeta;
 use fjord_protocol::batch::{validate_produce, ValidationConfig};
 use fjord_protocol::error::BatchError;
 use fjord_storage::producers::ProducerBatch;
-use fjord_storage::{AppendBatch, PendingAppend};
+use fjord_storage::{AppendBatch, AppendResult, PendingAppend, StorageError};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
-use super::{str_bytes, topic_name, Reply, RequestContext};
+use super::{str_bytes, Reply, RequestContext};
 use crate::error::storage_error_code;
 use crate::{partition_id, Broker};
 
@@ -44,7 +44,13 @@ pub struct PendingProduce {
     acks: i16,
     topics: Vec<(TopicProduceResponse, Vec<Outcome>)>,
     /// The appends of the `Queued` outcomes, by slot.
-    appends: Vec<Option<fjord_storage::Result<PendingAppend>>>,
+    appends: Vec<Slot>,
+}
+
+/// One append of a Produce: waiting for the log, or answered.
+enum Slot {
+    Waiting(PendingAppend),
+    Answered(fjord_storage::Result<AppendResult>),
 }
 
 fn now_ms() -> i64 {
@@ -211,43 +217,62 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
     let appends = if appends.is_empty() {
         Vec::new()
     } else {
-        broker
-            .store
-            .submit_appends(appends)
-            .await
+        let submitted = broker.store.submit_appends(appends).await;
+        submitted
             .into_iter()
-            .map(Some)
+            .map(|r| match r {
+                Ok(pending) => Slot::Waiting(pending),
+                Err(e) => Slot::Answered(Err(e)),
+            })
             .collect()
     };
     PendingProduce { acks, topics, appends }
 }
 
-async fn wait(
-    append: Option<fjord_storage::Result<PendingAppend>>,
-) -> fjord_storage::Result<fjord_storage::AppendResult> {
-    match append {
-        Some(Ok(pending)) => pending.wait().await,
-        Some(Err(e)) => Err(e),
-        None => Err(fjord_storage::StorageError::ShuttingDown),
-    }
-}
-
 impl PendingProduce {
+    /// The reply, if every append has been answered already (the log wrote them inline);
+    /// otherwise the request back, for [`PendingProduce::finish`].
+    pub fn try_finish(mut self, broker: &Broker, ctx: &RequestContext) -> Result<Reply, PendingProduce> {
+        let mut answered = true;
+        for slot in &mut self.appends {
+            if let Slot::Waiting(pending) = std::mem::replace(slot, Slot::Answered(Err(StorageError::ShuttingDown))) {
+                *slot = match pending.try_take() {
+                    Ok(answer) => Slot::Answered(answer),
+                    Err(pending) => {
+                        answered = false;
+                        Slot::Waiting(pending)
+                    }
+                };
+            }
+        }
+        if answered {
+            Ok(self.reply(broker, ctx))
+        } else {
+            Err(self)
+        }
+    }
+
     /// Waits for the queued appends and answers (or not, for acks=0).
-    pub async fn finish(self, broker: &Broker, ctx: &RequestContext) -> Reply {
+    pub async fn finish(mut self, broker: &Broker, ctx: &RequestContext) -> Reply {
         broker
             .stats
             .produce_waiting
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let reply = self.finish_inner(broker, ctx).await;
+        for slot in &mut self.appends {
+            if let Slot::Waiting(pending) = std::mem::replace(slot, Slot::Answered(Err(StorageError::ShuttingDown))) {
+                *slot = Slot::Answered(pending.wait().await);
+            }
+        }
         broker
             .stats
             .produce_waiting
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        reply
+        self.reply(broker, ctx)
     }
 
-    async fn finish_inner(mut self, broker: &Broker, ctx: &RequestContext) -> Reply {
+    /// The response, once every append is answered.
+    fn reply(self, broker: &Broker, ctx: &RequestContext) -> Reply {
+        let mut appends = self.appends;
         let mut any_error = false;
         let mut responses = Vec::with_capacity(self.topics.len());
         for (mut topic, outcomes) in self.topics {
@@ -262,17 +287,24 @@ impl PendingProduce {
                         topic,
                         bytes,
                         records,
-                    } => match wait(self.appends.get_mut(slot).and_then(Option::take)).await {
-                        Ok(a) => {
-                            broker.stats.produced(&topic, bytes, records);
-                            PartitionProduceResponse::default()
-                                .with_index(index)
-                                .with_base_offset(a.base_offset)
-                                .with_log_append_time_ms(log_append_time_ms)
-                                .with_log_start_offset(a.log_start)
+                    } => {
+                        let answer = appends
+                            .get_mut(slot)
+                            .map(|s| std::mem::replace(s, Slot::Answered(Err(StorageError::ShuttingDown))));
+                        match answer {
+                            Some(Slot::Answered(Ok(a))) => {
+                                broker.stats.produced(&topic, bytes, records);
+                                PartitionProduceResponse::default()
+                                    .with_index(index)
+                                    .with_base_offset(a.base_offset)
+                                    .with_log_append_time_ms(log_append_time_ms)
+                                    .with_log_start_offset(a.log_start)
+                            }
+                            Some(Slot::Answered(Err(e))) => failed(index, storage_error_code(&e), None),
+                            // Every slot is answered before this is called, one per outcome.
+                            Some(Slot::Waiting(_)) | None => failed(index, ResponseError::UnknownServerError, None),
                         }
-                        Err(e) => failed(index, storage_error_code(&e), None),
-                    },
+                    }
                 };
                 any_error |= r.error_code != 0;
                 parts.push(r);
@@ -285,7 +317,6 @@ impl PendingProduce {
             // the producer notices something went wrong.
             return if any_error { Reply::Close } else { Reply::Nothing };
         }
-        let _ = topic_name; // names are echoed from the request
         ctx.respond(ResponseKind::Produce(
             ProduceResponse::default().with_responses(responses),
         ))
