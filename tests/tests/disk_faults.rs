@@ -27,12 +27,16 @@ const RECORDS_PER_BATCH: usize = 10;
 /// How long a broker whose directory went offline may take to stop.
 const OFFLINE_EXIT: Duration = Duration::from_secs(15);
 
-/// The shim, compiled once per test binary.
+/// The shim, compiled once per test run into cargo's scratch directory for tests (not /tmp,
+/// where one copy per run piled up): built under a name of its own, then renamed into place,
+/// so a concurrent run never loads a half-written file.
 fn shim() -> &'static Path {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("faults/faultfs.c");
-        let out = std::env::temp_dir().join(format!("fjord-faultfs-{}.so", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join("faultfs.so");
+        let building = dir.join(format!("faultfs-{}.so", std::process::id()));
         let status = Command::new(
             std::env::var("CC")
                 .ok()
@@ -40,12 +44,13 @@ fn shim() -> &'static Path {
                 .unwrap_or("cc".into()),
         )
         .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&out)
+        .arg(&building)
         .arg(&src)
         .arg("-ldl")
         .status()
         .expect("running the C compiler for the fault shim");
         assert!(status.success(), "building {} failed", src.display());
+        std::fs::rename(&building, &out).expect("moving the fault shim into place");
         out
     })
 }
