@@ -6,8 +6,9 @@
 1. Builds `fjord` and `fjord-bench` in release (through ccache when it is installed), and fetches
    Apache Kafka 4.4 (`--kafka-version 4.1.1` for another) and its load tools from Maven Central
    through `FJORD_COMPAT_REFERENCE=1 compat-tests/setup.sh`.
-2. Measures the disk under the data dirs (`fjord-bench limits`), so a reader can tell a broker
-   limit from a machine limit.
+2. Empties the page cache (as root) and reads the brokers' programs back in, then measures the
+   disk under the data dirs (`fjord-bench limits`), so a reader can tell a broker limit from a
+   machine limit.
 3. For each broker in turn on a fresh data dir and a free port: times startup to the first
    Metadata answer, reads idle RSS, runs every scenario, then SIGTERMs it.
    A full run does this in `--rounds` rounds (default 2), the brokers' order reversed in every
@@ -427,6 +428,38 @@ def machine(data_root: Path) -> dict:
         "java": first_line(["java", "-version"]),
         "kafka": kafka_jar.name.removeprefix("kafka_2.13-").removesuffix(".jar") if kafka_jar else "not fetched",
     }
+
+
+def drop_page_cache(warm: list[Path]) -> dict:
+    """Empties the page cache, then reads `warm` (the brokers' binaries, jars, the JDK) back in.
+
+    Why: a page cache full of other files (a build leaves gigabytes) made the first broker of a
+    run write slower at up to twice the CPU, with twice the RSS, for its whole round
+    (BENCHMARKS.md, 2026-12-06); the second broker wrote into a cache the first had just freed
+    by deleting its data. Reading the programs back keeps startup times warm for both. Needs
+    root; otherwise the run says it could not."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as e:
+        return {"dropped": False, "reason": e.strerror or str(e)}
+    read = 0
+    for root in warm:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            try:
+                with open(f, "rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        read += len(chunk)
+            except OSError:
+                pass
+    return {"dropped": True, "warmed_bytes": read}
+
+
+def java_home() -> Path | None:
+    """The JDK the Java tools and Kafka run on (the `java` on PATH)."""
+    java = shutil.which("java")
+    return Path(java).resolve().parent.parent if java else None
 
 
 def warn_if_busy() -> float:
@@ -916,6 +949,9 @@ def add_run_facts(section: Path, manifest: dict) -> None:
         "`socket.receive.buffer.bytes` are 102400; Fjord's are 262144 and -1 (the kernel's autotuning).",
         "- Each broker: fresh data dir, then every scenario in turn, one broker at a time; "
         "`sync` between scenarios."
+        + (" The page cache emptied before the first round (the brokers' programs and the JDK read back), so "
+           "that the first broker does not write into a cache full of other files." if
+           manifest.get("page_cache", {}).get("dropped") else "")
         + (f" {manifest['rounds']} rounds, the brokers' order reversed each round (fjord, kafka, kafka, fjord, ...),"
            " the machine's limits measured at the start of each; every figure is the median over the rounds."
            if manifest.get("rounds", 1) > 1 else ""),
@@ -1047,6 +1083,15 @@ def main() -> int:
         if not args.quick and free < MIN_FREE_BYTES_FULL:
             say(f"WARNING: only {free / GiB:.1f} GiB free under {data_root}; a full run may need "
                 f"{MIN_FREE_BYTES_FULL / GiB:.0f} GiB")
+        warm = [FJORD_BIN, FJORD_BENCH_BIN] + ([KAFKA_LIB] if need_kafka else [])
+        jdk = java_home()
+        if need_kafka and jdk is not None:
+            warm.append(jdk / "lib")
+        manifest["page_cache"] = drop_page_cache(warm)
+        say("page cache: " + (f"dropped, then {manifest['page_cache']['warmed_bytes'] / GiB:.2f} GiB of programs "
+                              "read back" if manifest["page_cache"]["dropped"]
+                              else f"not dropped ({manifest['page_cache']['reason']}); the first broker may run "
+                                   "in a cache full of other files"))
         manifest["machine"] = machine(data_root)
         say("machine: {cpu}, {cores} cores, {mem:.1f} GiB, {fs} on {dev}".format(
             cpu=manifest["machine"]["cpu"], cores=manifest["machine"]["cores"],
