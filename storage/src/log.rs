@@ -130,12 +130,12 @@ pub struct PendingAppend(oneshot::Receiver<Result<AppendResult>>);
 
 impl PendingAppend {
     /// The answer, if the append has been answered already (it was written inline, or the
-    /// writer has got to it); otherwise the append back, to wait for.
-    pub fn try_take(mut self) -> std::result::Result<Result<AppendResult>, PendingAppend> {
+    /// writer has got to it). Once it has given the answer, the append has nothing more.
+    pub fn try_take(&mut self) -> Option<Result<AppendResult>> {
         match self.0.try_recv() {
-            Ok(r) => Ok(r),
-            Err(oneshot::error::TryRecvError::Empty) => Err(self),
-            Err(oneshot::error::TryRecvError::Closed) => Ok(Err(StorageError::ShuttingDown)),
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StorageError::ShuttingDown)),
         }
     }
 
@@ -331,13 +331,13 @@ impl LogStore {
         leader_epoch: i32,
     ) -> Result<PendingAppend> {
         let mut pending = self.submit_appends(vec![(pid, batch, leader_epoch)]).await;
-        pending.pop().unwrap_or(Err(StorageError::ShuttingDown))
+        pending.pop().ok_or(StorageError::ShuttingDown)
     }
 
     /// [`LogStore::submit_append`] for several batches (a Produce request's partitions), in
     /// order; one answer per batch. When the writer is idle they are written together before
     /// this returns.
-    pub async fn submit_appends(&self, batches: Vec<(PartitionId, AppendBatch, i32)>) -> Vec<Result<PendingAppend>> {
+    pub async fn submit_appends(&self, batches: Vec<(PartitionId, AppendBatch, i32)>) -> Vec<PendingAppend> {
         let mut answers = Vec::with_capacity(batches.len());
         let mut ops = Vec::with_capacity(batches.len());
         for (pid, batch, leader_epoch) in batches {
@@ -350,21 +350,16 @@ impl LogStore {
             });
             answers.push(rx);
         }
-        let mut sent: Vec<Result<()>> = Vec::new();
         if let Some(ops) = self.writer.try_inline(ops) {
             for op in ops {
-                // After a failed send the rest fail too: the writer is gone.
-                sent.push(self.writer.send(op).await);
+                // A send fails only once the writer is gone. The operations not sent are
+                // dropped with their reply senders, so their answers are ShuttingDown.
+                if self.writer.send(op).await.is_err() {
+                    break;
+                }
             }
         }
-        answers
-            .into_iter()
-            .enumerate()
-            .map(|(i, rx)| match sent.get(i) {
-                Some(Err(_)) => Err(StorageError::ShuttingDown),
-                _ => Ok(PendingAppend(rx)),
-            })
-            .collect()
+        answers.into_iter().map(PendingAppend).collect()
     }
 
     /// Moves the log start offset to `offset` (-1: the high watermark), as DeleteRecords.

@@ -11,7 +11,7 @@ use fjord_controller::TopicMeta;
 use fjord_protocol::batch::{validate_produce, ValidationConfig};
 use fjord_protocol::error::BatchError;
 use fjord_storage::producers::ProducerBatch;
-use fjord_storage::{AppendBatch, AppendResult, PendingAppend, StorageError};
+use fjord_storage::{AppendBatch, AppendResult, PendingAppend};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
@@ -51,6 +51,19 @@ pub struct PendingProduce {
 enum Slot {
     Waiting(PendingAppend),
     Answered(fjord_storage::Result<AppendResult>),
+}
+
+impl Slot {
+    /// Takes the log's answer if it has come; whether the slot is answered.
+    fn settle(&mut self) -> bool {
+        if let Slot::Waiting(pending) = self {
+            match pending.try_take() {
+                Some(answer) => *self = Slot::Answered(answer),
+                None => return false,
+            }
+        }
+        true
+    }
 }
 
 fn now_ms() -> i64 {
@@ -214,18 +227,8 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
         }
         topics.push((skeleton, outcomes));
     }
-    let appends = if appends.is_empty() {
-        Vec::new()
-    } else {
-        let submitted = broker.store.submit_appends(appends).await;
-        submitted
-            .into_iter()
-            .map(|r| match r {
-                Ok(pending) => Slot::Waiting(pending),
-                Err(e) => Slot::Answered(Err(e)),
-            })
-            .collect()
-    };
+    let submitted = broker.store.submit_appends(appends).await;
+    let appends = submitted.into_iter().map(Slot::Waiting).collect();
     PendingProduce { acks, topics, appends }
 }
 
@@ -233,23 +236,18 @@ impl PendingProduce {
     /// The reply, if every append has been answered already (the log wrote them inline);
     /// otherwise the request back, for [`PendingProduce::finish`].
     pub fn try_finish(mut self, broker: &Broker, ctx: &RequestContext) -> Result<Reply, PendingProduce> {
-        let mut answered = true;
-        for slot in &mut self.appends {
-            if let Slot::Waiting(pending) = std::mem::replace(slot, Slot::Answered(Err(StorageError::ShuttingDown))) {
-                *slot = match pending.try_take() {
-                    Ok(answer) => Slot::Answered(answer),
-                    Err(pending) => {
-                        answered = false;
-                        Slot::Waiting(pending)
-                    }
-                };
-            }
+        if !self.appends.iter_mut().all(Slot::settle) {
+            return Err(self);
         }
-        if answered {
-            Ok(self.reply(broker, ctx))
-        } else {
-            Err(self)
-        }
+        let answers = self
+            .appends
+            .drain(..)
+            .map(|slot| match slot {
+                Slot::Answered(answer) => Some(answer),
+                Slot::Waiting(_) => None, // settled above: cannot happen
+            })
+            .collect();
+        Ok(self.reply(answers, broker, ctx))
     }
 
     /// Waits for the queued appends and answers (or not, for acks=0).
@@ -258,21 +256,27 @@ impl PendingProduce {
             .stats
             .produce_waiting
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for slot in &mut self.appends {
-            if let Slot::Waiting(pending) = std::mem::replace(slot, Slot::Answered(Err(StorageError::ShuttingDown))) {
-                *slot = Slot::Answered(pending.wait().await);
-            }
+        let mut answers = Vec::with_capacity(self.appends.len());
+        for slot in self.appends.drain(..) {
+            answers.push(Some(match slot {
+                Slot::Waiting(pending) => pending.wait().await,
+                Slot::Answered(answer) => answer,
+            }));
         }
         broker
             .stats
             .produce_waiting
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.reply(broker, ctx)
+        self.reply(answers, broker, ctx)
     }
 
-    /// The response, once every append is answered.
-    fn reply(self, broker: &Broker, ctx: &RequestContext) -> Reply {
-        let mut appends = self.appends;
+    /// The response, from the log's answers to the appends, by slot.
+    fn reply(
+        self,
+        mut answers: Vec<Option<fjord_storage::Result<AppendResult>>>,
+        broker: &Broker,
+        ctx: &RequestContext,
+    ) -> Reply {
         let mut any_error = false;
         let mut responses = Vec::with_capacity(self.topics.len());
         for (mut topic, outcomes) in self.topics {
@@ -287,24 +291,19 @@ impl PendingProduce {
                         topic,
                         bytes,
                         records,
-                    } => {
-                        let answer = appends
-                            .get_mut(slot)
-                            .map(|s| std::mem::replace(s, Slot::Answered(Err(StorageError::ShuttingDown))));
-                        match answer {
-                            Some(Slot::Answered(Ok(a))) => {
-                                broker.stats.produced(&topic, bytes, records);
-                                PartitionProduceResponse::default()
-                                    .with_index(index)
-                                    .with_base_offset(a.base_offset)
-                                    .with_log_append_time_ms(log_append_time_ms)
-                                    .with_log_start_offset(a.log_start)
-                            }
-                            Some(Slot::Answered(Err(e))) => failed(index, storage_error_code(&e), None),
-                            // Every slot is answered before this is called, one per outcome.
-                            Some(Slot::Waiting(_)) | None => failed(index, ResponseError::UnknownServerError, None),
+                    } => match answers.get_mut(slot).and_then(Option::take) {
+                        Some(Ok(a)) => {
+                            broker.stats.produced(&topic, bytes, records);
+                            PartitionProduceResponse::default()
+                                .with_index(index)
+                                .with_base_offset(a.base_offset)
+                                .with_log_append_time_ms(log_append_time_ms)
+                                .with_log_start_offset(a.log_start)
                         }
-                    }
+                        Some(Err(e)) => failed(index, storage_error_code(&e), None),
+                        // One answer per slot, each taken once: cannot happen.
+                        None => failed(index, ResponseError::UnknownServerError, None),
+                    },
                 };
                 any_error |= r.error_code != 0;
                 parts.push(r);
