@@ -61,10 +61,7 @@ pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 256 << 20;
 /// Keys that Kafka deployments set and that Fjord accepts without acting on them (yet).
 /// The value is still checked to be present; the start log lists which were given.
 pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
-    "process.roles",
-    "controller.quorum.voters",
     "controller.quorum.bootstrap.servers",
-    "controller.listener.names",
     "inter.broker.listener.name",
     "listener.security.protocol.map",
     "num.network.threads",
@@ -93,6 +90,14 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// `advertised.listeners`. Default: `PLAINTEXT://localhost:<listener port>`.
     pub advertised_listeners: Vec<Listener>,
+    /// The listener of `listeners` named first in `controller.listener.names` (default
+    /// `CONTROLLER`), if `listeners` has one: the controller quorum's Raft transport. Required
+    /// when `controller.quorum.voters` names other nodes.
+    pub controller_listener: Option<Listener>,
+    /// `controller.quorum.voters` (`id@host:port,...`): every voter's node id and controller
+    /// endpoint. Empty (the default) makes this node the only voter. Every Fjord node is a
+    /// voter (`process.roles=broker,controller`), so the list must name `node.id`.
+    pub quorum_voters: BTreeMap<i32, String>,
     /// `log.dirs` (alias `log.dir`); only the first directory is used. Default: `./fjord-data`.
     pub log_dir: PathBuf,
     /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1. Default 1.
@@ -194,6 +199,51 @@ fn parse_buffer_size(key: &str, value: &str) -> Result<Option<usize>, ConfigErro
     }
 }
 
+/// Parses `controller.quorum.voters`: `id@host:port[,id@host:port]`, the host possibly an IPv6
+/// address in brackets. Ids are non-negative and unique.
+pub fn parse_voters(key: &str, value: &str) -> Result<BTreeMap<i32, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |why: &str| invalid(key, value, format!("'{item}': {why} (expected id@host:port)"));
+        let (id, endpoint) = item.split_once('@').ok_or_else(|| bad("no '@'"))?;
+        let id: i32 = id.trim().parse().map_err(|_| bad("the id is not a number"))?;
+        if id < 0 {
+            return Err(bad("the id is negative"));
+        }
+        let (host, port) = endpoint.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
+        if host.is_empty() || port == 0 {
+            return Err(bad("empty host or port 0"));
+        }
+        if out.insert(id, format!("{host}:{port}")).is_some() {
+            return Err(bad("the id is listed twice"));
+        }
+    }
+    Ok(out)
+}
+
+/// `process.roles`: Fjord runs every node as both broker and controller (KRaft's combined
+/// mode), so `broker,controller` in any order is the only value accepted.
+fn check_process_roles(key: &str, value: &str) -> Result<(), ConfigError> {
+    let roles: std::collections::BTreeSet<&str> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    if let Some(r) = roles.iter().find(|r| !matches!(**r, "broker" | "controller")) {
+        return Err(invalid(
+            key,
+            value,
+            format!("unknown role '{r}' (Kafka's are broker and controller)"),
+        ));
+    }
+    if roles.len() != 2 {
+        return Err(invalid(
+            key,
+            value,
+            "Fjord runs every node as broker and controller: use process.roles=broker,controller \
+             (dedicated broker or controller nodes are not supported yet)",
+        ));
+    }
+    Ok(())
+}
+
 /// Parses `NAME://host:port[,NAME://host:port]`.
 pub fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError> {
     let mut out = Vec::new();
@@ -253,6 +303,8 @@ impl Config {
                 port: 9092,
             }],
             advertised_listeners: Vec::new(),
+            controller_listener: None,
+            quorum_voters: BTreeMap::new(),
             log_dir: PathBuf::from("./fjord-data"),
             num_partitions: 1,
             default_replication_factor: 1,
@@ -277,7 +329,7 @@ impl Config {
         };
         let mut retention: Option<(i64, &str)> = None;
         let mut queued_max: Option<(i64, &str)> = None;
-        let mut controller_listeners: Vec<String> = Vec::new();
+        let mut controller_listeners: Vec<String> = vec!["CONTROLLER".to_string()];
         for (key, value) in &props {
             let k = key.as_str();
             match k {
@@ -447,8 +499,17 @@ impl Config {
                         .collect();
                 }
                 "controller.listener.names" => {
-                    controller_listeners = value.split(',').map(|s| s.trim().to_string()).collect();
+                    controller_listeners = value
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    if controller_listeners.is_empty() {
+                        return Err(invalid(k, value, "no listener name"));
+                    }
                 }
+                "controller.quorum.voters" => cfg.quorum_voters = parse_voters(k, value)?,
+                "process.roles" => check_process_roles(k, value)?,
                 _ if RETENTION_KEYS.iter().any(|(rk, _)| *rk == k) => {
                     let (_, scale) = RETENTION_KEYS.iter().find(|(rk, _)| *rk == k).expect("matched above");
                     let v: i64 = parse_num(k, value)?;
@@ -495,9 +556,37 @@ impl Config {
         if let Some((ms, _)) = retention {
             cfg.topic_defaults.insert("retention.ms".into(), ms.to_string());
         }
-        // A KRaft deployment lists its controller listener among `listeners`; Fjord's
-        // controller speaks Raft internally, so only the client-facing ones are bound.
+        // A KRaft deployment lists its controller listener among `listeners`; it carries the
+        // controller quorum's traffic, not clients'.
+        cfg.controller_listener = cfg
+            .listeners
+            .iter()
+            .find(|l| l.name == controller_listeners[0])
+            .cloned();
         cfg.listeners.retain(|l| !controller_listeners.contains(&l.name));
+        if !cfg.quorum_voters.is_empty() {
+            let voters = props.get("controller.quorum.voters").map(String::as_str).unwrap_or("");
+            if !cfg.quorum_voters.contains_key(&cfg.node_id) {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    voters,
+                    format!(
+                        "does not name this node (node.id={}); every Fjord node is a broker and a controller voter",
+                        cfg.node_id
+                    ),
+                ));
+            }
+            if cfg.quorum_voters.len() > 1 && cfg.controller_listener.is_none() {
+                return Err(invalid(
+                    "listeners",
+                    props.get("listeners").map(String::as_str).unwrap_or(""),
+                    format!(
+                        "a node of a controller quorum needs the controller listener {}:// among its listeners",
+                        controller_listeners[0]
+                    ),
+                ));
+            }
+        }
         if cfg.listeners.is_empty() {
             return Err(invalid(
                 "listeners",
@@ -739,15 +828,58 @@ mod tests {
     }
 
     #[test]
-    fn kraft_controller_listener_is_not_bound() {
+    fn kraft_controller_listener_is_not_a_client_listener() {
         let c = Config::from_properties(props(&[
             ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
             ("controller.listener.names", "CONTROLLER"),
             ("process.roles", "broker,controller"),
+            ("node.id", "1"),
+            ("controller.quorum.voters", "1@localhost:9093"),
         ]))
         .expect("valid");
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.listeners[0].port, 9092);
         assert_eq!(c.advertised_listeners[0].host, "localhost");
+        assert_eq!(c.controller_listener.as_ref().map(|l| l.port), Some(9093));
+        assert_eq!(c.quorum_voters, BTreeMap::from([(1, "localhost:9093".to_string())]));
+    }
+
+    #[test]
+    fn quorum_voters_are_checked() {
+        let three = "1@n1:9093, 2@n2:9093,3@[::1]:9094";
+        let c = Config::from_properties(props(&[
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+            ("node.id", "2"),
+            ("controller.quorum.voters", three),
+        ]))
+        .expect("valid");
+        assert_eq!(c.quorum_voters.len(), 3);
+        assert_eq!(c.quorum_voters[&3], "[::1]:9094");
+        let refused = |pairs: &[(&str, &str)], key: &str| match Config::from_properties(props(pairs)) {
+            Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{pairs:?}"),
+            other => panic!("{pairs:?} gave {other:?}"),
+        };
+        for bad in [
+            "1@n1",
+            "x@n1:9093",
+            "1@n1:9093,1@n2:9093",
+            "-1@n1:9093",
+            "1n1:9093",
+            "1@:9093",
+        ] {
+            refused(&[("controller.quorum.voters", bad)], "controller.quorum.voters");
+        }
+        // This node must be a voter, and with peers it needs the controller listener.
+        refused(
+            &[
+                ("node.id", "4"),
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                ("controller.quorum.voters", three),
+            ],
+            "controller.quorum.voters",
+        );
+        refused(&[("node.id", "1"), ("controller.quorum.voters", three)], "listeners");
+        refused(&[("process.roles", "broker")], "process.roles");
+        refused(&[("process.roles", "broker,controller,other")], "process.roles");
     }
 }

@@ -52,7 +52,7 @@ pub fn controller_error_code(e: &ControllerError) -> ResponseError {
         ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
-        ControllerError::NotController => ResponseError::NotController,
+        ControllerError::NotController(_) => ResponseError::NotController,
         ControllerError::ShuttingDown => ResponseError::RequestTimedOut,
         ControllerError::Storage(_) | ControllerError::Raft(_) => {
             tracing::error!(error = %e, "controller failure answered as UNKNOWN_SERVER_ERROR");

@@ -57,6 +57,17 @@ impl Broker {
         self.config.node_id
     }
 
+    /// The controller id clients are told (Metadata, DescribeCluster): the Raft leader this
+    /// node knows of, else the one that wrote the latest metadata. Any node takes admin
+    /// requests, but a live id keeps clients that send them to "the controller" off a dead node.
+    pub fn controller_id(&self, meta: &ClusterMetadata) -> i32 {
+        self.controller
+            .raft_status()
+            .leader
+            .and_then(|l| i32::try_from(l).ok())
+            .unwrap_or(meta.controller_id)
+    }
+
     /// The latest cluster metadata.
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
         self.controller.metadata()
@@ -175,14 +186,31 @@ pub async fn run(
     } else {
         advertised.port
     };
-    let controller = Controller::open(ControllerConfig {
-        node_id: config.node_id,
-        data_dir: data_dir.join(METADATA_SUBDIR),
-        advertised_host: advertised.host.clone(),
-        advertised_port,
-        rack: None,
-    })
-    .await?;
+    let controller_listener = match &config.controller_listener {
+        Some(l) => Some(server::bind_controller(l).await?),
+        None => None,
+    };
+    let open = Controller::open_with_listener(
+        ControllerConfig {
+            node_id: config.node_id,
+            data_dir: data_dir.join(METADATA_SUBDIR),
+            advertised_host: advertised.host.clone(),
+            advertised_port,
+            rack: None,
+            voters: config.quorum_voters.clone(),
+        },
+        controller_listener,
+    );
+    // A node of a quorum waits in `open` until a majority of the voters is up; a SIGTERM
+    // meanwhile stops it there.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let controller = tokio::select! {
+        c = open => c?,
+        () = &mut shutdown => {
+            tracing::info!("stopped while waiting for the controller quorum");
+            return Ok(());
+        }
+    };
     let store = store_task
         .await
         .map_err(|e| BrokerError::Startup(format!("storage open task: {e}")))??;

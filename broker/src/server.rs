@@ -67,6 +67,15 @@ pub async fn bind(config: &Config) -> Result<Vec<(TcpListener, Listener)>, Broke
     Ok(out)
 }
 
+/// Binds the controller listener (the controller quorum's Raft transport), with the kernel's
+/// default buffers: its traffic is small metadata entries and heartbeats.
+pub async fn bind_controller(l: &Listener) -> Result<TcpListener, BrokerError> {
+    let host = if l.host.is_empty() { "0.0.0.0" } else { l.host.as_str() };
+    listen(host, l.port, None)
+        .await
+        .map_err(|e| BrokerError::Startup(format!("cannot listen on {}://{}:{}: {e}", l.name, host, l.port)))
+}
+
 /// Binds the first address `host` resolves to that accepts, as `TcpListener::bind` does, with
 /// `socket.receive.buffer.bytes` set before `listen`: accepted connections inherit it, and the
 /// window scale offered in the handshake is chosen from it (as Kafka sets it on its server socket).

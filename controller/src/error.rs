@@ -25,9 +25,10 @@ pub enum ControllerError {
     /// Any other malformed request (`INVALID_REQUEST`).
     #[error("{0}")]
     InvalidRequest(String),
-    /// This node is not the Raft leader, so it cannot accept metadata writes (`NOT_CONTROLLER`).
-    #[error("this node is not the active controller")]
-    NotController,
+    /// No controller leader could take the write or read (an election, an unreachable leader);
+    /// the text says why (`NOT_CONTROLLER`, which Kafka clients retry).
+    #[error("no active controller: {0}")]
+    NotController(String),
     /// The RocksDB metadata store failed or holds data it cannot decode.
     #[error("metadata store: {0}")]
     Storage(String),

@@ -2,18 +2,19 @@
 //! configs) as a replicated state machine on [openraft](https://docs.rs/openraft/0.9), with the
 //! Raft log, vote and snapshots in RocksDB.
 //!
-//! Today the metadata quorum is a single voter (this node); the Raft transport is a stub that
-//! a later issue replaces. Every write is a Raft log entry, validated when it is applied, so
-//! writes are linearizable and replay deterministically. The broker reads the latest applied
-//! state with [`Controller::metadata`] or follows it with [`Controller::subscribe`].
+//! The metadata quorum is this node alone (the embedded default) or the voters of Kafka's
+//! `controller.quorum.voters`, which talk over the controller listener (`network`). Every write
+//! is a Raft log entry, validated when it is applied, so writes are linearizable and replay
+//! deterministically; a follower hands its writes to the leader. The broker reads the latest
+//! applied state with [`Controller::metadata`] or follows it with [`Controller::subscribe`].
 //!
 //! Layering: `protocol ← storage ← controller ← broker`. This crate may depend on nothing of
-//! Fjord but `protocol` and `storage` below it (it currently uses neither), and knows nothing of
-//! sockets or Kafka request handling.
+//! Fjord but `protocol` and `storage` below it (it currently uses neither). Its only sockets are
+//! the controllers' own Raft transport; it knows nothing of Kafka request handling.
 //!
 //! Layout: `controller` (the public handle), `command` (commands and their deterministic
 //! apply), `metadata` (the replicated types), `state_machine` and `store` (openraft storage on
-//! RocksDB), `network` (the transport stub), `raft_types`, `error`.
+//! RocksDB), `network` (the transport between controllers), `raft_types`, `error`.
 
 // openraft's storage traits fix `StorageError` (224 bytes) as the error type; boxing it in our
 // helpers would only move the copy elsewhere, and these paths are not hot.

@@ -1,93 +1,377 @@
-//! Raft transport. Fjord's metadata quorum is a single voter for now, so Raft never has a peer to
-//! talk to; this stub exists so that the rest of the node is the real thing.
+//! The Raft transport between controllers, on the controller listener
+//! (`controller.listener.names`).
+//!
+//! A connection opens with [`MAGIC`] and then carries length-prefixed JSON frames, one
+//! [`PeerRequest`] answered by one [`PeerResponse`], in order. The magic tells a peer from a Kafka
+//! client: read as a Kafka frame length it is over a gigabyte, which no Kafka request can be
+//! (`socket.request.max.bytes` defaults to 100 MiB), so the listener can later serve Kafka's own
+//! controller APIs beside it.
+//!
+//! Besides openraft's three RPCs, a follower sends its writes to the leader ([`PeerRequest::Write`])
+//! and asks it for a read index before serving reads ([`PeerRequest::ReadIndex`]): every node
+//! proposes and reads through the one leader, so metadata writes stay linearizable whichever
+//! broker a client talks to.
 
 use std::fmt;
+use std::io;
+use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
 use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
 
-use crate::raft_types::{NodeId, TypeConfig};
+use crate::command::{Command, CommandResponse};
+use crate::raft_types::{LogId, NodeId, Raft, TypeConfig};
 
-/// Builds a client per peer. STUB: the multi-voter cluster issue replaces this with a real
-/// transport; until then every peer is [`Unreachable`], which openraft handles like a network
-/// partition (back off, retry), so a stray membership change cannot crash the node.
+/// First bytes of every controller-to-controller connection.
+pub(crate) const MAGIC: &[u8; 8] = b"FJRAFT01";
+
+/// Largest frame either side accepts. A snapshot travels in openraft's chunks (3 MiB by default,
+/// about four times that as JSON) and an AppendEntries carries at most a few hundred small
+/// commands; anything larger is a broken or hostile peer, and the connection is closed.
+const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// How long a forwarded write or read-index request may take before the caller retries.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting to a peer may take: peers are on the same network, and a dead peer
+/// must not hold up the replication stream that retries it.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What one controller asks another.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum PeerRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A write proposed on a follower, for the leader to propose.
+    Write(Command),
+    /// The leader's read index: the log index a follower must have applied before its reads
+    /// are linearizable.
+    ReadIndex,
+}
+
+/// The answer to a [`PeerRequest`] of the same name.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum PeerResponse {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Write(Result<(LogId, CommandResponse), ForwardError>),
+    ReadIndex(Result<u64, ForwardError>),
+}
+
+/// Why the node asked to lead a write or a read could not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ForwardError {
+    /// It is not the leader (any more); the leader it knows of, if any.
+    NotLeader(Option<NodeId>),
+    /// Its Raft stopped or failed.
+    Stopped(String),
+}
+
+/// Builds a [`Peer`] client per target node; the address is the node's controller endpoint from
+/// the Raft membership (`controller.quorum.voters`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct NetworkFactory;
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
-    type Network = UnreachablePeer;
+    type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        tracing::debug!(target, addr = %node.addr, "raft peer client created (stub transport)");
-        UnreachablePeer {
-            target,
-            addr: node.addr.clone(),
+        Peer::new(target, node.addr.clone())
+    }
+}
+
+/// One peer controller: a connection opened on first use and reopened after any failure.
+/// openraft drives each replication stream and each election through its own client with one
+/// RPC at a time (`&mut self`), so a single connection without pipelining is enough.
+pub(crate) struct Peer {
+    target: NodeId,
+    addr: String,
+    conn: Option<Conn>,
+}
+
+struct Conn {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+}
+
+/// A transport failure, with the peer it concerns.
+#[derive(Debug)]
+struct PeerIoError {
+    target: NodeId,
+    addr: String,
+    error: io::Error,
+}
+
+impl fmt::Display for PeerIoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "controller {} at {}: {}", self.target, self.addr, self.error)
+    }
+}
+
+impl std::error::Error for PeerIoError {}
+
+/// How a call failed: no connection, so the request was never sent (back off and retry), or a
+/// connection that broke or timed out after it was sent (it may have been acted on).
+#[derive(Debug)]
+pub(crate) enum CallError {
+    Connect(io::Error),
+    Io(io::Error),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Connect(e) => write!(f, "cannot connect: {e}"),
+            CallError::Io(e) => write!(f, "{e}"),
         }
     }
 }
 
-/// A peer that cannot be reached: every RPC fails with [`Unreachable`].
-pub(crate) struct UnreachablePeer {
-    target: NodeId,
-    addr: String,
-}
-
-/// Why every RPC fails.
-#[derive(Debug)]
-struct NoTransport {
-    target: NodeId,
-    addr: String,
-}
-
-impl fmt::Display for NoTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "no raft transport to node {} at {} (single-voter controller)",
-            self.target, self.addr
-        )
+impl Peer {
+    pub(crate) fn new(target: NodeId, addr: String) -> Peer {
+        Peer {
+            target,
+            addr,
+            conn: None,
+        }
     }
-}
 
-impl std::error::Error for NoTransport {}
+    /// Sends `req` and reads its answer within `ttl`. Any failure drops the connection, so the
+    /// next call starts on a fresh one and never reads a late answer to an abandoned request.
+    async fn call(&mut self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        let frame = serde_json::to_vec(req).map_err(|e| CallError::Io(io::Error::other(e)))?;
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.addr).await.map_err(CallError::Connect)?);
+        }
+        let conn = self.conn.as_mut().expect("connected above");
+        let exchange = async {
+            write_frame(&mut conn.writer, &frame).await?;
+            let body = read_frame(&mut conn.reader).await?;
+            serde_json::from_slice::<PeerResponse>(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        };
+        let res = match tokio::time::timeout(ttl, exchange).await {
+            Ok(res) => res,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {ttl:?}"),
+            )),
+        };
+        if res.is_err() {
+            self.conn = None;
+        }
+        res.map_err(CallError::Io)
+    }
 
-impl UnreachablePeer {
-    fn unreachable(&self) -> Unreachable {
-        Unreachable::new(&NoTransport {
+    fn rpc_error<E: std::error::Error>(&self, e: CallError) -> RPCError<NodeId, BasicNode, E> {
+        match e {
+            CallError::Connect(error) => RPCError::Unreachable(Unreachable::new(&PeerIoError {
+                target: self.target,
+                addr: self.addr.clone(),
+                error,
+            })),
+            CallError::Io(error) => RPCError::Network(NetworkError::new(&PeerIoError {
+                target: self.target,
+                addr: self.addr.clone(),
+                error,
+            })),
+        }
+    }
+
+    fn unexpected<E: std::error::Error>(&mut self, what: &PeerResponse) -> RPCError<NodeId, BasicNode, E> {
+        self.conn = None;
+        RPCError::Network(NetworkError::new(&PeerIoError {
             target: self.target,
             addr: self.addr.clone(),
-        })
+            error: io::Error::new(io::ErrorKind::InvalidData, format!("unexpected answer {what:?}")),
+        }))
+    }
+
+    /// Forwards a follower's write to this peer, the leader it knows of.
+    pub(crate) async fn forward_write(
+        &mut self,
+        cmd: Command,
+    ) -> Result<Result<(LogId, CommandResponse), ForwardError>, CallError> {
+        match self.call(&PeerRequest::Write(cmd), FORWARD_TIMEOUT).await? {
+            PeerResponse::Write(res) => Ok(res),
+            other => Err(CallError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected answer {other:?}"),
+            ))),
+        }
+    }
+
+    /// Asks this peer, the leader it knows of, for its read index.
+    pub(crate) async fn read_index(&mut self) -> Result<Result<u64, ForwardError>, CallError> {
+        match self.call(&PeerRequest::ReadIndex, FORWARD_TIMEOUT).await? {
+            PeerResponse::ReadIndex(res) => Ok(res),
+            other => Err(CallError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected answer {other:?}"),
+            ))),
+        }
     }
 }
 
-impl RaftNetwork<TypeConfig> for UnreachablePeer {
+async fn connect(addr: &str) -> io::Result<Conn> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect within {CONNECT_TIMEOUT:?}")))??;
+    // Heartbeats and votes are tiny and latency-bound.
+    stream.set_nodelay(true)?;
+    let (r, w) = stream.into_split();
+    let mut writer = BufWriter::new(w);
+    writer.write_all(MAGIC).await?;
+    Ok(Conn {
+        reader: BufReader::new(r),
+        writer,
+    })
+}
+
+async fn write_frame(w: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>, body: &[u8]) -> io::Result<()> {
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes exceeds {MAX_FRAME_BYTES}", body.len()),
+        ));
+    }
+    // Checked against MAX_FRAME_BYTES above, so it fits in a u32.
+    w.write_u32(body.len() as u32).await?;
+    w.write_all(body).await?;
+    w.flush().await
+}
+
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
+    let len = r.read_u32().await? as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {MAX_FRAME_BYTES}"),
+        ));
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        match self.call(&PeerRequest::AppendEntries(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::AppendEntries(Ok(r))) => Ok(r),
+            Ok(PeerResponse::AppendEntries(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(other) => Err(self.unexpected(&other)),
+            Err(e) => Err(self.rpc_error(e)),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        Err(RPCError::Unreachable(self.unreachable()))
+        match self.call(&PeerRequest::InstallSnapshot(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::InstallSnapshot(Ok(r))) => Ok(r),
+            Ok(PeerResponse::InstallSnapshot(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(other) => Err(self.unexpected(&other)),
+            Err(e) => Err(self.rpc_error(e)),
+        }
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        match self.call(&PeerRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(Ok(r))) => Ok(r),
+            Ok(PeerResponse::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Ok(other) => Err(self.unexpected(&other)),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+}
+
+/// Serves peers on the controller listener until the task is aborted.
+pub(crate) async fn serve(listener: TcpListener, raft: Raft) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "controller listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_peer(stream, raft).await {
+                tracing::debug!(peer = %addr, error = %e, "controller connection closed");
+            }
+        });
+    }
+}
+
+async fn serve_peer(stream: TcpStream, raft: Raft) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (r, w) = stream.into_split();
+    let mut reader = BufReader::new(r);
+    let mut writer = BufWriter::new(w);
+    let mut magic = [0u8; MAGIC.len()];
+    reader.read_exact(&mut magic).await?;
+    if &magic != MAGIC {
+        // Kafka's controller APIs (DescribeQuorum, AddRaftVoter) are not served here yet.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a Fjord controller (Kafka requests are not served on the controller listener)",
+        ));
+    }
+    loop {
+        let body = match read_frame(&mut reader).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let req: PeerRequest =
+            serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let resp = answer(&raft, req).await;
+        let frame = serde_json::to_vec(&resp).map_err(io::Error::other)?;
+        write_frame(&mut writer, &frame).await?;
+    }
+}
+
+async fn answer(raft: &Raft, req: PeerRequest) -> PeerResponse {
+    match req {
+        PeerRequest::AppendEntries(rpc) => PeerResponse::AppendEntries(raft.append_entries(rpc).await),
+        PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),
+        PeerRequest::InstallSnapshot(rpc) => PeerResponse::InstallSnapshot(raft.install_snapshot(rpc).await),
+        PeerRequest::Write(cmd) => PeerResponse::Write(match raft.client_write(cmd).await {
+            Ok(r) => Ok((r.log_id, r.data)),
+            Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                Err(ForwardError::NotLeader(f.leader_id))
+            }
+            Err(e) => Err(ForwardError::Stopped(e.to_string())),
+        }),
+        PeerRequest::ReadIndex => PeerResponse::ReadIndex(match raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ForwardError::NotLeader(f.leader_id))
+            }
+            Err(e) => Err(ForwardError::Stopped(e.to_string())),
+        }),
     }
 }

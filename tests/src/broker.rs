@@ -153,6 +153,44 @@ impl Broker {
         unreachable!("the last attempt returns or panics")
     }
 
+    /// Spawn a broker on `port` without waiting for it: the nodes of a controller quorum are
+    /// ready only once a majority of them runs, so a cluster starts them all, then waits on
+    /// each with [`Broker::await_ready`].
+    pub fn launch(opts: BrokerOptions, port: u16) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("fjord-test-")
+            .tempdir()
+            .expect("creating a temp dir");
+        let mut broker = Self {
+            dir,
+            port,
+            opts,
+            child: None,
+            starts: 0,
+        };
+        if let Err(e) = broker.spawn() {
+            panic!("{e}\n{}", broker.logs());
+        }
+        broker
+    }
+
+    /// Wait until a [`Broker::launch`]ed broker answers ApiVersions; panics with its logs if it
+    /// exits or is not ready in time.
+    pub fn await_ready(&mut self) {
+        if let Err(e) = self.wait_ready() {
+            panic!("{e}\n{}", self.logs());
+        }
+    }
+
+    /// Start the process again on the same port, data directory and options (killing it first
+    /// if it still runs), without waiting for it to be ready.
+    pub fn relaunch(&mut self) {
+        self.kill();
+        if let Err(e) = self.spawn() {
+            panic!("relaunch failed: {e}\n{}", self.logs());
+        }
+    }
+
     /// `127.0.0.1:<port>`, the address to connect to.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -300,6 +338,12 @@ impl Broker {
     /// Spawn the process and poll until ApiVersions answers; Err with a
     /// description (the caller adds the logs).
     fn spawn_and_wait(&mut self) -> Result<(), String> {
+        self.spawn()?;
+        self.wait_ready()
+    }
+
+    /// Spawn the process with its logs appended to the captured files.
+    fn spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "spawning over a running child");
         if let Some(props) = &self.opts.properties {
             fs::write(self.properties_path(), props).expect("writing server.properties");
@@ -314,7 +358,7 @@ impl Broker {
             .spawn()
             .map_err(|e| format!("spawning {}: {e}", fjord_bin().display()))?;
         self.child = Some(child);
-        self.wait_ready()
+        Ok(())
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {

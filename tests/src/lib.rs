@@ -31,7 +31,8 @@
 //!
 //! Some files test Fjord's own files and process rather than the protocol, and
 //! are not run against the reference broker: `disk_faults.rs` (it damages Fjord's
-//! segment files and preloads a shim into Fjord's process), and the repository
+//! segment files and preloads a shim into Fjord's process), `cluster.rs` (it starts
+//! several nodes, which the single-process stand-in cannot), and the repository
 //! checks `layering.rs` and `toolchain.rs`.
 
 pub mod broker;
@@ -77,6 +78,12 @@ pub mod codes {
     pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
     /// `UNKNOWN_LEADER_EPOCH`.
     pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
+    /// `NOT_COORDINATOR`.
+    pub const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
+    /// `COORDINATOR_NOT_AVAILABLE`.
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+    /// `NOT_LEADER_OR_FOLLOWER`.
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = ResponseError::NotLeaderOrFollower.code();
     /// `UNKNOWN_TOPIC_ID`.
     pub const UNKNOWN_TOPIC_ID: i16 = ResponseError::UnknownTopicId.code();
 

@@ -19,8 +19,8 @@ use crate::{partition_id, Broker};
 /// Answers DescribeCluster.
 pub fn describe_cluster(broker: &Broker, ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let meta = broker.metadata();
-    // endpoint_type 2 asks for controllers (KIP-919); Fjord's controller is in-process, so
-    // its brokers are its controllers.
+    // endpoint_type 2 asks for controllers (KIP-919); every Fjord node is a broker and a
+    // controller voter, so its brokers are its controllers.
     let brokers = super::metadata::brokers(broker, ctx, &meta)
         .into_iter()
         .map(|b| {
@@ -34,7 +34,7 @@ pub fn describe_cluster(broker: &Broker, ctx: &RequestContext, req: DescribeClus
     DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(str_bytes(meta.cluster_id.clone()))
-        .with_controller_id(BrokerId(meta.controller_id))
+        .with_controller_id(BrokerId(broker.controller_id(&meta)))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }

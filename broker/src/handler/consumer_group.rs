@@ -47,6 +47,9 @@ pub async fn heartbeat(
         return consumer::error_response(e.error, Some(e.message));
     }
     let group_id = req.group_id.to_string();
+    if let Err(e) = super::coordinator::check_group(broker, &group_id) {
+        return consumer::error_response(e, None);
+    }
     // Only a join (epoch 0) may create the group.
     let Some(mut group) = groups.lock(&group_id, req.member_epoch == 0).await else {
         return consumer::group_not_found_response(&group_id);
@@ -102,6 +105,15 @@ pub async fn describe(broker: &Broker, req: ConsumerGroupDescribeRequest) -> Con
                 .with_error_message(Some(str_bytes(msg)))
                 .with_authorized_operations(ops)
         };
+        if let Err(e) = super::coordinator::check_group(broker, id.as_str()) {
+            out.push(
+                DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(e.code())
+                    .with_authorized_operations(ops),
+            );
+            continue;
+        }
         let described = match groups.lock(id.as_str(), false).await {
             None => not_found(format!("Group {} not found.", id.as_str())),
             Some(g) => match &g.kind {

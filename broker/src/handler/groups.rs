@@ -48,6 +48,9 @@ pub async fn join_group(broker: &Broker, ctx: &RequestContext, req: JoinGroupReq
     if group_id.is_empty() {
         return join_error(v, &member_id, ResponseError::InvalidGroupId);
     }
+    if let Err(e) = super::coordinator::check_group(broker, &group_id) {
+        return join_error(v, &member_id, e);
+    }
     if req.session_timeout_ms < groups.cfg.min_session_timeout_ms
         || req.session_timeout_ms > groups.cfg.max_session_timeout_ms
     {
@@ -109,6 +112,9 @@ pub async fn sync_group(broker: &Broker, req: SyncGroupRequest) -> SyncGroupResp
     if group_id.is_empty() {
         return SyncGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
     }
+    if let Err(e) = super::coordinator::check_group(broker, &group_id) {
+        return SyncGroupResponse::default().with_error_code(e.code());
+    }
     let Some(mut group) = groups.lock(&group_id, false).await else {
         return SyncGroupResponse::default().with_error_code(ResponseError::UnknownMemberId.code());
     };
@@ -147,6 +153,9 @@ pub async fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> HeartbeatRespo
     if group_id.is_empty() {
         return HeartbeatResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
     }
+    if let Err(e) = super::coordinator::check_group(broker, &group_id) {
+        return HeartbeatResponse::default().with_error_code(e.code());
+    }
     let Some(mut group) = groups.lock(&group_id, false).await else {
         return HeartbeatResponse::default().with_error_code(ResponseError::UnknownMemberId.code());
     };
@@ -184,6 +193,9 @@ pub async fn leave_group(broker: &Broker, ctx: &RequestContext, req: LeaveGroupR
     let group_error = |e: ResponseError| LeaveGroupResponse::default().with_error_code(e.code());
     if group_id.is_empty() {
         return group_error(ResponseError::InvalidGroupId);
+    }
+    if let Err(e) = super::coordinator::check_group(broker, &group_id) {
+        return group_error(e);
     }
     let Some(mut group) = groups.lock(&group_id, false).await else {
         return group_error(ResponseError::UnknownMemberId);
@@ -258,6 +270,10 @@ pub async fn describe_groups(
             .with_authorized_operations(ops)
             .with_protocol_type(str_bytes(""))
             .with_protocol_data(str_bytes(""));
+        if let Err(e) = super::coordinator::check_group(broker, id.as_str()) {
+            out.push(base.with_group_state(str_bytes("")).with_error_code(e.code()));
+            continue;
+        }
         let Some(g) = groups.lock(id.as_str(), false).await else {
             // Kafka reports a missing group as Dead; v6 adds an explicit error.
             let mut d = base.with_group_state(str_bytes("Dead"));
@@ -327,6 +343,14 @@ pub async fn delete_groups(broker: &Broker, req: DeleteGroupsRequest) -> DeleteG
     let groups = &broker.groups;
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
+        if let Err(e) = super::coordinator::check_group(broker, id.as_str()) {
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(e.code()),
+            );
+            continue;
+        }
         let code = match groups.lock(id.as_str(), false).await {
             None => ResponseError::GroupIdNotFound.code(),
             Some(mut g) if g.is_empty() => match groups.delete(&mut g).await {

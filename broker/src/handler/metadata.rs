@@ -137,7 +137,7 @@ pub async fn handle(broker: &Broker, ctx: &RequestContext, req: MetadataRequest)
     MetadataResponse::default()
         .with_brokers(brokers(broker, ctx, &meta))
         .with_cluster_id(Some(str_bytes(meta.cluster_id.clone())))
-        .with_controller_id(BrokerId(meta.controller_id))
+        .with_controller_id(BrokerId(broker.controller_id(&meta)))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }

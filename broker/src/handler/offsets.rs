@@ -78,6 +78,9 @@ pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCom
     if group_id.is_empty() {
         return respond_all(&req.topics, ResponseError::InvalidGroupId.code());
     }
+    if let Err(e) = super::coordinator::check_group(broker, &group_id) {
+        return respond_all(&req.topics, e.code());
+    }
     let member_id = req.member_id.to_string();
     let instance_id = req.group_instance_id.as_ref().map(|s| s.to_string());
     let generation = req.generation_id_or_member_epoch;
@@ -221,6 +224,14 @@ pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetc
     if ctx.version >= 8 {
         let mut out = Vec::with_capacity(req.groups.len());
         for g in req.groups {
+            if let Err(e) = super::coordinator::check_group(broker, g.group_id.as_str()) {
+                out.push(
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(e.code()),
+                );
+                continue;
+            }
             // v9: a KIP-848 member fetches with its id and epoch, which must be current.
             if ctx.version >= 9 {
                 if let Some(group) = broker.groups.lock(g.group_id.as_str(), false).await {
@@ -272,6 +283,30 @@ pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetc
         }
         return OffsetFetchResponse::default().with_groups(out);
     }
+    if let Err(e) = super::coordinator::check_group(broker, req.group_id.as_str()) {
+        // v2+ carry a top-level error; v0-1 clients read it per partition, where Kafka puts it.
+        let topics = req
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                OffsetFetchResponseTopic::default().with_name(t.name).with_partitions(
+                    t.partition_indexes
+                        .into_iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(-1)
+                                .with_error_code(e.code())
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        return OffsetFetchResponse::default()
+            .with_error_code(e.code())
+            .with_topics(topics);
+    }
     let topics = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.to_string(), t.partition_indexes))
@@ -316,6 +351,9 @@ pub async fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetD
     let group_error = |e: ResponseError| OffsetDeleteResponse::default().with_error_code(e.code());
     if req.group_id.is_empty() {
         return group_error(ResponseError::InvalidGroupId);
+    }
+    if let Err(e) = super::coordinator::check_group(broker, req.group_id.as_str()) {
+        return group_error(e);
     }
     let Some(mut group) = groups.lock(req.group_id.as_str(), false).await else {
         return group_error(ResponseError::GroupIdNotFound);

@@ -161,6 +161,9 @@ pub async fn init_producer_id(
             Err(e) => init_error(e),
         };
     };
+    if let Err(e) = super::coordinator::check_txn(broker) {
+        return init_error(e);
+    }
     let txns = &broker.txns;
     if let Err(e) = state::validate_init(&tid, req.transaction_timeout_ms, &txns.cfg) {
         return init_error(e);

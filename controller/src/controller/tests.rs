@@ -1,6 +1,6 @@
 //! Tests of the controller end to end: real RocksDB in a tempdir, real openraft.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ fn config(dir: &Path, node_id: i32) -> ControllerConfig {
         advertised_host: "127.0.0.1".to_string(),
         advertised_port: 9092,
         rack: Some("rack-a".to_string()),
+        voters: BTreeMap::new(),
     }
 }
 
@@ -358,7 +359,7 @@ async fn snapshot_and_purge_then_restart() {
         snapshot_logs_since_last: 10,
         logs_kept_after_snapshot: 0,
     };
-    let controller = Controller::open_tuned(config(dir.path(), 1), tuning)
+    let controller = Controller::open_tuned(config(dir.path(), 1), None, tuning)
         .await
         .expect("open");
     for i in 0..30 {
@@ -487,5 +488,132 @@ async fn corrupt_log_entries_fail_open_with_storage_error() {
             .expect("corrupt log must fail open");
         println!("{case}: {err}");
         assert!(matches!(err, ControllerError::Storage(_)), "{case}: {err:?}");
+    }
+}
+
+/// Three voters, each with its own store and controller listener on loopback: `open` on each
+/// returns once a leader is elected and the node caught up.
+async fn open_quorum(dirs: &[tempfile::TempDir; 3], listeners: Vec<std::net::TcpListener>) -> Vec<Controller> {
+    let voters: BTreeMap<i32, String> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as i32 + 1, l.local_addr().expect("bound").to_string()))
+        .collect();
+    let opens = listeners.into_iter().enumerate().map(|(i, l)| {
+        let mut cfg = config(dirs[i].path(), i as i32 + 1);
+        cfg.advertised_port = 9092 + i as u16;
+        cfg.voters = voters.clone();
+        l.set_nonblocking(true).expect("nonblocking");
+        let l = TcpListener::from_std(l).expect("tokio listener");
+        tokio::spawn(Controller::open_with_listener(cfg, Some(l)))
+    });
+    let mut out = Vec::new();
+    for h in opens.collect::<Vec<_>>() {
+        out.push(h.await.expect("open task").expect("open"));
+    }
+    out
+}
+
+fn loopback_listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_replicate_forward_and_fail_over() {
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let listeners: Vec<_> = (0..3).map(|_| loopback_listener()).collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect();
+    let nodes = open_quorum(&dirs, listeners).await;
+
+    // Every node registered through the one leader, and all agree on the cluster id.
+    let leader = nodes[0].raft_status().leader.expect("a leader") as usize - 1;
+    let follower = (leader + 1) % 3;
+    let ids: Vec<String> = nodes.iter().map(|n| n.metadata().cluster_id.clone()).collect();
+    assert!(!ids[0].is_empty());
+    assert!(ids.iter().all(|id| id == &ids[0]), "one cluster id: {ids:?}");
+
+    // A write on a follower is forwarded to the leader and its result comes back.
+    let created = nodes[follower]
+        .create_topic("orders", Uuid::new_v4(), 6, 1, BTreeMap::new())
+        .await
+        .expect("create on a follower");
+    assert_eq!(created.partitions.len(), 6);
+    let leaders: BTreeSet<i32> = created.partitions.iter().map(|p| p.leader).collect();
+    assert_eq!(
+        leaders,
+        BTreeSet::from([1, 2, 3]),
+        "partitions spread over the three brokers"
+    );
+    let err = nodes[follower]
+        .create_topic("orders", Uuid::new_v4(), 1, 1, BTreeMap::new())
+        .await
+        .expect_err("a second create is refused by the leader's state machine");
+    assert!(matches!(err, ControllerError::TopicAlreadyExists(_)), "{err:?}");
+    for n in &nodes {
+        let mut rx = n.subscribe();
+        rx.wait_for(|m| m.topics.contains_key("orders") && m.brokers.len() == 3)
+            .await
+            .expect("every node applies the topic and the three registrations");
+    }
+
+    // The leader stops; the two others elect a new one and keep taking writes.
+    nodes[leader].shutdown().await.expect("shutdown leader");
+    let survivor = nodes[follower].clone();
+    let started = Instant::now();
+    survivor
+        .create_topic("after-failover", Uuid::new_v4(), 1, 1, BTreeMap::new())
+        .await
+        .expect("a write after the leader stopped");
+    let new_leader = survivor.raft_status().leader.expect("a new leader");
+    assert_ne!(new_leader as usize - 1, leader);
+    eprintln!("write after leader shutdown took {:?}", started.elapsed());
+
+    // The old leader comes back on the same store and listener port and catches up. Its
+    // server task was aborted by shutdown; the port is free once the task has dropped it.
+    let bound_by = Instant::now() + Duration::from_secs(5);
+    let l = loop {
+        match std::net::TcpListener::bind(("127.0.0.1", ports[leader])) {
+            Ok(l) => break l,
+            Err(e) if Instant::now() < bound_by => {
+                eprintln!("rebinding: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("rebinding the old leader's port: {e}"),
+        }
+    };
+    l.set_nonblocking(true).expect("nonblocking");
+    let mut cfg = config(dirs[leader].path(), leader as i32 + 1);
+    cfg.advertised_port = 9092 + leader as u16;
+    cfg.voters = (0..3)
+        .map(|i| (i as i32 + 1, format!("127.0.0.1:{}", ports[i])))
+        .collect();
+    let back = Controller::open_with_listener(cfg.clone(), Some(TcpListener::from_std(l).expect("tokio listener")))
+        .await
+        .expect("reopen the old leader");
+    assert!(
+        back.metadata().topics.contains_key("after-failover"),
+        "caught up on open"
+    );
+
+    // A voter set that disagrees with the stored one is refused at start.
+    back.shutdown().await.expect("shutdown");
+    let mut wrong = cfg;
+    wrong.voters.insert(4, "127.0.0.1:1".to_string());
+    let err = Controller::open_with_listener(wrong, Some(TcpListener::bind("127.0.0.1:0").await.expect("bind")))
+        .await
+        .err()
+        .expect("a different voter set is refused");
+    assert!(err.to_string().contains("controller.quorum.voters"), "{err}");
+    for (i, n) in nodes.iter().enumerate() {
+        if i != leader {
+            n.shutdown().await.expect("shutdown");
+        }
     }
 }

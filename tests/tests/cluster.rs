@@ -1,0 +1,356 @@
+//! Several `fjord` processes as one cluster: a controller quorum over the controller listener
+//! (`controller.quorum.voters`), brokers registered through it, topics spread over the brokers,
+//! metadata writes on any node, and the quorum surviving the kill -9 of its leader.
+//!
+//! Partitions have one replica each (replication between brokers is not built yet), so a
+//! killed broker's partitions are unavailable until it comes back, with their data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use fjord_tests::broker::free_port;
+use fjord_tests::records::assert_same_records;
+use fjord_tests::{codes, encode_batch, error_name, test_records, Broker, BrokerOptions, Client, Topic};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, FindCoordinatorRequest, GroupId, MetadataResponse, OffsetCommitRequest,
+};
+use kafka_protocol::protocol::{Message, StrBytes};
+use kafka_protocol::records::Compression;
+
+/// A cluster of `n` nodes on loopback, each a broker and a controller voter.
+struct Cluster {
+    nodes: Vec<Broker>,
+    controller_ports: Vec<u16>,
+}
+
+impl Cluster {
+    fn start(n: usize) -> Cluster {
+        let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let controller_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let voters = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes: Vec<Broker> = (0..n)
+            .map(|i| {
+                let client = format!("PLAINTEXT://127.0.0.1:{}", client_ports[i]);
+                let opts = BrokerOptions {
+                    overrides: vec![
+                        ("node.id".into(), (i + 1).to_string()),
+                        (
+                            "listeners".into(),
+                            format!("{client},CONTROLLER://127.0.0.1:{}", controller_ports[i]),
+                        ),
+                        ("advertised.listeners".into(), client),
+                        ("controller.listener.names".into(), "CONTROLLER".into()),
+                        ("process.roles".into(), "broker,controller".into()),
+                        ("controller.quorum.voters".into(), voters.clone()),
+                    ],
+                    ..BrokerOptions::default()
+                };
+                Broker::launch(opts, client_ports[i])
+            })
+            .collect();
+        for node in &mut nodes {
+            node.await_ready();
+        }
+        Cluster {
+            nodes,
+            controller_ports,
+        }
+    }
+
+    /// The node with Kafka `node.id` `id`.
+    fn node(&mut self, id: i32) -> &mut Broker {
+        &mut self.nodes[usize::try_from(id - 1).expect("ids start at 1")]
+    }
+}
+
+fn metadata(client: &mut Client) -> MetadataResponse {
+    client.metadata(None, false)
+}
+
+/// CreateTopics on one node, asserting success.
+fn create_topic(client: &mut Client, name: &str, partitions: i32) {
+    let mut topic = CreatableTopic::default();
+    topic.name = fjord_tests::client::topic_name(name);
+    topic.num_partitions = partitions;
+    topic.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![topic];
+    req.timeout_ms = 30_000;
+    let resp = client.send_request(CreateTopicsRequest::VERSIONS.max, req);
+    let r = &resp.topics[0];
+    assert_eq!(
+        r.error_code,
+        codes::NONE,
+        "CreateTopics {name}: {} {:?}",
+        error_name(r.error_code),
+        r.error_message
+    );
+}
+
+/// Polls a node's Metadata until `name` is there with every partition led; returns the topic
+/// and the leader of each partition.
+fn wait_for_topic(node: &Broker, name: &str, partitions: i32) -> (Topic, Vec<i32>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = node.client();
+    loop {
+        let md = client.metadata(Some(&[name]), false);
+        if let Some(t) = md.topics.iter().find(|t| t.error_code == 0) {
+            let mut leaders: Vec<(i32, i32)> = t
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.leader_id.0))
+                .collect();
+            leaders.sort();
+            if leaders.len() == partitions as usize && leaders.iter().all(|(_, l)| *l >= 0) {
+                let topic = Topic {
+                    name: name.to_string(),
+                    id: t.topic_id,
+                    partitions,
+                };
+                return (topic, leaders.into_iter().map(|(_, l)| l).collect());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not in {}'s metadata after 20 s: {md:?}",
+            node.bootstrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Produces `records` to a partition on `node`, retrying while the leader has not opened the
+/// partition yet (Kafka answers NOT_LEADER_OR_FOLLOWER for a moment after CreateTopics too).
+fn produce_to(node: &Broker, topic: &Topic, partition: i32, tag: &str) -> Vec<kafka_protocol::records::Record> {
+    let records = test_records(5, tag);
+    let mut client = node.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client.produce(
+            kafka_protocol::messages::ProduceRequest::VERSIONS.max,
+            topic,
+            partition,
+            encode_batch(&records, Compression::None),
+            -1,
+        );
+        if r.error_code == codes::NONE {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "produce to {}/{partition} on {}: {}",
+            topic.name,
+            node.bootstrap(),
+            error_name(r.error_code)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn three_nodes_form_one_cluster_and_survive_the_controller_leader() {
+    let mut cluster = Cluster::start(3);
+
+    // Every node lists the three brokers, each at its own advertised address, and agrees on the
+    // cluster id and the controller.
+    let mds: Vec<MetadataResponse> = cluster.nodes.iter().map(|n| metadata(&mut n.client())).collect();
+    for (i, md) in mds.iter().enumerate() {
+        let brokers: BTreeMap<i32, i32> = md.brokers.iter().map(|b| (b.node_id.0, b.port)).collect();
+        let expected: BTreeMap<i32, i32> = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(j, n)| (j as i32 + 1, i32::from(n.port())))
+            .collect();
+        assert_eq!(brokers, expected, "node {} lists the brokers", i + 1);
+        assert_eq!(md.cluster_id, mds[0].cluster_id, "one cluster id");
+        assert!(md.cluster_id.is_some());
+    }
+
+    // A topic created through any node spreads over the three brokers; every node sees it.
+    create_topic(&mut cluster.nodes[1].client(), "spread", 6);
+    let (topic, leaders) = wait_for_topic(&cluster.nodes[0], "spread", 6);
+    assert_eq!(
+        leaders.iter().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([1, 2, 3])
+    );
+    for n in &cluster.nodes {
+        assert_eq!(
+            wait_for_topic(n, "spread", 6).1,
+            leaders,
+            "{} agrees on the leaders",
+            n.bootstrap()
+        );
+    }
+
+    // Each partition takes records on its leader and refuses them elsewhere.
+    let mut written = Vec::new();
+    for (p, &leader) in leaders.iter().enumerate() {
+        let p = p as i32;
+        let records = produce_to(cluster.node(leader), &topic, p, &format!("p{p}"));
+        let other = cluster.node(leader % 3 + 1).client().produce(
+            kafka_protocol::messages::ProduceRequest::VERSIONS.max,
+            &topic,
+            p,
+            encode_batch(&records, Compression::None),
+            -1,
+        );
+        assert_eq!(
+            other.error_code,
+            codes::NOT_LEADER_OR_FOLLOWER,
+            "produce to a broker that does not lead {p}: {}",
+            error_name(other.error_code)
+        );
+        written.push(records);
+    }
+
+    // kill -9 the controller leader. The two others elect a new one and take metadata writes.
+    let md = metadata(&mut cluster.nodes[0].client());
+    let controller = md.controller_id.0;
+    assert!((1..=3).contains(&controller), "a controller: {md:?}");
+    cluster.node(controller).kill();
+    let survivor = controller % 3 + 1;
+    let started = Instant::now();
+    create_topic(&mut cluster.node(survivor).client(), "after-kill", 2);
+    let took = started.elapsed();
+    eprintln!("first metadata write after kill -9 of the controller leader: {took:?}");
+    let third = (1..=3)
+        .find(|&id| id != controller && id != survivor)
+        .expect("three nodes");
+    wait_for_topic(cluster.node(third), "after-kill", 2);
+
+    // The killed node comes back, catches up with what it missed, and still has its records.
+    cluster.node(controller).relaunch();
+    cluster.node(controller).await_ready();
+    wait_for_topic(cluster.node(controller), "after-kill", 2);
+    for (p, &leader) in leaders.iter().enumerate() {
+        let node = cluster.node(leader);
+        let mut client = node.client();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (got, _) = loop {
+            let data = client.fetch(
+                kafka_protocol::messages::FetchRequest::VERSIONS.max,
+                &topic,
+                p as i32,
+                0,
+            );
+            if data.error_code == codes::NONE {
+                break client.fetch_all(
+                    kafka_protocol::messages::FetchRequest::VERSIONS.max,
+                    &topic,
+                    p as i32,
+                    0,
+                );
+            }
+            assert!(Instant::now() < deadline, "fetch {p}: {}", error_name(data.error_code));
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_same_records(
+            &got,
+            &written[p],
+            0,
+            &format!("partition {p} after its leader restarted"),
+        );
+    }
+}
+
+#[test]
+fn the_controller_listener_refuses_kafka_requests() {
+    let cluster = Cluster::start(3);
+    let controller_port = cluster.controller_ports[0];
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", controller_port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    // An ApiVersions v3 frame: the listener is not a Kafka listener and closes the connection.
+    let frame =
+        fjord_tests::client::encode_request_frame(3, 1, &kafka_protocol::messages::ApiVersionsRequest::default())
+            .expect("encode");
+    s.write_all(&frame).expect("write");
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the controller listener answered a Kafka request: {other:?}"),
+    }
+    // The cluster is unaffected.
+    assert_eq!(metadata(&mut cluster.nodes[2].client()).brokers.len(), 3);
+}
+
+/// FindCoordinator v3 (one key) on `node`: (error code, coordinator node id, its port).
+fn find_coordinator(node: &Broker, key_type: i8, key: &str) -> (i16, i32, i32) {
+    let mut req = FindCoordinatorRequest::default();
+    req.key = StrBytes::from_string(key.to_string());
+    req.key_type = key_type;
+    let resp = node.client().send_request(3, req);
+    (resp.error_code, resp.node_id.0, resp.port)
+}
+
+/// A group-less OffsetCommit (v8, generation -1) of offset 1 for partition 0 of `topic`:
+/// the partition's error code.
+fn commit_offset(node: &Broker, group: &str, topic: &str) -> i16 {
+    let mut p = OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = 1;
+    let mut t = OffsetCommitRequestTopic::default();
+    t.name = fjord_tests::client::topic_name(topic);
+    t.partitions = vec![p];
+    let mut req = OffsetCommitRequest::default();
+    req.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    req.generation_id_or_member_epoch = -1;
+    req.topics = vec![t];
+    let resp = node.client().send_request(8, req);
+    resp.topics[0].partitions[0].error_code
+}
+
+#[test]
+fn every_node_names_one_coordinator_per_group_and_transactions_are_refused() {
+    let mut cluster = Cluster::start(3);
+    create_topic(&mut cluster.nodes[0].client(), "offsets-for", 1);
+    for n in &cluster.nodes {
+        wait_for_topic(n, "offsets-for", 1);
+    }
+    let mut coordinators = BTreeSet::new();
+    for g in 0..12 {
+        let group = format!("group-{g}");
+        let answers: Vec<(i16, i32, i32)> = cluster.nodes.iter().map(|n| find_coordinator(n, 0, &group)).collect();
+        let (code, coordinator, port) = answers[0];
+        assert_eq!(code, codes::NONE, "{group}: {}", error_name(code));
+        assert!(
+            answers.iter().all(|a| *a == answers[0]),
+            "{group}: every node names the same coordinator: {answers:?}"
+        );
+        assert_eq!(
+            port,
+            i32::from(cluster.node(coordinator).port()),
+            "{group}: at its address"
+        );
+        coordinators.insert(coordinator);
+        // The coordinator takes the group's commits; the others send the client back.
+        for id in 1..=3 {
+            let code = commit_offset(cluster.node(id), &group, "offsets-for");
+            let expected = if id == coordinator {
+                codes::NONE
+            } else {
+                codes::NOT_COORDINATOR
+            };
+            assert_eq!(code, expected, "{group} committed on node {id}: {}", error_name(code));
+        }
+    }
+    assert!(
+        coordinators.len() >= 2,
+        "groups spread over the nodes: {coordinators:?}"
+    );
+
+    // Transactions cannot span brokers yet: refused up front, on every node.
+    for n in &cluster.nodes {
+        let (code, _, _) = find_coordinator(n, 1, "a-transactional-id");
+        assert_eq!(code, codes::COORDINATOR_NOT_AVAILABLE, "{}", error_name(code));
+    }
+}
