@@ -98,6 +98,12 @@ pub struct Config {
     /// endpoint. Empty (the default) makes this node the only voter. Every Fjord node is a
     /// voter (`process.roles=broker,controller`), so the list must name `node.id`.
     pub quorum_voters: BTreeMap<i32, String>,
+    /// `broker.heartbeat.interval.ms`: how often a node of a quorum heartbeats the controller
+    /// leader. Default 2000.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker the leader has not heard from for this long is
+    /// fenced. Default 9000.
+    pub broker_session_timeout_ms: u64,
     /// `log.dirs` (alias `log.dir`); only the first directory is used. Default: `./fjord-data`.
     pub log_dir: PathBuf,
     /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1. Default 1.
@@ -305,6 +311,8 @@ impl Config {
             advertised_listeners: Vec::new(),
             controller_listener: None,
             quorum_voters: BTreeMap::new(),
+            broker_heartbeat_interval_ms: fjord_controller::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
+            broker_session_timeout_ms: fjord_controller::DEFAULT_BROKER_SESSION_TIMEOUT_MS,
             log_dir: PathBuf::from("./fjord-data"),
             num_partitions: 1,
             default_replication_factor: 1,
@@ -509,6 +517,18 @@ impl Config {
                     }
                 }
                 "controller.quorum.voters" => cfg.quorum_voters = parse_voters(k, value)?,
+                "broker.heartbeat.interval.ms" => {
+                    cfg.broker_heartbeat_interval_ms = parse_num(k, value)?;
+                    if cfg.broker_heartbeat_interval_ms == 0 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
+                "broker.session.timeout.ms" => {
+                    cfg.broker_session_timeout_ms = parse_num(k, value)?;
+                    if cfg.broker_session_timeout_ms == 0 {
+                        return Err(invalid(k, value, "must be at least 1"));
+                    }
+                }
                 "process.roles" => check_process_roles(k, value)?,
                 _ if RETENTION_KEYS.iter().any(|(rk, _)| *rk == k) => {
                     let (_, scale) = RETENTION_KEYS.iter().find(|(rk, _)| *rk == k).expect("matched above");

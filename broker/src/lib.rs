@@ -198,6 +198,8 @@ pub async fn run(
             advertised_port,
             rack: None,
             voters: config.quorum_voters.clone(),
+            heartbeat_interval_ms: config.broker_heartbeat_interval_ms,
+            session_timeout_ms: config.broker_session_timeout_ms,
         },
         controller_listener,
     );

@@ -59,6 +59,13 @@ pub(crate) enum Command {
     AlterTopicConfigs { name: String, ops: Vec<ConfigOp> },
     /// Hands a block of `count` producer ids to a broker.
     AllocateProducerIds { broker_id: i32, count: i32 },
+    /// A broker missed its heartbeats: it is fenced, and each partition it leads moves to another
+    /// in-sync replica that is not fenced, or has no leader (-1) until one comes back (Kafka's
+    /// behaviour with `unclean.leader.election.enable=false`).
+    FenceBroker { node_id: i32 },
+    /// A fenced broker heartbeats again: partitions without a leader whose in-sync replicas
+    /// include it get it back as leader.
+    UnfenceBroker { node_id: i32 },
 }
 
 /// Why the state machine rejected a command. Carried back to the proposer in the apply result.
@@ -149,6 +156,8 @@ pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse
         },
         Command::CreatePartitions { name, new_total } => create_partitions(meta, name, new_total),
         Command::AlterTopicConfigs { name, ops } => alter_topic_configs(meta, name, &ops),
+        Command::FenceBroker { node_id } => fence_broker(meta, node_id),
+        Command::UnfenceBroker { node_id } => unfence_broker(meta, node_id),
         Command::AllocateProducerIds { broker_id, count } => {
             if count < 1 || broker_id < 0 {
                 Err(ApplyError::InvalidRequest(format!(
@@ -172,6 +181,49 @@ fn register_broker(meta: &mut ClusterMetadata, broker: BrokerInfo) -> Result<Com
         )));
     }
     meta.brokers.insert(broker.node_id, broker);
+    Ok(CommandResponse::Done)
+}
+
+fn fence_broker(meta: &mut ClusterMetadata, node_id: i32) -> Result<CommandResponse, ApplyError> {
+    if !meta.brokers.contains_key(&node_id) {
+        return Err(ApplyError::InvalidRequest(format!(
+            "Broker {node_id} is not registered"
+        )));
+    }
+    if !meta.fenced.insert(node_id) {
+        return Ok(CommandResponse::Done);
+    }
+    let fenced = meta.fenced.clone();
+    for p in meta.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+        if p.leader == node_id {
+            // The first in-sync replica in assignment order that is alive; none is "offline".
+            p.leader = p
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| p.isr.contains(r) && !fenced.contains(r))
+                .unwrap_or(-1);
+            p.leader_epoch = p.leader_epoch.saturating_add(1);
+        }
+    }
+    Ok(CommandResponse::Done)
+}
+
+fn unfence_broker(meta: &mut ClusterMetadata, node_id: i32) -> Result<CommandResponse, ApplyError> {
+    if !meta.brokers.contains_key(&node_id) {
+        return Err(ApplyError::InvalidRequest(format!(
+            "Broker {node_id} is not registered"
+        )));
+    }
+    if !meta.fenced.remove(&node_id) {
+        return Ok(CommandResponse::Done);
+    }
+    for p in meta.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+        if p.leader < 0 && p.isr.contains(&node_id) {
+            p.leader = node_id;
+            p.leader_epoch = p.leader_epoch.saturating_add(1);
+        }
+    }
     Ok(CommandResponse::Done)
 }
 
@@ -199,7 +251,7 @@ fn create_topic(
             "Topic id {topic_id} is already in use"
         )));
     }
-    let brokers: Vec<i32> = meta.brokers.keys().copied().collect();
+    let brokers = meta.live_brokers();
     let rf = usize::from(replication_factor.unsigned_abs());
     check_rf_against_brokers(rf, brokers.len())?;
 
@@ -216,7 +268,7 @@ fn create_topic(
 }
 
 fn create_partitions(meta: &mut ClusterMetadata, name: String, new_total: i32) -> Result<CommandResponse, ApplyError> {
-    let brokers: Vec<i32> = meta.brokers.keys().copied().collect();
+    let brokers = meta.live_brokers();
     let offset = total_partitions(meta);
     let Some(topic) = meta.topics.get_mut(&name) else {
         return Err(ApplyError::UnknownTopic(name));
@@ -504,5 +556,75 @@ mod tests {
         );
         assert!(matches!(res, CommandResponse::Rejected(ApplyError::InvalidRequest(_))));
         assert_eq!(meta, before);
+    }
+
+    fn topic(meta: &ClusterMetadata, name: &str) -> TopicMeta {
+        meta.topics.get(name).cloned().expect("topic exists")
+    }
+
+    #[test]
+    fn fencing_moves_leadership_within_the_isr_or_takes_it_offline() {
+        let mut meta = meta_with_brokers(&[1, 2, 3]);
+        assert!(matches!(
+            apply(&mut meta, create("one", 3, 1)),
+            CommandResponse::Topic(_)
+        ));
+        assert!(matches!(
+            apply(&mut meta, create("three", 3, 3)),
+            CommandResponse::Topic(_)
+        ));
+        let before_one = topic(&meta, "one");
+        let before_three = topic(&meta, "three");
+
+        assert_eq!(
+            apply(&mut meta, Command::FenceBroker { node_id: 2 }),
+            CommandResponse::Done
+        );
+        assert_eq!(meta.live_brokers(), vec![1, 3]);
+        for (b, a) in before_one.partitions.iter().zip(&topic(&meta, "one").partitions) {
+            if b.leader == 2 {
+                // One replica: nobody to take over.
+                assert_eq!((a.leader, a.leader_epoch), (-1, b.leader_epoch + 1));
+            } else {
+                assert_eq!(a, b, "partitions led elsewhere are untouched");
+            }
+        }
+        for (b, a) in before_three.partitions.iter().zip(&topic(&meta, "three").partitions) {
+            if b.leader == 2 {
+                let expected = b.replicas.iter().copied().find(|r| *r != 2).expect("another replica");
+                assert_eq!((a.leader, a.leader_epoch), (expected, b.leader_epoch + 1));
+            }
+        }
+        // Fencing twice changes nothing; new partitions avoid the fenced broker.
+        let fenced_once = meta.clone();
+        assert_eq!(
+            apply(&mut meta, Command::FenceBroker { node_id: 2 }),
+            CommandResponse::Done
+        );
+        assert_eq!(meta, fenced_once);
+        assert!(matches!(
+            apply(&mut meta, create("later", 4, 1)),
+            CommandResponse::Topic(_)
+        ));
+        assert!(topic(&meta, "later").partitions.iter().all(|p| p.leader != 2));
+        assert!(matches!(
+            apply(&mut meta, create("too-wide", 1, 3)),
+            CommandResponse::Rejected(ApplyError::InvalidReplicationFactor(_))
+        ));
+
+        // Back: it leads its offline partitions again, with a new epoch.
+        assert_eq!(
+            apply(&mut meta, Command::UnfenceBroker { node_id: 2 }),
+            CommandResponse::Done
+        );
+        for (b, a) in before_one.partitions.iter().zip(&topic(&meta, "one").partitions) {
+            if b.leader == 2 {
+                assert_eq!((a.leader, a.leader_epoch), (2, b.leader_epoch + 2));
+            }
+        }
+        assert!(matches!(
+            apply(&mut meta, Command::FenceBroker { node_id: 9 }),
+            CommandResponse::Rejected(ApplyError::InvalidRequest(_))
+        ));
     }
 }

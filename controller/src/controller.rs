@@ -16,6 +16,7 @@ use crate::command::{
     DEFAULT_REPLICATION_FACTOR,
 };
 use crate::error::{ControllerError, Result};
+use crate::liveness::{self, Liveness};
 use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, TopicMeta};
 use crate::network::{self, CallError, ForwardError, NetworkFactory, Peer};
 use crate::raft_types::{LogId, NodeId, Raft};
@@ -50,6 +51,10 @@ const LEADER_WAIT_MS: u64 = 5_000;
 const WRITE_LEADER_WAIT_MS: u64 = 15_000;
 /// How often `open` says it is still waiting for a controller quorum.
 const QUORUM_WAIT_LOG_MS: u64 = 5_000;
+/// Kafka's `broker.heartbeat.interval.ms` default.
+pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
+/// Kafka's `broker.session.timeout.ms` default.
+pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 9_000;
 /// How long `shutdown` waits for openraft's tasks to release the store.
 const STORE_CLOSE_WAIT_MS: u64 = 5_000;
 
@@ -70,6 +75,10 @@ pub struct ControllerConfig {
     /// (`host:port`). Empty means this node is the only voter (the embedded default), as does a
     /// map naming only this node. A node with other voters needs the controller listener.
     pub voters: BTreeMap<i32, String>,
+    /// Kafka `broker.heartbeat.interval.ms`: how often this broker tells the leader it is alive.
+    pub heartbeat_interval_ms: u64,
+    /// Kafka `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub session_timeout_ms: u64,
 }
 
 /// Raft knobs that tests turn down; production uses [`Tuning::default`].
@@ -125,8 +134,21 @@ struct Inner {
     db: Weak<MetaDb>,
     /// `changed()` fails once the store is closed.
     db_closed: watch::Receiver<()>,
-    /// The task serving peers on the controller listener, if there is one.
-    server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Tasks that live as long as the controller: the server on the controller listener, the
+    /// heartbeats and the fencing of silent brokers. Aborted by `shutdown`.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Heartbeats received while leader.
+    liveness: Liveness,
+}
+
+/// A reference to a controller that does not keep it alive (for the tasks it owns).
+#[derive(Clone)]
+pub(crate) struct WeakController(Weak<Inner>);
+
+impl WeakController {
+    pub(crate) fn get(&self) -> Option<Controller> {
+        self.0.upgrade().map(|inner| Controller { inner })
+    }
 }
 
 impl Controller {
@@ -207,17 +229,20 @@ impl Controller {
         )
         .await
         .map_err(map_fatal)?;
-        let server = listener.map(|l| tokio::spawn(network::serve(l, raft.clone())));
         let controller = Controller {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
-                raft,
+                raft: raft.clone(),
                 metadata,
                 db: weak_db,
                 db_closed,
-                server: std::sync::Mutex::new(server),
+                tasks: std::sync::Mutex::new(Vec::new()),
+                liveness: Liveness::default(),
             }),
         };
+        if let Some(l) = listener {
+            controller.own_task(tokio::spawn(network::serve(l, raft, controller.weak())));
+        }
         let applied = match controller.start(&config).await {
             Ok(applied) => applied,
             Err(e) => {
@@ -229,6 +254,12 @@ impl Controller {
             }
         };
 
+        if has_peers {
+            let heartbeat = Duration::from_millis(config.heartbeat_interval_ms.max(1));
+            let session = Duration::from_millis(config.session_timeout_ms.max(1));
+            controller.own_task(tokio::spawn(liveness::heartbeat_loop(controller.clone(), heartbeat)));
+            controller.own_task(tokio::spawn(liveness::fencing_loop(controller.clone(), session)));
+        }
         let term = controller.inner.raft.metrics().borrow().current_term;
         let metadata = controller.metadata();
         tracing::info!(
@@ -269,7 +300,7 @@ impl Controller {
                 })
                 .await
                 .map_err(map_fatal)?;
-            if voters != [id] {
+            if !voters.is_empty() && voters != [id] {
                 return Err(ControllerError::InvalidRequest(format!(
                     "this node's metadata log has the controller voters {voters:?}, but \
                      controller.quorum.voters names this node alone (or is not set)"
@@ -319,7 +350,9 @@ impl Controller {
                 .await
                 .map_err(map_fatal)?;
             let configured: Vec<NodeId> = voters.keys().copied().collect();
-            if stored != configured {
+            // A node that voted before it initialized (a peer asked for its vote first) has a
+            // store but no membership yet: the leader's log brings it.
+            if !stored.is_empty() && stored != configured {
                 return Err(ControllerError::InvalidRequest(format!(
                     "controller.quorum.voters names voters {configured:?} but this node's metadata log has \
                      {stored:?}; the voter set of an existing quorum is not changed by editing the configuration"
@@ -539,8 +572,15 @@ impl Controller {
     /// Stops Raft, flushes the store and waits until it is closed, so that the data dir can be
     /// reopened at once. Later calls on any clone fail with `ShuttingDown`. Idempotent.
     pub async fn shutdown(&self) -> Result<()> {
-        if let Some(server) = self.inner.server.lock().map(|mut s| s.take()).unwrap_or(None) {
-            server.abort();
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            task.abort();
         }
         self.inner
             .raft
@@ -565,6 +605,53 @@ impl Controller {
             })?;
         tracing::info!("controller stopped");
         Ok(())
+    }
+
+    /// This node's id.
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    pub(crate) fn weak(&self) -> WeakController {
+        WeakController(Arc::downgrade(&self.inner))
+    }
+
+    fn own_task(&self, task: tokio::task::JoinHandle<()>) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(task);
+    }
+
+    pub(crate) fn liveness(&self) -> &Liveness {
+        &self.inner.liveness
+    }
+
+    /// The leader this node knows of and its controller endpoint.
+    pub(crate) fn leader_endpoint(&self) -> Option<(NodeId, String)> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&leader)?.addr.clone();
+        Some((leader, addr))
+    }
+
+    /// A broker's heartbeat reached this node, the leader: it counts towards its session, and a
+    /// fenced broker is unfenced.
+    pub(crate) async fn heartbeat_received(&self, node: NodeId) {
+        self.inner.liveness.beat(node);
+        let meta = self.metadata();
+        if meta.fenced.contains(&node) && meta.brokers.contains_key(&node) {
+            tracing::info!(broker = node, "unfencing a broker that heartbeats again");
+            if let Err(e) = self.write(Command::UnfenceBroker { node_id: node }).await {
+                tracing::warn!(broker = node, error = %e, "could not unfence a broker");
+            }
+        }
+    }
+
+    /// Proposes `cmd` (see [`Controller::write`]) and returns its apply result.
+    pub(crate) async fn write_command(&self, cmd: Command) -> Result<CommandResponse> {
+        Ok(self.write(cmd).await?.1)
     }
 
     /// Proposes `cmd` and returns where it landed in the log and its apply result.

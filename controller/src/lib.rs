@@ -23,6 +23,7 @@
 mod command;
 mod controller;
 mod error;
+mod liveness;
 mod metadata;
 mod network;
 mod raft_types;
@@ -34,6 +35,8 @@ pub use uuid::Uuid;
 pub use crate::command::{
     DEFAULT_NUM_PARTITIONS, DEFAULT_REPLICATION_FACTOR, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_BYTES,
 };
-pub use crate::controller::{Controller, ControllerConfig, RaftStatus};
+pub use crate::controller::{
+    Controller, ControllerConfig, RaftStatus, DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS, DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+};
 pub use crate::error::{ControllerError, Result};
 pub use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};

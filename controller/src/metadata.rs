@@ -3,7 +3,7 @@
 //! Every type here is serialized into Raft log entries and snapshots (serde_json), so renaming a
 //! field changes the on-disk format.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -58,6 +58,11 @@ pub struct ClusterMetadata {
     pub controller_id: i32,
     /// Registered brokers by node id.
     pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// Registered brokers that missed their heartbeats (`broker.session.timeout.ms`): they lead
+    /// nothing, get no new partitions, and clients are not told about them until they
+    /// heartbeat again.
+    #[serde(default)]
+    pub fenced: BTreeSet<i32>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
     /// First producer id not yet handed out (Kafka's `AllocateProducerIds`): brokers take
@@ -67,6 +72,15 @@ pub struct ClusterMetadata {
 }
 
 impl ClusterMetadata {
+    /// Registered brokers that are not fenced, in id order.
+    pub fn live_brokers(&self) -> Vec<i32> {
+        self.brokers
+            .keys()
+            .copied()
+            .filter(|b| !self.fenced.contains(b))
+            .collect()
+    }
+
     /// Looks a topic up by id.
     ///
     /// A linear scan over the topics: the map is keyed by name because every admin API names

@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::command::{Command, CommandResponse};
+use crate::controller::WeakController;
 use crate::raft_types::{LogId, NodeId, Raft, TypeConfig};
 
 /// First bytes of every controller-to-controller connection.
@@ -56,6 +57,8 @@ pub(crate) enum PeerRequest {
     /// The leader's read index: the log index a follower must have applied before its reads
     /// are linearizable.
     ReadIndex,
+    /// A broker's heartbeat to the leader (see `liveness`).
+    Heartbeat(NodeId),
 }
 
 /// The answer to a [`PeerRequest`] of the same name.
@@ -66,6 +69,7 @@ pub(crate) enum PeerResponse {
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Write(Result<(LogId, CommandResponse), ForwardError>),
     ReadIndex(Result<u64, ForwardError>),
+    Heartbeat(Result<(), ForwardError>),
 }
 
 /// Why the node asked to lead a write or a read could not.
@@ -210,6 +214,17 @@ impl Peer {
         }
     }
 
+    /// Sends this node's heartbeat to this peer, the leader it knows of.
+    pub(crate) async fn heartbeat(&mut self, me: NodeId) -> Result<Result<(), ForwardError>, CallError> {
+        match self.call(&PeerRequest::Heartbeat(me), FORWARD_TIMEOUT).await? {
+            PeerResponse::Heartbeat(res) => Ok(res),
+            other => Err(CallError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected answer {other:?}"),
+            ))),
+        }
+    }
+
     /// Asks this peer, the leader it knows of, for its read index.
     pub(crate) async fn read_index(&mut self) -> Result<Result<u64, ForwardError>, CallError> {
         match self.call(&PeerRequest::ReadIndex, FORWARD_TIMEOUT).await? {
@@ -305,8 +320,9 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// Serves peers on the controller listener until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, raft: Raft) {
+/// Serves peers on the controller listener until the task is aborted. `controller` is weak so
+/// that the server task, which the controller owns, does not keep it alive.
+pub(crate) async fn serve(listener: TcpListener, raft: Raft, controller: WeakController) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(a) => a,
@@ -318,15 +334,16 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft) {
             }
         };
         let raft = raft.clone();
+        let controller = controller.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, raft).await {
+            if let Err(e) = serve_peer(stream, raft, controller).await {
                 tracing::debug!(peer = %addr, error = %e, "controller connection closed");
             }
         });
     }
 }
 
-async fn serve_peer(stream: TcpStream, raft: Raft) -> io::Result<()> {
+async fn serve_peer(stream: TcpStream, raft: Raft, controller: WeakController) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
     let mut reader = BufReader::new(r);
@@ -348,14 +365,28 @@ async fn serve_peer(stream: TcpStream, raft: Raft) -> io::Result<()> {
         };
         let req: PeerRequest =
             serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let resp = answer(&raft, req).await;
+        let resp = answer(&raft, &controller, req).await;
         let frame = serde_json::to_vec(&resp).map_err(io::Error::other)?;
         write_frame(&mut writer, &frame).await?;
     }
 }
 
-async fn answer(raft: &Raft, req: PeerRequest) -> PeerResponse {
+async fn answer(raft: &Raft, controller: &WeakController, req: PeerRequest) -> PeerResponse {
     match req {
+        PeerRequest::Heartbeat(node) => PeerResponse::Heartbeat(match controller.get() {
+            None => Err(ForwardError::Stopped("the controller is shutting down".to_string())),
+            Some(c) => {
+                let status = c.raft_status();
+                if status.is_leader {
+                    c.heartbeat_received(node).await;
+                    Ok(())
+                } else {
+                    Err(ForwardError::NotLeader(
+                        status.leader.and_then(|l| NodeId::try_from(l).ok()),
+                    ))
+                }
+            }
+        }),
         PeerRequest::AppendEntries(rpc) => PeerResponse::AppendEntries(raft.append_entries(rpc).await),
         PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),
         PeerRequest::InstallSnapshot(rpc) => PeerResponse::InstallSnapshot(raft.install_snapshot(rpc).await),

@@ -28,6 +28,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// A cluster whose nodes all get `extra` overrides too.
+    fn start_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
         let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let controller_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let voters = controller_ports
@@ -50,7 +55,10 @@ impl Cluster {
                         ("controller.listener.names".into(), "CONTROLLER".into()),
                         ("process.roles".into(), "broker,controller".into()),
                         ("controller.quorum.voters".into(), voters.clone()),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+                    .collect(),
                     ..BrokerOptions::default()
                 };
                 Broker::launch(opts, client_ports[i])
@@ -73,6 +81,25 @@ impl Cluster {
 
 fn metadata(client: &mut Client) -> MetadataResponse {
     client.metadata(None, false)
+}
+
+/// Polls a node's Metadata until it lists `n` brokers: each node applies the others'
+/// registrations a moment after they commit, as Kafka brokers learn of each other.
+fn wait_for_brokers(node: &Broker, n: usize) -> MetadataResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = node.client();
+    loop {
+        let md = metadata(&mut client);
+        if md.brokers.len() == n {
+            return md;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} does not list {n} brokers after 20 s: {md:?}",
+            node.bootstrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// CreateTopics on one node, asserting success.
@@ -161,7 +188,7 @@ fn three_nodes_form_one_cluster_and_survive_the_controller_leader() {
 
     // Every node lists the three brokers, each at its own advertised address, and agrees on the
     // cluster id and the controller.
-    let mds: Vec<MetadataResponse> = cluster.nodes.iter().map(|n| metadata(&mut n.client())).collect();
+    let mds: Vec<MetadataResponse> = cluster.nodes.iter().map(|n| wait_for_brokers(n, 3)).collect();
     for (i, md) in mds.iter().enumerate() {
         let brokers: BTreeMap<i32, i32> = md.brokers.iter().map(|b| (b.node_id.0, b.port)).collect();
         let expected: BTreeMap<i32, i32> = cluster
@@ -280,7 +307,7 @@ fn the_controller_listener_refuses_kafka_requests() {
         other => panic!("the controller listener answered a Kafka request: {other:?}"),
     }
     // The cluster is unaffected.
-    assert_eq!(metadata(&mut cluster.nodes[2].client()).brokers.len(), 3);
+    wait_for_brokers(&cluster.nodes[2], 3);
 }
 
 /// FindCoordinator v3 (one key) on `node`: (error code, coordinator node id, its port).
@@ -314,6 +341,7 @@ fn every_node_names_one_coordinator_per_group_and_transactions_are_refused() {
     let mut cluster = Cluster::start(3);
     create_topic(&mut cluster.nodes[0].client(), "offsets-for", 1);
     for n in &cluster.nodes {
+        wait_for_brokers(n, 3);
         wait_for_topic(n, "offsets-for", 1);
     }
     let mut coordinators = BTreeSet::new();
@@ -352,5 +380,102 @@ fn every_node_names_one_coordinator_per_group_and_transactions_are_refused() {
     for n in &cluster.nodes {
         let (code, _, _) = find_coordinator(n, 1, "a-transactional-id");
         assert_eq!(code, codes::COORDINATOR_NOT_AVAILABLE, "{}", error_name(code));
+    }
+}
+
+#[test]
+fn a_silent_broker_is_fenced_and_leads_again_when_it_returns() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            ("broker.session.timeout.ms", "2000"),
+            ("broker.heartbeat.interval.ms", "300"),
+        ],
+    );
+    create_topic(&mut cluster.nodes[0].client(), "fenced", 6);
+    let (topic, leaders) = wait_for_topic(&cluster.nodes[0], "fenced", 6);
+    let mut written = BTreeMap::new();
+    for (p, &leader) in leaders.iter().enumerate() {
+        written.insert(p, produce_to(cluster.node(leader), &topic, p as i32, &format!("f{p}")));
+    }
+    // Not the controller leader: this is about the broker's session, not about elections.
+    let controller = metadata(&mut cluster.nodes[0].client()).controller_id.0;
+    let victim = (1..=3).find(|&id| id != controller).expect("three nodes");
+    let watcher = (1..=3)
+        .find(|&id| id != controller && id != victim)
+        .expect("three nodes");
+    cluster.node(victim).kill();
+
+    // Within the session timeout and a few checks, the others stop listing it and its
+    // partitions go offline (one replica each: nobody to take over).
+    let started = Instant::now();
+    let md = loop {
+        let md = metadata(&mut cluster.node(watcher).client());
+        if md.brokers.len() == 2 {
+            break md;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "broker {victim} never fenced: {md:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("broker fenced {:?} after kill -9 (session 2 s)", started.elapsed());
+    assert!(md.brokers.iter().all(|b| b.node_id.0 != victim));
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("fenced"))
+        .expect("topic");
+    for p in &t.partitions {
+        if leaders[p.partition_index as usize] == victim {
+            assert_eq!(
+                (p.leader_id.0, p.error_code),
+                (-1, codes::LEADER_NOT_AVAILABLE),
+                "{p:?}"
+            );
+        } else {
+            assert_eq!(
+                (p.leader_id.0, p.error_code),
+                (leaders[p.partition_index as usize], codes::NONE)
+            );
+        }
+    }
+    // New partitions go to the live brokers only.
+    create_topic(&mut cluster.node(watcher).client(), "while-fenced", 4);
+    let (_, new_leaders) = wait_for_topic(cluster.node(watcher), "while-fenced", 4);
+    assert!(new_leaders.iter().all(|l| *l != victim), "{new_leaders:?}");
+
+    // It comes back: listed again, leading its partitions with a newer epoch, data intact.
+    cluster.node(victim).relaunch();
+    cluster.node(victim).await_ready();
+    let (_, back) = wait_for_topic(cluster.node(watcher), "fenced", 6);
+    assert_eq!(back, leaders, "every partition led by its broker again");
+    wait_for_brokers(cluster.node(watcher), 3);
+    for (p, records) in &written {
+        let node = cluster.node(leaders[*p]);
+        let mut client = node.client();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let got = loop {
+            let data = client.fetch(
+                kafka_protocol::messages::FetchRequest::VERSIONS.max,
+                &topic,
+                *p as i32,
+                0,
+            );
+            if data.error_code == codes::NONE {
+                break client
+                    .fetch_all(
+                        kafka_protocol::messages::FetchRequest::VERSIONS.max,
+                        &topic,
+                        *p as i32,
+                        0,
+                    )
+                    .0;
+            }
+            assert!(Instant::now() < deadline, "fetch {p}: {}", error_name(data.error_code));
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_same_records(&got, records, 0, &format!("partition {p} after its broker returned"));
     }
 }

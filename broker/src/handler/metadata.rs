@@ -12,11 +12,13 @@ use super::{str_bytes, topic_name, validate_topic_name, RequestContext, AUTHORIZ
 use crate::handler::admin;
 use crate::Broker;
 
-/// The broker list, with this broker at the address of the listener the client used.
+/// The broker list, with this broker at the address of the listener the client used. Fenced
+/// brokers (silent past `broker.session.timeout.ms`) are left out, as Kafka leaves them out.
 pub fn brokers(broker: &Broker, ctx: &RequestContext, meta: &ClusterMetadata) -> Vec<MetadataResponseBroker> {
     let mut out: Vec<MetadataResponseBroker> = meta
         .brokers
         .values()
+        .filter(|b| b.node_id == broker.node_id() || !meta.fenced.contains(&b.node_id))
         .map(|b| {
             let (host, port) = if b.node_id == broker.node_id() {
                 (ctx.endpoint.host.clone(), ctx.endpoint.port)
@@ -52,7 +54,15 @@ pub fn topic_response(t: &TopicMeta) -> MetadataResponseTopic {
             t.partitions
                 .iter()
                 .map(|p| {
+                    // A partition whose leader was fenced with no in-sync replica to take over
+                    // is offline until one comes back (Kafka: LEADER_NOT_AVAILABLE, leader -1).
+                    let error = if p.leader < 0 {
+                        ResponseError::LeaderNotAvailable.code()
+                    } else {
+                        0
+                    };
                     MetadataResponsePartition::default()
+                        .with_error_code(error)
                         .with_partition_index(p.partition)
                         .with_leader_id(BrokerId(p.leader))
                         .with_leader_epoch(p.leader_epoch)

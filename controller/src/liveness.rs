@@ -1,0 +1,112 @@
+//! Broker liveness, the KRaft way: every broker heartbeats the controller leader every
+//! `broker.heartbeat.interval.ms`; the leader fences a broker it has not heard from for
+//! `broker.session.timeout.ms` (a `FenceBroker` entry: its partitions lose it as leader) and
+//! unfences it when it heartbeats again.
+//!
+//! Only nodes with other voters run this: a single node has nobody to fence it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::command::Command;
+use crate::controller::Controller;
+use crate::network::Peer;
+use crate::raft_types::NodeId;
+
+/// Longest pause between two checks of the leader for silent brokers.
+const MAX_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// When the leader last heard from each broker.
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    last: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl Liveness {
+    /// A heartbeat from `node`.
+    pub(crate) fn beat(&self, node: NodeId) {
+        self.map().insert(node, Instant::now());
+    }
+
+    /// Forgets every heartbeat and counts from now: a new leader has heard from nobody yet,
+    /// and gives every broker a whole session before fencing it.
+    fn reset(&self) {
+        self.map().clear();
+    }
+
+    /// How long `node` has been silent; a broker first seen now starts its session now.
+    fn silent_for(&self, node: NodeId, now: Instant) -> Duration {
+        now.saturating_duration_since(*self.map().entry(node).or_insert(now))
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Instant>> {
+        // A panic while holding the lock leaves a map of instants, which is still valid.
+        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Heartbeats the leader every `interval` for as long as the controller runs. The leader's own
+/// heartbeat is a local call.
+pub(crate) async fn heartbeat_loop(controller: Controller, interval: Duration) {
+    let me = controller.node_id();
+    let mut peer: Option<(NodeId, Peer)> = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some((leader, addr)) = controller.leader_endpoint() else {
+            continue;
+        };
+        if leader == me {
+            controller.heartbeat_received(me).await;
+            continue;
+        }
+        if peer.as_ref().map(|(id, _)| *id) != Some(leader) {
+            peer = Some((leader, Peer::new(leader, addr)));
+        }
+        let Some((_, p)) = peer.as_mut() else { continue };
+        match p.heartbeat(me).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(leader, error = ?e, "heartbeat refused"),
+            Err(e) => tracing::debug!(leader, error = %e, "heartbeat not delivered"),
+        }
+    }
+}
+
+/// While this node leads, fences every live broker silent for longer than `session`.
+pub(crate) async fn fencing_loop(controller: Controller, session: Duration) {
+    let me = controller.node_id();
+    let mut tick = tokio::time::interval((session / 4).min(MAX_CHECK_INTERVAL));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading_term: Option<u64> = None;
+    loop {
+        tick.tick().await;
+        let status = controller.raft_status();
+        if status.leader != Some(i64::from(me)) {
+            leading_term = None;
+            continue;
+        }
+        if leading_term != Some(status.term) {
+            controller.liveness().reset();
+            leading_term = Some(status.term);
+            continue;
+        }
+        let now = Instant::now();
+        for broker in controller.metadata().live_brokers() {
+            let silent = controller.liveness().silent_for(broker, now);
+            if silent <= session {
+                continue;
+            }
+            tracing::warn!(
+                broker,
+                silent_ms = silent.as_millis() as u64,
+                session_ms = session.as_millis() as u64,
+                "fencing a broker that stopped heartbeating"
+            );
+            if let Err(e) = controller.write_command(Command::FenceBroker { node_id: broker }).await {
+                tracing::warn!(broker, error = %e, "could not fence a broker");
+            }
+        }
+    }
+}
