@@ -138,6 +138,17 @@ class Broker:
         return cmd
 
     def start(self) -> "Broker":
+        self.spawn()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def spawn(self) -> "Broker":
+        """Starts the process without waiting for it (the nodes of a cluster are ready only
+        once a majority of them runs)."""
         if not FJORD_BIN.exists():
             raise BrokerError(f"fjord binary not found at {FJORD_BIN}: build it with "
                               f"`cargo build --release -p fjord-broker` or set FJORD_BIN")
@@ -149,11 +160,6 @@ class Broker:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         _RUNNING.append(self)
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.kill()
-            raise
         return self
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S):
@@ -270,6 +276,44 @@ def start_broker():
         b = Broker(name, overrides)
         made.append(b)
         return b.start()
+
+    yield start
+    for b in made:
+        b.cleanup(_keep())
+
+
+@pytest.fixture(scope="session")
+def start_cluster():
+    """Factory for clusters of `n` nodes (each a broker and a controller voter, Kafka's KRaft
+    settings) that live until the end of the session."""
+    made: list[Broker] = []
+
+    def start(name: str, n: int = 3, **overrides) -> list[Broker]:
+        controller_ports = [free_port() for _ in range(n)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(controller_ports))
+        nodes = []
+        for i in range(n):
+            b = Broker(f"{name}-node{i + 1}", overrides)
+            b.node_id = i + 1
+            b.overrides.update({
+                "node.id": b.node_id,
+                "listeners": f"PLAINTEXT://127.0.0.1:{b.port},CONTROLLER://127.0.0.1:{controller_ports[i]}",
+                "controller.listener.names": "CONTROLLER",
+                "controller.quorum.voters": voters,
+                "process.roles": "broker,controller",
+            })
+            made.append(b)
+            nodes.append(b)
+        for b in nodes:
+            b.spawn()
+        try:
+            for b in nodes:
+                b.wait_ready(timeout_s=READY_TIMEOUT_S * 4 if REFERENCE else READY_TIMEOUT_S)
+        except BaseException:
+            for b in nodes:
+                b.kill()
+            raise
+        return nodes
 
     yield start
     for b in made:
