@@ -104,6 +104,17 @@ def test_api_versions_old_and_unknown_versions(broker):
         assert api_versions(c, 3).error_code == 0
 
 
+def test_describe_metadata_quorum(broker):
+    """Admin.describeMetadataQuorum (DescribeQuorum) on a single node: it leads a quorum of
+    itself, caught up."""
+    (q,) = java("admin-describe-quorum", "--bootstrap", broker.bootstrap)
+    assert q["leader_id"] == broker.node_id, q
+    assert q["high_watermark"] > 0, q
+    assert [v["id"] for v in q["voters"]] == [broker.node_id], q
+    assert q["voters"][0]["log_end_offset"] >= q["high_watermark"], q
+    assert q["observers"] == 0, q
+
+
 def test_describe_cluster(broker):
     """Java AdminClient.describeCluster (DescribeCluster API): this one node, its id and the
     advertised address, a cluster id, and itself as the controller clients see."""

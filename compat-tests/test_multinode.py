@@ -93,3 +93,29 @@ def test_a_group_commits_through_one_node_and_resumes_through_another(nodes, top
         assert by_partition == expected, f"committed {by_partition}, expected {expected}"
     finally:
         second.close()
+
+
+def test_describe_metadata_quorum_from_every_node(nodes):
+    """Admin.describeMetadataQuorum (DescribeQuorum, what kafka-metadata-quorum.sh describe
+    --status prints), asked of each node: the same leader, the three voters, each caught up and
+    heard from; with v2, their controller endpoints."""
+    from clientlib import java
+
+    def described(node):
+        (q,) = java("admin-describe-quorum", "--bootstrap", node.bootstrap)
+        voters = {v["id"]: v for v in q["voters"]}
+        ready = (sorted(voters) == [1, 2, 3]
+                 and all(v["log_end_offset"] >= q["high_watermark"] > 0 for v in voters.values())
+                 and all(v["last_fetch_ms"] > 0 and v["last_caught_up_ms"] > 0 for v in voters.values()))
+        return q if ready else None
+
+    answers = [wait_for(lambda n=n: described(n), f"a caught-up quorum described by {n.name}", timeout_s=30) for n in nodes]
+    assert len({a["leader_id"] for a in answers}) == 1, answers
+    assert answers[0]["leader_id"] in (1, 2, 3)
+    assert answers[0]["observers"] == 0
+    controller_ports = {n.node_id: n.overrides["listeners"].rsplit(":", 1)[1] for n in nodes}
+    for a in answers:
+        for node in a["nodes"]:
+            assert node["endpoints"] == [f"CONTROLLER://127.0.0.1:{controller_ports[node['id']]}"], a
+        if not nodes[0].is_reference:
+            assert sorted(n["id"] for n in a["nodes"]) == [1, 2, 3], a

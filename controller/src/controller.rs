@@ -19,6 +19,7 @@ use crate::error::{ControllerError, Result};
 use crate::liveness::{self, Liveness};
 use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, TopicMeta};
 use crate::network::{self, CallError, ForwardError, NetworkFactory, Peer};
+use crate::quorum::{self, QuorumDescription};
 use crate::raft_types::{LogId, NodeId, Raft};
 use crate::state_machine::StateMachineStore;
 use crate::store::{self, LogStore, MetaDb};
@@ -281,7 +282,15 @@ impl Controller {
         if config.voters.keys().any(|&v| v != id) {
             return self.start_quorum(config).await;
         }
-        let node = BasicNode::new(format!("{}:{}", config.advertised_host, config.advertised_port));
+        // The voter's controller endpoint when it has one; a store formed before controller
+        // listeners were served keeps the broker address it recorded (nobody dials it).
+        let node = BasicNode::new(
+            config
+                .voters
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("{}:{}", config.advertised_host, config.advertised_port)),
+        );
         if !raft.is_initialized().await.map_err(map_fatal)? {
             tracing::debug!("new metadata store: initializing a single-voter cluster");
             // `initialize` also starts the election, without waiting for a timeout.
@@ -605,6 +614,26 @@ impl Controller {
             })?;
         tracing::info!("controller stopped");
         Ok(())
+    }
+
+    /// The metadata quorum as its leader sees it (Kafka's DescribeQuorum). A follower asks the
+    /// leader; `NotController` while there is none.
+    pub async fn describe_quorum(&self) -> Result<QuorumDescription> {
+        let Some((leader, addr)) = self.leader_endpoint() else {
+            return Err(ControllerError::NotController("no leader".to_string()));
+        };
+        if leader == self.inner.node_id {
+            return quorum::describe_as_leader(self).await;
+        }
+        match Peer::new(leader, addr).describe_quorum().await {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => Err(ControllerError::NotController(format!("leader {leader}: {e:?}"))),
+            Err(e) => Err(ControllerError::NotController(format!("leader {leader}: {e}"))),
+        }
+    }
+
+    pub(crate) fn raft_handle(&self) -> &Raft {
+        &self.inner.raft
     }
 
     /// This node's id.

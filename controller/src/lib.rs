@@ -26,6 +26,7 @@ mod error;
 mod liveness;
 mod metadata;
 mod network;
+mod quorum;
 mod raft_types;
 mod state_machine;
 mod store;
@@ -40,3 +41,4 @@ pub use crate::controller::{
 };
 pub use crate::error::{ControllerError, Result};
 pub use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
+pub use crate::quorum::{QuorumDescription, VoterState};

@@ -35,6 +35,11 @@ impl Liveness {
         self.map().clear();
     }
 
+    /// How long ago `node` was last heard from, if it was since this node became leader.
+    pub(crate) fn heard_ago(&self, node: NodeId) -> Option<Duration> {
+        self.map().get(&node).map(|t| t.elapsed())
+    }
+
     /// How long `node` has been silent; a broker first seen now starts its session now.
     fn silent_for(&self, node: NodeId, now: Instant) -> Duration {
         now.saturating_duration_since(*self.map().entry(node).or_insert(now))

@@ -29,6 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::command::{Command, CommandResponse};
 use crate::controller::WeakController;
+use crate::error::ControllerError;
+use crate::quorum::QuorumDescription;
 use crate::raft_types::{LogId, NodeId, Raft, TypeConfig};
 
 /// First bytes of every controller-to-controller connection.
@@ -59,6 +61,8 @@ pub(crate) enum PeerRequest {
     ReadIndex,
     /// A broker's heartbeat to the leader (see `liveness`).
     Heartbeat(NodeId),
+    /// The quorum as the leader sees it (DescribeQuorum).
+    DescribeQuorum,
 }
 
 /// The answer to a [`PeerRequest`] of the same name.
@@ -70,6 +74,7 @@ pub(crate) enum PeerResponse {
     Write(Result<(LogId, CommandResponse), ForwardError>),
     ReadIndex(Result<u64, ForwardError>),
     Heartbeat(Result<(), ForwardError>),
+    DescribeQuorum(Result<QuorumDescription, ForwardError>),
 }
 
 /// Why the node asked to lead a write or a read could not.
@@ -225,6 +230,17 @@ impl Peer {
         }
     }
 
+    /// Asks this peer, the leader it knows of, to describe the quorum.
+    pub(crate) async fn describe_quorum(&mut self) -> Result<Result<QuorumDescription, ForwardError>, CallError> {
+        match self.call(&PeerRequest::DescribeQuorum, FORWARD_TIMEOUT).await? {
+            PeerResponse::DescribeQuorum(res) => Ok(res),
+            other => Err(CallError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected answer {other:?}"),
+            ))),
+        }
+    }
+
     /// Asks this peer, the leader it knows of, for its read index.
     pub(crate) async fn read_index(&mut self) -> Result<Result<u64, ForwardError>, CallError> {
         match self.call(&PeerRequest::ReadIndex, FORWARD_TIMEOUT).await? {
@@ -373,6 +389,15 @@ async fn serve_peer(stream: TcpStream, raft: Raft, controller: WeakController) -
 
 async fn answer(raft: &Raft, controller: &WeakController, req: PeerRequest) -> PeerResponse {
     match req {
+        PeerRequest::DescribeQuorum => PeerResponse::DescribeQuorum(match controller.get() {
+            None => Err(ForwardError::Stopped("the controller is shutting down".to_string())),
+            Some(c) => crate::quorum::describe_as_leader(&c).await.map_err(|e| match e {
+                ControllerError::NotController(_) => {
+                    ForwardError::NotLeader(c.raft_status().leader.and_then(|l| NodeId::try_from(l).ok()))
+                }
+                other => ForwardError::Stopped(other.to_string()),
+            }),
+        }),
         PeerRequest::Heartbeat(node) => PeerResponse::Heartbeat(match controller.get() {
             None => Err(ForwardError::Stopped("the controller is shutting down".to_string())),
             Some(c) => {

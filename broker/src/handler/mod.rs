@@ -17,6 +17,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod quorum;
 pub mod txn;
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::DescribeLogDirs,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
+    ApiKey::DescribeQuorum,
     ApiKey::DescribeTopicPartitions,
     ApiKey::OffsetCommit,
     ApiKey::OffsetFetch,
@@ -346,6 +348,7 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(b, r).await)
         }
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(b, &ctx, r)),
+        RequestKind::DescribeQuorum(r) => ResponseKind::DescribeQuorum(quorum::describe_quorum(b, &ctx, r).await),
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(cluster::describe_topic_partitions(b, r))
         }

@@ -115,6 +115,7 @@ public final class Cli {
                 case "admin-alter-configs" -> adminAlterConfigs(o);
                 case "admin-delete-records" -> adminDeleteRecords(o);
                 case "admin-describe-cluster" -> adminDescribeCluster(o);
+                case "admin-describe-quorum" -> adminDescribeQuorum(o);
                 case "admin-describe-log-dirs" -> adminDescribeLogDirs(o);
                 case "group-consume" -> groupConsume(o);
                 case "commit" -> commit(o);
@@ -499,6 +500,40 @@ public final class Cli {
             DeletedRecords d = a.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(Long.parseLong(o.required("before-offset")))))
                     .lowWatermarks().get(tp).get();
             OUT.println("{\"low_watermark\":" + d.lowWatermark() + "}");
+        }
+        return 0;
+    }
+
+    /** Admin.describeMetadataQuorum (DescribeQuorum), what kafka-metadata-quorum.sh --status shows. */
+    private static int adminDescribeQuorum(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            org.apache.kafka.clients.admin.QuorumInfo q = a.describeMetadataQuorum().quorumInfo().get();
+            StringBuilder sb = new StringBuilder("{\"leader_id\":").append(q.leaderId())
+                    .append(",\"leader_epoch\":").append(q.leaderEpoch())
+                    .append(",\"high_watermark\":").append(q.highWatermark())
+                    .append(",\"voters\":[");
+            boolean first = true;
+            for (org.apache.kafka.clients.admin.QuorumInfo.ReplicaState r : q.voters()) {
+                sb.append(first ? "" : ",").append("{\"id\":").append(r.replicaId())
+                        .append(",\"log_end_offset\":").append(r.logEndOffset())
+                        .append(",\"last_fetch_ms\":").append(r.lastFetchTimestamp().orElse(-1L))
+                        .append(",\"last_caught_up_ms\":").append(r.lastCaughtUpTimestamp().orElse(-1L))
+                        .append("}");
+                first = false;
+            }
+            sb.append("],\"observers\":").append(q.observers().size()).append(",\"nodes\":[");
+            first = true;
+            for (java.util.Map.Entry<Integer, org.apache.kafka.clients.admin.QuorumInfo.Node> e : q.nodes().entrySet()) {
+                sb.append(first ? "" : ",").append("{\"id\":").append(e.getKey()).append(",\"endpoints\":[");
+                boolean f2 = true;
+                for (org.apache.kafka.clients.admin.RaftVoterEndpoint ep : e.getValue().endpoints()) {
+                    sb.append(f2 ? "" : ",").append(Json.quote(ep.name() + "://" + ep.host() + ":" + ep.port()));
+                    f2 = false;
+                }
+                sb.append("]}");
+                first = false;
+            }
+            OUT.println(sb.append("]}"));
         }
         return 0;
     }

@@ -1,0 +1,104 @@
+//! DescribeQuorum: the metadata quorum (`__cluster_metadata`, partition 0) as its leader sees it,
+//! which `kafka-metadata-quorum.sh describe --status` and `Admin.describeMetadataQuorum` show.
+//! Kafka's brokers forward it to the active controller; here any node asks the Raft leader.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_quorum_response::{Listener, Node, PartitionData, ReplicaState, TopicData};
+use kafka_protocol::messages::{BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{str_bytes, RequestContext};
+use crate::Broker;
+
+/// The name Kafka gives its metadata log.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// One error for every partition asked about, as Kafka answers a request it cannot serve.
+fn partition_errors(req: &DescribeQuorumRequest, e: ResponseError) -> DescribeQuorumResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            TopicData::default()
+                .with_topic_name(t.topic_name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            PartitionData::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(e.code())
+                                .with_leader_id(BrokerId(-1))
+                                .with_leader_epoch(-1)
+                                .with_high_watermark(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    DescribeQuorumResponse::default().with_topics(topics)
+}
+
+/// Answers DescribeQuorum.
+pub async fn describe_quorum(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: DescribeQuorumRequest,
+) -> DescribeQuorumResponse {
+    let asks_for_metadata_log = req.topics.len() == 1
+        && req.topics[0].topic_name.as_str() == METADATA_TOPIC
+        && req.topics[0].partitions.len() == 1
+        && req.topics[0].partitions[0].partition_index == 0;
+    if !asks_for_metadata_log {
+        return partition_errors(&req, ResponseError::UnknownTopicOrPartition);
+    }
+    let d = match broker.controller.describe_quorum().await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(error = %e, "DescribeQuorum without a leader");
+            return partition_errors(&req, ResponseError::NotLeaderOrFollower);
+        }
+    };
+    let voters = d
+        .voters
+        .iter()
+        .map(|v| {
+            ReplicaState::default()
+                .with_replica_id(BrokerId(v.node_id))
+                .with_log_end_offset(v.log_end_offset)
+                .with_last_fetch_timestamp(v.last_fetch_timestamp)
+                .with_last_caught_up_timestamp(v.last_caught_up_timestamp)
+        })
+        .collect();
+    let partition = PartitionData::default()
+        .with_partition_index(0)
+        .with_leader_id(BrokerId(d.leader_id))
+        .with_leader_epoch(d.leader_epoch)
+        .with_high_watermark(d.high_watermark)
+        .with_current_voters(voters);
+    let mut resp = DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
+        .with_partitions(vec![partition])]);
+    if ctx.version >= 2 {
+        // The voters' controller endpoints (KIP-853).
+        let listener_name = broker
+            .config
+            .controller_listener
+            .as_ref()
+            .map_or_else(|| "CONTROLLER".to_string(), |l| l.name.clone());
+        resp.nodes = d
+            .voters
+            .iter()
+            .map(|v| {
+                let (host, port) = v.endpoint.rsplit_once(':').unwrap_or((v.endpoint.as_str(), "0"));
+                Node::default()
+                    .with_node_id(BrokerId(v.node_id))
+                    .with_listeners(vec![Listener::default()
+                        .with_name(str_bytes(listener_name.clone()))
+                        .with_host(str_bytes(host.to_string()))
+                        .with_port(port.parse().unwrap_or(0))])
+            })
+            .collect();
+    }
+    resp
+}
