@@ -63,6 +63,7 @@ METRICS = {
         "fjord_partitions", "fjord_topics", "fjord_controller_raft_term",
         "fjord_controller_is_leader", "fjord_controller_commit_lag",
         "fjord_under_replicated_partitions", "fjord_offline_partitions",
+        "fjord_active_brokers", "fjord_fenced_brokers",
         "fjord_consumer_group_lag", "fjord_consumer_group_lag_seconds",
         "fjord_consumer_group_members", "fjord_consumer_groups", "fjord_consumer_group_total_lag",
         "fjord_up", "fjord_build_info", "fjord_start_time_seconds",

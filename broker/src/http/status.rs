@@ -43,6 +43,10 @@ struct BrokerEntry {
     host: String,
     port: i32,
     rack: Option<String>,
+    /// Fenced for missing its heartbeats (`broker.session.timeout.ms`).
+    fenced: bool,
+    /// The controller quorum's leader.
+    controller: bool,
 }
 
 #[derive(Serialize)]
@@ -264,6 +268,8 @@ pub async fn status_json(broker: &Broker) -> String {
                 host: b.host.clone(),
                 port: i32::from(b.port),
                 rack: b.rack.clone(),
+                fenced: meta.fenced.contains(&b.node_id),
+                controller: broker.controller.raft_status().leader == Some(i64::from(b.node_id)),
             })
             .collect(),
         topics,
@@ -346,6 +352,9 @@ async fn collect(broker: &Broker) {
         .count();
     metrics::gauge!("fjord_under_replicated_partitions").set(under as f64);
     metrics::gauge!("fjord_offline_partitions").set(offline as f64);
+    let fenced = meta.fenced.iter().filter(|b| meta.brokers.contains_key(b)).count();
+    metrics::gauge!("fjord_fenced_brokers").set(fenced as f64);
+    metrics::gauge!("fjord_active_brokers").set(meta.brokers.len().saturating_sub(fenced) as f64);
 
     let raft = broker.controller.raft_status();
     metrics::gauge!("fjord_controller_raft_term").set(raft.term as f64);
