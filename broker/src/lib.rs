@@ -289,6 +289,7 @@ pub async fn run(
             reason: reason.to_string(),
         });
     }
+    broker.controller.leave().await;
     tracing::info!("shutting down: connections drained, closing storage and controller");
     broker.store.shutdown().await?;
     broker.controller.shutdown().await?;

@@ -56,6 +56,8 @@ const QUORUM_WAIT_LOG_MS: u64 = 5_000;
 pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
 /// Kafka's `broker.session.timeout.ms` default.
 pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 9_000;
+/// How long a controlled shutdown ([`Controller::leave`]) waits for its fencing to commit.
+const LEAVE_WAIT_MS: u64 = 5_000;
 /// How long `shutdown` waits for openraft's tasks to release the store.
 const STORE_CLOSE_WAIT_MS: u64 = 5_000;
 
@@ -140,6 +142,10 @@ struct Inner {
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Heartbeats received while leader.
     liveness: Liveness,
+    /// Whether there are other voters (a quorum, not the embedded single node).
+    has_peers: bool,
+    /// The heartbeat task, stopped first by [`Controller::leave`].
+    heartbeat: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A reference to a controller that does not keep it alive (for the tasks it owns).
@@ -239,6 +245,8 @@ impl Controller {
                 db_closed,
                 tasks: std::sync::Mutex::new(Vec::new()),
                 liveness: Liveness::default(),
+                has_peers,
+                heartbeat: std::sync::Mutex::new(None),
             }),
         };
         if let Some(l) = listener {
@@ -258,7 +266,12 @@ impl Controller {
         if has_peers {
             let heartbeat = Duration::from_millis(config.heartbeat_interval_ms.max(1));
             let session = Duration::from_millis(config.session_timeout_ms.max(1));
-            controller.own_task(tokio::spawn(liveness::heartbeat_loop(controller.clone(), heartbeat)));
+            let task = tokio::spawn(liveness::heartbeat_loop(controller.clone(), heartbeat));
+            *controller
+                .inner
+                .heartbeat
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
             controller.own_task(tokio::spawn(liveness::fencing_loop(controller.clone(), session)));
         }
         let term = controller.inner.raft.metrics().borrow().current_term;
@@ -578,9 +591,44 @@ impl Controller {
         }
     }
 
+    /// Controlled shutdown of a node of a quorum: stops heartbeating and fences this broker, so
+    /// that the others stop sending clients to it at once, rather than after
+    /// `broker.session.timeout.ms`; it is unfenced when it heartbeats again after its restart.
+    /// A single node has nobody to tell. Best effort, bounded by [`LEAVE_WAIT_MS`].
+    pub async fn leave(&self) {
+        if !self.inner.has_peers {
+            return;
+        }
+        self.stop_heartbeats();
+        let me = self.inner.node_id;
+        let meta = self.metadata();
+        if !meta.brokers.contains_key(&me) || meta.fenced.contains(&me) {
+            return;
+        }
+        let fence = self.write(Command::FenceBroker { node_id: me });
+        match tokio::time::timeout(Duration::from_millis(LEAVE_WAIT_MS), fence).await {
+            Ok(Ok(_)) => tracing::info!("controlled shutdown: this broker is fenced"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "controlled shutdown: could not fence this broker"),
+            Err(_) => tracing::warn!("controlled shutdown: no controller took the fencing in time"),
+        }
+    }
+
+    fn stop_heartbeats(&self) {
+        let task = self
+            .inner
+            .heartbeat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = task {
+            t.abort();
+        }
+    }
+
     /// Stops Raft, flushes the store and waits until it is closed, so that the data dir can be
     /// reopened at once. Later calls on any clone fail with `ShuttingDown`. Idempotent.
     pub async fn shutdown(&self) -> Result<()> {
+        self.stop_heartbeats();
         let tasks = std::mem::take(
             &mut *self
                 .inner
@@ -693,7 +741,19 @@ impl Controller {
     async fn write(&self, cmd: Command) -> Result<(LogId, CommandResponse)> {
         let deadline = Instant::now() + Duration::from_millis(WRITE_LEADER_WAIT_MS);
         loop {
-            let reason = match self.inner.raft.client_write(cmd.clone()).await {
+            // A leader that has lost its majority keeps the entry but cannot commit it: the
+            // write is then in doubt, and the caller is told so instead of waiting forever.
+            let proposed = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                self.inner.raft.client_write(cmd.clone()),
+            )
+            .await
+            .map_err(|_| {
+                ControllerError::NotController(format!(
+                    "the write did not commit within {WRITE_LEADER_WAIT_MS} ms: no majority of the voters answers"
+                ))
+            })?;
+            let reason = match proposed {
                 Ok(r) => return Ok((r.log_id, r.data)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match (f.leader_id, f.leader_node) {
                     (Some(leader), Some(node)) => match Peer::new(leader, node.addr).forward_write(cmd.clone()).await {

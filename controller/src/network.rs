@@ -41,8 +41,10 @@ pub(crate) const MAGIC: &[u8; 8] = b"FJRAFT01";
 /// commands; anything larger is a broken or hostile peer, and the connection is closed.
 const MAX_FRAME_BYTES: usize = 64 << 20;
 
-/// How long a forwarded write or read-index request may take before the caller retries.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a forwarded write or read-index request may take. A leader answers in
+/// milliseconds; one that has not answered after a few election timeouts is stopped or cut off,
+/// and the others have elected another.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long connecting to a peer may take: peers are on the same network, and a dead peer
 /// must not hold up the replication stream that retries it.

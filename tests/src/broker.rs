@@ -236,6 +236,28 @@ impl Broker {
         }
     }
 
+    /// SIGSTOP the process: it keeps its sockets but answers nothing, as a node stuck in a long
+    /// GC pause or a frozen VM does. [`Broker::resume`] continues it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT a [`Broker::pause`]d process.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("signalling a broker that is not running");
+        // `kill` rather than libc: the workspace forbids unsafe code.
+        let sent = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill {sig} {pid} failed: {sent}");
+    }
+
     /// SIGKILL the process and reap it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

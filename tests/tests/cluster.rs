@@ -102,24 +102,39 @@ fn wait_for_brokers(node: &Broker, n: usize) -> MetadataResponse {
     }
 }
 
-/// CreateTopics on one node, asserting success.
+/// CreateTopics on one node, asserting success. Like Kafka's admin client it retries
+/// NOT_CONTROLLER (a write whose leader stopped answering is in doubt), and then takes
+/// TOPIC_ALREADY_EXISTS as the earlier attempt having gone through.
 fn create_topic(client: &mut Client, name: &str, partitions: i32) {
-    let mut topic = CreatableTopic::default();
-    topic.name = fjord_tests::client::topic_name(name);
-    topic.num_partitions = partitions;
-    topic.replication_factor = 1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![topic];
-    req.timeout_ms = 30_000;
-    let resp = client.send_request(CreateTopicsRequest::VERSIONS.max, req);
-    let r = &resp.topics[0];
-    assert_eq!(
-        r.error_code,
-        codes::NONE,
-        "CreateTopics {name}: {} {:?}",
-        error_name(r.error_code),
-        r.error_message
-    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut retried = false;
+    loop {
+        let mut topic = CreatableTopic::default();
+        topic.name = fjord_tests::client::topic_name(name);
+        topic.num_partitions = partitions;
+        topic.replication_factor = 1;
+        let mut req = CreateTopicsRequest::default();
+        req.topics = vec![topic];
+        req.timeout_ms = 30_000;
+        let resp = client.send_request(CreateTopicsRequest::VERSIONS.max, req);
+        let r = &resp.topics[0];
+        if r.error_code == codes::NOT_CONTROLLER && Instant::now() < deadline {
+            eprintln!("CreateTopics {name}: NOT_CONTROLLER ({:?}), retrying", r.error_message);
+            retried = true;
+            continue;
+        }
+        if retried && r.error_code == codes::TOPIC_ALREADY_EXISTS {
+            return;
+        }
+        assert_eq!(
+            r.error_code,
+            codes::NONE,
+            "CreateTopics {name}: {} {:?}",
+            error_name(r.error_code),
+            r.error_message
+        );
+        return;
+    }
 }
 
 /// Polls a node's Metadata until `name` is there with every partition led; returns the topic
@@ -478,4 +493,148 @@ fn a_silent_broker_is_fenced_and_leads_again_when_it_returns() {
         };
         assert_same_records(&got, records, 0, &format!("partition {p} after its broker returned"));
     }
+}
+
+/// Polls a node's Metadata until `cond` holds; returns that Metadata.
+fn wait_for_metadata(node: &Broker, what: &str, cond: impl Fn(&MetadataResponse) -> bool) -> MetadataResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut client = node.client();
+    loop {
+        let md = metadata(&mut client);
+        if cond(&md) {
+            return md;
+        }
+        assert!(Instant::now() < deadline, "{what}: not after 20 s: {md:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_paused_controller_leader_is_replaced_and_rejoins_as_a_follower() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            ("broker.session.timeout.ms", "2000"),
+            ("broker.heartbeat.interval.ms", "300"),
+        ],
+    );
+    wait_for_brokers(&cluster.nodes[0], 3);
+    let leader = metadata(&mut cluster.nodes[0].client()).controller_id.0;
+    let other = (1..=3).find(|&id| id != leader).expect("three nodes");
+    // SIGSTOP: the process keeps its sockets open but answers nothing.
+    cluster.node(leader).pause();
+    let started = Instant::now();
+    create_topic(&mut cluster.node(other).client(), "while-paused", 2);
+    eprintln!("first metadata write with the leader paused: {:?}", started.elapsed());
+    let md = wait_for_metadata(cluster.node(other), "the paused leader fenced and replaced", |md| {
+        md.brokers.len() == 2 && md.controller_id.0 != leader
+    });
+    assert!(md.brokers.iter().all(|b| b.node_id.0 != leader));
+
+    // SIGCONT: it finds a newer term, follows, heartbeats again and is unfenced; a write sent to
+    // it goes to the new leader.
+    cluster.node(leader).resume();
+    wait_for_brokers(cluster.node(other), 3);
+    create_topic(&mut cluster.node(leader).client(), "after-resume", 2);
+    for n in &cluster.nodes {
+        wait_for_topic(n, "while-paused", 2);
+        wait_for_topic(n, "after-resume", 2);
+    }
+    let controllers: BTreeSet<i32> = cluster
+        .nodes
+        .iter()
+        .map(|n| metadata(&mut n.client()).controller_id.0)
+        .collect();
+    assert_eq!(controllers.len(), 1, "one controller: {controllers:?}");
+}
+
+#[test]
+fn five_nodes_keep_a_quorum_through_two_failures_and_not_three() {
+    let mut cluster = Cluster::start_with(
+        5,
+        &[
+            ("broker.session.timeout.ms", "2000"),
+            ("broker.heartbeat.interval.ms", "300"),
+        ],
+    );
+    for n in &cluster.nodes {
+        wait_for_brokers(n, 5);
+    }
+    let leader = metadata(&mut cluster.nodes[0].client()).controller_id.0;
+    let mut down: Vec<i32> = vec![leader];
+    down.extend((1..=5).filter(|&id| id != leader).take(1));
+    for &id in &down {
+        cluster.node(id).kill();
+    }
+    let up: Vec<i32> = (1..=5).filter(|id| !down.contains(id)).collect();
+    // Once the two are fenced, new partitions go to the three that are up.
+    wait_for_brokers(cluster.node(up[0]), 3);
+    create_topic(&mut cluster.node(up[0]).client(), "two-down", 3);
+    for &id in &up {
+        wait_for_topic(cluster.node(id), "two-down", 3);
+    }
+
+    // A third failure leaves two of five: no majority, so no metadata write can commit. The
+    // write is refused with NOT_CONTROLLER (retriable) once the controller gives up waiting.
+    cluster.node(up[2]).kill();
+    let mut topic = CreatableTopic::default();
+    topic.name = fjord_tests::client::topic_name("no-quorum");
+    topic.num_partitions = 1;
+    topic.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![topic];
+    req.timeout_ms = 30_000;
+    let resp = cluster
+        .node(up[0])
+        .client()
+        .send_request(CreateTopicsRequest::VERSIONS.max, req);
+    assert_eq!(
+        resp.topics[0].error_code,
+        codes::NOT_CONTROLLER,
+        "{}",
+        error_name(resp.topics[0].error_code)
+    );
+
+    // One back: a majority again, and the node that returned catches up.
+    cluster.node(up[2]).relaunch();
+    cluster.node(up[2]).await_ready();
+    wait_for_brokers(cluster.node(up[1]), 3);
+    create_topic(&mut cluster.node(up[1]).client(), "three-up", 1);
+    wait_for_topic(cluster.node(up[2]), "two-down", 3);
+    wait_for_topic(cluster.node(up[2]), "three-up", 1);
+}
+
+#[test]
+fn sigterm_fences_the_broker_at_once_and_a_restart_unfences_it() {
+    // The default session (9 s) would take far longer to notice than the controlled shutdown.
+    let mut cluster = Cluster::start(3);
+    for n in &cluster.nodes {
+        wait_for_brokers(n, 3);
+    }
+    create_topic(&mut cluster.nodes[0].client(), "rolling", 3);
+    let (_, leaders) = wait_for_topic(&cluster.nodes[0], "rolling", 3);
+    let victim = 3;
+    let started = Instant::now();
+    let status = cluster.node(victim).terminate();
+    assert!(status.success(), "{status}");
+    let md = wait_for_metadata(&cluster.nodes[0], "the stopped broker fenced", |md| {
+        md.brokers.len() == 2
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "fenced by its own shutdown, not by its session timing out: {:?}",
+        started.elapsed()
+    );
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.as_str()) == Some("rolling"))
+        .expect("topic");
+    for p in &t.partitions {
+        let offline = leaders[p.partition_index as usize] == victim;
+        assert_eq!(p.leader_id.0 < 0, offline, "{p:?}");
+    }
+    cluster.node(victim).relaunch();
+    cluster.node(victim).await_ready();
+    assert_eq!(wait_for_topic(&cluster.nodes[0], "rolling", 3).1, leaders);
 }
