@@ -207,51 +207,59 @@ impl Peer {
         }))
     }
 
+    /// Sends `req` and takes the answer `pick` accepts; any other answer is a broken peer.
+    async fn ask<T>(
+        &mut self,
+        req: PeerRequest,
+        pick: fn(PeerResponse) -> Result<T, PeerResponse>,
+    ) -> Result<T, CallError> {
+        let resp = self.call(&req, FORWARD_TIMEOUT).await?;
+        pick(resp).map_err(|other| {
+            self.conn = None;
+            CallError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected answer {other:?}"),
+            ))
+        })
+    }
+
     /// Forwards a follower's write to this peer, the leader it knows of.
     pub(crate) async fn forward_write(
         &mut self,
         cmd: Command,
     ) -> Result<Result<(LogId, CommandResponse), ForwardError>, CallError> {
-        match self.call(&PeerRequest::Write(cmd), FORWARD_TIMEOUT).await? {
+        self.ask(PeerRequest::Write(cmd), |r| match r {
             PeerResponse::Write(res) => Ok(res),
-            other => Err(CallError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unexpected answer {other:?}"),
-            ))),
-        }
+            other => Err(other),
+        })
+        .await
     }
 
     /// Sends this node's heartbeat to this peer, the leader it knows of.
     pub(crate) async fn heartbeat(&mut self, me: NodeId) -> Result<Result<(), ForwardError>, CallError> {
-        match self.call(&PeerRequest::Heartbeat(me), FORWARD_TIMEOUT).await? {
+        self.ask(PeerRequest::Heartbeat(me), |r| match r {
             PeerResponse::Heartbeat(res) => Ok(res),
-            other => Err(CallError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unexpected answer {other:?}"),
-            ))),
-        }
+            other => Err(other),
+        })
+        .await
     }
 
     /// Asks this peer, the leader it knows of, to describe the quorum.
     pub(crate) async fn describe_quorum(&mut self) -> Result<Result<QuorumDescription, ForwardError>, CallError> {
-        match self.call(&PeerRequest::DescribeQuorum, FORWARD_TIMEOUT).await? {
+        self.ask(PeerRequest::DescribeQuorum, |r| match r {
             PeerResponse::DescribeQuorum(res) => Ok(res),
-            other => Err(CallError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unexpected answer {other:?}"),
-            ))),
-        }
+            other => Err(other),
+        })
+        .await
     }
 
     /// Asks this peer, the leader it knows of, for its read index.
     pub(crate) async fn read_index(&mut self) -> Result<Result<u64, ForwardError>, CallError> {
-        match self.call(&PeerRequest::ReadIndex, FORWARD_TIMEOUT).await? {
+        self.ask(PeerRequest::ReadIndex, |r| match r {
             PeerResponse::ReadIndex(res) => Ok(res),
-            other => Err(CallError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unexpected answer {other:?}"),
-            ))),
-        }
+            other => Err(other),
+        })
+        .await
     }
 }
 

@@ -130,17 +130,7 @@ impl Broker {
 
     /// Start a broker with `opts` and wait until it answers ApiVersions.
     pub fn start_with(opts: BrokerOptions) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("fjord-test-")
-            .tempdir()
-            .expect("creating a temp dir");
-        let mut broker = Self {
-            dir,
-            port: free_port(),
-            opts,
-            child: None,
-            starts: 0,
-        };
+        let mut broker = Self::unstarted(opts, free_port());
         for attempt in 1..=PORT_RETRIES {
             match broker.spawn_and_wait() {
                 Ok(()) => return broker,
@@ -157,17 +147,7 @@ impl Broker {
     /// ready only once a majority of them runs, so a cluster starts them all, then waits on
     /// each with [`Broker::await_ready`].
     pub fn launch(opts: BrokerOptions, port: u16) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("fjord-test-")
-            .tempdir()
-            .expect("creating a temp dir");
-        let mut broker = Self {
-            dir,
-            port,
-            opts,
-            child: None,
-            starts: 0,
-        };
+        let mut broker = Self::unstarted(opts, port);
         if let Err(e) = broker.spawn() {
             panic!("{e}\n{}", broker.logs());
         }
@@ -188,6 +168,21 @@ impl Broker {
         self.kill();
         if let Err(e) = self.spawn() {
             panic!("relaunch failed: {e}\n{}", self.logs());
+        }
+    }
+
+    /// A broker with a fresh temp dir, not yet spawned.
+    fn unstarted(opts: BrokerOptions, port: u16) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("fjord-test-")
+            .tempdir()
+            .expect("creating a temp dir");
+        Self {
+            dir,
+            port,
+            opts,
+            child: None,
+            starts: 0,
         }
     }
 

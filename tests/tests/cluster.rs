@@ -197,6 +197,28 @@ fn produce_to(node: &Broker, topic: &Topic, partition: i32, tag: &str) -> Vec<ka
     }
 }
 
+/// Every record of a partition, read from `node` once it serves the partition (a restarted
+/// leader takes a moment to lead again).
+fn read_partition(node: &Broker, topic: &Topic, partition: i32) -> Vec<kafka_protocol::records::Record> {
+    const FETCH: i16 = kafka_protocol::messages::FetchRequest::VERSIONS.max;
+    let mut client = node.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let data = client.fetch(FETCH, topic, partition, 0);
+        if data.error_code == codes::NONE {
+            return client.fetch_all(FETCH, topic, partition, 0).0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fetch {}/{partition} from {}: {}",
+            topic.name,
+            node.bootstrap(),
+            error_name(data.error_code)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn three_nodes_form_one_cluster_and_survive_the_controller_leader() {
     let mut cluster = Cluster::start(3);
@@ -274,27 +296,7 @@ fn three_nodes_form_one_cluster_and_survive_the_controller_leader() {
     cluster.node(controller).await_ready();
     wait_for_topic(cluster.node(controller), "after-kill", 2);
     for (p, &leader) in leaders.iter().enumerate() {
-        let node = cluster.node(leader);
-        let mut client = node.client();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let (got, _) = loop {
-            let data = client.fetch(
-                kafka_protocol::messages::FetchRequest::VERSIONS.max,
-                &topic,
-                p as i32,
-                0,
-            );
-            if data.error_code == codes::NONE {
-                break client.fetch_all(
-                    kafka_protocol::messages::FetchRequest::VERSIONS.max,
-                    &topic,
-                    p as i32,
-                    0,
-                );
-            }
-            assert!(Instant::now() < deadline, "fetch {p}: {}", error_name(data.error_code));
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let got = read_partition(cluster.node(leader), &topic, p as i32);
         assert_same_records(
             &got,
             &written[p],
@@ -468,29 +470,7 @@ fn a_silent_broker_is_fenced_and_leads_again_when_it_returns() {
     assert_eq!(back, leaders, "every partition led by its broker again");
     wait_for_brokers(cluster.node(watcher), 3);
     for (p, records) in &written {
-        let node = cluster.node(leaders[*p]);
-        let mut client = node.client();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let got = loop {
-            let data = client.fetch(
-                kafka_protocol::messages::FetchRequest::VERSIONS.max,
-                &topic,
-                *p as i32,
-                0,
-            );
-            if data.error_code == codes::NONE {
-                break client
-                    .fetch_all(
-                        kafka_protocol::messages::FetchRequest::VERSIONS.max,
-                        &topic,
-                        *p as i32,
-                        0,
-                    )
-                    .0;
-            }
-            assert!(Instant::now() < deadline, "fetch {p}: {}", error_name(data.error_code));
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let got = read_partition(cluster.node(leaders[*p]), &topic, *p as i32);
         assert_same_records(&got, records, 0, &format!("partition {p} after its broker returned"));
     }
 }
