@@ -46,6 +46,9 @@ const MAX_FRAME_BYTES: usize = 64 << 20;
 /// and the others have elected another.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an accepted connection may take to send its preamble.
+const MAGIC_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long connecting to a peer may take: peers are on the same network, and a dead peer
 /// must not hold up the replication stream that retries it.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -375,7 +378,11 @@ async fn serve_peer(stream: TcpStream, raft: Raft, controller: WeakController) -
     let mut reader = BufReader::new(r);
     let mut writer = BufWriter::new(w);
     let mut magic = [0u8; MAGIC.len()];
-    reader.read_exact(&mut magic).await?;
+    // A peer sends its preamble at once; a connection that does not is not a peer, and must not
+    // hold a task forever.
+    tokio::time::timeout(MAGIC_TIMEOUT, reader.read_exact(&mut magic))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no preamble"))??;
     if &magic != MAGIC {
         // Kafka's controller APIs (DescribeQuorum, AddRaftVoter) are not served here yet.
         return Err(io::Error::new(

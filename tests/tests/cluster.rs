@@ -323,6 +323,21 @@ fn the_controller_listener_refuses_kafka_requests() {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => panic!("the controller listener answered a Kafka request: {other:?}"),
     }
+    // A connection that never finishes its preamble is closed too, not held forever.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", controller_port)).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    silent.write_all(b"FJR").expect("write");
+    let started = Instant::now();
+    match silent.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!(
+            "a connection without a preamble got {other:?} after {:?}",
+            started.elapsed()
+        ),
+    }
     // The cluster is unaffected.
     wait_for_brokers(&cluster.nodes[2], 3);
 }
