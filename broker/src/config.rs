@@ -164,6 +164,14 @@ pub struct Config {
     pub slow_request_ms: u64,
 }
 
+impl Config {
+    /// Whether this node is one of several controller voters (a cluster), not the embedded
+    /// single node.
+    pub fn is_cluster(&self) -> bool {
+        self.quorum_voters.len() > 1
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config::from_properties(BTreeMap::new()).expect("the defaults are valid")
@@ -186,6 +194,19 @@ where
         .trim()
         .parse::<T>()
         .map_err(|e| invalid(key, value, e.to_string()))
+}
+
+/// A number that must be at least 1 (counts and intervals where 0 means nothing sensible).
+fn parse_at_least_one<T>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let n: T = parse_num(key, value)?;
+    if n < T::from(1) {
+        return Err(invalid(key, value, "must be at least 1"));
+    }
+    Ok(n)
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -348,18 +369,8 @@ impl Config {
                     let first = value.split(',').map(str::trim).find(|s| !s.is_empty());
                     cfg.log_dir = PathBuf::from(first.ok_or_else(|| invalid(k, value, "no directory given"))?);
                 }
-                "num.partitions" => {
-                    cfg.num_partitions = parse_num(k, value)?;
-                    if cfg.num_partitions < 1 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
-                "default.replication.factor" => {
-                    cfg.default_replication_factor = parse_num(k, value)?;
-                    if cfg.default_replication_factor < 1 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
+                "num.partitions" => cfg.num_partitions = parse_at_least_one(k, value)?,
+                "default.replication.factor" => cfg.default_replication_factor = parse_at_least_one(k, value)?,
                 "auto.create.topics.enable" => cfg.auto_create_topics = parse_bool(k, value)?,
                 "delete.topic.enable" => cfg.delete_topic_enable = parse_bool(k, value)?,
                 "socket.request.max.bytes" => {
@@ -380,52 +391,21 @@ impl Config {
                 }
                 "socket.send.buffer.bytes" => cfg.socket_send_buffer_bytes = parse_buffer_size(k, value)?,
                 "socket.receive.buffer.bytes" => cfg.socket_receive_buffer_bytes = parse_buffer_size(k, value)?,
-                "log.flush.interval.messages" => {
-                    cfg.flush_interval_messages = parse_num(k, value)?;
-                    if cfg.flush_interval_messages < 1 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
+                "log.flush.interval.messages" => cfg.flush_interval_messages = parse_at_least_one(k, value)?,
                 "log.flush.interval.ms" => cfg.flush_interval_ms = Some(parse_num(k, value)?),
-                "log.flush.offset.checkpoint.interval.ms" => {
-                    cfg.checkpoint_interval_ms = parse_num(k, value)?;
-                    if cfg.checkpoint_interval_ms == 0 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
-                "log.retention.check.interval.ms" => {
-                    cfg.retention_check_interval_ms = parse_num(k, value)?;
-                    if cfg.retention_check_interval_ms == 0 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
+                "log.flush.offset.checkpoint.interval.ms" => cfg.checkpoint_interval_ms = parse_at_least_one(k, value)?,
+                "log.retention.check.interval.ms" => cfg.retention_check_interval_ms = parse_at_least_one(k, value)?,
                 "group.min.session.timeout.ms" => cfg.groups.min_session_timeout_ms = parse_num(k, value)?,
                 "group.max.session.timeout.ms" => cfg.groups.max_session_timeout_ms = parse_num(k, value)?,
                 "group.initial.rebalance.delay.ms" => cfg.groups.initial_rebalance_delay_ms = parse_num(k, value)?,
-                "group.max.size" => {
-                    cfg.groups.max_size = parse_num(k, value)?;
-                    if cfg.groups.max_size < 1 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
-                "offsets.topic.num.partitions" => {
-                    cfg.groups.offsets_partitions = parse_num(k, value)?;
-                    if cfg.groups.offsets_partitions < 1 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
+                "group.max.size" => cfg.groups.max_size = parse_at_least_one(k, value)?,
+                "offsets.topic.num.partitions" => cfg.groups.offsets_partitions = parse_at_least_one(k, value)?,
                 "offsets.retention.minutes" => {
-                    let minutes: i64 = parse_num(k, value)?;
-                    if minutes < 1 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
+                    let minutes: i64 = parse_at_least_one(k, value)?;
                     cfg.groups.offsets_retention_ms = minutes.saturating_mul(60_000);
                 }
                 "offsets.retention.check.interval.ms" => {
-                    cfg.groups.offsets_retention_check_interval_ms = parse_num(k, value)?;
-                    if cfg.groups.offsets_retention_check_interval_ms == 0 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
+                    cfg.groups.offsets_retention_check_interval_ms = parse_at_least_one(k, value)?
                 }
                 "offset.metadata.max.bytes" => cfg.groups.offset_metadata_max_bytes = parse_num(k, value)?,
                 "metrics.listener" => {
@@ -452,41 +432,15 @@ impl Config {
                     }
                 }
                 "log.slow.request.ms" => cfg.slow_request_ms = parse_num(k, value)?,
-                "transaction.max.timeout.ms" => {
-                    cfg.txns.max_timeout_ms = parse_num(k, value)?;
-                    if cfg.txns.max_timeout_ms < 1 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
-                "transactional.id.expiration.ms" => {
-                    cfg.txns.id_expiration_ms = parse_num(k, value)?;
-                    if cfg.txns.id_expiration_ms < 1 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
-                "producer.id.expiration.ms" => {
-                    cfg.txns.producer_id_expiration_ms = parse_num(k, value)?;
-                    if cfg.txns.producer_id_expiration_ms < 1 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
+                "transaction.max.timeout.ms" => cfg.txns.max_timeout_ms = parse_at_least_one(k, value)?,
+                "transactional.id.expiration.ms" => cfg.txns.id_expiration_ms = parse_at_least_one(k, value)?,
+                "producer.id.expiration.ms" => cfg.txns.producer_id_expiration_ms = parse_at_least_one(k, value)?,
                 "producer.id.expiration.check.interval.ms" => {
-                    cfg.txns.producer_id_expiration_check_interval_ms = parse_num(k, value)?;
-                    if cfg.txns.producer_id_expiration_check_interval_ms == 0 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
+                    cfg.txns.producer_id_expiration_check_interval_ms = parse_at_least_one(k, value)?
                 }
-                "transaction.state.log.num.partitions" => {
-                    cfg.txns.state_partitions = parse_num(k, value)?;
-                    if cfg.txns.state_partitions < 1 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
+                "transaction.state.log.num.partitions" => cfg.txns.state_partitions = parse_at_least_one(k, value)?,
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
-                    cfg.txns.abort_check_interval_ms = parse_num(k, value)?;
-                    if cfg.txns.abort_check_interval_ms == 0 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
+                    cfg.txns.abort_check_interval_ms = parse_at_least_one(k, value)?
                 }
                 "group.consumer.session.timeout.ms" => cfg.groups.consumer.session_timeout_ms = parse_num(k, value)?,
                 "group.consumer.heartbeat.interval.ms" => {
@@ -517,18 +471,8 @@ impl Config {
                     }
                 }
                 "controller.quorum.voters" => cfg.quorum_voters = parse_voters(k, value)?,
-                "broker.heartbeat.interval.ms" => {
-                    cfg.broker_heartbeat_interval_ms = parse_num(k, value)?;
-                    if cfg.broker_heartbeat_interval_ms == 0 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
-                "broker.session.timeout.ms" => {
-                    cfg.broker_session_timeout_ms = parse_num(k, value)?;
-                    if cfg.broker_session_timeout_ms == 0 {
-                        return Err(invalid(k, value, "must be at least 1"));
-                    }
-                }
+                "broker.heartbeat.interval.ms" => cfg.broker_heartbeat_interval_ms = parse_at_least_one(k, value)?,
+                "broker.session.timeout.ms" => cfg.broker_session_timeout_ms = parse_at_least_one(k, value)?,
                 "process.roles" => check_process_roles(k, value)?,
                 _ if RETENTION_KEYS.iter().any(|(rk, _)| *rk == k) => {
                     let (_, scale) = RETENTION_KEYS.iter().find(|(rk, _)| *rk == k).expect("matched above");

@@ -30,7 +30,8 @@ const HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// Election timeout range: a follower that heard nothing from the leader for a random time in
 /// it stands for election. Kafka's `controller.quorum.election.timeout.ms` is 1000; openraft's
 /// default of 150-300 ms leaves little margin on a busy two-core machine, where a heartbeat
-/// can be that late, and every spurious election interrupts metadata writes. A single voter never waits for it: `open` triggers its election at once.
+/// can be that late, and every spurious election interrupts metadata writes. A single voter
+/// never waits for it: `open` triggers its election at once.
 const ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
 const ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
 const _: () = assert!(HEARTBEAT_INTERVAL_MS < ELECTION_TIMEOUT_MIN_MS);
@@ -419,24 +420,19 @@ impl Controller {
                 openraft::metrics::WaitError::ShuttingDown => ControllerError::ShuttingDown,
                 e => ControllerError::NotController(e.to_string()),
             })?;
-        let leader = m.current_leader.expect("waited for a leader");
-        let index = if leader == self.inner.node_id {
+        if m.current_leader == Some(self.inner.node_id) {
             return raft.ensure_linearizable().await.map_err(|e| match e {
                 RaftError::APIError(e) => ControllerError::NotController(e.to_string()),
                 RaftError::Fatal(f) => map_fatal(f),
             });
-        } else {
-            let addr = m
-                .membership_config
-                .membership()
-                .get_node(&leader)
-                .map(|n| n.addr.clone())
-                .ok_or_else(|| ControllerError::NotController(format!("leader {leader} has no address")))?;
-            match Peer::new(leader, addr).read_index().await {
-                Ok(Ok(index)) => index,
-                Ok(Err(e)) => return Err(ControllerError::NotController(format!("{e:?}"))),
-                Err(e) => return Err(ControllerError::NotController(e.to_string())),
-            }
+        }
+        let (leader, addr) = self
+            .leader_endpoint()
+            .ok_or_else(|| ControllerError::NotController("the leader has no known address".to_string()))?;
+        let index = match Peer::new(leader, addr).read_index().await {
+            Ok(Ok(index)) => index,
+            Ok(Err(e)) => return Err(ControllerError::NotController(format!("{e:?}"))),
+            Err(e) => return Err(ControllerError::NotController(e.to_string())),
         };
         let m = raft
             .wait(Some(deadline))
@@ -680,10 +676,6 @@ impl Controller {
         }
     }
 
-    pub(crate) fn raft_handle(&self) -> &Raft {
-        &self.inner.raft
-    }
-
     /// This node's id.
     pub(crate) fn node_id(&self) -> NodeId {
         self.inner.node_id
@@ -798,7 +790,6 @@ impl Controller {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn raft(&self) -> &Raft {
         &self.inner.raft
     }

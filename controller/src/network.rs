@@ -201,22 +201,15 @@ impl Peer {
         }
     }
 
-    fn unexpected<E: std::error::Error>(&mut self, what: &PeerResponse) -> RPCError<NodeId, BasicNode, E> {
-        self.conn = None;
-        RPCError::Network(NetworkError::new(&PeerIoError {
-            target: self.target,
-            addr: self.addr.clone(),
-            error: io::Error::new(io::ErrorKind::InvalidData, format!("unexpected answer {what:?}")),
-        }))
-    }
-
-    /// Sends `req` and takes the answer `pick` accepts; any other answer is a broken peer.
-    async fn ask<T>(
+    /// Sends `req` and takes the answer `pick` accepts, within `ttl`. Any other answer means a
+    /// broken peer: the connection is dropped, as after any failure.
+    async fn exchange<T>(
         &mut self,
         req: PeerRequest,
+        ttl: Duration,
         pick: fn(PeerResponse) -> Result<T, PeerResponse>,
     ) -> Result<T, CallError> {
-        let resp = self.call(&req, FORWARD_TIMEOUT).await?;
+        let resp = self.call(&req, ttl).await?;
         pick(resp).map_err(|other| {
             self.conn = None;
             CallError::Io(io::Error::new(
@@ -224,6 +217,30 @@ impl Peer {
                 format!("unexpected answer {other:?}"),
             ))
         })
+    }
+
+    /// One of openraft's RPCs: the peer's own Raft error comes back as a remote error, a
+    /// transport failure as `Unreachable` or `Network`.
+    async fn raft_rpc<T, E: std::error::Error>(
+        &mut self,
+        req: PeerRequest,
+        option: RPCOption,
+        pick: fn(PeerResponse) -> Result<Result<T, E>, PeerResponse>,
+    ) -> Result<T, RPCError<NodeId, BasicNode, E>> {
+        match self.exchange(req, option.hard_ttl(), pick).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Err(e) => Err(self.rpc_error(e)),
+        }
+    }
+
+    /// Sends `req` to the leader and takes the answer `pick` accepts.
+    async fn ask<T>(
+        &mut self,
+        req: PeerRequest,
+        pick: fn(PeerResponse) -> Result<T, PeerResponse>,
+    ) -> Result<T, CallError> {
+        self.exchange(req, FORWARD_TIMEOUT, pick).await
     }
 
     /// Forwards a follower's write to this peer, the leader it knows of.
@@ -313,12 +330,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.call(&PeerRequest::AppendEntries(rpc), option.hard_ttl()).await {
-            Ok(PeerResponse::AppendEntries(Ok(r))) => Ok(r),
-            Ok(PeerResponse::AppendEntries(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
-            Ok(other) => Err(self.unexpected(&other)),
-            Err(e) => Err(self.rpc_error(e)),
-        }
+        self.raft_rpc(PeerRequest::AppendEntries(rpc), option, |r| match r {
+            PeerResponse::AppendEntries(res) => Ok(res),
+            other => Err(other),
+        })
+        .await
     }
 
     async fn install_snapshot(
@@ -327,12 +343,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        match self.call(&PeerRequest::InstallSnapshot(rpc), option.hard_ttl()).await {
-            Ok(PeerResponse::InstallSnapshot(Ok(r))) => Ok(r),
-            Ok(PeerResponse::InstallSnapshot(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
-            Ok(other) => Err(self.unexpected(&other)),
-            Err(e) => Err(self.rpc_error(e)),
-        }
+        self.raft_rpc(PeerRequest::InstallSnapshot(rpc), option, |r| match r {
+            PeerResponse::InstallSnapshot(res) => Ok(res),
+            other => Err(other),
+        })
+        .await
     }
 
     async fn vote(
@@ -340,12 +355,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.call(&PeerRequest::Vote(rpc), option.hard_ttl()).await {
-            Ok(PeerResponse::Vote(Ok(r))) => Ok(r),
-            Ok(PeerResponse::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
-            Ok(other) => Err(self.unexpected(&other)),
-            Err(e) => Err(self.rpc_error(e)),
-        }
+        self.raft_rpc(PeerRequest::Vote(rpc), option, |r| match r {
+            PeerResponse::Vote(res) => Ok(res),
+            other => Err(other),
+        })
+        .await
     }
 }
 

@@ -46,7 +46,7 @@ fn epoch_ms(t: SystemTime) -> i64 {
 
 /// Describes the quorum; `controller` must be the leader (else `NotController`).
 pub(crate) async fn describe_as_leader(controller: &Controller) -> Result<QuorumDescription> {
-    let raft = controller.raft_handle();
+    let raft = controller.raft();
     let me = controller.node_id();
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(me) {

@@ -83,23 +83,26 @@ fn metadata(client: &mut Client) -> MetadataResponse {
     client.metadata(None, false)
 }
 
-/// Polls a node's Metadata until it lists `n` brokers: each node applies the others'
-/// registrations a moment after they commit, as Kafka brokers learn of each other.
-fn wait_for_brokers(node: &Broker, n: usize) -> MetadataResponse {
+/// Polls a node's Metadata until `cond` holds; returns that Metadata.
+fn wait_for_metadata(node: &Broker, what: &str, cond: impl Fn(&MetadataResponse) -> bool) -> MetadataResponse {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut client = node.client();
     loop {
         let md = metadata(&mut client);
-        if md.brokers.len() == n {
+        if cond(&md) {
             return md;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} does not list {n} brokers after 20 s: {md:?}",
-            node.bootstrap()
-        );
+        assert!(Instant::now() < deadline, "{what}: not after 20 s: {md:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Polls a node's Metadata until it lists `n` brokers: each node applies the others'
+/// registrations a moment after they commit, as Kafka brokers learn of each other.
+fn wait_for_brokers(node: &Broker, n: usize) -> MetadataResponse {
+    wait_for_metadata(node, &format!("{} lists {n} brokers", node.bootstrap()), |md| {
+        md.brokers.len() == n
+    })
 }
 
 /// CreateTopics on one node, asserting success. Like Kafka's admin client it retries
@@ -441,17 +444,9 @@ fn a_silent_broker_is_fenced_and_leads_again_when_it_returns() {
     // Within the session timeout and a few checks, the others stop listing it and its
     // partitions go offline (one replica each: nobody to take over).
     let started = Instant::now();
-    let md = loop {
-        let md = metadata(&mut cluster.node(watcher).client());
-        if md.brokers.len() == 2 {
-            break md;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "broker {victim} never fenced: {md:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let md = wait_for_metadata(cluster.node(watcher), &format!("broker {victim} fenced"), |md| {
+        md.brokers.len() == 2
+    });
     eprintln!("broker fenced {:?} after kill -9 (session 2 s)", started.elapsed());
     assert!(md.brokers.iter().all(|b| b.node_id.0 != victim));
     let t = md
@@ -487,20 +482,6 @@ fn a_silent_broker_is_fenced_and_leads_again_when_it_returns() {
     for (p, records) in &written {
         let got = read_partition(cluster.node(leaders[*p]), &topic, *p as i32);
         assert_same_records(&got, records, 0, &format!("partition {p} after its broker returned"));
-    }
-}
-
-/// Polls a node's Metadata until `cond` holds; returns that Metadata.
-fn wait_for_metadata(node: &Broker, what: &str, cond: impl Fn(&MetadataResponse) -> bool) -> MetadataResponse {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut client = node.client();
-    loop {
-        let md = metadata(&mut client);
-        if cond(&md) {
-            return md;
-        }
-        assert!(Instant::now() < deadline, "{what}: not after 20 s: {md:?}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

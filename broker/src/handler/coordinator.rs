@@ -22,10 +22,10 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// The node that coordinates coordinator partition `partition`.
 fn node_for(broker: &Broker, partition: i32) -> i32 {
-    let voters = &broker.config.quorum_voters;
-    if voters.len() <= 1 {
+    if !broker.config.is_cluster() {
         return broker.node_id();
     }
+    let voters = &broker.config.quorum_voters;
     // `voters` is a BTreeMap: its keys are in id order on every node.
     let index = partition.unsigned_abs() as usize % voters.len();
     voters.keys().nth(index).copied().unwrap_or_else(|| broker.node_id())
@@ -54,7 +54,7 @@ const NO_CLUSTER_TRANSACTIONS: &str = "transactions are not available in a Fjord
 /// do yet: refusing the transactional producer up front is better than a commit that marks
 /// only some of its partitions.
 pub fn check_txn(broker: &Broker) -> Result<(), ResponseError> {
-    if broker.config.quorum_voters.len() <= 1 {
+    if !broker.config.is_cluster() {
         Ok(())
     } else {
         Err(ResponseError::CoordinatorNotAvailable)

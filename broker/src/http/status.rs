@@ -245,6 +245,7 @@ pub async fn status_json(broker: &Broker) -> String {
             groups.push(s.view);
         }
     }
+    let controller_leader = broker.controller.raft_status().leader;
     let status = Status {
         broker: BrokerView {
             node_id: broker.node_id(),
@@ -269,7 +270,7 @@ pub async fn status_json(broker: &Broker) -> String {
                 port: i32::from(b.port),
                 rack: b.rack.clone(),
                 fenced: meta.fenced.contains(&b.node_id),
-                controller: broker.controller.raft_status().leader == Some(i64::from(b.node_id)),
+                controller: controller_leader == Some(i64::from(b.node_id)),
             })
             .collect(),
         topics,
