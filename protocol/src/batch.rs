@@ -486,6 +486,54 @@ pub fn control_batch(
     out.freeze()
 }
 
+/// Reads the transaction marker of a stored control batch (see [`control_batch`]): whether it
+/// commits, and the coordinator epoch. `None` for anything else: a data batch, a control record
+/// of another type, or bytes that do not parse. Followers use it to replay the transaction
+/// state a leader's marker carries.
+pub fn control_marker(batch: &[u8]) -> Option<(bool, i32)> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() || header.record_count < 1 {
+        return None;
+    }
+    // Control batches are never compressed: the first record follows the header.
+    let mut r = batch.get(BATCH_HEADER_BYTES..)?;
+    fn zigzag(r: &mut &[u8]) -> Option<i64> {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let (&b, rest) = r.split_first()?;
+            *r = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some((v >> 1) as i64 ^ -((v & 1) as i64));
+            }
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+    }
+    zigzag(&mut r)?; // record length
+    r = r.get(1..)?; // attributes
+    zigzag(&mut r)?; // timestamp delta
+    zigzag(&mut r)?; // offset delta
+    if zigzag(&mut r)? != 4 {
+        return None;
+    }
+    let key_type = i16::from_be_bytes(r.get(2..4)?.try_into().ok()?);
+    r = r.get(4..)?;
+    let value_len = zigzag(&mut r)?;
+    let coordinator_epoch = if value_len >= 6 {
+        i32::from_be_bytes(r.get(2..6)?.try_into().ok()?)
+    } else {
+        -1
+    };
+    match key_type {
+        0 => Some((false, coordinator_epoch)),
+        1 => Some((true, coordinator_epoch)),
+        _ => None,
+    }
+}
+
 /// Compresses a raw records section with `c`, in the framing Kafka's clients read.
 pub fn compress(c: Compression, raw: &[u8]) -> Result<Bytes, BatchError> {
     let mut out = BytesMut::with_capacity(raw.len() / 2 + 64);

@@ -38,6 +38,10 @@ pub enum StorageError {
     /// see [`crate::health`].
     #[error("log directory offline: {0}")]
     Offline(String),
+    /// A replicated batch that does not continue the log where it ends, or that does not
+    /// parse (a follower's fetch answered with the wrong data).
+    #[error("replicated batch refused: {0}")]
+    ReplicaMismatch(String),
     /// The store is closing and takes no more writes.
     #[error("storage is shutting down")]
     ShuttingDown,

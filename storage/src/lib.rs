@@ -30,8 +30,8 @@ pub use error::{Result, StorageError};
 pub use groups::{CommittedOffset, GroupStore, GroupWrite, LoadedGroups, StoredGroup, StoredOffset};
 pub use health::DirHealth;
 pub use log::{
-    AppendBatch, AppendResult, FileRecords, LogStore, PartitionOffsets, PendingAppend, ReadResult, RecordChunk,
-    SegmentHandle, StorageConfig,
+    AppendBatch, AppendResult, FileRecords, LogStore, PartitionOffsets, PendingAppend, ReadLimit, ReadResult,
+    RecordChunk, SegmentHandle, StorageConfig,
 };
 pub use segments::DEFAULT_SEGMENT_BYTES;
 

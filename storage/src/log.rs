@@ -86,6 +86,9 @@ pub(crate) struct PartitionState {
     pub size_bytes: u64,
     /// First offset of the oldest open transaction, if one is open.
     pub first_unstable: Option<i64>,
+    /// The partition has other replicas: its high watermark is what the leader says the ISR
+    /// has (see [`LogStore::advance_high_watermark`]), not its log end.
+    pub replicated: bool,
 }
 
 impl PartitionState {
@@ -145,6 +148,17 @@ impl PendingAppend {
     }
 }
 
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLimit {
+    /// To the log end: a follower replicating the leader's log.
+    LogEnd,
+    /// To the high watermark: a `read_uncommitted` consumer.
+    HighWatermark,
+    /// To the last stable offset: a `read_committed` consumer.
+    LastStable,
+}
+
 /// Batches read for a Fetch.
 #[derive(Debug, Clone)]
 pub struct ReadResult {
@@ -164,6 +178,8 @@ pub struct LogStore {
     bufs: Arc<BufPool>,
     writer: WriterHandle,
     appended: watch::Receiver<u64>,
+    /// Bumped by the writer after every write, and here when a high watermark moves.
+    appended_tx: Arc<watch::Sender<u64>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     flusher_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     checkpointer_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
@@ -240,6 +256,7 @@ impl LogStore {
         let aborted = Arc::new(RwLock::new(recovered.aborted));
         let producers = recovered.producers;
         let (appended_tx, appended) = watch::channel(0u64);
+        let appended_tx = Arc::new(appended_tx);
         let tails = Arc::new(Tails::default());
         let (writer, writer_thread) = writer::start(
             Writer::new(
@@ -249,7 +266,7 @@ impl LogStore {
                 partitions.clone(),
                 producers,
                 aborted.clone(),
-                appended_tx,
+                appended_tx.clone(),
                 cfg.flush_interval_messages,
             ),
             WRITER_QUEUE_DEPTH,
@@ -271,6 +288,7 @@ impl LogStore {
             partitions,
             writer,
             appended,
+            appended_tx,
             writer_thread: Mutex::new(Some(writer_thread)),
             flusher_stop: Mutex::new(flusher_stop),
             checkpointer_stop: Mutex::new(Some(checkpointer_stop)),
@@ -360,6 +378,65 @@ impl LogStore {
             }
         }
         answers.into_iter().map(PendingAppend).collect()
+    }
+
+    /// Appends batches a follower fetched from its leader, at the leader's offsets (see
+    /// `Group::replicate`). Returns the log end offset after them.
+    pub async fn replica_append(&self, pid: PartitionId, records: Bytes) -> Result<i64> {
+        self.call(|reply| WriteOp::ReplicaAppend { pid, records, reply }).await
+    }
+
+    /// Removes the batches from the one holding `offset` to the end of the log, as a follower
+    /// does when its log diverged from its leader's (KIP-101). Returns the new log end.
+    pub async fn truncate(&self, pid: PartitionId, offset: i64) -> Result<i64> {
+        self.call(|reply| WriteOp::Truncate { pid, offset, reply }).await
+    }
+
+    /// Says whether the partition has other replicas. A replicated partition's high watermark
+    /// moves only by [`LogStore::advance_high_watermark`]; one that stops being replicated has
+    /// everything it holds committed.
+    pub fn set_replicated(&self, pid: &PartitionId, replicated: bool) {
+        let Some(slot) = self.partition(pid) else {
+            return;
+        };
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if s.replicated != replicated {
+            s.replicated = replicated;
+            if !replicated {
+                let end = s.offsets.log_end;
+                s.set_high_watermark(end);
+                drop(s);
+                self.appended_tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+
+    /// Moves a replicated partition's high watermark forward to `hw` (capped at its log end;
+    /// never backward). Wakes the fetches and produces waiting on it. Returns the high
+    /// watermark now in force.
+    pub fn advance_high_watermark(&self, pid: &PartitionId, hw: i64) -> Option<i64> {
+        let slot = self.partition(pid)?;
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let target = hw.min(s.offsets.log_end);
+        if target <= s.offsets.high_watermark {
+            return Some(s.offsets.high_watermark);
+        }
+        s.set_high_watermark(target);
+        drop(s);
+        self.appended_tx.send_modify(|n| *n = n.wrapping_add(1));
+        Some(target)
+    }
+
+    /// Newest leader epoch that wrote to the partition, -1 when none.
+    pub fn latest_epoch(&self, pid: &PartitionId) -> Option<i32> {
+        let slot = self.partition(pid)?;
+        let s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        Some(s.latest_epoch)
+    }
+
+    fn partition(&self, pid: &PartitionId) -> Option<Arc<Mutex<PartitionState>>> {
+        let map = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        map.get(pid).cloned()
     }
 
     /// Moves the log start offset to `offset` (-1: the high watermark), as DeleteRecords.
@@ -495,8 +572,13 @@ impl LogStore {
         at_least_one: bool,
         committed_only: bool,
     ) -> Result<ReadResult> {
+        let limit = if committed_only {
+            ReadLimit::LastStable
+        } else {
+            ReadLimit::HighWatermark
+        };
         let (plan, offsets) = self
-            .read_file_records(pid, offset, max_bytes, at_least_one, committed_only)
+            .read_file_records(pid, offset, max_bytes, at_least_one, limit)
             .await?;
         let bufs = self.bufs.clone();
         let records = tokio::task::spawn_blocking(move || fill(&bufs, &plan))
@@ -513,23 +595,27 @@ impl LogStore {
         offset: i64,
         max_bytes: usize,
         at_least_one: bool,
-        committed_only: bool,
+        limit: ReadLimit,
     ) -> Result<(FileRecords, PartitionOffsets)> {
         // An offline directory serves nothing: what it holds may not be what was acknowledged.
         self.health().check()?;
         let offsets = self.offsets(&pid).ok_or(StorageError::UnknownPartition)?;
-        if offset < offsets.log_start || offset > offsets.high_watermark {
+        let upper = match limit {
+            ReadLimit::LastStable => offsets.last_stable,
+            ReadLimit::HighWatermark => offsets.high_watermark,
+            ReadLimit::LogEnd => offsets.log_end,
+        };
+        let valid_end = match limit {
+            ReadLimit::LogEnd => offsets.log_end,
+            _ => offsets.high_watermark,
+        };
+        if offset < offsets.log_start || offset > valid_end {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start: offsets.log_start,
-                high_watermark: offsets.high_watermark,
+                high_watermark: valid_end,
             });
         }
-        let upper = if committed_only {
-            offsets.last_stable
-        } else {
-            offsets.high_watermark
-        };
         // Nothing to read, or no room left in the response: a Fetch over many partitions reaches
         // the later ones with its fetch.max.bytes spent, and they need no index lookup.
         if offset >= upper || (max_bytes == 0 && !at_least_one) {
@@ -784,7 +870,7 @@ pub(crate) fn encode_time_value(base_offset: i64, delta: i32) -> [u8; 12] {
     v
 }
 
-fn decode_time_value(v: &[u8]) -> Result<(i64, i32)> {
+pub(crate) fn decode_time_value(v: &[u8]) -> Result<(i64, i32)> {
     let base = i64::from_be_bytes(
         v.get(..8)
             .and_then(|b| b.try_into().ok())

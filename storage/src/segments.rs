@@ -759,6 +759,53 @@ impl SegmentWriter {
         }
     }
 
+    /// After a committed truncation: cuts the partition's log at `position` of `segment` (the
+    /// first batch removed) and deletes the segments after it. The cut segment becomes the
+    /// active one again, so the next batch continues it.
+    pub fn truncate(&mut self, pid: &PartitionId, segment: i64, position: u64) {
+        let (doomed, kept) = {
+            let mut parts = self.segments.write_parts();
+            let Some(files) = parts.get_mut(pid) else {
+                return;
+            };
+            let later: Vec<i64> = files.range(segment + 1..).map(|(b, _)| *b).collect();
+            let doomed: Vec<Arc<SegmentFile>> = later.iter().filter_map(|b| files.remove(b)).collect();
+            (doomed, files.get(&segment).cloned())
+        };
+        for f in doomed {
+            if let Err(e) = std::fs::remove_file(&f.path) {
+                tracing::warn!(segment = %f.path.display(), error = %e, "cannot delete a truncated segment");
+            }
+        }
+        self.active.remove(pid);
+        let Some(file) = kept else {
+            return;
+        };
+        if let Err(e) = file.cut_to(position) {
+            // The index no longer points past `position`; the bytes after it are only waste,
+            // and recovery cuts them. The next batch starts a new segment.
+            tracing::error!(segment = %file.path.display(), error = %e, "cannot cut a truncated segment");
+            return;
+        }
+        file.written.store(position, Ordering::Release);
+        file.synced.fetch_min(position, Ordering::AcqRel);
+        file.dirty.store(true, Ordering::Release);
+        file.rolled.store(false, Ordering::Release);
+        self.active.insert(
+            *pid,
+            Active {
+                base: segment,
+                len: position,
+                file,
+            },
+        );
+    }
+
+    /// A segment file of the partition, by its base offset.
+    pub fn file(&self, pid: &PartitionId, segment: i64) -> Option<Arc<SegmentFile>> {
+        self.segments.file(pid, segment)
+    }
+
     /// Deletes the segments of a topic whose rows are gone.
     pub fn remove_topic(&mut self, topic_id: &[u8; 16]) {
         self.active.retain(|pid, _| &pid.topic_id != topic_id);

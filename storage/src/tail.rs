@@ -79,6 +79,16 @@ impl Tails {
         }
     }
 
+    /// Forgets batches from `offset` on (a truncated log).
+    pub fn drop_from(&self, pid: &PartitionId, offset: i64) {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(tail) = map.get(pid) {
+            tail.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|b| b.base < offset);
+        }
+    }
+
     pub fn remove_topic(&self, topic_id: &[u8; 16]) {
         self.map
             .write()

@@ -12,7 +12,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fjord_protocol::batch::{patch_base_offset_and_epoch, BATCH_HEADER_BYTES};
+use bytes::Bytes;
+use fjord_protocol::batch::{
+    check_stored, control_marker, patch_base_offset_and_epoch, split_batches, BATCH_HEADER_BYTES,
+};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -23,7 +26,7 @@ use crate::log::{
     cf, encode_time_value, AbortedMap, AppendBatch, AppendResult, PartitionMap, PartitionOffsets, PartitionState,
     ProducerMap,
 };
-use crate::producers::{self, AbortedTxn, Check, ProducerEntry};
+use crate::producers::{self, AbortedTxn, Check, ProducerBatch, ProducerEntry, TxnMarker};
 use crate::segments::{Locator, SegmentWriter, Stored};
 use crate::tail::{TailBatch, Tails};
 use crate::PartitionId;
@@ -57,6 +60,20 @@ pub(crate) enum WriteOp {
         batch: AppendBatch,
         leader_epoch: i32,
         reply: oneshot::Sender<Result<AppendResult>>,
+    },
+    /// Batches a follower fetched from its leader, with the leader's offsets and epochs;
+    /// answered with the log end offset after them.
+    ReplicaAppend {
+        pid: PartitionId,
+        records: Bytes,
+        reply: oneshot::Sender<Result<i64>>,
+    },
+    /// Removes every batch from the one holding `offset` on (a follower whose log diverged
+    /// from its new leader's); answered with the new log end offset.
+    Truncate {
+        pid: PartitionId,
+        offset: i64,
+        reply: oneshot::Sender<Result<i64>>,
     },
     DeleteRecords {
         pid: PartitionId,
@@ -96,6 +113,8 @@ impl WriteOp {
             WriteOp::Create { reply, .. } | WriteOp::DeleteTopic { reply, .. } => drop(reply.send(Err(e))),
             WriteOp::Append { reply, .. } => drop(reply.send(Err(e))),
             WriteOp::DeleteRecords { reply, .. }
+            | WriteOp::ReplicaAppend { reply, .. }
+            | WriteOp::Truncate { reply, .. }
             | WriteOp::Retain { reply, .. }
             | WriteOp::ExpireProducers { reply, .. } => drop(reply.send(Err(e))),
             WriteOp::Shutdown { reply } => drop(reply.send(())),
@@ -127,6 +146,32 @@ impl Reply {
     }
 }
 
+/// A batch to write, as [`Group::stage`] takes it.
+struct Staged<'b> {
+    /// The batch's bytes: its header as it is to be stored, and the rest.
+    parts: [&'b [u8]; 2],
+    base: i64,
+    /// Offsets the batch spans.
+    count: i64,
+    leader_epoch: i32,
+    max_timestamp: i64,
+    max_timestamp_offset_delta: i32,
+    /// The partition's new first unstable offset, when the batch moves it.
+    first_unstable: Option<Option<i64>>,
+    producer_update: Option<(i64, ProducerEntry)>,
+    aborted_txn: Option<AbortedTxn>,
+}
+
+/// A truncation staged in a group, carried out on the files once the write is in.
+struct Truncation {
+    pid: PartitionId,
+    new_end: i64,
+    /// Segment and position of the first batch removed (`None`: no segment file held it).
+    cut_at: Option<(i64, u64)>,
+    /// The partition's producers, replayed from the batches kept.
+    producers: HashMap<i64, ProducerEntry>,
+}
+
 /// One group of operations being folded into a single write.
 struct Group<'a> {
     db: &'a DB,
@@ -144,6 +189,9 @@ struct Group<'a> {
     pending_aborted: Vec<(PartitionId, AbortedTxn)>,
     /// Producers forgotten by this group.
     expired_producers: Vec<(PartitionId, i64)>,
+    /// Partitions truncated by this group: the new log end, where their files are cut (the
+    /// segment and position of the first batch removed), and their producers as rebuilt.
+    truncated: Vec<Truncation>,
     /// New states of the partitions this group touches; published only after the write.
     pending: HashMap<PartitionId, PartitionState>,
     created: Vec<PartitionId>,
@@ -260,6 +308,352 @@ impl<'a> Group<'a> {
         Ok(last_dropped)
     }
 
+    /// The new first unstable offset of a partition when `update` changes whether its producer
+    /// has a transaction open (only that moves the last stable offset), else `None`.
+    fn first_unstable_after(&self, pid: &PartitionId, update: &Option<(i64, ProducerEntry)>) -> Option<Option<i64>> {
+        match update {
+            Some((id, e)) if self.producer(pid, *id).and_then(|o| o.txn_first_offset) != e.txn_first_offset => {
+                Some(self.first_unstable(pid, (*id, e)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes a batch at `s.base` to its segment and stages its locator, index entries,
+    /// producer state and the partition's new state.
+    fn stage(&mut self, pid: &PartitionId, s: Staged<'_>) -> Result<()> {
+        let batches_cf = cf(self.db, CF_BATCHES)?;
+        let index_cf = cf(self.db, CF_TIME_INDEX)?;
+        let parts_cf = cf(self.db, CF_PARTITIONS)?;
+        assert!(s.count > 0, "batches hold at least one record");
+        let (segment, position) = self.segments.append(pid, s.base, &s.parts).inspect_err(|e| {
+            tracing::error!(error = %e, "cannot append to a segment");
+        })?;
+        let len: usize = s.parts.iter().map(|p| p.len()).sum();
+        let len32 = u32::try_from(len).map_err(|_| StorageError::Corruption("batch over 4 GiB".into()))?;
+        let locator = Locator {
+            segment,
+            position,
+            len: len32,
+            last_offset_delta: i32::try_from(s.count - 1).unwrap_or(i32::MAX),
+            max_timestamp: s.max_timestamp,
+            leader_epoch: s.leader_epoch,
+        };
+        if let Some(file) = self.segments.active_file(pid) {
+            self.tail.push((
+                *pid,
+                TailBatch {
+                    base: s.base,
+                    locator,
+                    file,
+                },
+            ));
+        }
+        let state = self.state(pid).ok_or(StorageError::UnknownPartition)?;
+        let new_index_entry = s.max_timestamp > state.max_timestamp;
+        if new_index_entry {
+            state.max_timestamp = s.max_timestamp;
+        }
+        let new_epoch = s.leader_epoch > state.latest_epoch;
+        if new_epoch {
+            state.latest_epoch = s.leader_epoch;
+        }
+        if let Some(f) = s.first_unstable {
+            state.first_unstable = f;
+        }
+        state.offsets.log_end = s.base + s.count;
+        // Committed once it is in the log, for a partition without other replicas; a
+        // replicated partition keeps its high watermark (see `publish`).
+        let log_end = state.offsets.log_end;
+        state.set_high_watermark(log_end);
+        state.size_bytes += len as u64;
+        let rec = PartitionRecord {
+            log_start_offset: state.offsets.log_start,
+            size_bytes: state.size_bytes,
+        };
+        self.wb.put_cf(parts_cf, keys::pid_prefix(pid), rec.encode());
+        self.wb
+            .put_cf(batches_cf, keys::offset_key(pid, s.base), locator.encode());
+        if new_index_entry {
+            let v = encode_time_value(s.base, s.max_timestamp_offset_delta);
+            self.wb.put_cf(index_cf, keys::time_key(pid, s.max_timestamp), v);
+        }
+        if new_epoch {
+            self.wb
+                .put_cf(parts_cf, keys::epoch_key(pid, s.leader_epoch), s.base.to_be_bytes());
+        }
+        if let Some((id, e)) = s.producer_update {
+            let v = serde_json::to_vec(&e).map_err(|e| StorageError::Corruption(e.to_string()))?;
+            self.wb.put_cf(parts_cf, keys::producer_key(pid, id), v);
+            self.pending_producers.insert((*pid, id), e);
+        }
+        if let Some(a) = s.aborted_txn {
+            let v = serde_json::to_vec(&a).map_err(|e| StorageError::Corruption(e.to_string()))?;
+            self.wb.put_cf(parts_cf, keys::aborted_key(pid, a.last_offset), v);
+            self.pending_aborted.push((*pid, a));
+        }
+        self.messages += s.count;
+        self.bytes += len;
+        Ok(())
+    }
+
+    /// Appends batches fetched from the leader as they are: their offsets, leader epochs and
+    /// producer fields are the leader's. Batches the log already has are skipped (a fetch
+    /// repeated after a lost answer); a gap is refused. The producer state follows the batches
+    /// without the leader's checks, as Kafka's followers replay it. Returns the log end offset.
+    fn replicate(&mut self, pid: &PartitionId, records: Bytes) -> Result<i64> {
+        let batches = split_batches(records).map_err(|e| StorageError::ReplicaMismatch(e.to_string()))?;
+        for b in batches {
+            let h = check_stored(&b).map_err(|e| StorageError::ReplicaMismatch(e.to_string()))?;
+            let log_end = self.state(pid).ok_or(StorageError::UnknownPartition)?.offsets.log_end;
+            if h.last_offset() < log_end {
+                continue;
+            }
+            if h.base_offset != log_end {
+                return Err(StorageError::ReplicaMismatch(format!(
+                    "batch at offset {} where the log ends at {log_end}",
+                    h.base_offset
+                )));
+            }
+            let mut producer_update = None;
+            let mut aborted_txn = None;
+            if h.producer_id >= 0 {
+                let entry = self.producer(pid, h.producer_id);
+                if h.is_control() {
+                    if let Some((commit, coordinator_epoch)) = control_marker(&b) {
+                        let m = TxnMarker {
+                            producer_id: h.producer_id,
+                            epoch: h.producer_epoch,
+                            commit,
+                            coordinator_epoch,
+                        };
+                        let (e, a) = producers::after_marker(entry, &m, h.base_offset, h.max_timestamp);
+                        producer_update = Some((h.producer_id, e));
+                        aborted_txn = a;
+                    }
+                } else {
+                    let pb = ProducerBatch::new(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        h.record_count,
+                        h.is_transactional(),
+                    );
+                    let e = producers::after_append(entry, &pb, h.base_offset, h.max_timestamp);
+                    producer_update = Some((h.producer_id, e));
+                }
+            }
+            let first_unstable = self.first_unstable_after(pid, &producer_update);
+            let staged = Staged {
+                parts: [&b[..], &[]],
+                base: h.base_offset,
+                count: i64::from(h.last_offset_delta) + 1,
+                leader_epoch: h.partition_leader_epoch,
+                max_timestamp: h.max_timestamp,
+                // The follower does not decode records: the time index points at the batch's
+                // last record, and a lookup by time scans the batch from its start.
+                max_timestamp_offset_delta: h.last_offset_delta,
+                first_unstable,
+                producer_update,
+                aborted_txn,
+            };
+            self.stage(pid, staged)?;
+        }
+        Ok(self.state(pid).ok_or(StorageError::UnknownPartition)?.offsets.log_end)
+    }
+
+    /// Removes the batches from the one holding `offset` to the end: their locators, time
+    /// index entries, epoch starts and aborted transactions, and (once the write is in) their
+    /// bytes. The producer state is rebuilt from the batches kept. Returns the new log end.
+    fn truncate(&mut self, pid: &PartitionId, offset: i64) -> Result<i64> {
+        let mut state = *self.state(pid).ok_or(StorageError::UnknownPartition)?;
+        if offset >= state.offsets.log_end {
+            return Ok(state.offsets.log_end);
+        }
+        let batches_cf = cf(self.db, CF_BATCHES)?;
+        let index_cf = cf(self.db, CF_TIME_INDEX)?;
+        let parts_cf = cf(self.db, CF_PARTITIONS)?;
+        // The first batch to remove: the one holding `offset`, else the first after it.
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::offset_key(pid, 0).to_vec());
+        ro.set_iterate_upper_bound(keys::offset_key(pid, i64::MAX).to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(batches_cf, ro);
+        it.seek_for_prev(keys::offset_key(pid, offset));
+        if let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let base = keys::offset_from_key(k).ok_or_else(|| StorageError::Corruption("batch key".into()))?;
+            if Stored::parse(v)?.last_offset(base) < offset {
+                it.next();
+            }
+        } else {
+            it.seek(keys::offset_key(pid, offset));
+        }
+        let mut new_end = None;
+        let mut cut_at = None;
+        let mut removed_bytes = 0u64;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let base = keys::offset_from_key(k).ok_or_else(|| StorageError::Corruption("batch key".into()))?;
+            let stored = Stored::parse(v)?;
+            if new_end.is_none() {
+                new_end = Some(base);
+                if let Stored::File(l) = stored {
+                    cut_at = Some((l.segment, l.position));
+                }
+            }
+            removed_bytes += stored.len() as u64;
+            it.next();
+        }
+        it.status()?;
+        let new_end = new_end.unwrap_or(state.offsets.log_end).max(state.offsets.log_start);
+        self.wb.delete_range_cf(
+            batches_cf,
+            keys::offset_key(pid, new_end),
+            keys::offset_key(pid, i64::MAX),
+        );
+        // Time index: entries are written as the largest timestamp grows, so the ones of the
+        // removed batches are the newest; the last one kept is the new largest timestamp.
+        state.max_timestamp = -1;
+        for item in self.db.prefix_iterator_cf(index_cf, keys::pid_prefix(pid)) {
+            let (k, v) = item?;
+            if !k.starts_with(&keys::pid_prefix(pid)) {
+                break;
+            }
+            let (base, _) = crate::log::decode_time_value(&v)?;
+            if base >= new_end {
+                self.wb.delete_cf(index_cf, &k);
+            } else if let Some(ts) = keys::timestamp_from_key(&k) {
+                state.max_timestamp = state.max_timestamp.max(ts);
+            }
+        }
+        // Epoch starts at or after the cut go; the newest kept is the latest epoch.
+        state.latest_epoch = -1;
+        let epoch_prefix = keys::epoch_key(pid, 0);
+        let epoch_prefix = &epoch_prefix[..keys::PID_BYTES + 1];
+        for item in self.db.prefix_iterator_cf(parts_cf, epoch_prefix) {
+            let (k, v) = item?;
+            if !k.starts_with(epoch_prefix) {
+                break;
+            }
+            let epoch = i32::from_be_bytes(
+                k.get(keys::PID_BYTES + 1..)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| StorageError::Corruption("epoch key".into()))?,
+            );
+            let start = i64::from_be_bytes(
+                v.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| StorageError::Corruption("epoch value".into()))?,
+            );
+            if start >= new_end {
+                self.wb.delete_cf(parts_cf, &k);
+            } else {
+                state.latest_epoch = state.latest_epoch.max(epoch);
+            }
+        }
+        // Aborted transactions whose marker is gone.
+        self.wb.delete_range_cf(
+            parts_cf,
+            keys::aborted_key(pid, new_end),
+            keys::aborted_key(pid, i64::MAX),
+        );
+        // Producer state: replayed from the batches kept.
+        let producers = self.replay_producers(pid, state.offsets.log_start, new_end)?;
+        if let Some(old) = self.producers.get(pid) {
+            for id in old.keys() {
+                self.wb.delete_cf(parts_cf, keys::producer_key(pid, *id));
+            }
+        }
+        for (id, e) in &producers {
+            let v = serde_json::to_vec(e).map_err(|e| StorageError::Corruption(e.to_string()))?;
+            self.wb.put_cf(parts_cf, keys::producer_key(pid, *id), v);
+        }
+        self.pending_producers.retain(|(p, _), _| p != pid);
+        state.first_unstable = producers.values().filter_map(|e| e.txn_first_offset).min();
+        state.offsets.log_end = new_end;
+        let hw = state.offsets.high_watermark.min(new_end);
+        state.set_high_watermark(hw);
+        state.size_bytes = state.size_bytes.saturating_sub(removed_bytes);
+        self.put_state(*pid, state)?;
+        self.truncated.push(Truncation {
+            pid: *pid,
+            new_end,
+            cut_at,
+            producers,
+        });
+        Ok(new_end)
+    }
+
+    /// The producer state of a partition as the batches in `[from, to)` leave it: what Kafka
+    /// rebuilds from its producer snapshots after a truncation. Reads every batch header.
+    fn replay_producers(&self, pid: &PartitionId, from: i64, to: i64) -> Result<HashMap<i64, ProducerEntry>> {
+        let batches_cf = cf(self.db, CF_BATCHES)?;
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::offset_key(pid, 0).to_vec());
+        ro.set_iterate_upper_bound(keys::offset_key(pid, to).to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(batches_cf, ro);
+        it.seek_to_first();
+        let mut out: HashMap<i64, ProducerEntry> = HashMap::new();
+        let mut buf = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let base = keys::offset_from_key(k).ok_or_else(|| StorageError::Corruption("batch key".into()))?;
+            let stored = Stored::parse(v)?;
+            if stored.last_offset(base) < from {
+                it.next();
+                continue;
+            }
+            let bytes: &[u8] = match stored {
+                Stored::Inline(v, _) => v,
+                Stored::File(l) => {
+                    let file = self
+                        .segments
+                        .file(pid, l.segment)
+                        .ok_or_else(|| StorageError::Corruption(format!("segment {} is missing", l.segment)))?;
+                    // The header tells the producer; a control batch's record tells commit
+                    // or abort, and control batches are small.
+                    let want = if l.len as usize <= 256 {
+                        l.len as usize
+                    } else {
+                        BATCH_HEADER_BYTES
+                    };
+                    buf.resize(want, 0);
+                    std::os::unix::fs::FileExt::read_exact_at(file.file(), &mut buf, l.position)
+                        .map_err(|e| StorageError::Io(format!("reading a batch header: {e}")))?;
+                    &buf
+                }
+            };
+            let h = fjord_protocol::batch::BatchHeader::parse(bytes)
+                .map_err(|e| StorageError::Corruption(e.to_string()))?;
+            if h.producer_id >= 0 {
+                let entry = out.get(&h.producer_id);
+                let next = if h.is_control() {
+                    control_marker(bytes).map(|(commit, coordinator_epoch)| {
+                        let m = TxnMarker {
+                            producer_id: h.producer_id,
+                            epoch: h.producer_epoch,
+                            commit,
+                            coordinator_epoch,
+                        };
+                        producers::after_marker(entry, &m, base, h.max_timestamp).0
+                    })
+                } else {
+                    let pb = ProducerBatch::new(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        h.record_count,
+                        h.is_transactional(),
+                    );
+                    Some(producers::after_append(entry, &pb, base, h.max_timestamp))
+                };
+                if let Some(e) = next {
+                    out.insert(h.producer_id, e);
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
     fn apply(&mut self, op: WriteOp) -> Result<()> {
         match op {
             WriteOp::Create { pid, reply } => {
@@ -286,6 +680,7 @@ impl<'a> Group<'a> {
                             latest_epoch: -1,
                             size_bytes: 0,
                             first_unstable: None,
+                            replicated: false,
                         },
                     );
                 }
@@ -307,9 +702,6 @@ impl<'a> Group<'a> {
                 leader_epoch,
                 reply,
             } => {
-                let batches_cf = cf(self.db, CF_BATCHES)?;
-                let index_cf = cf(self.db, CF_TIME_INDEX)?;
-                let parts_cf = cf(self.db, CF_PARTITIONS)?;
                 let Some((base, log_start)) = self.state(&pid).map(|s| (s.offsets.log_end, s.offsets.log_start)) else {
                     let _ = reply.send(Err(StorageError::UnknownPartition));
                     return Ok(());
@@ -351,91 +743,28 @@ impl<'a> Group<'a> {
                         }
                     }
                 }
-                // Only a transaction opening or closing moves the last stable offset.
-                let first_unstable = match &producer_update {
-                    Some((id, e))
-                        if self.producer(&pid, *id).and_then(|o| o.txn_first_offset) != e.txn_first_offset =>
-                    {
-                        Some(self.first_unstable(&pid, (*id, e)))
-                    }
-                    _ => None,
-                };
-                let count = i64::from(batch.record_count);
-                assert!(count > 0, "validated batches hold at least one record");
+                let first_unstable = self.first_unstable_after(&pid, &producer_update);
                 // The batch goes to its segment as received, with only the header patched:
                 // base offset and leader epoch sit outside the CRC, so nothing is re-encoded.
                 let bytes = &batch.bytes;
                 let mut head = [0u8; BATCH_HEADER_BYTES];
                 head.copy_from_slice(&bytes[..BATCH_HEADER_BYTES]);
                 patch_base_offset_and_epoch(&mut head, base, leader_epoch);
-                let (segment, position) = match self.segments.append(&pid, base, &[&head, &bytes[BATCH_HEADER_BYTES..]])
-                {
-                    Ok(at) => at,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot append to a segment");
-                        let _ = reply.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let len =
-                    u32::try_from(bytes.len()).map_err(|_| StorageError::Corruption("batch over 4 GiB".into()))?;
-                let locator = Locator {
-                    segment,
-                    position,
-                    len,
-                    last_offset_delta: i32::try_from(count - 1).unwrap_or(i32::MAX),
-                    max_timestamp: batch.max_timestamp,
+                let staged = Staged {
+                    parts: [&head, &bytes[BATCH_HEADER_BYTES..]],
+                    base,
+                    count: i64::from(batch.record_count),
                     leader_epoch,
+                    max_timestamp: batch.max_timestamp,
+                    max_timestamp_offset_delta: batch.max_timestamp_offset_delta,
+                    first_unstable,
+                    producer_update,
+                    aborted_txn,
                 };
-                if let Some(file) = self.segments.active_file(&pid) {
-                    self.tail.push((pid, TailBatch { base, locator, file }));
+                if let Err(e) = self.stage(&pid, staged) {
+                    let _ = reply.send(Err(e));
+                    return Ok(());
                 }
-                let state = self.state(&pid).expect("looked up above");
-                let new_index_entry = batch.max_timestamp > state.max_timestamp;
-                if new_index_entry {
-                    state.max_timestamp = batch.max_timestamp;
-                }
-                let new_epoch = leader_epoch > state.latest_epoch;
-                if new_epoch {
-                    state.latest_epoch = leader_epoch;
-                }
-                if let Some(f) = first_unstable {
-                    state.first_unstable = f;
-                }
-                state.offsets.log_end = base + count;
-                // Single replica: a record is committed once it is in the log. Replication
-                // will hold the high watermark back until the ISR has it.
-                let log_end = state.offsets.log_end;
-                state.set_high_watermark(log_end);
-                assert!(state.offsets.high_watermark <= state.offsets.log_end);
-                state.size_bytes += bytes.len() as u64;
-                let rec = PartitionRecord {
-                    log_start_offset: log_start,
-                    size_bytes: state.size_bytes,
-                };
-                self.wb.put_cf(parts_cf, keys::pid_prefix(&pid), rec.encode());
-                self.wb
-                    .put_cf(batches_cf, keys::offset_key(&pid, base), locator.encode());
-                if new_index_entry {
-                    let v = encode_time_value(base, batch.max_timestamp_offset_delta);
-                    self.wb.put_cf(index_cf, keys::time_key(&pid, batch.max_timestamp), v);
-                }
-                if new_epoch {
-                    self.wb
-                        .put_cf(parts_cf, keys::epoch_key(&pid, leader_epoch), base.to_be_bytes());
-                }
-                if let Some((id, e)) = producer_update {
-                    let v = serde_json::to_vec(&e).map_err(|e| StorageError::Corruption(e.to_string()))?;
-                    self.wb.put_cf(parts_cf, keys::producer_key(&pid, id), v);
-                    self.pending_producers.insert((pid, id), e);
-                }
-                if let Some(a) = aborted_txn {
-                    let v = serde_json::to_vec(&a).map_err(|e| StorageError::Corruption(e.to_string()))?;
-                    self.wb.put_cf(parts_cf, keys::aborted_key(&pid, a.last_offset), v);
-                    self.pending_aborted.push((pid, a));
-                }
-                self.messages += count;
-                self.bytes += bytes.len();
                 self.replies.push(Reply::Append(
                     reply,
                     AppendResult {
@@ -444,6 +773,14 @@ impl<'a> Group<'a> {
                     },
                 ));
             }
+            WriteOp::ReplicaAppend { pid, records, reply } => match self.replicate(&pid, records) {
+                Ok(log_end) => self.replies.push(Reply::Offset(reply, log_end)),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            WriteOp::Truncate { pid, offset, reply } => match self.truncate(&pid, offset) {
+                Ok(log_end) => self.replies.push(Reply::Offset(reply, log_end)),
+                Err(e) => drop(reply.send(Err(e))),
+            },
             WriteOp::DeleteRecords { pid, offset, reply } => {
                 let Some(mut state) = self.state(&pid).copied() else {
                     let _ = reply.send(Err(StorageError::UnknownPartition));
@@ -534,7 +871,7 @@ pub(crate) struct Writer {
     partitions: Arc<PartitionMap>,
     producers: ProducerMap,
     aborted: Arc<AbortedMap>,
-    appended: watch::Sender<u64>,
+    appended: Arc<watch::Sender<u64>>,
     flush_interval_messages: i64,
     /// Messages written since the last fsync (`log.flush.interval.messages`).
     unflushed: i64,
@@ -631,7 +968,7 @@ impl Writer {
         partitions: Arc<PartitionMap>,
         producers: ProducerMap,
         aborted: Arc<AbortedMap>,
-        appended: watch::Sender<u64>,
+        appended: Arc<watch::Sender<u64>>,
         flush_interval_messages: i64,
     ) -> Writer {
         // Exported from the start, so a broker that never fsyncs shows 0 rather than no series.
@@ -676,6 +1013,7 @@ impl Writer {
             pending_producers: HashMap::new(),
             pending_aborted: Vec::new(),
             expired_producers: Vec::new(),
+            truncated: Vec::new(),
             wb: WriteBatch::default(),
             pending: HashMap::new(),
             created: Vec::new(),
@@ -738,6 +1076,7 @@ impl Writer {
                     replies,
                     trims,
                     tail,
+                    truncated,
                     ..
                 } = group;
                 self.segments.commit();
@@ -752,7 +1091,22 @@ impl Writer {
                     self.tails.remove_topic(topic_id);
                     self.segments.remove_topic(topic_id);
                 }
-                publish(&self.partitions, pending, created, &deleted_topics);
+                // Readers stop seeing the removed batches before their bytes go.
+                let cut: Vec<PartitionId> = truncated.iter().map(|t| t.pid).collect();
+                for t in &truncated {
+                    self.tails.drop_from(&t.pid, t.new_end);
+                }
+                publish(&self.partitions, pending, created, &deleted_topics, &cut);
+                for t in truncated {
+                    if let Some((segment, position)) = t.cut_at {
+                        self.segments.truncate(&t.pid, segment, position);
+                    }
+                    self.producers.insert(t.pid, t.producers);
+                    let mut map = self.aborted.write().unwrap_or_else(|p| p.into_inner());
+                    if let Some(list) = map.get_mut(&t.pid) {
+                        list.retain(|a| a.last_offset < t.new_end);
+                    }
+                }
                 self.producers.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
                 // Expiry first: a producer that wrote again later in this group is back.
                 for (pid, id) in expired_producers {
@@ -831,11 +1185,15 @@ fn run(writer: &Mutex<Writer>, queued: &AtomicUsize, mut rx: mpsc::Receiver<Writ
     }
 }
 
+/// Makes a group's partition states the current ones. A replicated partition keeps the high
+/// watermark its leader set meanwhile (capped at its new log end), and whether it is
+/// replicated is never the writer's to change.
 fn publish(
     partitions: &PartitionMap,
     pending: HashMap<PartitionId, PartitionState>,
     created: Vec<PartitionId>,
     deleted_topics: &[[u8; 16]],
+    truncated: &[PartitionId],
 ) {
     let mut map = partitions.write().unwrap_or_else(|p| p.into_inner());
     map.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
@@ -848,10 +1206,18 @@ fn publish(
         if let Some(slot) = map.get(&pid) {
             let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
             assert!(
-                state.offsets.log_end >= s.offsets.log_end,
+                state.offsets.log_end >= s.offsets.log_end || truncated.contains(&pid),
                 "log end offset went backwards"
             );
+            let replicated = s.replicated;
+            let hw = if replicated {
+                s.offsets.high_watermark.min(state.offsets.log_end)
+            } else {
+                state.offsets.high_watermark
+            };
             *s = state;
+            s.replicated = replicated;
+            s.set_high_watermark(hw);
         }
     }
 }

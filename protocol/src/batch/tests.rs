@@ -446,3 +446,15 @@ fn control_batches_decode_as_kafka_markers() {
     assert_eq!(r.key.as_deref(), Some(&[0u8, 0, 0, 1][..]));
     assert_eq!(r.value.as_deref(), Some(&[0u8, 0, 0, 0, 0, 7][..]));
 }
+
+#[test]
+fn control_marker_reads_back_what_control_batch_wrote() {
+    let commit = control_batch(7, 3, true, 42, 1000);
+    assert_eq!(control_marker(&commit), Some((true, 42)));
+    let abort = control_batch(7, 3, false, 5, 1000);
+    assert_eq!(control_marker(&abort), Some((false, 5)));
+    assert_eq!(control_marker(&commit[..BATCH_HEADER_BYTES + 3]), None);
+    let mut data = commit.to_vec();
+    data[21..23].copy_from_slice(&0i16.to_be_bytes()); // attributes: not a control batch
+    assert_eq!(control_marker(&data), None);
+}

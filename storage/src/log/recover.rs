@@ -90,6 +90,7 @@ pub(super) fn recover(db: &DB, segments: &Segments) -> Result<Recovered> {
                 latest_epoch,
                 size_bytes: rec.size_bytes,
                 first_unstable: None,
+                replicated: false,
             },
         );
     }

@@ -9,16 +9,23 @@ use fjord_protocol::kafka_protocol::records::{
 const T0: i64 = 1_700_000_000_000;
 
 fn batch(n: i64, ts0: i64) -> AppendBatch {
+    encoded(n, ts0, None)
+}
+
+/// A batch of `n` records whose bytes carry `producer` (id, epoch, first sequence,
+/// transactional), as a producer's do.
+fn encoded(n: i64, ts0: i64, producer: Option<(i64, i16, i32, bool)>) -> AppendBatch {
+    let (producer_id, producer_epoch, first_seq, transactional) = producer.unwrap_or((-1, -1, 0, false));
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
-            transactional: false,
+            transactional,
             control: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: fjord_protocol::kafka_protocol::records::TimestampType::Creation,
             offset: i,
-            sequence: i as i32,
+            sequence: first_seq + i as i32,
             timestamp: ts0 + i,
             key: None,
             value: Some(Bytes::from(format!("v{i}"))),
@@ -327,7 +334,7 @@ async fn retention_drops_old_and_excess_batches_and_sizes_survive_reopen() {
 }
 
 fn idempotent(n: i64, producer_id: i64, epoch: i16, first_seq: i32, transactional: bool) -> AppendBatch {
-    let mut b = batch(n, T0);
+    let mut b = encoded(n, T0, Some((producer_id, epoch, first_seq, transactional)));
     b.producer = Some(crate::producers::ProducerBatch::new(
         producer_id,
         epoch,
@@ -801,4 +808,119 @@ proptest::proptest! {
             store.shutdown().await.expect("close");
         });
     }
+}
+
+/// Everything a leader holds from `from` on, as a follower's fetch gets it.
+async fn leader_records(store: &LogStore, from: i64) -> Bytes {
+    let (plan, _) = store
+        .read_file_records(P0, from, 1 << 20, true, ReadLimit::LogEnd)
+        .await
+        .expect("read");
+    let bufs = store.bufs.clone();
+    tokio::task::spawn_blocking(move || fill(&bufs, &plan))
+        .await
+        .expect("task")
+        .expect("fill")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_copy_the_leader_and_truncate_where_they_diverge() {
+    let (ld, fd) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let leader = open(ld.path(), i64::MAX);
+    let follower = open_with_segments(fd.path(), i64::MAX, 400);
+    for s in [&leader, &follower] {
+        s.ensure_partition(P0).await.expect("create");
+        s.set_replicated(&P0, true);
+    }
+    // Epoch 0 on the leader: a plain batch, an idempotent one and an open transaction.
+    leader.append(P0, batch(3, T0), 0).await.expect("ok"); // 0-2
+    leader.append(P0, idempotent(2, 9, 0, 0, false), 0).await.expect("ok"); // 3-4
+    leader.append(P0, idempotent(2, 5, 0, 0, true), 0).await.expect("ok"); // 5-6, txn of 5
+    let o = leader.offsets(&P0).expect("ok");
+    assert_eq!(
+        (o.log_end, o.high_watermark),
+        (7, 0),
+        "a replicated log commits nothing alone"
+    );
+    // Reads stop at the high watermark for consumers, at the log end for followers.
+    let (none, _) = leader
+        .read_file_records(P0, 0, 1 << 20, true, ReadLimit::HighWatermark)
+        .await
+        .expect("read");
+    assert_eq!(none.len, 0);
+
+    let end = follower
+        .replica_append(P0, leader_records(&leader, 0).await)
+        .await
+        .expect("replicate");
+    assert_eq!(end, 7);
+    // A repeated fetch adds nothing; a gap is refused.
+    assert_eq!(
+        follower
+            .replica_append(P0, leader_records(&leader, 3).await)
+            .await
+            .expect("again"),
+        7
+    );
+    leader.append(P0, batch(1, T0), 0).await.expect("ok"); // 7
+    leader.append(P0, batch(1, T0), 0).await.expect("ok"); // 8
+    assert!(matches!(
+        follower.replica_append(P0, leader_records(&leader, 8).await).await,
+        Err(StorageError::ReplicaMismatch(_))
+    ));
+    let fo = follower.offsets(&P0).expect("ok");
+    assert_eq!((fo.log_end, fo.last_stable), (7, 0));
+    assert_eq!(leader.advance_high_watermark(&P0, 5), Some(5));
+    assert_eq!(leader.advance_high_watermark(&P0, 3), Some(5), "never backward");
+    assert_eq!(leader.offsets(&P0).expect("ok").last_stable, 5, "txn of 5 opened at 5");
+    // A write after the high watermark moved keeps it.
+    leader.append(P0, batch(1, T0), 0).await.expect("ok"); // 9
+    assert_eq!(leader.offsets(&P0).expect("ok").high_watermark, 5);
+
+    // The follower got epoch 0 up to 6 and then, as leader in epoch 1, wrote 7-8 that the
+    // new leader (the old one, back in epoch 2) never had: they go, and the producer state
+    // is what the kept batches say.
+    follower.append(P0, idempotent(2, 9, 0, 2, false), 1).await.expect("ok"); // 7-8
+    follower.append(P0, marker(5, 0, true), 1).await.expect("ok"); // 9: commit 5
+    assert_eq!(follower.offsets(&P0).expect("ok").log_end, 10);
+    assert_eq!(follower.end_offset_for_epoch(&P0, 0, 1).expect("ok"), Some((0, 7)));
+    assert_eq!(follower.truncate(P0, 7).await.expect("truncate"), 7);
+    let fo = follower.offsets(&P0).expect("ok");
+    assert_eq!(fo.log_end, 7);
+    assert_eq!(follower.latest_epoch(&P0), Some(0));
+    assert!(follower
+        .end_offset_for_epoch(&P0, 1, 2)
+        .expect("ok")
+        .is_none_or(|(e, _)| e == 0));
+    // The transaction of 5 is open again, producer 9's next sequence is 2 once more.
+    follower.set_replicated(&P0, false);
+    assert_eq!(follower.offsets(&P0).expect("ok").last_stable, 5);
+    follower
+        .append(P0, idempotent(2, 9, 0, 2, false), 2)
+        .await
+        .expect("seq 2 follows 0-1");
+    assert!(matches!(
+        follower.append(P0, idempotent(2, 9, 0, 6, false), 2).await,
+        Err(StorageError::OutOfOrderSequence(_))
+    ));
+    follower.set_replicated(&P0, true);
+    follower.truncate(P0, 7).await.expect("truncate");
+    // Then it copies the leader from there, and its files and state survive a restart.
+    let end = follower
+        .replica_append(P0, leader_records(&leader, 7).await)
+        .await
+        .expect("replicate");
+    assert_eq!(end, 10);
+    let want = offsets_of(&leader_records(&leader, 0).await);
+    assert_eq!(offsets_of(&leader_records(&follower, 0).await), want);
+    follower.shutdown().await.expect("close");
+    drop(follower);
+    let follower = open_with_segments(fd.path(), i64::MAX, 400);
+    assert_eq!(offsets_of(&leader_records(&follower, 0).await), want);
+    assert_eq!(follower.end_offset_for_epoch(&P0, 0, 0).expect("ok"), Some((0, 10)));
+    follower.shutdown().await.expect("close");
+    leader.shutdown().await.expect("close");
 }
