@@ -53,6 +53,9 @@ pub fn controller_error_code(e: &ControllerError) -> ResponseError {
         ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         ControllerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        ControllerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+        ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
         ControllerError::NotController(_) => ResponseError::NotController,
         ControllerError::ShuttingDown => ResponseError::RequestTimedOut,
         ControllerError::Storage(_) | ControllerError::Raft(_) => {

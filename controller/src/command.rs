@@ -66,6 +66,19 @@ pub(crate) enum Command {
     /// A fenced broker heartbeats again: partitions without a leader whose in-sync replicas
     /// include it get it back as leader.
     UnfenceBroker { node_id: i32 },
+    /// A partition leader changes its in-sync replicas (Kafka's `AlterPartition`): it drops
+    /// followers that fell behind `replica.lag.time.max.ms` and adds ones that caught up. Only
+    /// the leader of the epoch in force may, and only from the ISR it knows of, so that two
+    /// changes decided on different views cannot both apply.
+    AlterIsr {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        /// The ISR the leader based its change on.
+        expected_isr: Vec<i32>,
+        new_isr: Vec<i32>,
+    },
 }
 
 /// Why the state machine rejected a command. Carried back to the proposer in the apply result.
@@ -76,6 +89,12 @@ pub(crate) enum ApplyError {
     InvalidPartitions(String),
     InvalidReplicationFactor(String),
     InvalidRequest(String),
+    /// A leader of an older epoch (or no longer the leader) asked for an ISR change.
+    FencedLeaderEpoch(String),
+    /// The ISR the change was based on is no longer the current one.
+    InvalidUpdateVersion(String),
+    /// The new ISR names a replica that cannot be in it (not assigned, or fenced).
+    IneligibleReplica(String),
 }
 
 /// The apply result of one log entry, handed back by `client_write`.
@@ -90,6 +109,8 @@ pub(crate) enum CommandResponse {
     Rejected(ApplyError),
     /// Applied; the first of the producer ids allocated.
     ProducerIds { first: i64, count: i32 },
+    /// Applied; the partition as it is after the command.
+    Partition(PartitionMeta),
 }
 
 /// Stateless checks of a topic name, shared by the proposer (to fail fast without a log entry)
@@ -158,6 +179,14 @@ pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse
         Command::AlterTopicConfigs { name, ops } => alter_topic_configs(meta, name, &ops),
         Command::FenceBroker { node_id } => fence_broker(meta, node_id),
         Command::UnfenceBroker { node_id } => unfence_broker(meta, node_id),
+        Command::AlterIsr {
+            topic,
+            partition,
+            leader,
+            leader_epoch,
+            expected_isr,
+            new_isr,
+        } => alter_isr(meta, &topic, partition, leader, leader_epoch, &expected_isr, new_isr),
         Command::AllocateProducerIds { broker_id, count } => {
             if count < 1 || broker_id < 0 {
                 Err(ApplyError::InvalidRequest(format!(
@@ -195,6 +224,12 @@ fn fence_broker(meta: &mut ClusterMetadata, node_id: i32) -> Result<CommandRespo
     }
     let fenced = meta.fenced.clone();
     for p in meta.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+        // Out of every ISR it is in, unless it is the last member: then the partition keeps
+        // it, and with it the only copy known to hold every committed record, so that it can
+        // lead again when it comes back rather than a replica that may lack records.
+        if p.isr.len() > 1 && p.isr.contains(&node_id) {
+            p.isr.retain(|r| *r != node_id);
+        }
         if p.leader == node_id {
             // The first in-sync replica in assignment order that is alive; none is "offline".
             p.leader = p
@@ -225,6 +260,56 @@ fn unfence_broker(meta: &mut ClusterMetadata, node_id: i32) -> Result<CommandRes
         }
     }
     Ok(CommandResponse::Done)
+}
+
+fn alter_isr(
+    meta: &mut ClusterMetadata,
+    topic: &str,
+    partition: i32,
+    leader: i32,
+    leader_epoch: i32,
+    expected_isr: &[i32],
+    mut new_isr: Vec<i32>,
+) -> Result<CommandResponse, ApplyError> {
+    let fenced = meta.fenced.clone();
+    let t = meta
+        .topics
+        .get_mut(topic)
+        .ok_or_else(|| ApplyError::UnknownTopic(topic.to_string()))?;
+    let p = usize::try_from(partition)
+        .ok()
+        .and_then(|i| t.partitions.get_mut(i))
+        .ok_or_else(|| ApplyError::UnknownTopic(format!("{topic}-{partition}")))?;
+    if p.leader != leader || p.leader_epoch != leader_epoch {
+        return Err(ApplyError::FencedLeaderEpoch(format!(
+            "{topic}-{partition} is led by {} in epoch {}, not by {leader} in epoch {leader_epoch}",
+            p.leader, p.leader_epoch
+        )));
+    }
+    if p.isr != expected_isr {
+        return Err(ApplyError::InvalidUpdateVersion(format!(
+            "the ISR of {topic}-{partition} is {:?}, not {expected_isr:?}",
+            p.isr
+        )));
+    }
+    new_isr.sort_unstable();
+    new_isr.dedup();
+    if !new_isr.contains(&leader) {
+        return Err(ApplyError::InvalidRequest(format!(
+            "the ISR of {topic}-{partition} must hold its leader {leader}"
+        )));
+    }
+    if let Some(r) = new_isr
+        .iter()
+        .find(|r| !p.replicas.contains(r) || (fenced.contains(r) && !p.isr.contains(r)))
+    {
+        return Err(ApplyError::IneligibleReplica(format!(
+            "replica {r} cannot join the ISR of {topic}-{partition}"
+        )));
+    }
+    // Assignment order, as Kafka lists it.
+    p.isr = p.replicas.iter().copied().filter(|r| new_isr.contains(r)).collect();
+    Ok(CommandResponse::Partition(p.clone()))
 }
 
 fn create_topic(
@@ -626,5 +711,64 @@ mod tests {
             apply(&mut meta, Command::FenceBroker { node_id: 9 }),
             CommandResponse::Rejected(ApplyError::InvalidRequest(_))
         ));
+    }
+
+    #[test]
+    fn isr_changes_come_only_from_the_current_leader_and_fencing_leaves_the_isr() {
+        let mut meta = meta_with_brokers(&[1, 2, 3]);
+        apply(&mut meta, create("t", 1, 3));
+        let p = topic(&meta, "t").partitions[0].clone();
+        let (leader, epoch) = (p.leader, p.leader_epoch);
+        let follower = p.replicas.iter().copied().find(|r| *r != leader).expect("a follower");
+        let shrunk: Vec<i32> = p.replicas.iter().copied().filter(|r| *r != follower).collect();
+        let alter = |leader, leader_epoch, expected: &[i32], new: &[i32]| Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader,
+            leader_epoch,
+            expected_isr: expected.to_vec(),
+            new_isr: new.to_vec(),
+        };
+        // A stale epoch, a stale view, a missing leader, an unknown replica: all refused.
+        let before = meta.clone();
+        for (cmd, ok) in [
+            (alter(leader, epoch + 1, &p.isr, &shrunk), "epoch"),
+            (alter(follower, epoch, &p.isr, &shrunk), "leader"),
+            (alter(leader, epoch, &shrunk, &shrunk), "view"),
+            (alter(leader, epoch, &p.isr, &[follower]), "leader kept"),
+            (alter(leader, epoch, &p.isr, &[leader, 9]), "assigned"),
+        ] {
+            assert!(
+                matches!(apply(&mut meta, cmd), CommandResponse::Rejected(_)),
+                "{ok} must be checked"
+            );
+        }
+        assert_eq!(meta, before);
+        let CommandResponse::Partition(after) = apply(&mut meta, alter(leader, epoch, &p.isr, &shrunk)) else {
+            panic!("the leader shrinks its ISR");
+        };
+        assert_eq!((after.isr.clone(), after.leader_epoch), (shrunk.clone(), epoch));
+        // Back in, in assignment order.
+        let CommandResponse::Partition(after) = apply(&mut meta, alter(leader, epoch, &shrunk, &p.replicas)) else {
+            panic!("the leader expands its ISR");
+        };
+        assert_eq!(after.isr, p.replicas);
+        // Fencing the leader: out of the ISR, another member leads in a new epoch; fencing the
+        // last member keeps it in the ISR with no leader.
+        apply(&mut meta, Command::FenceBroker { node_id: leader });
+        let q = topic(&meta, "t").partitions[0].clone();
+        assert!(!q.isr.contains(&leader));
+        assert!(q.isr.contains(&q.leader) && q.leader != leader);
+        assert_eq!(q.leader_epoch, epoch + 1);
+        for r in q.isr.clone() {
+            apply(&mut meta, Command::FenceBroker { node_id: r });
+        }
+        let q = topic(&meta, "t").partitions[0].clone();
+        assert_eq!((q.isr.len(), q.leader), (1, -1));
+        let last = q.isr[0];
+        apply(&mut meta, Command::UnfenceBroker { node_id: leader });
+        assert_eq!(topic(&meta, "t").partitions[0].leader, -1, "the old leader may lack records");
+        apply(&mut meta, Command::UnfenceBroker { node_id: last });
+        assert_eq!(topic(&meta, "t").partitions[0].leader, last);
     }
 }

@@ -17,7 +17,7 @@ use crate::command::{
 };
 use crate::error::{ControllerError, Result};
 use crate::liveness::{self, Liveness};
-use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, TopicMeta};
+use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
 use crate::network::{self, CallError, ForwardError, NetworkFactory, Peer};
 use crate::quorum::{self, QuorumDescription};
 use crate::raft_types::{LogId, NodeId, Raft};
@@ -457,6 +457,14 @@ impl Controller {
             port: config.advertised_port,
             rack: config.rack.clone(),
         };
+        // A broker of a quorum that registers again starts fenced, as KRaft fences a broker
+        // that comes back with a new incarnation: what it led moves to a replica that stayed in
+        // sync (its own log may have lost what it had not synced), it leaves every ISR it was
+        // in, and it rejoins them once it has caught up. Its first heartbeat unfences it.
+        if self.inner.has_peers && current.brokers.contains_key(&id) && !current.fenced.contains(&id) {
+            tracing::info!("fencing this broker until it has rejoined the cluster");
+            applied = Some(self.write(Command::FenceBroker { node_id: id }).await?.0);
+        }
         // An unchanged registration would only add a log entry (and an fsync) per restart.
         if current.brokers.get(&id) != Some(&me) {
             tracing::debug!(?me, "registering broker");
@@ -560,6 +568,37 @@ impl Controller {
             ops,
         })
         .await
+    }
+
+    /// Changes a partition's in-sync replicas, as its leader `leader` in `leader_epoch` asks
+    /// (Kafka's AlterPartition). Returns the partition as it is after the change.
+    ///
+    /// Errors: `FencedLeaderEpoch` when `leader` no longer leads in that epoch,
+    /// `InvalidUpdateVersion` when the ISR is no longer `expected_isr`, `IneligibleReplica`
+    /// for a replica that is not assigned or is fenced, `UnknownTopic`.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn alter_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        expected_isr: Vec<i32>,
+        new_isr: Vec<i32>,
+    ) -> Result<PartitionMeta> {
+        let cmd = Command::AlterIsr {
+            topic: topic.to_string(),
+            partition,
+            leader,
+            leader_epoch,
+            expected_isr,
+            new_isr,
+        };
+        match self.write(cmd).await?.1 {
+            CommandResponse::Partition(p) => Ok(p),
+            CommandResponse::Rejected(e) => Err(e.into()),
+            other => Err(ControllerError::Raft(format!("an ISR change applied with {other:?}"))),
+        }
     }
 
     /// Raft's view of this node, for metrics and readiness.
@@ -784,7 +823,7 @@ impl Controller {
         match self.write(cmd).await?.1 {
             CommandResponse::Topic(topic) => Ok(topic),
             CommandResponse::Rejected(e) => Err(e.into()),
-            CommandResponse::Done | CommandResponse::ProducerIds { .. } => Err(ControllerError::Raft(
+            CommandResponse::Done | CommandResponse::ProducerIds { .. } | CommandResponse::Partition(_) => Err(ControllerError::Raft(
                 "a topic command applied without a topic result".to_string(),
             )),
         }

@@ -25,6 +25,16 @@ pub enum ControllerError {
     /// Any other malformed request (`INVALID_REQUEST`).
     #[error("{0}")]
     InvalidRequest(String),
+    /// An ISR change from a leader that is no longer the leader of the epoch in force
+    /// (`FENCED_LEADER_EPOCH`).
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    /// An ISR change based on an ISR that changed meanwhile (`INVALID_UPDATE_VERSION`).
+    #[error("{0}")]
+    InvalidUpdateVersion(String),
+    /// An ISR change naming a replica that cannot join (`INELIGIBLE_REPLICA`).
+    #[error("{0}")]
+    IneligibleReplica(String),
     /// No controller leader could take the write or read (an election, an unreachable leader);
     /// the text says why (`NOT_CONTROLLER`, which Kafka clients retry).
     #[error("no active controller: {0}")]
@@ -51,6 +61,9 @@ impl From<ApplyError> for ControllerError {
             ApplyError::InvalidPartitions(msg) => ControllerError::InvalidPartitions(msg),
             ApplyError::InvalidReplicationFactor(msg) => ControllerError::InvalidReplicationFactor(msg),
             ApplyError::InvalidRequest(msg) => ControllerError::InvalidRequest(msg),
+            ApplyError::FencedLeaderEpoch(msg) => ControllerError::FencedLeaderEpoch(msg),
+            ApplyError::InvalidUpdateVersion(msg) => ControllerError::InvalidUpdateVersion(msg),
+            ApplyError::IneligibleReplica(msg) => ControllerError::IneligibleReplica(msg),
         }
     }
 }
