@@ -81,6 +81,34 @@ pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "confluent.support.metrics.enable",
 ];
 
+/// How followers fetch and when the leader drops them from the ISR, with Kafka's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// `replica.lag.time.max.ms`: a follower that has not caught up with the leader's log end
+    /// for this long leaves the ISR. Default 30000.
+    pub lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for data. Default 500.
+    pub fetch_wait_max_ms: u64,
+    /// `replica.fetch.max.bytes`: bytes per partition per fetch. Default 1048576.
+    pub fetch_max_bytes: u64,
+    /// `replica.fetch.response.max.bytes`: bytes per fetch response. Default 10485760.
+    pub fetch_response_max_bytes: u64,
+    /// `replica.fetch.backoff.ms`: the pause after a failed fetch. Default 1000.
+    pub fetch_backoff_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            lag_time_max_ms: 30_000,
+            fetch_wait_max_ms: 500,
+            fetch_max_bytes: 1 << 20,
+            fetch_response_max_bytes: 10 << 20,
+            fetch_backoff_ms: 1000,
+        }
+    }
+}
+
 /// The broker's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -104,6 +132,8 @@ pub struct Config {
     /// `broker.session.timeout.ms`: a broker the leader has not heard from for this long is
     /// fenced. Default 9000.
     pub broker_session_timeout_ms: u64,
+    /// Follower fetching and the ISR (Kafka's `replica.*` keys).
+    pub replication: ReplicationConfig,
     /// `log.dirs` (alias `log.dir`); only the first directory is used. Default: `./fjord-data`.
     pub log_dir: PathBuf,
     /// `num.partitions`: partitions of auto-created topics and of CreateTopics with -1. Default 1.
@@ -334,6 +364,7 @@ impl Config {
             quorum_voters: BTreeMap::new(),
             broker_heartbeat_interval_ms: fjord_controller::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
             broker_session_timeout_ms: fjord_controller::DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+            replication: ReplicationConfig::default(),
             log_dir: PathBuf::from("./fjord-data"),
             num_partitions: 1,
             default_replication_factor: 1,
@@ -474,6 +505,13 @@ impl Config {
                 "broker.heartbeat.interval.ms" => cfg.broker_heartbeat_interval_ms = parse_at_least_one(k, value)?,
                 "broker.session.timeout.ms" => cfg.broker_session_timeout_ms = parse_at_least_one(k, value)?,
                 "process.roles" => check_process_roles(k, value)?,
+                "replica.lag.time.max.ms" => cfg.replication.lag_time_max_ms = parse_at_least_one(k, value)?,
+                "replica.fetch.wait.max.ms" => cfg.replication.fetch_wait_max_ms = parse_at_least_one(k, value)?,
+                "replica.fetch.max.bytes" => cfg.replication.fetch_max_bytes = parse_at_least_one(k, value)?,
+                "replica.fetch.response.max.bytes" => {
+                    cfg.replication.fetch_response_max_bytes = parse_at_least_one(k, value)?
+                }
+                "replica.fetch.backoff.ms" => cfg.replication.fetch_backoff_ms = parse_at_least_one(k, value)?,
                 _ if RETENTION_KEYS.iter().any(|(rk, _)| *rk == k) => {
                     let (_, scale) = RETENTION_KEYS.iter().find(|(rk, _)| *rk == k).expect("matched above");
                     let v: i64 = parse_num(k, value)?;

@@ -11,6 +11,7 @@ pub mod group;
 mod handler;
 mod http;
 pub mod metrics;
+pub mod replication;
 mod server;
 pub mod topic_config;
 pub mod txn;
@@ -49,6 +50,8 @@ pub struct Broker {
     pub(crate) txns: txn::TxnCoordinator,
     /// Counters for the status page and gauges.
     pub(crate) stats: metrics::BrokerStats,
+    /// The leader side of partition replication.
+    pub(crate) replication: replication::Replication,
 }
 
 impl Broker {
@@ -81,7 +84,9 @@ impl Broker {
         for topic in meta.topics.values() {
             for p in &topic.partitions {
                 if p.replicas.contains(&self.node_id()) {
-                    self.store.ensure_partition(partition_id(topic, p.partition)).await?;
+                    let pid = partition_id(topic, p.partition);
+                    self.store.ensure_partition(pid).await?;
+                    self.store.set_replicated(&pid, replication::is_replicated(p));
                 }
             }
         }
@@ -237,6 +242,7 @@ pub async fn run(
         groups: groups.clone(),
         txns,
         stats: metrics::BrokerStats::default(),
+        replication: Default::default(),
     });
     let _ = http_state.broker.set(broker.clone());
     let collector = tokio::spawn(http::collect_loop(broker.clone(), http_state.handle.clone()));
@@ -245,6 +251,8 @@ pub async fn run(
     let retention = tokio::spawn(retention_loop(broker.clone()));
     let group_timers = tokio::spawn(groups.run_timers());
     let txn_timers = tokio::spawn(transaction_loop(broker.clone()));
+    let isr = tokio::spawn(replication::isr_loop(broker.clone()));
+    let fetchers = tokio::spawn(replication::fetcher::run(broker.clone()));
 
     let meta = broker.metadata();
     tracing::info!(
@@ -281,6 +289,8 @@ pub async fn run(
     retention.abort();
     group_timers.abort();
     txn_timers.abort();
+    isr.abort();
+    fetchers.abort();
     collector.abort();
     if let Some(reason) = broker.store.health().offline_reason() {
         let _ = broker.controller.shutdown().await;

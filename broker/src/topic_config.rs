@@ -172,6 +172,11 @@ impl EffectiveConfig {
     pub fn timestamp_after_max_ms(&self) -> i64 {
         self.get("message.timestamp.after.max.ms", 3_600_000)
     }
+
+    /// `min.insync.replicas`.
+    pub fn min_insync_replicas(&self) -> usize {
+        usize::try_from(self.get::<i32>("min.insync.replicas", 1)).unwrap_or(1)
+    }
 }
 
 #[cfg(test)]
@@ -213,6 +218,8 @@ pub struct ProduceSettings {
     pub timestamp_before_max_ms: i64,
     /// `message.timestamp.after.max.ms`.
     pub timestamp_after_max_ms: i64,
+    /// `min.insync.replicas`: acks=all needs this many in-sync replicas.
+    pub min_insync_replicas: usize,
 }
 
 impl From<&EffectiveConfig> for ProduceSettings {
@@ -223,6 +230,7 @@ impl From<&EffectiveConfig> for ProduceSettings {
             timestamp_type: c.timestamp_type(),
             timestamp_before_max_ms: c.timestamp_before_max_ms(),
             timestamp_after_max_ms: c.timestamp_after_max_ms(),
+            min_insync_replicas: c.min_insync_replicas(),
         }
     }
 }

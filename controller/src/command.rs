@@ -767,7 +767,11 @@ mod tests {
         assert_eq!((q.isr.len(), q.leader), (1, -1));
         let last = q.isr[0];
         apply(&mut meta, Command::UnfenceBroker { node_id: leader });
-        assert_eq!(topic(&meta, "t").partitions[0].leader, -1, "the old leader may lack records");
+        assert_eq!(
+            topic(&meta, "t").partitions[0].leader,
+            -1,
+            "the old leader may lack records"
+        );
         apply(&mut meta, Command::UnfenceBroker { node_id: last });
         assert_eq!(topic(&meta, "t").partitions[0].leader, last);
     }

@@ -517,17 +517,6 @@ impl Controller {
         check_topic_name(name)?;
         check_num_partitions(num_partitions)?;
         check_replication_factor(replication_factor)?;
-        // Partition data is not replicated between brokers yet: a second replica would be
-        // reported in sync without holding anything. Checked here, not in apply, so that the
-        // log entries of a later build that replicates keep their meaning on replay. A factor
-        // above the broker count is left to apply, which answers with Kafka's message.
-        let brokers = self.metadata().brokers.len();
-        if replication_factor > 1 && usize::try_from(replication_factor).is_ok_and(|rf| rf <= brokers) {
-            return Err(ControllerError::InvalidReplicationFactor(format!(
-                "Replication factor {replication_factor} is not supported: Fjord does not replicate partitions \
-                 between brokers yet; use 1"
-            )));
-        }
         self.write_topic(Command::CreateTopic {
             name: name.to_string(),
             topic_id,
@@ -823,9 +812,9 @@ impl Controller {
         match self.write(cmd).await?.1 {
             CommandResponse::Topic(topic) => Ok(topic),
             CommandResponse::Rejected(e) => Err(e.into()),
-            CommandResponse::Done | CommandResponse::ProducerIds { .. } | CommandResponse::Partition(_) => Err(ControllerError::Raft(
-                "a topic command applied without a topic result".to_string(),
-            )),
+            CommandResponse::Done | CommandResponse::ProducerIds { .. } | CommandResponse::Partition(_) => Err(
+                ControllerError::Raft("a topic command applied without a topic result".to_string()),
+            ),
         }
     }
 

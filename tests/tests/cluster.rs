@@ -2,8 +2,8 @@
 //! (`controller.quorum.voters`), brokers registered through it, topics spread over the brokers,
 //! metadata writes on any node, and the quorum surviving the kill -9 of its leader.
 //!
-//! Partitions have one replica each (replication between brokers is not built yet), so a
-//! killed broker's partitions are unavailable until it comes back, with their data.
+//! A partition of one replica is unavailable while its broker is down, and comes back with it;
+//! a replicated one fails over to an in-sync follower that has every acknowledged record.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -109,13 +109,27 @@ fn wait_for_brokers(node: &Broker, n: usize) -> MetadataResponse {
 /// NOT_CONTROLLER (a write whose leader stopped answering is in doubt), and then takes
 /// TOPIC_ALREADY_EXISTS as the earlier attempt having gone through.
 fn create_topic(client: &mut Client, name: &str, partitions: i32) {
+    create_replicated_topic(client, name, partitions, 1, &[]);
+}
+
+/// [`create_topic`] with a replication factor and topic configs.
+fn create_replicated_topic(client: &mut Client, name: &str, partitions: i32, rf: i16, configs: &[(&str, &str)]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut retried = false;
     loop {
         let mut topic = CreatableTopic::default();
         topic.name = fjord_tests::client::topic_name(name);
         topic.num_partitions = partitions;
-        topic.replication_factor = 1;
+        topic.replication_factor = rf;
+        topic.configs = configs
+            .iter()
+            .map(|(k, v)| {
+                let mut c = kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default();
+                c.name = StrBytes::from_string(k.to_string());
+                c.value = Some(StrBytes::from_string(v.to_string()));
+                c
+            })
+            .collect();
         let mut req = CreateTopicsRequest::default();
         req.topics = vec![topic];
         req.timeout_ms = 30_000;
@@ -613,4 +627,143 @@ fn sigterm_fences_the_broker_at_once_and_a_restart_unfences_it() {
     cluster.node(victim).relaunch();
     cluster.node(victim).await_ready();
     assert_eq!(wait_for_topic(&cluster.nodes[0], "rolling", 3).1, leaders);
+}
+
+/// The ISR of each partition of `topic` as `node` lists it, by partition.
+fn isrs(node: &Broker, topic: &str) -> Vec<(i32, Vec<i32>)> {
+    let md = node.client().metadata(Some(&[topic]), false);
+    let t = md.topics.iter().find(|t| t.error_code == 0).expect("topic listed");
+    t.partitions
+        .iter()
+        .map(|p| {
+            let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+            isr.sort();
+            (p.partition_index, isr)
+        })
+        .collect()
+}
+
+/// Every record of a partition, read from `node` once it serves them all: a new leader's high
+/// watermark moves up to what it holds once its in-sync followers have fetched from it (as on
+/// Kafka), so a read right after a failover may see fewer for a moment.
+fn read_all_of(node: &Broker, topic: &Topic, partition: i32, want: usize) -> Vec<kafka_protocol::records::Record> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = read_partition(node, topic, partition);
+        if got.len() >= want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls until every partition of `topic` has all of `members` in its ISR, as `node` says.
+fn wait_for_isr(node: &Broker, topic: &str, members: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = isrs(node, topic);
+        if all.iter().all(|(_, isr)| members.iter().all(|m| isr.contains(m))) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ISR of {topic} never held {members:?}: {all:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_replicated_partition_fails_over_to_an_in_sync_follower_with_every_acknowledged_record() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            ("broker.session.timeout.ms", "2000"),
+            ("broker.heartbeat.interval.ms", "300"),
+            ("replica.lag.time.max.ms", "3000"),
+        ],
+    );
+    wait_for_brokers(&cluster.nodes[0], 3);
+    create_replicated_topic(
+        &mut cluster.nodes[0].client(),
+        "replicated",
+        3,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    let (topic, leaders) = wait_for_topic(&cluster.nodes[0], "replicated", 3);
+    wait_for_isr(&cluster.nodes[0], "replicated", &[1, 2, 3]);
+
+    // acks=all on each leader: acknowledged once the followers have it.
+    let mut written: BTreeMap<usize, Vec<kafka_protocol::records::Record>> = BTreeMap::new();
+    for round in 0..3 {
+        for (p, &leader) in leaders.iter().enumerate() {
+            let records = produce_to(cluster.node(leader), &topic, p as i32, &format!("r{round}p{p}"));
+            written.entry(p).or_default().extend(records);
+        }
+    }
+    // A follower refuses produce and consumer fetches alike.
+    let follower = leaders[0] % 3 + 1;
+    let refused = cluster.node(follower).client().produce(
+        kafka_protocol::messages::ProduceRequest::VERSIONS.max,
+        &topic,
+        0,
+        encode_batch(&test_records(1, "x"), Compression::None),
+        -1,
+    );
+    assert_eq!(refused.error_code, codes::NOT_LEADER_OR_FOLLOWER);
+
+    // kill -9 the leader of partition 0: another in-sync replica leads it within the session
+    // timeout, with every acknowledged record, and takes acks=all writes with the ISR of two.
+    let victim = leaders[0];
+    let watcher = victim % 3 + 1;
+    cluster.node(victim).kill();
+    let started = Instant::now();
+    let (_, now_leaders) = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (t, l) = wait_for_topic(cluster.node(watcher), "replicated", 3);
+            if l.iter().all(|&x| x != victim) {
+                break (t, l);
+            }
+            assert!(Instant::now() < deadline, "leaders still on {victim}: {l:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let after = now_leaders[0];
+    eprintln!(
+        "partition 0 led by {after} {:?} after kill -9 of {victim}",
+        started.elapsed()
+    );
+    for (p, records) in &written {
+        let got = read_all_of(cluster.node(now_leaders[*p]), &topic, *p as i32, records.len());
+        assert_same_records(&got, records, 0, &format!("partition {p} after its leader died"));
+    }
+    let more = produce_to(cluster.node(after), &topic, 0, "after-failover");
+    written.get_mut(&0).expect("p0").extend(more);
+
+    // The killed node comes back as a follower, catches up and rejoins every ISR.
+    cluster.node(victim).relaunch();
+    cluster.node(victim).await_ready();
+    wait_for_isr(cluster.node(watcher), "replicated", &[1, 2, 3]);
+
+    // Now kill the new leader of partition 0: the one that came back may lead it, and has
+    // every record, the ones written while it was down included.
+    cluster.node(after).kill();
+    let survivor = (1..=3).find(|&id| id != after).expect("three nodes");
+    let (_, now_leaders) = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (t, l) = wait_for_topic(cluster.node(survivor), "replicated", 3);
+            if l.iter().all(|&x| x != after) {
+                break (t, l);
+            }
+            assert!(Instant::now() < deadline, "leaders still on {after}: {l:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for (p, records) in &written {
+        let got = read_all_of(cluster.node(now_leaders[*p]), &topic, *p as i32, records.len());
+        assert_same_records(&got, records, 0, &format!("partition {p} after the second failover"));
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fjord_controller::{ClusterMetadata, Uuid};
 use fjord_protocol::frame::{records_marker, RECORDS_MARKER_BYTES};
-use fjord_storage::{FileRecords, RecordChunk, StorageError};
+use fjord_storage::{FileRecords, ReadLimit, RecordChunk, StorageError};
 use indexmap::IndexMap;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
@@ -16,6 +16,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId
 
 use super::{led_partition, topic_name};
 use crate::error::storage_error_code;
+use crate::replication::Replication;
 use crate::{partition_id, Broker};
 
 /// Most incremental fetch sessions kept (Kafka's `max.incremental.fetch.session.cache.slots`).
@@ -131,17 +132,20 @@ fn answer_bytes((_, p, file): &PartitionAnswer) -> usize {
 
 /// Answers Fetch from consumers (follower fetches arrive with replication), with the record
 /// sets that stay in the segment files until the response is written.
-pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> (FetchResponse, FileRecordSets) {
+pub async fn handle(
+    broker: &std::sync::Arc<Broker>,
+    version: i16,
+    req: FetchRequest,
+) -> (FetchResponse, FileRecordSets) {
     let meta = broker.metadata();
     let replica = if version >= 15 {
         req.replica_state.replica_id.0
     } else {
         req.replica_id.0
     };
-    if replica >= 0 {
-        // No follower fetches until replication exists: nobody replicates from us.
-        return (error_response(ResponseError::NotLeaderOrFollower), Vec::new());
-    }
+    // A follower (replica id >= 0) reads up to the log end, without a session; its fetch
+    // offset tells the leader how far its log goes.
+    let follower = (replica >= 0).then_some(replica);
 
     // The partitions named in this request, in request order.
     let mut requested: Vec<Wanted> = Vec::new();
@@ -261,11 +265,27 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> (FetchR
         usize::MAX
     };
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
-    let committed_only = req.isolation_level == READ_COMMITTED;
+    let limit = if follower.is_some() {
+        ReadLimit::LogEnd
+    } else if req.isolation_level == READ_COMMITTED {
+        ReadLimit::LastStable
+    } else {
+        ReadLimit::HighWatermark
+    };
+    if let Some(replica) = follower {
+        for w in wanted.iter().filter(|w| w.error.is_none()) {
+            let topic = meta.topics.get(&w.topic);
+            if let Ok((topic, p)) = led_partition(broker, topic, w.partition, w.current_leader_epoch) {
+                if p.replicas.contains(&replica) {
+                    Replication::follower_fetched(broker, topic, p, replica, w.fetch_offset);
+                }
+            }
+        }
+    }
     let mut appended = broker.store.subscribe_appends();
     let parts = loop {
         appended.borrow_and_update();
-        let parts = read_all(broker, &meta, &wanted, response_max_bytes, committed_only).await;
+        let parts = read_all(broker, &meta, &wanted, response_max_bytes, limit, follower).await;
         let bytes: usize = parts.iter().map(answer_bytes).sum();
         let any_error = parts.iter().any(|(_, p, _)| p.error_code != 0);
         let now = Instant::now();
@@ -283,7 +303,7 @@ pub async fn handle(broker: &Broker, version: i16, req: FetchRequest) -> (FetchR
             .fetch_waiting
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if woken.is_err() {
-            break read_all(broker, &meta, &wanted, response_max_bytes, committed_only).await;
+            break read_all(broker, &meta, &wanted, response_max_bytes, limit, follower).await;
         }
     };
     for answer in &parts {
@@ -378,13 +398,14 @@ async fn read_all(
     meta: &ClusterMetadata,
     wanted: &[Wanted],
     response_max_bytes: usize,
-    committed_only: bool,
+    limit: ReadLimit,
+    follower: Option<i32>,
 ) -> Vec<PartitionAnswer> {
     let mut out = Vec::with_capacity(wanted.len());
     let mut budget = response_max_bytes;
     let mut first = true;
     for w in wanted {
-        let (p, file) = read_one(broker, meta, w, &mut budget, &mut first, committed_only).await;
+        let (p, file) = read_one(broker, meta, w, &mut budget, &mut first, limit, follower).await;
         out.push((w.clone(), p, file));
     }
     out
@@ -396,12 +417,17 @@ async fn read_one(
     w: &Wanted,
     budget: &mut usize,
     first: &mut bool,
-    committed_only: bool,
+    limit: ReadLimit,
+    follower: Option<i32>,
 ) -> (PartitionData, Option<([u8; RECORDS_MARKER_BYTES], FileRecords)>) {
     if let Some(e) = w.error {
         return (partition_error(w.partition, e), None);
     }
     let topic = match led_partition(broker, meta.topics.get(&w.topic), w.partition, w.current_leader_epoch) {
+        // Only an assigned replica may follow.
+        Ok((_, p)) if follower.is_some_and(|r| !p.replicas.contains(&r)) => {
+            return (partition_error(w.partition, ResponseError::NotLeaderOrFollower), None)
+        }
         Ok((topic, _)) => topic,
         Err(e) => return (partition_error(w.partition, e), None),
     };
@@ -410,7 +436,7 @@ async fn read_one(
     let at_least_one = *first;
     match broker
         .store
-        .read_file_records(pid, w.fetch_offset, max, at_least_one, committed_only)
+        .read_file_records(pid, w.fetch_offset, max, at_least_one, limit)
         .await
     {
         Ok((records, offsets)) => {
@@ -429,7 +455,7 @@ async fn read_one(
                 }
             };
             // read_committed consumers drop the records of these transactions themselves.
-            let aborted = committed_only.then(|| {
+            let aborted = (limit == ReadLimit::LastStable).then(|| {
                 broker
                     .store
                     .aborted_txns(&pid, w.fetch_offset, offsets.last_stable)

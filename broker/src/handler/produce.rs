@@ -5,19 +5,21 @@
 //! before it reads the next request), and [`PendingProduce::finish`] waits for the writes
 //! and builds the response.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fjord_controller::TopicMeta;
 use fjord_protocol::batch::{validate_produce, ValidationConfig};
 use fjord_protocol::error::BatchError;
 use fjord_storage::producers::ProducerBatch;
-use fjord_storage::{AppendBatch, AppendResult, PendingAppend};
+use fjord_storage::{AppendBatch, AppendResult, PartitionId, PendingAppend};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use super::{str_bytes, Reply, RequestContext};
 use crate::error::storage_error_code;
+use crate::replication::{is_replicated, Replication};
 use crate::{partition_id, Broker};
 
 /// Most bytes a compressed batch may inflate to while it is validated on a reactor thread;
@@ -36,15 +38,31 @@ enum Outcome {
         topic: String,
         bytes: u64,
         records: u64,
+        /// acks=all on a replicated partition: the ISR must have it before the answer.
+        replicated: Option<ReplicaWait>,
     },
+}
+
+/// What an acks=all answer waits for on a replicated partition.
+#[derive(Debug, Clone, Copy)]
+struct ReplicaWait {
+    pid: PartitionId,
+    partition: i32,
+    /// Offsets the batch spans: the high watermark must pass `base + count`.
+    count: i64,
+    min_insync: usize,
 }
 
 /// A Produce whose appends are queued.
 pub struct PendingProduce {
     acks: i16,
+    /// `timeout_ms`: how long acks=all waits for the ISR.
+    timeout: Duration,
     topics: Vec<(TopicProduceResponse, Vec<Outcome>)>,
     /// The appends of the `Queued` outcomes, by slot.
     appends: Vec<Slot>,
+    /// Appends that are in the leader's log but were not acknowledged by the ISR, by slot.
+    refused: HashMap<usize, ResponseError>,
 }
 
 /// One append of a Produce: waiting for the log, or answered.
@@ -128,6 +146,19 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
             };
             if pmeta.leader != broker.node_id() {
                 outcomes.push(Outcome::Done(failed(p.index, ResponseError::NotLeaderOrFollower, None)));
+                continue;
+            }
+            // Kafka refuses acks=all up front when the ISR is already too small.
+            if acks == -1 && pmeta.isr.len() < config.min_insync_replicas {
+                outcomes.push(Outcome::Done(failed(
+                    p.index,
+                    ResponseError::NotEnoughReplicas,
+                    Some(format!(
+                        "the ISR has {} replicas, min.insync.replicas is {}",
+                        pmeta.isr.len(),
+                        config.min_insync_replicas
+                    )),
+                )));
                 continue;
             }
             let Some(records) = p.records else {
@@ -215,6 +246,12 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 producer,
                 marker: None,
             };
+            let replicated = (acks == -1 && is_replicated(pmeta)).then(|| ReplicaWait {
+                pid: partition_id(topic, p.index),
+                partition: p.index,
+                count: i64::from(batch.record_count),
+                min_insync: config.min_insync_replicas,
+            });
             outcomes.push(Outcome::Queued {
                 index: p.index,
                 slot: appends.len(),
@@ -222,6 +259,7 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 topic: topic.name.clone(),
                 bytes,
                 records,
+                replicated,
             });
             appends.push((partition_id(topic, p.index), batch, pmeta.leader_epoch));
         }
@@ -229,14 +267,21 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
     }
     let submitted = broker.store.submit_appends(appends).await;
     let appends = submitted.into_iter().map(Slot::Waiting).collect();
-    PendingProduce { acks, topics, appends }
+    let timeout = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
+    PendingProduce {
+        acks,
+        timeout,
+        topics,
+        appends,
+        refused: HashMap::new(),
+    }
 }
 
 impl PendingProduce {
     /// The reply, if every append has been answered already (the log wrote them inline);
     /// otherwise the request back, for [`PendingProduce::finish`].
     pub fn try_finish(mut self, broker: &Broker, ctx: &RequestContext) -> Result<Reply, PendingProduce> {
-        if !self.appends.iter_mut().all(Slot::settle) {
+        if !self.appends.iter_mut().all(Slot::settle) || self.waits_for_replicas() {
             return Err(self);
         }
         let answers = self
@@ -263,11 +308,44 @@ impl PendingProduce {
                 Slot::Answered(answer) => answer,
             }));
         }
+        let deadline = Instant::now() + self.timeout;
+        let mut refused = HashMap::new();
+        for (_, outcomes) in &self.topics {
+            for o in outcomes {
+                let Outcome::Queued {
+                    slot,
+                    replicated: Some(wait),
+                    ..
+                } = o
+                else {
+                    continue;
+                };
+                if let Some(Some(Ok(a))) = answers.get(*slot) {
+                    if let Err(e) = await_isr(broker, wait, a.base_offset + wait.count, deadline).await {
+                        refused.insert(*slot, e);
+                    }
+                }
+            }
+        }
         broker
             .stats
             .produce_waiting
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.refused = refused;
         self.reply(answers, broker, ctx)
+    }
+
+    /// Whether an answer waits for in-sync replicas.
+    fn waits_for_replicas(&self) -> bool {
+        self.topics.iter().flat_map(|(_, o)| o).any(|o| {
+            matches!(
+                o,
+                Outcome::Queued {
+                    replicated: Some(_),
+                    ..
+                }
+            )
+        })
     }
 
     /// The response, from the log's answers to the appends, by slot.
@@ -291,7 +369,9 @@ impl PendingProduce {
                         topic,
                         bytes,
                         records,
+                        ..
                     } => match answers.get_mut(slot).and_then(Option::take) {
+                        Some(Ok(_)) if self.refused.contains_key(&slot) => failed(index, self.refused[&slot], None),
                         Some(Ok(a)) => {
                             broker.stats.produced(&topic, bytes, records);
                             PartitionProduceResponse::default()
@@ -319,5 +399,38 @@ impl PendingProduce {
         ctx.respond(ResponseKind::Produce(
             ProduceResponse::default().with_responses(responses),
         ))
+    }
+}
+
+/// Waits until the high watermark of a replicated partition passes `end` (every in-sync
+/// replica has the batch), as Kafka's delayed produce does: `REQUEST_TIMED_OUT` past the
+/// deadline, `NOT_LEADER_OR_FOLLOWER` if leadership moves meanwhile, and
+/// `NOT_ENOUGH_REPLICAS_AFTER_APPEND` when it got there with fewer in-sync replicas than
+/// `min.insync.replicas`.
+async fn await_isr(broker: &Broker, wait: &ReplicaWait, end: i64, deadline: Instant) -> Result<(), ResponseError> {
+    let mut moved = broker.store.subscribe_appends();
+    loop {
+        moved.borrow_and_update();
+        let meta = broker.metadata();
+        let pmeta = meta
+            .topics
+            .values()
+            .find(|t| partition_id(t, wait.partition) == wait.pid)
+            .and_then(|t| t.partitions.get(usize::try_from(wait.partition).ok()?));
+        let Some(pmeta) = pmeta.filter(|p| p.leader == broker.node_id()) else {
+            return Err(ResponseError::NotLeaderOrFollower);
+        };
+        let hw = Replication::advance(broker, wait.pid, pmeta).ok_or(ResponseError::NotLeaderOrFollower)?;
+        if hw >= end {
+            return if pmeta.isr.len() < wait.min_insync {
+                Err(ResponseError::NotEnoughReplicasAfterAppend)
+            } else {
+                Ok(())
+            };
+        }
+        let now = Instant::now();
+        if now >= deadline || tokio::time::timeout(deadline - now, moved.changed()).await.is_err() {
+            return Err(ResponseError::RequestTimedOut);
+        }
     }
 }

@@ -1,0 +1,247 @@
+//! Partition replication as Kafka does it: followers fetch from the leader with the Fetch API,
+//! the leader keeps each follower's log end, and the high watermark (what consumers see and
+//! acks=all waits for) is the smallest log end of the in-sync replicas. The leader drops a
+//! follower from the ISR when it has not caught up for `replica.lag.time.max.ms` and adds it
+//! back once it has the high watermark, both through the controller (`AlterIsr`).
+//!
+//! The follower side is in [`fetcher`].
+
+pub(crate) mod fetcher;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fjord_controller::{ClusterMetadata, PartitionMeta, TopicMeta};
+use fjord_storage::PartitionId;
+
+use crate::{partition_id, Broker};
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, Copy)]
+struct Follower {
+    /// The offset of its last fetch: everything before it is in its log. `None` until it
+    /// fetches in this leader epoch.
+    log_end: Option<i64>,
+    /// When it last had everything the leader had (Kafka's `lastCaughtUpTimeMs`).
+    caught_up_at: Instant,
+    /// When it last fetched, and the leader's log end then.
+    last_fetch_at: Instant,
+    leader_end_at_last_fetch: i64,
+}
+
+/// The leader's view of a partition it leads, for one leader epoch.
+#[derive(Debug)]
+struct Led {
+    epoch: i32,
+    followers: HashMap<i32, Follower>,
+}
+
+/// The leader side of replication, shared by the Fetch handler, the produce path and the ISR
+/// loop.
+#[derive(Debug, Default)]
+pub struct Replication {
+    led: Mutex<HashMap<PartitionId, Led>>,
+    /// Partitions with an ISR change on its way to the controller: one at a time each.
+    altering: Mutex<HashSet<PartitionId>>,
+}
+
+/// Whether a partition is replicated: its log's high watermark is then the leader's to move.
+pub fn is_replicated(p: &PartitionMeta) -> bool {
+    p.replicas.len() > 1
+}
+
+impl Replication {
+    /// The state of a partition led in `epoch`, started afresh for a new epoch: every follower
+    /// counts as caught up from now, so none leaves the ISR before it had the time to fetch.
+    fn with_led<T>(&self, pid: PartitionId, p: &PartitionMeta, me: i32, f: impl FnOnce(&mut Led) -> T) -> T {
+        let mut led = self.led.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = led.entry(pid).or_insert_with(|| Led {
+            epoch: -1,
+            followers: HashMap::new(),
+        });
+        if entry.epoch != p.leader_epoch {
+            let now = Instant::now();
+            entry.epoch = p.leader_epoch;
+            entry.followers = p
+                .replicas
+                .iter()
+                .filter(|r| **r != me)
+                .map(|r| {
+                    (
+                        *r,
+                        Follower {
+                            log_end: None,
+                            caught_up_at: now,
+                            last_fetch_at: now,
+                            leader_end_at_last_fetch: 0,
+                        },
+                    )
+                })
+                .collect();
+        }
+        f(entry)
+    }
+
+    /// A follower's fetch at `fetch_offset`: its log holds everything before it. Moves the
+    /// high watermark and asks for the follower's return to the ISR when it has caught up.
+    pub fn follower_fetched(
+        broker: &Arc<Broker>,
+        topic: &TopicMeta,
+        p: &PartitionMeta,
+        replica: i32,
+        fetch_offset: i64,
+    ) {
+        let pid = partition_id(topic, p.partition);
+        let Some(offsets) = broker.store.offsets(&pid) else {
+            return;
+        };
+        let now = Instant::now();
+        let me = broker.node_id();
+        broker.replication.with_led(pid, p, me, |led| {
+            if let Some(f) = led.followers.get_mut(&replica) {
+                // Kafka's rule: caught up now if it has the whole log, or since its previous
+                // fetch if it now has what the log held then.
+                if fetch_offset >= offsets.log_end {
+                    f.caught_up_at = now;
+                } else if fetch_offset >= f.leader_end_at_last_fetch {
+                    f.caught_up_at = f.caught_up_at.max(f.last_fetch_at);
+                }
+                f.log_end = Some(fetch_offset);
+                f.last_fetch_at = now;
+                f.leader_end_at_last_fetch = offsets.log_end;
+            }
+        });
+        let hw = Self::advance(broker, pid, p);
+        if !p.isr.contains(&replica) && hw.is_some_and(|hw| fetch_offset >= hw) {
+            let mut isr = p.isr.clone();
+            isr.push(replica);
+            Self::alter_isr(broker, topic, p, isr, "a follower caught up");
+        }
+    }
+
+    /// Moves a led partition's high watermark to the smallest log end of its ISR (the leader's
+    /// own included). Returns the high watermark in force.
+    pub fn advance(broker: &Broker, pid: PartitionId, p: &PartitionMeta) -> Option<i64> {
+        let me = broker.node_id();
+        let leader_end = broker.store.offsets(&pid)?.log_end;
+        let lowest = broker.replication.with_led(pid, p, me, |led| {
+            let mut lowest = leader_end;
+            for r in p.isr.iter().filter(|r| **r != me) {
+                // A member that has not fetched in this epoch holds the watermark where it is.
+                match led.followers.get(r).and_then(|f| f.log_end) {
+                    Some(end) => lowest = lowest.min(end),
+                    None => return None,
+                }
+            }
+            Some(lowest)
+        });
+        match lowest {
+            Some(hw) => broker.store.advance_high_watermark(&pid, hw),
+            None => broker.store.offsets(&pid).map(|o| o.high_watermark),
+        }
+    }
+
+    /// Proposes a new ISR for a partition led here, unless a change is already on its way.
+    fn alter_isr(broker: &Arc<Broker>, topic: &TopicMeta, p: &PartitionMeta, new_isr: Vec<i32>, why: &'static str) {
+        let pid = partition_id(topic, p.partition);
+        if !broker
+            .replication
+            .altering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid)
+        {
+            return;
+        }
+        let (broker, name, p) = (broker.clone(), topic.name.clone(), p.clone());
+        tokio::spawn(async move {
+            let result = broker
+                .controller
+                .alter_isr(
+                    &name,
+                    p.partition,
+                    p.leader,
+                    p.leader_epoch,
+                    p.isr.clone(),
+                    new_isr.clone(),
+                )
+                .await;
+            match result {
+                Ok(after) => {
+                    tracing::info!(topic = %name, partition = p.partition, from = ?p.isr, to = ?after.isr, reason = why, "ISR changed");
+                    let counter = if after.isr.len() < p.isr.len() {
+                        "fjord_isr_shrinks_total"
+                    } else {
+                        "fjord_isr_expands_total"
+                    };
+                    metrics::counter!(counter).increment(1);
+                }
+                Err(e) => tracing::debug!(topic = %name, partition = p.partition, error = %e, "ISR change refused"),
+            }
+            broker
+                .replication
+                .altering
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&pid);
+        });
+    }
+
+    /// One pass of the ISR check over the partitions led here: followers that have not caught
+    /// up for `replica.lag.time.max.ms` leave the ISR, and the high watermark moves (an ISR
+    /// that shrank may let it).
+    fn check_isr(broker: &Arc<Broker>, meta: &ClusterMetadata) {
+        let me = broker.node_id();
+        let lag = Duration::from_millis(broker.config.replication.lag_time_max_ms);
+        let now = Instant::now();
+        let mut led_now = HashSet::new();
+        for topic in meta.topics.values() {
+            for p in topic.partitions.iter().filter(|p| p.leader == me && is_replicated(p)) {
+                let pid = partition_id(topic, p.partition);
+                led_now.insert(pid);
+                let lagging: Vec<i32> = broker.replication.with_led(pid, p, me, |led| {
+                    p.isr
+                        .iter()
+                        .copied()
+                        .filter(|r| *r != me)
+                        .filter(|r| {
+                            led.followers
+                                .get(r)
+                                .is_some_and(|f| now.duration_since(f.caught_up_at) > lag)
+                        })
+                        .collect()
+                });
+                if !lagging.is_empty() {
+                    let isr = p.isr.iter().copied().filter(|r| !lagging.contains(r)).collect();
+                    Self::alter_isr(broker, topic, p, isr, "followers lagged past replica.lag.time.max.ms");
+                }
+                Self::advance(broker, pid, p);
+            }
+        }
+        // Partitions no longer led here start afresh if they come back.
+        broker
+            .replication
+            .led
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|pid, _| led_now.contains(pid));
+    }
+}
+
+/// Runs the ISR check every half `replica.lag.time.max.ms` (at most every second) and at
+/// every metadata change.
+pub(crate) async fn isr_loop(broker: Arc<Broker>) {
+    let lag = broker.config.replication.lag_time_max_ms;
+    let mut tick = tokio::time::interval(Duration::from_millis((lag / 2).clamp(1, 1000)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = broker.controller.subscribe();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        let meta = broker.metadata();
+        Replication::check_isr(&broker, &meta);
+    }
+}
