@@ -50,6 +50,7 @@ METRICS = {
         "fjord_requests_total", "fjord_request_errors_total", "fjord_bytes_in_total",
         "fjord_messages_in_total", "fjord_bytes_out_total", "fjord_connections_total",
         "fjord_wal_syncs_total", "fjord_inline_appends_total",
+        "fjord_isr_shrinks_total", "fjord_isr_expands_total", "fjord_replica_truncations_total",
     },
     "histogram": {
         "fjord_request_queue_seconds", "fjord_request_processing_seconds",

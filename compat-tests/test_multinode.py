@@ -3,14 +3,14 @@
 Each node is a broker and a controller voter (`controller.quorum.voters`). A topic's partitions
 are spread over the three brokers; every client bootstraps from one node and must follow Metadata
 to the leader of each partition and FindCoordinator to its group's coordinator on another node.
-Partitions have one replica (Fjord does not replicate partitions between brokers yet), so these
-tests use replication factor 1 on both brokers.
+Most tests use replication factor 1; the failover test replicates a partition three ways and
+kills its leader under an idempotent acks=all producer.
 """
 
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clientlib import CLIENTS, assert_ok, consume, expected_layout, layout_mismatch, produce, sample_records
@@ -119,3 +119,59 @@ def test_describe_metadata_quorum_from_every_node(nodes):
             assert node["endpoints"] == [f"CONTROLLER://127.0.0.1:{controller_ports[node['id']]}"], a
         if not nodes[0].is_reference:
             assert sorted(n["id"] for n in a["nodes"]) == [1, 2, 3], a
+
+
+def test_an_acks_all_producer_loses_nothing_when_the_leader_is_killed(start_cluster, topic_name):
+    """RF=3, min.insync.replicas=2: kill -9 the partition leader while an idempotent acks=all
+    producer writes; every acknowledged record is read back once, in order, from the survivors."""
+    nodes = start_cluster("failover", 3, **{"broker.session.timeout.ms": 2000, "broker.heartbeat.interval.ms": 300})
+    bootstrap = ",".join(n.bootstrap for n in nodes)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic_name, 1, 3, config={"min.insync.replicas": "2"})],
+                        operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
+
+    def partition():
+        t = admin.list_topics(topic_name, timeout=5).topics.get(topic_name)
+        return t.partitions.get(0) if t is not None and t.error is None else None
+
+    first = wait_for(lambda: (p := partition()) is not None and p.leader >= 0 and len(p.isrs) == 3 and p,
+                     "three in-sync replicas")
+    acked, failed = [], []
+
+    def report(err, msg):
+        (failed if err is not None else acked).append(err if err is not None else msg.value())
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5, "message.timeout.ms": 60000})
+    for i in range(300):
+        producer.produce(topic_name, value=f"before-{i}".encode(), partition=0, on_delivery=report)
+    assert producer.flush(30) == 0
+    victim = next(n for n in nodes if n.node_id == first.leader)
+    victim.kill()
+    for i in range(300):
+        producer.produce(topic_name, value=f"after-{i}".encode(), partition=0, on_delivery=report)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert failed == [], failed[:5]
+    new_leader = wait_for(lambda: (p := partition()) is not None and p.leader not in (-1, first.leader) and p,
+                          "a new leader").leader
+    assert new_leader != first.leader
+
+    survivors = ",".join(n.bootstrap for n in nodes if n is not victim)
+    consumer = Consumer({"bootstrap.servers": survivors, "group.id": f"failover-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic_name, 0, 0)])
+    got = []
+    try:
+        def read_all():
+            m = consumer.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+            return len(got) >= len(acked)
+        wait_for(read_all, "every acknowledged record read back", timeout_s=60)
+        # Nothing more arrives: no record twice.
+        m = consumer.poll(2)
+        assert m is None or m.error() is not None, f"an extra record: {m.value()}"
+    finally:
+        consumer.close()
+    assert got == acked, "acknowledged records, once each, in the order they were acknowledged"

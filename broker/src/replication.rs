@@ -232,6 +232,10 @@ impl Replication {
 /// Runs the ISR check every half `replica.lag.time.max.ms` (at most every second) and at
 /// every metadata change.
 pub(crate) async fn isr_loop(broker: Arc<Broker>) {
+    // Exported from the start, so a node that never changed an ISR shows 0 rather than nothing.
+    for name in ["fjord_isr_shrinks_total", "fjord_isr_expands_total", "fjord_replica_truncations_total"] {
+        metrics::counter!(name).increment(0);
+    }
     let lag = broker.config.replication.lag_time_max_ms;
     let mut tick = tokio::time::interval(Duration::from_millis((lag / 2).clamp(1, 1000)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
