@@ -233,7 +233,11 @@ impl Replication {
 /// every metadata change.
 pub(crate) async fn isr_loop(broker: Arc<Broker>) {
     // Exported from the start, so a node that never changed an ISR shows 0 rather than nothing.
-    for name in ["fjord_isr_shrinks_total", "fjord_isr_expands_total", "fjord_replica_truncations_total"] {
+    for name in [
+        "fjord_isr_shrinks_total",
+        "fjord_isr_expands_total",
+        "fjord_replica_truncations_total",
+    ] {
         metrics::counter!(name).increment(0);
     }
     let lag = broker.config.replication.lag_time_max_ms;
