@@ -8,7 +8,7 @@ VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 # The C/C++ compilers are set in .cargo/config.toml for every cargo build (tools/cc says why).
 
-.PHONY: run build-deps-hint system-deps build setup test test-rust test-compat bench fmt lint clippy clean-data
+.PHONY: run build-deps-hint system-deps build setup test test-rust test-compat bench bench-failover fmt lint clippy clean-data
 
 ## Run a single-node broker on PLAINTEXT://0.0.0.0:9092 with data in ./fjord-data.
 run: build-deps-hint
@@ -56,6 +56,14 @@ test-compat:
 ## Writes bench/results/<run>/ and, for a full run, the section in BENCHMARKS.md.
 bench: build-deps-hint
 	python3 bench/run.py $(BENCH_ARGS)
+
+## Failover time of a 3-replica partition, Fjord then Kafka 4.4 on the same machine (compat-tests/
+## failover_bench.py). FAILOVER_RUNS (10), FAILOVER_MODE (kill|stop), FAILOVER_TUNED (0|1); the
+## results are appended to bench/results/failover.jsonl.
+bench-failover: setup build
+	FAILOVER_OUT=$(CURDIR)/bench/results/failover.jsonl $(PYTEST) compat-tests/failover_bench.py -p no:cacheprovider -q -s
+	FJORD_BIN=$(CURDIR)/compat-tests/reference/kafka-as-fjord FJORD_READY_TIMEOUT_S=60 \
+	  FAILOVER_OUT=$(CURDIR)/bench/results/failover.jsonl $(PYTEST) compat-tests/failover_bench.py -p no:cacheprovider -q -s
 
 fmt:
 	$(CARGO) fmt --all

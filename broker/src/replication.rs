@@ -34,6 +34,8 @@ struct Follower {
 #[derive(Debug)]
 struct Led {
     epoch: i32,
+    /// The ISR is the leader alone: what it appends is committed at once.
+    alone: bool,
     followers: HashMap<i32, Follower>,
 }
 
@@ -58,8 +60,10 @@ impl Replication {
         let mut led = self.led.lock().unwrap_or_else(|e| e.into_inner());
         let entry = led.entry(pid).or_insert_with(|| Led {
             epoch: -1,
+            alone: false,
             followers: HashMap::new(),
         });
+        entry.alone = p.isr.iter().all(|r| *r == me);
         if entry.epoch != p.leader_epoch {
             let now = Instant::now();
             entry.epoch = p.leader_epoch;
@@ -117,6 +121,21 @@ impl Replication {
             let mut isr = p.isr.clone();
             isr.push(replica);
             Self::alter_isr(broker, topic, p, isr, "a follower caught up");
+        }
+    }
+
+    /// After an append on a replicated partition led here: a leader alone in its ISR commits
+    /// it at once (others commit as their followers fetch).
+    pub fn appended(broker: &Broker, pid: PartitionId) {
+        let alone = broker
+            .replication
+            .led
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&pid)
+            .is_some_and(|l| l.alone);
+        if alone {
+            broker.store.advance_high_watermark(&pid, i64::MAX);
         }
     }
 

@@ -273,7 +273,11 @@ impl Controller {
                 .heartbeat
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
-            controller.own_task(tokio::spawn(liveness::fencing_loop(controller.clone(), session)));
+            controller.own_task(tokio::spawn(liveness::fencing_loop(
+                controller.clone(),
+                session,
+                heartbeat,
+            )));
         }
         let term = controller.inner.raft.metrics().borrow().current_term;
         let metadata = controller.metadata();
@@ -731,6 +735,12 @@ impl Controller {
         let leader = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&leader)?.addr.clone();
         Some((leader, addr))
+    }
+
+    /// The controller endpoint of voter `node`, from the membership.
+    pub(crate) fn voter_endpoint(&self, node: NodeId) -> Option<String> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        m.membership_config.membership().get_node(&node).map(|n| n.addr.clone())
     }
 
     /// A broker's heartbeat reached this node, the leader: it counts towards its session, and a

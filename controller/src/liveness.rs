@@ -3,6 +3,12 @@
 //! `broker.session.timeout.ms` (a `FenceBroker` entry: its partitions lose it as leader) and
 //! unfences it when it heartbeats again.
 //!
+//! A broker whose process is gone is fenced sooner than that: when the connection its heartbeats
+//! came on closes, when a new leader takes over, and when it has missed two heartbeats, the
+//! leader tries its controller port, and a refused connection (nothing listens: the process is
+//! dead, not just slow or cut off) fences it at once. A broker that is paused or cut off still
+//! has its whole session.
+//!
 //! Only nodes with other voters run this: a single node has nobody to fence it.
 
 use std::collections::HashMap;
@@ -79,8 +85,65 @@ pub(crate) async fn heartbeat_loop(controller: Controller, interval: Duration) {
     }
 }
 
-/// While this node leads, fences every live broker silent for longer than `session`.
-pub(crate) async fn fencing_loop(controller: Controller, session: Duration) {
+/// How long a probe of a broker's controller port may take; one that times out proves nothing.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Whether nothing listens at `addr` any more: the connection is refused. A timeout, an
+/// unreachable network or an accepted connection all say "maybe alive".
+async fn listener_gone(addr: &str) -> bool {
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Fences `broker` now if this node leads, it is live, it has not heartbeated since `since`,
+/// and its controller port refuses connections. `why` is for the log.
+pub(crate) async fn fence_if_gone(controller: &Controller, broker: NodeId, since: Instant, why: &'static str) {
+    let me = controller.node_id();
+    if broker == me || !controller.raft_status().is_leader {
+        return;
+    }
+    let id = broker;
+    let meta = controller.metadata();
+    if !meta.brokers.contains_key(&id) || meta.fenced.contains(&id) {
+        return;
+    }
+    let Some(addr) = controller.voter_endpoint(broker) else {
+        return;
+    };
+    // A process being killed may close its connections a moment before its listener: a few
+    // tries, a quarter second apart.
+    let mut gone = false;
+    for attempt in 0..4 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if listener_gone(&addr).await {
+            gone = true;
+            break;
+        }
+    }
+    if !gone {
+        return;
+    }
+    // A heartbeat after `since` means it came back (a restart): its registration handles that.
+    if controller
+        .liveness()
+        .heard_ago(broker)
+        .is_some_and(|ago| ago < since.elapsed())
+    {
+        return;
+    }
+    tracing::warn!(broker, %addr, reason = why, "fencing a broker whose process is gone (its controller port refuses connections)");
+    if let Err(e) = controller.write_command(Command::FenceBroker { node_id: id }).await {
+        tracing::warn!(broker, error = %e, "could not fence a broker");
+    }
+}
+
+/// While this node leads, fences every live broker silent for longer than `session`, and
+/// (see the module) dead ones sooner.
+pub(crate) async fn fencing_loop(controller: Controller, session: Duration, heartbeat: Duration) {
     let me = controller.node_id();
     let mut tick = tokio::time::interval((session / 4).min(MAX_CHECK_INTERVAL));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -95,11 +158,24 @@ pub(crate) async fn fencing_loop(controller: Controller, session: Duration) {
         if leading_term != Some(status.term) {
             controller.liveness().reset();
             leading_term = Some(status.term);
+            // A new leader: the old one may be dead, and a whole session is long to wait.
+            for broker in controller.metadata().live_brokers() {
+                let c = controller.clone();
+                tokio::spawn(async move {
+                    fence_if_gone(&c, broker, Instant::now(), "a new controller leader").await;
+                });
+            }
             continue;
         }
         let now = Instant::now();
         for broker in controller.metadata().live_brokers() {
             let silent = controller.liveness().silent_for(broker, now);
+            if silent > heartbeat * 2 && silent <= session {
+                let c = controller.clone();
+                tokio::spawn(async move {
+                    fence_if_gone(&c, broker, now, "missed two heartbeats").await;
+                });
+            }
             if silent <= session {
                 continue;
             }

@@ -404,18 +404,34 @@ async fn serve_peer(stream: TcpStream, raft: Raft, controller: WeakController) -
             "not a Fjord controller (Kafka requests are not served on the controller listener)",
         ));
     }
-    loop {
-        let body = match read_frame(&mut reader).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let req: PeerRequest =
-            serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let resp = answer(&raft, &controller, req).await;
-        let frame = serde_json::to_vec(&resp).map_err(io::Error::other)?;
-        write_frame(&mut writer, &frame).await?;
+    // The broker whose heartbeats come on this connection: when it closes, the leader checks
+    // at once whether that broker's process is gone (see `liveness`).
+    let mut heartbeats_of: Option<NodeId> = None;
+    let served = async {
+        loop {
+            let body = match read_frame(&mut reader).await {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let req: PeerRequest =
+                serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if let PeerRequest::Heartbeat(node) = &req {
+                heartbeats_of = Some(*node);
+            }
+            let resp = answer(&raft, &controller, req).await;
+            let frame = serde_json::to_vec(&resp).map_err(io::Error::other)?;
+            write_frame(&mut writer, &frame).await?;
+        }
     }
+    .await;
+    if let (Some(node), Some(c)) = (heartbeats_of, controller.get()) {
+        let lost = std::time::Instant::now();
+        tokio::spawn(async move {
+            crate::liveness::fence_if_gone(&c, node, lost, "its heartbeat connection closed").await;
+        });
+    }
+    served
 }
 
 async fn answer(raft: &Raft, controller: &WeakController, req: PeerRequest) -> PeerResponse {

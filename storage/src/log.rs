@@ -392,6 +392,12 @@ impl LogStore {
         self.call(|reply| WriteOp::Truncate { pid, offset, reply }).await
     }
 
+    /// Empties the log and starts it again at `offset`, as a follower whose log ends before its
+    /// leader's starts does (Kafka's `truncateFullyAndStartAt`). Returns the new log end.
+    pub async fn reset_to(&self, pid: PartitionId, offset: i64) -> Result<i64> {
+        self.call(|reply| WriteOp::ResetTo { pid, offset, reply }).await
+    }
+
     /// Says whether the partition has other replicas. A replicated partition's high watermark
     /// moves only by [`LogStore::advance_high_watermark`]; one that stops being replicated has
     /// everything it holds committed.

@@ -801,6 +801,18 @@ impl SegmentWriter {
         );
     }
 
+    /// After a committed reset: deletes every segment of the partition; its next batch starts
+    /// a new one.
+    pub fn remove_partition(&mut self, pid: &PartitionId) {
+        self.active.remove(pid);
+        let files = self.segments.write_parts().remove(pid);
+        for f in files.into_iter().flat_map(|f| f.into_values()) {
+            if let Err(e) = std::fs::remove_file(&f.path) {
+                tracing::warn!(segment = %f.path.display(), error = %e, "cannot delete a segment of a reset log");
+            }
+        }
+    }
+
     /// A segment file of the partition, by its base offset.
     pub fn file(&self, pid: &PartitionId, segment: i64) -> Option<Arc<SegmentFile>> {
         self.segments.file(pid, segment)

@@ -75,6 +75,13 @@ pub(crate) enum WriteOp {
         offset: i64,
         reply: oneshot::Sender<Result<i64>>,
     },
+    /// Empties the log and starts it again at `offset` (a follower that fell behind its
+    /// leader's log start); answered with the new log end offset.
+    ResetTo {
+        pid: PartitionId,
+        offset: i64,
+        reply: oneshot::Sender<Result<i64>>,
+    },
     DeleteRecords {
         pid: PartitionId,
         offset: i64,
@@ -115,6 +122,7 @@ impl WriteOp {
             WriteOp::DeleteRecords { reply, .. }
             | WriteOp::ReplicaAppend { reply, .. }
             | WriteOp::Truncate { reply, .. }
+            | WriteOp::ResetTo { reply, .. }
             | WriteOp::Retain { reply, .. }
             | WriteOp::ExpireProducers { reply, .. } => drop(reply.send(Err(e))),
             WriteOp::Shutdown { reply } => drop(reply.send(())),
@@ -170,6 +178,8 @@ struct Truncation {
     cut_at: Option<(i64, u64)>,
     /// The partition's producers, replayed from the batches kept.
     producers: HashMap<i64, ProducerEntry>,
+    /// Every segment goes: the log starts again at `new_end`.
+    reset: bool,
 }
 
 /// One group of operations being folded into a single write.
@@ -363,9 +373,14 @@ impl<'a> Group<'a> {
         }
         state.offsets.log_end = s.base + s.count;
         // Committed once it is in the log, for a partition without other replicas; a
-        // replicated partition keeps its high watermark (see `publish`).
-        let log_end = state.offsets.log_end;
-        state.set_high_watermark(log_end);
+        // replicated partition keeps its high watermark (see `publish`), and only its last
+        // stable offset may move (a transaction opened or closed).
+        let hw = if state.replicated {
+            state.offsets.high_watermark
+        } else {
+            state.offsets.log_end
+        };
+        state.set_high_watermark(hw);
         state.size_bytes += len as u64;
         let rec = PartitionRecord {
             log_start_offset: state.offsets.log_start,
@@ -578,8 +593,40 @@ impl<'a> Group<'a> {
             new_end,
             cut_at,
             producers,
+            reset: false,
         });
         Ok(new_end)
+    }
+
+    /// Removes every batch and starts the log again at `offset`: Kafka's
+    /// `truncateFullyAndStartAt`, for a follower whose log ends before its leader's starts.
+    fn reset_to(&mut self, pid: &PartitionId, offset: i64) -> Result<i64> {
+        let log_start = self.state(pid).ok_or(StorageError::UnknownPartition)?.offsets.log_start;
+        self.truncate(pid, log_start)?;
+        let batches_cf = cf(self.db, CF_BATCHES)?;
+        self.wb
+            .delete_range_cf(batches_cf, keys::offset_key(pid, 0), keys::offset_key(pid, i64::MAX));
+        let mut state = *self.state(pid).ok_or(StorageError::UnknownPartition)?;
+        state.offsets.log_start = offset;
+        state.offsets.log_end = offset;
+        state.size_bytes = 0;
+        state.first_unstable = None;
+        state.set_high_watermark(offset);
+        self.put_state(*pid, state)?;
+        match self.truncated.iter_mut().find(|t| t.pid == *pid) {
+            Some(t) => {
+                t.new_end = offset;
+                t.reset = true;
+            }
+            None => self.truncated.push(Truncation {
+                pid: *pid,
+                new_end: offset,
+                cut_at: None,
+                producers: HashMap::new(),
+                reset: true,
+            }),
+        }
+        Ok(offset)
     }
 
     /// The producer state of a partition as the batches in `[from, to)` leave it: what Kafka
@@ -778,6 +825,10 @@ impl<'a> Group<'a> {
                 Err(e) => drop(reply.send(Err(e))),
             },
             WriteOp::Truncate { pid, offset, reply } => match self.truncate(&pid, offset) {
+                Ok(log_end) => self.replies.push(Reply::Offset(reply, log_end)),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            WriteOp::ResetTo { pid, offset, reply } => match self.reset_to(&pid, offset) {
                 Ok(log_end) => self.replies.push(Reply::Offset(reply, log_end)),
                 Err(e) => drop(reply.send(Err(e))),
             },
@@ -1098,7 +1149,10 @@ impl Writer {
                 }
                 publish(&self.partitions, pending, created, &deleted_topics, &cut);
                 for t in truncated {
-                    if let Some((segment, position)) = t.cut_at {
+                    if t.reset {
+                        self.tails.drop_before(&t.pid, i64::MAX);
+                        self.segments.remove_partition(&t.pid);
+                    } else if let Some((segment, position)) = t.cut_at {
                         self.segments.truncate(&t.pid, segment, position);
                     }
                     self.producers.insert(t.pid, t.producers);
@@ -1211,7 +1265,11 @@ fn publish(
             );
             let replicated = s.replicated;
             let hw = if replicated {
-                s.offsets.high_watermark.min(state.offsets.log_end)
+                // A reset moves the log (and its high watermark) forward past what it held.
+                s.offsets
+                    .high_watermark
+                    .max(state.offsets.log_start)
+                    .min(state.offsets.log_end)
             } else {
                 state.offsets.high_watermark
             };

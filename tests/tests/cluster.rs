@@ -629,16 +629,18 @@ fn sigterm_fences_the_broker_at_once_and_a_restart_unfences_it() {
     assert_eq!(wait_for_topic(&cluster.nodes[0], "rolling", 3).1, leaders);
 }
 
-/// The ISR of each partition of `topic` as `node` lists it, by partition.
-fn isrs(node: &Broker, topic: &str) -> Vec<(i32, Vec<i32>)> {
+/// Each partition of `topic` as `node` lists it: (partition, replicas, ISR), sorted.
+fn isrs(node: &Broker, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>)> {
     let md = node.client().metadata(Some(&[topic]), false);
     let t = md.topics.iter().find(|t| t.error_code == 0).expect("topic listed");
     t.partitions
         .iter()
         .map(|p| {
+            let mut replicas: Vec<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
             let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+            replicas.sort();
             isr.sort();
-            (p.partition_index, isr)
+            (p.partition_index, replicas, isr)
         })
         .collect()
 }
@@ -657,18 +659,15 @@ fn read_all_of(node: &Broker, topic: &Topic, partition: i32, want: usize) -> Vec
     }
 }
 
-/// Polls until every partition of `topic` has all of `members` in its ISR, as `node` says.
-fn wait_for_isr(node: &Broker, topic: &str, members: &[i32]) {
+/// Polls until every replica of every partition of `topic` is in its ISR, as `node` says.
+fn wait_for_full_isr(node: &Broker, topic: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let all = isrs(node, topic);
-        if all.iter().all(|(_, isr)| members.iter().all(|m| isr.contains(m))) {
+        if all.iter().all(|(_, replicas, isr)| replicas == isr) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "ISR of {topic} never held {members:?}: {all:?}"
-        );
+        assert!(Instant::now() < deadline, "ISR of {topic} never full: {all:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -692,7 +691,7 @@ fn a_replicated_partition_fails_over_to_an_in_sync_follower_with_every_acknowled
         &[("min.insync.replicas", "2")],
     );
     let (topic, leaders) = wait_for_topic(&cluster.nodes[0], "replicated", 3);
-    wait_for_isr(&cluster.nodes[0], "replicated", &[1, 2, 3]);
+    wait_for_full_isr(&cluster.nodes[0], "replicated");
 
     // acks=all on each leader: acknowledged once the followers have it.
     let mut written: BTreeMap<usize, Vec<kafka_protocol::records::Record>> = BTreeMap::new();
@@ -745,7 +744,7 @@ fn a_replicated_partition_fails_over_to_an_in_sync_follower_with_every_acknowled
     // The killed node comes back as a follower, catches up and rejoins every ISR.
     cluster.node(victim).relaunch();
     cluster.node(victim).await_ready();
-    wait_for_isr(cluster.node(watcher), "replicated", &[1, 2, 3]);
+    wait_for_full_isr(cluster.node(watcher), "replicated");
 
     // Now kill the new leader of partition 0: the one that came back may lead it, and has
     // every record, the ones written while it was down included.
@@ -766,4 +765,42 @@ fn a_replicated_partition_fails_over_to_an_in_sync_follower_with_every_acknowled
         let got = read_all_of(cluster.node(now_leaders[*p]), &topic, *p as i32, records.len());
         assert_same_records(&got, records, 0, &format!("partition {p} after the second failover"));
     }
+}
+
+#[test]
+fn a_dead_broker_is_fenced_at_once_and_a_paused_one_keeps_its_session() {
+    // Kafka's default session (9 s): a dead process is fenced long before it, a stopped one
+    // is not. Five voters, so that the quorum survives one dead and one paused.
+    let mut cluster = Cluster::start(5);
+    wait_for_brokers(&cluster.nodes[0], 5);
+    create_replicated_topic(&mut cluster.nodes[0].client(), "fast", 3, 3, &[]);
+    let (_, leaders) = wait_for_topic(&cluster.nodes[0], "fast", 3);
+    wait_for_full_isr(&cluster.nodes[0], "fast");
+    let controller = metadata(&mut cluster.nodes[0].client()).controller_id.0;
+    let mut others = (1..=5).filter(|&id| id != controller && leaders.contains(&id));
+    let (paused, victim) = (others.next().expect("two others"), others.next().expect("two others"));
+
+    cluster.node(paused).pause();
+    cluster.node(victim).kill();
+    let started = Instant::now();
+    let md = wait_for_metadata(cluster.node(controller), &format!("broker {victim} fenced"), |md| {
+        md.brokers.iter().all(|b| b.node_id.0 != victim)
+    });
+    let took = started.elapsed();
+    eprintln!("a killed broker was fenced {took:?} after kill -9 (session 9 s)");
+    assert!(took < Duration::from_secs(4), "fenced only after {took:?}");
+    assert!(
+        md.brokers.iter().any(|b| b.node_id.0 == paused),
+        "a paused broker is not fenced before its session ends: {md:?}"
+    );
+    // Its partitions moved to an in-sync replica (the paused one may lead some: it is not
+    // fenced yet).
+    let (_, now) = wait_for_topic(cluster.node(controller), "fast", 3);
+    for (p, &l) in now.iter().enumerate() {
+        assert_ne!(l, victim, "partition {p} still led by the dead broker");
+        if leaders[p] != victim {
+            assert_eq!(l, leaders[p], "partition {p} kept its leader");
+        }
+    }
+    cluster.node(paused).resume();
 }

@@ -38,15 +38,19 @@ enum Outcome {
         topic: String,
         bytes: u64,
         records: u64,
-        /// acks=all on a replicated partition: the ISR must have it before the answer.
+        /// A replicated partition: with acks=all, the ISR must have the batch before the
+        /// answer.
         replicated: Option<ReplicaWait>,
     },
 }
 
-/// What an acks=all answer waits for on a replicated partition.
-#[derive(Debug, Clone, Copy)]
+/// What an answer on a replicated partition waits for (acks=all) or moves (a leader alone in
+/// its ISR commits at once).
+#[derive(Debug, Clone)]
 struct ReplicaWait {
+    wait: bool,
     pid: PartitionId,
+    topic: String,
     partition: i32,
     /// Offsets the batch spans: the high watermark must pass `base + count`.
     count: i64,
@@ -246,8 +250,10 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 producer,
                 marker: None,
             };
-            let replicated = (acks == -1 && is_replicated(pmeta)).then(|| ReplicaWait {
+            let replicated = is_replicated(pmeta).then(|| ReplicaWait {
+                wait: acks == -1,
                 pid: partition_id(topic, p.index),
+                topic: topic.name.clone(),
                 partition: p.index,
                 count: i64::from(batch.record_count),
                 min_insync: config.min_insync_replicas,
@@ -321,6 +327,9 @@ impl PendingProduce {
                     continue;
                 };
                 if let Some(Some(Ok(a))) = answers.get(*slot) {
+                    if !wait.wait {
+                        continue;
+                    }
                     if let Err(e) = await_isr(broker, wait, a.base_offset + wait.count, deadline).await {
                         refused.insert(*slot, e);
                     }
@@ -369,10 +378,13 @@ impl PendingProduce {
                         topic,
                         bytes,
                         records,
-                        ..
+                        replicated,
                     } => match answers.get_mut(slot).and_then(Option::take) {
                         Some(Ok(_)) if self.refused.contains_key(&slot) => failed(index, self.refused[&slot], None),
                         Some(Ok(a)) => {
+                            if let Some(r) = replicated {
+                                Replication::appended(broker, r.pid);
+                            }
                             broker.stats.produced(&topic, bytes, records);
                             PartitionProduceResponse::default()
                                 .with_index(index)
@@ -414,8 +426,8 @@ async fn await_isr(broker: &Broker, wait: &ReplicaWait, end: i64, deadline: Inst
         let meta = broker.metadata();
         let pmeta = meta
             .topics
-            .values()
-            .find(|t| partition_id(t, wait.partition) == wait.pid)
+            .get(&wait.topic)
+            .filter(|t| partition_id(t, wait.partition) == wait.pid)
             .and_then(|t| t.partitions.get(usize::try_from(wait.partition).ok()?));
         let Some(pmeta) = pmeta.filter(|p| p.leader == broker.node_id()) else {
             return Err(ResponseError::NotLeaderOrFollower);

@@ -368,6 +368,20 @@ async fn fetch_once(
             if p.error_code != 0 {
                 let e = ResponseError::try_from_code(p.error_code);
                 tracing::debug!(topic = %f.topic, partition = p.partition_index, error = ?e, "replica fetch of a partition refused");
+                // Behind the leader's log start (retention or DeleteRecords there while this
+                // replica was away): start again where the leader's log starts.
+                let own_end = broker.store.offsets(&f.pid).map(|o| o.log_end);
+                if e == Some(ResponseError::OffsetOutOfRange) && own_end.is_some_and(|end| end < p.log_start_offset) {
+                    match broker.store.reset_to(f.pid, p.log_start_offset).await {
+                        Ok(_) => {
+                            tracing::warn!(topic = %f.topic, partition = p.partition_index, from = ?own_end, to = p.log_start_offset, "a follower behind its leader's log start starts again there")
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = %f.topic, partition = p.partition_index, error = %e, "cannot reset a follower's log")
+                        }
+                    }
+                    continue;
+                }
                 // A new epoch on either side: check the log against the leader again.
                 if matches!(
                     e,
@@ -385,8 +399,19 @@ async fn fetch_once(
                     continue;
                 }
             }
-            if let Some(end) = broker.store.offsets(&f.pid).map(|o| o.log_end) {
-                broker.store.advance_high_watermark(&f.pid, p.high_watermark.min(end));
+            let Some(own) = broker.store.offsets(&f.pid) else {
+                continue;
+            };
+            broker
+                .store
+                .advance_high_watermark(&f.pid, p.high_watermark.min(own.log_end));
+            // The leader's log start (retention, DeleteRecords) moves this replica's too, as far
+            // as its own high watermark.
+            let start = p.log_start_offset.min(own.log_end).min(p.high_watermark);
+            if start > own.log_start {
+                if let Err(e) = broker.store.delete_records(f.pid, start).await {
+                    tracing::debug!(topic = %f.topic, partition = p.partition_index, error = %e, "cannot follow the leader's log start");
+                }
             }
         }
     }

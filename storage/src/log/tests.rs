@@ -924,3 +924,42 @@ async fn followers_copy_the_leader_and_truncate_where_they_diverge() {
     follower.shutdown().await.expect("close");
     leader.shutdown().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_leaders_log_start_starts_again_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let leader = open(leader_dir.path(), i64::MAX);
+    let follower = open_with_segments(dir.path(), i64::MAX, 400);
+    for s in [&leader, &follower] {
+        s.ensure_partition(P0).await.expect("create");
+        s.set_replicated(&P0, true);
+    }
+    for _ in 0..6 {
+        leader.append(P0, batch(2, T0), 0).await.expect("ok"); // 0-11
+    }
+    follower
+        .replica_append(P0, leader_records(&leader, 0).await)
+        .await
+        .expect("replicate");
+    follower.truncate(P0, 4).await.expect("truncate");
+    assert_eq!(follower.reset_to(P0, 8).await.expect("reset"), 8);
+    let o = follower.offsets(&P0).expect("ok");
+    assert_eq!((o.log_start, o.log_end, o.high_watermark), (8, 8, 8));
+    assert!(segment_files(dir.path()).is_empty(), "every segment went");
+    follower
+        .replica_append(P0, leader_records(&leader, 8).await)
+        .await
+        .expect("replicate from the new start");
+    follower.shutdown().await.expect("close");
+    drop(follower);
+    let follower = open_with_segments(dir.path(), i64::MAX, 400);
+    let o = follower.offsets(&P0).expect("ok");
+    assert_eq!((o.log_start, o.log_end), (8, 12));
+    assert_eq!(
+        offsets_of(&leader_records(&follower, 8).await),
+        (8..12).collect::<Vec<_>>()
+    );
+    follower.shutdown().await.expect("close");
+    leader.shutdown().await.expect("close");
+}
