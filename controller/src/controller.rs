@@ -35,6 +35,9 @@ const HEARTBEAT_INTERVAL_MS: u64 = 100;
 const ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
 const ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
 const _: () = assert!(HEARTBEAT_INTERVAL_MS < ELECTION_TIMEOUT_MIN_MS);
+/// How long a voter refuses votes for others after it last heard from its leader: openraft's
+/// leader lease is `election_timeout_max`.
+pub(crate) const LEADER_LEASE: Duration = Duration::from_millis(ELECTION_TIMEOUT_MAX_MS);
 const _: () = assert!(ELECTION_TIMEOUT_MIN_MS < ELECTION_TIMEOUT_MAX_MS);
 
 /// Build a snapshot once this many entries were applied since the last one (openraft's
@@ -735,6 +738,12 @@ impl Controller {
         let leader = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&leader)?.addr.clone();
         Some((leader, addr))
+    }
+
+    /// The voters, from the membership.
+    pub(crate) fn voter_ids(&self) -> Vec<NodeId> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        m.membership_config.membership().voter_ids().collect()
     }
 
     /// The controller endpoint of voter `node`, from the membership.

@@ -97,6 +97,52 @@ async fn listener_gone(addr: &str) -> bool {
     )
 }
 
+/// A follower whose leader's replication connection closed: if the leader's controller port
+/// refuses connections (its process is gone), this node stands for election as soon as the
+/// other voters will grant it (their leader lease, openraft's `election_timeout_max`, has run
+/// out), instead of after that lease and an election timeout more.
+pub(crate) async fn elect_if_leader_gone(controller: &Controller, leader: NodeId) {
+    let status = controller.raft_status();
+    if status.leader != Some(i64::from(leader)) || status.is_leader {
+        return;
+    }
+    let Some(addr) = controller.voter_endpoint(leader) else {
+        return;
+    };
+    let mut gone = false;
+    for attempt in 0..4 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if listener_gone(&addr).await {
+            gone = true;
+            break;
+        }
+    }
+    if !gone {
+        return;
+    }
+    // The other voters refuse votes until their lease from the dead leader ends; it started
+    // with the last entry or heartbeat they had from it, at most a heartbeat before now.
+    // The surviving voters stand one after another, in node id order, so that their votes
+    // do not split.
+    let me = controller.node_id();
+    let rank = controller
+        .voter_ids()
+        .into_iter()
+        .filter(|v| *v != leader && *v < me)
+        .count();
+    let stagger = Duration::from_millis(300) * u32::try_from(rank).unwrap_or(u32::MAX).min(8);
+    tokio::time::sleep(crate::controller::LEADER_LEASE + Duration::from_millis(50) + stagger).await;
+    let status = controller.raft_status();
+    if status.leader == Some(i64::from(leader)) && !status.is_leader {
+        tracing::info!(leader, %addr, "the controller leader's process is gone: standing for election");
+        if let Err(e) = controller.raft().trigger().elect().await {
+            tracing::warn!(error = %e, "could not start an election");
+        }
+    }
+}
+
 /// Fences `broker` now if this node leads, it is live, it has not heartbeated since `since`,
 /// and its controller port refuses connections. `why` is for the log.
 pub(crate) async fn fence_if_gone(controller: &Controller, broker: NodeId, since: Instant, why: &'static str) {

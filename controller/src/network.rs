@@ -407,6 +407,9 @@ async fn serve_peer(stream: TcpStream, raft: Raft, controller: WeakController) -
     // The broker whose heartbeats come on this connection: when it closes, the leader checks
     // at once whether that broker's process is gone (see `liveness`).
     let mut heartbeats_of: Option<NodeId> = None;
+    // The leader whose replication comes on this connection: when it closes, a follower checks
+    // whether that leader's process is gone, and stands for election as soon as Raft allows.
+    let mut leader_conn: Option<Option<NodeId>> = None;
     let served = async {
         loop {
             let body = match read_frame(&mut reader).await {
@@ -416,8 +419,10 @@ async fn serve_peer(stream: TcpStream, raft: Raft, controller: WeakController) -
             };
             let req: PeerRequest =
                 serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if let PeerRequest::Heartbeat(node) = &req {
-                heartbeats_of = Some(*node);
+            match &req {
+                PeerRequest::Heartbeat(node) => heartbeats_of = Some(*node),
+                PeerRequest::AppendEntries(rpc) => leader_conn = Some(rpc.vote.leader_id().voted_for()),
+                _ => {}
             }
             let resp = answer(&raft, &controller, req).await;
             let frame = serde_json::to_vec(&resp).map_err(io::Error::other)?;
@@ -429,6 +434,11 @@ async fn serve_peer(stream: TcpStream, raft: Raft, controller: WeakController) -
         let lost = std::time::Instant::now();
         tokio::spawn(async move {
             crate::liveness::fence_if_gone(&c, node, lost, "its heartbeat connection closed").await;
+        });
+    }
+    if let (Some(Some(leader)), Some(c)) = (leader_conn, controller.get()) {
+        tokio::spawn(async move {
+            crate::liveness::elect_if_leader_gone(&c, leader).await;
         });
     }
     served

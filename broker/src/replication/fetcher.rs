@@ -158,6 +158,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
     let backoff = Duration::from_millis(cfg.fetch_backoff_ms);
     let wait = Duration::from_millis(cfg.fetch_wait_max_ms);
     let mut conn: Option<Conn> = None;
+    let mut changes = broker.controller.subscribe();
     // The leader epoch each partition was made consistent with the leader's log in.
     let mut in_step: HashMap<PartitionId, i32> = HashMap::new();
     tracing::info!(leader, "replica fetcher started");
@@ -194,8 +195,37 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
                 return Ok(false);
             }
             fetch_once(&broker, c, me, &ready, &cfg, wait, &mut in_step).await
-        }
-        .await;
+        };
+        // A change of what this node follows from this leader (a new partition, a new epoch)
+        // cuts the long poll short rather than waiting it out: a new leader's high watermark
+        // waits for this fetch.
+        let followed_now: Vec<(PartitionId, i32)> = partitions.iter().map(|f| (f.pid, f.meta.leader_epoch)).collect();
+        changes.borrow_and_update();
+        let moved = async {
+            loop {
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                let now: Vec<(PartitionId, i32)> = followed(&broker)
+                    .remove(&leader)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| (f.pid, f.meta.leader_epoch))
+                    .collect();
+                if now != followed_now {
+                    return;
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            o = outcome => Some(o),
+            () = moved => None,
+        };
+        let Some(outcome) = outcome else {
+            // The answer to the request in flight would come on this connection: start anew.
+            conn = None;
+            continue;
+        };
         match outcome {
             Ok(true) => {}
             // Nothing could be fetched (the leader does not lead these yet, or refused):
