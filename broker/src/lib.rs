@@ -273,15 +273,22 @@ pub async fn run(
     http_state.serving.store(true, std::sync::atomic::Ordering::Release);
     let stopping = http_state.clone();
     let mut offline = broker.store.health().subscribe();
+    let leaving = broker.controller.clone();
     let shutdown = async move {
         // The log directory going offline stops the broker as Kafka stops when its last log
         // directory fails: the connections still open get KAFKA_STORAGE_ERROR while they
         // drain, and the next start recovers what the disk holds.
-        tokio::select! {
-            () = shutdown => {}
-            _ = offline.wait_for(|o| *o) => {}
-        }
+        let asked = tokio::select! {
+            () = shutdown => true,
+            _ = offline.wait_for(|o| *o) => false,
+        };
         stopping.stopping.store(true, std::sync::atomic::Ordering::Release);
+        // A controlled shutdown moves this broker's leaderships away first, as Kafka's does,
+        // so that producers and consumers go to the new leaders while the connections here
+        // drain instead of after.
+        if asked {
+            leaving.leave().await;
+        }
     };
     server::serve(broker.clone(), listeners, shutdown).await;
 
@@ -299,7 +306,6 @@ pub async fn run(
             reason: reason.to_string(),
         });
     }
-    broker.controller.leave().await;
     tracing::info!("shutting down: connections drained, closing storage and controller");
     broker.store.shutdown().await?;
     broker.controller.shutdown().await?;
