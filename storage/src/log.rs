@@ -738,11 +738,15 @@ impl LogStore {
                 break;
             }
         }
-        Ok(match floor {
-            Some(e) => Some((e, next_start.unwrap_or(offsets.log_end))),
+        Ok(match (floor, next_start) {
+            (Some(e), _) => Some((e, next_start.unwrap_or(offsets.log_end))),
+            // Older than every epoch that wrote here (as Kafka's LeaderEpochFileCache answers):
+            // it ends where the first later one starts, so a follower that wrote in it keeps
+            // nothing of it past that point.
+            (None, Some(start)) if epoch >= 0 => Some((epoch, start)),
             // The epoch in force has not written yet: it ends at the log end.
-            None if epoch == current_epoch && epoch >= 0 => Some((epoch, offsets.log_end)),
-            None => None,
+            (None, None) if epoch == current_epoch && epoch >= 0 => Some((epoch, offsets.log_end)),
+            (None, _) => None,
         })
     }
 

@@ -804,3 +804,101 @@ fn a_dead_broker_is_fenced_at_once_and_a_paused_one_keeps_its_session() {
     }
     cluster.node(paused).resume();
 }
+
+/// The replicas and leader of each partition of `topic`, as `node` lists them.
+fn assignment(node: &Broker, topic: &str) -> Vec<(i32, Vec<i32>)> {
+    let md = node.client().metadata(Some(&[topic]), false);
+    let t = md.topics.iter().find(|t| t.error_code == 0).expect("topic listed");
+    let mut out: Vec<(i32, i32, Vec<i32>)> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.partition_index,
+                p.leader_id.0,
+                p.replica_nodes.iter().map(|b| b.0).collect(),
+            )
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, l, r)| (l, r)).collect()
+}
+
+#[test]
+fn an_old_leader_cuts_what_it_alone_acknowledged_with_acks_1_and_rejoins() {
+    // Five nodes, so that the quorum outlives a dead leader and a paused follower.
+    let mut cluster = Cluster::start(5);
+    wait_for_brokers(&cluster.nodes[0], 5);
+    create_replicated_topic(&mut cluster.nodes[0].client(), "diverge", 5, 2, &[]);
+    wait_for_topic(&cluster.nodes[0], "diverge", 5);
+    wait_for_full_isr(&cluster.nodes[0], "diverge");
+    let controller = metadata(&mut cluster.nodes[0].client()).controller_id.0;
+    let (p, (old, replicas)) = assignment(&cluster.nodes[0], "diverge")
+        .into_iter()
+        .enumerate()
+        .find(|(_, (_, r))| !r.contains(&controller))
+        .expect("a partition away from the controller");
+    let p = p as i32;
+    let follower = *replicas.iter().find(|r| **r != old).expect("two replicas");
+    let (topic, _) = wait_for_topic(cluster.node(old), "diverge", 5);
+    let committed = produce_to(cluster.node(old), &topic, p, "both");
+    let _ = read_all_of(cluster.node(old), &topic, p, committed.len());
+
+    // The follower stops; the leader alone takes acks=1 writes, then dies with them.
+    cluster.node(follower).pause();
+    let mut client = cluster.node(old).client();
+    for i in 0..3 {
+        let r = client.produce(
+            kafka_protocol::messages::ProduceRequest::VERSIONS.max,
+            &topic,
+            p,
+            encode_batch(&test_records(4, &format!("alone{i}")), Compression::None),
+            1,
+        );
+        assert_eq!(r.error_code, codes::NONE, "acks=1 on the leader alone");
+    }
+    cluster.node(old).kill();
+    cluster.node(follower).resume();
+    let watcher = (1..=5).find(|id| *id != old && *id != follower).expect("five nodes");
+    let leader = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (l, _) = assignment(cluster.node(watcher), "diverge")[p as usize].clone();
+            if l == follower {
+                break l;
+            }
+            assert!(Instant::now() < deadline, "partition {p} not led by {follower}: {l}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let after = produce_to(cluster.node(leader), &topic, p, "after");
+    // What the new leader holds: the committed records, perhaps a batch the follower had
+    // fetched before it stopped, and the new ones; never all three batches only the old
+    // leader had.
+    let want = read_all_of(cluster.node(leader), &topic, p, committed.len() + after.len());
+    assert!(
+        want.len() < committed.len() + 12 + after.len(),
+        "{} records",
+        want.len()
+    );
+    assert_same_records(
+        &want[..committed.len()],
+        &committed,
+        0,
+        "committed records on the new leader",
+    );
+
+    // The old leader comes back as a follower, cuts the records only it had, copies the new
+    // leader's, and rejoins the ISR; then it leads again with the same log.
+    cluster.node(old).relaunch();
+    cluster.node(old).await_ready();
+    wait_for_full_isr(cluster.node(watcher), "diverge");
+    cluster.node(leader).kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while assignment(cluster.node(watcher), "diverge")[p as usize].0 != old {
+        assert!(Instant::now() < deadline, "partition {p} not led by {old} again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = read_all_of(cluster.node(old), &topic, p, want.len());
+    assert_same_records(&got, &want, 0, "the old leader's log after it rejoined");
+}

@@ -401,6 +401,23 @@ async fn fetch_once(
                 // Behind the leader's log start (retention or DeleteRecords there while this
                 // replica was away): start again where the leader's log starts.
                 let own_end = broker.store.offsets(&f.pid).map(|o| o.log_end);
+                // Ahead of the leader's log end (it answers its log end as the high watermark
+                // of an out-of-range follower fetch): what is past it was never committed.
+                if e == Some(ResponseError::OffsetOutOfRange)
+                    && p.high_watermark >= 0
+                    && own_end.is_some_and(|end| end > p.high_watermark)
+                {
+                    match broker.store.truncate(f.pid, p.high_watermark).await {
+                        Ok(end) => {
+                            tracing::warn!(topic = %f.topic, partition = p.partition_index, from = ?own_end, to = end, "truncated a follower's log past its leader's end");
+                            metrics::counter!("fjord_replica_truncations_total").increment(1);
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = %f.topic, partition = p.partition_index, error = %e, "cannot truncate a follower's log")
+                        }
+                    }
+                    continue;
+                }
                 if e == Some(ResponseError::OffsetOutOfRange) && own_end.is_some_and(|end| end < p.log_start_offset) {
                     match broker.store.reset_to(f.pid, p.log_start_offset).await {
                         Ok(_) => {

@@ -281,6 +281,12 @@ async fn leader_epoch_history_answers_offset_for_leader_epoch() {
     assert_eq!(store.end_offset_for_epoch(&P0, 2, 2).expect("e2"), Some((2, 8)));
     assert_eq!(store.end_offset_for_epoch(&P0, 5, 5).expect("e5"), Some((2, 8)));
     assert_eq!(store.end_offset_for_epoch(&P0, -1, 2).expect("none"), None);
+    // A log whose first epoch is 3: an older epoch ends where 3 starts, as Kafka answers, so
+    // a follower that wrote in it cuts everything it wrote then.
+    let p1 = PartitionId { partition: 1, ..P0 };
+    store.ensure_partition(p1).await.expect("create");
+    store.append(p1, batch(2, T0), 3).await.expect("append");
+    assert_eq!(store.end_offset_for_epoch(&p1, 1, 3).expect("e1"), Some((1, 0)));
     store.shutdown().await.expect("close");
 }
 
