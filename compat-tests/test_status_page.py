@@ -65,11 +65,13 @@ PAGE_MODEL = r"""
     kpis: Object.fromEntries([...document.querySelectorAll('[data-kpi]')].map((k) => [k.getAttribute('data-kpi'), txt(k.querySelector('.v'))])),
     topics: [...document.querySelectorAll('#topics details.topic')].map((t) => ({
       name: txt(t.querySelector('.tname')),
-      internal: !!t.querySelector('summary .badge:not(.bad)'),
+      internal: !!t.querySelector('summary .badge.internal'),
+      badges: [...t.querySelectorAll('summary .badge')].map(txt),
       partitions: [...t.querySelectorAll('tr[data-partition]')].map((r) => ({
         partition: Number(r.getAttribute('data-partition')),
         leader: cell(r, 'leader'), leader_epoch: cell(r, 'leader_epoch'), log_start: cell(r, 'log_start'),
         high_watermark: cell(r, 'high_watermark'), last_stable: cell(r, 'last_stable'), size_bytes: cell(r, 'size_bytes'),
+        replicas: cell(r, 'replicas'), isr: cell(r, 'isr'),
       })),
     })),
     groups: [...document.querySelectorAll('#groups .group')].map((g) => ({
@@ -422,7 +424,7 @@ def _edge_status() -> dict:
     st["brokers"] = [{"node_id": 1, "host": "127.0.0.1", "port": 9092, "rack": "rack-a"}]
     st["topics"] = [
         {"name": "a<b>&\"c'", "topic_id": "t-1", "internal": False, "partitions": [
-            {"partition": 1, "leader": -1, "leader_epoch": 3, "log_start": 5, "high_watermark": 1234567, "last_stable": 1234000, "size_bytes": 3 * 1024 * 1024},
+            {"partition": 1, "leader": -1, "leader_epoch": 3, "replicas": [1, 2, 3], "isr": [3], "log_start": 5, "high_watermark": 1234567, "last_stable": 1234000, "size_bytes": 3 * 1024 * 1024},
             {"partition": 0, "leader": 1, "leader_epoch": 0, "log_start": 0, "high_watermark": 0, "last_stable": 0, "size_bytes": 0}]},
         {"name": "__consumer_offsets", "topic_id": "t-2", "internal": True, "partitions": [
             {"partition": p, "leader": 1, "leader_epoch": 0, "log_start": 0, "high_watermark": p, "last_stable": p, "size_bytes": 0} for p in range(50)]},
@@ -479,6 +481,8 @@ def test_status_page_edge_cases_from_stub(page):
             assert p1["leader"]["text"] == "none"
             assert p1["high_watermark"]["text"] == "1,234,567" and p1["last_stable"]["lag"]  # open transaction
             assert p1["size_bytes"]["text"] == "3.00\u202fMiB"
+            assert p1["replicas"]["text"] == "1, 2, 3" and p1["isr"]["text"] == "3" and p1["isr"]["lag"]  # under-replicated
+            assert t["badges"] == ["1 offline", "1 under-replicated"]
             assert m["brokers"] == [["1", "127.0.0.1", "9092", "rack-a", "this broker"]]
 
             assert m["charts"]["bytes"]["state"]["points"] == 3

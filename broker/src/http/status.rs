@@ -62,6 +62,10 @@ struct PartitionView {
     partition: i32,
     leader: i32,
     leader_epoch: i32,
+    /// Assigned replicas, preferred leader first.
+    replicas: Vec<i32>,
+    /// In-sync replicas.
+    isr: Vec<i32>,
     log_start: i64,
     high_watermark: i64,
     last_stable: i64,
@@ -230,6 +234,8 @@ pub async fn status_json(broker: &Broker) -> String {
                         partition: p.partition,
                         leader: p.leader,
                         leader_epoch: p.leader_epoch,
+                        replicas: p.replicas.clone(),
+                        isr: p.isr.clone(),
                         log_start: o.map_or(-1, |o| o.log_start),
                         high_watermark: o.map_or(-1, |o| o.high_watermark),
                         last_stable: o.map_or(-1, |o| o.last_stable),
@@ -339,18 +345,24 @@ async fn collect(broker: &Broker) {
     let partitions: usize = meta.topics.values().map(|t| t.partitions.len()).sum();
     metrics::gauge!("fjord_topics").set(meta.topics.len() as f64);
     metrics::gauge!("fjord_partitions").set(partitions as f64);
+    // As Kafka reports them: under-replicated partitions by their leader, so that summing the
+    // brokers counts each once; offline partitions by the active controller only.
+    let me = broker.node_id();
     let under = meta
         .topics
         .values()
         .flat_map(|t| &t.partitions)
-        .filter(|p| p.isr.len() < p.replicas.len())
+        .filter(|p| p.leader == me && p.isr.len() < p.replicas.len())
         .count();
-    let offline = meta
-        .topics
-        .values()
-        .flat_map(|t| &t.partitions)
-        .filter(|p| p.leader < 0)
-        .count();
+    let offline = if broker.controller.raft_status().is_leader {
+        meta.topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.leader < 0)
+            .count()
+    } else {
+        0
+    };
     metrics::gauge!("fjord_under_replicated_partitions").set(under as f64);
     metrics::gauge!("fjord_offline_partitions").set(offline as f64);
     let fenced = meta.fenced.iter().filter(|b| meta.brokers.contains_key(b)).count();
