@@ -97,6 +97,20 @@ async fn listener_gone(addr: &str) -> bool {
     )
 }
 
+/// Whether the process behind the controller listener at `addr` is gone. A process being killed
+/// may close its connections a moment before its listener: a few tries, a quarter second apart.
+async fn process_gone(addr: &str) -> bool {
+    for attempt in 0..4 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if listener_gone(addr).await {
+            return true;
+        }
+    }
+    false
+}
+
 /// A follower whose leader's replication connection closed: if the leader's controller port
 /// refuses connections (its process is gone), this node stands for election as soon as the
 /// other voters will grant it (their leader lease, openraft's `election_timeout_max`, has run
@@ -109,17 +123,7 @@ pub(crate) async fn elect_if_leader_gone(controller: &Controller, leader: NodeId
     let Some(addr) = controller.voter_endpoint(leader) else {
         return;
     };
-    let mut gone = false;
-    for attempt in 0..4 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        if listener_gone(&addr).await {
-            gone = true;
-            break;
-        }
-    }
-    if !gone {
+    if !process_gone(&addr).await {
         return;
     }
     // The other voters refuse votes until their lease from the dead leader ends; it started
@@ -158,19 +162,7 @@ pub(crate) async fn fence_if_gone(controller: &Controller, broker: NodeId, since
     let Some(addr) = controller.voter_endpoint(broker) else {
         return;
     };
-    // A process being killed may close its connections a moment before its listener: a few
-    // tries, a quarter second apart.
-    let mut gone = false;
-    for attempt in 0..4 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        if listener_gone(&addr).await {
-            gone = true;
-            break;
-        }
-    }
-    if !gone {
+    if !process_gone(&addr).await {
         return;
     }
     // A heartbeat after `since` means it came back (a restart): its registration handles that.
