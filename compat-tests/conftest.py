@@ -82,10 +82,29 @@ _RUNNING: list["Broker"] = []
 _ALL: list["Broker"] = []
 
 
+#: Ports handed out come from a block per xdist worker below the kernel's ephemeral range
+#: (32768+), not from binding port 0: the kernel can hand the same ephemeral port to two
+#: successive binds (a broker then got one port for both its listeners), and a client's
+#: outgoing connection can take an ephemeral port between the probe and the broker's bind.
+_PORT_BASE, _PORT_BLOCK = 20000, 2000
+_port_cursor = 0
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    global _port_cursor
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    low = _PORT_BASE + (index % 6) * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = low + _port_cursor % _PORT_BLOCK
+        _port_cursor += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise BrokerError(f"no free port in {low}..{low + _PORT_BLOCK}")
 
 
 class BrokerError(AssertionError):

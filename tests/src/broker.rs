@@ -11,6 +11,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -68,9 +69,26 @@ fn checked_bin() -> PathBuf {
 
 /// A port that was free a moment ago. Another process may take it before the
 /// broker binds; [`Broker::start_with`] retries in that case.
+///
+/// Ports come from a block below the kernel's ephemeral range (32768+), chosen
+/// by process id and handed out in turn, not by binding port 0: the kernel can
+/// give two successive port-0 binds the same port (a cluster test then got one
+/// port for two listeners), and a client's outgoing connection can take an
+/// ephemeral port between this probe and the broker's bind. The compat tests
+/// use 20000 and up.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port");
-    listener.local_addr().expect("bound socket has an address").port()
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 10_000;
+    const SPAN: u32 = 10_000;
+    let offset = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let n = CURSOR.fetch_add(1, Ordering::Relaxed);
+        let port = (BASE + (offset + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {BASE}..{}", BASE + SPAN)
 }
 
 /// How to start a broker beyond the basics every test needs (node id,
