@@ -68,7 +68,6 @@ pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "num.io.threads",
     "num.recovery.threads.per.data.dir",
     "num.replica.fetchers",
-    "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
     "log.cleaner.enable",
@@ -431,6 +430,10 @@ impl Config {
                 "group.initial.rebalance.delay.ms" => cfg.groups.initial_rebalance_delay_ms = parse_num(k, value)?,
                 "group.max.size" => cfg.groups.max_size = parse_at_least_one(k, value)?,
                 "offsets.topic.num.partitions" => cfg.groups.offsets_partitions = parse_at_least_one(k, value)?,
+                "offsets.topic.replication.factor" => {
+                    cfg.groups.offsets_replication_factor = parse_at_least_one(k, value)?
+                }
+                "offsets.commit.timeout.ms" => cfg.groups.offsets_commit_timeout_ms = parse_at_least_one(k, value)?,
                 "offsets.retention.minutes" => {
                     let minutes: i64 = parse_at_least_one(k, value)?;
                     cfg.groups.offsets_retention_ms = minutes.saturating_mul(60_000);

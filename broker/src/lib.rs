@@ -52,6 +52,8 @@ pub struct Broker {
     pub(crate) stats: metrics::BrokerStats,
     /// The leader side of partition replication.
     pub(crate) replication: replication::Replication,
+    /// Held by a [`Broker::reconcile`] under way.
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 impl Broker {
@@ -80,13 +82,18 @@ impl Broker {
     /// deleted topics is gone. Idempotent; run at start, after admin changes and whenever
     /// the metadata moves.
     pub async fn reconcile(&self) -> Result<(), BrokerError> {
+        // One at a time, each with the metadata as it is when its turn comes: one holding an
+        // older snapshot would delete the storage of a topic another had just created for a
+        // newer one.
+        let _turn = self.reconciling.lock().await;
         let meta = self.metadata();
         for topic in meta.topics.values() {
             for p in &topic.partitions {
                 if p.replicas.contains(&self.node_id()) {
                     let pid = partition_id(topic, p.partition);
-                    self.store.ensure_partition(pid).await?;
-                    self.store.set_replicated(&pid, replication::is_replicated(p));
+                    let replicated = replication::is_replicated(p);
+                    self.store.ensure_replica(pid, replicated).await?;
+                    self.store.set_replicated(&pid, replicated);
                 }
             }
         }
@@ -223,7 +230,8 @@ pub async fn run(
         .map_err(|e| BrokerError::Startup(format!("storage open task: {e}")))??;
     let group_store = store.groups().clone();
     let group_cfg = config.groups.clone();
-    let groups = tokio::task::spawn_blocking(move || group::GroupCoordinator::load(group_cfg, group_store))
+    let cluster = config.is_cluster();
+    let groups = tokio::task::spawn_blocking(move || group::GroupCoordinator::load(group_cfg, group_store, cluster))
         .await
         .map_err(|e| BrokerError::Startup(format!("group load task: {e}")))??;
     let groups = Arc::new(groups);
@@ -243,8 +251,12 @@ pub async fn run(
         txns,
         stats: metrics::BrokerStats::default(),
         replication: Default::default(),
+        reconciling: Default::default(),
     });
     let _ = http_state.broker.set(broker.clone());
+    if cluster {
+        groups.replicate_through(&broker);
+    }
     let collector = tokio::spawn(http::collect_loop(broker.clone(), http_state.handle.clone()));
     broker.reconcile().await?;
     let reconciler = tokio::spawn(reconcile_on_change(broker.clone()));
@@ -253,6 +265,9 @@ pub async fn run(
     let txn_timers = tokio::spawn(transaction_loop(broker.clone()));
     let isr = tokio::spawn(replication::isr_loop(broker.clone()));
     let fetchers = tokio::spawn(replication::fetcher::run(broker.clone()));
+    // On a single node the column family alone holds group state: a user topic named
+    // __consumer_offsets there is only a topic.
+    let coordinator_loads = cluster.then(|| tokio::spawn(group::replicated::run(broker.clone())));
 
     let meta = broker.metadata();
     tracing::info!(
@@ -274,13 +289,23 @@ pub async fn run(
     let stopping = http_state.clone();
     let mut offline = broker.store.health().subscribe();
     let leaving = broker.controller.clone();
+    let watched = broker.controller.clone();
+    let raft_failure: Arc<std::sync::OnceLock<String>> = Arc::default();
+    let failure = raft_failure.clone();
     let shutdown = async move {
         // The log directory going offline stops the broker as Kafka stops when its last log
         // directory fails: the connections still open get KAFKA_STORAGE_ERROR while they
-        // drain, and the next start recovers what the disk holds.
+        // drain, and the next start recovers what the disk holds. So does a controller whose
+        // Raft core died: its metadata would stop moving while the broker served it; a
+        // restart recovers the node from its metadata log.
         let asked = tokio::select! {
             () = shutdown => true,
             _ = offline.wait_for(|o| *o) => false,
+            reason = watched.failed() => {
+                tracing::error!(%reason, "the controller's Raft core stopped; stopping the broker");
+                let _ = failure.set(reason);
+                false
+            }
         };
         stopping.stopping.store(true, std::sync::atomic::Ordering::Release);
         // A controlled shutdown moves this broker's leaderships away first, as Kafka's does,
@@ -298,6 +323,9 @@ pub async fn run(
     txn_timers.abort();
     isr.abort();
     fetchers.abort();
+    if let Some(loads) = coordinator_loads {
+        loads.abort();
+    }
     collector.abort();
     if let Some(reason) = broker.store.health().offline_reason() {
         let _ = broker.controller.shutdown().await;
@@ -305,6 +333,12 @@ pub async fn run(
             dir: data_dir.display().to_string(),
             reason: reason.to_string(),
         });
+    }
+    if let Some(reason) = raft_failure.get() {
+        broker.store.shutdown().await?;
+        return Err(BrokerError::Controller(fjord_controller::ControllerError::Raft(
+            reason.clone(),
+        )));
     }
     tracing::info!("shutting down: connections drained, closing storage and controller");
     broker.store.shutdown().await?;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use fjord_controller::{ClusterMetadata, PartitionMeta, TopicMeta};
 use fjord_storage::PartitionId;
+use kafka_protocol::error::ResponseError;
 
 use crate::{partition_id, Broker};
 
@@ -121,6 +122,47 @@ impl Replication {
             let mut isr = p.isr.clone();
             isr.push(replica);
             Self::alter_isr(broker, topic, p, isr, "a follower caught up");
+        }
+    }
+
+    /// Waits until the high watermark of a replicated partition passes `end` (every in-sync
+    /// replica has the batch), as Kafka's delayed produce does: `REQUEST_TIMED_OUT` past the
+    /// deadline, `NOT_LEADER_OR_FOLLOWER` if leadership moves meanwhile, and
+    /// `NOT_ENOUGH_REPLICAS_AFTER_APPEND` when it got there with fewer in-sync replicas than
+    /// `min.insync.replicas`.
+    pub async fn await_isr(
+        broker: &Broker,
+        pid: PartitionId,
+        topic: &str,
+        partition: i32,
+        end: i64,
+        min_insync: usize,
+        deadline: Instant,
+    ) -> Result<(), ResponseError> {
+        let mut moved = broker.store.subscribe_appends();
+        loop {
+            moved.borrow_and_update();
+            let meta = broker.metadata();
+            let pmeta = meta
+                .topics
+                .get(topic)
+                .filter(|t| partition_id(t, partition) == pid)
+                .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?));
+            let Some(pmeta) = pmeta.filter(|p| p.leader == broker.node_id()) else {
+                return Err(ResponseError::NotLeaderOrFollower);
+            };
+            let hw = Replication::advance(broker, pid, pmeta).ok_or(ResponseError::NotLeaderOrFollower)?;
+            if hw >= end {
+                return if pmeta.isr.len() < min_insync {
+                    Err(ResponseError::NotEnoughReplicasAfterAppend)
+                } else {
+                    Ok(())
+                };
+            }
+            let now = Instant::now();
+            if now >= deadline || tokio::time::timeout(deadline - now, moved.changed()).await.is_err() {
+                return Err(ResponseError::RequestTimedOut);
+            }
         }
     }
 

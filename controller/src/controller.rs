@@ -56,6 +56,8 @@ const LEADER_WAIT_MS: u64 = 5_000;
 const WRITE_LEADER_WAIT_MS: u64 = 15_000;
 /// How often `open` says it is still waiting for a controller quorum.
 const QUORUM_WAIT_LOG_MS: u64 = 5_000;
+/// Pause between two attempts to reach the quorum that failed at once.
+const QUORUM_RETRY: Duration = Duration::from_millis(20);
 /// Kafka's `broker.heartbeat.interval.ms` default.
 pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 2_000;
 /// Kafka's `broker.session.timeout.ms` default.
@@ -390,6 +392,7 @@ impl Controller {
             }
         }
         let waiting = Instant::now();
+        let mut said: Option<Instant> = None;
         loop {
             match self.catch_up().await {
                 Ok(applied) => {
@@ -402,12 +405,18 @@ impl Controller {
                 }
                 Err(ControllerError::ShuttingDown) => return Err(ControllerError::ShuttingDown),
                 Err(e) => {
-                    tracing::info!(
-                        voters = ?config.voters,
-                        waited_s = waiting.elapsed().as_secs(),
-                        reason = %e,
-                        "waiting for a controller quorum"
-                    );
+                    // Some answers come at once (a leader known before its address): say so
+                    // now and then, and do not spin.
+                    if said.is_none_or(|t| t.elapsed() >= Duration::from_millis(QUORUM_WAIT_LOG_MS)) {
+                        said = Some(Instant::now());
+                        tracing::info!(
+                            voters = ?config.voters,
+                            waited_s = waiting.elapsed().as_secs(),
+                            reason = %e,
+                            "waiting for a controller quorum"
+                        );
+                    }
+                    tokio::time::sleep(QUORUM_RETRY).await;
                 }
             }
         }
@@ -483,6 +492,21 @@ impl Controller {
     /// The latest applied metadata.
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
         self.inner.metadata.borrow().clone()
+    }
+
+    /// Resolves, with the reason, if this node's Raft core stops on a fatal error (a storage
+    /// failure, or a panic inside openraft): the node then neither applies metadata nor votes,
+    /// and the broker should stop rather than serve metadata that no longer moves.
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core stopped".to_string();
+            }
+        }
     }
 
     /// A receiver of the metadata, updated after every applied batch of log entries. Its

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod bufpool;
 pub mod error;
 pub mod frame;
+pub mod records;
 
 pub use error::{BatchError, FrameError};
 pub use kafka_protocol;

@@ -41,6 +41,11 @@ const KIND_GROUP: u8 = b'g';
 const KIND_OFFSET: u8 = b'o';
 const KIND_TXN: u8 = b't';
 const KIND_PENDING: u8 = b'x';
+/// Only in the replicated log (`GroupWrite::to_record`): a group deleted with all it holds.
+const KIND_DELETE: u8 = b'D';
+/// The kinds a group coordinator partition holds (transaction state is keyed by the
+/// transaction coordinator's partitions, another numbering).
+const GROUP_KINDS: [u8; 3] = [KIND_GROUP, KIND_OFFSET, KIND_PENDING];
 const OFFSET_VALUE_VERSION: u8 = 1;
 
 /// One committed offset, as `OffsetCommit` stores it.
@@ -143,6 +148,88 @@ pub enum GroupWrite {
     },
 }
 
+impl GroupWrite {
+    /// The write as one record of a replicated coordinator log (`__consumer_offsets` in a
+    /// cluster): the key it has in the column family (for a deleted group, its prefix with a
+    /// kind of its own) and the stored value, `None` for a delete. Replaying the records in
+    /// order with [`GroupWrite::from_record`] rebuilds what the writes built.
+    pub fn to_record(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        match self {
+            GroupWrite::Group {
+                partition,
+                group_id,
+                value,
+            } => (group_prefix(*partition, KIND_GROUP, group_id), value.clone()),
+            GroupWrite::Offset {
+                partition,
+                group_id,
+                topic,
+                topic_partition,
+                value,
+            } => (
+                offset_key(*partition, group_id, topic, *topic_partition),
+                value.as_ref().map(CommittedOffset::encode),
+            ),
+            GroupWrite::Txn {
+                partition,
+                transactional_id,
+                value,
+            } => (group_prefix(*partition, KIND_TXN, transactional_id), value.clone()),
+            GroupWrite::PendingOffsets {
+                partition,
+                group_id,
+                producer_id,
+                value,
+            } => (pending_key(*partition, group_id, *producer_id), value.clone()),
+            GroupWrite::DeleteGroup { partition, group_id } => (group_prefix(*partition, KIND_DELETE, group_id), None),
+        }
+    }
+
+    /// The write a record of [`GroupWrite::to_record`] stands for; `None` for a record that
+    /// does not parse.
+    pub fn from_record(key: &[u8], value: Option<&[u8]>) -> Option<GroupWrite> {
+        let (partition, kind, group_id, rest) = split_key(key)?;
+        if partition < 0 {
+            return None;
+        }
+        let owned = value.map(<[u8]>::to_vec);
+        Some(match kind {
+            KIND_GROUP if rest.is_empty() => GroupWrite::Group {
+                partition,
+                group_id,
+                value: owned,
+            },
+            KIND_OFFSET => {
+                let (topic, topic_partition) = split_offset_rest(rest)?;
+                let value = match value {
+                    Some(v) => Some(CommittedOffset::decode(v)?),
+                    None => None,
+                };
+                GroupWrite::Offset {
+                    partition,
+                    group_id,
+                    topic,
+                    topic_partition,
+                    value,
+                }
+            }
+            KIND_TXN if rest.is_empty() => GroupWrite::Txn {
+                partition,
+                transactional_id: group_id,
+                value: owned,
+            },
+            KIND_PENDING => GroupWrite::PendingOffsets {
+                partition,
+                group_id,
+                producer_id: i64::from_be_bytes(rest.try_into().ok()?),
+                value: owned,
+            },
+            KIND_DELETE if rest.is_empty() && value.is_none() => GroupWrite::DeleteGroup { partition, group_id },
+            _ => return None,
+        })
+    }
+}
+
 /// A stored group metadata record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredGroup {
@@ -208,6 +295,22 @@ fn offset_key(partition: i32, group_id: &str, topic: &str, topic_partition: i32)
     k.push(0);
     k.extend_from_slice(&topic_partition.to_be_bytes());
     k
+}
+
+fn pending_key(partition: i32, group_id: &str, producer_id: i64) -> Vec<u8> {
+    let mut k = group_prefix(partition, KIND_PENDING, group_id);
+    k.extend_from_slice(&producer_id.to_be_bytes());
+    k
+}
+
+/// Splits the `topic | 0 | partition` end of an offset key.
+fn split_offset_rest(rest: &[u8]) -> Option<(String, i32)> {
+    let sep = rest.len().checked_sub(5)?;
+    if rest[sep] != 0 {
+        return None;
+    }
+    let topic = std::str::from_utf8(&rest[..sep]).ok()?.to_string();
+    Some((topic, i32::from_be_bytes(rest[sep + 1..].try_into().ok()?)))
 }
 
 /// Splits `partition | kind | len | group | rest`.
@@ -288,8 +391,7 @@ impl GroupStore {
                     producer_id,
                     value,
                 } => {
-                    let mut key = group_prefix(partition, KIND_PENDING, &group_id);
-                    key.extend_from_slice(&producer_id.to_be_bytes());
+                    let key = pending_key(partition, &group_id, producer_id);
                     match value {
                         Some(v) => wb.put_cf(handle, key, v),
                         None => wb.delete_cf(handle, key),
@@ -316,12 +418,53 @@ impl GroupStore {
             .map_err(|e| self.health.fail(format!("group state write failed: {e}")))
     }
 
+    /// Deletes everything group coordinator partition `partition` holds (groups, offsets,
+    /// offsets of open transactions), before its replicated log is replayed into it. Blocking.
+    pub fn clear_groups_blocking(&self, partition: i32) -> Result<()> {
+        self.health.check()?;
+        let handle = cf(&self.db, CF_GROUPS)?;
+        let mut wb = WriteBatch::default();
+        for kind in GROUP_KINDS {
+            let mut start = partition.to_be_bytes().to_vec();
+            start.push(kind);
+            let mut end = partition.to_be_bytes().to_vec();
+            end.push(kind + 1);
+            wb.delete_range_cf(handle, start, end);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db
+            .write_opt(wb, &wo)
+            .map_err(|e| self.health.fail(format!("group state write failed: {e}")))
+    }
+
     /// Reads every stored group and offset. Blocking: for startup.
     pub fn load_all(&self) -> Result<LoadedGroups> {
+        self.load_from(&[], |_| true)
+    }
+
+    /// Reads the groups, offsets and transactional offsets of group coordinator partition
+    /// `partition` (not the transaction states, which are numbered by another partitioning).
+    /// Blocking.
+    pub fn load_groups(&self, partition: i32) -> Result<LoadedGroups> {
+        let prefix = partition.to_be_bytes();
+        let mut out = self.load_from(&prefix, |k| k.starts_with(&prefix))?;
+        out.txns.clear();
+        Ok(out)
+    }
+
+    /// Reads the rows from `start` on while `within` holds for their keys.
+    fn load_from(&self, start: &[u8], within: impl Fn(&[u8]) -> bool) -> Result<LoadedGroups> {
         let handle = cf(&self.db, CF_GROUPS)?;
         let mut out = LoadedGroups::default();
-        for item in self.db.iterator_cf(handle, IteratorMode::From(&[], Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(handle, IteratorMode::From(start, Direction::Forward))
+        {
             let (k, v) = item?;
+            if !within(&k) {
+                break;
+            }
             let (partition, kind, group_id, rest) = split_key(&k).ok_or_else(|| corrupt("key"))?;
             match kind {
                 KIND_GROUP => out.groups.push(StoredGroup {
@@ -330,15 +473,7 @@ impl GroupStore {
                     value: v.to_vec(),
                 }),
                 KIND_OFFSET => {
-                    let sep = rest.len().checked_sub(5).ok_or_else(|| corrupt("offset key"))?;
-                    if rest[sep] != 0 {
-                        return Err(corrupt("offset key"));
-                    }
-                    let topic = std::str::from_utf8(&rest[..sep])
-                        .map_err(|_| corrupt("topic in an offset key"))?
-                        .to_string();
-                    let topic_partition =
-                        i32::from_be_bytes(rest[sep + 1..].try_into().map_err(|_| corrupt("offset key"))?);
+                    let (topic, topic_partition) = split_offset_rest(rest).ok_or_else(|| corrupt("offset key"))?;
                     let value = CommittedOffset::decode(&v).ok_or_else(|| corrupt("offset value"))?;
                     out.offsets.push(StoredOffset {
                         partition,
@@ -377,6 +512,8 @@ mod tests {
         ) {
             let _ = CommittedOffset::decode(&v);
             let _ = split_key(&v);
+            let _ = GroupWrite::from_record(&v, Some(&v));
+            let _ = GroupWrite::from_record(&v, None);
         }
 
         #[test]
@@ -420,6 +557,92 @@ mod tests {
         c.metadata = String::new();
         assert_eq!(CommittedOffset::decode(&c.encode()), Some(c));
         assert_eq!(CommittedOffset::decode(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn every_write_round_trips_through_a_replicated_record() {
+        let writes = vec![
+            GroupWrite::Group {
+                partition: 7,
+                group_id: "g".into(),
+                value: Some(b"one".to_vec()),
+            },
+            GroupWrite::Group {
+                partition: 7,
+                group_id: "g".into(),
+                value: None,
+            },
+            offset("g", "t.x-1", 3, Some(commit(5))),
+            offset("g", "t", 0, None),
+            GroupWrite::Txn {
+                partition: 2,
+                transactional_id: "tx".into(),
+                value: Some(b"state".to_vec()),
+            },
+            GroupWrite::PendingOffsets {
+                partition: 7,
+                group_id: "g".into(),
+                producer_id: 4000,
+                value: Some(b"[]".to_vec()),
+            },
+            GroupWrite::DeleteGroup {
+                partition: 7,
+                group_id: "g".into(),
+            },
+        ];
+        for w in writes {
+            let (key, value) = w.to_record();
+            let back = GroupWrite::from_record(&key, value.as_deref()).expect("parses");
+            assert_eq!(format!("{back:?}"), format!("{w:?}"));
+        }
+        // A deletion record with a value is not one.
+        let (key, _) = GroupWrite::DeleteGroup {
+            partition: 1,
+            group_id: "g".into(),
+        }
+        .to_record();
+        assert!(GroupWrite::from_record(&key, Some(b"x")).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_coordinator_partition_is_cleared_and_loaded_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LogStore::open(StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            flush_interval_messages: i64::MAX,
+            flush_interval_ms: None,
+            segment_bytes: crate::DEFAULT_SEGMENT_BYTES,
+            checkpoint_interval_ms: 60_000,
+        })
+        .expect("open");
+        let groups = store.groups();
+        let group = |partition: i32, id: &str| GroupWrite::Group {
+            partition,
+            group_id: id.into(),
+            value: Some(b"v".to_vec()),
+        };
+        groups
+            .write(vec![
+                group(7, "a"),
+                group(8, "b"),
+                offset("a", "t", 0, Some(commit(1))),
+                GroupWrite::Txn {
+                    partition: 7,
+                    transactional_id: "tx".into(),
+                    value: Some(b"s".to_vec()),
+                },
+            ])
+            .await
+            .expect("write");
+        let seven = groups.load_groups(7).expect("load 7");
+        assert_eq!((seven.groups.len(), seven.offsets.len(), seven.txns.len()), (1, 1, 0));
+        groups.clear_groups_blocking(7).expect("clear 7");
+        let all = groups.load_all().expect("load");
+        let ids: Vec<&str> = all.groups.iter().map(|g| g.group_id.as_str()).collect();
+        assert_eq!(ids, ["b"], "partition 8 untouched");
+        assert!(all.offsets.is_empty());
+        assert_eq!(all.txns.len(), 1, "transaction states are numbered apart and stay");
+        store.shutdown().await.expect("close");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -298,10 +298,18 @@ impl LogStore {
 
     /// Creates a partition if it does not exist yet (idempotent).
     pub async fn ensure_partition(&self, pid: PartitionId) -> Result<()> {
+        self.ensure_replica(pid, false).await
+    }
+
+    /// [`LogStore::ensure_partition`] for a partition with other replicas or not. A new
+    /// replicated partition is created as one, so that no append can find it between its
+    /// creation and [`LogStore::set_replicated`] and be committed by the writer alone (an
+    /// acks=all produce was acknowledged before its follower had it that way).
+    pub async fn ensure_replica(&self, pid: PartitionId, replicated: bool) -> Result<()> {
         if self.offsets(&pid).is_some() {
             return Ok(());
         }
-        self.call(|reply| WriteOp::Create { pid, reply }).await
+        self.call(|reply| WriteOp::Create { pid, replicated, reply }).await
     }
 
     /// Deletes every partition of a topic and its data.
@@ -583,6 +591,19 @@ impl LogStore {
         } else {
             ReadLimit::HighWatermark
         };
+        self.read_to(pid, offset, max_bytes, at_least_one, limit).await
+    }
+
+    /// [`LogStore::read`] up to `limit`: the log end for a replica, or for a new leader
+    /// replaying its own log.
+    pub async fn read_to(
+        &self,
+        pid: PartitionId,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+        limit: ReadLimit,
+    ) -> Result<ReadResult> {
         let (plan, offsets) = self
             .read_file_records(pid, offset, max_bytes, at_least_one, limit)
             .await?;

@@ -49,6 +49,9 @@ pub const MAX_INLINE_BYTES: usize = 256 << 10;
 pub(crate) enum WriteOp {
     Create {
         pid: PartitionId,
+        /// Created with other replicas: its high watermark is the leader's to move from the
+        /// first append on.
+        replicated: bool,
         reply: oneshot::Sender<Result<()>>,
     },
     DeleteTopic {
@@ -703,7 +706,7 @@ impl<'a> Group<'a> {
 
     fn apply(&mut self, op: WriteOp) -> Result<()> {
         match op {
-            WriteOp::Create { pid, reply } => {
+            WriteOp::Create { pid, replicated, reply } => {
                 let exists = self.state(&pid).is_some() || self.created.contains(&pid);
                 if !exists {
                     let rec = PartitionRecord {
@@ -727,7 +730,7 @@ impl<'a> Group<'a> {
                             latest_epoch: -1,
                             size_bytes: 0,
                             first_unstable: None,
-                            replicated: false,
+                            replicated,
                         },
                     );
                 }

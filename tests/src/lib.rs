@@ -84,6 +84,8 @@ pub mod codes {
     pub const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
     /// `COORDINATOR_NOT_AVAILABLE`.
     pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+    /// `COORDINATOR_LOAD_IN_PROGRESS`.
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = ResponseError::CoordinatorLoadInProgress.code();
     /// `NOT_LEADER_OR_FOLLOWER`.
     pub const NOT_LEADER_OR_FOLLOWER: i16 = ResponseError::NotLeaderOrFollower.code();
     /// `UNKNOWN_TOPIC_ID`.

@@ -385,6 +385,18 @@ fn commit_offset(node: &Broker, group: &str, topic: &str) -> i16 {
     resp.topics[0].partitions[0].error_code
 }
 
+/// Asks until the answer is not one of `transient` (20 s at most) and returns it.
+fn retry_while(transient: &[i16], mut ask: impl FnMut() -> i16) -> i16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let code = ask();
+        if !transient.contains(&code) || Instant::now() >= deadline {
+            return code;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn every_node_names_one_coordinator_per_group_and_transactions_are_refused() {
     let mut cluster = Cluster::start(3);
@@ -393,6 +405,25 @@ fn every_node_names_one_coordinator_per_group_and_transactions_are_refused() {
         wait_for_brokers(n, 3);
         wait_for_topic(n, "offsets-for", 1);
     }
+    // The first FindCoordinator creates the offsets topic, as on Kafka: until it has leaders
+    // the answer is COORDINATOR_NOT_AVAILABLE.
+    let code = retry_while(&[codes::COORDINATOR_NOT_AVAILABLE], || {
+        find_coordinator(&cluster.nodes[0], 0, "group-0").0
+    });
+    assert_eq!(code, codes::NONE, "{}", error_name(code));
+    let md = cluster.nodes[1].client().metadata(Some(&["__consumer_offsets"]), false);
+    let offsets = md
+        .topics
+        .iter()
+        .find(|t| t.error_code == 0)
+        .expect("__consumer_offsets is listed");
+    assert!(offsets.is_internal, "and internal");
+    assert_eq!(offsets.partitions.len(), 50, "offsets.topic.num.partitions");
+    assert!(
+        offsets.partitions.iter().all(|p| p.replica_nodes.len() == 3),
+        "offsets.topic.replication.factor"
+    );
+
     let mut coordinators = BTreeSet::new();
     for g in 0..12 {
         let group = format!("group-{g}");
@@ -409,9 +440,12 @@ fn every_node_names_one_coordinator_per_group_and_transactions_are_refused() {
             "{group}: at its address"
         );
         coordinators.insert(coordinator);
-        // The coordinator takes the group's commits; the others send the client back.
+        // The coordinator takes the group's commits once its partition is loaded; the others
+        // send the client back.
         for id in 1..=3 {
-            let code = commit_offset(cluster.node(id), &group, "offsets-for");
+            let code = retry_while(&[codes::COORDINATOR_LOAD_IN_PROGRESS], || {
+                commit_offset(cluster.node(id), &group, "offsets-for")
+            });
             let expected = if id == coordinator {
                 codes::NONE
             } else {

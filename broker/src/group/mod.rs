@@ -14,9 +14,10 @@
 pub mod assignor;
 pub mod classic;
 pub mod consumer;
+pub mod replicated;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use fjord_storage::{CommittedOffset, GroupStore, GroupWrite, StorageError};
@@ -26,6 +27,10 @@ use tokio::time::Instant;
 
 use classic::{ClassicGroup, Delivery};
 use consumer::{ConsumerGroup, ConsumerGroupConfig};
+use fjord_storage::LoadedGroups;
+use replicated::{Load, WriteError};
+
+use crate::Broker;
 
 /// Coordinator settings, from Kafka's property names.
 #[derive(Debug, Clone)]
@@ -43,6 +48,12 @@ pub struct GroupConfig {
     pub max_size: usize,
     /// `offsets.topic.num.partitions` (50): how many coordinator partitions group ids hash to.
     pub offsets_partitions: i32,
+    /// `offsets.topic.replication.factor` (3): replicas of each partition of the offsets topic
+    /// in a cluster, which is not created until that many brokers are up.
+    pub offsets_replication_factor: i16,
+    /// `offsets.commit.timeout.ms` (5000): how long a group write waits for the in-sync
+    /// replicas of its offsets topic partition.
+    pub offsets_commit_timeout_ms: u64,
     /// `offsets.retention.minutes` in ms (7 days).
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms` (600000).
@@ -61,6 +72,8 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 0,
             max_size: i32::MAX as usize,
             offsets_partitions: 50,
+            offsets_replication_factor: 3,
+            offsets_commit_timeout_ms: 5_000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
@@ -210,55 +223,27 @@ pub struct GroupCoordinator {
     pub cfg: GroupConfig,
     store: GroupStore,
     groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Group>>>>,
+    /// In a cluster, the broker whose offsets topic carries every write (see [`replicated`]);
+    /// unset on a single node, whose column family alone holds the state.
+    cluster: OnceLock<Weak<Broker>>,
+    /// In a cluster, the coordinator partitions led here and whether they are loaded.
+    loads: Mutex<HashMap<i32, Load>>,
 }
 
 impl GroupCoordinator {
-    /// Loads every stored group. Blocking: for startup.
-    pub fn load(cfg: GroupConfig, store: GroupStore) -> Result<Self, StorageError> {
-        let loaded = store.load_all()?;
-        let now = Instant::now();
-        let mut groups: HashMap<String, Group> = HashMap::new();
-        for g in loaded.groups {
-            let kind = match g.value.split_first() {
-                Some((&RECORD_CLASSIC, rest)) => ClassicGroup::from_record(rest, now).map(GroupKind::Classic),
-                Some((&RECORD_CONSUMER, rest)) => {
-                    ConsumerGroup::from_record(rest, now.into_std()).map(|c| GroupKind::Consumer(Box::new(c)))
-                }
-                _ => None,
-            };
-            let Some(kind) = kind else {
-                tracing::error!(group = %g.group_id, "unreadable group record; the group starts empty");
-                continue;
-            };
-            let mut group = Group::new(&g.group_id, g.partition);
-            group.kind = kind;
-            if let GroupKind::Classic(c) = &mut group.kind {
-                c.id = g.group_id.clone();
-            }
-            groups.insert(g.group_id, group);
+    /// Loads every stored group. Blocking: for startup. In a cluster nothing is loaded here:
+    /// each coordinator partition is loaded from its log once it is led here.
+    pub fn load(cfg: GroupConfig, store: GroupStore, cluster: bool) -> Result<Self, StorageError> {
+        let loaded = if cluster {
+            LoadedGroups::default()
+        } else {
+            store.load_all()?
+        };
+        let groups = groups_from(loaded);
+        if !cluster {
+            let offsets: usize = groups.values().map(|g| g.offsets.len()).sum();
+            tracing::info!(groups = groups.len(), offsets, "consumer groups loaded");
         }
-        for (partition, group_id, producer_id, value) in loaded.pending_offsets {
-            let Ok(list) = serde_json::from_slice::<Vec<PendingOffset>>(&value) else {
-                tracing::error!(group = %group_id, producer_id, "unreadable transactional offsets");
-                continue;
-            };
-            let group = groups
-                .entry(group_id.clone())
-                .or_insert_with(|| Group::new(&group_id, partition));
-            let pending = group.pending_txn.entry(producer_id).or_default();
-            for p in list {
-                pending.insert((p.topic.clone(), p.partition), p.into_committed());
-            }
-        }
-        let mut offsets = 0usize;
-        for o in loaded.offsets {
-            let group = groups
-                .entry(o.group_id.clone())
-                .or_insert_with(|| Group::new(&o.group_id, o.partition));
-            group.offsets.insert((o.topic, o.topic_partition), o.value);
-            offsets += 1;
-        }
-        tracing::info!(groups = groups.len(), offsets, "consumer groups loaded");
         let groups = groups
             .into_iter()
             .map(|(k, g)| (k, Arc::new(tokio::sync::Mutex::new(g))))
@@ -267,9 +252,163 @@ impl GroupCoordinator {
             cfg,
             store,
             groups: Mutex::new(groups),
+            cluster: OnceLock::new(),
+            loads: Mutex::new(HashMap::new()),
         })
     }
 
+    /// Makes every write go through `broker`'s offsets topic first (a cluster).
+    pub fn replicate_through(&self, broker: &Arc<Broker>) {
+        let _ = self.cluster.set(Arc::downgrade(broker));
+    }
+
+    /// The broker of a cluster, if this is one.
+    pub(crate) fn cluster_broker(&self) -> Option<Arc<Broker>> {
+        self.cluster.get().and_then(Weak::upgrade)
+    }
+
+    /// Whether group state is replicated (a cluster).
+    pub fn is_replicated(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// Where coordinator partition `partition` stands here, in a cluster.
+    pub fn load_state(&self, partition: i32) -> Option<Load> {
+        self.lock_loads().get(&partition).copied()
+    }
+
+    fn lock_loads(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Load>> {
+        self.loads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the coordinator partitions led here (partition → leader epoch): drops the groups
+    /// of those no longer led (or led in another epoch) and returns those to load.
+    pub(crate) fn follow_leadership(&self, led: &BTreeMap<i32, i32>) -> Vec<(i32, i32)> {
+        let mut loads = self.lock_loads();
+        let gone: Vec<i32> = loads
+            .iter()
+            .filter(|(p, l)| led.get(p) != Some(&l.epoch()))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in &gone {
+            loads.remove(p);
+        }
+        let mut start = Vec::new();
+        for (p, epoch) in led {
+            if !loads.contains_key(p) {
+                loads.insert(*p, Load::Loading(*epoch));
+                start.push((*p, *epoch));
+            }
+        }
+        drop(loads);
+        if !gone.is_empty() {
+            self.unload(&gone);
+        }
+        start
+    }
+
+    /// Drops the groups of `partitions` from memory: another broker coordinates them now.
+    fn unload(&self, partitions: &[i32]) {
+        let removed: Vec<Arc<tokio::sync::Mutex<Group>>> = {
+            let mut map = self.map();
+            let ids: Vec<String> = map
+                .keys()
+                .filter(|id| partitions.contains(&self.partition_for(id)))
+                .cloned()
+                .collect();
+            ids.iter().filter_map(|id| map.remove(id)).collect()
+        };
+        tracing::info!(partitions = ?partitions, groups = removed.len(), "coordinator partitions unloaded");
+        // A request holding one of them finishes on a group marked dead: the next lookup
+        // finds what the new load installs, or nothing.
+        tokio::spawn(async move {
+            for g in removed {
+                g.lock().await.dead = true;
+            }
+        });
+    }
+
+    /// Installs the groups a load of `partition` read, if the partition is still loading for
+    /// `epoch`; returns whether it was.
+    pub(crate) fn install(&self, partition: i32, epoch: i32, loaded: LoadedGroups) -> bool {
+        let mut loads = self.lock_loads();
+        if loads.get(&partition) != Some(&Load::Loading(epoch)) {
+            return false;
+        }
+        let groups = groups_from(loaded);
+        let mut map = self.map();
+        for (id, g) in groups {
+            map.insert(id, Arc::new(tokio::sync::Mutex::new(g)));
+        }
+        loads.insert(partition, Load::Loaded(epoch));
+        true
+    }
+
+    /// Forgets a load that failed, so that the next leadership change tries again.
+    pub(crate) fn abandon(&self, partition: i32, epoch: i32) {
+        let mut loads = self.lock_loads();
+        if loads.get(&partition) == Some(&Load::Loading(epoch)) {
+            loads.remove(&partition);
+        }
+    }
+
+    /// Persists `writes` of coordinator partition `partition`: through the offsets topic in a
+    /// cluster, then in the local column family.
+    async fn persist(&self, partition: i32, writes: Vec<GroupWrite>) -> Result<(), WriteError> {
+        if let Some(broker) = self.cluster_broker() {
+            replicated::append(&broker, partition, &writes).await?;
+        }
+        self.store.write(writes).await?;
+        Ok(())
+    }
+}
+
+/// Groups in memory from what the store read.
+fn groups_from(loaded: LoadedGroups) -> HashMap<String, Group> {
+    let now = Instant::now();
+    let mut groups: HashMap<String, Group> = HashMap::new();
+    for g in loaded.groups {
+        let kind = match g.value.split_first() {
+            Some((&RECORD_CLASSIC, rest)) => ClassicGroup::from_record(rest, now).map(GroupKind::Classic),
+            Some((&RECORD_CONSUMER, rest)) => {
+                ConsumerGroup::from_record(rest, now.into_std()).map(|c| GroupKind::Consumer(Box::new(c)))
+            }
+            _ => None,
+        };
+        let Some(kind) = kind else {
+            tracing::error!(group = %g.group_id, "unreadable group record; the group starts empty");
+            continue;
+        };
+        let mut group = Group::new(&g.group_id, g.partition);
+        group.kind = kind;
+        if let GroupKind::Classic(c) = &mut group.kind {
+            c.id = g.group_id.clone();
+        }
+        groups.insert(g.group_id, group);
+    }
+    for (partition, group_id, producer_id, value) in loaded.pending_offsets {
+        let Ok(list) = serde_json::from_slice::<Vec<PendingOffset>>(&value) else {
+            tracing::error!(group = %group_id, producer_id, "unreadable transactional offsets");
+            continue;
+        };
+        let group = groups
+            .entry(group_id.clone())
+            .or_insert_with(|| Group::new(&group_id, partition));
+        let pending = group.pending_txn.entry(producer_id).or_default();
+        for p in list {
+            pending.insert((p.topic.clone(), p.partition), p.into_committed());
+        }
+    }
+    for o in loaded.offsets {
+        let group = groups
+            .entry(o.group_id.clone())
+            .or_insert_with(|| Group::new(&o.group_id, o.partition));
+        group.offsets.insert((o.topic, o.topic_partition), o.value);
+    }
+    groups
+}
+
+impl GroupCoordinator {
     /// The coordinator partition of a group.
     pub fn partition_for(&self, group_id: &str) -> i32 {
         coordinator_partition(group_id, self.cfg.offsets_partitions)
@@ -323,7 +462,7 @@ impl GroupCoordinator {
                 group_id: group.id.clone(),
                 value: group.record(),
             };
-            if let Err(e) = self.store.write(vec![write]).await {
+            if let Err(e) = self.persist(group.partition, vec![write]).await {
                 tracing::error!(group = %group.id, error = %e, "could not persist group state");
                 failed = Some(ResponseError::CoordinatorNotAvailable);
             }
@@ -341,7 +480,7 @@ impl GroupCoordinator {
         &self,
         group: &mut Group,
         offsets: Vec<((String, i32), Option<CommittedOffset>)>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), WriteError> {
         let writes = offsets
             .iter()
             .map(|((topic, p), v)| GroupWrite::Offset {
@@ -352,7 +491,7 @@ impl GroupCoordinator {
                 value: v.clone(),
             })
             .collect();
-        self.store.write(writes).await?;
+        self.persist(group.partition, writes).await?;
         for (key, v) in offsets {
             match v {
                 Some(v) => group.offsets.insert(key, v),
@@ -368,25 +507,24 @@ impl GroupCoordinator {
         group: &mut Group,
         producer_id: i64,
         offsets: Vec<((String, i32), CommittedOffset)>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), WriteError> {
         let mut merged = group.pending_txn.get(&producer_id).cloned().unwrap_or_default();
         merged.extend(offsets);
         let value = pending_record(&merged)?;
-        self.store
-            .write(vec![GroupWrite::PendingOffsets {
-                partition: group.partition,
-                group_id: group.id.clone(),
-                producer_id,
-                value: Some(value),
-            }])
-            .await?;
+        let write = GroupWrite::PendingOffsets {
+            partition: group.partition,
+            group_id: group.id.clone(),
+            producer_id,
+            value: Some(value),
+        };
+        self.persist(group.partition, vec![write]).await?;
         group.pending_txn.insert(producer_id, merged);
         Ok(())
     }
 
     /// Ends a transaction's offset commits in a group: committed, they become the group's
     /// offsets (in one atomic write with the removal of the pending record); aborted, they go.
-    pub async fn complete_txn(&self, group_id: &str, producer_id: i64, commit: bool) -> Result<(), StorageError> {
+    pub async fn complete_txn(&self, group_id: &str, producer_id: i64, commit: bool) -> Result<(), WriteError> {
         let Some(mut group) = self.lock(group_id, false).await else {
             return Ok(());
         };
@@ -410,7 +548,7 @@ impl GroupCoordinator {
                 });
             }
         }
-        self.store.write(writes).await?;
+        self.persist(group.partition, writes).await?;
         group.pending_txn.remove(&producer_id);
         if commit {
             group.offsets.extend(pending);
@@ -419,13 +557,12 @@ impl GroupCoordinator {
     }
 
     /// Deletes a locked group and its offsets, in storage and here.
-    pub async fn delete(&self, group: &mut Group) -> Result<(), StorageError> {
-        self.store
-            .write(vec![GroupWrite::DeleteGroup {
-                partition: group.partition,
-                group_id: group.id.clone(),
-            }])
-            .await?;
+    pub async fn delete(&self, group: &mut Group) -> Result<(), WriteError> {
+        let write = GroupWrite::DeleteGroup {
+            partition: group.partition,
+            group_id: group.id.clone(),
+        };
+        self.persist(group.partition, vec![write]).await?;
         group.offsets.clear();
         group.dead = true;
         self.map().remove(&group.id);

@@ -1,18 +1,18 @@
 //! FindCoordinator (v0-3 one key, v4+ a batch of keys), and which node coordinates what.
 //!
 //! A group or transactional id hashes to a coordinator partition as in Kafka
-//! (`abs(hashCode) % offsets.topic.num.partitions`, or `transaction.state.log.num.partitions`),
-//! and each coordinator partition belongs to one node: on a single node this one, in a
-//! cluster the voters of `controller.quorum.voters` in id order, round-robin. The voter list
-//! is the same on every node (a node whose list disagrees with the quorum does not start), so
-//! every broker answers FindCoordinator alike, and a node asked about a key it does not
-//! coordinate answers NOT_COORDINATOR, sending the client back to FindCoordinator.
+//! (`abs(hashCode) % offsets.topic.num.partitions`, or `transaction.state.log.num.partitions`).
+//! On a single node this node coordinates every partition. In a cluster a group's coordinator
+//! is the leader of its partition of `__consumer_offsets` (see `group::replicated`), and a
+//! node asked about a group it does not coordinate answers NOT_COORDINATOR, sending the client
+//! back to FindCoordinator.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::{str_bytes, RequestContext};
+use crate::group::replicated::{self, Load};
 use crate::Broker;
 
 /// `key_type` of a consumer group.
@@ -20,28 +20,24 @@ const KEY_TYPE_GROUP: i8 = 0;
 /// `key_type` of a transactional id.
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// The node that coordinates coordinator partition `partition`.
-fn node_for(broker: &Broker, partition: i32) -> i32 {
-    if !broker.config.is_cluster() {
-        return broker.node_id();
+/// The node coordinating group `group_id`, or why there is none.
+pub fn group_coordinator(broker: &Broker, group_id: &str) -> Result<i32, (ResponseError, String)> {
+    if !broker.groups.is_replicated() {
+        return Ok(broker.node_id());
     }
-    let voters = &broker.config.quorum_voters;
-    // `voters` is a BTreeMap: its keys are in id order on every node.
-    let index = partition.unsigned_abs() as usize % voters.len();
-    voters.keys().nth(index).copied().unwrap_or_else(|| broker.node_id())
+    replicated::coordinator(broker, broker.groups.partition_for(group_id))
 }
 
-/// The node coordinating group `group_id`.
-pub fn group_coordinator(broker: &Broker, group_id: &str) -> i32 {
-    node_for(broker, broker.groups.partition_for(group_id))
-}
-
-/// `NOT_COORDINATOR` unless this node coordinates group `group_id`.
+/// Whether this node coordinates group `group_id` now: `NOT_COORDINATOR` if another node
+/// does, `COORDINATOR_LOAD_IN_PROGRESS` while its partition is being loaded here.
 pub fn check_group(broker: &Broker, group_id: &str) -> Result<(), ResponseError> {
-    if group_coordinator(broker, group_id) == broker.node_id() {
-        Ok(())
-    } else {
-        Err(ResponseError::NotCoordinator)
+    if !broker.groups.is_replicated() {
+        return Ok(());
+    }
+    match broker.groups.load_state(broker.groups.partition_for(group_id)) {
+        Some(Load::Loaded(_)) => Ok(()),
+        Some(Load::Loading(_)) => Err(ResponseError::CoordinatorLoadInProgress),
+        None => Err(ResponseError::NotCoordinator),
     }
 }
 
@@ -70,7 +66,7 @@ fn lookup(
 ) -> Result<(i32, String, i32), (ResponseError, String)> {
     // Kafka answers any key, the empty one included: it hashes to a partition like any other.
     let node = match key_type {
-        KEY_TYPE_GROUP => group_coordinator(broker, key),
+        KEY_TYPE_GROUP => group_coordinator(broker, key)?,
         KEY_TYPE_TRANSACTION => match check_txn(broker) {
             Ok(()) => broker.node_id(),
             Err(e) => return Err((e, NO_CLUSTER_TRANSACTIONS.to_string())),

@@ -48,7 +48,7 @@ pub fn topic_response(t: &TopicMeta) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
         .with_topic_id(t.topic_id)
-        .with_is_internal(false)
+        .with_is_internal(crate::group::consumer::INTERNAL_TOPICS.contains(&t.name.as_str()))
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
         .with_partitions(
             t.partitions

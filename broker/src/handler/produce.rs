@@ -19,6 +19,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 
 use super::{str_bytes, Reply, RequestContext};
 use crate::error::storage_error_code;
+use crate::group::consumer::INTERNAL_TOPICS;
 use crate::replication::{is_replicated, Replication};
 use crate::{partition_id, Broker};
 
@@ -140,6 +141,15 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 outcomes.push(Outcome::Done(failed(p.index, missing, None)));
                 continue;
             };
+            // Only the coordinators write to internal topics, as on Kafka.
+            if INTERNAL_TOPICS.contains(&topic.name.as_str()) {
+                outcomes.push(Outcome::Done(failed(
+                    p.index,
+                    ResponseError::InvalidTopicException,
+                    Some(format!("Cannot append to internal topic {}", topic.name)),
+                )));
+                continue;
+            }
             let Some(pmeta) = usize::try_from(p.index).ok().and_then(|i| topic.partitions.get(i)) else {
                 outcomes.push(Outcome::Done(failed(
                     p.index,
@@ -330,7 +340,17 @@ impl PendingProduce {
                     if !wait.wait {
                         continue;
                     }
-                    if let Err(e) = await_isr(broker, wait, a.base_offset + wait.count, deadline).await {
+                    let end = a.base_offset + wait.count;
+                    let committed = Replication::await_isr(
+                        broker,
+                        wait.pid,
+                        &wait.topic,
+                        wait.partition,
+                        end,
+                        wait.min_insync,
+                        deadline,
+                    );
+                    if let Err(e) = committed.await {
                         refused.insert(*slot, e);
                     }
                 }
@@ -411,38 +431,5 @@ impl PendingProduce {
         ctx.respond(ResponseKind::Produce(
             ProduceResponse::default().with_responses(responses),
         ))
-    }
-}
-
-/// Waits until the high watermark of a replicated partition passes `end` (every in-sync
-/// replica has the batch), as Kafka's delayed produce does: `REQUEST_TIMED_OUT` past the
-/// deadline, `NOT_LEADER_OR_FOLLOWER` if leadership moves meanwhile, and
-/// `NOT_ENOUGH_REPLICAS_AFTER_APPEND` when it got there with fewer in-sync replicas than
-/// `min.insync.replicas`.
-async fn await_isr(broker: &Broker, wait: &ReplicaWait, end: i64, deadline: Instant) -> Result<(), ResponseError> {
-    let mut moved = broker.store.subscribe_appends();
-    loop {
-        moved.borrow_and_update();
-        let meta = broker.metadata();
-        let pmeta = meta
-            .topics
-            .get(&wait.topic)
-            .filter(|t| partition_id(t, wait.partition) == wait.pid)
-            .and_then(|t| t.partitions.get(usize::try_from(wait.partition).ok()?));
-        let Some(pmeta) = pmeta.filter(|p| p.leader == broker.node_id()) else {
-            return Err(ResponseError::NotLeaderOrFollower);
-        };
-        let hw = Replication::advance(broker, wait.pid, pmeta).ok_or(ResponseError::NotLeaderOrFollower)?;
-        if hw >= end {
-            return if pmeta.isr.len() < wait.min_insync {
-                Err(ResponseError::NotEnoughReplicasAfterAppend)
-            } else {
-                Ok(())
-            };
-        }
-        let now = Instant::now();
-        if now >= deadline || tokio::time::timeout(deadline - now, moved.changed()).await.is_err() {
-            return Err(ResponseError::RequestTimedOut);
-        }
     }
 }

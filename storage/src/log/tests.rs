@@ -830,6 +830,22 @@ async fn leader_records(store: &LogStore, from: i64) -> Bytes {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_created_replicated_commits_nothing_alone_from_its_first_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), i64::MAX);
+    // The append is queued at once, before anything else could flag the partition.
+    store.ensure_replica(P0, true).await.expect("create");
+    store.append(P0, batch(3, T0), 0).await.expect("append");
+    let o = store.offsets(&P0).expect("exists");
+    assert_eq!(
+        (o.log_end, o.high_watermark),
+        (3, 0),
+        "the leader moves it, not the writer"
+    );
+    store.shutdown().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_copy_the_leader_and_truncate_where_they_diverge() {
     let (ld, fd) = (
         tempfile::tempdir().expect("tempdir"),
