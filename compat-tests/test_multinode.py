@@ -10,7 +10,8 @@ kills its leader under an idempotent acks=all producer.
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, ElectionType, KafkaError, KafkaException, Producer,
+                             TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clientlib import CLIENTS, assert_ok, consume, expected_layout, layout_mismatch, produce, sample_records
@@ -248,3 +249,57 @@ def test_committed_offsets_survive_the_death_of_the_coordinator(start_cluster, t
     listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(timeout=20)
     assert {tp.partition: tp.offset for tp in listed.topic_partitions} == {0: 10, 1: 10, 2: 10}
     assert sorted((m.partition(), m.offset()) for m in resumed) == [(p, o) for p in range(3) for o in range(10, 30)]
+
+
+def test_a_preferred_election_gives_leadership_back_to_the_first_replica(start_cluster, topic_name):
+    """ElectLeaders (Admin.elect_leaders, what kafka-leader-election.sh sends): the leader of a
+    3-replica partition dies and comes back; once it is in sync again, a preferred election makes
+    it lead again with every acknowledged record; asked again, the election is not needed."""
+    nodes = start_cluster("elect", 3, **{"broker.session.timeout.ms": 2000, "broker.heartbeat.interval.ms": 300})
+    bootstrap = ",".join(n.bootstrap for n in nodes)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic_name, 1, 3)], operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
+
+    def partition():
+        t = admin.list_topics(topic_name, timeout=5).topics.get(topic_name)
+        return t.partitions.get(0) if t is not None and t.error is None else None
+
+    first = wait_for(lambda: (p := partition()) is not None and p.leader >= 0 and len(p.isrs) == 3 and p,
+                     "three in-sync replicas")
+    preferred = first.replicas[0]
+    assert first.leader == preferred, "a new partition is led by its first replica"
+    tp = TopicPartition(topic_name, 0)
+    again = admin.elect_leaders(ElectionType.PREFERRED, [tp]).result(timeout=30)
+    assert again[tp] is not None and again[tp].code() == KafkaError.ELECTION_NOT_NEEDED, again
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(20):
+        producer.produce(topic_name, value=f"before-{i}".encode(), partition=0)
+    assert producer.flush(30) == 0
+    victim = next(n for n in nodes if n.node_id == preferred)
+    victim.kill()
+    wait_for(lambda: (p := partition()) is not None and p.leader not in (-1, preferred), "another leader")
+    for i in range(20):
+        producer.produce(topic_name, value=f"after-{i}".encode(), partition=0)
+    assert producer.flush(60) == 0
+    victim.start()
+    wait_for(lambda: (p := partition()) is not None and len(p.isrs) == 3, "the first replica in sync again",
+             timeout_s=60)
+
+    elected = admin.elect_leaders(ElectionType.PREFERRED, [tp]).result(timeout=30)
+    assert elected == {tp: None}, elected
+    wait_for(lambda: (p := partition()) is not None and p.leader == preferred, "the first replica leading")
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"elect-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic_name, 0, 0)])
+    got = []
+    try:
+        def read_all():
+            got.extend(m.value() for m in consumer.consume(100, timeout=0.5) if m.error() is None)
+            return len(got) >= 40
+
+        wait_for(read_all, "every acknowledged record from the preferred leader", timeout_s=60, interval_s=0)
+    finally:
+        consumer.close()
+    assert got == [f"before-{i}".encode() for i in range(20)] + [f"after-{i}".encode() for i in range(20)]

@@ -131,6 +131,11 @@ pub struct Config {
     /// `broker.session.timeout.ms`: a broker the leader has not heard from for this long is
     /// fenced. Default 9000.
     pub broker_session_timeout_ms: u64,
+    /// `auto.leader.rebalance.enable` (true): the active controller hands partitions back to
+    /// their preferred replica once it is in sync again.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds` (300), in ms.
+    pub leader_imbalance_check_interval_ms: u64,
     /// Follower fetching and the ISR (Kafka's `replica.*` keys).
     pub replication: ReplicationConfig,
     /// `log.dirs` (alias `log.dir`); only the first directory is used. Default: `./fjord-data`.
@@ -363,6 +368,8 @@ impl Config {
             quorum_voters: BTreeMap::new(),
             broker_heartbeat_interval_ms: fjord_controller::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
             broker_session_timeout_ms: fjord_controller::DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_ms: 300_000,
             replication: ReplicationConfig::default(),
             log_dir: PathBuf::from("./fjord-data"),
             num_partitions: 1,
@@ -507,6 +514,11 @@ impl Config {
                 "controller.quorum.voters" => cfg.quorum_voters = parse_voters(k, value)?,
                 "broker.heartbeat.interval.ms" => cfg.broker_heartbeat_interval_ms = parse_at_least_one(k, value)?,
                 "broker.session.timeout.ms" => cfg.broker_session_timeout_ms = parse_at_least_one(k, value)?,
+                "auto.leader.rebalance.enable" => cfg.auto_leader_rebalance = parse_bool(k, value)?,
+                "leader.imbalance.check.interval.seconds" => {
+                    let seconds: u64 = parse_at_least_one(k, value)?;
+                    cfg.leader_imbalance_check_interval_ms = seconds.saturating_mul(1000);
+                }
                 "process.roles" => check_process_roles(k, value)?,
                 "replica.lag.time.max.ms" => cfg.replication.lag_time_max_ms = parse_at_least_one(k, value)?,
                 "replica.fetch.wait.max.ms" => cfg.replication.fetch_wait_max_ms = parse_at_least_one(k, value)?,

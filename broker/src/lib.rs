@@ -212,6 +212,9 @@ pub async fn run(
             voters: config.quorum_voters.clone(),
             heartbeat_interval_ms: config.broker_heartbeat_interval_ms,
             session_timeout_ms: config.broker_session_timeout_ms,
+            leader_balance_interval_ms: config
+                .auto_leader_rebalance
+                .then_some(config.leader_imbalance_check_interval_ms),
         },
         controller_listener,
     );

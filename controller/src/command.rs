@@ -79,6 +79,40 @@ pub(crate) enum Command {
         expected_isr: Vec<i32>,
         new_isr: Vec<i32>,
     },
+    /// Kafka's ElectLeaders: the preferred replica (the first assigned) leads again, or with
+    /// `unclean`, a partition without a leader gets one, from its in-sync replicas if one is
+    /// alive and otherwise from any live replica (whose log may lack committed records).
+    /// `None` is every partition, and then only those that needed an election are reported.
+    ElectLeaders {
+        partitions: Option<Vec<(String, i32)>>,
+        unclean: bool,
+    },
+}
+
+/// What an election did to one partition (Kafka's per-partition ElectLeaders outcome).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionOutcome {
+    /// A new leader, in a new leader epoch.
+    Elected,
+    /// Already led as asked (`ELECTION_NOT_NEEDED`).
+    NotNeeded,
+    /// The preferred replica is not an in-sync live replica (`PREFERRED_LEADER_NOT_AVAILABLE`).
+    PreferredNotAvailable,
+    /// No live replica can lead (`ELIGIBLE_LEADERS_NOT_AVAILABLE`).
+    EligibleNotAvailable,
+    /// No such topic or partition (`UNKNOWN_TOPIC_OR_PARTITION`).
+    UnknownPartition,
+}
+
+/// One partition's election.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Election {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// What happened.
+    pub outcome: ElectionOutcome,
 }
 
 /// Why the state machine rejected a command. Carried back to the proposer in the apply result.
@@ -111,6 +145,8 @@ pub(crate) enum CommandResponse {
     ProducerIds { first: i64, count: i32 },
     /// Applied; the partition as it is after the command.
     Partition(PartitionMeta),
+    /// Applied; each partition's election.
+    Elections(Vec<Election>),
 }
 
 /// Stateless checks of a topic name, shared by the proposer (to fail fast without a log entry)
@@ -187,6 +223,7 @@ pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse
             expected_isr,
             new_isr,
         } => alter_isr(meta, &topic, partition, leader, leader_epoch, &expected_isr, new_isr),
+        Command::ElectLeaders { partitions, unclean } => Ok(elect_leaders(meta, partitions, unclean)),
         Command::AllocateProducerIds { broker_id, count } => {
             if count < 1 || broker_id < 0 {
                 Err(ApplyError::InvalidRequest(format!(
@@ -260,6 +297,71 @@ fn unfence_broker(meta: &mut ClusterMetadata, node_id: i32) -> Result<CommandRes
         }
     }
     Ok(CommandResponse::Done)
+}
+
+fn elect_leaders(meta: &mut ClusterMetadata, partitions: Option<Vec<(String, i32)>>, unclean: bool) -> CommandResponse {
+    let every = partitions.is_none();
+    let targets = partitions.unwrap_or_else(|| {
+        meta.topics
+            .iter()
+            .flat_map(|(name, t)| (0..t.partitions.len() as i32).map(move |p| (name.clone(), p)))
+            .collect()
+    });
+    let live: Vec<i32> = meta.live_brokers();
+    let mut out = Vec::with_capacity(targets.len());
+    for (topic, partition) in targets {
+        let p = meta
+            .topics
+            .get_mut(&topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?));
+        let outcome = match p {
+            None => ElectionOutcome::UnknownPartition,
+            Some(p) => elect(p, &live, unclean),
+        };
+        // Asked for everything, Kafka reports only the partitions that were not led as asked.
+        if every && outcome == ElectionOutcome::NotNeeded {
+            continue;
+        }
+        out.push(Election {
+            topic,
+            partition,
+            outcome,
+        });
+    }
+    CommandResponse::Elections(out)
+}
+
+/// Kafka's `PartitionChangeBuilder` for a preferred or an unclean election.
+fn elect(p: &mut PartitionMeta, live: &[i32], unclean: bool) -> ElectionOutcome {
+    let eligible = |r: &i32| live.contains(r);
+    if !unclean {
+        let Some(&preferred) = p.replicas.first() else {
+            return ElectionOutcome::PreferredNotAvailable;
+        };
+        if p.leader == preferred {
+            return ElectionOutcome::NotNeeded;
+        }
+        if !p.isr.contains(&preferred) || !eligible(&preferred) {
+            return ElectionOutcome::PreferredNotAvailable;
+        }
+        p.leader = preferred;
+    } else {
+        if p.leader >= 0 {
+            return ElectionOutcome::NotNeeded;
+        }
+        if let Some(r) = p.replicas.iter().copied().find(|r| p.isr.contains(r) && eligible(r)) {
+            p.leader = r;
+        } else if let Some(r) = p.replicas.iter().copied().find(eligible) {
+            // Unclean: the only copy of what the ISR held is gone; this replica's log becomes
+            // the partition's, and it alone is in sync with it.
+            p.leader = r;
+            p.isr = vec![r];
+        } else {
+            return ElectionOutcome::EligibleNotAvailable;
+        }
+    }
+    p.leader_epoch = p.leader_epoch.saturating_add(1);
+    ElectionOutcome::Elected
 }
 
 fn alter_isr(
@@ -711,6 +813,95 @@ mod tests {
             apply(&mut meta, Command::FenceBroker { node_id: 9 }),
             CommandResponse::Rejected(ApplyError::InvalidRequest(_))
         ));
+    }
+
+    #[test]
+    fn preferred_and_unclean_elections_follow_kafka() {
+        let mut meta = meta_with_brokers(&[1, 2, 3]);
+        apply(&mut meta, create("t", 1, 3));
+        let p = topic(&meta, "t").partitions[0].clone();
+        let preferred = p.replicas[0];
+        let elect = |meta: &mut ClusterMetadata, partitions: Option<Vec<(String, i32)>>, unclean| match apply(
+            meta,
+            Command::ElectLeaders { partitions, unclean },
+        ) {
+            CommandResponse::Elections(e) => e
+                .into_iter()
+                .map(|e| (e.topic, e.partition, e.outcome))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let t0 = Some(vec![
+            ("t".to_string(), 0),
+            ("t".to_string(), 7),
+            ("nope".to_string(), 0),
+        ]);
+        assert_eq!(
+            elect(&mut meta, t0.clone(), false),
+            vec![
+                ("t".into(), 0, ElectionOutcome::NotNeeded),
+                ("t".into(), 7, ElectionOutcome::UnknownPartition),
+                ("nope".into(), 0, ElectionOutcome::UnknownPartition),
+            ]
+        );
+        // The preferred replica dies: another leads; back and in sync, it is elected again.
+        apply(&mut meta, Command::FenceBroker { node_id: preferred });
+        let moved = topic(&meta, "t").partitions[0].clone();
+        assert_ne!(moved.leader, preferred);
+        assert_eq!(
+            elect(&mut meta, None, false),
+            vec![("t".into(), 0, ElectionOutcome::PreferredNotAvailable)],
+            "fenced and out of the ISR"
+        );
+        apply(&mut meta, Command::UnfenceBroker { node_id: preferred });
+        let isr = topic(&meta, "t").partitions[0].replicas.clone();
+        apply(
+            &mut meta,
+            Command::AlterIsr {
+                topic: "t".into(),
+                partition: 0,
+                leader: moved.leader,
+                leader_epoch: moved.leader_epoch,
+                expected_isr: moved.isr.clone(),
+                new_isr: isr,
+            },
+        );
+        assert_eq!(
+            elect(&mut meta, None, false),
+            vec![("t".into(), 0, ElectionOutcome::Elected)]
+        );
+        let back = topic(&meta, "t").partitions[0].clone();
+        assert_eq!((back.leader, back.leader_epoch), (preferred, moved.leader_epoch + 1));
+        assert_eq!(
+            elect(&mut meta, None, false),
+            vec![],
+            "everything: only what needed one"
+        );
+
+        // Unclean: only for a partition without a leader, from a live replica out of the ISR.
+        assert_eq!(
+            elect(&mut meta, t0.map(|v| v[..1].to_vec()), true)[0].2,
+            ElectionOutcome::NotNeeded
+        );
+        let mut one = meta_with_brokers(&[1, 2]);
+        apply(&mut one, create("u", 1, 2));
+        let u = topic(&one, "u").partitions[0].clone();
+        let (first, second) = (u.replicas[0], u.replicas[1]);
+        apply(&mut one, Command::FenceBroker { node_id: second });
+        apply(&mut one, Command::FenceBroker { node_id: first });
+        assert_eq!(topic(&one, "u").partitions[0].leader, -1);
+        assert_eq!(topic(&one, "u").partitions[0].isr, vec![first], "the last member stays");
+        assert_eq!(
+            elect(&mut one, None, true),
+            vec![("u".into(), 0, ElectionOutcome::EligibleNotAvailable)]
+        );
+        apply(&mut one, Command::UnfenceBroker { node_id: second });
+        assert_eq!(
+            elect(&mut one, None, true),
+            vec![("u".into(), 0, ElectionOutcome::Elected)]
+        );
+        let u = topic(&one, "u").partitions[0].clone();
+        assert_eq!((u.leader, u.isr.clone()), (second, vec![second]));
     }
 
     #[test]

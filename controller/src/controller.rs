@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::command::{
-    check_num_partitions, check_replication_factor, check_topic_name, Command, CommandResponse, DEFAULT_NUM_PARTITIONS,
-    DEFAULT_REPLICATION_FACTOR,
+    check_num_partitions, check_replication_factor, check_topic_name, Command, CommandResponse, Election,
+    DEFAULT_NUM_PARTITIONS, DEFAULT_REPLICATION_FACTOR,
 };
 use crate::error::{ControllerError, Result};
 use crate::liveness::{self, Liveness};
@@ -25,8 +25,10 @@ use crate::state_machine::StateMachineStore;
 use crate::store::{self, LogStore, MetaDb};
 
 /// Interval at which a leader heartbeats its followers. Irrelevant while the controller is the
-/// only voter.
-const HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// only voter. openraft 0.9 also uses it as the timeout of each AppendEntries: at 100 ms a
+/// follower's fsync on a busy two-core machine often outlasted it, and every such timeout is
+/// a dropped connection and a retry.
+const HEARTBEAT_INTERVAL_MS: u64 = 250;
 /// Election timeout range: a follower that heard nothing from the leader for a random time in
 /// it stands for election. Kafka's `controller.quorum.election.timeout.ms` is 1000; openraft's
 /// default of 150-300 ms leaves little margin on a busy two-core machine, where a heartbeat
@@ -88,6 +90,10 @@ pub struct ControllerConfig {
     pub heartbeat_interval_ms: u64,
     /// Kafka `broker.session.timeout.ms`: a broker silent this long is fenced.
     pub session_timeout_ms: u64,
+    /// Kafka `leader.imbalance.check.interval.seconds` in ms when `auto.leader.rebalance.enable`
+    /// is on: how often the active controller hands partitions back to their preferred replica.
+    /// `None` never does.
+    pub leader_balance_interval_ms: Option<u64>,
 }
 
 /// Raft knobs that tests turn down; production uses [`Tuning::default`].
@@ -283,6 +289,10 @@ impl Controller {
                 session,
                 heartbeat,
             )));
+            if let Some(ms) = config.leader_balance_interval_ms {
+                let every = Duration::from_millis(ms.max(1));
+                controller.own_task(tokio::spawn(crate::balance::balance_loop(controller.clone(), every)));
+            }
         }
         let term = controller.inner.raft.metrics().borrow().current_term;
         let metadata = controller.metadata();
@@ -621,6 +631,15 @@ impl Controller {
         }
     }
 
+    /// Kafka's ElectLeaders (see [`Command::ElectLeaders`]): each partition's outcome.
+    pub async fn elect_leaders(&self, partitions: Option<Vec<(String, i32)>>, unclean: bool) -> Result<Vec<Election>> {
+        match self.write(Command::ElectLeaders { partitions, unclean }).await?.1 {
+            CommandResponse::Elections(e) => Ok(e),
+            CommandResponse::Rejected(e) => Err(e.into()),
+            other => Err(ControllerError::Raft(format!("an election applied with {other:?}"))),
+        }
+    }
+
     /// Raft's view of this node, for metrics and readiness.
     pub fn raft_status(&self) -> RaftStatus {
         let m = self.inner.raft.metrics().borrow().clone();
@@ -855,9 +874,12 @@ impl Controller {
         match self.write(cmd).await?.1 {
             CommandResponse::Topic(topic) => Ok(topic),
             CommandResponse::Rejected(e) => Err(e.into()),
-            CommandResponse::Done | CommandResponse::ProducerIds { .. } | CommandResponse::Partition(_) => Err(
-                ControllerError::Raft("a topic command applied without a topic result".to_string()),
-            ),
+            CommandResponse::Done
+            | CommandResponse::ProducerIds { .. }
+            | CommandResponse::Partition(_)
+            | CommandResponse::Elections(_) => Err(ControllerError::Raft(
+                "a topic command applied without a topic result".to_string(),
+            )),
         }
     }
 

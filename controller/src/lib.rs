@@ -20,6 +20,7 @@
 // helpers would only move the copy elsewhere, and these paths are not hot.
 #![allow(clippy::result_large_err)]
 
+mod balance;
 mod command;
 mod controller;
 mod error;
@@ -34,7 +35,8 @@ mod store;
 pub use uuid::Uuid;
 
 pub use crate::command::{
-    DEFAULT_NUM_PARTITIONS, DEFAULT_REPLICATION_FACTOR, MAX_PARTITIONS_PER_TOPIC, MAX_TOPIC_NAME_BYTES,
+    Election, ElectionOutcome, DEFAULT_NUM_PARTITIONS, DEFAULT_REPLICATION_FACTOR, MAX_PARTITIONS_PER_TOPIC,
+    MAX_TOPIC_NAME_BYTES,
 };
 pub use crate::controller::{
     Controller, ControllerConfig, RaftStatus, DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS, DEFAULT_BROKER_SESSION_TIMEOUT_MS,

@@ -160,14 +160,19 @@ impl Peer {
         }
     }
 
-    /// Sends `req` and reads its answer within `ttl`. Any failure drops the connection, so the
-    /// next call starts on a fresh one and never reads a late answer to an abandoned request.
+    /// Sends `req` and reads its answer within `ttl`. The connection is out of `self` while the
+    /// exchange runs and goes back only after a whole answer was read: a failure, a timeout or
+    /// the caller dropping this future (openraft times its AppendEntries out on its own) drops
+    /// it, so the next call starts on a fresh one and never reads a late answer to an abandoned
+    /// request. Reusing a connection with an answer still unread paired each later request with
+    /// the answer to the one before: a leader counted entries as replicated that the follower
+    /// did not have, and committed them without a quorum.
     async fn call(&mut self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
         let frame = serde_json::to_vec(req).map_err(|e| CallError::Io(io::Error::other(e)))?;
-        if self.conn.is_none() {
-            self.conn = Some(connect(&self.addr).await.map_err(CallError::Connect)?);
-        }
-        let conn = self.conn.as_mut().expect("connected above");
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => connect(&self.addr).await.map_err(CallError::Connect)?,
+        };
         let exchange = async {
             write_frame(&mut conn.writer, &frame).await?;
             let body = read_frame(&mut conn.reader).await?;
@@ -180,8 +185,8 @@ impl Peer {
                 format!("no answer within {ttl:?}"),
             )),
         };
-        if res.is_err() {
-            self.conn = None;
+        if res.is_ok() {
+            self.conn = Some(conn);
         }
         res.map_err(CallError::Io)
     }
@@ -486,5 +491,60 @@ async fn answer(raft: &Raft, controller: &WeakController, req: PeerRequest) -> P
             }
             Err(e) => Err(ForwardError::Stopped(e.to_string())),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A peer that answers ReadIndex with the request's number across all its connections,
+    /// the first one late.
+    async fn numbering_peer() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let seen = Arc::new(AtomicU64::new(0));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let (r, w) = stream.into_split();
+                    let (mut r, mut w) = (BufReader::new(r), BufWriter::new(w));
+                    let mut magic = [0u8; 8];
+                    if r.read_exact(&mut magic).await.is_err() {
+                        return;
+                    }
+                    while let Ok(body) = read_frame(&mut r).await {
+                        assert!(matches!(serde_json::from_slice(&body), Ok(PeerRequest::ReadIndex)));
+                        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                        if n == 1 {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        let answer = serde_json::to_vec(&PeerResponse::ReadIndex(Ok(n))).expect("encodes");
+                        if write_frame(&mut w, &answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_mid_exchange_never_hands_its_answer_to_the_next() {
+        let mut peer = Peer::new(2, numbering_peer().await);
+        // The caller gives up (openraft times out its own RPCs by dropping them).
+        assert!(tokio::time::timeout(Duration::from_millis(50), peer.read_index())
+            .await
+            .is_err());
+        let answer = peer.read_index().await.expect("answered");
+        assert_eq!(answer, Ok(2), "the second request's answer, not the first's");
     }
 }

@@ -298,6 +298,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
+        // openraft asks for `last applied + 1 ..= committed`: an end before the start means the
+        // committed index went back, which only a log that diverged from what this node applied
+        // can cause. Say so, rather than answer nothing and let openraft index an empty list.
+        if end.is_some_and(|end| end < start) {
+            return Err(StorageIOError::read_logs(AnyError::error(format!(
+                "log entries {start}..{} asked for: the committed log went back past what was applied",
+                end.unwrap_or_default()
+            )))
+            .into());
+        }
         let db = self.db.clone();
         blocking(move || db.read_logs(start, end)).await
     }

@@ -1,4 +1,4 @@
-//! DescribeCluster, DescribeTopicPartitions (KIP-966) and DescribeLogDirs.
+//! DescribeCluster, DescribeTopicPartitions (KIP-966), DescribeLogDirs and ElectLeaders.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -8,12 +8,16 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
-    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, ElectLeadersRequest, ElectLeadersResponse,
 };
 
+use fjord_controller::ElectionOutcome;
+
 use super::{str_bytes, topic_name, RequestContext, AUTHORIZED_OPERATIONS_OMITTED};
+use crate::error::controller_error_code;
 use crate::{partition_id, Broker};
 
 /// Answers DescribeCluster.
@@ -161,4 +165,106 @@ pub fn describe_log_dirs(broker: &Broker, req: DescribeLogDirsRequest) -> Descri
         .with_total_bytes(-1)
         .with_usable_bytes(-1);
     DescribeLogDirsResponse::default().with_results(vec![result])
+}
+
+/// `election_type` of a preferred election.
+const ELECTION_PREFERRED: i8 = 0;
+/// `election_type` of an unclean election.
+const ELECTION_UNCLEAN: i8 = 1;
+
+/// Answers ElectLeaders (what `kafka-leader-election.sh` and `Admin.electLeaders` send): the
+/// controller moves leadership to each partition's preferred replica, or gives a leaderless
+/// partition one, uncleanly if it must.
+pub async fn elect_leaders(broker: &Broker, ctx: &RequestContext, req: ElectLeadersRequest) -> ElectLeadersResponse {
+    // v0 has no election type: it is always a preferred election.
+    let election_type = if ctx.version == 0 {
+        ELECTION_PREFERRED
+    } else {
+        req.election_type
+    };
+    if election_type != ELECTION_PREFERRED && election_type != ELECTION_UNCLEAN {
+        return ElectLeadersResponse::default().with_error_code(ResponseError::InvalidRequest.code());
+    }
+    let partitions: Option<Vec<(String, i32)>> = req.topic_partitions.as_ref().map(|topics| {
+        topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.to_string(), *p)))
+            .collect()
+    });
+    if partitions.as_ref().is_some_and(Vec::is_empty) {
+        return ElectLeadersResponse::default();
+    }
+    let elections = match broker
+        .controller
+        .elect_leaders(partitions, election_type == ELECTION_UNCLEAN)
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            let code = controller_error_code(&e);
+            // Every partition asked about gets the error, as Kafka's broker answers a failed
+            // forward to its controller.
+            let results = req
+                .topic_partitions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    ReplicaElectionResult::default()
+                        .with_topic(t.topic)
+                        .with_partition_result(
+                            t.partitions
+                                .into_iter()
+                                .map(|p| {
+                                    PartitionResult::default()
+                                        .with_partition_id(p)
+                                        .with_error_code(code.code())
+                                        .with_error_message(Some(str_bytes(e.to_string())))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return ElectLeadersResponse::default().with_replica_election_results(results);
+        }
+    };
+    if elections.iter().any(|e| e.outcome == ElectionOutcome::Elected) {
+        if let Err(e) = broker.reconcile().await {
+            tracing::error!(error = %e, "storage after an election");
+        }
+    }
+    let mut by_topic: Vec<ReplicaElectionResult> = Vec::new();
+    for e in elections {
+        let (code, message) = match e.outcome {
+            ElectionOutcome::Elected => (0, None),
+            ElectionOutcome::NotNeeded => (
+                ResponseError::ElectionNotNeeded.code(),
+                Some("Leader election not needed for topic partition."),
+            ),
+            ElectionOutcome::PreferredNotAvailable => (
+                ResponseError::PreferredLeaderNotAvailable.code(),
+                Some("The preferred leader is not available."),
+            ),
+            ElectionOutcome::EligibleNotAvailable => (
+                ResponseError::EligibleLeadersNotAvailable.code(),
+                Some("Eligible topic partition leaders are not available."),
+            ),
+            ElectionOutcome::UnknownPartition => (
+                ResponseError::UnknownTopicOrPartition.code(),
+                Some("This server does not host this topic-partition."),
+            ),
+        };
+        let result = PartitionResult::default()
+            .with_partition_id(e.partition)
+            .with_error_code(code)
+            .with_error_message(message.map(str_bytes));
+        match by_topic.last_mut().filter(|t| t.topic.as_str() == e.topic) {
+            Some(t) => t.partition_result.push(result),
+            None => by_topic.push(
+                ReplicaElectionResult::default()
+                    .with_topic(topic_name(&e.topic))
+                    .with_partition_result(vec![result]),
+            ),
+        }
+    }
+    ElectLeadersResponse::default().with_replica_election_results(by_topic)
 }

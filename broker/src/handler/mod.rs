@@ -50,6 +50,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::DescribeConfigs,
     ApiKey::CreatePartitions,
     ApiKey::DescribeLogDirs,
+    ApiKey::ElectLeaders,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
     ApiKey::DescribeQuorum,
@@ -348,6 +349,7 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(b, r).await)
         }
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(b, &ctx, r)),
+        RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(cluster::elect_leaders(b, &ctx, r).await),
         RequestKind::DescribeQuorum(r) => ResponseKind::DescribeQuorum(quorum::describe_quorum(b, &ctx, r).await),
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(cluster::describe_topic_partitions(b, r))

@@ -33,6 +33,7 @@ fn config(dir: &Path, node_id: i32) -> ControllerConfig {
         voters: BTreeMap::new(),
         heartbeat_interval_ms: DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
         session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+        leader_balance_interval_ms: None,
     }
 }
 
