@@ -8,7 +8,7 @@ VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 # The C/C++ compilers are set in .cargo/config.toml for every cargo build (tools/cc says why).
 
-.PHONY: run build-deps-hint system-deps build setup test test-rust test-compat bench bench-failover fmt lint clippy clean-data
+.PHONY: fault-schedule run build-deps-hint system-deps build setup test test-rust test-compat bench bench-failover fmt lint clippy clean-data
 
 ## Run a single-node broker on PLAINTEXT://0.0.0.0:9092 with data in ./fjord-data.
 run: build-deps-hint
@@ -64,6 +64,12 @@ bench-failover: setup build
 	FAILOVER_OUT=$(CURDIR)/bench/results/failover.jsonl $(PYTEST) compat-tests/failover_bench.py -p no:cacheprovider -q -s
 	FJORD_BIN=$(CURDIR)/compat-tests/reference/kafka-as-fjord FJORD_READY_TIMEOUT_S=60 \
 	  FAILOVER_OUT=$(CURDIR)/bench/results/failover.jsonl $(PYTEST) compat-tests/failover_bench.py -p no:cacheprovider -q -s
+
+## The seeded fault schedule against a 3-node cluster under real clients, with its checker
+## (compat-tests/fault_schedule.py). FAULT_RUNS (1), FAULT_SEED (from the clock), FAULT_STEPS (5);
+## one JSON line per run is appended to bench/results/faults.jsonl.
+fault-schedule: setup build
+	FAULT_OUT=$(CURDIR)/bench/results/faults.jsonl $(PYTEST) compat-tests/fault_schedule.py -p no:cacheprovider -q -s
 
 fmt:
 	$(CARGO) fmt --all

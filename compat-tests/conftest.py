@@ -235,6 +235,16 @@ class Broker:
             self.proc.wait(10)
         self._forget()
 
+    def pause(self):
+        """SIGSTOP: a process that is alive but answers nothing (a long GC pause, a hung disk)."""
+        assert self.proc is not None and self.proc.poll() is None, f"{self.name} is not running"
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        """SIGCONT after [`pause`]."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def restart(self, clean: bool = True) -> int | None:
         rc = self.stop() if clean else self.kill()
         self.start()
