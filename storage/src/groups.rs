@@ -411,6 +411,11 @@ impl GroupStore {
                 }
             }
         }
+        self.commit(wb)
+    }
+
+    /// Writes `wb` with the flush policy's sync; a failure takes the directory offline.
+    fn commit(&self, wb: WriteBatch) -> Result<()> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
         self.db
@@ -431,11 +436,7 @@ impl GroupStore {
             end.push(kind + 1);
             wb.delete_range_cf(handle, start, end);
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync);
-        self.db
-            .write_opt(wb, &wo)
-            .map_err(|e| self.health.fail(format!("group state write failed: {e}")))
+        self.commit(wb)
     }
 
     /// Reads every stored group and offset. Blocking: for startup.
