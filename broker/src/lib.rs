@@ -118,10 +118,7 @@ impl Broker {
     /// One retention pass over every partition led here.
     pub async fn enforce_retention(&self) -> Result<(), BrokerError> {
         let meta = self.metadata();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = txn::now_ms();
         for topic in meta.topics.values() {
             let cfg = topic_config::EffectiveConfig::new(&self.config.topic_defaults, &topic.configs);
             let Some((retention_ms, retention_bytes)) = cfg.retention() else {

@@ -530,6 +530,17 @@ mod tests {
         }
     }
 
+    /// A store in `dir` that never syncs on its own.
+    fn config(dir: &std::path::Path) -> StorageConfig {
+        StorageConfig {
+            data_dir: dir.to_path_buf(),
+            flush_interval_messages: i64::MAX,
+            flush_interval_ms: None,
+            segment_bytes: crate::DEFAULT_SEGMENT_BYTES,
+            checkpoint_interval_ms: 60_000,
+        }
+    }
+
     fn commit(offset: i64) -> CommittedOffset {
         CommittedOffset {
             offset,
@@ -608,14 +619,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_coordinator_partition_is_cleared_and_loaded_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = LogStore::open(StorageConfig {
-            data_dir: dir.path().to_path_buf(),
-            flush_interval_messages: i64::MAX,
-            flush_interval_ms: None,
-            segment_bytes: crate::DEFAULT_SEGMENT_BYTES,
-            checkpoint_interval_ms: 60_000,
-        })
-        .expect("open");
+        let store = LogStore::open(config(dir.path())).expect("open");
         let groups = store.groups();
         let group = |partition: i32, id: &str| GroupWrite::Group {
             partition,
@@ -649,13 +653,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn groups_and_offsets_survive_reopen_and_delete_cleanly() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = StorageConfig {
-            data_dir: dir.path().to_path_buf(),
-            flush_interval_messages: i64::MAX,
-            flush_interval_ms: None,
-            segment_bytes: crate::DEFAULT_SEGMENT_BYTES,
-            checkpoint_interval_ms: 60_000,
-        };
+        let cfg = config(dir.path());
         {
             let store = LogStore::open(cfg.clone()).expect("open");
             let groups = store.groups();

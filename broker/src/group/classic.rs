@@ -199,13 +199,6 @@ pub struct ClassicGroup {
     pub dirty: bool,
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
@@ -228,7 +221,7 @@ impl ClassicGroup {
         ClassicGroup {
             id: String::new(),
             state: ClassicState::Empty,
-            state_since_ms: wall_ms(),
+            state_since_ms: crate::txn::now_ms(),
             protocol_type: None,
             protocol_name: None,
             generation: 0,
@@ -278,7 +271,7 @@ impl ClassicGroup {
 
     fn set_state(&mut self, state: ClassicState) {
         self.state = state;
-        self.state_since_ms = wall_ms();
+        self.state_since_ms = crate::txn::now_ms();
     }
 
     /// Topics the members subscribe to, when the group runs the consumer protocol and its

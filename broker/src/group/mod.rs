@@ -620,10 +620,7 @@ impl GroupCoordinator {
     /// long (for simple groups, of offsets not committed for that long) and the groups left
     /// with nothing, as Kafka's `OffsetExpirationCondition` does.
     pub async fn expire_offsets(&self) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = crate::txn::now_ms();
         let retention = self.cfg.offsets_retention_ms;
         for id in self.group_ids() {
             let Some(mut g) = self.lock(&id, false).await else {

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fjord_protocol::batch::split_batches;
@@ -76,13 +76,6 @@ pub enum WriteError {
     },
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Appends `writes` to coordinator partition `partition` as its leader and waits until the
 /// in-sync replicas have them.
 pub(super) async fn append(broker: &Broker, partition: i32, writes: &[GroupWrite]) -> Result<(), WriteError> {
@@ -108,7 +101,7 @@ pub(super) async fn append(broker: &Broker, partition: i32, writes: &[GroupWrite
             (Bytes::from(key), value.map(Bytes::from))
         })
         .collect();
-    let timestamp = now_ms();
+    let timestamp = crate::txn::now_ms();
     let bytes = plain_batch(&records, timestamp).map_err(|_| refused(ResponseError::CorruptMessage))?;
     let batch = AppendBatch {
         bytes,

@@ -22,13 +22,6 @@ use crate::group::classic::ClassicState;
 use crate::group::{Group, GroupKind};
 use crate::Broker;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Kafka's checks of who may commit to a group (`ClassicGroup.validateOffsetCommit`,
 /// `ConsumerGroup.validateOffsetCommit`).
 fn validate_commit(
@@ -97,7 +90,7 @@ pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCom
         return respond_all(&req.topics, e.code());
     }
     let meta = broker.metadata();
-    let now = now_ms();
+    let now = crate::txn::now_ms();
     // v2-4 carry a retention time; -1 means the broker's.
     let expire = (ctx.version <= 4 && req.retention_time_ms >= 0).then(|| now.saturating_add(req.retention_time_ms));
     let mut writes = Vec::new();

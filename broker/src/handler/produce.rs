@@ -6,7 +6,7 @@
 //! and builds the response.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use fjord_controller::TopicMeta;
 use fjord_protocol::batch::{validate_produce, ValidationConfig};
@@ -87,13 +87,6 @@ impl Slot {
         }
         true
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn failed(index: i32, e: ResponseError, message: Option<String>) -> PartitionProduceResponse {
@@ -190,7 +183,7 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 timestamp_after_max_ms: config.timestamp_after_max_ms,
                 target_codec: config.target_codec,
                 produce_version: ctx.version,
-                now_ms: now_ms(),
+                now_ms: crate::txn::now_ms(),
                 inflate_budget: Some(INLINE_INFLATE_MAX_BYTES),
             };
             let validated = match validate_produce(records.clone(), &vcfg) {
