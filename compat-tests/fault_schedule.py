@@ -6,7 +6,10 @@ min.insync.replicas=2, and keeps two real clients busy for the whole run:
 
 - an idempotent acks=all confluent-kafka producer writing numbered records to every partition;
 - a KIP-848 consumer group (group.protocol=consumer) reading them and committing offsets every
-  half second, while another client samples the group's committed offsets.
+  half second, while another client samples the group's committed offsets;
+- a transactional consume-transform-produce job (a classic group, read_committed): it copies each
+  record to the same partition of an output topic and commits its input offsets in the same
+  transaction; every fifth transaction instead writes records it then aborts.
 
 Meanwhile a schedule drawn from the run's seed applies faults one after the other, each given
 time to heal before the next: kill -9 of a partition leader, kill -9 of the controller leader
@@ -17,10 +20,11 @@ from its start and proves:
 - every acknowledged record is there, once, at the offset it was acknowledged with;
 - nothing is there that was never sent, and what was sent is in the order it was sent;
 - the committed offsets the group reported never went backwards;
+- a read_committed read of the output topic holds, per partition, exactly the input records up
+  to the transactional job's committed offset, once each and in order, and no aborted record;
 - every node answers with the same leaders and a full ISR again.
 
-Not yet in the schedule: network cuts between nodes, and a transactional job (transactions are
-refused by a cluster of several nodes until WriteTxnMarkers reaches other brokers).
+Not yet in the schedule: network cuts between nodes.
 
 Environment: FAULT_RUNS (default 1), FAULT_SEED (the first run's seed; default: from the
 clock), FAULT_STEPS (faults per run, default 5), FAULT_OUT (a JSON-lines file for the results).
@@ -54,6 +58,7 @@ CLUSTER = {
     "group.consumer.session.timeout.ms": 10000,
     "group.consumer.heartbeat.interval.ms": 1000,
     "offsets.topic.num.partitions": 6,
+    "transaction.state.log.num.partitions": 6,
 }
 
 
@@ -69,9 +74,12 @@ class Workload:
         self.commits: list[dict[int, int]] = []
         self.consumed = 0
         self.errors: list[str] = []
+        self.output = f"{topic}-out"
+        self.txn = {"committed": 0, "aborted": 0, "retried": 0, "rewound": 0}
         self.threads = [threading.Thread(target=self._produce, daemon=True),
                         threading.Thread(target=self._consume, daemon=True),
-                        threading.Thread(target=self._sample_commits, daemon=True)]
+                        threading.Thread(target=self._sample_commits, daemon=True),
+                        threading.Thread(target=self._transform, daemon=True)]
 
     def start(self):
         for t in self.threads:
@@ -120,6 +128,88 @@ class Workload:
                         pass  # no offsets yet, or a coordinator moving: the next commit tries again
         finally:
             consumer.close()
+
+    def _transactional_producer(self):
+        producer = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": f"{self.group}-eos",
+                             "transaction.timeout.ms": 60000, "linger.ms": 5})
+        producer.init_transactions(120)
+        return producer
+
+    def _transform(self):
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.group}-eos",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "isolation.level": "read_committed", "session.timeout.ms": 10000})
+        consumer.subscribe([self.topic])
+        try:
+            producer = self._transactional_producer()
+        except KafkaException as e:
+            self.errors.append(f"the transactional job could not start: {e}")
+            consumer.close()
+            return
+        n = 0
+        try:
+            while not self.stop.is_set():
+                n += 1
+                if n % 5 == 0:
+                    self._abort_one(producer, n)
+                    continue
+                msgs = [m for m in consumer.consume(200, timeout=0.2) if m.error() is None]
+                if not msgs:
+                    continue
+                try:
+                    producer.begin_transaction()
+                    for m in msgs:
+                        producer.produce(self.output, value=m.value(), partition=m.partition())
+                    producer.send_offsets_to_transaction(consumer.position(consumer.assignment()),
+                                                         consumer.consumer_group_metadata(), 60)
+                    self._commit(producer)
+                    self.txn["committed"] += 1
+                except KafkaException as e:
+                    producer = self._recover(producer, consumer, e.args[0])
+        finally:
+            consumer.close()
+
+    def _commit(self, producer):
+        """Commits, retrying what the client calls retriable (a coordinator moving)."""
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                producer.commit_transaction(30)
+                return
+            except KafkaException as e:
+                if not e.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+                self.txn["retried"] += 1
+
+    def _abort_one(self, producer, n):
+        try:
+            producer.begin_transaction()
+            for p in range(PARTITIONS):
+                producer.produce(self.output, value=f"aborted-{n}".encode(), partition=p)
+            producer.flush(30)
+            producer.abort_transaction(60)
+            self.txn["aborted"] += 1
+        except KafkaException as e:
+            self.errors.append(f"an abort failed: {e.args[0]}")
+
+    def _recover(self, producer, consumer, err):
+        """After a failed transaction: abort it (or start a new producer when the client says
+        the old one is done for) and read again from the committed offsets."""
+        if err.txn_requires_abort():
+            try:
+                producer.abort_transaction(60)
+            except KafkaException as e:
+                self.errors.append(f"could not abort after {err}: {e.args[0]}")
+        else:
+            self.errors.append(f"a transaction failed for good: {err}")
+            producer = self._transactional_producer()
+        self.txn["rewound"] += 1
+        try:
+            for tp in consumer.committed(consumer.assignment(), timeout=30):
+                consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+        except KafkaException as e:
+            self.errors.append(f"could not rewind to the committed offsets: {e.args[0]}")
+        return producer
 
     def _sample_commits(self):
         # Not a member: OffsetFetch reads a group's commits whatever its protocol.
@@ -183,37 +273,81 @@ def apply_fault(fault, rng, nodes, admin, topic, log):
         raise AssertionError(fault)
 
 
-def check(w: Workload, bootstrap: str, topic: str) -> list[str]:
-    problems = list(w.errors)
+def read_partition(bootstrap: str, topic: str, p: int, committed: bool) -> tuple[dict[int, str], int]:
+    """Every record of one partition (offset -> value) up to its end, and that end (the last
+    stable offset for a read_committed read)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"checker-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed" if committed else "read_uncommitted"})
     try:
-        for p in range(PARTITIONS):
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            consumer.assign([TopicPartition(topic, p, 0)])
-            log: dict[int, int] = {}
-            deadline = time.monotonic() + 60
-            while len(log) < high and time.monotonic() < deadline:
-                for m in consumer.consume(1000, timeout=0.5):
-                    if m.error() is None:
-                        part, seq = m.value().decode().split("-")
-                        if int(part) != p:
-                            problems.append(f"partition {p} offset {m.offset()}: a record of partition {part}")
-                        log[m.offset()] = int(seq)
-            if len(log) < high:
-                problems.append(f"partition {p}: read {len(log)} of {high} records")
-            for offset, seq in w.acked[p].items():
-                if log.get(offset) != seq:
-                    problems.append(f"partition {p}: acknowledged {seq} at {offset}, found {log.get(offset)}")
-            seqs = [log[o] for o in sorted(log)]
-            if len(set(seqs)) != len(seqs):
-                problems.append(f"partition {p}: a record twice")
-            if seqs != sorted(seqs):
-                problems.append(f"partition {p}: out of the order sent")
-            if seqs and max(seqs) >= w.sent[p]:
-                problems.append(f"partition {p}: a record never sent ({max(seqs)} of {w.sent[p]})")
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        consumer.assign([TopicPartition(topic, p, 0)])
+        log: dict[int, str] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            msgs = consumer.consume(1000, timeout=0.5)
+            for m in msgs:
+                if m.error() is None:
+                    log[m.offset()] = m.value().decode()
+            position = consumer.position([TopicPartition(topic, p)])[0].offset
+            if not msgs and (high == 0 or position >= high):
+                break
+        return log, high
     finally:
         consumer.close()
+
+
+def check_transformed(w: Workload, bootstrap: str, inputs: dict[int, dict[int, int]]) -> list[str]:
+    """The output topic against the input and the transactional job's committed offsets."""
+    problems = []
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{w.group}-eos", "enable.auto.commit": False})
+    try:
+        committed = {tp.partition: tp.offset
+                     for tp in reader.committed([TopicPartition(w.topic, p) for p in range(PARTITIONS)], timeout=30)}
+    finally:
+        reader.close()
+    for p in range(PARTITIONS):
+        out, _ = read_partition(bootstrap, w.output, p, committed=True)
+        values = [out[o] for o in sorted(out)]
+        aborted = [v for v in values if v.startswith("aborted-")]
+        if aborted:
+            problems.append(f"output partition {p}: {len(aborted)} aborted records read as committed")
+        upto = max(committed.get(p, 0), 0)
+        want = [f"{p}-{inputs[p][o]}" for o in sorted(inputs[p]) if o < upto]
+        got = [v for v in values if not v.startswith("aborted-")]
+        if got != want:
+            extra = len(got) - len(want)
+            first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            problems.append(f"output partition {p}: {len(got)} records for {len(want)} inputs below the committed "
+                            f"offset {upto} ({extra:+}), first difference at {first}")
+    return problems
+
+
+def check(w: Workload, bootstrap: str, topic: str) -> list[str]:
+    problems = list(w.errors)
+    inputs: dict[int, dict[int, int]] = {}
+    for p in range(PARTITIONS):
+        raw, high = read_partition(bootstrap, topic, p, committed=False)
+        log: dict[int, int] = {}
+        for offset, value in raw.items():
+            part, seq = value.split("-")
+            if int(part) != p:
+                problems.append(f"partition {p} offset {offset}: a record of partition {part}")
+            log[offset] = int(seq)
+        inputs[p] = log
+        if len(log) < high:
+            problems.append(f"partition {p}: read {len(log)} of {high} records")
+        for offset, seq in w.acked[p].items():
+            if log.get(offset) != seq:
+                problems.append(f"partition {p}: acknowledged {seq} at {offset}, found {log.get(offset)}")
+        seqs = [log[o] for o in sorted(log)]
+        if len(set(seqs)) != len(seqs):
+            problems.append(f"partition {p}: a record twice")
+        if seqs != sorted(seqs):
+            problems.append(f"partition {p}: out of the order sent")
+        if seqs and max(seqs) >= w.sent[p]:
+            problems.append(f"partition {p}: a record never sent ({max(seqs)} of {w.sent[p]})")
+    problems += check_transformed(w, bootstrap, inputs)
     last: dict[int, int] = {}
     for sample in w.commits:
         for p, offset in sample.items():
@@ -239,9 +373,10 @@ def test_fault_schedule(start_cluster, run):
     bootstrap = ",".join(n.bootstrap for n in nodes)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topic = f"faults-{seed}"
-    admin.create_topics([NewTopic(topic, PARTITIONS, 3, config={"min.insync.replicas": "2"})],
-                        operation_timeout=20, request_timeout=20)[topic].result(timeout=30)
-    wait_for(lambda: healed(admin, topic), "the topic in sync")
+    for name in (topic, f"{topic}-out"):
+        admin.create_topics([NewTopic(name, PARTITIONS, 3, config={"min.insync.replicas": "2"})],
+                            operation_timeout=20, request_timeout=20)[name].result(timeout=30)
+        wait_for(lambda: healed(admin, name), f"{name} in sync")
     w = Workload(bootstrap, topic, f"faults-{seed}")
     w.start()
     try:
@@ -257,7 +392,8 @@ def test_fault_schedule(start_cluster, run):
     problems = check(w, bootstrap, topic)
     acked = sum(len(a) for a in w.acked.values())
     result = {"seed": seed, "schedule": schedule, "acked": acked, "failed_deliveries": len(w.failed),
-              "consumed": w.consumed, "commit_samples": len(w.commits), "problems": problems[:20],
+              "consumed": w.consumed, "commit_samples": len(w.commits), "transactions": w.txn,
+              "problems": problems[:20],
               "seconds": round(time.monotonic() - started, 1)}
     log(json.dumps(result))
     if OUT:

@@ -68,8 +68,6 @@ pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "num.io.threads",
     "num.recovery.threads.per.data.dir",
     "num.replica.fetchers",
-    "transaction.state.log.replication.factor",
-    "transaction.state.log.min.isr",
     "log.cleaner.enable",
     "zookeeper.connect",
     "broker.rack",
@@ -480,6 +478,10 @@ impl Config {
                     cfg.txns.producer_id_expiration_check_interval_ms = parse_at_least_one(k, value)?
                 }
                 "transaction.state.log.num.partitions" => cfg.txns.state_partitions = parse_at_least_one(k, value)?,
+                "transaction.state.log.replication.factor" => {
+                    cfg.txns.state_replication_factor = parse_at_least_one(k, value)?
+                }
+                "transaction.state.log.min.isr" => cfg.txns.state_min_isr = parse_at_least_one(k, value)?,
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
                     cfg.txns.abort_check_interval_ms = parse_at_least_one(k, value)?
                 }

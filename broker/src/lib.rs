@@ -11,8 +11,10 @@ pub mod group;
 mod handler;
 mod http;
 pub mod metrics;
+mod peers;
 pub mod replication;
 mod server;
+pub mod state_log;
 pub mod topic_config;
 pub mod txn;
 
@@ -48,6 +50,8 @@ pub struct Broker {
     pub(crate) groups: Arc<group::GroupCoordinator>,
     /// Producer ids and transactions.
     pub(crate) txns: txn::TxnCoordinator,
+    /// Connections to the other brokers, for requests a coordinator or leader sends them.
+    pub(crate) peers: peers::Peers,
     /// Counters for the status page and gauges.
     pub(crate) stats: metrics::BrokerStats,
     /// The leader side of partition replication.
@@ -237,7 +241,7 @@ pub async fn run(
     let groups = Arc::new(groups);
     let txn_store = store.groups().clone();
     let txn_cfg = config.txns.clone();
-    let txns = tokio::task::spawn_blocking(move || txn::TxnCoordinator::load(txn_cfg, txn_store))
+    let txns = tokio::task::spawn_blocking(move || txn::TxnCoordinator::load(txn_cfg, txn_store, cluster))
         .await
         .map_err(|e| BrokerError::Startup(format!("transaction load task: {e}")))??;
 
@@ -249,6 +253,7 @@ pub async fn run(
         produce_settings: Default::default(),
         groups: groups.clone(),
         txns,
+        peers: Default::default(),
         stats: metrics::BrokerStats::default(),
         replication: Default::default(),
         reconciling: Default::default(),
@@ -256,6 +261,7 @@ pub async fn run(
     let _ = http_state.broker.set(broker.clone());
     if cluster {
         groups.replicate_through(&broker);
+        broker.txns.replicate_through(&broker);
     }
     let collector = tokio::spawn(http::collect_loop(broker.clone(), http_state.handle.clone()));
     broker.reconcile().await?;
@@ -265,9 +271,9 @@ pub async fn run(
     let txn_timers = tokio::spawn(transaction_loop(broker.clone()));
     let isr = tokio::spawn(replication::isr_loop(broker.clone()));
     let fetchers = tokio::spawn(replication::fetcher::run(broker.clone()));
-    // On a single node the column family alone holds group state: a user topic named
-    // __consumer_offsets there is only a topic.
-    let coordinator_loads = cluster.then(|| tokio::spawn(group::replicated::run(broker.clone())));
+    // On a single node the column family alone holds coordinator state: a user topic named
+    // __consumer_offsets or __transaction_state there is only a topic.
+    let coordinator_loads = cluster.then(|| tokio::spawn(state_log::run(broker.clone())));
 
     let meta = broker.metadata();
     tracing::info!(

@@ -43,9 +43,39 @@ const KIND_TXN: u8 = b't';
 const KIND_PENDING: u8 = b'x';
 /// Only in the replicated log (`GroupWrite::to_record`): a group deleted with all it holds.
 const KIND_DELETE: u8 = b'D';
-/// The kinds a group coordinator partition holds (transaction state is keyed by the
-/// transaction coordinator's partitions, another numbering).
-const GROUP_KINDS: [u8; 3] = [KIND_GROUP, KIND_OFFSET, KIND_PENDING];
+
+/// Which coordinator's state a row or a replicated record is: group and transaction
+/// coordinators number their partitions apart (`offsets.topic.num.partitions`,
+/// `transaction.state.log.num.partitions`), so a partition number names a range of one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateLog {
+    /// Groups, their committed offsets and transactional offsets (`__consumer_offsets`).
+    Groups,
+    /// Transaction states (`__transaction_state`).
+    Transactions,
+}
+
+impl StateLog {
+    /// The kinds of row this coordinator keeps.
+    fn kinds(self) -> &'static [u8] {
+        match self {
+            StateLog::Groups => &[KIND_GROUP, KIND_OFFSET, KIND_PENDING],
+            StateLog::Transactions => &[KIND_TXN],
+        }
+    }
+
+    /// Whether `write` is this coordinator's, and of partition `partition`.
+    pub fn holds(self, write: &GroupWrite, partition: i32) -> bool {
+        let (p, log) = match write {
+            GroupWrite::Group { partition, .. }
+            | GroupWrite::Offset { partition, .. }
+            | GroupWrite::PendingOffsets { partition, .. }
+            | GroupWrite::DeleteGroup { partition, .. } => (*partition, StateLog::Groups),
+            GroupWrite::Txn { partition, .. } => (*partition, StateLog::Transactions),
+        };
+        p == partition && log == self
+    }
+}
 const OFFSET_VALUE_VERSION: u8 = 1;
 
 /// One committed offset, as `OffsetCommit` stores it.
@@ -423,13 +453,13 @@ impl GroupStore {
             .map_err(|e| self.health.fail(format!("group state write failed: {e}")))
     }
 
-    /// Deletes everything group coordinator partition `partition` holds (groups, offsets,
-    /// offsets of open transactions), before its replicated log is replayed into it. Blocking.
-    pub fn clear_groups_blocking(&self, partition: i32) -> Result<()> {
+    /// Deletes everything coordinator partition `partition` of `log` holds, before its
+    /// replicated log is replayed into it. Blocking.
+    pub fn clear_blocking(&self, log: StateLog, partition: i32) -> Result<()> {
         self.health.check()?;
         let handle = cf(&self.db, CF_GROUPS)?;
         let mut wb = WriteBatch::default();
-        for kind in GROUP_KINDS {
+        for &kind in log.kinds() {
             let mut start = partition.to_be_bytes().to_vec();
             start.push(kind);
             let mut end = partition.to_be_bytes().to_vec();
@@ -444,13 +474,20 @@ impl GroupStore {
         self.load_from(&[], |_| true)
     }
 
-    /// Reads the groups, offsets and transactional offsets of group coordinator partition
-    /// `partition` (not the transaction states, which are numbered by another partitioning).
-    /// Blocking.
-    pub fn load_groups(&self, partition: i32) -> Result<LoadedGroups> {
+    /// Reads what coordinator partition `partition` of `log` holds: a group coordinator
+    /// partition's groups, offsets and transactional offsets, or a transaction coordinator
+    /// partition's transaction states. Blocking.
+    pub fn load_partition(&self, log: StateLog, partition: i32) -> Result<LoadedGroups> {
         let prefix = partition.to_be_bytes();
         let mut out = self.load_from(&prefix, |k| k.starts_with(&prefix))?;
-        out.txns.clear();
+        match log {
+            StateLog::Groups => out.txns.clear(),
+            StateLog::Transactions => {
+                out.groups.clear();
+                out.offsets.clear();
+                out.pending_offsets.clear();
+            }
+        }
         Ok(out)
     }
 
@@ -639,14 +676,20 @@ mod tests {
             ])
             .await
             .expect("write");
-        let seven = groups.load_groups(7).expect("load 7");
+        let seven = groups.load_partition(StateLog::Groups, 7).expect("load 7");
         assert_eq!((seven.groups.len(), seven.offsets.len(), seven.txns.len()), (1, 1, 0));
-        groups.clear_groups_blocking(7).expect("clear 7");
+        let txns = groups.load_partition(StateLog::Transactions, 7).expect("load 7");
+        assert_eq!((txns.groups.len(), txns.offsets.len(), txns.txns.len()), (0, 0, 1));
+        groups.clear_blocking(StateLog::Groups, 7).expect("clear 7");
         let all = groups.load_all().expect("load");
         let ids: Vec<&str> = all.groups.iter().map(|g| g.group_id.as_str()).collect();
         assert_eq!(ids, ["b"], "partition 8 untouched");
         assert!(all.offsets.is_empty());
         assert_eq!(all.txns.len(), 1, "transaction states are numbered apart and stay");
+        groups.clear_blocking(StateLog::Transactions, 7).expect("clear 7");
+        let all = groups.load_all().expect("load");
+        assert!(all.txns.is_empty());
+        assert_eq!(all.groups.len(), 1);
         store.shutdown().await.expect("close");
     }
 

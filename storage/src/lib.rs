@@ -27,7 +27,7 @@ mod tail;
 mod writer;
 
 pub use error::{Result, StorageError};
-pub use groups::{CommittedOffset, GroupStore, GroupWrite, LoadedGroups, StoredGroup, StoredOffset};
+pub use groups::{CommittedOffset, GroupStore, GroupWrite, LoadedGroups, StateLog, StoredGroup, StoredOffset};
 pub use health::DirHealth;
 pub use log::{
     AppendBatch, AppendResult, FileRecords, LogStore, PartitionOffsets, PendingAppend, ReadLimit, ReadResult,

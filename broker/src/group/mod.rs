@@ -14,7 +14,6 @@
 pub mod assignor;
 pub mod classic;
 pub mod consumer;
-pub mod replicated;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -25,10 +24,10 @@ use kafka_protocol::error::ResponseError;
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
+use crate::state_log::{self, Load, Loads, WriteError};
 use classic::{ClassicGroup, Delivery};
 use consumer::{ConsumerGroup, ConsumerGroupConfig};
-use fjord_storage::LoadedGroups;
-use replicated::{Load, WriteError};
+use fjord_storage::{LoadedGroups, StateLog};
 
 use crate::Broker;
 
@@ -223,11 +222,11 @@ pub struct GroupCoordinator {
     pub cfg: GroupConfig,
     store: GroupStore,
     groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Group>>>>,
-    /// In a cluster, the broker whose offsets topic carries every write (see [`replicated`]);
+    /// In a cluster, the broker whose offsets topic carries every write (see [`state_log`]);
     /// unset on a single node, whose column family alone holds the state.
     cluster: OnceLock<Weak<Broker>>,
     /// In a cluster, the coordinator partitions led here and whether they are loaded.
-    loads: Mutex<HashMap<i32, Load>>,
+    loads: Loads,
 }
 
 impl GroupCoordinator {
@@ -253,7 +252,7 @@ impl GroupCoordinator {
             store,
             groups: Mutex::new(groups),
             cluster: OnceLock::new(),
-            loads: Mutex::new(HashMap::new()),
+            loads: Loads::default(),
         })
     }
 
@@ -274,33 +273,22 @@ impl GroupCoordinator {
 
     /// Where coordinator partition `partition` stands here, in a cluster.
     pub fn load_state(&self, partition: i32) -> Option<Load> {
-        self.lock_loads().get(&partition).copied()
+        self.loads.state(partition)
     }
 
-    fn lock_loads(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Load>> {
-        self.loads.lock().unwrap_or_else(|p| p.into_inner())
+    /// Whether this node coordinates group `group_id` now (see [`Loads::check`]); always on
+    /// a single node.
+    pub fn check(&self, group_id: &str) -> Result<(), ResponseError> {
+        if !self.is_replicated() {
+            return Ok(());
+        }
+        self.loads.check(self.partition_for(group_id))
     }
 
     /// Takes the coordinator partitions led here (partition → leader epoch): drops the groups
     /// of those no longer led (or led in another epoch) and returns those to load.
     pub(crate) fn follow_leadership(&self, led: &BTreeMap<i32, i32>) -> Vec<(i32, i32)> {
-        let mut loads = self.lock_loads();
-        let gone: Vec<i32> = loads
-            .iter()
-            .filter(|(p, l)| led.get(p) != Some(&l.epoch()))
-            .map(|(p, _)| *p)
-            .collect();
-        for p in &gone {
-            loads.remove(p);
-        }
-        let mut start = Vec::new();
-        for (p, epoch) in led {
-            if !loads.contains_key(p) {
-                loads.insert(*p, Load::Loading(*epoch));
-                start.push((*p, *epoch));
-            }
-        }
-        drop(loads);
+        let (gone, start) = self.loads.follow(led);
         if !gone.is_empty() {
             self.unload(&gone);
         }
@@ -331,32 +319,24 @@ impl GroupCoordinator {
     /// Installs the groups a load of `partition` read, if the partition is still loading for
     /// `epoch`; returns whether it was.
     pub(crate) fn install(&self, partition: i32, epoch: i32, loaded: LoadedGroups) -> bool {
-        let mut loads = self.lock_loads();
-        if loads.get(&partition) != Some(&Load::Loading(epoch)) {
-            return false;
-        }
-        let groups = groups_from(loaded);
-        let mut map = self.map();
-        for (id, g) in groups {
-            map.insert(id, Arc::new(tokio::sync::Mutex::new(g)));
-        }
-        loads.insert(partition, Load::Loaded(epoch));
-        true
+        self.loads.finish(partition, epoch, || {
+            let mut map = self.map();
+            for (id, g) in groups_from(loaded) {
+                map.insert(id, Arc::new(tokio::sync::Mutex::new(g)));
+            }
+        })
     }
 
     /// Forgets a load that failed, so that the next leadership change tries again.
     pub(crate) fn abandon(&self, partition: i32, epoch: i32) {
-        let mut loads = self.lock_loads();
-        if loads.get(&partition) == Some(&Load::Loading(epoch)) {
-            loads.remove(&partition);
-        }
+        self.loads.abandon(partition, epoch);
     }
 
     /// Persists `writes` of coordinator partition `partition`: through the offsets topic in a
     /// cluster, then in the local column family.
     async fn persist(&self, partition: i32, writes: Vec<GroupWrite>) -> Result<(), WriteError> {
         if let Some(broker) = self.cluster_broker() {
-            replicated::append(&broker, partition, &writes).await?;
+            state_log::append(&broker, StateLog::Groups, partition, &writes).await?;
         }
         self.store.write(writes).await?;
         Ok(())
@@ -552,6 +532,32 @@ impl GroupCoordinator {
         group.pending_txn.remove(&producer_id);
         if commit {
             group.offsets.extend(pending);
+        }
+        Ok(())
+    }
+
+    /// A transaction marker for coordinator partition `partition` (WriteTxnMarkers from the
+    /// transaction's coordinator): ends the offsets producer `producer_id` left pending in
+    /// every group of the partition, as Kafka's group coordinator does when it reads the marker
+    /// in its log.
+    pub async fn complete_partition(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        commit: bool,
+    ) -> Result<(), ResponseError> {
+        self.loads.check(partition)?;
+        let ids: Vec<String> = self
+            .map()
+            .keys()
+            .filter(|id| self.partition_for(id) == partition)
+            .cloned()
+            .collect();
+        for id in ids {
+            if let Err(e) = self.complete_txn(&id, producer_id, commit).await {
+                tracing::warn!(group = %id, error = %e, "could not complete transactional offsets");
+                return Err(e.response_error());
+            }
         }
         Ok(())
     }

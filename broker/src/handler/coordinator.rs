@@ -3,16 +3,18 @@
 //! A group or transactional id hashes to a coordinator partition as in Kafka
 //! (`abs(hashCode) % offsets.topic.num.partitions`, or `transaction.state.log.num.partitions`).
 //! On a single node this node coordinates every partition. In a cluster a group's coordinator
-//! is the leader of its partition of `__consumer_offsets` (see `group::replicated`), and a
-//! node asked about a group it does not coordinate answers NOT_COORDINATOR, sending the client
-//! back to FindCoordinator.
+//! is the leader of its partition of `__consumer_offsets`, a transactional id's the leader of
+//! its partition of `__transaction_state` (see `state_log`), and a node asked about a group or
+//! transactional id it does not coordinate answers NOT_COORDINATOR, sending the client back to
+//! FindCoordinator.
 
+use fjord_storage::StateLog;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
 use super::{str_bytes, RequestContext};
-use crate::group::replicated::{self, Load};
+use crate::state_log;
 use crate::Broker;
 
 /// `key_type` of a consumer group.
@@ -25,36 +27,31 @@ pub fn group_coordinator(broker: &Broker, group_id: &str) -> Result<i32, (Respon
     if !broker.groups.is_replicated() {
         return Ok(broker.node_id());
     }
-    replicated::coordinator(broker, broker.groups.partition_for(group_id))
+    state_log::coordinator(broker, StateLog::Groups, broker.groups.partition_for(group_id))
+}
+
+/// The node coordinating transactional id `transactional_id`, or why there is none.
+pub fn txn_coordinator(broker: &Broker, transactional_id: &str) -> Result<i32, (ResponseError, String)> {
+    if !broker.txns.is_replicated() {
+        return Ok(broker.node_id());
+    }
+    state_log::coordinator(
+        broker,
+        StateLog::Transactions,
+        broker.txns.partition_for(transactional_id),
+    )
 }
 
 /// Whether this node coordinates group `group_id` now: `NOT_COORDINATOR` if another node
 /// does, `COORDINATOR_LOAD_IN_PROGRESS` while its partition is being loaded here.
 pub fn check_group(broker: &Broker, group_id: &str) -> Result<(), ResponseError> {
-    if !broker.groups.is_replicated() {
-        return Ok(());
-    }
-    match broker.groups.load_state(broker.groups.partition_for(group_id)) {
-        Some(Load::Loaded(_)) => Ok(()),
-        Some(Load::Loading(_)) => Err(ResponseError::CoordinatorLoadInProgress),
-        None => Err(ResponseError::NotCoordinator),
-    }
+    broker.groups.check(group_id)
 }
 
-/// Why transactions are refused in a cluster of several nodes.
-const NO_CLUSTER_TRANSACTIONS: &str = "transactions are not available in a Fjord cluster of several nodes yet: \
-     transaction markers are written only to the coordinator's own partitions";
-
-/// `COORDINATOR_NOT_AVAILABLE` in a cluster of several nodes, where a transaction's markers
-/// would have to reach partitions led by other brokers (WriteTxnMarkers), which Fjord does not
-/// do yet: refusing the transactional producer up front is better than a commit that marks
-/// only some of its partitions.
-pub fn check_txn(broker: &Broker) -> Result<(), ResponseError> {
-    if !broker.config.is_cluster() {
-        Ok(())
-    } else {
-        Err(ResponseError::CoordinatorNotAvailable)
-    }
+/// Whether this node coordinates transactional id `transactional_id` now, as
+/// [`check_group`].
+pub fn check_txn(broker: &Broker, transactional_id: &str) -> Result<(), ResponseError> {
+    broker.txns.check(transactional_id)
 }
 
 /// One key's answer: node id, host, port, or an error with its message.
@@ -67,10 +64,7 @@ fn lookup(
     // Kafka answers any key, the empty one included: it hashes to a partition like any other.
     let node = match key_type {
         KEY_TYPE_GROUP => group_coordinator(broker, key)?,
-        KEY_TYPE_TRANSACTION => match check_txn(broker) {
-            Ok(()) => broker.node_id(),
-            Err(e) => return Err((e, NO_CLUSTER_TRANSACTIONS.to_string())),
-        },
+        KEY_TYPE_TRANSACTION => txn_coordinator(broker, key)?,
         other => return Err((ResponseError::InvalidRequest, format!("unknown key type {other}"))),
     };
     if node == broker.node_id() {

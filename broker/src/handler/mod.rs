@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod groups;
 pub mod leader_epoch;
 pub mod list_offsets;
+pub mod markers;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -74,6 +75,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::TxnOffsetCommit,
     ApiKey::DescribeTransactions,
     ApiKey::ListTransactions,
+    ApiKey::WriteTxnMarkers,
 ];
 
 /// The versions served for an API, `None` if it is not served.
@@ -328,6 +330,7 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         }
         RequestKind::AddOffsetsToTxn(r) => ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(b, &ctx, r).await),
         RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(b, &ctx, r).await),
+        RequestKind::WriteTxnMarkers(r) => ResponseKind::WriteTxnMarkers(markers::write_txn_markers(b, r).await),
         RequestKind::TxnOffsetCommit(r) => ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(b, &ctx, r).await),
         RequestKind::DescribeTransactions(r) => {
             ResponseKind::DescribeTransactions(txn::describe_transactions(b, r).await)

@@ -6,11 +6,9 @@
 //! decode, ask it, perform the effects it returns (state records, markers through the partition
 //! log like any append, group offsets) and encode the answer.
 
-use fjord_protocol::batch::control_batch;
-use fjord_storage::producers::TxnMarker;
-use fjord_storage::{AppendBatch, CommittedOffset};
+use fjord_storage::CommittedOffset;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction};
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
@@ -20,7 +18,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey,
     DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
     InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
     TxnOffsetCommitRequest, TxnOffsetCommitResponse,
@@ -28,9 +26,14 @@ use kafka_protocol::messages::{
 
 use super::{str_bytes, topic_name, RequestContext};
 use crate::group::GroupKind;
-use crate::txn::state::{self, Effect, Markers, TimerAction, Transition};
+use crate::state_log::OFFSETS_TOPIC;
+use crate::txn::state::{self, Effect, TimerAction, Transition};
 use crate::txn::{now_ms, TxnMeta};
-use crate::{partition_id, Broker};
+use crate::Broker;
+
+/// AddPartitionsToTxn version a partition leader or group coordinator sends a transaction
+/// coordinator: the first of the broker form, with `verify_only` (KIP-890).
+const ADD_PARTITIONS_BROKER_VERSION: i16 = 4;
 
 /// PRODUCER_FENCED (KIP-588) is newer than the APIs' first versions; older clients know
 /// INVALID_PRODUCER_EPOCH.
@@ -69,15 +72,15 @@ async fn perform(broker: &Broker, m: &mut TxnMeta, effects: Vec<Effect>) -> Resu
             Effect::Persist(next) => {
                 if let Err(e) = broker.txns.persist(&next).await {
                     tracing::error!(transactional_id = %next.transactional_id, error = %e, "could not persist transaction state");
-                    return Err(ResponseError::CoordinatorNotAvailable);
+                    return Err(e.response_error());
                 }
                 *m = next;
             }
-            Effect::WriteMarkers(markers) => write_markers(broker, &markers).await?,
+            Effect::WriteMarkers(markers) => super::markers::write_markers(broker, &markers).await?,
             Effect::Remove => {
                 if let Err(e) = broker.txns.remove(m).await {
                     tracing::warn!(transactional_id = %m.transactional_id, error = %e, "could not expire a transactional id");
-                    return Err(ResponseError::CoordinatorNotAvailable);
+                    return Err(e.response_error());
                 }
             }
         }
@@ -99,53 +102,6 @@ async fn run<T>(
     Ok(reply)
 }
 
-/// A marker in every partition of the transaction that still exists, then the transaction's
-/// offsets in its groups.
-async fn write_markers(broker: &Broker, markers: &Markers) -> Result<(), ResponseError> {
-    let meta = broker.metadata();
-    let now = now_ms();
-    for (topic, p) in &markers.partitions {
-        let Some(t) = meta.topics.get(topic) else {
-            continue; // deleted since: nothing to mark
-        };
-        let Some(pmeta) = usize::try_from(*p).ok().and_then(|i| t.partitions.get(i)) else {
-            continue;
-        };
-        let batch = AppendBatch {
-            bytes: control_batch(markers.producer_id, markers.epoch, markers.commit, 0, now),
-            record_count: 1,
-            max_timestamp: now,
-            max_timestamp_offset_delta: 0,
-            producer: None,
-            marker: Some(TxnMarker {
-                producer_id: markers.producer_id,
-                epoch: markers.epoch,
-                commit: markers.commit,
-                coordinator_epoch: 0,
-            }),
-        };
-        match broker
-            .store
-            .append(partition_id(t, *p), batch, pmeta.leader_epoch)
-            .await
-        {
-            Ok(_) => {}
-            Err(fjord_storage::StorageError::UnknownPartition) => {}
-            Err(e) => {
-                tracing::error!(topic, partition = p, error = %e, "could not write a transaction marker");
-                return Err(ResponseError::CoordinatorNotAvailable);
-            }
-        }
-    }
-    for g in &markers.groups {
-        if let Err(e) = broker.groups.complete_txn(g, markers.producer_id, markers.commit).await {
-            tracing::error!(group = %g, error = %e, "could not complete transactional offsets");
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-    }
-    Ok(())
-}
-
 /// InitProducerId: a new producer id for an idempotent producer; for a transactional id, the
 /// id and a bumped epoch (fencing older instances), after aborting what they left open.
 pub async fn init_producer_id(
@@ -161,7 +117,7 @@ pub async fn init_producer_id(
             Err(e) => init_error(e),
         };
     };
-    if let Err(e) = super::coordinator::check_txn(broker) {
+    if let Err(e) = super::coordinator::check_txn(broker, &tid) {
         return init_error(e);
     }
     let txns = &broker.txns;
@@ -211,11 +167,18 @@ async fn add_partitions(
         .iter()
         .map(|t| (t.name.to_string(), t.partitions.clone()))
         .collect();
+    if let Err(e) = super::coordinator::check_txn(broker, tid) {
+        return topics
+            .into_iter()
+            .map(|(name, ps)| (name, ps.into_iter().map(|p| (p, e.code())).collect()))
+            .collect();
+    }
     let input = state::AddPartitionsInput {
         producer_id,
         epoch,
         verify_only,
         topics: &topics,
+        offsets_partitions: broker.groups.cfg.offsets_partitions,
     };
     let meta = broker.metadata();
     let exists = |t: &str, p: i32| {
@@ -307,6 +270,9 @@ pub async fn add_offsets_to_txn(
     ctx: &RequestContext,
     req: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
+    if let Err(e) = super::coordinator::check_txn(broker, req.transactional_id.as_str()) {
+        return AddOffsetsToTxnResponse::default().with_error_code(e.code());
+    }
     let mut m = broker.txns.lock(req.transactional_id.as_str(), false).await;
     let t = state::add_offsets(
         m.as_deref(),
@@ -349,15 +315,10 @@ pub async fn txn_offset_commit(
                 .collect(),
         )
     };
-    let checked = {
-        let m = broker.txns.lock(req.transactional_id.as_str(), false).await;
-        state::check_offsets(
-            m.as_deref(),
-            req.producer_id.0,
-            req.producer_epoch,
-            req.group_id.as_str(),
-        )
-    };
+    if let Err(e) = super::coordinator::check_group(broker, req.group_id.as_str()) {
+        return respond(&|_, _| e.code());
+    }
+    let checked = check_txn_offsets(broker, &req).await;
     if let Err(e) = checked {
         let e = for_version(e, ctx.version >= 2);
         return respond(&|_, _| e.code());
@@ -431,8 +392,100 @@ pub async fn txn_offset_commit(
     })
 }
 
+/// TxnOffsetCommit's check that the producer's transaction is open and has the group: asked
+/// of the transaction's coordinator, here or (in a cluster) on another broker, which answers
+/// whether the group's `__consumer_offsets` partition is in the transaction (KIP-890).
+async fn check_txn_offsets(broker: &Broker, req: &TxnOffsetCommitRequest) -> Result<(), ResponseError> {
+    let tid = req.transactional_id.as_str();
+    if req.group_id.is_empty() {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    match super::coordinator::txn_coordinator(broker, tid) {
+        Ok(node) if node == broker.node_id() => {
+            super::coordinator::check_txn(broker, tid)?;
+            let m = broker.txns.lock(tid, false).await;
+            state::check_offsets(
+                m.as_deref(),
+                req.producer_id.0,
+                req.producer_epoch,
+                req.group_id.as_str(),
+            )
+        }
+        Ok(node) => {
+            let partition = broker.groups.partition_for(req.group_id.as_str());
+            let target = (OFFSETS_TOPIC, partition);
+            verify_remote(broker, node, tid, req.producer_id.0, req.producer_epoch, target, true)
+                .await
+                .map_err(|e| e.unwrap_or(ResponseError::CoordinatorNotAvailable))
+        }
+        Err((e, _)) => Err(e),
+    }
+}
+
+/// Asks transaction coordinator `node` whether `target` is in the open transaction of
+/// `producer_id` (`verify_only`), or to add it (AddPartitionsToTxn v4, as Kafka's partition
+/// leaders do). `Err(None)`: the coordinator could not be asked or could not answer for now.
+async fn verify_remote(
+    broker: &Broker,
+    node: i32,
+    tid: &str,
+    producer_id: i64,
+    epoch: i16,
+    target: (&str, i32),
+    verify_only: bool,
+) -> Result<(), Option<ResponseError>> {
+    let req = AddPartitionsToTxnRequest::default().with_transactions(vec![AddPartitionsToTxnTransaction::default()
+        .with_transactional_id(TransactionalId(str_bytes(tid)))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_verify_only(verify_only)
+        .with_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(topic_name(target.0))
+            .with_partitions(vec![target.1])])]);
+    let resp: AddPartitionsToTxnResponse = broker
+        .peers
+        .call(
+            broker,
+            node,
+            ApiKey::AddPartitionsToTxn,
+            ADD_PARTITIONS_BROKER_VERSION,
+            &req,
+        )
+        .await
+        .map_err(|e| {
+            tracing::debug!(coordinator = node, error = %e, "could not ask the transaction coordinator");
+            None
+        })?;
+    if resp.error_code != 0 {
+        return Err(None);
+    }
+    let code = resp
+        .results_by_transaction
+        .iter()
+        .flat_map(|t| &t.topic_results)
+        .flat_map(|t| &t.results_by_partition)
+        .map(|p| p.partition_error_code)
+        .next()
+        .ok_or(None)?;
+    match ResponseError::try_from_code(code) {
+        None => Ok(()),
+        Some(
+            ResponseError::CoordinatorNotAvailable
+            | ResponseError::NotCoordinator
+            | ResponseError::CoordinatorLoadInProgress,
+        ) => Err(None),
+        Some(e) => Err(Some(e)),
+    }
+}
+
 /// EndTxn: commit or abort the open transaction.
 pub async fn end_txn(broker: &Broker, ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse {
+    if let Err(e) = super::coordinator::check_txn(broker, req.transactional_id.as_str()) {
+        return EndTxnResponse::default()
+            .with_error_code(e.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     let mut m = broker.txns.lock(req.transactional_id.as_str(), false).await;
     let input = state::EndInput {
         producer_id: req.producer_id.0,
@@ -466,6 +519,40 @@ pub async fn verify_transactional_write(
     let Some(tid) = transactional_id.filter(|t| !t.is_empty()) else {
         return Err(ResponseError::TransactionalIdAuthorizationFailed);
     };
+    // Kafka answers a coordinator it cannot ask yet with NOT_ENOUGH_REPLICAS, which every
+    // producer retries.
+    let node = super::coordinator::txn_coordinator(broker, tid).map_err(|_| ResponseError::NotEnoughReplicas)?;
+    if node != broker.node_id() {
+        let leader_epoch = broker
+            .metadata()
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?))
+            .map(|p| p.leader_epoch)
+            .unwrap_or(-1);
+        let verified = (producer_id, epoch, leader_epoch);
+        if broker.txns.verified.contains(topic, partition, verified) {
+            return Ok(());
+        }
+        // Produce v12+ (transaction version 2) adds the partition to the transaction, older
+        // versions only verify it is there.
+        let verify_only = produce_version < 12;
+        return match verify_remote(broker, node, tid, producer_id, epoch, (topic, partition), verify_only).await {
+            Ok(()) => {
+                broker.txns.verified.insert(topic, partition, verified);
+                Ok(())
+            }
+            Err(None) => Err(ResponseError::NotEnoughReplicas),
+            Err(Some(ResponseError::InvalidTxnState)) if produce_version == 11 => {
+                Err(ResponseError::TransactionAbortable)
+            }
+            Err(Some(ResponseError::ProducerFenced | ResponseError::InvalidProducerIdMapping)) => {
+                Err(ResponseError::InvalidProducerEpoch)
+            }
+            Err(Some(e)) => Err(e),
+        };
+    }
+    super::coordinator::check_txn(broker, tid).map_err(|_| ResponseError::NotEnoughReplicas)?;
     let mut m = broker.txns.lock(tid, false).await;
     let input = state::WriteInput {
         produce_version,
@@ -482,6 +569,14 @@ pub async fn verify_transactional_write(
 pub async fn describe_transactions(broker: &Broker, req: DescribeTransactionsRequest) -> DescribeTransactionsResponse {
     let mut out = Vec::with_capacity(req.transactional_ids.len());
     for tid in req.transactional_ids {
+        if let Err(e) = super::coordinator::check_txn(broker, tid.as_str()) {
+            out.push(
+                describe::TransactionState::default()
+                    .with_transactional_id(tid)
+                    .with_error_code(e.code()),
+            );
+            continue;
+        }
         let state = match broker.txns.lock(tid.as_str(), false).await {
             Some(m) if m.has_producer() => {
                 let mut topics: Vec<TopicData> = Vec::new();

@@ -11,36 +11,25 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use fjord_controller::PartitionMeta;
-use fjord_protocol::frame::encode_request;
 use fjord_storage::PartitionId;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use kafka_protocol::protocol::StrBytes;
 use tokio::task::JoinHandle;
 
 use super::is_replicated;
+use crate::peers::Conn;
 use crate::{partition_id, Broker};
 
 /// Fetch version followers send: the newest that names topics rather than topic ids.
 const FETCH_VERSION: i16 = 12;
 /// OffsetForLeaderEpoch version followers send.
 const EPOCH_VERSION: i16 = 4;
-/// Largest response a follower reads: a fetch answers at least one whole batch, whatever the
-/// byte limits, so this only bounds a broken peer.
-const MAX_RESPONSE_BYTES: usize = 256 << 20;
-/// How long a request to the leader may take beyond its own wait before the connection is
-/// dropped (Kafka's `replica.socket.timeout.ms` default is 30 s; a dead leader is noticed by
-/// the controller well before that).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A partition this node follows, as of one metadata snapshot.
 #[derive(Debug, Clone)]
@@ -101,56 +90,6 @@ impl Drop for Fetchers {
     }
 }
 
-/// A connection to a leader's client listener.
-struct Conn {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Conn {
-    async fn open(host: &str, port: u16) -> std::io::Result<Conn> {
-        let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
-        Ok(Conn { stream, correlation: 0 })
-    }
-
-    async fn call<Req, Resp>(&mut self, key: ApiKey, version: i16, req: &Req, wait: Duration) -> std::io::Result<Resp>
-    where
-        Req: Encodable + HeaderVersion,
-        Resp: Decodable + HeaderVersion,
-    {
-        let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-        self.correlation = self.correlation.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("fjord-replica-fetcher")));
-        let frame = encode_request(&header, req).map_err(|e| bad(e.to_string()))?;
-        let exchange = async {
-            self.stream.write_all(&frame).await?;
-            let len = self.stream.read_u32().await? as usize;
-            if len > MAX_RESPONSE_BYTES {
-                return Err(bad(format!("a response of {len} bytes")));
-            }
-            let mut body = vec![0u8; len];
-            self.stream.read_exact(&mut body).await?;
-            Ok(Bytes::from(body))
-        };
-        let mut body = tokio::time::timeout(wait + REQUEST_TIMEOUT, exchange)
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the leader did not answer"))??;
-        let header =
-            ResponseHeader::decode(&mut body, Resp::header_version(version)).map_err(|e| bad(e.to_string()))?;
-        if header.correlation_id != self.correlation {
-            return Err(bad("an answer to another request".into()));
-        }
-        Resp::decode(&mut body, version).map_err(|e| bad(e.to_string()))
-    }
-}
-
 /// Fetches from `leader` until this node follows nothing of it.
 async fn fetch_from(broker: Arc<Broker>, leader: i32) {
     let me = broker.node_id();
@@ -173,7 +112,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
             continue;
         };
         if conn.is_none() {
-            match Conn::open(&endpoint.0, endpoint.1).await {
+            match Conn::open(&endpoint.0, endpoint.1, "fjord-replica-fetcher").await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::debug!(leader, error = %e, "cannot reach the leader");

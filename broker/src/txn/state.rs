@@ -23,6 +23,7 @@ use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 
 use super::TxnConfig;
+use crate::group::coordinator_partition;
 
 /// A producer id and its epoch.
 pub type IdAndEpoch = (i64, i16);
@@ -373,6 +374,9 @@ pub struct AddPartitionsInput<'a> {
     pub verify_only: bool,
     /// Topics with their partitions, as requested.
     pub topics: &'a [(String, Vec<i32>)],
+    /// `offsets.topic.num.partitions`: a group's offsets partition is in the transaction once
+    /// AddOffsetsToTxn added the group, as Kafka adds that partition.
+    pub offsets_partitions: i32,
 }
 
 /// Per topic, per partition, as requested.
@@ -398,7 +402,15 @@ pub fn add_partitions(
         Err(e) => return Transition::answer(each(&|_, _| Err(e))),
     };
     if input.verify_only {
-        let in_txn = |t: &str, p: i32| m.state == TxnState::Ongoing && m.partitions.contains(&(t.to_string(), p));
+        let in_txn = |t: &str, p: i32| {
+            let offsets_partition = || {
+                t == crate::state_log::OFFSETS_TOPIC
+                    && m.groups
+                        .iter()
+                        .any(|g| coordinator_partition(g, input.offsets_partitions) == p)
+            };
+            m.state == TxnState::Ongoing && (m.partitions.contains(&(t.to_string(), p)) || offsets_partition())
+        };
         return Transition::answer(each(&|t, p| {
             if in_txn(t, p) {
                 Ok(())

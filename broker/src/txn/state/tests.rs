@@ -101,6 +101,7 @@ fn add(epoch: i16, verify_only: bool, topics: &[(String, Vec<i32>)]) -> AddParti
         epoch,
         verify_only,
         topics,
+        offsets_partitions: 50,
     }
 }
 
@@ -465,6 +466,30 @@ fn verify_only_says_which_partitions_are_in_the_open_transaction() {
             .iter()
             .all(|(_, _, r)| *r == Err(ResponseError::InvalidTxnState)));
     }
+}
+
+#[test]
+fn a_groups_offsets_partition_is_in_the_transaction_once_the_group_is() {
+    // A group coordinator on another broker verifies a TxnOffsetCommit by the group's
+    // __consumer_offsets partition, which AddOffsetsToTxn put in the transaction.
+    let g = crate::group::coordinator_partition("g", 50);
+    let other = (g + 1) % 50;
+    let req = topics(&[("__consumer_offsets", &[g, other])]);
+    let m = ongoing(5, &[("a", 0)], &["g"], NOW - 1);
+    let t = add_partitions(Some(&m), &add(5, true, &req), exists, NOW);
+    assert!(t.effects.is_empty());
+    assert_eq!(
+        results(&t.reply),
+        vec![
+            ("__consumer_offsets".into(), g, Ok(())),
+            ("__consumer_offsets".into(), other, Err(ResponseError::InvalidTxnState)),
+        ]
+    );
+    let without = ongoing(5, &[("a", 0)], &[], NOW - 1);
+    let t = add_partitions(Some(&without), &add(5, true, &req), exists, NOW);
+    assert!(results(&t.reply)
+        .iter()
+        .all(|(_, _, r)| *r == Err(ResponseError::InvalidTxnState)));
 }
 
 // =========================================================================== AddOffsetsToTxn
