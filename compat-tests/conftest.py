@@ -114,8 +114,13 @@ class BrokerError(AssertionError):
 class Broker:
     """One fjord process with its own port and log dir; restartable on both."""
 
-    def __init__(self, name: str, overrides: dict[str, object] | None = None):
+    def __init__(self, name: str, overrides: dict[str, object] | None = None, host: str = "127.0.0.1",
+                 netns: str | None = None):
         self.name = name
+        #: The address it listens on; with `netns`, its own in that network namespace
+        #: (see netlab.py).
+        self.host = host
+        self.netns = netns
         self.dir = Path(tempfile.mkdtemp(prefix=f"fjord-compat-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)[:40]}-"))
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "broker.log"
@@ -125,10 +130,10 @@ class Broker:
         self.metrics_port = free_port()
         self.overrides = {
             "node.id": self.node_id,
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": f"PLAINTEXT://{host}:{self.port}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{self.port}",
             "log.dirs": str(self.data_dir),
-            "metrics.listener": f"http://127.0.0.1:{self.metrics_port}",
+            "metrics.listener": f"http://{host}:{self.metrics_port}",
         }
         self.overrides.update(overrides or {})
         self.proc: subprocess.Popen | None = None
@@ -137,7 +142,7 @@ class Broker:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def metrics_url(self) -> str:
@@ -151,7 +156,8 @@ class Broker:
         return FJORD_BIN.name == "kafka-as-fjord"
 
     def command(self) -> list[str]:
-        cmd = [str(FJORD_BIN)]
+        cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
+        cmd += [str(FJORD_BIN)]
         for k, v in self.overrides.items():
             cmd += ["--override", f"{k}={v}"]
         return cmd
@@ -190,7 +196,7 @@ class Broker:
         while True:
             self._check_alive()
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
@@ -317,16 +323,19 @@ def start_cluster():
     settings) that live until the end of the session."""
     made: list[Broker] = []
 
-    def start(name: str, n: int = 3, **overrides) -> list[Broker]:
+    def start(name: str, n: int = 3, network=None, **overrides) -> list[Broker]:
+        """`network` (a netlab.Network of `n` nodes) runs each node in a namespace of its own."""
+        hosts = network.addresses if network is not None else ["127.0.0.1"] * n
         controller_ports = [free_port() for _ in range(n)]
-        voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(controller_ports))
+        voters = ",".join(f"{i + 1}@{hosts[i]}:{p}" for i, p in enumerate(controller_ports))
         nodes = []
         for i in range(n):
-            b = Broker(f"{name}-node{i + 1}", overrides)
+            b = Broker(f"{name}-node{i + 1}", overrides, host=hosts[i],
+                       netns=network.namespaces[i] if network is not None else None)
             b.node_id = i + 1
             b.overrides.update({
                 "node.id": b.node_id,
-                "listeners": f"PLAINTEXT://127.0.0.1:{b.port},CONTROLLER://127.0.0.1:{controller_ports[i]}",
+                "listeners": f"PLAINTEXT://{b.host}:{b.port},CONTROLLER://{b.host}:{controller_ports[i]}",
                 "controller.listener.names": "CONTROLLER",
                 "controller.quorum.voters": voters,
                 "process.roles": "broker,controller",

@@ -5,6 +5,8 @@ Each run starts a fresh 3-node cluster and a topic of 3 partitions, replication 
 min.insync.replicas=2, and keeps two real clients busy for the whole run:
 
 - an idempotent acks=all confluent-kafka producer writing numbered records to every partition;
+- the same from the Java client (kafka-clients, through the compat suite's Java CLI) into a
+  topic of its own;
 - a KIP-848 consumer group (group.protocol=consumer) reading them and committing offsets every
   half second, while another client samples the group's committed offsets;
 - a transactional consume-transform-produce job (a classic group, read_committed): it copies each
@@ -13,8 +15,10 @@ min.insync.replicas=2, and keeps two real clients busy for the whole run:
 
 Meanwhile a schedule drawn from the run's seed applies faults one after the other, each given
 time to heal before the next: kill -9 of a partition leader, kill -9 of the controller leader
-(both restarted a little later), a follower paused (SIGSTOP) past replica.lag.time.max.ms, and
-a rolling restart (SIGTERM, start) of every node. At the end the checker reads every partition
+(both restarted a little later), a follower paused (SIGSTOP) past replica.lag.time.max.ms, a
+rolling restart (SIGTERM, start) of every node, a partition leader cut off from both other
+nodes (still reachable by the clients) for 2-8 s, and one link between two nodes cut for 2-8 s.
+Each node runs in a network namespace of its own (netlab.py) so that links can be cut. At the end the checker reads every partition
 from its start and proves:
 
 - every acknowledged record is there, once, at the offset it was acknowledged with;
@@ -24,8 +28,6 @@ from its start and proves:
   to the transactional job's committed offset, once each and in order, and no aborted record;
 - every node answers with the same leaders and a full ISR again.
 
-Not yet in the schedule: network cuts between nodes.
-
 Environment: FAULT_RUNS (default 1), FAULT_SEED (the first run's seed; default: from the
 clock), FAULT_STEPS (faults per run, default 5), FAULT_OUT (a JSON-lines file for the results).
 A failure names its seed; FAULT_SEED=<seed> FAULT_RUNS=1 replays the same schedule.
@@ -34,6 +36,7 @@ A failure names its seed; FAULT_SEED=<seed> FAULT_RUNS=1 replays the same schedu
 import json
 import os
 import random
+import subprocess
 import threading
 import time
 import uuid
@@ -42,14 +45,16 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import wait_for
+import netlab
+from clientlib import JAVA_CLASSPATH
+from conftest import _ALL, wait_for
 
 RUNS = int(os.environ.get("FAULT_RUNS", "1"))
 FIRST_SEED = int(os.environ.get("FAULT_SEED", str(int(time.time()) % 1_000_000)))
 STEPS = int(os.environ.get("FAULT_STEPS", "5"))
 OUT = os.environ.get("FAULT_OUT")
 PARTITIONS = 3
-FAULTS = ["kill-leader", "kill-controller", "pause-follower", "rolling-restart"]
+FAULTS = ["kill-leader", "kill-controller", "pause-follower", "rolling-restart", "partition-leader", "cut-link"]
 # Short enough that a run takes about a minute, long enough for a busy two-core machine.
 CLUSTER = {
     "broker.session.timeout.ms": 3000,
@@ -75,11 +80,15 @@ class Workload:
         self.consumed = 0
         self.errors: list[str] = []
         self.output = f"{topic}-out"
+        self.java_topic = f"{topic}-java"
+        self.java_sent = {p: 0 for p in range(PARTITIONS)}
+        self.java_acked: dict[int, dict[int, int]] = {p: {} for p in range(PARTITIONS)}
         self.txn = {"committed": 0, "aborted": 0, "retried": 0, "rewound": 0}
         self.threads = [threading.Thread(target=self._produce, daemon=True),
                         threading.Thread(target=self._consume, daemon=True),
                         threading.Thread(target=self._sample_commits, daemon=True),
-                        threading.Thread(target=self._transform, daemon=True)]
+                        threading.Thread(target=self._transform, daemon=True),
+                        threading.Thread(target=self._produce_java, daemon=True)]
 
     def start(self):
         for t in self.threads:
@@ -128,6 +137,37 @@ class Workload:
                         pass  # no offsets yet, or a coordinator moving: the next commit tries again
         finally:
             consumer.close()
+
+    def _produce_java(self):
+        cmd = ["java", "-XX:+UseSerialGC", "-cp", JAVA_CLASSPATH, "dev.fjord.compat.Cli", "stream-produce",
+               "--bootstrap", self.bootstrap, "--topic", self.java_topic]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True, bufsize=1)
+
+        def read_acks():
+            for line in proc.stdout:
+                ack = json.loads(line)
+                part, seq = ack["value"].split("-")
+                if "error" in ack:
+                    self.failed.append(f"java {ack['value']}: {ack['error']}: {ack.get('message')}")
+                else:
+                    self.java_acked[int(part)][ack["offset"]] = int(seq)
+
+        reader = threading.Thread(target=read_acks, daemon=True)
+        reader.start()
+        try:
+            while not self.stop.wait(0.01):
+                for p in range(PARTITIONS):
+                    seq = self.java_sent[p]
+                    self.java_sent[p] += 1
+                    proc.stdin.write(json.dumps({"partition": p, "value": f"{p}-{seq}"}) + "\n")
+            proc.stdin.close()
+            if proc.wait(150) != 0:
+                self.errors.append(f"the Java producer exited with {proc.returncode}")
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self.errors.append(f"the Java producer failed: {e!r}")
+            proc.kill()
+        reader.join(10)
 
     def _transactional_producer(self):
         producer = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": f"{self.group}-eos",
@@ -242,7 +282,7 @@ def controller_leader(admin) -> int:
     return admin.describe_cluster(request_timeout=5).result(timeout=10).controller.id
 
 
-def apply_fault(fault, rng, nodes, admin, topic, log):
+def apply_fault(fault, rng, nodes, network, admin, topic, log):
     by_id = {n.node_id: n for n in nodes}
     if fault == "kill-leader":
         leader = partitions(admin, topic)[rng.randrange(PARTITIONS)].leader
@@ -269,6 +309,22 @@ def apply_fault(fault, rng, nodes, admin, topic, log):
             n.stop()
             n.start()
             wait_for(lambda: healed(admin, topic), "the ISR full again after a restart", timeout_s=60)
+    elif fault == "partition-leader":
+        leader = partitions(admin, topic)[rng.randrange(PARTITIONS)].leader
+        others = [n.node_id for n in nodes if n.node_id != leader]
+        seconds = rng.uniform(2, 8)
+        log(f"cut node {leader} (a partition leader) off from nodes {others} for {seconds:.1f} s")
+        for o in others:
+            network.cut(leader, o)
+        time.sleep(seconds)
+        network.heal_all()
+    elif fault == "cut-link":
+        a, b = rng.sample([n.node_id for n in nodes], 2)
+        seconds = rng.uniform(2, 8)
+        log(f"cut the link between nodes {a} and {b} for {seconds:.1f} s")
+        network.cut(a, b)
+        time.sleep(seconds)
+        network.heal_all()
     else:
         raise AssertionError(fault)
 
@@ -323,30 +379,39 @@ def check_transformed(w: Workload, bootstrap: str, inputs: dict[int, dict[int, i
     return problems
 
 
-def check(w: Workload, bootstrap: str, topic: str) -> list[str]:
-    problems = list(w.errors)
-    inputs: dict[int, dict[int, int]] = {}
+def check_log(bootstrap: str, topic: str, sent: dict[int, int], acked: dict[int, dict[int, int]],
+              problems: list[str]) -> dict[int, dict[int, int]]:
+    """One producer's topic: every acknowledged record at its offset, once, in the order sent,
+    nothing never sent. Returns the log read (partition -> offset -> sequence number)."""
+    logs: dict[int, dict[int, int]] = {}
     for p in range(PARTITIONS):
         raw, high = read_partition(bootstrap, topic, p, committed=False)
         log: dict[int, int] = {}
         for offset, value in raw.items():
             part, seq = value.split("-")
             if int(part) != p:
-                problems.append(f"partition {p} offset {offset}: a record of partition {part}")
+                problems.append(f"{topic} partition {p} offset {offset}: a record of partition {part}")
             log[offset] = int(seq)
-        inputs[p] = log
+        logs[p] = log
         if len(log) < high:
-            problems.append(f"partition {p}: read {len(log)} of {high} records")
-        for offset, seq in w.acked[p].items():
+            problems.append(f"{topic} partition {p}: read {len(log)} of {high} records")
+        for offset, seq in acked[p].items():
             if log.get(offset) != seq:
-                problems.append(f"partition {p}: acknowledged {seq} at {offset}, found {log.get(offset)}")
+                problems.append(f"{topic} partition {p}: acknowledged {seq} at {offset}, found {log.get(offset)}")
         seqs = [log[o] for o in sorted(log)]
         if len(set(seqs)) != len(seqs):
-            problems.append(f"partition {p}: a record twice")
+            problems.append(f"{topic} partition {p}: a record twice")
         if seqs != sorted(seqs):
-            problems.append(f"partition {p}: out of the order sent")
-        if seqs and max(seqs) >= w.sent[p]:
-            problems.append(f"partition {p}: a record never sent ({max(seqs)} of {w.sent[p]})")
+            problems.append(f"{topic} partition {p}: out of the order sent")
+        if seqs and max(seqs) >= sent[p]:
+            problems.append(f"{topic} partition {p}: a record never sent ({max(seqs)} of {sent[p]})")
+    return logs
+
+
+def check(w: Workload, bootstrap: str, topic: str) -> list[str]:
+    problems = list(w.errors)
+    inputs = check_log(bootstrap, topic, w.sent, w.acked, problems)
+    check_log(bootstrap, w.java_topic, w.java_sent, w.java_acked, problems)
     problems += check_transformed(w, bootstrap, inputs)
     last: dict[int, int] = {}
     for sample in w.commits:
@@ -369,11 +434,22 @@ def test_fault_schedule(start_cluster, run):
         print(f"[seed {seed} +{time.monotonic() - started:5.1f}s] {what}", flush=True)
 
     log(f"schedule: {schedule}")
-    nodes = start_cluster(f"faults-{seed}", 3, **CLUSTER)
+    network = netlab.Network(3)
+    try:
+        run_schedule(start_cluster, network, seed, rng, schedule, started, log)
+    finally:
+        for n in list(_ALL):
+            if n.netns in network.namespaces:
+                n.kill()
+        network.teardown()
+
+
+def run_schedule(start_cluster, network, seed, rng, schedule, started, log):
+    nodes = start_cluster(f"faults-{seed}", 3, network=network, **CLUSTER)
     bootstrap = ",".join(n.bootstrap for n in nodes)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topic = f"faults-{seed}"
-    for name in (topic, f"{topic}-out"):
+    for name in (topic, f"{topic}-out", f"{topic}-java"):
         admin.create_topics([NewTopic(name, PARTITIONS, 3, config={"min.insync.replicas": "2"})],
                             operation_timeout=20, request_timeout=20)[name].result(timeout=30)
         wait_for(lambda: healed(admin, name), f"{name} in sync")
@@ -382,16 +458,19 @@ def test_fault_schedule(start_cluster, run):
     try:
         time.sleep(3)
         for fault in schedule:
-            apply_fault(fault, rng, nodes, admin, topic, log)
+            apply_fault(fault, rng, nodes, network, admin, topic, log)
             wait_for(lambda: healed(admin, topic), f"the cluster healed after {fault}", timeout_s=90)
             time.sleep(2)
     finally:
+        network.heal_all()
         for n in nodes:
             n.resume()
         w.finish()
     problems = check(w, bootstrap, topic)
     acked = sum(len(a) for a in w.acked.values())
-    result = {"seed": seed, "schedule": schedule, "acked": acked, "failed_deliveries": len(w.failed),
+    java_acked = sum(len(a) for a in w.java_acked.values())
+    result = {"seed": seed, "schedule": schedule, "acked": acked, "java_acked": java_acked,
+              "failed_deliveries": len(w.failed),
               "consumed": w.consumed, "commit_samples": len(w.commits), "transactions": w.txn,
               "problems": problems[:20],
               "seconds": round(time.monotonic() - started, 1)}
@@ -402,4 +481,5 @@ def test_fault_schedule(start_cluster, run):
     for n in nodes:
         n.stop()
     assert not problems, f"seed {seed}: {problems[:10]}"
-    assert acked > 0 and w.consumed > 0, f"seed {seed}: the clients did nothing"
+    assert acked > 0 and java_acked > 0 and w.consumed > 0 and w.txn["committed"] > 0, \
+        f"seed {seed}: a client did nothing"

@@ -7,6 +7,7 @@ Most tests use replication factor 1; the failover test replicates a partition th
 kills its leader under an idempotent acks=all producer.
 """
 
+import time
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, ElectionTyp
                              TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import netlab
 from clientlib import CLIENTS, assert_ok, consume, expected_layout, layout_mismatch, produce, sample_records
 from conftest import wait_for
 
@@ -303,3 +305,48 @@ def test_a_preferred_election_gives_leadership_back_to_the_first_replica(start_c
     finally:
         consumer.close()
     assert got == [f"before-{i}".encode() for i in range(20)] + [f"after-{i}".encode() for i in range(20)]
+
+
+@pytest.mark.skipif(not netlab.available(), reason="cutting links needs root and the ip tool")
+def test_a_node_cut_off_from_the_others_moves_no_other_leadership(start_cluster, topic_name):
+    """Each node in a network namespace of its own; the controller leader (as DescribeCluster
+    names it) is cut off from both other nodes for twice the broker session. It sees every
+    broker go silent, but what it decides alone must not take effect: once the links heal, the
+    partitions the other two nodes led are still theirs, and every partition takes acks=all
+    writes again."""
+    network = netlab.Network(3)
+    nodes = []
+    try:
+        nodes = start_cluster("netsplit", 3, network=network,
+                              **{"broker.session.timeout.ms": 2000, "broker.heartbeat.interval.ms": 300})
+        bootstrap = ",".join(n.bootstrap for n in nodes)
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(topic_name, 3, 3)], operation_timeout=20,
+                            request_timeout=20)[topic_name].result(timeout=30)
+
+        def in_sync(via):
+            t = via.list_topics(topic_name, timeout=5).topics.get(topic_name)
+            if t is None or t.error is not None or len(t.partitions) != 3:
+                return None
+            ps = t.partitions.values()
+            return {p.id: p.leader for p in ps} if all(p.leader >= 0 and len(p.isrs) == 3 for p in ps) else None
+
+        before = wait_for(lambda: in_sync(admin), "three in-sync replicas everywhere")
+        cut_off = admin.describe_cluster(request_timeout=10).result(timeout=20).controller.id
+        others = [n.node_id for n in nodes if n.node_id != cut_off]
+        for o in others:
+            network.cut(cut_off, o)
+        time.sleep(4)
+        network.heal_all()
+        after = wait_for(lambda: in_sync(admin), "in sync again after the links healed", timeout_s=60)
+        kept = {p: l for p, l in before.items() if l != cut_off}
+        assert {p: after[p] for p in kept} == kept, f"leaders before {before}, after {after}; {cut_off} was cut off"
+
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+        for p in range(3):
+            producer.produce(topic_name, value=f"after-{p}".encode(), partition=p)
+        assert producer.flush(30) == 0
+    finally:
+        for n in nodes:
+            n.kill()
+        network.teardown()

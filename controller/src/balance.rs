@@ -53,7 +53,7 @@ pub(crate) async fn balance_loop(controller: Controller, interval: Duration) {
             partitions: Some(partitions),
             unclean: false,
         };
-        if let Err(e) = controller.write_command(elect).await {
+        if let Err(e) = controller.write_as_leader(elect).await {
             tracing::warn!(error = %e, "could not balance partition leaders");
         }
     }

@@ -802,15 +802,38 @@ impl Controller {
         let meta = self.metadata();
         if meta.fenced.contains(&node) && meta.brokers.contains_key(&node) {
             tracing::info!(broker = node, "unfencing a broker that heartbeats again");
-            if let Err(e) = self.write(Command::UnfenceBroker { node_id: node }).await {
+            if let Err(e) = self.write_as_leader(Command::UnfenceBroker { node_id: node }).await {
                 tracing::warn!(broker = node, error = %e, "could not unfence a broker");
             }
         }
     }
 
-    /// Proposes `cmd` (see [`Controller::write`]) and returns its apply result.
-    pub(crate) async fn write_command(&self, cmd: Command) -> Result<CommandResponse> {
-        Ok(self.write(cmd).await?.1)
+    /// Proposes a decision this node took as the leader from what it alone observed (a broker
+    /// that stopped heartbeating it, an imbalance): here only, never forwarded. A leader cut
+    /// off from the others sees every broker go silent; once it learns of its successor, its
+    /// pending decisions must fail rather than reach the new leader and fence healthy brokers.
+    /// Raft commits the entry only while this node still leads with a majority behind it.
+    pub(crate) async fn write_as_leader(&self, cmd: Command) -> Result<CommandResponse> {
+        let proposed = tokio::time::timeout(
+            Duration::from_millis(WRITE_LEADER_WAIT_MS),
+            self.inner.raft.client_write(cmd),
+        )
+        .await
+        .map_err(|_| {
+            ControllerError::NotController(format!(
+                "the leader's write did not commit within {WRITE_LEADER_WAIT_MS} ms: no majority of the voters answers"
+            ))
+        })?;
+        match proposed {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(ControllerError::NotController(
+                format!("no longer the leader (the leader is {:?})", f.leader_id),
+            )),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ControllerError::Raft(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(map_fatal(f)),
+        }
     }
 
     /// Proposes `cmd` and returns where it landed in the log and its apply result.

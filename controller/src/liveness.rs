@@ -174,7 +174,7 @@ pub(crate) async fn fence_if_gone(controller: &Controller, broker: NodeId, since
         return;
     }
     tracing::warn!(broker, %addr, reason = why, "fencing a broker whose process is gone (its controller port refuses connections)");
-    if let Err(e) = controller.write_command(Command::FenceBroker { node_id: id }).await {
+    if let Err(e) = controller.write_as_leader(Command::FenceBroker { node_id: id }).await {
         tracing::warn!(broker, error = %e, "could not fence a broker");
     }
 }
@@ -223,7 +223,10 @@ pub(crate) async fn fencing_loop(controller: Controller, session: Duration, hear
                 session_ms = session.as_millis() as u64,
                 "fencing a broker that stopped heartbeating"
             );
-            if let Err(e) = controller.write_command(Command::FenceBroker { node_id: broker }).await {
+            if let Err(e) = controller
+                .write_as_leader(Command::FenceBroker { node_id: broker })
+                .await
+            {
                 tracing::warn!(broker, error = %e, "could not fence a broker");
             }
         }

@@ -566,6 +566,21 @@ async fn three_voters_replicate_forward_and_fail_over() {
             .expect("every node applies the topic and the three registrations");
     }
 
+    // A decision a node took as the leader from its own view (here: fence a broker) is never
+    // forwarded: a deposed or cut-off leader must not have it applied by its successor.
+    let victim = leader as i32 + 1;
+    let err = nodes[follower]
+        .write_as_leader(Command::FenceBroker { node_id: victim })
+        .await
+        .expect_err("a follower's own decision is refused");
+    assert!(matches!(err, ControllerError::NotController(_)), "{err:?}");
+    // A write through the log after it: had the fence been forwarded, it would be applied by now.
+    nodes[follower]
+        .create_topic("barrier", Uuid::new_v4(), 1, 1, BTreeMap::new())
+        .await
+        .expect("a later write");
+    assert!(!nodes[follower].metadata().fenced.contains(&victim), "nothing fenced");
+
     // The leader stops; the two others elect a new one and keep taking writes.
     nodes[leader].shutdown().await.expect("shutdown leader");
     let survivor = nodes[follower].clone();

@@ -102,6 +102,7 @@ public final class Cli {
         try {
             rc = switch (argv[0]) {
                 case "produce" -> produce(o);
+                case "stream-produce" -> streamProduce(o);
                 case "consume" -> consume(o);
                 case "offsets-for-times" -> offsetsForTimes(o);
                 case "watermarks" -> watermarks(o);
@@ -189,6 +190,44 @@ public final class Cli {
         for (int i = 0; i < records.size(); i++) {
             String r = results.get(i);
             OUT.println(r != null ? r : "{\"i\":" + i + ",\"error\":\"NoCallback\",\"message\":\"send never completed\"}");
+        }
+        return 0;
+    }
+
+    /**
+     * A long-running idempotent acks=all producer (the fault schedule's Java client): each stdin
+     * line {@code {"partition": p, "value": "text"}} is sent at once, and each acknowledgement is
+     * printed as it comes, {@code {"partition", "offset", "value"}} or {@code {"value", "error",
+     * "message"}}. At the end of stdin it flushes and exits.
+     */
+    private static int streamProduce(Opts o) throws Exception {
+        Properties p = common(o);
+        p.remove(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG);
+        p.put(ProducerConfig.ACKS_CONFIG, "all");
+        p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
+        p.put(ProducerConfig.LINGER_MS_CONFIG, o.get("linger-ms", "5"));
+        p.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, o.get("delivery-timeout-ms", "120000"));
+        p.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, o.get("max-block-ms", "120000"));
+        p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
+        String topic = o.required("topic");
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+            for (String line; (line = in.readLine()) != null; ) {
+                if (line.isBlank()) {
+                    continue;
+                }
+                Map<?, ?> m = (Map<?, ?>) new Json(line).parse();
+                int partition = ((Number) m.get("partition")).intValue();
+                String value = (String) m.get("value");
+                String quoted = Json.quote(value);
+                producer.send(new ProducerRecord<>(topic, partition, null, value.getBytes(StandardCharsets.UTF_8)),
+                        (RecordMetadata md, Exception e) -> OUT.println(e != null
+                                ? errorJson(e, "\"value\":" + quoted + ",")
+                                : "{\"partition\":" + md.partition() + ",\"offset\":" + md.offset()
+                                        + ",\"value\":" + quoted + "}"));
+            }
+            producer.flush();
         }
         return 0;
     }
