@@ -35,6 +35,7 @@ pub fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         StorageError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+        StorageError::CoordinatorFenced(_) => ResponseError::TransactionCoordinatorFenced,
         StorageError::ReplicaMismatch(_) => ResponseError::CorruptMessage,
         // Already logged once, when the directory went offline.
         StorageError::Offline(_) => ResponseError::KafkaStorageError,

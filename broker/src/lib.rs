@@ -367,7 +367,7 @@ async fn transaction_loop(broker: Arc<Broker>) {
     loop {
         // The first tick is immediate: prepared transactions found at startup complete now.
         tick.tick().await;
-        handler::txn::expire_transactions(&broker).await;
+        handler::txn::expire_transactions(&broker, None).await;
         if last_producer_check.elapsed() >= producer_check {
             last_producer_check = std::time::Instant::now();
             let max_age = broker.config.txns.producer_id_expiration_ms;

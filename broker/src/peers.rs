@@ -89,11 +89,27 @@ impl Conn {
     }
 }
 
-/// One reusable connection per peer for coordinator traffic (markers, verification).
+/// What a request to a peer is for. Each kind has its own connection to each peer, so that
+/// one kind never waits behind the other: a transaction coordinator holding a transaction's
+/// lock sends markers, while a partition leader's verification waits on such a lock at the
+/// coordinator; on one shared connection two brokers doing both to each other would each wait
+/// for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Channel {
+    /// WriteTxnMarkers, from a transaction coordinator.
+    Markers,
+    /// AddPartitionsToTxn checks, from a partition leader or group coordinator.
+    Verify,
+}
+
+/// One reusable connection per peer and [`Channel`] for coordinator traffic.
 #[derive(Default)]
 pub(crate) struct Peers {
-    conns: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<Option<Conn>>>>>,
+    conns: Mutex<HashMap<(i32, Channel), Slot>>,
 }
+
+/// A peer's connection, taken out while a request is in flight.
+type Slot = Arc<tokio::sync::Mutex<Option<Conn>>>;
 
 impl Peers {
     /// Sends `req` to broker `node` and reads the answer. One request at a time per peer;
@@ -103,6 +119,7 @@ impl Peers {
         &self,
         broker: &Broker,
         node: i32,
+        channel: Channel,
         key: ApiKey,
         version: i16,
         req: &Req,
@@ -115,7 +132,7 @@ impl Peers {
             .conns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(node)
+            .entry((node, channel))
             .or_default()
             .clone();
         let mut slot = slot.lock().await;

@@ -216,8 +216,16 @@ fn spec(broker: &Broker, log: StateLog) -> Spec {
 }
 
 /// Appends `writes` to coordinator partition `partition` of `log` as its leader and waits
-/// until the in-sync replicas have them.
-pub async fn append(broker: &Broker, log: StateLog, partition: i32, writes: &[GroupWrite]) -> Result<(), WriteError> {
+/// until the in-sync replicas have them. `epoch` is the leader epoch the writer's state was
+/// loaded in: state held since an earlier leadership of the partition (a request that kept an
+/// entry across a reload) must not overwrite what the new load installed.
+pub async fn append(
+    broker: &Broker,
+    log: StateLog,
+    partition: i32,
+    epoch: i32,
+    writes: &[GroupWrite],
+) -> Result<(), WriteError> {
     let name = topic(log);
     let refused = |error| WriteError::NotCommitted {
         topic: name,
@@ -226,7 +234,7 @@ pub async fn append(broker: &Broker, log: StateLog, partition: i32, writes: &[Gr
     };
     let meta = broker.metadata();
     let (topic, p) = led_partition(&meta, log, partition)
-        .filter(|(_, p)| p.leader == broker.node_id())
+        .filter(|(_, p)| p.leader == broker.node_id() && p.leader_epoch == epoch)
         .ok_or(refused(ResponseError::NotCoordinator))?;
     let settings = broker.produce_settings.get(&broker.config.topic_defaults, &meta, topic);
     if p.isr.len() < settings.min_insync_replicas {
@@ -419,7 +427,7 @@ async fn load(broker: Arc<Broker>, log: StateLog, partition: i32, epoch: i32) {
             if installed && log == StateLog::Transactions {
                 // Transactions the old coordinator had prepared finish now, not at the next
                 // timer tick: their producers wait on them.
-                crate::handler::txn::expire_transactions(&broker).await;
+                crate::handler::txn::expire_transactions(&broker, Some(partition)).await;
             }
         }
         Ok(None) => {}

@@ -34,6 +34,10 @@ pub enum StorageError {
     /// A write that contradicts the producer's transaction state (`INVALID_TXN_STATE`).
     #[error("invalid transaction state: {0}")]
     InvalidTxnState(String),
+    /// A transaction marker from a coordinator older than the one whose marker the producer
+    /// last had (`TRANSACTION_COORDINATOR_FENCED`).
+    #[error("transaction coordinator fenced: {0}")]
+    CoordinatorFenced(String),
     /// The log directory went offline after a failed fsync or write (`KAFKA_STORAGE_ERROR`);
     /// see [`crate::health`].
     #[error("log directory offline: {0}")]

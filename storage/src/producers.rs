@@ -184,10 +184,17 @@ pub fn after_append(
     e
 }
 
-/// Checks a marker against the producer's state (a marker from an older epoch is a zombie
-/// coordinator's).
+/// Checks a marker against the producer's state: a marker from an older producer epoch, or
+/// from a coordinator older than the one that wrote the producer's last marker (a coordinator
+/// partition's leader epoch), is a zombie coordinator's.
 pub fn check_marker(entry: Option<&ProducerEntry>, m: &TxnMarker) -> Result<()> {
     if let Some(e) = entry {
+        if m.coordinator_epoch < e.coordinator_epoch {
+            return Err(StorageError::CoordinatorFenced(format!(
+                "marker of producer {} from coordinator epoch {}, after one from epoch {}",
+                m.producer_id, m.coordinator_epoch, e.coordinator_epoch
+            )));
+        }
         if m.epoch < e.epoch {
             return Err(StorageError::InvalidProducerEpoch(format!(
                 "marker epoch {} of producer {} is older than its current epoch {}",
@@ -326,5 +333,24 @@ mod tests {
         );
         let stale = TxnMarker { epoch: -1, ..abort };
         assert!(check_marker(Some(&e), &stale).is_err());
+        // A coordinator deposed since (its coordinator epoch is older) is fenced, even for the
+        // producer's current epoch; the one that wrote the last marker, or a newer one, is not.
+        let zombie = TxnMarker {
+            coordinator_epoch: 2,
+            ..abort
+        };
+        assert!(matches!(
+            check_marker(Some(&e), &zombie),
+            Err(StorageError::CoordinatorFenced(_))
+        ));
+        check_marker(Some(&e), &abort).expect("the same coordinator");
+        check_marker(
+            Some(&e),
+            &TxnMarker {
+                coordinator_epoch: 4,
+                ..abort
+            },
+        )
+        .expect("a newer coordinator");
     }
 }

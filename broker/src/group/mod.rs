@@ -106,6 +106,9 @@ pub struct Group {
     pub pending_txn: BTreeMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
     /// Deleted: a request that locked it after the deletion must look the group up again.
     dead: bool,
+    /// In a cluster, the leader epoch of its coordinator partition when it was loaded or made
+    /// here: its writes are refused once the partition has another.
+    epoch: i32,
     /// The group's record must be written (set by KIP-848 heartbeats and conversions).
     pub dirty: bool,
 }
@@ -122,6 +125,7 @@ impl Group {
             pending_txn: BTreeMap::new(),
             dead: false,
             dirty: false,
+            epoch: -1,
         }
     }
 
@@ -238,7 +242,7 @@ impl GroupCoordinator {
         } else {
             store.load_all()?
         };
-        let groups = groups_from(loaded);
+        let groups = groups_from(loaded, -1);
         if !cluster {
             let offsets: usize = groups.values().map(|g| g.offsets.len()).sum();
             tracing::info!(groups = groups.len(), offsets, "consumer groups loaded");
@@ -321,7 +325,7 @@ impl GroupCoordinator {
     pub(crate) fn install(&self, partition: i32, epoch: i32, loaded: LoadedGroups) -> bool {
         self.loads.finish(partition, epoch, || {
             let mut map = self.map();
-            for (id, g) in groups_from(loaded) {
+            for (id, g) in groups_from(loaded, epoch) {
                 map.insert(id, Arc::new(tokio::sync::Mutex::new(g)));
             }
         })
@@ -334,9 +338,9 @@ impl GroupCoordinator {
 
     /// Persists `writes` of coordinator partition `partition`: through the offsets topic in a
     /// cluster, then in the local column family.
-    async fn persist(&self, partition: i32, writes: Vec<GroupWrite>) -> Result<(), WriteError> {
+    async fn persist(&self, partition: i32, epoch: i32, writes: Vec<GroupWrite>) -> Result<(), WriteError> {
         if let Some(broker) = self.cluster_broker() {
-            state_log::append(&broker, StateLog::Groups, partition, &writes).await?;
+            state_log::append(&broker, StateLog::Groups, partition, epoch, &writes).await?;
         }
         self.store.write(writes).await?;
         Ok(())
@@ -344,7 +348,7 @@ impl GroupCoordinator {
 }
 
 /// Groups in memory from what the store read.
-fn groups_from(loaded: LoadedGroups) -> HashMap<String, Group> {
+fn groups_from(loaded: LoadedGroups, epoch: i32) -> HashMap<String, Group> {
     let now = Instant::now();
     let mut groups: HashMap<String, Group> = HashMap::new();
     for g in loaded.groups {
@@ -385,6 +389,9 @@ fn groups_from(loaded: LoadedGroups) -> HashMap<String, Group> {
             .or_insert_with(|| Group::new(&o.group_id, o.partition));
         group.offsets.insert((o.topic, o.topic_partition), o.value);
     }
+    for g in groups.values_mut() {
+        g.epoch = epoch;
+    }
     groups
 }
 
@@ -406,10 +413,16 @@ impl GroupCoordinator {
                 match map.get(group_id) {
                     Some(g) => g.clone(),
                     None if create => {
-                        let g = Arc::new(tokio::sync::Mutex::new(Group::new(
-                            group_id,
-                            self.partition_for(group_id),
-                        )));
+                        let partition = self.partition_for(group_id);
+                        let mut group = Group::new(group_id, partition);
+                        if self.is_replicated() {
+                            // Only in a partition loaded here: one still loading would replace it.
+                            match self.loads.state(partition) {
+                                Some(Load::Loaded(epoch)) => group.epoch = epoch,
+                                _ => return None,
+                            }
+                        }
+                        let g = Arc::new(tokio::sync::Mutex::new(group));
                         map.insert(group_id.to_string(), g.clone());
                         g
                     }
@@ -442,7 +455,7 @@ impl GroupCoordinator {
                 group_id: group.id.clone(),
                 value: group.record(),
             };
-            if let Err(e) = self.persist(group.partition, vec![write]).await {
+            if let Err(e) = self.persist(group.partition, group.epoch, vec![write]).await {
                 tracing::error!(group = %group.id, error = %e, "could not persist group state");
                 failed = Some(ResponseError::CoordinatorNotAvailable);
             }
@@ -471,7 +484,7 @@ impl GroupCoordinator {
                 value: v.clone(),
             })
             .collect();
-        self.persist(group.partition, writes).await?;
+        self.persist(group.partition, group.epoch, writes).await?;
         for (key, v) in offsets {
             match v {
                 Some(v) => group.offsets.insert(key, v),
@@ -497,7 +510,7 @@ impl GroupCoordinator {
             producer_id,
             value: Some(value),
         };
-        self.persist(group.partition, vec![write]).await?;
+        self.persist(group.partition, group.epoch, vec![write]).await?;
         group.pending_txn.insert(producer_id, merged);
         Ok(())
     }
@@ -528,7 +541,7 @@ impl GroupCoordinator {
                 });
             }
         }
-        self.persist(group.partition, writes).await?;
+        self.persist(group.partition, group.epoch, writes).await?;
         group.pending_txn.remove(&producer_id);
         if commit {
             group.offsets.extend(pending);
@@ -568,7 +581,7 @@ impl GroupCoordinator {
             partition: group.partition,
             group_id: group.id.clone(),
         };
-        self.persist(group.partition, vec![write]).await?;
+        self.persist(group.partition, group.epoch, vec![write]).await?;
         group.offsets.clear();
         group.dead = true;
         self.map().remove(&group.id);

@@ -24,10 +24,12 @@ use kafka_protocol::messages::{ApiKey, ProducerId, WriteTxnMarkersRequest, Write
 
 use super::topic_name;
 use crate::error::storage_error_code;
+use crate::peers::Channel;
 use crate::replication::{is_replicated, Replication};
 use crate::state_log::OFFSETS_TOPIC;
 use crate::txn::now_ms;
 use crate::txn::state::Markers;
+use crate::txn::TxnMeta;
 use crate::{partition_id, Broker};
 
 /// WriteTxnMarkers version coordinators send (the only one Kafka 4 serves).
@@ -53,12 +55,16 @@ struct Marker {
 /// Writes a transaction's markers in every partition it touched that still exists and
 /// completes its offsets in its groups. Errors only when some target could not be reached
 /// before [`MARKER_DEADLINE`]; what was placed stays placed (a second marker closes nothing).
-pub async fn write_markers(broker: &Broker, markers: &Markers) -> Result<(), ResponseError> {
+///
+/// `m` is the transaction's coordinator state: its load epoch is the markers' coordinator epoch
+/// (a leader refuses a marker from a coordinator older than the one of the producer's last
+/// marker), and a coordinator that stops serving the transactional id stops placing them.
+pub async fn write_markers(broker: &Broker, m: &TxnMeta, markers: &Markers) -> Result<(), ResponseError> {
     let marker = Marker {
         producer_id: markers.producer_id,
         epoch: markers.epoch,
         commit: markers.commit,
-        coordinator_epoch: 0,
+        coordinator_epoch: m.load_epoch.max(0),
     };
     let mut remaining: BTreeSet<(String, i32)> = markers.partitions.clone();
     if broker.groups.is_replicated() {
@@ -68,6 +74,10 @@ pub async fn write_markers(broker: &Broker, markers: &Markers) -> Result<(), Res
     }
     let deadline = Instant::now() + MARKER_DEADLINE;
     loop {
+        if broker.txns.is_replicated() && !broker.txns.serves(&m.transactional_id, m.load_epoch) {
+            // Deposed: the new coordinator loaded the transaction and places its markers.
+            return Err(ResponseError::NotCoordinator);
+        }
         let meta = broker.metadata();
         let mut by_leader: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
         remaining.retain(|(topic, p)| {
@@ -85,7 +95,8 @@ pub async fn write_markers(broker: &Broker, markers: &Markers) -> Result<(), Res
         });
         let mut failed: Vec<((String, i32), ResponseError)> = Vec::new();
         for (leader, targets) in by_leader {
-            let outcome = if leader == broker.node_id() {
+            let local = leader == broker.node_id();
+            let outcome = if local {
                 let mut out = Vec::with_capacity(targets.len());
                 for (topic, p) in targets {
                     let r = place(broker, &topic, p, marker).await;
@@ -97,8 +108,20 @@ pub async fn write_markers(broker: &Broker, markers: &Markers) -> Result<(), Res
             };
             for (target, r) in outcome {
                 match r {
-                    Ok(()) | Err(ResponseError::UnknownTopicOrPartition) => {
+                    Ok(()) => {
                         remaining.remove(&target);
+                    }
+                    // A partition this node's metadata no longer has is gone; another leader's
+                    // answer may come from metadata behind this node's, so it is asked again.
+                    Err(ResponseError::UnknownTopicOrPartition) if local => {
+                        remaining.remove(&target);
+                    }
+                    Err(ResponseError::TransactionCoordinatorFenced) => {
+                        tracing::warn!(
+                            producer_id = markers.producer_id,
+                            "a newer transaction coordinator wrote this producer's markers"
+                        );
+                        return Err(ResponseError::NotCoordinator);
                     }
                     Err(e) => failed.push((target, e)),
                 }
@@ -159,7 +182,14 @@ async fn send(
         )]);
     let resp: std::io::Result<WriteTxnMarkersResponse> = broker
         .peers
-        .call(broker, leader, ApiKey::WriteTxnMarkers, WRITE_TXN_MARKERS_VERSION, &req)
+        .call(
+            broker,
+            leader,
+            Channel::Markers,
+            ApiKey::WriteTxnMarkers,
+            WRITE_TXN_MARKERS_VERSION,
+            &req,
+        )
         .await;
     let resp = match resp {
         Ok(r) => r,
@@ -242,8 +272,12 @@ async fn place(broker: &Broker, topic: &str, partition: i32, marker: Marker) -> 
     broker.txns.verified.forget(topic, partition, marker.producer_id);
     let appended = match broker.store.append(pid, batch, pmeta.leader_epoch).await {
         Ok(a) => a,
-        // Not made here yet (the reconciler runs on the same metadata change).
-        Err(StorageError::UnknownPartition) => return Err(ResponseError::NotLeaderOrFollower),
+        // In a cluster, not made here yet (the reconciler runs on the same metadata change);
+        // on a single node, gone.
+        Err(StorageError::UnknownPartition) if broker.config.is_cluster() => {
+            return Err(ResponseError::NotLeaderOrFollower)
+        }
+        Err(StorageError::UnknownPartition) => return Err(ResponseError::UnknownTopicOrPartition),
         Err(e) => {
             tracing::error!(topic, partition, error = %e, "could not write a transaction marker");
             return Err(storage_error_code(&e));

@@ -26,10 +26,12 @@ use kafka_protocol::messages::{
 
 use super::{str_bytes, topic_name, RequestContext};
 use crate::group::GroupKind;
+use crate::peers::Channel;
 use crate::state_log::OFFSETS_TOPIC;
 use crate::txn::state::{self, Effect, TimerAction, Transition};
 use crate::txn::{now_ms, TxnMeta};
 use crate::Broker;
+use tokio::sync::OwnedMutexGuard;
 
 /// AddPartitionsToTxn version a partition leader or group coordinator sends a transaction
 /// coordinator: the first of the broker form, with `verify_only` (KIP-890).
@@ -64,6 +66,26 @@ async fn new_producer_id(broker: &Broker) -> Result<i64, ResponseError> {
         })
 }
 
+/// Locks a transactional id's state as its coordinator: NOT_COORDINATOR or
+/// COORDINATOR_LOAD_IN_PROGRESS when this node does not serve it now (checked again when the
+/// lock finds nothing, in case its partition moved meanwhile), `None` for an id this
+/// coordinator does not know.
+async fn lock_txn(broker: &Broker, tid: &str, create: bool) -> Result<Option<OwnedMutexGuard<TxnMeta>>, ResponseError> {
+    for _ in 0..3 {
+        super::coordinator::check_txn(broker, tid)?;
+        match broker.txns.lock(tid, create).await {
+            Some(m) => return Ok(Some(m)),
+            // Held over from an earlier load (or reloaded meanwhile): look again.
+            None if broker.txns.knows(tid) => continue,
+            None => {
+                super::coordinator::check_txn(broker, tid)?;
+                return Ok(None);
+            }
+        }
+    }
+    Err(ResponseError::CoordinatorLoadInProgress)
+}
+
 /// Performs a transition's effects in order; `m` takes each record once it is durable. The
 /// first failure stops the rest.
 async fn perform(broker: &Broker, m: &mut TxnMeta, effects: Vec<Effect>) -> Result<(), ResponseError> {
@@ -76,7 +98,7 @@ async fn perform(broker: &Broker, m: &mut TxnMeta, effects: Vec<Effect>) -> Resu
                 }
                 *m = next;
             }
-            Effect::WriteMarkers(markers) => super::markers::write_markers(broker, &markers).await?,
+            Effect::WriteMarkers(markers) => super::markers::write_markers(broker, m, &markers).await?,
             Effect::Remove => {
                 if let Err(e) = broker.txns.remove(m).await {
                     tracing::warn!(transactional_id = %m.transactional_id, error = %e, "could not expire a transactional id");
@@ -117,15 +139,14 @@ pub async fn init_producer_id(
             Err(e) => init_error(e),
         };
     };
-    if let Err(e) = super::coordinator::check_txn(broker, &tid) {
-        return init_error(e);
-    }
     let txns = &broker.txns;
     if let Err(e) = state::validate_init(&tid, req.transaction_timeout_ms, &txns.cfg) {
         return init_error(e);
     }
-    let Some(mut m) = txns.lock(&tid, true).await else {
-        return init_error(ResponseError::CoordinatorNotAvailable);
+    let mut m = match lock_txn(broker, &tid, true).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return init_error(ResponseError::CoordinatorNotAvailable),
+        Err(e) => return init_error(e),
     };
     let input = state::InitInput {
         timeout_ms: req.transaction_timeout_ms,
@@ -167,12 +188,15 @@ async fn add_partitions(
         .iter()
         .map(|t| (t.name.to_string(), t.partitions.clone()))
         .collect();
-    if let Err(e) = super::coordinator::check_txn(broker, tid) {
-        return topics
-            .into_iter()
-            .map(|(name, ps)| (name, ps.into_iter().map(|p| (p, e.code())).collect()))
-            .collect();
-    }
+    let mut m = match lock_txn(broker, tid, false).await {
+        Ok(m) => m,
+        Err(e) => {
+            return topics
+                .into_iter()
+                .map(|(name, ps)| (name, ps.into_iter().map(|p| (p, e.code())).collect()))
+                .collect()
+        }
+    };
     let input = state::AddPartitionsInput {
         producer_id,
         epoch,
@@ -186,7 +210,6 @@ async fn add_partitions(
             .get(t)
             .is_some_and(|tm| p >= 0 && (p as usize) < tm.partitions.len())
     };
-    let mut m = broker.txns.lock(tid, false).await;
     let t = state::add_partitions(m.as_deref(), &input, exists, now_ms());
     let failed = match m.as_deref_mut() {
         Some(m) => perform(broker, m, t.effects).await.is_err(),
@@ -270,10 +293,10 @@ pub async fn add_offsets_to_txn(
     ctx: &RequestContext,
     req: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
-    if let Err(e) = super::coordinator::check_txn(broker, req.transactional_id.as_str()) {
-        return AddOffsetsToTxnResponse::default().with_error_code(e.code());
-    }
-    let mut m = broker.txns.lock(req.transactional_id.as_str(), false).await;
+    let mut m = match lock_txn(broker, req.transactional_id.as_str(), false).await {
+        Ok(m) => m,
+        Err(e) => return AddOffsetsToTxnResponse::default().with_error_code(e.code()),
+    };
     let t = state::add_offsets(
         m.as_deref(),
         req.producer_id.0,
@@ -402,8 +425,7 @@ async fn check_txn_offsets(broker: &Broker, req: &TxnOffsetCommitRequest) -> Res
     }
     match super::coordinator::txn_coordinator(broker, tid) {
         Ok(node) if node == broker.node_id() => {
-            super::coordinator::check_txn(broker, tid)?;
-            let m = broker.txns.lock(tid, false).await;
+            let m = lock_txn(broker, tid, false).await?;
             state::check_offsets(
                 m.as_deref(),
                 req.producer_id.0,
@@ -447,6 +469,7 @@ async fn verify_remote(
         .call(
             broker,
             node,
+            Channel::Verify,
             ApiKey::AddPartitionsToTxn,
             ADD_PARTITIONS_BROKER_VERSION,
             &req,
@@ -480,13 +503,15 @@ async fn verify_remote(
 
 /// EndTxn: commit or abort the open transaction.
 pub async fn end_txn(broker: &Broker, ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse {
-    if let Err(e) = super::coordinator::check_txn(broker, req.transactional_id.as_str()) {
-        return EndTxnResponse::default()
-            .with_error_code(e.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-    }
-    let mut m = broker.txns.lock(req.transactional_id.as_str(), false).await;
+    let mut m = match lock_txn(broker, req.transactional_id.as_str(), false).await {
+        Ok(m) => m,
+        Err(e) => {
+            return EndTxnResponse::default()
+                .with_error_code(e.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
+    };
     let input = state::EndInput {
         producer_id: req.producer_id.0,
         epoch: req.producer_epoch,
@@ -549,11 +574,15 @@ pub async fn verify_transactional_write(
             Err(Some(ResponseError::ProducerFenced | ResponseError::InvalidProducerIdMapping)) => {
                 Err(ResponseError::InvalidProducerEpoch)
             }
+            // Kafka's leaders answer a transaction being ended with NOT_ENOUGH_REPLICAS,
+            // which producers retry.
+            Err(Some(ResponseError::ConcurrentTransactions)) => Err(ResponseError::NotEnoughReplicas),
             Err(Some(e)) => Err(e),
         };
     }
-    super::coordinator::check_txn(broker, tid).map_err(|_| ResponseError::NotEnoughReplicas)?;
-    let mut m = broker.txns.lock(tid, false).await;
+    let mut m = lock_txn(broker, tid, false)
+        .await
+        .map_err(|_| ResponseError::NotEnoughReplicas)?;
     let input = state::WriteInput {
         produce_version,
         producer_id,
@@ -562,22 +591,28 @@ pub async fn verify_transactional_write(
         partition,
     };
     let t = state::verify_write(m.as_deref(), &input, now_ms());
-    run(broker, m.as_deref_mut(), t).await
+    match run(broker, m.as_deref_mut(), t).await {
+        Err(ResponseError::ConcurrentTransactions) => Err(ResponseError::NotEnoughReplicas),
+        other => other,
+    }
 }
 
 /// DescribeTransactions.
 pub async fn describe_transactions(broker: &Broker, req: DescribeTransactionsRequest) -> DescribeTransactionsResponse {
     let mut out = Vec::with_capacity(req.transactional_ids.len());
     for tid in req.transactional_ids {
-        if let Err(e) = super::coordinator::check_txn(broker, tid.as_str()) {
-            out.push(
-                describe::TransactionState::default()
-                    .with_transactional_id(tid)
-                    .with_error_code(e.code()),
-            );
-            continue;
-        }
-        let state = match broker.txns.lock(tid.as_str(), false).await {
+        let locked = match lock_txn(broker, tid.as_str(), false).await {
+            Ok(m) => m,
+            Err(e) => {
+                out.push(
+                    describe::TransactionState::default()
+                        .with_transactional_id(tid)
+                        .with_error_code(e.code()),
+                );
+                continue;
+            }
+        };
+        let state = match locked {
             Some(m) if m.has_producer() => {
                 let mut topics: Vec<TopicData> = Vec::new();
                 for (t, p) in &m.partitions {
@@ -662,9 +697,12 @@ pub async fn list_transactions(broker: &Broker, req: ListTransactionsRequest) ->
 
 /// Aborts transactions open past their timeout, finishes prepared ones whose markers were not
 /// all written, and forgets transactional ids idle past `transactional.id.expiration.ms`.
-pub async fn expire_transactions(broker: &Broker) {
+pub async fn expire_transactions(broker: &Broker, partition: Option<i32>) {
     let now = now_ms();
     for tid in broker.txns.ids() {
+        if partition.is_some_and(|p| broker.txns.partition_for(&tid) != p) {
+            continue;
+        }
         let Some(mut m) = broker.txns.lock(&tid, false).await else {
             continue;
         };

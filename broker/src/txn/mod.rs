@@ -195,19 +195,20 @@ impl TxnCoordinator {
         };
         if !cluster {
             let loaded = coordinator.store.load_all()?;
-            coordinator.take(loaded);
+            coordinator.take(loaded, -1);
             tracing::info!(transactional_ids = coordinator.map().len(), "transaction states loaded");
         }
         Ok(coordinator)
     }
 
-    /// Puts loaded transaction states in memory.
-    fn take(&self, loaded: LoadedGroups) {
+    /// Puts loaded transaction states in memory, loaded in leader epoch `epoch`.
+    fn take(&self, loaded: LoadedGroups, epoch: i32) {
         let mut txns = self.map();
         let mut by_producer = self.by_producer.lock().unwrap_or_else(|p| p.into_inner());
         for t in loaded.txns {
             match serde_json::from_slice::<TxnMeta>(&t.value) {
-                Ok(meta) => {
+                Ok(mut meta) => {
+                    meta.load_epoch = epoch;
                     by_producer.insert(meta.producer_id, meta.transactional_id.clone());
                     txns.insert(t.group_id, Arc::new(tokio::sync::Mutex::new(meta)));
                 }
@@ -268,7 +269,7 @@ impl TxnCoordinator {
     /// Installs the states a load of `partition` read, if the partition is still loading for
     /// `epoch`; returns whether it was.
     pub(crate) fn install(&self, partition: i32, epoch: i32, loaded: LoadedGroups) -> bool {
-        self.loads.finish(partition, epoch, || self.take(loaded))
+        self.loads.finish(partition, epoch, || self.take(loaded, epoch))
     }
 
     /// Forgets a load that failed, so that the next leadership change tries again.
@@ -278,9 +279,9 @@ impl TxnCoordinator {
 
     /// Makes `writes` durable: through `__transaction_state` in a cluster, then in the local
     /// column family.
-    async fn write(&self, partition: i32, writes: Vec<GroupWrite>) -> Result<(), WriteError> {
+    async fn write(&self, partition: i32, epoch: i32, writes: Vec<GroupWrite>) -> Result<(), WriteError> {
         if let Some(broker) = self.cluster_broker() {
-            state_log::append(&broker, StateLog::Transactions, partition, &writes).await?;
+            state_log::append(&broker, StateLog::Transactions, partition, epoch, &writes).await?;
         }
         self.store.write(writes).await?;
         Ok(())
@@ -303,7 +304,16 @@ impl TxnCoordinator {
                 match map.get(transactional_id) {
                     Some(t) => t.clone(),
                     None if create => {
-                        let t = Arc::new(tokio::sync::Mutex::new(TxnMeta::new(transactional_id)));
+                        let mut meta = TxnMeta::new(transactional_id);
+                        if self.is_replicated() {
+                            // Only in a partition loaded here: one still loading would replace
+                            // it, and its record would overwrite the loaded state.
+                            match self.loads.state(self.partition_for(transactional_id)) {
+                                Some(state_log::Load::Loaded(epoch)) => meta.load_epoch = epoch,
+                                _ => return None,
+                            }
+                        }
+                        let t = Arc::new(tokio::sync::Mutex::new(meta));
                         map.insert(transactional_id.to_string(), t.clone());
                         t
                     }
@@ -311,10 +321,28 @@ impl TxnCoordinator {
                 }
             };
             let guard = arc.lock_owned().await;
+            if self.is_replicated()
+                && self.loads.state(self.partition_for(transactional_id))
+                    != Some(state_log::Load::Loaded(guard.load_epoch))
+            {
+                // Held over from an earlier leadership of its partition, or the partition
+                // left: not this node's to read or change.
+                return None;
+            }
             if !guard.gone {
                 return Some(guard);
             }
         }
+    }
+
+    /// Whether this node serves `transactional_id` with state loaded in leader epoch `epoch`.
+    pub fn serves(&self, transactional_id: &str, epoch: i32) -> bool {
+        self.loads.state(self.partition_for(transactional_id)) == Some(state_log::Load::Loaded(epoch))
+    }
+
+    /// Whether the id has a state in memory here.
+    pub fn knows(&self, transactional_id: &str) -> bool {
+        self.map().contains_key(transactional_id)
     }
 
     /// Every transactional id.
@@ -338,6 +366,7 @@ impl TxnCoordinator {
         let partition = self.partition_for(&meta.transactional_id);
         self.write(
             partition,
+            meta.load_epoch,
             vec![GroupWrite::Txn {
                 partition,
                 transactional_id: meta.transactional_id.clone(),
@@ -360,6 +389,7 @@ impl TxnCoordinator {
         let partition = self.partition_for(&meta.transactional_id);
         self.write(
             partition,
+            meta.load_epoch,
             vec![GroupWrite::Txn {
                 partition,
                 transactional_id: meta.transactional_id.clone(),

@@ -108,6 +108,15 @@ pub struct TxnMeta {
     /// Deleted from the coordinator's map (a request holding the lock must look again).
     #[serde(skip)]
     pub(crate) gone: bool,
+    /// In a cluster, the leader epoch of its `__transaction_state` partition when it was
+    /// loaded or made here: its records are refused once the partition has another, and its
+    /// markers carry it as the coordinator epoch. -1 on a single node.
+    #[serde(skip, default = "no_epoch")]
+    pub(crate) load_epoch: i32,
+}
+
+fn no_epoch() -> i32 {
+    -1
 }
 
 impl TxnMeta {
@@ -126,6 +135,7 @@ impl TxnMeta {
             start_ms: -1,
             update_ms: -1,
             gone: false,
+            load_epoch: -1,
         }
     }
 
