@@ -225,10 +225,7 @@ async fn inline_and_queued_appends_keep_submission_order() {
     // for a whole round. Rounds go on (each on a partition of its own) until both paths were
     // taken; the order must hold in every round.
     for round in 0..20 {
-        let pid = PartitionId {
-            partition: round,
-            ..P0
-        };
+        let pid = PartitionId { partition: round, ..P0 };
         store.ensure_partition(pid).await.expect("create");
         let mut tasks = Vec::new();
         for producer_id in 0..8i64 {
@@ -265,7 +262,10 @@ async fn inline_and_queued_appends_keep_submission_order() {
             break;
         }
     }
-    assert!(store.writer.inline_appends() > 0, "no append was applied inline in 20 rounds");
+    assert!(
+        store.writer.inline_appends() > 0,
+        "no append was applied inline in 20 rounds"
+    );
     store.shutdown().await.expect("close");
 }
 
