@@ -6,8 +6,8 @@ pub enum StorageError {
     /// The partition does not exist here (`UNKNOWN_TOPIC_OR_PARTITION`).
     #[error("unknown partition")]
     UnknownPartition,
-    /// The requested offset is outside `[log start, high watermark]` (`OFFSET_OUT_OF_RANGE`).
-    #[error("offset {offset} is outside [{log_start}, {high_watermark}]")]
+    /// The requested offset is outside `[log start, log end]` (`OFFSET_OUT_OF_RANGE`).
+    #[error("offset {offset} is outside the log (log start {log_start}, high watermark {high_watermark})")]
     OffsetOutOfRange {
         /// The offset asked for.
         offset: i64,

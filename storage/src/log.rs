@@ -632,15 +632,19 @@ impl LogStore {
             ReadLimit::HighWatermark => offsets.high_watermark,
             ReadLimit::LogEnd => offsets.log_end,
         };
-        let valid_end = match limit {
-            ReadLimit::LogEnd => offsets.log_end,
-            _ => offsets.high_watermark,
-        };
-        if offset < offsets.log_start || offset > valid_end {
+        // Out of range only outside the log, as in Kafka: an offset between the high watermark
+        // and the log end is one a consumer may hold (it read it from a leader whose high
+        // watermark was ahead of this new leader's, which catches up as its followers fetch)
+        // and gets no records yet, not a reset to `auto.offset.reset`.
+        if offset < offsets.log_start || offset > offsets.log_end {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
                 log_start: offsets.log_start,
-                high_watermark: valid_end,
+                // A follower is told the log end: where it must cut a log that ran ahead.
+                high_watermark: match limit {
+                    ReadLimit::LogEnd => offsets.log_end,
+                    _ => offsets.high_watermark,
+                },
             });
         }
         // Nothing to read, or no room left in the response: a Fetch over many partitions reaches

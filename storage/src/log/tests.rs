@@ -857,6 +857,33 @@ async fn a_partition_created_replicated_commits_nothing_alone_from_its_first_app
     store.shutdown().await.expect("close");
 }
 
+/// A consumer can hold an offset past a new leader's high watermark (it read it from the old
+/// leader, whose watermark was ahead): Kafka answers such a fetch with no records, and only an
+/// offset past the log end is out of range. Answering OFFSET_OUT_OF_RANGE sent consumers back to
+/// `auto.offset.reset` (the fault schedule's transactional job re-read a partition from 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_between_the_high_watermark_and_the_log_end_reads_nothing_yet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), i64::MAX);
+    store.ensure_replica(P0, true).await.expect("create");
+    store.append(P0, batch(3, T0), 0).await.expect("append");
+    store.append(P0, batch(3, T0), 0).await.expect("append");
+    store.advance_high_watermark(&P0, 3);
+    for offset in [3, 4, 6] {
+        let read = store.read(P0, offset, 1 << 20, true).await.expect("in the log");
+        assert!(
+            read.records.is_empty(),
+            "offset {offset}: nothing above the high watermark"
+        );
+        assert_eq!(read.offsets.high_watermark, 3);
+    }
+    assert!(matches!(
+        store.read(P0, 7, 1 << 20, true).await,
+        Err(StorageError::OffsetOutOfRange { high_watermark: 3, .. })
+    ));
+    store.shutdown().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_copy_the_leader_and_truncate_where_they_diverge() {
     let (ld, fd) = (
