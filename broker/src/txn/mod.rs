@@ -277,11 +277,18 @@ impl TxnCoordinator {
         self.loads.abandon(partition, epoch);
     }
 
-    /// Makes `writes` durable: through `__transaction_state` in a cluster, then in the local
-    /// column family.
-    async fn write(&self, partition: i32, epoch: i32, writes: Vec<GroupWrite>) -> Result<(), WriteError> {
+    /// Makes `meta`'s state record durable (`None`: a tombstone): through
+    /// `__transaction_state` in a cluster, under the leader epoch its state was loaded in, then
+    /// in the local column family.
+    async fn write_record(&self, meta: &TxnMeta, value: Option<Vec<u8>>) -> Result<(), WriteError> {
+        let partition = self.partition_for(&meta.transactional_id);
+        let writes = vec![GroupWrite::Txn {
+            partition,
+            transactional_id: meta.transactional_id.clone(),
+            value,
+        }];
         if let Some(broker) = self.cluster_broker() {
-            state_log::append(&broker, StateLog::Transactions, partition, epoch, &writes).await?;
+            state_log::append(&broker, StateLog::Transactions, partition, meta.load_epoch, &writes).await?;
         }
         self.store.write(writes).await?;
         Ok(())
@@ -321,10 +328,7 @@ impl TxnCoordinator {
                 }
             };
             let guard = arc.lock_owned().await;
-            if self.is_replicated()
-                && self.loads.state(self.partition_for(transactional_id))
-                    != Some(state_log::Load::Loaded(guard.load_epoch))
-            {
+            if self.is_replicated() && !self.serves(transactional_id, guard.load_epoch) {
                 // Held over from an earlier leadership of its partition, or the partition
                 // left: not this node's to read or change.
                 return None;
@@ -363,17 +367,7 @@ impl TxnCoordinator {
 
     /// Forgets a locked transactional id (expiry).
     pub async fn remove(&self, meta: &mut TxnMeta) -> Result<(), WriteError> {
-        let partition = self.partition_for(&meta.transactional_id);
-        self.write(
-            partition,
-            meta.load_epoch,
-            vec![GroupWrite::Txn {
-                partition,
-                transactional_id: meta.transactional_id.clone(),
-                value: None,
-            }],
-        )
-        .await?;
+        self.write_record(meta, None).await?;
         meta.gone = true;
         self.map().remove(&meta.transactional_id);
         let mut by = self.by_producer.lock().unwrap_or_else(|p| p.into_inner());
@@ -386,17 +380,7 @@ impl TxnCoordinator {
     /// Writes a state record (and indexes its producer id).
     pub async fn persist(&self, meta: &TxnMeta) -> Result<(), WriteError> {
         let value = serde_json::to_vec(meta).map_err(|e| StorageError::Corruption(e.to_string()))?;
-        let partition = self.partition_for(&meta.transactional_id);
-        self.write(
-            partition,
-            meta.load_epoch,
-            vec![GroupWrite::Txn {
-                partition,
-                transactional_id: meta.transactional_id.clone(),
-                value: Some(value),
-            }],
-        )
-        .await?;
+        self.write_record(meta, Some(value)).await?;
         self.by_producer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
