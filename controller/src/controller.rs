@@ -18,7 +18,7 @@ use crate::command::{
 use crate::error::{ControllerError, Result};
 use crate::liveness::{self, Liveness};
 use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
-use crate::network::{self, CallError, ForwardError, NetworkFactory, Peer};
+use crate::network::{self, CallError, ForwardError, Identity, NetworkFactory, Peer};
 use crate::quorum::{self, QuorumDescription};
 use crate::raft_types::{LogId, NodeId, Raft};
 use crate::state_machine::StateMachineStore;
@@ -32,10 +32,14 @@ const HEARTBEAT_INTERVAL_MS: u64 = 250;
 /// Election timeout range: a follower that heard nothing from the leader for a random time in
 /// it stands for election. Kafka's `controller.quorum.election.timeout.ms` is 1000; openraft's
 /// default of 150-300 ms leaves little margin on a busy two-core machine, where a heartbeat
-/// can be that late, and every spurious election interrupts metadata writes. A single voter
+/// can be that late, and every spurious election interrupts metadata writes. The maximum is
+/// also the leader lease, which sets how soon the survivors can elect a new leader after the
+/// old one's process died (see `liveness::elect_if_leader_gone`): 2 s made a failover that
+/// killed the controller leader take 3.4-5.4 s to the first acknowledged record; 1 s, with
+/// the minimum at two missed heartbeats, is Kafka's own election timeout. A single voter
 /// never waits for it: `open` triggers its election at once.
-const ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
-const ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
+const ELECTION_TIMEOUT_MIN_MS: u64 = 600;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 1_000;
 const _: () = assert!(HEARTBEAT_INTERVAL_MS < ELECTION_TIMEOUT_MIN_MS);
 /// How long a voter refuses votes for others after it last heard from its leader: openraft's
 /// leader lease is `election_timeout_max`.
@@ -158,6 +162,8 @@ struct Inner {
     has_peers: bool,
     /// The heartbeat task, stopped first by [`Controller::leave`].
     heartbeat: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Drawn at each start: tells this process from another one with the same node id.
+    incarnation: Uuid,
 }
 
 /// A reference to a controller that does not keep it alive (for the tasks it owns).
@@ -259,6 +265,7 @@ impl Controller {
                 liveness: Liveness::default(),
                 has_peers,
                 heartbeat: std::sync::Mutex::new(None),
+                incarnation: Uuid::new_v4(),
             }),
         };
         if let Some(l) = listener {
@@ -401,6 +408,7 @@ impl Controller {
                 )));
             }
         }
+        self.refuse_a_taken_node_id(config).await?;
         let waiting = Instant::now();
         let mut said: Option<Instant> = None;
         loop {
@@ -430,6 +438,46 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Refuses to start when another live process serves the controller address that
+    /// `controller.quorum.voters` gives this node: two processes with one `node.id`. The
+    /// voters replicate to that address only, so this one would wait for the quorum forever,
+    /// and a registration from it would replace the live node's. This node's own listener
+    /// answers with this process's identity when it is at that address (the usual case); a
+    /// connection that fails (nothing there, or not reachable from here) proves nothing.
+    async fn refuse_a_taken_node_id(&self, config: &ControllerConfig) -> Result<()> {
+        let id = self.inner.node_id;
+        let Some(addr) = config.voters.get(&id) else {
+            return Ok(());
+        };
+        let who = match Peer::new(id, addr.clone()).identify().await {
+            Ok(Ok(who)) => who,
+            Ok(Err(e)) => {
+                tracing::debug!(%addr, error = ?e, "this node's controller address answered without an identity");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "this node's controller address did not answer");
+                return Ok(());
+            }
+        };
+        if who == self.identity() {
+            return Ok(());
+        }
+        if who.node_id == id {
+            return Err(ControllerError::InvalidRequest(format!(
+                "node.id {id} is taken: another live Fjord process (incarnation {}) serves {addr}, the \
+                 controller address controller.quorum.voters gives node {id}; every process of a \
+                 cluster needs a node.id of its own",
+                who.incarnation
+            )));
+        }
+        Err(ControllerError::InvalidRequest(format!(
+            "controller.quorum.voters gives node {id} the controller address {addr}, but node {} \
+             answers there",
+            who.node_id
+        )))
     }
 
     /// Waits (up to [`QUORUM_WAIT_LOG_MS`]) for a leader, then until this node has applied
@@ -757,6 +805,14 @@ impl Controller {
     /// This node's id.
     pub(crate) fn node_id(&self) -> NodeId {
         self.inner.node_id
+    }
+
+    /// This process as a peer sees it: node id and incarnation.
+    pub(crate) fn identity(&self) -> Identity {
+        Identity {
+            node_id: self.inner.node_id,
+            incarnation: self.inner.incarnation,
+        }
     }
 
     pub(crate) fn weak(&self) -> WeakController {

@@ -57,6 +57,9 @@ impl Liveness {
     }
 }
 
+/// The least time a heartbeat may wait for the leader's answer; otherwise one interval.
+const MIN_HEARTBEAT_WAIT: Duration = Duration::from_millis(500);
+
 /// Heartbeats the leader every `interval` for as long as the controller runs. The leader's own
 /// heartbeat is a local call.
 pub(crate) async fn heartbeat_loop(controller: Controller, interval: Duration) {
@@ -77,10 +80,15 @@ pub(crate) async fn heartbeat_loop(controller: Controller, interval: Duration) {
             peer = Some((leader, Peer::new(leader, addr)));
         }
         let Some((_, p)) = peer.as_mut() else { continue };
-        match p.heartbeat(me).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(leader, error = ?e, "heartbeat refused"),
-            Err(e) => tracing::debug!(leader, error = %e, "heartbeat not delivered"),
+        // A leader that stopped answering (paused, cut off) must not hold the loop: the others
+        // elect a new one within an election timeout and give every broker a session from
+        // then, and a heartbeat stuck on the old leader for longer would have this broker
+        // fenced by the new one. Dropping the call drops its connection (see `Peer::call`).
+        match tokio::time::timeout(interval.max(MIN_HEARTBEAT_WAIT), p.heartbeat(me)).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::debug!(leader, error = ?e, "heartbeat refused"),
+            Ok(Err(e)) => tracing::debug!(leader, error = %e, "heartbeat not delivered"),
+            Err(_) => tracing::debug!(leader, "heartbeat not answered within an interval"),
         }
     }
 }
@@ -185,9 +193,27 @@ pub(crate) async fn fencing_loop(controller: Controller, session: Duration, hear
     let me = controller.node_id();
     let mut tick = tokio::time::interval((session / 4).min(MAX_CHECK_INTERVAL));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Raft's metrics change with every applied entry; only a new term or leader wakes the loop
+    // early, so that a new leader probes the brokers at once rather than at its next tick (up
+    // to half a second later, all of it added to a failover).
+    let mut metrics = controller.raft().metrics();
+    let mut seen = (0, None);
     let mut leading_term: Option<u64> = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let m = metrics.borrow_and_update();
+                let now = (m.current_term, m.current_leader);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+            }
+        }
         let status = controller.raft_status();
         if status.leader != Some(i64::from(me)) {
             leading_term = None;

@@ -68,6 +68,17 @@ pub(crate) enum PeerRequest {
     Heartbeat(NodeId),
     /// The quorum as the leader sees it (DescribeQuorum).
     DescribeQuorum,
+    /// Who serves this controller listener (see [`Identity`]).
+    Identify,
+}
+
+/// A controller process: its node id and its incarnation, a random id drawn at each start. A
+/// starting node asks the address the voters give its own id: a live process there with
+/// another incarnation holds that id already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Identity {
+    pub(crate) node_id: NodeId,
+    pub(crate) incarnation: uuid::Uuid,
 }
 
 /// The answer to a [`PeerRequest`] of the same name.
@@ -80,6 +91,7 @@ pub(crate) enum PeerResponse {
     ReadIndex(Result<u64, ForwardError>),
     Heartbeat(Result<(), ForwardError>),
     DescribeQuorum(Result<QuorumDescription, ForwardError>),
+    Identify(Result<Identity, ForwardError>),
 }
 
 /// Why the node asked to lead a write or a read could not.
@@ -273,6 +285,15 @@ impl Peer {
     pub(crate) async fn describe_quorum(&mut self) -> Result<Result<QuorumDescription, ForwardError>, CallError> {
         self.ask(PeerRequest::DescribeQuorum, |r| match r {
             PeerResponse::DescribeQuorum(res) => Ok(res),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Asks this peer who it is.
+    pub(crate) async fn identify(&mut self) -> Result<Result<Identity, ForwardError>, CallError> {
+        self.ask(PeerRequest::Identify, |r| match r {
+            PeerResponse::Identify(res) => Ok(res),
             other => Err(other),
         })
         .await
@@ -473,6 +494,10 @@ async fn answer(raft: &Raft, controller: &WeakController, req: PeerRequest) -> P
                     ))
                 }
             }
+        }),
+        PeerRequest::Identify => PeerResponse::Identify(match controller.get() {
+            None => Err(ForwardError::Stopped("the controller is shutting down".to_string())),
+            Some(c) => Ok(c.identity()),
         }),
         PeerRequest::AppendEntries(rpc) => PeerResponse::AppendEntries(raft.append_entries(rpc).await),
         PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),

@@ -936,3 +936,62 @@ fn an_old_leader_cuts_what_it_alone_acknowledged_with_acks_1_and_rejoins() {
     let got = read_all_of(cluster.node(old), &topic, p, want.len());
     assert_same_records(&got, &want, 0, "the old leader's log after it rejoined");
 }
+
+/// A second process started with a live node's `node.id` (its own ports and data, the same
+/// voters) refuses to start and says why, and the cluster keeps that node as it was: listed
+/// at its own address, unfenced, leading what it led.
+#[test]
+fn a_second_process_with_a_live_node_id_refuses_to_start() {
+    let mut cluster = Cluster::start(3);
+    let before = wait_for_brokers(&cluster.nodes[0], 3);
+    let voters = cluster
+        .controller_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let client = format!("PLAINTEXT://127.0.0.1:{}", free_port());
+    let listeners = format!("{client},CONTROLLER://127.0.0.1:{}", free_port());
+    let report = Broker::run_until_exit(
+        BrokerOptions::with_overrides(&[
+            ("node.id", "2"),
+            ("listeners", &listeners),
+            ("advertised.listeners", &client),
+            ("controller.listener.names", "CONTROLLER"),
+            ("process.roles", "broker,controller"),
+            ("controller.quorum.voters", &voters),
+        ]),
+        Duration::from_secs(60),
+    );
+    let status = report.status.expect("the second node 2 exits by itself");
+    assert!(!status.success(), "it must not start: {report:?}");
+    assert!(
+        report.stderr.contains("node.id 2 is taken"),
+        "it says why: {}",
+        report.stderr
+    );
+
+    // Nothing moved: node 2 is still listed at its own address, and answers.
+    let after = metadata(&mut cluster.node(1).client());
+    let address = |md: &MetadataResponse| {
+        md.brokers
+            .iter()
+            .find(|b| b.node_id.0 == 2)
+            .map(|b| (b.host.to_string(), b.port))
+    };
+    assert_eq!(address(&after), address(&before));
+    assert!(address(&after).is_some(), "node 2 listed: {after:?}");
+    let mut c = cluster.node(2).client();
+    create_topic(&mut c, "after-the-duplicate", 3);
+    let (topic, leaders) = wait_for_topic(cluster.node(2), "after-the-duplicate", 3);
+    assert!(leaders.contains(&2), "node 2 leads a partition again: {leaders:?}");
+    let p = i32::try_from(leaders.iter().position(|l| *l == 2).expect("a partition of node 2")).expect("index");
+    let sent = produce_to(cluster.node(2), &topic, p, "after");
+    assert_same_records(
+        &read_partition(cluster.node(2), &topic, p),
+        &sent,
+        0,
+        "node 2's partition",
+    );
+}
