@@ -8,7 +8,7 @@ VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 # The C/C++ compilers are set in .cargo/config.toml for every cargo build (tools/cc says why).
 
-.PHONY: fault-schedule run build-deps-hint system-deps build setup test test-rust test-compat bench bench-failover fmt lint clippy clean-data
+.PHONY: fault-schedule run build-deps-hint system-deps build setup test test-rust test-compat bench bench-failover bench-replicated fmt lint clippy clean-data
 
 ## Run a single-node broker on PLAINTEXT://0.0.0.0:9092 with data in ./fjord-data.
 run: build-deps-hint
@@ -64,6 +64,19 @@ bench-failover: setup build
 	FAILOVER_OUT=$(CURDIR)/bench/results/failover.jsonl $(PYTEST) compat-tests/failover_bench.py -p no:cacheprovider -q -s
 	FJORD_BIN=$(CURDIR)/compat-tests/reference/kafka-as-fjord FJORD_READY_TIMEOUT_S=60 \
 	  FAILOVER_OUT=$(CURDIR)/bench/results/failover.jsonl $(PYTEST) compat-tests/failover_bench.py -p no:cacheprovider -q -s
+
+## The replicated benchmark: a 3-node cluster of Fjord, then of Kafka 4.4, replication factor 3,
+## acks=all, min.insync.replicas=2; fjord-bench and Kafka's own perf tools (compat-tests/
+## replicated_bench.py, ~25 min). REPLICATED_SCALE (1.0) sizes it; one JSON line per scenario is
+## appended to bench/results/replicated.jsonl, and the run's table is printed at the end.
+bench-replicated: setup build
+	$(CARGO) build --release --manifest-path bench/Cargo.toml
+	FJORD_COMPAT_REFERENCE=1 bash compat-tests/setup.sh
+	run=$$(date -u +%Y%m%dT%H%M%SZ); \
+	REPLICATED_RUN=$$run $(PYTEST) compat-tests/replicated_bench.py -p no:cacheprovider -q -s; \
+	FJORD_BIN=$(CURDIR)/compat-tests/reference/kafka-as-fjord FJORD_READY_TIMEOUT_S=60 REPLICATED_RUN=$$run \
+	  $(PYTEST) compat-tests/replicated_bench.py -p no:cacheprovider -q -s; \
+	python3 compat-tests/replicated_bench.py summary bench/results/replicated.jsonl $$run
 
 ## The seeded fault schedule against a 3-node cluster under real clients, with its checker
 ## (compat-tests/fault_schedule.py). FAULT_RUNS (1), FAULT_SEED (from the clock), FAULT_STEPS (5);

@@ -29,7 +29,7 @@ pub struct CreatePartitionsArgs {
 pub fn run(c: &Common, a: &CreatePartitionsArgs, r: &mut ScenarioResult) -> Result<(), String> {
     let total = u64::from(a.topics) * a.partitions_per_topic as u64; // both positive
     let names: Vec<String> = (0..a.topics).map(|i| format!("{}-{i}", a.topic_prefix)).collect();
-    let admin = Admin::new(&c.bootstrap, c.log.clone())?;
+    let admin = Admin::new(c)?;
     // Connect before the clock starts.
     let md = admin
         .client

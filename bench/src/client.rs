@@ -203,22 +203,36 @@ pub fn consumer_config(bootstrap: &str, fetch_wait_max_ms: u64, fetch_max_bytes:
 /// One topic's CreateTopics answer: `Err((topic, code))` if the broker refused it.
 pub type TopicOutcome = Result<(), (String, RDKafkaErrorCode)>;
 
+/// How a scenario's topics are created (the global `--replication-factor` and
+/// `--min-insync-replicas`).
+#[derive(Debug, Clone, Copy)]
+pub struct TopicSettings {
+    pub replication_factor: i32,
+    pub min_insync_replicas: Option<i32>,
+}
+
 /// An AdminClient plus the small runtime its futures need.
 pub struct Admin {
     pub client: AdminClient<Ctx>,
     rt: tokio::runtime::Runtime,
+    topics: TopicSettings,
 }
 
 impl Admin {
-    pub fn new(bootstrap: &str, log: Arc<ClientLog>) -> Result<Admin, String> {
-        let client = base_config(bootstrap)
-            .create_with_context(Ctx { log })
+    /// An admin client of the scenario's broker that creates topics as the flags say.
+    pub fn new(c: &crate::Common) -> Result<Admin, String> {
+        let client = base_config(&c.bootstrap)
+            .create_with_context(Ctx { log: c.log.clone() })
             .map_err(|e| format!("admin client: {e}"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .map_err(|e| format!("tokio runtime: {e}"))?;
-        Ok(Admin { client, rt })
+        Ok(Admin {
+            client,
+            rt,
+            topics: c.topics,
+        })
     }
 
     fn options() -> AdminOptions {
@@ -227,11 +241,18 @@ impl Admin {
             .operation_timeout(Some(Duration::from_secs(ADMIN_TIMEOUT_S)))
     }
 
-    /// Creates topics with replication factor 1; one `Result` per topic, in order.
+    /// Creates topics with the scenario's replication settings; one `Result` per topic, in order.
     pub fn create_topics(&self, names: &[String], partitions: i32) -> Result<Vec<TopicOutcome>, String> {
+        let min_isr = self.topics.min_insync_replicas.map(|n| n.to_string());
         let topics: Vec<NewTopic> = names
             .iter()
-            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+            .map(|n| {
+                let t = NewTopic::new(n, partitions, TopicReplication::Fixed(self.topics.replication_factor));
+                match &min_isr {
+                    Some(v) => t.set("min.insync.replicas", v),
+                    None => t,
+                }
+            })
             .collect();
         let fut = self.client.create_topics(topics.iter(), &Admin::options());
         let out = self.block_on(fut)?.map_err(|e| format!("CreateTopics: {e}"))?;
@@ -363,7 +384,7 @@ pub fn with_fresh_topic(
     r: &mut ScenarioResult,
     body: impl FnOnce(&mut ScenarioResult) -> Result<(), String>,
 ) -> Result<(), String> {
-    let admin = Admin::new(&c.bootstrap, c.log.clone())?;
+    let admin = Admin::new(c)?;
     prepare_topic(&admin, topic, partitions, r)?;
     let outcome = body(r);
     finish_topic(&admin, topic, c.keep_topic, r);

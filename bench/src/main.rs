@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! fjord-bench [--bootstrap 127.0.0.1:9092] [--broker-pid PID] [--label fjord|kafka] [--out result.json]
-//!             [--keep-topic] [--max-s 900] [--case NAME] <SCENARIO> [flags]
+//!             [--keep-topic] [--max-s 900] [--case NAME] [--replication-factor 1]
+//!             [--min-insync-replicas N] <SCENARIO> [flags]
 //!   produce   --topic T --partitions 1 --producers 1 --records 1000000 --record-size 1024 --acks 1|all
 //!             --codec none|gzip|snappy|lz4|zstd [--linger-ms 5] [--batch-bytes 1048576] [--key-bytes 0]
 //!             [--keyspace 100000] [--idempotent]
@@ -126,6 +127,12 @@ struct Cli {
     /// Cap, in seconds, on a scenario's measured phases.
     #[arg(long, global = true, help_heading = "Global options", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     max_s: u64,
+    /// Replication factor of the topics a scenario creates (3 in the replicated benchmark).
+    #[arg(long, global = true, help_heading = "Global options", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=32))]
+    replication_factor: i32,
+    /// `min.insync.replicas` of the topics a scenario creates; the broker's default if unset.
+    #[arg(long, global = true, help_heading = "Global options", value_parser = clap::value_parser!(i32).range(1..=32))]
+    min_insync_replicas: Option<i32>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -256,6 +263,8 @@ pub struct Common {
     pub deadline: Instant,
     /// librdkafka warnings of every client the scenario makes.
     pub log: Arc<ClientLog>,
+    /// How the scenario's topics are created.
+    pub topics: client::TopicSettings,
 }
 
 fn main() -> ExitCode {
@@ -274,6 +283,14 @@ fn main() -> ExitCode {
     if let Some(case) = &cli.case {
         r.params.insert("case".into(), serde_json::Value::String(case.clone()));
     }
+    // Only when not the default, so that earlier single-replica results still compare.
+    if cli.replication_factor != 1 {
+        r.params
+            .insert("replication_factor".into(), cli.replication_factor.into());
+    }
+    if let Some(min_isr) = cli.min_insync_replicas {
+        r.params.insert("min_insync_replicas".into(), min_isr.into());
+    }
     r.machine = Some(Machine::current());
     let common = Common {
         bootstrap: cli.bootstrap.clone(),
@@ -281,6 +298,10 @@ fn main() -> ExitCode {
         keep_topic: cli.keep_topic,
         deadline: Instant::now() + Duration::from_secs(cli.max_s),
         log: Arc::new(ClientLog::default()),
+        topics: client::TopicSettings {
+            replication_factor: cli.replication_factor,
+            min_insync_replicas: cli.min_insync_replicas,
+        },
     };
     if cli.scenario.required_apis().is_empty() {
         eprintln!("fjord-bench: {} ({})", r.scenario, cli.label);

@@ -28,7 +28,7 @@ pub struct ProduceArgs {
     /// Topic to create (and delete afterwards unless --keep-topic).
     #[arg(long, default_value = "fjord-bench-produce")]
     pub topic: String,
-    /// Partitions of the topic (replication factor 1).
+    /// Partitions of the topic (replicated as `--replication-factor` says).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100_000))]
     pub partitions: i32,
     /// Producer clients, each on its own thread with its own connection.
@@ -235,7 +235,7 @@ pub fn run(c: &Common, scenario: &str, a: &ProduceArgs, r: &mut ScenarioResult) 
         }
     }
     r.metric("idempotent", f64::from(u8::from(idempotent)));
-    let admin = Admin::new(&c.bootstrap, c.log.clone())?;
+    let admin = Admin::new(c)?;
     client::prepare_topic(&admin, &a.topic, a.partitions, r)?;
     let spec = ProduceSpec {
         topic: &a.topic,

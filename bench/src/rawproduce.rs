@@ -37,7 +37,7 @@ pub struct RawProduceArgs {
     /// Topic to create (and delete afterwards unless --keep-topic).
     #[arg(long, default_value = "fjord-bench-produce-raw")]
     pub topic: String,
-    /// Partitions of the topic (replication factor 1); requests go to them in turn.
+    /// Partitions of the topic (replicated as `--replication-factor` says). requests go to them in turn.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub partitions: i32,
     /// Records to send in all (rounded up to whole batches).
