@@ -231,6 +231,52 @@ pub struct GroupCoordinator {
     cluster: OnceLock<Weak<Broker>>,
     /// In a cluster, the coordinator partitions led here and whether they are loaded.
     loads: Loads,
+    /// TxnOffsetCommits between their check with the transaction coordinator and their store
+    /// (see [`TxnOffsetsWindow`]), by producer id: how many, and the transaction markers for
+    /// that producer that arrived meanwhile.
+    txn_offsets_in_flight: Mutex<HashMap<i64, InFlight>>,
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    requests: usize,
+    markers: u64,
+}
+
+/// One TxnOffsetCommit from its check with the transaction coordinator to its store. The
+/// check and the store cannot be one step (the check may ask another broker), and a marker
+/// ending the transaction in between would find no pending offsets to end, so that the store
+/// after it would leave the aborted (or already committed) transaction's offsets pending, to
+/// be committed by that producer's next transaction. A marker for the producer while the
+/// window is open makes [`TxnOffsetsWindow::marker_arrived`] true: the request is then
+/// refused. A marker after the store finds the offsets (it waits for the group's lock).
+pub struct TxnOffsetsWindow<'a> {
+    groups: &'a GroupCoordinator,
+    producer_id: i64,
+    markers_at_open: u64,
+}
+
+impl TxnOffsetsWindow<'_> {
+    /// Whether a marker for this producer arrived since the window opened. Asked with the
+    /// group locked, right before the store.
+    pub fn marker_arrived(&self) -> bool {
+        self.groups
+            .in_flight()
+            .get(&self.producer_id)
+            .is_some_and(|f| f.markers != self.markers_at_open)
+    }
+}
+
+impl Drop for TxnOffsetsWindow<'_> {
+    fn drop(&mut self) {
+        let mut map = self.groups.in_flight();
+        if let Some(f) = map.get_mut(&self.producer_id) {
+            f.requests -= 1;
+            if f.requests == 0 {
+                map.remove(&self.producer_id);
+            }
+        }
+    }
 }
 
 impl GroupCoordinator {
@@ -257,6 +303,7 @@ impl GroupCoordinator {
             groups: Mutex::new(groups),
             cluster: OnceLock::new(),
             loads: Loads::default(),
+            txn_offsets_in_flight: Mutex::new(HashMap::new()),
         })
     }
 
@@ -405,6 +452,29 @@ impl GroupCoordinator {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<i64, InFlight>> {
+        self.txn_offsets_in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a TxnOffsetCommit's window for `producer_id`, before its check.
+    pub fn open_txn_offsets(&self, producer_id: i64) -> TxnOffsetsWindow<'_> {
+        let mut map = self.in_flight();
+        let f = map.entry(producer_id).or_default();
+        f.requests += 1;
+        TxnOffsetsWindow {
+            groups: self,
+            producer_id,
+            markers_at_open: f.markers,
+        }
+    }
+
+    /// A transaction marker for `producer_id` is about to end its pending offsets.
+    fn marker_for(&self, producer_id: i64) {
+        if let Some(f) = self.in_flight().get_mut(&producer_id) {
+            f.markers += 1;
+        }
+    }
+
     /// Locks a group, creating it (empty) when `create` is set and it does not exist.
     pub async fn lock(&self, group_id: &str, create: bool) -> Option<OwnedMutexGuard<Group>> {
         loop {
@@ -518,6 +588,7 @@ impl GroupCoordinator {
     /// Ends a transaction's offset commits in a group: committed, they become the group's
     /// offsets (in one atomic write with the removal of the pending record); aborted, they go.
     pub async fn complete_txn(&self, group_id: &str, producer_id: i64, commit: bool) -> Result<(), WriteError> {
+        self.marker_for(producer_id);
         let Some(mut group) = self.lock(group_id, false).await else {
             return Ok(());
         };
@@ -560,6 +631,9 @@ impl GroupCoordinator {
         commit: bool,
     ) -> Result<(), ResponseError> {
         self.loads.check(partition)?;
+        // Before the groups are listed: a TxnOffsetCommit that makes its group after the
+        // listing sees the marker and is refused (see `TxnOffsetsWindow`).
+        self.marker_for(producer_id);
         let ids: Vec<String> = self
             .map()
             .keys()
@@ -736,5 +810,72 @@ mod tests {
         // "polygenelubricants".hashCode() is Integer.MIN_VALUE, which Kafka's Utils.abs maps to 0.
         assert_eq!(coordinator_partition("polygenelubricants", 50), 0);
         assert_eq!(coordinator_partition("g", 1), 0);
+    }
+
+    /// A coordinator on a store in `dir` (a single node: no offsets topic).
+    fn coordinator(dir: &std::path::Path) -> (Arc<fjord_storage::LogStore>, GroupCoordinator) {
+        let store = fjord_storage::LogStore::open(fjord_storage::StorageConfig {
+            data_dir: dir.to_path_buf(),
+            flush_interval_messages: i64::MAX,
+            flush_interval_ms: None,
+            segment_bytes: fjord_storage::DEFAULT_SEGMENT_BYTES,
+            checkpoint_interval_ms: 60_000,
+        })
+        .expect("store");
+        let groups = GroupCoordinator::load(GroupConfig::default(), store.groups().clone(), false).expect("groups");
+        (store, groups)
+    }
+
+    #[tokio::test]
+    async fn a_marker_during_a_txn_offset_commit_window_is_seen_by_it_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, groups) = coordinator(dir.path());
+        let before = groups.open_txn_offsets(7);
+        let other = groups.open_txn_offsets(8);
+        // The transaction of producer 7 ends while its TxnOffsetCommit is being checked; its
+        // group has nothing pending yet.
+        groups.complete_txn("g", 7, false).await.expect("complete");
+        assert!(before.marker_arrived());
+        assert!(!other.marker_arrived(), "another producer's window is not disturbed");
+        let after = groups.open_txn_offsets(7);
+        assert!(!after.marker_arrived(), "a window opened after the marker");
+        drop((before, other, after));
+        assert!(groups.in_flight().is_empty(), "closed windows leave nothing behind");
+        // A marker with no window open keeps nothing either.
+        groups.complete_txn("g", 9, true).await.expect("complete");
+        assert!(groups.in_flight().is_empty());
+        // Its threads stopped before the test ends: RocksDB threads alive at process exit can
+        // crash it.
+        store.shutdown().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn offsets_stored_before_a_marker_are_ended_by_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, groups) = coordinator(dir.path());
+        let window = groups.open_txn_offsets(7);
+        let mut group = groups.lock("g", true).await.expect("group");
+        assert!(!window.marker_arrived());
+        let offset = CommittedOffset {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 1,
+            expire_timestamp: None,
+        };
+        groups
+            .store_pending(&mut group, 7, vec![(("t".to_string(), 0), offset)])
+            .await
+            .expect("store");
+        drop(group);
+        drop(window);
+        groups.complete_txn("g", 7, false).await.expect("abort");
+        let group = groups.lock("g", false).await.expect("group");
+        assert!(
+            group.pending_txn.is_empty() && group.offsets.is_empty(),
+            "aborted: nothing left"
+        );
+        drop(group);
+        store.shutdown().await.expect("close");
     }
 }

@@ -341,6 +341,7 @@ pub async fn txn_offset_commit(
     if let Err(e) = super::coordinator::check_group(broker, req.group_id.as_str()) {
         return respond(&|_, _| e.code());
     }
+    let window = broker.groups.open_txn_offsets(req.producer_id.0);
     let checked = check_txn_offsets(broker, &req).await;
     if let Err(e) = checked {
         let e = for_version(e, ctx.version >= 2);
@@ -350,6 +351,11 @@ pub async fn txn_offset_commit(
     let Some(mut group) = broker.groups.lock(&group_id, true).await else {
         return respond(&|_, _| ResponseError::CoordinatorNotAvailable.code());
     };
+    // The transaction ended while it was checked: storing now would leave its offsets pending
+    // for the producer's next transaction. The client retries, and the check then answers.
+    if window.marker_arrived() {
+        return respond(&|_, _| ResponseError::ConcurrentTransactions.code());
+    }
     // Kafka checks membership only when the producer says which member it is (v3+).
     let member_id = req.member_id.to_string();
     let membership = match &group.kind {
@@ -402,6 +408,7 @@ pub async fn txn_offset_commit(
         return respond(&|_, _| ResponseError::CoordinatorNotAvailable.code());
     }
     drop(group);
+    drop(window);
     respond(&|t, p| {
         let known = meta
             .topics
