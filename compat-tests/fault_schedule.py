@@ -84,11 +84,13 @@ class Workload:
         self.java_sent = {p: 0 for p in range(PARTITIONS)}
         self.java_acked: dict[int, dict[int, int]] = {p: {} for p in range(PARTITIONS)}
         self.txn = {"committed": 0, "aborted": 0, "retried": 0, "rewound": 0}
-        self.threads = [threading.Thread(target=self._produce, daemon=True),
-                        threading.Thread(target=self._consume, daemon=True),
-                        threading.Thread(target=self._sample_commits, daemon=True),
-                        threading.Thread(target=self._transform, daemon=True),
-                        threading.Thread(target=self._produce_java, daemon=True)]
+        #: The transactional job's slowest call of each kind, in seconds, and the sum: where a
+        #: slow run spends its time.
+        self.txn_slowest: dict[str, float] = {}
+        self.txn_total: dict[str, float] = {}
+        self.threads = [threading.Thread(target=f, name=f.__name__.lstrip("_"), daemon=True)
+                        for f in (self._produce, self._consume, self._sample_commits, self._transform,
+                                  self._produce_java)]
 
     def start(self):
         for t in self.threads:
@@ -96,8 +98,12 @@ class Workload:
 
     def finish(self):
         self.stop.set()
+        #: How long each client took to stop, in seconds (a slow run's time may be here).
+        self.finish_s = {}
         for t in self.threads:
+            started = time.monotonic()
             t.join(120)
+            self.finish_s[t.name] = round(time.monotonic() - started, 2)
 
     def _produce(self):
         producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True,
@@ -169,10 +175,19 @@ class Workload:
             proc.kill()
         reader.join(10)
 
+    def _timed(self, what: str, call, *args):
+        started = time.monotonic()
+        try:
+            return call(*args)
+        finally:
+            took = time.monotonic() - started
+            self.txn_slowest[what] = round(max(self.txn_slowest.get(what, 0.0), took), 2)
+            self.txn_total[what] = round(self.txn_total.get(what, 0.0) + took, 2)
+
     def _transactional_producer(self):
         producer = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": f"{self.group}-eos",
                              "transaction.timeout.ms": 60000, "linger.ms": 5})
-        producer.init_transactions(120)
+        self._timed("init_transactions", producer.init_transactions, 120)
         return producer
 
     def _transform(self):
@@ -193,21 +208,21 @@ class Workload:
                 if n % 5 == 0:
                     self._abort_one(producer, n)
                     continue
-                msgs = [m for m in consumer.consume(200, timeout=0.2) if m.error() is None]
+                msgs = [m for m in self._timed("consume", consumer.consume, 200, 0.2) if m.error() is None]
                 if not msgs:
                     continue
                 try:
                     producer.begin_transaction()
                     for m in msgs:
                         producer.produce(self.output, value=m.value(), partition=m.partition())
-                    producer.send_offsets_to_transaction(consumer.position(consumer.assignment()),
-                                                         consumer.consumer_group_metadata(), 60)
-                    self._commit(producer)
+                    self._timed("send_offsets", producer.send_offsets_to_transaction,
+                                consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 60)
+                    self._timed("commit", self._commit, producer)
                     self.txn["committed"] += 1
                 except KafkaException as e:
                     producer = self._recover(producer, consumer, e.args[0])
         finally:
-            consumer.close()
+            self._timed("close", consumer.close)
 
     def _commit(self, producer):
         """Commits, retrying what the client calls retriable (a coordinator moving)."""
@@ -226,8 +241,8 @@ class Workload:
             producer.begin_transaction()
             for p in range(PARTITIONS):
                 producer.produce(self.output, value=f"aborted-{n}".encode(), partition=p)
-            producer.flush(30)
-            producer.abort_transaction(60)
+            self._timed("abort_flush", producer.flush, 30)
+            self._timed("abort", producer.abort_transaction, 60)
             self.txn["aborted"] += 1
         except KafkaException as e:
             self.errors.append(f"an abort failed: {e.args[0]}")
@@ -479,6 +494,7 @@ def run_schedule(start_cluster, network, seed, rng, schedule, started, log):
     result = {"seed": seed, "schedule": schedule, "acked": acked, "java_acked": java_acked,
               "failed_deliveries": len(w.failed),
               "consumed": w.consumed, "commit_samples": len(w.commits), "transactions": w.txn,
+              "txn_slowest_s": w.txn_slowest, "txn_total_s": w.txn_total, "finish_s": w.finish_s,
               "problems": problems[:20],
               "seconds": round(time.monotonic() - started, 1)}
     log(json.dumps(result))

@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 FJORD_BENCH = Path(os.environ.get("FJORD_BENCH_BIN", REPO / "bench" / "target" / "release" / "fjord-bench"))
 KAFKA_VERSION = "4.4.0"
@@ -149,6 +151,7 @@ def run_scenario(label: str, bootstrap: str, pids: list[int], name: str, args: l
     return row
 
 
+@pytest.mark.timeout(7200)
 def test_replicated(start_cluster):
     from conftest import REFERENCE
 

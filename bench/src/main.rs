@@ -387,7 +387,9 @@ fn missing_apis(scenario: &Scenario, bootstrap: &str) -> Result<Vec<String>, Str
     if required.is_empty() {
         return Ok(Vec::new());
     }
-    let apis = wire::advertised_apis(bootstrap).map_err(|e| format!("ApiVersions: {e}"))?;
+    // A cluster's bootstrap list names several brokers; any one of them advertises the APIs.
+    let first = bootstrap.split(',').next().unwrap_or(bootstrap);
+    let apis = wire::advertised_apis(first).map_err(|e| format!("ApiVersions: {e}"))?;
     Ok(required
         .iter()
         .filter(|(k, _)| !apis.iter().any(|a| a.key == *k))

@@ -78,6 +78,8 @@ pub mod codes {
     pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
     /// `UNKNOWN_LEADER_EPOCH`.
     pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
+    /// `FENCED_LEADER_EPOCH`.
+    pub const FENCED_LEADER_EPOCH: i16 = ResponseError::FencedLeaderEpoch.code();
     /// `NOT_CONTROLLER`.
     pub const NOT_CONTROLLER: i16 = ResponseError::NotController.code();
     /// `NOT_COORDINATOR`.

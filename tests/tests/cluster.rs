@@ -995,3 +995,72 @@ fn a_second_process_with_a_live_node_id_refuses_to_start() {
         "node 2's partition",
     );
 }
+
+/// A replica fetch (Fetch v12 with `replica_id`, as followers send it) with a leader epoch older
+/// than the partition's is FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH, and any fetch
+/// sent to a follower NOT_LEADER_OR_FOLLOWER, as Kafka answers them; none of them moves the
+/// partition: every replica stays in sync and the records read back the same.
+#[test]
+fn replica_fetches_with_a_stale_or_future_leader_epoch_are_refused() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            ("broker.session.timeout.ms", "2000"),
+            ("broker.heartbeat.interval.ms", "300"),
+        ],
+    );
+    wait_for_brokers(&cluster.nodes[0], 3);
+    create_replicated_topic(&mut cluster.node(1).client(), "epochs", 1, 3, &[]);
+    let (_, leaders) = wait_for_topic(cluster.node(1), "epochs", 1);
+    wait_for_full_isr(cluster.node(1), "epochs");
+    // A leader change, so that there is an older epoch to send.
+    let first = leaders[0];
+    cluster.node(first).kill();
+    let watcher = if first == 1 { 2 } else { 1 };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (topic, leader) = loop {
+        let (topic, leaders) = wait_for_topic(cluster.node(watcher), "epochs", 1);
+        if leaders[0] != first {
+            break (topic, leaders[0]);
+        }
+        assert!(Instant::now() < deadline, "no new leader for epochs");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    cluster.node(first).relaunch();
+    cluster.node(first).await_ready();
+    wait_for_full_isr(cluster.node(leader), "epochs");
+    let sent = produce_to(cluster.node(leader), &topic, 0, "epochs");
+    let epoch = {
+        let md = cluster.node(leader).client().metadata(Some(&["epochs"]), false);
+        md.topics[0].partitions[0].leader_epoch
+    };
+    assert!(epoch >= 1, "the leader changed: epoch {epoch}");
+    let follower = (1..=3).find(|&n| n != leader).expect("a follower");
+
+    let replica_fetch = |node: &Broker, current_epoch: i32| -> i16 {
+        let mut req = Client::fetch_request(&topic, 0, 0, 0, 0);
+        req.replica_id = kafka_protocol::messages::BrokerId(follower);
+        req.topics[0].partitions[0].current_leader_epoch = current_epoch;
+        let resp = node.client().send_request(12, req);
+        fjord_tests::client::single_fetch_partition(resp.responses, 0).error_code
+    };
+    assert_eq!(
+        replica_fetch(cluster.node(leader), epoch - 1),
+        codes::FENCED_LEADER_EPOCH
+    );
+    assert_eq!(
+        replica_fetch(cluster.node(leader), epoch + 1),
+        codes::UNKNOWN_LEADER_EPOCH
+    );
+    let other = (1..=3)
+        .find(|&n| n != leader && n != follower)
+        .expect("another follower");
+    assert_eq!(replica_fetch(cluster.node(other), epoch), codes::NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(replica_fetch(cluster.node(leader), epoch), codes::NONE);
+
+    // Nothing moved: the ISR is whole and every record reads back from the leader.
+    let all = isrs(cluster.node(leader), "epochs");
+    assert_eq!(all[0].1, all[0].2, "every replica in sync: {all:?}");
+    let got = read_all_of(cluster.node(leader), &topic, 0, sent.len());
+    assert_same_records(&got, &sent, 0, "the partition after the refused fetches");
+}
