@@ -25,6 +25,7 @@ the summary pairs them), REPLICATED_SCALE (1.0; 0.1 for a smoke run), REPLICATED
 comma-separated list of scenario names).
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -36,9 +37,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-FJORD_BENCH = Path(os.environ.get("FJORD_BENCH_BIN", REPO / "bench" / "target" / "release" / "fjord-bench"))
-KAFKA_VERSION = "4.4.0"
-KAFKA_LIB = REPO / "compat-tests" / "reference" / "target" / f"kafka-{KAFKA_VERSION}"
+
+
+def _load_bench_run():
+    """bench/run.py, for its paths, Kafka's JVM settings and its /proc readers: what `make bench`
+    uses, the replicated benchmark uses too."""
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench_run()
+FJORD_BENCH = bench.FJORD_BENCH_BIN
+KAFKA_LIB = bench.KAFKA_LIB
 OUT = Path(os.environ.get("REPLICATED_OUT", REPO / "bench" / "results" / "replicated.jsonl"))
 RUN = os.environ.get("REPLICATED_RUN", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
 SCALE = float(os.environ.get("REPLICATED_SCALE", "1.0"))
@@ -48,10 +61,8 @@ KiB = 1024
 #: As bench/run.py starts Kafka for its benchmarks (kafka-server-start.sh's heap and flags), so
 #: that the reference is not measured with the test suite's quick-start JVM.
 BENCH_JVM = {
-    "KAFKA_HEAP_OPTS": "-Xmx1G -Xms1G",
-    "KAFKA_JVM_PERFORMANCE_OPTS": ("-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "
-                                   "-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent "
-                                   "-XX:MaxInlineLevel=15 -Djava.awt.headless=true"),
+    "KAFKA_HEAP_OPTS": bench.KAFKA_HEAP_OPTS,
+    "KAFKA_JVM_PERFORMANCE_OPTS": bench.KAFKA_JVM_PERFORMANCE_OPTS,
 }
 
 
@@ -88,24 +99,12 @@ def scenarios() -> list[tuple[str, list[str], int]]:
     return [s for s in out if not ONLY or s[0] in ONLY]
 
 
-def proc_stat(pid: int) -> tuple[float, int] | None:
-    """(CPU seconds, RSS bytes) of a process, or None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        cpu = (int(fields[11]) + int(fields[12])) / ticks
-        rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        return cpu, rss
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 class Sampler:
     """Every node's RSS every 200 ms while a scenario runs, and its CPU time over it."""
 
     def __init__(self, pids: list[int]):
         self.pids = pids
-        self.cpu0 = {p: (proc_stat(p) or (0.0, 0))[0] for p in pids}
+        self.cpu0 = {p: bench.cpu_seconds(p) or 0.0 for p in pids}
         self.rss_max = {p: 0 for p in pids}
         self.stop_ev = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -114,14 +113,14 @@ class Sampler:
     def run(self):
         while not self.stop_ev.wait(0.2):
             for p in self.pids:
-                s = proc_stat(p)
-                if s is not None:
-                    self.rss_max[p] = max(self.rss_max[p], s[1])
+                rss = bench.rss_bytes(p)
+                if rss is not None:
+                    self.rss_max[p] = max(self.rss_max[p], rss)
 
     def stop(self) -> dict:
         self.stop_ev.set()
         self.thread.join()
-        cpu = {p: round((proc_stat(p) or (self.cpu0[p], 0))[0] - self.cpu0[p], 2) for p in self.pids}
+        cpu = {p: round((bench.cpu_seconds(p) or self.cpu0[p]) - self.cpu0[p], 2) for p in self.pids}
         return {"node_cpu_s": list(cpu.values()),
                 "node_rss_max_mib": [round(self.rss_max[p] / 2**20, 1) for p in self.pids]}
 
@@ -166,7 +165,7 @@ def test_replicated(start_cluster):
     bootstrap = ",".join(n.bootstrap for n in nodes)
     pids = [n.proc.pid for n in nodes]
     time.sleep(5)
-    idle = [round((proc_stat(p) or (0, 0))[1] / 2**20, 1) for p in pids]
+    idle = [round((bench.rss_bytes(p) or 0) / 2**20, 1) for p in pids]
     print(f"{label}: idle RSS per node (MiB): {idle}", flush=True)
     results = OUT.parent / f"replicated-{RUN}"
     results.mkdir(parents=True, exist_ok=True)
