@@ -35,12 +35,7 @@ impl Cluster {
     fn start_with(n: usize, extra: &[(&str, &str)]) -> Cluster {
         let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let controller_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let voters = controller_ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
+        let voters = voters_at(&controller_ports);
         let mut nodes: Vec<Broker> = (0..n)
             .map(|i| {
                 let client = format!("PLAINTEXT://127.0.0.1:{}", client_ports[i]);
@@ -73,10 +68,25 @@ impl Cluster {
         }
     }
 
+    /// Its `controller.quorum.voters`.
+    fn voters(&self) -> String {
+        voters_at(&self.controller_ports)
+    }
+
     /// The node with Kafka `node.id` `id`.
     fn node(&mut self, id: i32) -> &mut Broker {
         &mut self.nodes[usize::try_from(id - 1).expect("ids start at 1")]
     }
+}
+
+/// `controller.quorum.voters` for nodes 1, 2, ... with these controller ports on loopback.
+fn voters_at(controller_ports: &[u16]) -> String {
+    controller_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn metadata(client: &mut Client) -> MetadataResponse {
@@ -944,13 +954,7 @@ fn an_old_leader_cuts_what_it_alone_acknowledged_with_acks_1_and_rejoins() {
 fn a_second_process_with_a_live_node_id_refuses_to_start() {
     let mut cluster = Cluster::start(3);
     let before = wait_for_brokers(&cluster.nodes[0], 3);
-    let voters = cluster
-        .controller_ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
+    let voters = cluster.voters();
     let client = format!("PLAINTEXT://127.0.0.1:{}", free_port());
     let listeners = format!("{client},CONTROLLER://127.0.0.1:{}", free_port());
     let report = Broker::run_until_exit(
