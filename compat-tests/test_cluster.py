@@ -174,3 +174,18 @@ def test_describe_broker_configs(broker):
     # buffer is left to the kernel; Kafka's are 100 KiB each.
     buffers = ("102400", "102400") if broker.is_reference else ("262144", "-1")
     assert (c["socket.send.buffer.bytes"]["value"], c["socket.receive.buffer.bytes"]["value"]) == buffers
+
+
+def test_deleting_a_broker_config_that_is_not_set_changes_nothing(broker):
+    """IncrementalAlterConfigs DELETE on the broker resource, as `kafka-reassign-partitions.sh
+    --verify` sends it to clear replication throttles: no dynamic config is set, so it succeeds
+    and the configs described are the same."""
+    def described():
+        (d,) = java("admin-describe-configs", "--bootstrap", broker.bootstrap, "--broker", broker.node_id)
+        return {k: v["value"] for k, v in d["configs"].items()}
+
+    before = described()
+    assert java("admin-alter-configs", "--bootstrap", broker.bootstrap, "--broker", broker.node_id,
+                "--delete", "leader.replication.throttled.rate",
+                "--delete", "follower.replication.throttled.rate") == [{"ok": True}]
+    assert described() == before

@@ -7,6 +7,8 @@ Most tests use replication factor 1; the failover test replicates a partition th
 kills its leader under an idempotent acks=all producer.
 """
 
+import base64
+import threading
 import time
 import uuid
 
@@ -305,6 +307,137 @@ def test_a_preferred_election_gives_leadership_back_to_the_first_replica(start_c
     finally:
         consumer.close()
     assert got == [f"before-{i}".encode() for i in range(20)] + [f"after-{i}".encode() for i in range(20)]
+
+
+def test_a_replica_moves_to_another_broker_while_a_producer_writes(start_cluster, topic_name):
+    """AlterPartitionReassignments and ListPartitionReassignments (Admin.alterPartitionReassignments
+    and listPartitionReassignments, what kafka-reassign-partitions.sh --execute, --verify and
+    --cancel send), with the Java client: a 2-replica partition moves off one broker onto the
+    third while an idempotent acks=all producer writes. The move waits for its new replica
+    (down at first, so that the pending move can be listed and cancelled), completes once that
+    replica is back and has caught up, and the dropped broker no longer hosts the partition. Every
+    acknowledged record is read back once, in order, and refusals carry Kafka's errors."""
+    from clientlib import java
+
+    nodes = start_cluster("reassign", 3, **{"broker.session.timeout.ms": 2000, "broker.heartbeat.interval.ms": 300})
+    bootstrap = ",".join(n.bootstrap for n in nodes)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic_name, 1, 2)], operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
+
+    # While a node is down, the admin calls go through the others.
+    via = {"bootstrap": bootstrap}
+
+    def described():
+        (d,) = java("admin-describe-topic", "--bootstrap", via["bootstrap"], "--topic", topic_name)
+        return d
+
+    def moving():
+        (r,) = java("admin-list-reassignments", "--bootstrap", via["bootstrap"], "--topic", topic_name)
+        return r["reassignments"]
+
+    def reassign(*moves, keep_rf=False):
+        args = ["admin-reassign", "--bootstrap", via["bootstrap"], "--topic", topic_name]
+        for m in moves:
+            args += ["--move", m]
+        return [l.get("error", "ok") for l in java(*args, *(["--keep-replication-factor"] if keep_rf else []))]
+
+    first = wait_for(lambda: (d := described())["partitions"][0]["leader"] is not None
+                     and len(d["partitions"][0]["isr"]) == 2 and d["partitions"][0], "two in-sync replicas")
+    a, b = first["replicas"]
+    (c,) = {1, 2, 3} - {a, b}
+
+    assert reassign(f"0={a},99") == ["InvalidReplicaAssignmentException"]
+    assert reassign(f"0={a},{a}") == ["InvalidReplicaAssignmentException"]
+    assert reassign(f"5={a},{b}") == ["UnknownTopicOrPartitionException"]
+    assert reassign("0=cancel") == ["NoReassignmentInProgressException"]
+    assert reassign(f"0={a},{b},{c}", keep_rf=True) == ["InvalidReplicationFactorException"]
+    assert moving() == [] and described()["partitions"][0]["replicas"] == [a, b], "a refused move changes nothing"
+
+    acked, failed = [], []
+
+    def report(err, msg):
+        (failed if err is not None else acked).append(err if err is not None else msg.value())
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5, "message.timeout.ms": 120000})
+    for i in range(2000):
+        producer.produce(topic_name, value=f"before-{i}".encode(), partition=0, on_delivery=report)
+    assert producer.flush(30) == 0
+
+    # The new replica is down at first (killed rather than paused: a paused active controller
+    # holds Kafka's forwarded admin requests until they time out).
+    target = next(n for n in nodes if n.node_id == c)
+    target.kill()
+    try:
+        # Once fenced, the dead node is out of Metadata, and clients stop choosing it.
+        via["bootstrap"] = ",".join(n.bootstrap for n in nodes if n is not target)
+        others = AdminClient({"bootstrap.servers": via["bootstrap"]})
+        wait_for(lambda: c not in others.list_topics(timeout=5).brokers, f"node {c} fenced")
+        # If it was the active controller, the others have elected another.
+        wait_for(lambda: java("admin-describe-quorum", "--bootstrap", via["bootstrap"])[0]["leader_id"] != c,
+                 "an active controller among the others", timeout_s=30)
+        assert reassign(f"0={b},{c}") == ["ok"]
+        pending = {"topic": topic_name, "partition": 0, "replicas": [b, c, a], "adding": [c], "removing": [a]}
+        assert moving() == [pending], "the move waits for its new replica"
+        assert reassign("0=cancel") == ["ok"]
+        assert moving() == []
+        assert sorted(described()["partitions"][0]["replicas"]) == sorted([a, b]), "cancelled: back to a and b"
+        assert reassign(f"0={b},{c}") == ["ok"]
+        assert moving() == [pending]
+        for i in range(200):
+            producer.produce(topic_name, value=f"pending-{i}".encode(), partition=0, on_delivery=report)
+            producer.poll(0)
+        assert producer.flush(30) == 0
+    finally:
+        target.start()
+
+    stop = threading.Event()
+
+    def keep_producing():
+        i = 0
+        while not stop.is_set():
+            producer.produce(topic_name, value=f"during-{i}".encode(), partition=0, on_delivery=report)
+            producer.poll(0.002)
+            i += 1
+
+    writer = threading.Thread(target=keep_producing)
+    writer.start()
+    try:
+        wait_for(lambda: moving() == [], "the move complete", timeout_s=90, interval_s=0.5)
+    finally:
+        stop.set()
+        writer.join()
+    assert producer.flush(60) == 0
+    assert failed == [], failed[:5]
+    after = wait_for(lambda: (p := described()["partitions"][0])["leader"] in (b, c) and len(p["isr"]) == 2 and p,
+                     "the new replicas leading and in sync")
+    assert after["replicas"] == [b, c] and sorted(after["isr"]) == sorted([b, c]), after
+    assert any(v.startswith(b"during-") for v in acked), "records were written during the move"
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reassign-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic_name, 0, 0)])
+    got = []
+    try:
+        def read_all():
+            got.extend(m.value() for m in consumer.consume(1000, timeout=0.5) if m.error() is None)
+            return len(got) >= len(acked)
+
+        wait_for(read_all, "every acknowledged record read back", timeout_s=60, interval_s=0)
+        m = consumer.poll(2)
+        assert m is None or m.error() is not None, f"an extra record: {m.value()}"
+    finally:
+        consumer.close()
+    assert got == acked, "acknowledged records, once each, in the order they were acknowledged"
+
+    # The dropped broker no longer reports the partition, and (Fjord's layout) its copy is gone.
+    dropped = next(n for n in nodes if n.node_id == a)
+    (dirs,) = java("admin-describe-log-dirs", "--bootstrap", bootstrap, "--broker", a)
+    assert all(f"{topic_name}-0" not in d["partitions"] for d in dirs["dirs"].values()), dirs
+    if not dropped.is_reference:
+        topic_hex = base64.urlsafe_b64decode(described()["topic_id"] + "==").hex()
+        gone = dropped.data_dir / "logs" / "segments" / f"{topic_hex}-0"
+        wait_for(lambda: not gone.exists(), f"{gone} deleted")
 
 
 @pytest.mark.skipif(not netlab.available(), reason="cutting links needs root and the ip tool")

@@ -57,6 +57,8 @@ pub fn controller_error_code(e: &ControllerError) -> ResponseError {
         ControllerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
         ControllerError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
         ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
+        ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        ControllerError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
         ControllerError::NotController(_) => ResponseError::NotController,
         ControllerError::ShuttingDown => ResponseError::RequestTimedOut,
         ControllerError::Storage(_) | ControllerError::Raft(_) => {

@@ -101,18 +101,40 @@ impl Broker {
                 }
             }
         }
-        let live: std::collections::HashSet<[u8; 16]> = meta.topics.values().map(|t| *t.topic_id.as_bytes()).collect();
-        let mut gone: Vec<[u8; 16]> = self
-            .store
-            .partition_ids()
-            .into_iter()
-            .map(|p| p.topic_id)
-            .filter(|id| !live.contains(id))
-            .collect();
-        gone.sort();
-        gone.dedup();
-        for topic_id in gone {
+        // What is stored here and no longer hosted: deleted topics, and replicas a completed
+        // reassignment moved to other brokers. The metadata is never older than the
+        // controller's at start (`Controller::open` catches up first), so nothing a later
+        // change gave back to this node is deleted.
+        let topics: std::collections::HashMap<[u8; 16], &TopicMeta> =
+            meta.topics.values().map(|t| (*t.topic_id.as_bytes(), t)).collect();
+        let mut gone_topics: Vec<[u8; 16]> = Vec::new();
+        let mut moved_away: Vec<(PartitionId, &str)> = Vec::new();
+        for pid in self.store.partition_ids() {
+            match topics.get(&pid.topic_id) {
+                None => gone_topics.push(pid.topic_id),
+                Some(t) => {
+                    let hosted = usize::try_from(pid.partition)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                        .is_some_and(|p| p.replicas.contains(&self.node_id()));
+                    if !hosted {
+                        moved_away.push((pid, &t.name));
+                    }
+                }
+            }
+        }
+        gone_topics.sort();
+        gone_topics.dedup();
+        for topic_id in gone_topics {
             self.store.delete_topic(topic_id).await?;
+        }
+        for (pid, topic) in moved_away {
+            tracing::info!(
+                topic,
+                partition = pid.partition,
+                "deleting a replica moved to other brokers"
+            );
+            self.store.delete_partition(pid).await?;
         }
         Ok(())
     }

@@ -35,9 +35,15 @@ struct Follower {
 #[derive(Debug)]
 struct Led {
     epoch: i32,
-    /// The ISR is the leader alone: what it appends is committed at once.
+    /// The ISR is the leader alone, and none is joining it: what it appends is committed at
+    /// once.
     alone: bool,
     followers: HashMap<i32, Follower>,
+    /// Followers this leader asked the controller to add to the ISR, until it sees the answer
+    /// in its metadata. They count in the ISR meanwhile (Kafka's "maximal ISR", KIP-497): a
+    /// record appended after a follower was found caught up must reach it before it is
+    /// committed, or that follower could be elected without it once the change applies.
+    joining: Vec<i32>,
 }
 
 /// The leader side of replication, shared by the Fetch handler, the produce path and the ISR
@@ -63,28 +69,27 @@ impl Replication {
             epoch: -1,
             alone: false,
             followers: HashMap::new(),
+            joining: Vec::new(),
         });
-        entry.alone = p.isr.iter().all(|r| *r == me);
+        let now = Instant::now();
+        let fresh = Follower {
+            log_end: None,
+            caught_up_at: now,
+            last_fetch_at: now,
+            leader_end_at_last_fetch: 0,
+        };
         if entry.epoch != p.leader_epoch {
-            let now = Instant::now();
             entry.epoch = p.leader_epoch;
-            entry.followers = p
-                .replicas
-                .iter()
-                .filter(|r| **r != me)
-                .map(|r| {
-                    (
-                        *r,
-                        Follower {
-                            log_end: None,
-                            caught_up_at: now,
-                            last_fetch_at: now,
-                            leader_end_at_last_fetch: 0,
-                        },
-                    )
-                })
-                .collect();
+            entry.joining.clear();
+            entry.followers = p.replicas.iter().filter(|r| **r != me).map(|r| (*r, fresh)).collect();
+        } else {
+            // A reassignment adds replicas within an epoch (it drops them in a new one).
+            for r in p.replicas.iter().filter(|r| **r != me) {
+                entry.followers.entry(*r).or_insert(fresh);
+            }
         }
+        entry.joining.retain(|r| !p.isr.contains(r));
+        entry.alone = p.isr.iter().all(|r| *r == me) && entry.joining.is_empty();
         f(entry)
     }
 
@@ -117,11 +122,35 @@ impl Replication {
                 f.leader_end_at_last_fetch = offsets.log_end;
             }
         });
-        let hw = Self::advance(broker, pid, p);
-        if !p.isr.contains(&replica) && hw.is_some_and(|hw| fetch_offset >= hw) {
+        Self::advance(broker, pid, p);
+        if p.isr.contains(&replica) {
+            return;
+        }
+        // Decided under the same lock as `appended` commits a lone leader's appends: once the
+        // follower joins, nothing appended after this check is committed without it.
+        let joins = broker.replication.with_led(pid, p, me, |led| {
+            let hw = broker.store.offsets(&pid).map_or(i64::MAX, |o| o.high_watermark);
+            if fetch_offset < hw || led.joining.contains(&replica) {
+                return false;
+            }
+            led.joining.push(replica);
+            led.alone = false;
+            true
+        });
+        if joins {
             let mut isr = p.isr.clone();
             isr.push(replica);
-            Self::alter_isr(broker, topic, p, isr, "a follower caught up");
+            if !Self::alter_isr(broker, topic, p, isr, "a follower caught up") {
+                broker.replication.forget_joining(pid, &[replica]);
+            }
+        }
+    }
+
+    /// Stops counting `replicas` as joining the ISR (their change was refused or not sent).
+    fn forget_joining(&self, pid: PartitionId, replicas: &[i32]) {
+        let mut led = self.led.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = led.get_mut(&pid) {
+            l.joining.retain(|r| !replicas.contains(r));
         }
     }
 
@@ -169,14 +198,10 @@ impl Replication {
     /// After an append on a replicated partition led here: a leader alone in its ISR commits
     /// it at once (others commit as their followers fetch).
     pub fn appended(broker: &Broker, pid: PartitionId) {
-        let alone = broker
-            .replication
-            .led
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&pid)
-            .is_some_and(|l| l.alone);
-        if alone {
+        // Under the lock, so that a follower found caught up (`follower_fetched`) either saw
+        // this commit or stopped it.
+        let led = broker.replication.led.lock().unwrap_or_else(|e| e.into_inner());
+        if led.get(&pid).is_some_and(|l| l.alone) {
             broker.store.advance_high_watermark(&pid, i64::MAX);
         }
     }
@@ -188,7 +213,7 @@ impl Replication {
         let leader_end = broker.store.offsets(&pid)?.log_end;
         let lowest = broker.replication.with_led(pid, p, me, |led| {
             let mut lowest = leader_end;
-            for r in p.isr.iter().filter(|r| **r != me) {
+            for r in p.isr.iter().chain(&led.joining).filter(|r| **r != me) {
                 // A member that has not fetched in this epoch holds the watermark where it is.
                 match led.followers.get(r).and_then(|f| f.log_end) {
                     Some(end) => lowest = lowest.min(end),
@@ -203,8 +228,16 @@ impl Replication {
         }
     }
 
-    /// Proposes a new ISR for a partition led here, unless a change is already on its way.
-    fn alter_isr(broker: &Arc<Broker>, topic: &TopicMeta, p: &PartitionMeta, new_isr: Vec<i32>, why: &'static str) {
+    /// Proposes a new ISR for a partition led here, unless a change is already on its way;
+    /// returns whether it did. Replicas it adds stop counting as joining once this node's
+    /// metadata shows the outcome.
+    fn alter_isr(
+        broker: &Arc<Broker>,
+        topic: &TopicMeta,
+        p: &PartitionMeta,
+        new_isr: Vec<i32>,
+        why: &'static str,
+    ) -> bool {
         let pid = partition_id(topic, p.partition);
         if !broker
             .replication
@@ -213,7 +246,7 @@ impl Replication {
             .unwrap_or_else(|e| e.into_inner())
             .insert(pid)
         {
-            return;
+            return false;
         }
         let (broker, name, p) = (broker.clone(), topic.name.clone(), p.clone());
         tokio::spawn(async move {
@@ -237,9 +270,14 @@ impl Replication {
                         "fjord_isr_expands_total"
                     };
                     metrics::counter!(counter).increment(1);
+                    // Joining replicas count until the ISR they joined is what this node
+                    // sees: until then its metadata may still show the ISR without them.
+                    metadata_moved_past(&broker, &name, &p).await;
                 }
                 Err(e) => tracing::debug!(topic = %name, partition = p.partition, error = %e, "ISR change refused"),
             }
+            let added: Vec<i32> = new_isr.iter().copied().filter(|r| !p.isr.contains(r)).collect();
+            broker.replication.forget_joining(pid, &added);
             broker
                 .replication
                 .altering
@@ -247,6 +285,7 @@ impl Replication {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&pid);
         });
+        true
     }
 
     /// One pass of the ISR check over the partitions led here: followers that have not caught
@@ -288,6 +327,26 @@ impl Replication {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|pid, _| led_now.contains(pid));
     }
+}
+
+/// Waits (up to a few seconds) until this node's metadata shows a partition changed from `p`:
+/// another ISR or epoch, or the partition gone.
+async fn metadata_moved_past(broker: &Broker, topic: &str, p: &PartitionMeta) {
+    let mut changes = broker.controller.subscribe();
+    let moved = |meta: &ClusterMetadata| {
+        meta.topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
+            .is_none_or(|q| q.isr != p.isr || q.leader_epoch != p.leader_epoch)
+    };
+    let wait = async {
+        while !moved(&broker.metadata()) {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
 }
 
 /// Runs the ISR check every half `replica.lag.time.max.ms` (at most every second) and at

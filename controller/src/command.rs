@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
+use crate::reassign;
 
 /// Partition count used when CreateTopics asks for `-1` (Kafka `num.partitions`, default 1).
 pub const DEFAULT_NUM_PARTITIONS: i32 = 1;
@@ -87,6 +88,12 @@ pub(crate) enum Command {
         partitions: Option<Vec<(String, i32)>>,
         unclean: bool,
     },
+    /// Kafka's AlterPartitionReassignments: each partition moves to its target replicas, or
+    /// with `None` goes back from a move in progress (see [`crate::reassign`]).
+    AlterReassignments {
+        requests: Vec<reassign::Request>,
+        allow_replication_factor_change: bool,
+    },
 }
 
 /// What an election did to one partition (Kafka's per-partition ElectLeaders outcome).
@@ -129,6 +136,10 @@ pub(crate) enum ApplyError {
     InvalidUpdateVersion(String),
     /// The new ISR names a replica that cannot be in it (not assigned, or fenced).
     IneligibleReplica(String),
+    /// A replica assignment Kafka would refuse (`INVALID_REPLICA_ASSIGNMENT`).
+    InvalidReplicaAssignment(String),
+    /// A cancel for a partition that is not moving (`NO_REASSIGNMENT_IN_PROGRESS`).
+    NoReassignmentInProgress(String),
 }
 
 /// The apply result of one log entry, handed back by `client_write`.
@@ -147,6 +158,8 @@ pub(crate) enum CommandResponse {
     Partition(PartitionMeta),
     /// Applied; each partition's election.
     Elections(Vec<Election>),
+    /// Applied; each partition's reassignment outcome, in request order.
+    Reassignments(Vec<Result<(), ApplyError>>),
 }
 
 /// Stateless checks of a topic name, shared by the proposer (to fail fast without a log entry)
@@ -224,6 +237,14 @@ pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse
             new_isr,
         } => alter_isr(meta, &topic, partition, leader, leader_epoch, &expected_isr, new_isr),
         Command::ElectLeaders { partitions, unclean } => Ok(elect_leaders(meta, partitions, unclean)),
+        Command::AlterReassignments {
+            requests,
+            allow_replication_factor_change,
+        } => Ok(CommandResponse::Reassignments(reassign::alter(
+            meta,
+            requests,
+            allow_replication_factor_change,
+        ))),
         Command::AllocateProducerIds { broker_id, count } => {
             if count < 1 || broker_id < 0 {
                 Err(ApplyError::InvalidRequest(format!(
@@ -374,6 +395,7 @@ fn alter_isr(
     mut new_isr: Vec<i32>,
 ) -> Result<CommandResponse, ApplyError> {
     let fenced = meta.fenced.clone();
+    let live = meta.live_brokers();
     let t = meta
         .topics
         .get_mut(topic)
@@ -411,6 +433,8 @@ fn alter_isr(
     }
     // Assignment order, as Kafka lists it.
     p.isr = p.replicas.iter().copied().filter(|r| new_isr.contains(r)).collect();
+    // The change that brings the last replica a move adds into sync completes the move.
+    reassign::complete(p, &live);
     Ok(CommandResponse::Partition(p.clone()))
 }
 
@@ -476,7 +500,11 @@ fn create_partitions(meta: &mut ClusterMetadata, name: String, new_total: i32) -
     check_num_partitions(new_total)?;
     // New partitions get the replication factor of the existing ones (Kafka does the same when
     // no manual assignment is given).
-    let rf = topic.partitions.first().map_or(1, |p| p.replicas.len().max(1));
+    // A partition that is moving counts without the replicas it drops.
+    let rf = topic
+        .partitions
+        .first()
+        .map_or(1, |p| (p.replicas.len() - p.removing.len()).max(1));
     check_rf_against_brokers(rf, brokers.len())?;
 
     let added = assign(&brokers, rf, current, new_total - current, offset);
@@ -596,6 +624,8 @@ fn assign(brokers: &[i32], rf: usize, first_partition: i32, count: i32, offset: 
                 leader_epoch: 0,
                 isr: replicas.clone(),
                 replicas,
+                adding: Vec::new(),
+                removing: Vec::new(),
             }
         })
         .collect()

@@ -688,6 +688,26 @@ impl Controller {
         }
     }
 
+    /// Kafka's AlterPartitionReassignments: for each `(topic, partition, target)`, a move to
+    /// `target`'s replicas, or with `None` a cancel of the move in progress; each partition's
+    /// outcome in request order. The moves themselves finish later, as the new replicas catch
+    /// up (see `reassign`).
+    pub async fn alter_reassignments(
+        &self,
+        requests: Vec<(String, i32, Option<Vec<i32>>)>,
+        allow_replication_factor_change: bool,
+    ) -> Result<Vec<Result<()>>> {
+        let cmd = Command::AlterReassignments {
+            requests,
+            allow_replication_factor_change,
+        };
+        match self.write(cmd).await?.1 {
+            CommandResponse::Reassignments(r) => Ok(r.into_iter().map(|r| r.map_err(Into::into)).collect()),
+            CommandResponse::Rejected(e) => Err(e.into()),
+            other => Err(ControllerError::Raft(format!("a reassignment applied with {other:?}"))),
+        }
+    }
+
     /// Raft's view of this node, for metrics and readiness.
     pub fn raft_status(&self) -> RaftStatus {
         let m = self.inner.raft.metrics().borrow().clone();
@@ -953,12 +973,7 @@ impl Controller {
         match self.write(cmd).await?.1 {
             CommandResponse::Topic(topic) => Ok(topic),
             CommandResponse::Rejected(e) => Err(e.into()),
-            CommandResponse::Done
-            | CommandResponse::ProducerIds { .. }
-            | CommandResponse::Partition(_)
-            | CommandResponse::Elections(_) => Err(ControllerError::Raft(
-                "a topic command applied without a topic result".to_string(),
-            )),
+            other => Err(ControllerError::Raft(format!("a topic command applied with {other:?}"))),
         }
     }
 

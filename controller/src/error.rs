@@ -35,6 +35,12 @@ pub enum ControllerError {
     /// An ISR change naming a replica that cannot join (`INELIGIBLE_REPLICA`).
     #[error("{0}")]
     IneligibleReplica(String),
+    /// A replica assignment Kafka would refuse (`INVALID_REPLICA_ASSIGNMENT`).
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    /// A cancel for a partition that is not moving (`NO_REASSIGNMENT_IN_PROGRESS`).
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
     /// No controller leader could take the write or read (an election, an unreachable leader);
     /// the text says why (`NOT_CONTROLLER`, which Kafka clients retry).
     #[error("no active controller: {0}")]
@@ -64,6 +70,8 @@ impl From<ApplyError> for ControllerError {
             ApplyError::FencedLeaderEpoch(msg) => ControllerError::FencedLeaderEpoch(msg),
             ApplyError::InvalidUpdateVersion(msg) => ControllerError::InvalidUpdateVersion(msg),
             ApplyError::IneligibleReplica(msg) => ControllerError::IneligibleReplica(msg),
+            ApplyError::InvalidReplicaAssignment(msg) => ControllerError::InvalidReplicaAssignment(msg),
+            ApplyError::NoReassignmentInProgress(msg) => ControllerError::NoReassignmentInProgress(msg),
         }
     }
 }

@@ -29,6 +29,7 @@ mod metadata;
 mod network;
 mod quorum;
 mod raft_types;
+mod reassign;
 mod state_machine;
 mod store;
 

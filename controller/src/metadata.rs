@@ -34,6 +34,14 @@ pub struct PartitionMeta {
     pub replicas: Vec<i32>,
     /// In-sync replicas; equal to `replicas` when the partition is created.
     pub isr: Vec<i32>,
+    /// Replicas a reassignment in progress adds (Kafka's `addingReplicas`): they are in
+    /// `replicas`, and catch up as followers outside the ISR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    /// Replicas a reassignment in progress drops once every adding replica is in sync (Kafka's
+    /// `removingReplicas`); they are at the end of `replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
 }
 
 /// A topic (Kafka's `TopicRecord` plus its partitions and config overrides).

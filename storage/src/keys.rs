@@ -89,6 +89,38 @@ pub fn topic_range(topic_id: &[u8; 16]) -> (Vec<u8>, Vec<u8>) {
     (start, end)
 }
 
+/// What a delete removes: every partition of a topic (the topic was deleted), or one partition
+/// (its replica moved to other brokers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Doomed {
+    Topic([u8; 16]),
+    Partition(PartitionId),
+}
+
+impl Doomed {
+    /// Whether the delete removes this partition.
+    pub fn covers(&self, pid: &PartitionId) -> bool {
+        match self {
+            Doomed::Topic(id) => &pid.topic_id == id,
+            Doomed::Partition(p) => p == pid,
+        }
+    }
+
+    /// First and one-past-last key of everything it removes, for range deletes. A partition's
+    /// keys are its prefix and at most 9 more bytes.
+    pub fn key_range(&self) -> (Vec<u8>, Vec<u8>) {
+        match self {
+            Doomed::Topic(id) => topic_range(id),
+            Doomed::Partition(pid) => {
+                let start = pid_prefix(pid).to_vec();
+                let mut end = start.clone();
+                end.extend_from_slice(&[0xff; 10]);
+                (start, end)
+            }
+        }
+    }
+}
+
 /// The persisted part of a partition's state (the rest is derived from the log at open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionRecord {
@@ -145,6 +177,21 @@ mod tests {
         assert!(offset_key(&pid, i64::MAX) < offset_key(&other, 0));
         let (start, end) = topic_range(&pid.topic_id);
         assert!(start.as_slice() <= &offset_key(&pid, 0)[..] && &offset_key(&other, i64::MAX)[..] < end.as_slice());
+        // One partition's range holds all of its keys and none of its neighbours'.
+        let next = PartitionId {
+            topic_id: pid.topic_id,
+            partition: pid.partition + 1,
+        };
+        let (start, end) = Doomed::Partition(pid).key_range();
+        for k in [
+            &offset_key(&pid, 0)[..],
+            &offset_key(&pid, i64::MAX)[..],
+            &producer_key(&pid, i64::MAX)[..],
+            &pid_prefix(&pid)[..],
+        ] {
+            assert!(start.as_slice() <= k && k < end.as_slice());
+        }
+        assert!(end.as_slice() <= &pid_prefix(&next)[..]);
     }
 
     #[test]

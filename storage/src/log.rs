@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, watch};
 use crate::error::{Result, StorageError};
 use crate::groups::{GroupStore, CF_GROUPS};
 use crate::health::DirHealth;
-use crate::keys::{self, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX, PID_BYTES};
+use crate::keys::{self, Doomed, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX, PID_BYTES};
 use crate::producers::{AbortedTxn, ProducerBatch, ProducerEntry, TxnMarker};
 use crate::segments::{SegmentWriter, Segments, Stored};
 use crate::tail::Tails;
@@ -314,8 +314,17 @@ impl LogStore {
 
     /// Deletes every partition of a topic and its data.
     pub async fn delete_topic(&self, topic_id: [u8; 16]) -> Result<()> {
-        self.call(|reply| WriteOp::DeleteTopic { topic_id, reply }).await?;
-        let (start, end) = keys::topic_range(&topic_id);
+        self.delete(Doomed::Topic(topic_id)).await
+    }
+
+    /// Deletes one partition and its data (a replica that moved to other brokers).
+    pub async fn delete_partition(&self, pid: PartitionId) -> Result<()> {
+        self.delete(Doomed::Partition(pid)).await
+    }
+
+    async fn delete(&self, doomed: Doomed) -> Result<()> {
+        self.call(|reply| WriteOp::Delete { doomed, reply }).await?;
+        let (start, end) = doomed.key_range();
         self.reclaim([CF_BATCHES, CF_TIME_INDEX, CF_PARTITIONS], start, end);
         Ok(())
     }

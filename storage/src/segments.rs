@@ -30,6 +30,7 @@ use fjord_protocol::batch::{BatchHeader, LOG_OVERHEAD_BYTES};
 
 use crate::error::{Result, StorageError};
 use crate::health::DirHealth;
+use crate::keys::Doomed;
 use crate::PartitionId;
 
 /// First byte of a locator value. A stored batch (an older store kept batches inline) starts
@@ -508,10 +509,10 @@ impl Segments {
     }
 
     /// Deletes every segment of a topic (after its rows are gone).
-    pub fn remove_topic(&self, topic_id: &[u8; 16]) {
+    pub fn remove(&self, doomed: &Doomed) {
         let gone: Vec<PartitionId> = {
             let mut parts = self.write_parts();
-            let gone: Vec<PartitionId> = parts.keys().filter(|p| &p.topic_id == topic_id).copied().collect();
+            let gone: Vec<PartitionId> = parts.keys().filter(|p| doomed.covers(p)).copied().collect();
             for p in &gone {
                 parts.remove(p);
             }
@@ -818,10 +819,10 @@ impl SegmentWriter {
         self.segments.file(pid, segment)
     }
 
-    /// Deletes the segments of a topic whose rows are gone.
-    pub fn remove_topic(&mut self, topic_id: &[u8; 16]) {
-        self.active.retain(|pid, _| &pid.topic_id != topic_id);
-        self.segments.remove_topic(topic_id);
+    /// Deletes the segments of a topic or partition whose rows are gone.
+    pub fn remove(&mut self, doomed: &Doomed) {
+        self.active.retain(|pid, _| !doomed.covers(pid));
+        self.segments.remove(doomed);
     }
 
     /// The directory's health, which a failed append takes offline.
@@ -919,7 +920,7 @@ mod tests {
         assert!(s.files_on_disk(&P).expect("list").is_empty());
         assert_eq!(w.append(&P, 4, &[b"x"]).expect("append"), (4, 0));
         // A topic deleted before the next sync: its directory is gone, the sync still succeeds.
-        w.remove_topic(&P.topic_id);
+        w.remove(&Doomed::Topic(P.topic_id));
         s.sync_dirty().expect("sync after a topic delete");
         assert!(s.on_disk().expect("list").is_empty());
     }

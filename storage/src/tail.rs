@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::keys::Doomed;
 use crate::log::{FileRecords, SegmentHandle};
 use crate::segments::{Locator, SegmentFile};
 use crate::PartitionId;
@@ -89,11 +90,11 @@ impl Tails {
         }
     }
 
-    pub fn remove_topic(&self, topic_id: &[u8; 16]) {
+    pub fn remove(&self, doomed: &Doomed) {
         self.map
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|pid, _| &pid.topic_id != topic_id);
+            .retain(|pid, _| !doomed.covers(pid));
     }
 
     /// The read `LogStore` would plan from the index, when the batch holding `offset` is in

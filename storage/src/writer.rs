@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Result, StorageError};
 use crate::health::DirHealth;
-use crate::keys::{self, PartitionRecord, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX};
+use crate::keys::{self, Doomed, PartitionRecord, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX};
 use crate::log::{
     cf, encode_time_value, AbortedMap, AppendBatch, AppendResult, PartitionMap, PartitionOffsets, PartitionState,
     ProducerMap,
@@ -54,8 +54,9 @@ pub(crate) enum WriteOp {
         replicated: bool,
         reply: oneshot::Sender<Result<()>>,
     },
-    DeleteTopic {
-        topic_id: [u8; 16],
+    /// Removes a topic's partitions, or one partition, with their data.
+    Delete {
+        doomed: Doomed,
         reply: oneshot::Sender<Result<()>>,
     },
     Append {
@@ -120,7 +121,7 @@ impl WriteOp {
     /// Answers the operation with an error without applying it.
     fn refuse(self, e: StorageError) {
         match self {
-            WriteOp::Create { reply, .. } | WriteOp::DeleteTopic { reply, .. } => drop(reply.send(Err(e))),
+            WriteOp::Create { reply, .. } | WriteOp::Delete { reply, .. } => drop(reply.send(Err(e))),
             WriteOp::Append { reply, .. } => drop(reply.send(Err(e))),
             WriteOp::DeleteRecords { reply, .. }
             | WriteOp::ReplicaAppend { reply, .. }
@@ -208,7 +209,7 @@ struct Group<'a> {
     /// New states of the partitions this group touches; published only after the write.
     pending: HashMap<PartitionId, PartitionState>,
     created: Vec<PartitionId>,
-    deleted_topics: Vec<[u8; 16]>,
+    deleted: Vec<Doomed>,
     replies: Vec<Reply>,
     messages: i64,
     bytes: usize,
@@ -736,14 +737,14 @@ impl<'a> Group<'a> {
                 }
                 self.replies.push(Reply::Unit(reply));
             }
-            WriteOp::DeleteTopic { topic_id, reply } => {
-                let (start, end) = keys::topic_range(&topic_id);
+            WriteOp::Delete { doomed, reply } => {
+                let (start, end) = doomed.key_range();
                 for name in [CF_BATCHES, CF_TIME_INDEX, CF_PARTITIONS] {
                     self.wb.delete_range_cf(cf(self.db, name)?, &start, &end);
                 }
-                self.pending.retain(|pid, _| pid.topic_id != topic_id);
-                self.created.retain(|pid| pid.topic_id != topic_id);
-                self.deleted_topics.push(topic_id);
+                self.pending.retain(|pid, _| !doomed.covers(pid));
+                self.created.retain(|pid| !doomed.covers(pid));
+                self.deleted.push(doomed);
                 self.replies.push(Reply::Unit(reply));
             }
             WriteOp::Append {
@@ -1071,7 +1072,7 @@ impl Writer {
             wb: WriteBatch::default(),
             pending: HashMap::new(),
             created: Vec::new(),
-            deleted_topics: Vec::new(),
+            deleted: Vec::new(),
             replies: Vec::new(),
             messages: 0,
             bytes: 0,
@@ -1123,7 +1124,7 @@ impl Writer {
                 let Group {
                     pending,
                     created,
-                    deleted_topics,
+                    deleted,
                     pending_producers,
                     pending_aborted,
                     expired_producers,
@@ -1141,16 +1142,16 @@ impl Writer {
                     self.tails.drop_before(&pid, keep_from);
                     self.segments.drop_before(&pid, keep_from);
                 }
-                for topic_id in &deleted_topics {
-                    self.tails.remove_topic(topic_id);
-                    self.segments.remove_topic(topic_id);
+                for doomed in &deleted {
+                    self.tails.remove(doomed);
+                    self.segments.remove(doomed);
                 }
                 // Readers stop seeing the removed batches before their bytes go.
                 let cut: Vec<PartitionId> = truncated.iter().map(|t| t.pid).collect();
                 for t in &truncated {
                     self.tails.drop_from(&t.pid, t.new_end);
                 }
-                publish(&self.partitions, pending, created, &deleted_topics, &cut);
+                publish(&self.partitions, pending, created, &deleted, &cut);
                 for t in truncated {
                     if t.reset {
                         self.tails.drop_before(&t.pid, i64::MAX);
@@ -1164,7 +1165,7 @@ impl Writer {
                         list.retain(|a| a.last_offset < t.new_end);
                     }
                 }
-                self.producers.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
+                self.producers.retain(|pid, _| !deleted.iter().any(|d| d.covers(pid)));
                 // Expiry first: a producer that wrote again later in this group is back.
                 for (pid, id) in expired_producers {
                     if let Some(m) = self.producers.get_mut(&pid) {
@@ -1176,7 +1177,7 @@ impl Writer {
                 }
                 {
                     let mut map = self.aborted.write().unwrap_or_else(|p| p.into_inner());
-                    map.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
+                    map.retain(|pid, _| !deleted.iter().any(|d| d.covers(pid)));
                     for (pid, a) in pending_aborted {
                         map.entry(pid).or_default().push(a);
                     }
@@ -1249,11 +1250,11 @@ fn publish(
     partitions: &PartitionMap,
     pending: HashMap<PartitionId, PartitionState>,
     created: Vec<PartitionId>,
-    deleted_topics: &[[u8; 16]],
+    deleted: &[Doomed],
     truncated: &[PartitionId],
 ) {
     let mut map = partitions.write().unwrap_or_else(|p| p.into_inner());
-    map.retain(|pid, _| !deleted_topics.contains(&pid.topic_id));
+    map.retain(|pid, _| !deleted.iter().any(|d| d.covers(pid)));
     for pid in created {
         if let Some(state) = pending.get(&pid) {
             map.insert(pid, Arc::new(Mutex::new(*state)));

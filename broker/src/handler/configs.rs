@@ -241,6 +241,13 @@ pub async fn incremental_alter(
                 .with_error_code(e.code())
                 .with_error_message(Some(str_bytes(m)))
         };
+        // No broker config is dynamic in Fjord, so deleting one finds nothing to delete and
+        // succeeds, as on Kafka when none is set: `kafka-reassign-partitions.sh --verify` clears
+        // its replication throttles this way.
+        if r.resource_type == RESOURCE_BROKER && r.configs.iter().all(|c| c.config_operation == OP_DELETE) {
+            responses.push(base);
+            continue;
+        }
         if r.resource_type != RESOURCE_TOPIC {
             responses.push(fail(
                 ResponseError::InvalidRequest,

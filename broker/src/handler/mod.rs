@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod quorum;
+pub mod reassign;
 pub mod txn;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::CreatePartitions,
     ApiKey::DescribeLogDirs,
     ApiKey::ElectLeaders,
+    ApiKey::AlterPartitionReassignments,
+    ApiKey::ListPartitionReassignments,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
     ApiKey::DescribeQuorum,
@@ -353,6 +356,10 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         }
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(b, &ctx, r)),
         RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(cluster::elect_leaders(b, &ctx, r).await),
+        RequestKind::AlterPartitionReassignments(r) => {
+            ResponseKind::AlterPartitionReassignments(reassign::alter(b, &ctx, r).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(reassign::list(b, r)),
         RequestKind::DescribeQuorum(r) => ResponseKind::DescribeQuorum(quorum::describe_quorum(b, &ctx, r).await),
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(cluster::describe_topic_partitions(b, r))

@@ -1024,3 +1024,52 @@ async fn a_follower_behind_the_leaders_log_start_starts_again_there() {
     follower.shutdown().await.expect("close");
     leader.shutdown().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_partition_is_gone_and_its_neighbours_are_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p1 = PartitionId {
+        topic_id: P0.topic_id,
+        partition: P0.partition + 1,
+    };
+    {
+        let store = open(dir.path(), 1);
+        for pid in [P0, p1] {
+            store.ensure_partition(pid).await.expect("create");
+            for i in 0..3 {
+                store
+                    .append(pid, idempotent(3, 7, 0, 3 * i, false), 0)
+                    .await
+                    .expect("append");
+            }
+        }
+        store.delete_partition(P0).await.expect("delete partition");
+        assert!(store.offsets(&P0).is_none());
+        assert_eq!(store.partition_ids(), vec![p1]);
+        assert_eq!(store.offsets(&p1).expect("kept").log_end, 9);
+        store.crash().await;
+    }
+    // Reopened: the rows and the segment directory of the deleted partition stay gone, and
+    // the neighbour recovers whole, with its producer state.
+    let store = open(dir.path(), 1);
+    assert!(store.offsets(&P0).is_none());
+    let r = store.read(p1, 0, 1 << 20, true).await.expect("read");
+    assert_eq!(offsets_of(&r.records), (0..9).collect::<Vec<_>>());
+    let hex: String = P0.topic_id.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!dir
+        .path()
+        .join("segments")
+        .join(format!("{hex}-{}", P0.partition))
+        .exists());
+    // Recreated (the replica moved back): an empty log, with no producer state left over.
+    store.ensure_partition(P0).await.expect("recreate");
+    assert_eq!(store.offsets(&P0).expect("new").log_end, 0);
+    // The producer's first batch again is new here, not a duplicate of the deleted log's.
+    let again = store
+        .append(P0, idempotent(3, 7, 0, 0, false), 0)
+        .await
+        .expect("append");
+    assert_eq!(again.base_offset, 0);
+    assert_eq!(store.offsets(&P0).expect("new").log_end, 3);
+    store.shutdown().await.expect("close");
+}

@@ -7,10 +7,12 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collection;
+import java.util.Comparator;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Properties;
 import java.util.Set;
 import java.util.TreeMap;
@@ -22,6 +24,7 @@ import java.util.concurrent.atomic.AtomicReferenceArray;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.AlterPartitionReassignmentsOptions;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.ConfigEntry;
@@ -36,9 +39,11 @@ import org.apache.kafka.clients.admin.ListGroupsOptions;
 import org.apache.kafka.clients.admin.ListOffsetsResult;
 import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.MemberDescription;
+import org.apache.kafka.clients.admin.NewPartitionReassignment;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.PartitionReassignment;
 import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.admin.ReplicaInfo;
 import org.apache.kafka.clients.admin.TopicDescription;
@@ -118,6 +123,8 @@ public final class Cli {
                 case "admin-describe-cluster" -> adminDescribeCluster(o);
                 case "admin-describe-quorum" -> adminDescribeQuorum(o);
                 case "admin-describe-log-dirs" -> adminDescribeLogDirs(o);
+                case "admin-reassign" -> adminReassign(o);
+                case "admin-list-reassignments" -> adminListReassignments(o);
                 case "group-consume" -> groupConsume(o);
                 case "commit" -> commit(o);
                 case "committed" -> committed(o);
@@ -493,6 +500,80 @@ public final class Cli {
             a.createPartitions(Map.of(o.required("topic"), NewPartitions.increaseTo(Integer.parseInt(o.required("total")))))
                     .all().get();
             OUT.println("{\"ok\":true}");
+        }
+        return 0;
+    }
+
+    /**
+     * {@code --topic T --move P=B1,B2,... [--move P=cancel]... [--keep-replication-factor]}:
+     * Admin.alterPartitionReassignments (what kafka-reassign-partitions.sh --execute and --cancel
+     * send). One line per partition: {@code {"partition": P, "ok": true}} or its error.
+     */
+    private static int adminReassign(Opts o) throws Exception {
+        String topic = o.required("topic");
+        Map<TopicPartition, Optional<NewPartitionReassignment>> moves = new LinkedHashMap<>();
+        for (String m : o.all("move")) {
+            String[] pr = m.split("=", 2);
+            TopicPartition tp = new TopicPartition(topic, Integer.parseInt(pr[0]));
+            if (pr[1].equals("cancel")) {
+                moves.put(tp, Optional.empty());
+            } else {
+                List<Integer> replicas = new ArrayList<>();
+                for (String b : pr[1].split(",")) {
+                    replicas.add(Integer.parseInt(b));
+                }
+                moves.put(tp, Optional.of(new NewPartitionReassignment(replicas)));
+            }
+        }
+        AlterPartitionReassignmentsOptions opts = new AlterPartitionReassignmentsOptions()
+                .allowReplicationFactorChange(!o.flag("keep-replication-factor"));
+        try (Admin a = Admin.create(common(o))) {
+            Map<TopicPartition, org.apache.kafka.common.KafkaFuture<Void>> results = a.alterPartitionReassignments(moves, opts).values();
+            for (TopicPartition tp : moves.keySet()) {
+                String prefix = "\"partition\":" + tp.partition() + ",";
+                try {
+                    results.get(tp).get();
+                    OUT.println("{" + prefix + "\"ok\":true}");
+                } catch (ExecutionException e) {
+                    OUT.println(errorJson(e, prefix));
+                }
+            }
+        }
+        return 0;
+    }
+
+    /**
+     * {@code [--topic T]}: Admin.listPartitionReassignments (kafka-reassign-partitions.sh
+     * --verify), every partition that is moving, or those of T:
+     * {@code {"reassignments": [{"topic", "partition", "replicas", "adding", "removing"}]}}.
+     */
+    private static int adminListReassignments(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            Map<TopicPartition, PartitionReassignment> found;
+            String topic = o.get("topic", null);
+            if (topic == null) {
+                found = a.listPartitionReassignments().reassignments().get();
+            } else {
+                Set<TopicPartition> tps = new java.util.HashSet<>();
+                for (TopicPartitionInfo pi : a.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions()) {
+                    tps.add(new TopicPartition(topic, pi.partition()));
+                }
+                found = a.listPartitionReassignments(tps).reassignments().get();
+            }
+            StringBuilder sb = new StringBuilder("{\"reassignments\":[");
+            boolean first = true;
+            List<TopicPartition> moving = new ArrayList<>(found.keySet());
+            moving.sort(Comparator.comparing(TopicPartition::topic).thenComparingInt(TopicPartition::partition));
+            for (TopicPartition tp : moving) {
+                PartitionReassignment r = found.get(tp);
+                sb.append(first ? "" : ",").append("{\"topic\":").append(Json.quote(tp.topic()))
+                        .append(",\"partition\":").append(tp.partition())
+                        .append(",\"replicas\":").append(r.replicas())
+                        .append(",\"adding\":").append(r.addingReplicas())
+                        .append(",\"removing\":").append(r.removingReplicas()).append('}');
+                first = false;
+            }
+            OUT.println(sb.append("]}"));
         }
         return 0;
     }
