@@ -15,7 +15,7 @@ import uuid
 import pytest
 from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, ElectionType, KafkaError, KafkaException, Producer,
                              TopicPartition)
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 import netlab
 from clientlib import CLIENTS, assert_ok, consume, expected_layout, layout_mismatch, produce, sample_records
@@ -307,6 +307,43 @@ def test_a_preferred_election_gives_leadership_back_to_the_first_replica(start_c
     finally:
         consumer.close()
     assert got == [f"before-{i}".encode() for i in range(20)] + [f"after-{i}".encode() for i in range(20)]
+
+
+def test_a_manual_replica_assignment_is_honoured(nodes, topic_name):
+    """CreateTopics and CreatePartitions with `assignments` (kafka-topics.sh
+    --replica-assignment): each partition gets exactly the replicas asked for, preferred leader
+    first; an assignment naming an unknown broker, a broker twice, or lists of different lengths
+    is refused with INVALID_REPLICA_ASSIGNMENT and creates nothing."""
+    admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
+
+    def refused(new_topic):
+        with pytest.raises(KafkaException) as e:
+            admin.create_topics([new_topic], operation_timeout=20, request_timeout=20)[new_topic.topic].result(timeout=30)
+        return e.value.args[0].code()
+
+    for i, bad in enumerate([[[1, 99]], [[2, 2]], [[1, 2], [3]]]):
+        assert refused(NewTopic(f"{topic_name}-bad{i}", num_partitions=len(bad), replica_assignment=bad)) == KafkaError.INVALID_REPLICA_ASSIGNMENT, bad
+    assert not any(t.startswith(f"{topic_name}-bad") for t in admin.list_topics(timeout=10).topics)
+
+    admin.create_topics([NewTopic(topic_name, num_partitions=3, replica_assignment=[[2, 3], [3, 1], [1, 2]])],
+                        operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
+
+    def layout():
+        t = admin.list_topics(topic_name, timeout=5).topics.get(topic_name)
+        if t is None or t.error is not None:
+            return None
+        return {p: (pm.replicas, pm.leader, sorted(pm.isrs)) for p, pm in t.partitions.items()}
+
+    want = {0: ([2, 3], 2, [2, 3]), 1: ([3, 1], 3, [1, 3]), 2: ([1, 2], 1, [1, 2])}
+    wait_for(lambda: layout() == want, f"the assignment {want}")
+
+    bad = admin.create_partitions([NewPartitions(topic_name, 4, replica_assignment=[[3]])])[topic_name]
+    with pytest.raises(KafkaException) as e:
+        bad.result(timeout=30)
+    assert e.value.args[0].code() == KafkaError.INVALID_REPLICA_ASSIGNMENT
+    admin.create_partitions([NewPartitions(topic_name, 4, replica_assignment=[[3, 2]])])[topic_name].result(timeout=30)
+    want[3] = ([3, 2], 3, [2, 3])
+    wait_for(lambda: layout() == want, f"the new partition on 3 and 2: {want}")
 
 
 def test_a_replica_moves_to_another_broker_while_a_producer_writes(start_cluster, topic_name):

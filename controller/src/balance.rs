@@ -85,6 +85,7 @@ mod tests {
             num_partitions: 3,
             replication_factor: 3,
             configs: BTreeMap::new(),
+            assignment: None,
         };
         assert!(matches!(apply(&mut meta, create), CommandResponse::Topic(_)));
         assert!(

@@ -50,12 +50,22 @@ pub(crate) enum Command {
         /// Concrete factor (`-1` already resolved by the proposer).
         replication_factor: i16,
         configs: BTreeMap<String, String>,
+        /// A manual assignment (CreateTopics `assignments`): each partition's replicas, which
+        /// then give the partition count and replication factor.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignment: Option<Vec<Vec<i32>>>,
     },
     /// Deletes a topic.
     DeleteTopic { name: String },
     /// Grows a topic to `new_total` partitions; new partitions are assigned in apply, like
     /// `CreateTopic`, with the replication factor of the existing partitions.
-    CreatePartitions { name: String, new_total: i32 },
+    CreatePartitions {
+        name: String,
+        new_total: i32,
+        /// A manual assignment of the new partitions (CreatePartitions `assignments`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignment: Option<Vec<Vec<i32>>>,
+    },
     /// Applies IncrementalAlterConfigs operations to a topic's overrides, all or nothing.
     AlterTopicConfigs { name: String, ops: Vec<ConfigOp> },
     /// Hands a block of `count` producer ids to a broker.
@@ -219,12 +229,25 @@ pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse
             num_partitions,
             replication_factor,
             configs,
-        } => create_topic(meta, name, topic_id, num_partitions, replication_factor, configs),
+            assignment,
+        } => create_topic(
+            meta,
+            name,
+            topic_id,
+            num_partitions,
+            replication_factor,
+            configs,
+            assignment,
+        ),
         Command::DeleteTopic { name } => match meta.topics.remove(&name) {
             Some(topic) => Ok(CommandResponse::Topic(topic)),
             None => Err(ApplyError::UnknownTopic(name)),
         },
-        Command::CreatePartitions { name, new_total } => create_partitions(meta, name, new_total),
+        Command::CreatePartitions {
+            name,
+            new_total,
+            assignment,
+        } => create_partitions(meta, name, new_total, assignment),
         Command::AlterTopicConfigs { name, ops } => alter_topic_configs(meta, name, &ops),
         Command::FenceBroker { node_id } => fence_broker(meta, node_id),
         Command::UnfenceBroker { node_id } => unfence_broker(meta, node_id),
@@ -445,6 +468,7 @@ fn create_topic(
     num_partitions: i32,
     replication_factor: i16,
     configs: BTreeMap<String, String>,
+    assignment: Option<Vec<Vec<i32>>>,
 ) -> Result<CommandResponse, ApplyError> {
     check_topic_name(&name)?;
     if meta.topics.contains_key(&name) {
@@ -462,12 +486,15 @@ fn create_topic(
             "Topic id {topic_id} is already in use"
         )));
     }
-    let brokers = meta.live_brokers();
-    let rf = usize::from(replication_factor.unsigned_abs());
-    check_rf_against_brokers(rf, brokers.len())?;
-
-    let offset = total_partitions(meta);
-    let partitions = assign(&brokers, rf, 0, num_partitions, offset);
+    let partitions = match assignment {
+        Some(a) => reassign::manual(meta, 0, &a, None)?,
+        None => {
+            let brokers = meta.live_brokers();
+            let rf = usize::from(replication_factor.unsigned_abs());
+            check_rf_against_brokers(rf, brokers.len())?;
+            assign(&brokers, rf, 0, num_partitions, total_partitions(meta))
+        }
+    };
     let topic = TopicMeta {
         name: name.clone(),
         topic_id,
@@ -478,10 +505,15 @@ fn create_topic(
     Ok(CommandResponse::Topic(topic))
 }
 
-fn create_partitions(meta: &mut ClusterMetadata, name: String, new_total: i32) -> Result<CommandResponse, ApplyError> {
+fn create_partitions(
+    meta: &mut ClusterMetadata,
+    name: String,
+    new_total: i32,
+    assignment: Option<Vec<Vec<i32>>>,
+) -> Result<CommandResponse, ApplyError> {
     let brokers = meta.live_brokers();
     let offset = total_partitions(meta);
-    let Some(topic) = meta.topics.get_mut(&name) else {
+    let Some(topic) = meta.topics.get(&name) else {
         return Err(ApplyError::UnknownTopic(name));
     };
     // `partitions.len()` is at most MAX_PARTITIONS_PER_TOPIC, so it fits an i32.
@@ -505,9 +537,25 @@ fn create_partitions(meta: &mut ClusterMetadata, name: String, new_total: i32) -
         .partitions
         .first()
         .map_or(1, |p| (p.replicas.len() - p.removing.len()).max(1));
-    check_rf_against_brokers(rf, brokers.len())?;
-
-    let added = assign(&brokers, rf, current, new_total - current, offset);
+    let added = match assignment {
+        Some(a) => {
+            if i32::try_from(a.len()) != Ok(new_total - current) {
+                return Err(ApplyError::InvalidReplicaAssignment(format!(
+                    "Attempted to add {} additional partition(s), but only {} assignment(s) were specified.",
+                    new_total - current,
+                    a.len()
+                )));
+            }
+            reassign::manual(meta, current, &a, Some(rf))?
+        }
+        None => {
+            check_rf_against_brokers(rf, brokers.len())?;
+            assign(&brokers, rf, current, new_total - current, offset)
+        }
+    };
+    let Some(topic) = meta.topics.get_mut(&name) else {
+        return Err(ApplyError::UnknownTopic(name));
+    };
     topic.partitions.extend(added);
     debug_assert!(topic
         .partitions
@@ -662,6 +710,7 @@ mod tests {
             num_partitions: partitions,
             replication_factor: rf,
             configs: BTreeMap::new(),
+            assignment: None,
         }
     }
 
@@ -712,6 +761,7 @@ mod tests {
                 Command::CreatePartitions {
                     name: "t".into(),
                     new_total: 1,
+                    assignment: None,
                 },
                 ApplyError::InvalidPartitions("Topic already has 1 partitions.".into()),
             ),

@@ -612,6 +612,39 @@ impl Controller {
             num_partitions,
             replication_factor,
             configs,
+            assignment: None,
+        })
+        .await
+    }
+
+    /// [`Controller::create_topic`] with a manual assignment (CreateTopics `assignments`): each
+    /// partition's replicas, preferred leader first.
+    ///
+    /// Errors: those of `create_topic`, and `InvalidReplicaAssignment` as Kafka's controller
+    /// refuses an assignment (an empty or repeated replica, an unregistered broker, lists of
+    /// different lengths, a partition whose brokers are all fenced).
+    #[tracing::instrument(level = "debug", skip(self, configs))]
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        topic_id: Uuid,
+        assignment: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta> {
+        let num_partitions = i32::try_from(assignment.len()).unwrap_or(i32::MAX);
+        let replication_factor = assignment
+            .first()
+            .map_or(0, |r| i16::try_from(r.len()).unwrap_or(i16::MAX));
+        check_topic_name(name)?;
+        check_num_partitions(num_partitions)?;
+        check_replication_factor(replication_factor)?;
+        self.write_topic(Command::CreateTopic {
+            name: name.to_string(),
+            topic_id,
+            num_partitions,
+            replication_factor,
+            configs,
+            assignment: Some(assignment),
         })
         .await
     }
@@ -632,6 +665,25 @@ impl Controller {
         self.write_topic(Command::CreatePartitions {
             name: name.to_string(),
             new_total,
+            assignment: None,
+        })
+        .await
+    }
+
+    /// [`Controller::create_partitions`] with the new partitions' replicas given (one list per
+    /// new partition, each of the topic's replication factor). Errors as there, and
+    /// `InvalidReplicaAssignment` for an assignment Kafka refuses.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn create_partitions_assigned(
+        &self,
+        name: &str,
+        new_total: i32,
+        assignment: Vec<Vec<i32>>,
+    ) -> Result<TopicMeta> {
+        self.write_topic(Command::CreatePartitions {
+            name: name.to_string(),
+            new_total,
+            assignment: Some(assignment),
         })
         .await
     }

@@ -1,4 +1,7 @@
-//! Partition reassignment as Kafka's controller does it
+//! Manual replica assignments (CreateTopics, CreatePartitions) and partition reassignment as
+//! Kafka's controller does them.
+//!
+//! Reassignment
 //! ([KIP-455](https://cwiki.apache.org/confluence/display/KAFKA/KIP-455%3A+Create+an+Administrative+API+for+Replica+Reassignment)):
 //! a partition moves to a new set of replicas while it keeps serving.
 //!
@@ -21,6 +24,50 @@ use std::collections::BTreeSet;
 
 use crate::command::ApplyError;
 use crate::metadata::{ClusterMetadata, PartitionMeta};
+
+/// The partitions of a manual assignment (CreateTopics and CreatePartitions
+/// `assignments`), numbered from `first_partition`: every list checked as Kafka checks one, of
+/// `replication_factor` replicas (the first list's length if `None`). The ISR is the replicas
+/// that are not fenced, led by the first of them; the fenced ones join once they catch up.
+pub(crate) fn manual(
+    meta: &ClusterMetadata,
+    first_partition: i32,
+    assignment: &[Vec<i32>],
+    replication_factor: Option<usize>,
+) -> Result<Vec<PartitionMeta>, ApplyError> {
+    let registered: BTreeSet<i32> = meta.brokers.keys().copied().collect();
+    let live = meta.live_brokers();
+    let rf = replication_factor
+        .or_else(|| assignment.first().map(Vec::len))
+        .unwrap_or(0);
+    (first_partition..)
+        .zip(assignment)
+        .map(|(partition, replicas)| {
+            check_target(replicas, &registered)?;
+            if replicas.len() != rf {
+                return Err(ApplyError::InvalidReplicaAssignment(format!(
+                    "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {rf} replica(s).",
+                    replicas.len()
+                )));
+            }
+            let isr: Vec<i32> = replicas.iter().copied().filter(|r| live.contains(r)).collect();
+            let Some(&leader) = isr.first() else {
+                return Err(ApplyError::InvalidReplicaAssignment(format!(
+                    "All brokers specified in the manual partition assignment for partition {partition} are fenced or in controlled shutdown."
+                )));
+            };
+            Ok(PartitionMeta {
+                partition,
+                leader,
+                leader_epoch: 0,
+                replicas: replicas.clone(),
+                isr,
+                adding: Vec::new(),
+                removing: Vec::new(),
+            })
+        })
+        .collect()
+}
 
 /// One partition's request: `Some(target)` moves it there, `None` cancels its move.
 pub(crate) type Request = (String, i32, Option<Vec<i32>>);
@@ -335,6 +382,43 @@ mod tests {
             vec![Ok(())]
         );
         assert_eq!(meta.topics["t"].partitions[0].adding, vec![3]);
+    }
+
+    #[test]
+    fn a_manual_assignment_is_checked_and_leaves_fenced_replicas_out_of_the_isr() {
+        let mut meta = ClusterMetadata::default();
+        for id in [1, 2, 3] {
+            meta.brokers.insert(
+                id,
+                crate::BrokerInfo {
+                    node_id: id,
+                    host: "h".into(),
+                    port: 1,
+                    rack: None,
+                },
+            );
+        }
+        meta.fenced.insert(3);
+        let parts = manual(&meta, 4, &[vec![3, 1], vec![2, 3]], None).expect("valid");
+        assert_eq!(
+            parts
+                .iter()
+                .map(|p| (p.partition, p.leader, p.replicas.clone(), p.isr.clone()))
+                .collect::<Vec<_>>(),
+            vec![(4, 1, vec![3, 1], vec![1]), (5, 2, vec![2, 3], vec![2])]
+        );
+        for (bad, rf) in [
+            (vec![vec![1, 2], vec![1]], None),
+            (vec![vec![1, 2]], Some(3)),
+            (vec![vec![3]], None),
+            (vec![vec![1, 4]], None),
+            (vec![vec![]], None),
+        ] {
+            assert!(
+                matches!(manual(&meta, 0, &bad, rf), Err(ApplyError::InvalidReplicaAssignment(_))),
+                "{bad:?} with {rf:?}"
+            );
+        }
     }
 
     #[test]

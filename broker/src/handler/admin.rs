@@ -43,11 +43,20 @@ pub async fn auto_create(broker: &Broker, name: &str) -> Result<TopicMeta, Respo
 
 struct Failure(ResponseError, String);
 
+/// A CreateTopics entry, checked.
+struct Creatable {
+    partitions: i32,
+    replication_factor: i16,
+    configs: BTreeMap<String, String>,
+    /// Each partition's replicas, when the request assigns them.
+    assignment: Option<Vec<Vec<i32>>>,
+}
+
 /// Checks a CreateTopics entry and resolves its partition count and replication factor.
 fn check_creatable(
     broker: &Broker,
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
-) -> Result<(i32, i16, BTreeMap<String, String>), Failure> {
+) -> Result<Creatable, Failure> {
     validate_topic_name(t.name.as_str()).map_err(|m| Failure(ResponseError::InvalidTopicException, m))?;
     // One snapshot for every check below.
     let meta = broker.metadata();
@@ -77,8 +86,8 @@ fn check_creatable(
                 "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
             ));
         }
-        // A manual assignment is honoured as a partition count and replication factor; the
-        // controller places replicas (with one broker there is only one placement).
+        // Checked here for validate_only and to fail fast; the controller checks again, as
+        // Kafka's does, against the brokers registered when the topic is made.
         let rf = t.assignments[0].broker_ids.len();
         let known: HashSet<i32> = meta.brokers.keys().copied().collect();
         for (i, a) in t.assignments.iter().enumerate() {
@@ -94,7 +103,17 @@ fn check_creatable(
         }
         let rf = i16::try_from(rf)
             .map_err(|_| Failure(ResponseError::InvalidReplicationFactor, "too many replicas".into()))?;
-        return Ok((t.assignments.len() as i32, rf, configs));
+        return Ok(Creatable {
+            partitions: t.assignments.len() as i32,
+            replication_factor: rf,
+            configs,
+            assignment: Some(
+                t.assignments
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect(),
+            ),
+        });
     }
     let partitions = if t.num_partitions == -1 {
         broker.config.num_partitions
@@ -124,7 +143,12 @@ fn check_creatable(
             format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {brokers} broker(s) are registered."),
         ));
     }
-    Ok((partitions, rf, configs))
+    Ok(Creatable {
+        partitions,
+        replication_factor: rf,
+        configs,
+        assignment: None,
+    })
 }
 
 /// Answers CreateTopics.
@@ -151,7 +175,12 @@ pub async fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateT
             );
             continue;
         }
-        let (partitions, rf, configs) = match check_creatable(broker, t) {
+        let Creatable {
+            partitions,
+            replication_factor: rf,
+            configs,
+            assignment,
+        } = match check_creatable(broker, t) {
             Ok(v) => v,
             Err(Failure(e, msg)) => {
                 results.push(
@@ -188,11 +217,21 @@ pub async fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateT
             continue;
         }
         let topic_id = Uuid::new_v4();
-        match broker
-            .controller
-            .create_topic(t.name.as_str(), topic_id, partitions, rf, configs.clone())
-            .await
-        {
+        let created = match assignment {
+            Some(a) => {
+                broker
+                    .controller
+                    .create_topic_assigned(t.name.as_str(), topic_id, a, configs.clone())
+                    .await
+            }
+            None => {
+                broker
+                    .controller
+                    .create_topic(t.name.as_str(), topic_id, partitions, rf, configs.clone())
+                    .await
+            }
+        };
+        match created {
             Ok(topic) => {
                 created_any = true;
                 tracing::info!(topic = %topic.name, partitions = topic.partitions.len(), "created topic");
@@ -335,7 +374,20 @@ pub async fn create_partitions(broker: &Broker, req: CreatePartitionsRequest) ->
             results.push(base);
             continue;
         }
-        match broker.controller.create_partitions(t.name.as_str(), t.count).await {
+        let assignment: Option<Vec<Vec<i32>>> = t
+            .assignments
+            .as_ref()
+            .map(|a| a.iter().map(|p| p.broker_ids.iter().map(|b| b.0).collect()).collect());
+        let grown = match assignment {
+            Some(a) => {
+                broker
+                    .controller
+                    .create_partitions_assigned(t.name.as_str(), t.count, a)
+                    .await
+            }
+            None => broker.controller.create_partitions(t.name.as_str(), t.count).await,
+        };
+        match grown {
             Ok(_) => {
                 changed = true;
                 results.push(base);
