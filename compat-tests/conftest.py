@@ -323,8 +323,9 @@ def start_cluster():
     settings) that live until the end of the session."""
     made: list[Broker] = []
 
-    def start(name: str, n: int = 3, network=None, **overrides) -> list[Broker]:
-        """`network` (a netlab.Network of `n` nodes) runs each node in a namespace of its own."""
+    def start(name: str, n: int = 3, network=None, per_node: list[dict] | None = None, **overrides) -> list[Broker]:
+        """`network` (a netlab.Network of `n` nodes) runs each node in a namespace of its own;
+        `per_node[i]` adds settings of node i + 1 alone."""
         hosts = network.addresses if network is not None else ["127.0.0.1"] * n
         controller_ports = [free_port() for _ in range(n)]
         voters = ",".join(f"{i + 1}@{hosts[i]}:{p}" for i, p in enumerate(controller_ports))
@@ -340,6 +341,7 @@ def start_cluster():
                 "controller.quorum.voters": voters,
                 "process.roles": "broker,controller",
             })
+            b.overrides.update((per_node or [{}] * n)[i])
             made.append(b)
             nodes.append(b)
         for b in nodes:

@@ -346,6 +346,25 @@ def test_a_manual_replica_assignment_is_honoured(nodes, topic_name):
     wait_for(lambda: layout() == want, f"the new partition on 3 and 2: {want}")
 
 
+def test_replicas_of_new_partitions_go_to_distinct_racks(start_cluster, topic_name):
+    """`broker.rack`: four nodes on two racks; every partition of a new 2-replica topic has a
+    replica on each rack (Kafka's rack-aware placement), and DescribeCluster reports each
+    broker's rack."""
+    from clientlib import java
+
+    racks = {1: "rack-a", 2: "rack-a", 3: "rack-b", 4: "rack-b"}
+    nodes = start_cluster("racks", 4, per_node=[{"broker.rack": racks[i]} for i in (1, 2, 3, 4)])
+    bootstrap = ",".join(n.bootstrap for n in nodes)
+    (cluster,) = java("admin-describe-cluster", "--bootstrap", bootstrap)
+    assert {n["id"]: n["rack"] for n in cluster["nodes"]} == racks
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic_name, 8, 2)], operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
+    (d,) = java("admin-describe-topic", "--bootstrap", bootstrap, "--topic", topic_name)
+    assert len(d["partitions"]) == 8
+    for p in d["partitions"]:
+        assert sorted(racks[r] for r in p["replicas"]) == ["rack-a", "rack-b"], p
+
+
 def test_a_replica_moves_to_another_broker_while_a_producer_writes(start_cluster, topic_name):
     """AlterPartitionReassignments and ListPartitionReassignments (Admin.alterPartitionReassignments
     and listPartitionReassignments, what kafka-reassign-partitions.sh --execute, --verify and

@@ -70,7 +70,6 @@ pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "num.replica.fetchers",
     "log.cleaner.enable",
     "zookeeper.connect",
-    "broker.rack",
     "cluster.id",
     "metadata.log.dir",
     "share.coordinator.state.topic.replication.factor",
@@ -132,6 +131,9 @@ pub struct Config {
     /// `auto.leader.rebalance.enable` (true): the active controller hands partitions back to
     /// their preferred replica once it is in sync again.
     pub auto_leader_rebalance: bool,
+    /// `broker.rack`: registered with the controller, which places the replicas of new
+    /// partitions on distinct racks when it can; Metadata tells clients.
+    pub rack: Option<String>,
     /// `leader.imbalance.check.interval.seconds` (300), in ms.
     pub leader_imbalance_check_interval_ms: u64,
     /// Follower fetching and the ISR (Kafka's `replica.*` keys).
@@ -367,6 +369,7 @@ impl Config {
             broker_heartbeat_interval_ms: fjord_controller::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
             broker_session_timeout_ms: fjord_controller::DEFAULT_BROKER_SESSION_TIMEOUT_MS,
             auto_leader_rebalance: true,
+            rack: None,
             leader_imbalance_check_interval_ms: 300_000,
             replication: ReplicationConfig::default(),
             log_dir: PathBuf::from("./fjord-data"),
@@ -517,6 +520,7 @@ impl Config {
                 "broker.heartbeat.interval.ms" => cfg.broker_heartbeat_interval_ms = parse_at_least_one(k, value)?,
                 "broker.session.timeout.ms" => cfg.broker_session_timeout_ms = parse_at_least_one(k, value)?,
                 "auto.leader.rebalance.enable" => cfg.auto_leader_rebalance = parse_bool(k, value)?,
+                "broker.rack" => cfg.rack = Some(value.to_string()).filter(|r| !r.is_empty()),
                 "leader.imbalance.check.interval.seconds" => {
                     let seconds: u64 = parse_at_least_one(k, value)?;
                     cfg.leader_imbalance_check_interval_ms = seconds.saturating_mul(1000);

@@ -231,7 +231,7 @@ pub async fn run(
             data_dir: data_dir.join(METADATA_SUBDIR),
             advertised_host: advertised.host.clone(),
             advertised_port,
-            rack: None,
+            rack: config.rack.clone(),
             voters: config.quorum_voters.clone(),
             heartbeat_interval_ms: config.broker_heartbeat_interval_ms,
             session_timeout_ms: config.broker_session_timeout_ms,

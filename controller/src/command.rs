@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
-use crate::reassign;
+use crate::{placement, reassign};
 
 /// Partition count used when CreateTopics asks for `-1` (Kafka `num.partitions`, default 1).
 pub const DEFAULT_NUM_PARTITIONS: i32 = 1;
@@ -489,10 +489,9 @@ fn create_topic(
     let partitions = match assignment {
         Some(a) => reassign::manual(meta, 0, &a, None)?,
         None => {
-            let brokers = meta.live_brokers();
             let rf = usize::from(replication_factor.unsigned_abs());
-            check_rf_against_brokers(rf, brokers.len())?;
-            assign(&brokers, rf, 0, num_partitions, total_partitions(meta))
+            check_rf_against_brokers(rf, meta.live_brokers().len())?;
+            placement::place(meta, rf, 0, num_partitions)
         }
     };
     let topic = TopicMeta {
@@ -512,7 +511,6 @@ fn create_partitions(
     assignment: Option<Vec<Vec<i32>>>,
 ) -> Result<CommandResponse, ApplyError> {
     let brokers = meta.live_brokers();
-    let offset = total_partitions(meta);
     let Some(topic) = meta.topics.get(&name) else {
         return Err(ApplyError::UnknownTopic(name));
     };
@@ -550,7 +548,7 @@ fn create_partitions(
         }
         None => {
             check_rf_against_brokers(rf, brokers.len())?;
-            assign(&brokers, rf, current, new_total - current, offset)
+            placement::place(meta, rf, current, new_total - current)
         }
     };
     let Some(topic) = meta.topics.get_mut(&name) else {
@@ -642,41 +640,6 @@ fn check_rf_against_brokers(rf: usize, brokers: usize) -> Result<(), ApplyError>
         )));
     }
     Ok(())
-}
-
-/// Number of partitions in the cluster; used as the round-robin start so that leaders of
-/// successive topics spread over the brokers (Kafka picks a random start; apply cannot).
-fn total_partitions(meta: &ClusterMetadata) -> usize {
-    meta.topics.values().map(|t| t.partitions.len()).sum()
-}
-
-/// Round-robin assignment: replica `j` of the `i`-th new partition is
-/// `brokers[(offset + i + j) % brokers.len()]`, so the replicas of a partition are distinct and
-/// the leader (first replica) rotates.
-///
-/// Preconditions (checked by the callers): `1 <= rf <= brokers.len()`, `count >= 1`.
-fn assign(brokers: &[i32], rf: usize, first_partition: i32, count: i32, offset: usize) -> Vec<PartitionMeta> {
-    assert!(
-        rf >= 1 && rf <= brokers.len(),
-        "rf {rf} checked against {} brokers",
-        brokers.len()
-    );
-    assert!(count >= 1, "count {count} checked by the caller");
-    (first_partition..first_partition + count)
-        .enumerate()
-        .map(|(i, partition)| {
-            let replicas: Vec<i32> = (0..rf).map(|j| brokers[(offset + i + j) % brokers.len()]).collect();
-            PartitionMeta {
-                partition,
-                leader: replicas[0],
-                leader_epoch: 0,
-                isr: replicas.clone(),
-                replicas,
-                adding: Vec::new(),
-                removing: Vec::new(),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ mod error;
 mod liveness;
 mod metadata;
 mod network;
+mod placement;
 mod quorum;
 mod raft_types;
 mod reassign;

@@ -71,6 +71,9 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String, ConfigSource)> {
     out.insert("listeners".into(), listeners(&c.listeners));
     out.insert("advertised.listeners".into(), listeners(&c.advertised_listeners));
     out.insert("log.dirs".into(), c.log_dir.display().to_string());
+    if let Some(rack) = &c.rack {
+        out.insert("broker.rack".into(), rack.clone());
+    }
     out.insert("num.partitions".into(), c.num_partitions.to_string());
     out.insert(
         "default.replication.factor".into(),
