@@ -34,11 +34,14 @@ A failure names its seed; FAULT_SEED=<seed> FAULT_RUNS=1 replays the same schedu
 """
 
 import json
+import logging
 import os
 import random
 import subprocess
+import sys
 import threading
 import time
+import traceback
 import uuid
 
 import pytest
@@ -65,6 +68,22 @@ CLUSTER = {
     "offsets.topic.num.partitions": 6,
     "transaction.state.log.num.partitions": 6,
 }
+
+
+def txn_debug() -> dict:
+    """librdkafka debug logging for the transactional job's clients, to the file
+    FAULT_TXN_DEBUG_LOG (default /tmp/fault-txn-debug.log), when FAULT_TXN_DEBUG names the
+    contexts (for example `eos,cgrp,protocol,broker`): to see what a slow run waits on."""
+    contexts = os.environ.get("FAULT_TXN_DEBUG")
+    if not contexts:
+        return {}
+    log = logging.getLogger("fault-txn-debug")
+    if not log.handlers:
+        handler = logging.FileHandler(os.environ.get("FAULT_TXN_DEBUG_LOG", "/tmp/fault-txn-debug.log"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+    return {"debug": contexts, "logger": log}
 
 
 class Workload:
@@ -100,10 +119,15 @@ class Workload:
         self.stop.set()
         #: How long each client took to stop, in seconds (a slow run's time may be here).
         self.finish_s = {}
+        #: Where each client that did not stop in time was stuck: its thread's innermost frames.
+        self.stuck = {}
         for t in self.threads:
             started = time.monotonic()
             t.join(120)
             self.finish_s[t.name] = round(time.monotonic() - started, 2)
+            frame = sys._current_frames().get(t.ident) if t.is_alive() else None
+            if frame is not None:
+                self.stuck[t.name] = [f"{fs.name}:{fs.lineno} {fs.line}" for fs in traceback.extract_stack(frame)[-4:]]
 
     def _produce(self):
         producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True,
@@ -186,14 +210,14 @@ class Workload:
 
     def _transactional_producer(self):
         producer = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": f"{self.group}-eos",
-                             "transaction.timeout.ms": 60000, "linger.ms": 5})
+                             "transaction.timeout.ms": 60000, "linger.ms": 5, **txn_debug()})
         self._timed("init_transactions", producer.init_transactions, 120)
         return producer
 
     def _transform(self):
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"{self.group}-eos",
                              "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                             "isolation.level": "read_committed", "session.timeout.ms": 10000})
+                             "isolation.level": "read_committed", "session.timeout.ms": 10000, **txn_debug()})
         consumer.subscribe([self.topic])
         try:
             producer = self._transactional_producer()
@@ -494,7 +518,7 @@ def run_schedule(start_cluster, network, seed, rng, schedule, started, log):
     result = {"seed": seed, "schedule": schedule, "acked": acked, "java_acked": java_acked,
               "failed_deliveries": len(w.failed),
               "consumed": w.consumed, "commit_samples": len(w.commits), "transactions": w.txn,
-              "txn_slowest_s": w.txn_slowest, "txn_total_s": w.txn_total, "finish_s": w.finish_s,
+              "txn_slowest_s": w.txn_slowest, "txn_total_s": w.txn_total, "finish_s": w.finish_s, "stuck": w.stuck,
               "problems": problems[:20],
               "seconds": round(time.monotonic() - started, 1)}
     log(json.dumps(result))

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use fjord_protocol::batch::control_batch;
 use fjord_storage::producers::TxnMarker;
 use fjord_storage::{AppendBatch, StorageError};
+use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use kafka_protocol::messages::write_txn_markers_response::{
@@ -94,37 +95,38 @@ pub async fn write_markers(broker: &Broker, m: &TxnMeta, markers: &Markers) -> R
             true
         });
         let mut failed: Vec<((String, i32), ResponseError)> = Vec::new();
-        for (leader, targets) in by_leader {
-            let local = leader == broker.node_id();
-            let outcome = if local {
-                let mut out = Vec::with_capacity(targets.len());
-                for (topic, p) in targets {
-                    let r = place(broker, &topic, p, marker).await;
-                    out.push(((topic, p), r));
-                }
-                out
+        // Every leader at once, as Kafka's marker channel sends them: each waits for its
+        // partitions' in-sync replicas, and a lagging follower of one partition must not hold
+        // up the others.
+        let me = broker.node_id();
+        let outcomes = join_all(by_leader.into_iter().map(|(leader, targets)| async move {
+            let local = leader == me;
+            let out = if local {
+                place_all(broker, marker, targets).await
             } else {
                 send(broker, leader, marker, targets).await
             };
-            for (target, r) in outcome {
-                match r {
-                    Ok(()) => {
-                        remaining.remove(&target);
-                    }
-                    // A partition this node's metadata no longer has is gone; another leader's
-                    // answer may come from metadata behind this node's, so it is asked again.
-                    Err(ResponseError::UnknownTopicOrPartition) if local => {
-                        remaining.remove(&target);
-                    }
-                    Err(ResponseError::TransactionCoordinatorFenced) => {
-                        tracing::warn!(
-                            producer_id = markers.producer_id,
-                            "a newer transaction coordinator wrote this producer's markers"
-                        );
-                        return Err(ResponseError::NotCoordinator);
-                    }
-                    Err(e) => failed.push((target, e)),
+            out.into_iter().map(move |(t, r)| (local, t, r)).collect::<Vec<_>>()
+        }))
+        .await;
+        for (local, target, r) in outcomes.into_iter().flatten() {
+            match r {
+                Ok(()) => {
+                    remaining.remove(&target);
                 }
+                // A partition this node's metadata no longer has is gone; another leader's
+                // answer may come from metadata behind this node's, so it is asked again.
+                Err(ResponseError::UnknownTopicOrPartition) if local => {
+                    remaining.remove(&target);
+                }
+                Err(ResponseError::TransactionCoordinatorFenced) => {
+                    tracing::warn!(
+                        producer_id = markers.producer_id,
+                        "a newer transaction coordinator wrote this producer's markers"
+                    );
+                    return Err(ResponseError::NotCoordinator);
+                }
+                Err(e) => failed.push((target, e)),
             }
         }
         if remaining.is_empty() {
@@ -222,6 +224,20 @@ async fn send(
         .collect()
 }
 
+/// Places one marker in each of `targets`, all at once (each waits for its own in-sync
+/// replicas).
+async fn place_all(
+    broker: &Broker,
+    marker: Marker,
+    targets: Vec<(String, i32)>,
+) -> Vec<((String, i32), Result<(), ResponseError>)> {
+    join_all(targets.into_iter().map(|(topic, p)| async move {
+        let r = place(broker, &topic, p, marker).await;
+        ((topic, p), r)
+    }))
+    .await
+}
+
 /// Places one marker in partition `partition` of `topic` as its leader: a control batch in a
 /// data partition, the completion of the producer's offsets in a `__consumer_offsets`
 /// partition.
@@ -310,20 +326,28 @@ pub async fn write_txn_markers(broker: &Broker, req: WriteTxnMarkersRequest) -> 
             commit: m.transaction_result,
             coordinator_epoch: m.coordinator_epoch,
         };
+        let targets: Vec<(String, i32)> = m
+            .topics
+            .iter()
+            .flat_map(|t| t.partition_indexes.iter().map(|p| (t.name.to_string(), *p)))
+            .collect();
+        let mut outcomes = place_all(broker, marker, targets).await.into_iter();
         let mut topics = Vec::with_capacity(m.topics.len());
         for t in m.topics {
-            let mut partitions = Vec::with_capacity(t.partition_indexes.len());
-            for p in t.partition_indexes {
-                let code = match place(broker, t.name.as_str(), p, marker).await {
-                    Ok(()) => 0,
-                    Err(e) => e.code(),
-                };
-                partitions.push(
+            let partitions = t
+                .partition_indexes
+                .iter()
+                .map(|p| {
+                    let code = match outcomes.next() {
+                        Some((_, Ok(()))) => 0,
+                        Some((_, Err(e))) => e.code(),
+                        None => ResponseError::UnknownServerError.code(),
+                    };
                     WritableTxnMarkerPartitionResult::default()
-                        .with_partition_index(p)
-                        .with_error_code(code),
-                );
-            }
+                        .with_partition_index(*p)
+                        .with_error_code(code)
+                })
+                .collect();
             topics.push(
                 WritableTxnMarkerTopicResult::default()
                     .with_name(t.name)
