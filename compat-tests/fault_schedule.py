@@ -34,7 +34,6 @@ A failure names its seed; FAULT_SEED=<seed> FAULT_RUNS=1 replays the same schedu
 """
 
 import json
-import logging
 import os
 import random
 import subprocess
@@ -71,19 +70,12 @@ CLUSTER = {
 
 
 def txn_debug() -> dict:
-    """librdkafka debug logging for the transactional job's clients, to the file
-    FAULT_TXN_DEBUG_LOG (default /tmp/fault-txn-debug.log), when FAULT_TXN_DEBUG names the
-    contexts (for example `eos,cgrp,protocol,broker`): to see what a slow run waits on."""
+    """librdkafka debug logging for the transactional job's clients, on stderr (run with -s),
+    when FAULT_TXN_DEBUG names the contexts (for example `eos,cgrp,protocol,broker`): to see
+    what a slow run waits on. (A Python `logger` would only see the lines when the client is
+    polled, which a stuck call is not.)"""
     contexts = os.environ.get("FAULT_TXN_DEBUG")
-    if not contexts:
-        return {}
-    log = logging.getLogger("fault-txn-debug")
-    if not log.handlers:
-        handler = logging.FileHandler(os.environ.get("FAULT_TXN_DEBUG_LOG", "/tmp/fault-txn-debug.log"))
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.DEBUG)
-    return {"debug": contexts, "logger": log}
+    return {"debug": contexts} if contexts else {}
 
 
 class Workload:

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 import netlab
 from clientlib import CLIENTS, assert_ok, consume, expected_layout, layout_mismatch, produce, sample_records
-from conftest import wait_for
+from conftest import REFERENCE, Broker, free_port, wait_for
 
 PARTITIONS = 6
 
@@ -307,6 +307,80 @@ def test_a_preferred_election_gives_leadership_back_to_the_first_replica(start_c
     finally:
         consumer.close()
     assert got == [f"before-{i}".encode() for i in range(20)] + [f"after-{i}".encode() for i in range(20)]
+
+
+@pytest.mark.skipif(REFERENCE, reason="Kafka adds voters only to a quorum formatted for it (kraft.version 1, "
+                    "kafka-storage.sh format --initial-controllers), which the reference wrapper does not do")
+def test_controller_voters_are_added_and_removed_online(start_cluster, topic_name):
+    """KIP-853: a fourth node started with controller.quorum.bootstrap.servers (no voters)
+    joins the quorum as an observer and serves as a broker; AddRaftVoter makes it a voter,
+    RemoveRaftVoter turns voter 1 into an observer (DescribeQuorum shows each step, and a
+    second add or remove gets DUPLICATE_VOTER or VOTER_NOT_FOUND); the new quorum keeps a
+    majority when voter 2 dies, and node 4 restarts as a voter from its own metadata log."""
+    from clientlib import java
+
+    nodes = start_cluster("voters", 3, **{"broker.session.timeout.ms": 2000, "broker.heartbeat.interval.ms": 300})
+    controllers = [n.overrides["listeners"].split("CONTROLLER://", 1)[1] for n in nodes]
+    fourth = Broker("voters-node4")
+    fourth.node_id = 4
+    controller_port = free_port()
+    fourth.overrides.update({
+        "node.id": 4,
+        "listeners": f"PLAINTEXT://127.0.0.1:{fourth.port},CONTROLLER://127.0.0.1:{controller_port}",
+        "controller.listener.names": "CONTROLLER",
+        "controller.quorum.bootstrap.servers": ",".join(controllers),
+        "process.roles": "broker,controller",
+        "broker.session.timeout.ms": 2000,
+        "broker.heartbeat.interval.ms": 300,
+    })
+    try:
+        fourth.start()
+        via = nodes[2].bootstrap
+
+        def quorum():
+            (q,) = java("admin-describe-quorum", "--bootstrap", via)
+            return sorted(v["id"] for v in q["voters"]), sorted(q["observer_ids"])
+
+        wait_for(lambda: quorum() == ([1, 2, 3], [4]), "node 4 observing the quorum")
+        # It is a broker of the cluster: a topic with a replica on every node, used through it.
+        admin = AdminClient({"bootstrap.servers": fourth.bootstrap})
+        admin.create_topics([NewTopic(topic_name, 1, 4)], operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
+        records = sample_records("confluent", partitions=1, per_partition=20)
+        acks = produce("confluent", fourth.bootstrap, topic_name, records)
+        assert_ok(acks)
+
+        add = ["admin-add-voter", "--bootstrap", via, "--id", 4, "--host", "127.0.0.1", "--port", controller_port]
+        assert java(*add) == [{"ok": True}]
+        assert quorum() == ([1, 2, 3, 4], [])
+        assert java(*add, expect_error=True)[-1]["error"] == "DuplicateVoterException"
+
+        remove = ["admin-remove-voter", "--bootstrap", via, "--id", 1]
+        assert java(*remove) == [{"ok": True}]
+        wait_for(lambda: quorum() == ([2, 3, 4], [1]), "voter 1 an observer")
+        assert java(*remove, expect_error=True)[-1]["error"] == "VoterNotFoundException"
+
+        # Voters 3 and 4 are a majority of {2, 3, 4}: one of them takes over, and metadata
+        # writes go on without node 2. (The client is made once a controller is known:
+        # librdkafka's admin can wait forever on a controller that left Metadata.)
+        nodes[1].kill()
+        wait_for(lambda: java("admin-describe-cluster", "--bootstrap", fourth.bootstrap)[0]["controller"]["id"] in (3, 4),
+                 "a voter of the new quorum as the active controller", timeout_s=30)
+        survivors = AdminClient({"bootstrap.servers": f"{nodes[2].bootstrap},{fourth.bootstrap}"})
+        survivors.create_topics([NewTopic(f"{topic_name}-after", 1, 1)], operation_timeout=30,
+                                request_timeout=30)[f"{topic_name}-after"].result(timeout=40)
+
+        fourth.stop()
+        fourth.start()
+        wait_for(lambda: (q := java("admin-describe-quorum", "--bootstrap", fourth.bootstrap)[0])
+                 and sorted(v["id"] for v in q["voters"]) == [2, 3, 4]
+                 and all(v["log_end_offset"] >= q["high_watermark"] for v in q["voters"] if v["id"] != 2),
+                 "node 4 back as a caught-up voter")
+        got = consume("confluent", fourth.bootstrap, topic_name, len(records))
+        problem = layout_mismatch(got, expected_layout(records, acks))
+        assert problem is None, problem
+    finally:
+        fourth.kill()
+        fourth.cleanup(False)
 
 
 def test_a_manual_replica_assignment_is_honoured(nodes, topic_name):

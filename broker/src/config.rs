@@ -61,7 +61,6 @@ pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 256 << 20;
 /// Keys that Kafka deployments set and that Fjord accepts without acting on them (yet).
 /// The value is still checked to be present; the start log lists which were given.
 pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
-    "controller.quorum.bootstrap.servers",
     "inter.broker.listener.name",
     "listener.security.protocol.map",
     "num.network.threads",
@@ -122,6 +121,10 @@ pub struct Config {
     /// endpoint. Empty (the default) makes this node the only voter. Every Fjord node is a
     /// voter (`process.roles=broker,controller`), so the list must name `node.id`.
     pub quorum_voters: BTreeMap<i32, String>,
+    /// `controller.quorum.bootstrap.servers` (`host:port`, ...): without
+    /// `controller.quorum.voters`, the quorum this node joins as an observer (KIP-853);
+    /// AddRaftVoter can then make it a voter.
+    pub quorum_bootstrap_servers: Vec<String>,
     /// `broker.heartbeat.interval.ms`: how often a node of a quorum heartbeats the controller
     /// leader. Default 2000.
     pub broker_heartbeat_interval_ms: u64,
@@ -202,7 +205,7 @@ impl Config {
     /// Whether this node is one of several controller voters (a cluster), not the embedded
     /// single node.
     pub fn is_cluster(&self) -> bool {
-        self.quorum_voters.len() > 1
+        self.quorum_voters.len() > 1 || !self.quorum_bootstrap_servers.is_empty()
     }
 }
 
@@ -279,6 +282,21 @@ pub fn parse_voters(key: &str, value: &str) -> Result<BTreeMap<i32, String>, Con
         if out.insert(id, format!("{host}:{port}")).is_some() {
             return Err(bad("the id is listed twice"));
         }
+    }
+    Ok(out)
+}
+
+/// `controller.quorum.bootstrap.servers`: `host:port` controller endpoints, comma-separated.
+fn parse_bootstrap_servers(key: &str, value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = |why: &str| invalid(key, value, format!("'{item}': {why} (expected host:port)"));
+        let (host, port) = item.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
+        if host.is_empty() || port == 0 {
+            return Err(bad("empty host or port 0"));
+        }
+        out.push(format!("{host}:{port}"));
     }
     Ok(out)
 }
@@ -366,6 +384,7 @@ impl Config {
             advertised_listeners: Vec::new(),
             controller_listener: None,
             quorum_voters: BTreeMap::new(),
+            quorum_bootstrap_servers: Vec::new(),
             broker_heartbeat_interval_ms: fjord_controller::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
             broker_session_timeout_ms: fjord_controller::DEFAULT_BROKER_SESSION_TIMEOUT_MS,
             auto_leader_rebalance: true,
@@ -517,6 +536,9 @@ impl Config {
                     }
                 }
                 "controller.quorum.voters" => cfg.quorum_voters = parse_voters(k, value)?,
+                "controller.quorum.bootstrap.servers" => {
+                    cfg.quorum_bootstrap_servers = parse_bootstrap_servers(k, value)?
+                }
                 "broker.heartbeat.interval.ms" => cfg.broker_heartbeat_interval_ms = parse_at_least_one(k, value)?,
                 "broker.session.timeout.ms" => cfg.broker_session_timeout_ms = parse_at_least_one(k, value)?,
                 "auto.leader.rebalance.enable" => cfg.auto_leader_rebalance = parse_bool(k, value)?,
@@ -609,6 +631,17 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if cfg.quorum_voters.is_empty() && !cfg.quorum_bootstrap_servers.is_empty() && cfg.controller_listener.is_none()
+        {
+            return Err(invalid(
+                "listeners",
+                props.get("listeners").map(String::as_str).unwrap_or(""),
+                format!(
+                    "a node that joins a controller quorum (controller.quorum.bootstrap.servers) needs the controller listener {}:// among its listeners",
+                    controller_listeners[0]
+                ),
+            ));
         }
         if cfg.listeners.is_empty() {
             return Err(invalid(
@@ -865,6 +898,31 @@ mod tests {
         assert_eq!(c.advertised_listeners[0].host, "localhost");
         assert_eq!(c.controller_listener.as_ref().map(|l| l.port), Some(9093));
         assert_eq!(c.quorum_voters, BTreeMap::from([(1, "localhost:9093".to_string())]));
+    }
+
+    #[test]
+    fn bootstrap_servers_make_a_joining_node() {
+        let c = Config::from_properties(props(&[
+            ("node.id", "4"),
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://127.0.0.1:9093"),
+            ("controller.listener.names", "CONTROLLER"),
+            ("controller.quorum.bootstrap.servers", "h1:9093, h2:9093"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            c.quorum_bootstrap_servers,
+            vec!["h1:9093".to_string(), "h2:9093".to_string()]
+        );
+        assert!(c.is_cluster());
+        let refused = |p: &[(&str, &str)], key: &str| {
+            let e = Config::from_properties(props(p)).expect_err("refused");
+            assert!(e.to_string().contains(key), "{e}");
+        };
+        refused(
+            &[("controller.quorum.bootstrap.servers", "h1")],
+            "controller.quorum.bootstrap.servers",
+        );
+        refused(&[("controller.quorum.bootstrap.servers", "h1:9093")], "listeners");
     }
 
     #[test]

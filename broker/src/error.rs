@@ -59,6 +59,9 @@ pub fn controller_error_code(e: &ControllerError) -> ResponseError {
         ControllerError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
         ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         ControllerError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
+        ControllerError::DuplicateVoter(_) => ResponseError::DuplicateVoter,
+        ControllerError::VoterNotFound(_) => ResponseError::VoterNotFound,
+        ControllerError::TimedOut(_) => ResponseError::RequestTimedOut,
         ControllerError::NotController(_) => ResponseError::NotController,
         ControllerError::ShuttingDown => ResponseError::RequestTimedOut,
         ControllerError::Storage(_) | ControllerError::Raft(_) => {

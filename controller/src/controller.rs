@@ -90,6 +90,13 @@ pub struct ControllerConfig {
     /// (`host:port`). Empty means this node is the only voter (the embedded default), as does a
     /// map naming only this node. A node with other voters needs the controller listener.
     pub voters: BTreeMap<i32, String>,
+    /// Kafka `controller.quorum.bootstrap.servers` (`host:port` controller endpoints), used
+    /// when `voters` is empty: the node joins an existing quorum through them as an observer,
+    /// and AddRaftVoter can make it a voter (see `membership`).
+    pub bootstrap_servers: Vec<String>,
+    /// This node's controller endpoint (`host:port`) as the other controllers reach it; needed
+    /// to join through `bootstrap_servers`.
+    pub controller_endpoint: Option<String>,
     /// Kafka `broker.heartbeat.interval.ms`: how often this broker tells the leader it is alive.
     pub heartbeat_interval_ms: u64,
     /// Kafka `broker.session.timeout.ms`: a broker silent this long is fenced.
@@ -211,7 +218,9 @@ impl Controller {
                 config.node_id
             )));
         }
-        let has_peers = config.voters.keys().any(|&id| id != config.node_id);
+        // Without voters, bootstrap servers mean a quorum to join (KIP-853's dynamic quorum).
+        let joining = config.voters.is_empty() && !config.bootstrap_servers.is_empty();
+        let has_peers = joining || config.voters.keys().any(|&id| id != config.node_id);
         if has_peers && listener.is_none() {
             return Err(ControllerError::InvalidRequest(
                 "a node with other controller voters needs a controller listener (controller.listener.names)"
@@ -322,6 +331,9 @@ impl Controller {
         if config.voters.keys().any(|&v| v != id) {
             return self.start_quorum(config).await;
         }
+        if config.voters.is_empty() && !config.bootstrap_servers.is_empty() {
+            return self.start_observer(config).await;
+        }
         // The voter's controller endpoint when it has one; a store formed before controller
         // listeners were served keeps the broker address it recorded (nobody dials it).
         let node = BasicNode::new(
@@ -404,11 +416,61 @@ impl Controller {
             if !stored.is_empty() && stored != configured {
                 return Err(ControllerError::InvalidRequest(format!(
                     "controller.quorum.voters names voters {configured:?} but this node's metadata log has \
-                     {stored:?}; the voter set of an existing quorum is not changed by editing the configuration"
+                     {stored:?}; the voter set of an existing quorum is not changed by editing the configuration \
+                     (after AddRaftVoter or RemoveRaftVoter, start the node with \
+                     controller.quorum.bootstrap.servers instead of controller.quorum.voters)"
                 )));
             }
         }
         self.refuse_a_taken_node_id(config).await?;
+        self.wait_for_quorum(config).await
+    }
+
+    /// `start` for a node with `controller.quorum.bootstrap.servers` and no voters: on first
+    /// start it asks the quorum to take it as an observer; on a restart its metadata log
+    /// already has the membership, with this node as an observer or, since AddRaftVoter, a
+    /// voter. Either way it then waits for a leader and catches up with it.
+    async fn start_observer(&self, config: &ControllerConfig) -> Result<Option<LogId>> {
+        let raft = &self.inner.raft;
+        let id = self.inner.node_id;
+        let addr = config.controller_endpoint.clone().ok_or_else(|| {
+            ControllerError::InvalidRequest(
+                "a node that joins through controller.quorum.bootstrap.servers needs a controller listener".to_string(),
+            )
+        })?;
+        let member = raft
+            .with_raft_state(move |st| st.membership_state.effective().membership().get_node(&id).is_some())
+            .await
+            .map_err(map_fatal)?;
+        if !member {
+            let waiting = Instant::now();
+            let mut said: Option<Instant> = None;
+            loop {
+                match self.join(&config.bootstrap_servers, &addr).await {
+                    Ok(()) => break,
+                    Err(ControllerError::InvalidRequest(m)) => return Err(ControllerError::InvalidRequest(m)),
+                    Err(e) => {
+                        if said.is_none_or(|t| t.elapsed() >= Duration::from_millis(QUORUM_WAIT_LOG_MS)) {
+                            said = Some(Instant::now());
+                            tracing::info!(
+                                bootstrap = ?config.bootstrap_servers,
+                                waited_s = waiting.elapsed().as_secs(),
+                                reason = %e,
+                                "waiting to join the controller quorum"
+                            );
+                        }
+                        tokio::time::sleep(QUORUM_RETRY).await;
+                    }
+                }
+            }
+            tracing::info!(bootstrap = ?config.bootstrap_servers, "joined the controller quorum as an observer");
+        }
+        self.wait_for_quorum(config).await
+    }
+
+    /// Waits until a leader is known and this node has caught up with it, then registers.
+    async fn wait_for_quorum(&self, config: &ControllerConfig) -> Result<Option<LogId>> {
+        let raft = &self.inner.raft;
         let waiting = Instant::now();
         let mut said: Option<Instant> = None;
         loop {

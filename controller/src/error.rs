@@ -41,6 +41,16 @@ pub enum ControllerError {
     /// A cancel for a partition that is not moving (`NO_REASSIGNMENT_IN_PROGRESS`).
     #[error("{0}")]
     NoReassignmentInProgress(String),
+    /// AddRaftVoter for a node that already votes (`DUPLICATE_VOTER`).
+    #[error("{0}")]
+    DuplicateVoter(String),
+    /// RemoveRaftVoter for a node that does not vote (`VOTER_NOT_FOUND`).
+    #[error("{0}")]
+    VoterNotFound(String),
+    /// A quorum change that could not finish in time, or met another under way
+    /// (`REQUEST_TIMED_OUT`).
+    #[error("{0}")]
+    TimedOut(String),
     /// No controller leader could take the write or read (an election, an unreachable leader);
     /// the text says why (`NOT_CONTROLLER`, which Kafka clients retry).
     #[error("no active controller: {0}")]

@@ -25,6 +25,7 @@ mod command;
 mod controller;
 mod error;
 mod liveness;
+mod membership;
 mod metadata;
 mod network;
 mod placement;

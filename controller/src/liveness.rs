@@ -128,6 +128,11 @@ pub(crate) async fn elect_if_leader_gone(controller: &Controller, leader: NodeId
     if status.leader != Some(i64::from(leader)) || status.is_leader {
         return;
     }
+    // An observer never stands: openraft would let it run, and the voters would elect it, a
+    // leader that does not count in its own quorum.
+    if !controller.voter_ids().contains(&controller.node_id()) {
+        return;
+    }
     let Some(addr) = controller.voter_endpoint(leader) else {
         return;
     };
@@ -147,7 +152,8 @@ pub(crate) async fn elect_if_leader_gone(controller: &Controller, leader: NodeId
     let stagger = Duration::from_millis(300) * u32::try_from(rank).unwrap_or(u32::MAX).min(8);
     tokio::time::sleep(crate::controller::LEADER_LEASE + Duration::from_millis(50) + stagger).await;
     let status = controller.raft_status();
-    if status.leader == Some(i64::from(leader)) && !status.is_leader {
+    let voter = controller.voter_ids().contains(&me);
+    if voter && status.leader == Some(i64::from(leader)) && !status.is_leader {
         tracing::info!(leader, %addr, "the controller leader's process is gone: standing for election");
         if let Err(e) = controller.raft().trigger().elect().await {
             tracing::warn!(error = %e, "could not start an election");

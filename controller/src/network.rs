@@ -70,6 +70,8 @@ pub(crate) enum PeerRequest {
     DescribeQuorum,
     /// Who serves this controller listener (see [`Identity`]).
     Identify,
+    /// A change of the quorum (see `membership`); a node that is not the leader forwards it.
+    Membership(crate::membership::Change),
 }
 
 /// A controller process: its node id and its incarnation, a random id drawn at each start. A
@@ -92,6 +94,7 @@ pub(crate) enum PeerResponse {
     Heartbeat(Result<(), ForwardError>),
     DescribeQuorum(Result<QuorumDescription, ForwardError>),
     Identify(Result<Identity, ForwardError>),
+    Membership(Result<(), crate::membership::Refusal>),
 }
 
 /// Why the node asked to lead a write or a read could not.
@@ -299,6 +302,25 @@ impl Peer {
         .await
     }
 
+    /// Asks this peer to apply a quorum change (it forwards it to its leader).
+    pub(crate) async fn change_membership(
+        &mut self,
+        change: crate::membership::Change,
+    ) -> Result<Result<(), crate::membership::Refusal>, CallError> {
+        // Adding a voter waits for it to catch up, up to its own timeout.
+        let ttl = match &change {
+            crate::membership::Change::AddVoter { timeout_ms, .. } => {
+                FORWARD_TIMEOUT + Duration::from_millis(*timeout_ms)
+            }
+            _ => FORWARD_TIMEOUT,
+        };
+        self.exchange(PeerRequest::Membership(change), ttl, |r| match r {
+            PeerResponse::Membership(res) => Ok(res),
+            other => Err(other),
+        })
+        .await
+    }
+
     /// Asks this peer, the leader it knows of, for its read index.
     pub(crate) async fn read_index(&mut self) -> Result<Result<u64, ForwardError>, CallError> {
         self.ask(PeerRequest::ReadIndex, |r| match r {
@@ -498,6 +520,12 @@ async fn answer(raft: &Raft, controller: &WeakController, req: PeerRequest) -> P
         PeerRequest::Identify => PeerResponse::Identify(match controller.get() {
             None => Err(ForwardError::Stopped("the controller is shutting down".to_string())),
             Some(c) => Ok(c.identity()),
+        }),
+        PeerRequest::Membership(change) => PeerResponse::Membership(match controller.get() {
+            None => Err(crate::membership::Refusal::Stopped(
+                "the controller is shutting down".to_string(),
+            )),
+            Some(c) => c.change_voters(change).await.map_err(crate::membership::refusal),
         }),
         PeerRequest::AppendEntries(rpc) => PeerResponse::AppendEntries(raft.append_entries(rpc).await),
         PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await),

@@ -36,6 +36,9 @@ pub struct QuorumDescription {
     pub high_watermark: i64,
     /// The voters, in id order.
     pub voters: Vec<VoterState>,
+    /// The observers (nodes that follow the log without voting), in id order.
+    #[serde(default)]
+    pub observers: Vec<VoterState>,
 }
 
 fn epoch_ms(t: SystemTime) -> i64 {
@@ -63,41 +66,41 @@ pub(crate) async fn describe_as_leader(controller: &Controller) -> Result<Quorum
     let high_watermark = committed.map_or(0, |i| i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1));
     let last_log = m.last_log_index;
     let now = SystemTime::now();
-    let voters = m
-        .membership_config
-        .membership()
+    let membership = m.membership_config.membership();
+    let state = |id: i32, node: &openraft::BasicNode| {
+        let matched = if id == me {
+            last_log
+        } else {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned().flatten())
+                .map(|l| l.index)
+        };
+        let log_end_offset = matched.map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1));
+        let heard = if id == me {
+            Some(Duration::ZERO)
+        } else {
+            controller.liveness().heard_ago(id)
+        };
+        let last_fetch_timestamp = heard.map_or(-1, |ago| epoch_ms(now - ago));
+        let caught_up = log_end_offset >= high_watermark;
+        VoterState {
+            node_id: id,
+            endpoint: node.addr.clone(),
+            log_end_offset,
+            last_fetch_timestamp,
+            last_caught_up_timestamp: if caught_up { last_fetch_timestamp } else { -1 },
+        }
+    };
+    let (voters, observers): (Vec<VoterState>, Vec<VoterState>) = membership
         .nodes()
-        .filter(|(id, _)| m.membership_config.membership().voter_ids().any(|v| v == **id))
-        .map(|(&id, node)| {
-            let matched = if id == me {
-                last_log
-            } else {
-                m.replication
-                    .as_ref()
-                    .and_then(|r| r.get(&id).cloned().flatten())
-                    .map(|l| l.index)
-            };
-            let log_end_offset = matched.map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1));
-            let heard = if id == me {
-                Some(Duration::ZERO)
-            } else {
-                controller.liveness().heard_ago(id)
-            };
-            let last_fetch_timestamp = heard.map_or(-1, |ago| epoch_ms(now - ago));
-            let caught_up = log_end_offset >= high_watermark;
-            VoterState {
-                node_id: id,
-                endpoint: node.addr.clone(),
-                log_end_offset,
-                last_fetch_timestamp,
-                last_caught_up_timestamp: if caught_up { last_fetch_timestamp } else { -1 },
-            }
-        })
-        .collect();
+        .map(|(&id, node)| state(id, node))
+        .partition(|v| membership.voter_ids().any(|id| id == v.node_id));
     Ok(QuorumDescription {
         leader_id: me,
         leader_epoch: i32::try_from(m.current_term).unwrap_or(i32::MAX),
         high_watermark,
         voters,
+        observers,
     })
 }

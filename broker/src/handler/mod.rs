@@ -58,6 +58,8 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
     ApiKey::DescribeQuorum,
+    ApiKey::AddRaftVoter,
+    ApiKey::RemoveRaftVoter,
     ApiKey::DescribeTopicPartitions,
     ApiKey::OffsetCommit,
     ApiKey::OffsetFetch,
@@ -361,6 +363,8 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         }
         RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(reassign::list(b, r)),
         RequestKind::DescribeQuorum(r) => ResponseKind::DescribeQuorum(quorum::describe_quorum(b, &ctx, r).await),
+        RequestKind::AddRaftVoter(r) => ResponseKind::AddRaftVoter(quorum::add_raft_voter(b, r).await),
+        RequestKind::RemoveRaftVoter(r) => ResponseKind::RemoveRaftVoter(quorum::remove_raft_voter(b, r).await),
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(cluster::describe_topic_partitions(b, r))
         }

@@ -31,6 +31,8 @@ fn config(dir: &Path, node_id: i32) -> ControllerConfig {
         advertised_port: 9092,
         rack: Some("rack-a".to_string()),
         voters: BTreeMap::new(),
+        bootstrap_servers: Vec::new(),
+        controller_endpoint: None,
         heartbeat_interval_ms: DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
         session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
         leader_balance_interval_ms: None,

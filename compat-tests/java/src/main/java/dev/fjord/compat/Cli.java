@@ -122,6 +122,8 @@ public final class Cli {
                 case "admin-delete-records" -> adminDeleteRecords(o);
                 case "admin-describe-cluster" -> adminDescribeCluster(o);
                 case "admin-describe-quorum" -> adminDescribeQuorum(o);
+                case "admin-add-voter" -> adminAddVoter(o);
+                case "admin-remove-voter" -> adminRemoveVoter(o);
                 case "admin-describe-log-dirs" -> adminDescribeLogDirs(o);
                 case "admin-reassign" -> adminReassign(o);
                 case "admin-list-reassignments" -> adminListReassignments(o);
@@ -641,7 +643,13 @@ public final class Cli {
                         .append("}");
                 first = false;
             }
-            sb.append("],\"observers\":").append(q.observers().size()).append(",\"nodes\":[");
+            sb.append("],\"observers\":").append(q.observers().size()).append(",\"observer_ids\":[");
+            first = true;
+            for (org.apache.kafka.clients.admin.QuorumInfo.ReplicaState r : q.observers()) {
+                sb.append(first ? "" : ",").append(r.replicaId());
+                first = false;
+            }
+            sb.append("],\"nodes\":[");
             first = true;
             for (java.util.Map.Entry<Integer, org.apache.kafka.clients.admin.QuorumInfo.Node> e : q.nodes().entrySet()) {
                 sb.append(first ? "" : ",").append("{\"id\":").append(e.getKey()).append(",\"endpoints\":[");
@@ -654,6 +662,29 @@ public final class Cli {
                 first = false;
             }
             OUT.println(sb.append("]}"));
+        }
+        return 0;
+    }
+
+    /**
+     * {@code --id N --host H --port P [--listener CONTROLLER]}: Admin.addRaftVoter (what
+     * kafka-metadata-quorum.sh add-controller sends), for an observer of the quorum.
+     */
+    private static int adminAddVoter(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            a.addRaftVoter(Integer.parseInt(o.required("id")), org.apache.kafka.common.Uuid.randomUuid(),
+                    Set.of(new org.apache.kafka.clients.admin.RaftVoterEndpoint(o.get("listener", "CONTROLLER"),
+                            o.required("host"), Integer.parseInt(o.required("port"))))).all().get();
+            OUT.println("{\"ok\":true}");
+        }
+        return 0;
+    }
+
+    /** {@code --id N}: Admin.removeRaftVoter (kafka-metadata-quorum.sh remove-controller). */
+    private static int adminRemoveVoter(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            a.removeRaftVoter(Integer.parseInt(o.required("id")), org.apache.kafka.common.Uuid.randomUuid()).all().get();
+            OUT.println("{\"ok\":true}");
         }
         return 0;
     }
