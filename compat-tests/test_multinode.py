@@ -48,6 +48,40 @@ def create_spread_topic(nodes, name):
     return seen[0]
 
 
+def acks_all_producer(bootstrap, message_timeout_ms):
+    """An idempotent acks=all confluent producer, its delivery callback, and the values it had
+    acknowledged and the errors it reported, each in the order they came."""
+    acked, failed = [], []
+
+    def report(err, msg):
+        (failed if err is not None else acked).append(err if err is not None else msg.value())
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5, "message.timeout.ms": message_timeout_ms})
+    return producer, report, acked, failed
+
+
+def assert_read_back_once(bootstrap, topic, acked):
+    """Reads partition 0 of `topic` from the start and proves it holds exactly `acked`, in
+    order: nothing lost, nothing twice, nothing extra."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-back-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got = []
+    try:
+        def read_all():
+            # A batch per call: wait_for pauses between calls.
+            got.extend(m.value() for m in consumer.consume(1000, timeout=0.5) if m.error() is None)
+            return len(got) >= len(acked)
+
+        wait_for(read_all, "every acknowledged record read back", timeout_s=60, interval_s=0)
+        m = consumer.poll(2)
+        assert m is None or m.error() is not None, f"an extra record: {m.value()}"
+    finally:
+        consumer.close()
+    assert got == acked, "acknowledged records, once each, in the order they were acknowledged"
+
+
 # Three records per partition: 18 in all, below the first record sample_records gives neither a key
 # nor a value (kafka-python refuses to send one).
 @pytest.mark.parametrize("client", CLIENTS)
@@ -141,13 +175,7 @@ def test_an_acks_all_producer_loses_nothing_when_the_leader_is_killed(start_clus
 
     first = wait_for(lambda: (p := partition()) is not None and p.leader >= 0 and len(p.isrs) == 3 and p,
                      "three in-sync replicas")
-    acked, failed = [], []
-
-    def report(err, msg):
-        (failed if err is not None else acked).append(err if err is not None else msg.value())
-
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                         "linger.ms": 5, "message.timeout.ms": 60000})
+    producer, report, acked, failed = acks_all_producer(bootstrap, 60000)
     for i in range(300):
         producer.produce(topic_name, value=f"before-{i}".encode(), partition=0, on_delivery=report)
     assert producer.flush(30) == 0
@@ -162,24 +190,7 @@ def test_an_acks_all_producer_loses_nothing_when_the_leader_is_killed(start_clus
                           "a new leader").leader
     assert new_leader != first.leader
 
-    survivors = ",".join(n.bootstrap for n in nodes if n is not victim)
-    consumer = Consumer({"bootstrap.servers": survivors, "group.id": f"failover-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic_name, 0, 0)])
-    got = []
-    try:
-        def read_all():
-            # A batch per call: wait_for pauses between calls, so a record per call would take
-            # a minute for 600 records.
-            got.extend(m.value() for m in consumer.consume(1000, timeout=0.5) if m.error() is None)
-            return len(got) >= len(acked)
-        wait_for(read_all, "every acknowledged record read back", timeout_s=60)
-        # Nothing more arrives: no record twice.
-        m = consumer.poll(2)
-        assert m is None or m.error() is not None, f"an extra record: {m.value()}"
-    finally:
-        consumer.close()
-    assert got == acked, "acknowledged records, once each, in the order they were acknowledged"
+    assert_read_back_once(",".join(n.bootstrap for n in nodes if n is not victim), topic_name, acked)
 
 
 @pytest.mark.parametrize("protocol", ["classic", "consumer"])
@@ -342,6 +353,10 @@ def test_controller_voters_are_added_and_removed_online(start_cluster, topic_nam
             return sorted(v["id"] for v in q["voters"]), sorted(q["observer_ids"])
 
         wait_for(lambda: quorum() == ([1, 2, 3], [4]), "node 4 observing the quorum")
+        # kafka-metadata-quorum.sh add-controller reads the node's directory id from here.
+        props = dict(l.split("=", 1) for l in (fourth.data_dir / "meta.properties").read_text().splitlines()
+                     if "=" in l and not l.startswith("#"))
+        assert props["node.id"] == "4" and props["version"] == "1" and len(props["directory.id"]) == 22, props
         # It is a broker of the cluster: a topic with a replica on every node, used through it.
         admin = AdminClient({"bootstrap.servers": fourth.bootstrap})
         admin.create_topics([NewTopic(topic_name, 1, 4)], operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
@@ -483,13 +498,7 @@ def test_a_replica_moves_to_another_broker_while_a_producer_writes(start_cluster
     assert reassign(f"0={a},{b},{c}", keep_rf=True) == ["InvalidReplicationFactorException"]
     assert moving() == [] and described()["partitions"][0]["replicas"] == [a, b], "a refused move changes nothing"
 
-    acked, failed = [], []
-
-    def report(err, msg):
-        (failed if err is not None else acked).append(err if err is not None else msg.value())
-
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                         "linger.ms": 5, "message.timeout.ms": 120000})
+    producer, report, acked, failed = acks_all_producer(bootstrap, 120000)
     for i in range(2000):
         producer.produce(topic_name, value=f"before-{i}".encode(), partition=0, on_delivery=report)
     assert producer.flush(30) == 0
@@ -544,21 +553,7 @@ def test_a_replica_moves_to_another_broker_while_a_producer_writes(start_cluster
     assert after["replicas"] == [b, c] and sorted(after["isr"]) == sorted([b, c]), after
     assert any(v.startswith(b"during-") for v in acked), "records were written during the move"
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reassign-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic_name, 0, 0)])
-    got = []
-    try:
-        def read_all():
-            got.extend(m.value() for m in consumer.consume(1000, timeout=0.5) if m.error() is None)
-            return len(got) >= len(acked)
-
-        wait_for(read_all, "every acknowledged record read back", timeout_s=60, interval_s=0)
-        m = consumer.poll(2)
-        assert m is None or m.error() is not None, f"an extra record: {m.value()}"
-    finally:
-        consumer.close()
-    assert got == acked, "acknowledged records, once each, in the order they were acknowledged"
+    assert_read_back_once(bootstrap, topic_name, acked)
 
     # The dropped broker no longer reports the partition, and (Fjord's layout) its copy is gone.
     dropped = next(n for n in nodes if n.node_id == a)

@@ -10,6 +10,7 @@ mod error;
 pub mod group;
 mod handler;
 mod http;
+mod meta_properties;
 pub mod metrics;
 mod peers;
 pub mod replication;
@@ -261,6 +262,10 @@ pub async fn run(
             return Ok(());
         }
     };
+    // For Kafka's tools (kafka-metadata-quorum.sh add-controller reads the directory id).
+    if let Err(e) = meta_properties::write(&data_dir, &controller.metadata().cluster_id, config.node_id) {
+        tracing::warn!(error = %e, dir = %data_dir.display(), "could not write meta.properties");
+    }
     let store = store_task
         .await
         .map_err(|e| BrokerError::Startup(format!("storage open task: {e}")))??;

@@ -450,8 +450,7 @@ impl Controller {
                     Ok(()) => break,
                     Err(ControllerError::InvalidRequest(m)) => return Err(ControllerError::InvalidRequest(m)),
                     Err(e) => {
-                        if said.is_none_or(|t| t.elapsed() >= Duration::from_millis(QUORUM_WAIT_LOG_MS)) {
-                            said = Some(Instant::now());
+                        if time_to_say(&mut said) {
                             tracing::info!(
                                 bootstrap = ?config.bootstrap_servers,
                                 waited_s = waiting.elapsed().as_secs(),
@@ -487,8 +486,7 @@ impl Controller {
                 Err(e) => {
                     // Some answers come at once (a leader known before its address): say so
                     // now and then, and do not spin.
-                    if said.is_none_or(|t| t.elapsed() >= Duration::from_millis(QUORUM_WAIT_LOG_MS)) {
-                        said = Some(Instant::now());
+                    if time_to_say(&mut said) {
                         tracing::info!(
                             voters = ?config.voters,
                             waited_s = waiting.elapsed().as_secs(),
@@ -1096,6 +1094,15 @@ impl Controller {
     }
 }
 
+/// Whether a wait should say so now: at once, then every [`QUORUM_WAIT_LOG_MS`].
+fn time_to_say(said: &mut Option<Instant>) -> bool {
+    if said.is_none_or(|t| t.elapsed() >= Duration::from_millis(QUORUM_WAIT_LOG_MS)) {
+        *said = Some(Instant::now());
+        return true;
+    }
+    false
+}
+
 fn map_fatal(f: Fatal<NodeId>) -> ControllerError {
     match f {
         Fatal::StorageError(e) => ControllerError::Storage(e.to_string()),
@@ -1115,6 +1122,12 @@ fn new_cluster_id() -> String {
             return id;
         }
     }
+}
+
+/// A new random id in Kafka's text form (22 characters of URL-safe base64), as Kafka writes
+/// cluster and directory ids.
+pub fn new_kafka_id() -> String {
+    new_cluster_id()
 }
 
 /// URL-safe base64 (RFC 4648 §5) without padding.

@@ -42,7 +42,8 @@ pub use crate::command::{
     MAX_TOPIC_NAME_BYTES,
 };
 pub use crate::controller::{
-    Controller, ControllerConfig, RaftStatus, DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS, DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+    new_kafka_id, Controller, ControllerConfig, RaftStatus, DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
+    DEFAULT_BROKER_SESSION_TIMEOUT_MS,
 };
 pub use crate::error::{ControllerError, Result};
 pub use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};

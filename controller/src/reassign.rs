@@ -248,6 +248,22 @@ mod tests {
 
     const LIVE: &[i32] = &[1, 2, 3, 4];
 
+    fn three_brokers() -> ClusterMetadata {
+        let mut meta = ClusterMetadata::default();
+        for id in [1, 2, 3] {
+            meta.brokers.insert(
+                id,
+                crate::BrokerInfo {
+                    node_id: id,
+                    host: "h".into(),
+                    port: 1,
+                    rack: None,
+                },
+            );
+        }
+        meta
+    }
+
     #[test]
     fn a_move_adds_first_and_drops_the_old_replicas_only_once_the_new_are_in_sync() {
         let mut p = partition(&[1, 2], &[1, 2], 1);
@@ -317,18 +333,7 @@ mod tests {
 
     #[test]
     fn a_move_is_refused_as_kafka_refuses_it() {
-        let mut meta = ClusterMetadata::default();
-        for id in [1, 2, 3] {
-            meta.brokers.insert(
-                id,
-                crate::BrokerInfo {
-                    node_id: id,
-                    host: "h".into(),
-                    port: 1,
-                    rack: None,
-                },
-            );
-        }
+        let mut meta = three_brokers();
         meta.topics.insert(
             "t".into(),
             crate::TopicMeta {
@@ -386,18 +391,7 @@ mod tests {
 
     #[test]
     fn a_manual_assignment_is_checked_and_leaves_fenced_replicas_out_of_the_isr() {
-        let mut meta = ClusterMetadata::default();
-        for id in [1, 2, 3] {
-            meta.brokers.insert(
-                id,
-                crate::BrokerInfo {
-                    node_id: id,
-                    host: "h".into(),
-                    port: 1,
-                    rack: None,
-                },
-            );
-        }
+        let mut meta = three_brokers();
         meta.fenced.insert(3);
         let parts = manual(&meta, 4, &[vec![3, 1], vec![2, 3]], None).expect("valid");
         assert_eq!(
