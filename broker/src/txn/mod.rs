@@ -108,8 +108,6 @@ pub struct TxnCoordinator {
     pub ids: ProducerIds,
     store: GroupStore,
     txns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TxnMeta>>>>,
-    /// Producer id -> transactional id, for produce-time verification.
-    by_producer: Mutex<HashMap<i64, String>>,
     /// In a cluster, the broker whose `__transaction_state` carries every state record (see
     /// [`state_log`]); unset on a single node, whose column family alone holds the states.
     cluster: OnceLock<Weak<Broker>>,
@@ -188,7 +186,6 @@ impl TxnCoordinator {
             ids: ProducerIds::new(),
             store,
             txns: Mutex::new(HashMap::new()),
-            by_producer: Mutex::new(HashMap::new()),
             cluster: OnceLock::new(),
             loads: Loads::default(),
             verified: VerifiedWrites::default(),
@@ -204,12 +201,10 @@ impl TxnCoordinator {
     /// Puts loaded transaction states in memory, loaded in leader epoch `epoch`.
     fn take(&self, loaded: LoadedGroups, epoch: i32) {
         let mut txns = self.map();
-        let mut by_producer = self.by_producer.lock().unwrap_or_else(|p| p.into_inner());
         for t in loaded.txns {
             match serde_json::from_slice::<TxnMeta>(&t.value) {
                 Ok(mut meta) => {
                     meta.load_epoch = epoch;
-                    by_producer.insert(meta.producer_id, meta.transactional_id.clone());
                     txns.insert(t.group_id, Arc::new(tokio::sync::Mutex::new(meta)));
                 }
                 Err(e) => tracing::error!(transactional_id = %t.group_id, error = %e, "unreadable transaction state"),
@@ -356,36 +351,18 @@ impl TxnCoordinator {
         v
     }
 
-    /// The transactional id a producer id belongs to.
-    pub fn transactional_id_of(&self, producer_id: i64) -> Option<String> {
-        self.by_producer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&producer_id)
-            .cloned()
-    }
-
     /// Forgets a locked transactional id (expiry).
     pub async fn remove(&self, meta: &mut TxnMeta) -> Result<(), WriteError> {
         self.write_record(meta, None).await?;
         meta.gone = true;
         self.map().remove(&meta.transactional_id);
-        let mut by = self.by_producer.lock().unwrap_or_else(|p| p.into_inner());
-        if by.get(&meta.producer_id) == Some(&meta.transactional_id) {
-            by.remove(&meta.producer_id);
-        }
         Ok(())
     }
 
-    /// Writes a state record (and indexes its producer id).
+    /// Writes a state record.
     pub async fn persist(&self, meta: &TxnMeta) -> Result<(), WriteError> {
         let value = serde_json::to_vec(meta).map_err(|e| StorageError::Corruption(e.to_string()))?;
-        self.write_record(meta, Some(value)).await?;
-        self.by_producer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(meta.producer_id, meta.transactional_id.clone());
-        Ok(())
+        self.write_record(meta, Some(value)).await
     }
 }
 
