@@ -123,6 +123,7 @@ public final class Cli {
                 case "admin-describe-cluster" -> adminDescribeCluster(o);
                 case "admin-describe-quorum" -> adminDescribeQuorum(o);
                 case "admin-add-voter" -> adminAddVoter(o);
+                case "admin-upgrade-feature" -> adminUpgradeFeature(o);
                 case "admin-remove-voter" -> adminRemoveVoter(o);
                 case "admin-describe-log-dirs" -> adminDescribeLogDirs(o);
                 case "admin-reassign" -> adminReassign(o);
@@ -667,12 +668,12 @@ public final class Cli {
     }
 
     /**
-     * {@code --id N --host H --port P [--listener CONTROLLER]}: Admin.addRaftVoter (what
+     * {@code --id N --directory-id D --host H --port P [--listener CONTROLLER]}: Admin.addRaftVoter (what
      * kafka-metadata-quorum.sh add-controller sends), for an observer of the quorum.
      */
     private static int adminAddVoter(Opts o) throws Exception {
         try (Admin a = Admin.create(common(o))) {
-            a.addRaftVoter(Integer.parseInt(o.required("id")), org.apache.kafka.common.Uuid.randomUuid(),
+            a.addRaftVoter(Integer.parseInt(o.required("id")), org.apache.kafka.common.Uuid.fromString(o.required("directory-id")),
                     Set.of(new org.apache.kafka.clients.admin.RaftVoterEndpoint(o.get("listener", "CONTROLLER"),
                             o.required("host"), Integer.parseInt(o.required("port"))))).all().get();
             OUT.println("{\"ok\":true}");
@@ -680,10 +681,22 @@ public final class Cli {
         return 0;
     }
 
-    /** {@code --id N}: Admin.removeRaftVoter (kafka-metadata-quorum.sh remove-controller). */
+    /** {@code --feature F --level L}: Admin.updateFeatures, an upgrade (kafka-features.sh upgrade). */
+    private static int adminUpgradeFeature(Opts o) throws Exception {
+        try (Admin a = Admin.create(common(o))) {
+            a.updateFeatures(Map.of(o.required("feature"), new org.apache.kafka.clients.admin.FeatureUpdate(
+                    Short.parseShort(o.required("level")), org.apache.kafka.clients.admin.FeatureUpdate.UpgradeType.UPGRADE)),
+                    new org.apache.kafka.clients.admin.UpdateFeaturesOptions()).all().get();
+            OUT.println("{\"ok\":true}");
+        }
+        return 0;
+    }
+
+    /** {@code --id N --directory-id D}: Admin.removeRaftVoter (kafka-metadata-quorum.sh remove-controller). */
     private static int adminRemoveVoter(Opts o) throws Exception {
         try (Admin a = Admin.create(common(o))) {
-            a.removeRaftVoter(Integer.parseInt(o.required("id")), org.apache.kafka.common.Uuid.randomUuid()).all().get();
+            a.removeRaftVoter(Integer.parseInt(o.required("id")),
+                    org.apache.kafka.common.Uuid.fromString(o.required("directory-id"))).all().get();
             OUT.println("{\"ok\":true}");
         }
         return 0;
