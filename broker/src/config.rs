@@ -207,6 +207,24 @@ impl Config {
     pub fn is_cluster(&self) -> bool {
         self.quorum_voters.len() > 1 || !self.quorum_bootstrap_servers.is_empty()
     }
+
+    /// This node's controller endpoint (`host:port`) as the other controllers reach it: a
+    /// listener bound to every address is reached at the advertised host.
+    pub fn controller_endpoint(&self, advertised_host: &str) -> Option<String> {
+        let l = self.controller_listener.as_ref()?;
+        let host = if binds_every_address(&l.host) {
+            advertised_host
+        } else {
+            &l.host
+        };
+        Some(format!("{host}:{}", l.port))
+    }
+}
+
+/// Whether a listener's host binds every address (empty, `0.0.0.0` or `::`), so that it is no
+/// address to give others.
+fn binds_every_address(host: &str) -> bool {
+    host.is_empty() || host == "0.0.0.0" || host == "::"
 }
 
 impl Default for Config {
@@ -621,24 +639,16 @@ impl Config {
                     ),
                 ));
             }
-            if cfg.quorum_voters.len() > 1 && cfg.controller_listener.is_none() {
-                return Err(invalid(
-                    "listeners",
-                    props.get("listeners").map(String::as_str).unwrap_or(""),
-                    format!(
-                        "a node of a controller quorum needs the controller listener {}:// among its listeners",
-                        controller_listeners[0]
-                    ),
-                ));
-            }
         }
-        if cfg.quorum_voters.is_empty() && !cfg.quorum_bootstrap_servers.is_empty() && cfg.controller_listener.is_none()
-        {
+        // Other voters, or a quorum to join (controller.quorum.bootstrap.servers): the others
+        // reach this node on its controller listener.
+        let joins = cfg.quorum_voters.is_empty() && !cfg.quorum_bootstrap_servers.is_empty();
+        if (cfg.quorum_voters.len() > 1 || joins) && cfg.controller_listener.is_none() {
             return Err(invalid(
                 "listeners",
                 props.get("listeners").map(String::as_str).unwrap_or(""),
                 format!(
-                    "a node that joins a controller quorum (controller.quorum.bootstrap.servers) needs the controller listener {}:// among its listeners",
+                    "a node of a controller quorum needs the controller listener {}:// among its listeners",
                     controller_listeners[0]
                 ),
             ));
@@ -655,7 +665,7 @@ impl Config {
                 .listeners
                 .iter()
                 .map(|l| {
-                    let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" {
+                    let host = if binds_every_address(&l.host) {
                         "localhost".into()
                     } else {
                         l.host.clone()

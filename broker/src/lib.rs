@@ -235,15 +235,7 @@ pub async fn run(
             rack: config.rack.clone(),
             voters: config.quorum_voters.clone(),
             bootstrap_servers: config.quorum_bootstrap_servers.clone(),
-            controller_endpoint: config.controller_listener.as_ref().map(|l| {
-                // Bound to every address: the others reach it at the advertised host.
-                let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" {
-                    advertised.host.clone()
-                } else {
-                    l.host.clone()
-                };
-                format!("{host}:{}", l.port)
-            }),
+            controller_endpoint: config.controller_endpoint(&advertised.host),
             heartbeat_interval_ms: config.broker_heartbeat_interval_ms,
             session_timeout_ms: config.broker_session_timeout_ms,
             leader_balance_interval_ms: config

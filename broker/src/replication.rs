@@ -71,21 +71,25 @@ impl Replication {
             followers: HashMap::new(),
             joining: Vec::new(),
         });
-        let now = Instant::now();
-        let fresh = Follower {
-            log_end: None,
-            caught_up_at: now,
-            last_fetch_at: now,
-            leader_end_at_last_fetch: 0,
-        };
         if entry.epoch != p.leader_epoch {
             entry.epoch = p.leader_epoch;
             entry.joining.clear();
-            entry.followers = p.replicas.iter().filter(|r| **r != me).map(|r| (*r, fresh)).collect();
-        } else {
-            // A reassignment adds replicas within an epoch (it drops them in a new one).
-            for r in p.replicas.iter().filter(|r| **r != me) {
-                entry.followers.entry(*r).or_insert(fresh);
+            entry.followers.clear();
+        }
+        // Every follower of a new epoch; within an epoch, those a reassignment adds (it drops
+        // replicas in a new epoch). Each counts as caught up from now.
+        for r in p.replicas.iter().filter(|r| **r != me) {
+            if !entry.followers.contains_key(r) {
+                let now = Instant::now();
+                entry.followers.insert(
+                    *r,
+                    Follower {
+                        log_end: None,
+                        caught_up_at: now,
+                        last_fetch_at: now,
+                        leader_end_at_last_fetch: 0,
+                    },
+                );
             }
         }
         entry.joining.retain(|r| !p.isr.contains(r));

@@ -448,7 +448,7 @@ impl Controller {
             loop {
                 match self.join(&config.bootstrap_servers, &addr).await {
                     Ok(()) => break,
-                    Err(ControllerError::InvalidRequest(m)) => return Err(ControllerError::InvalidRequest(m)),
+                    Err(e @ ControllerError::InvalidRequest(_)) => return Err(e),
                     Err(e) => {
                         if time_to_say(&mut said) {
                             tracing::info!(
