@@ -117,9 +117,18 @@ pub struct Config {
     /// `CONTROLLER`), if `listeners` has one: the controller quorum's Raft transport. Required
     /// when `controller.quorum.voters` names other nodes.
     pub controller_listener: Option<Listener>,
+    /// The first name of `controller.quorum.listener.names` (default `CONTROLLER`).
+    pub controller_listener_name: String,
+    /// `advertised.listeners`' entry for the controller listener, if it has one (Kafka 3.9+):
+    /// the address the other nodes reach this controller at.
+    pub controller_advertised: Option<Listener>,
+    /// `process.roles`: `broker,controller` (the default: KRaft's combined mode), `broker`
+    /// (an observer of the metadata quorum that serves clients) or `controller` (a voter that
+    /// serves no clients).
+    pub roles: fjord_controller::Roles,
     /// `controller.quorum.voters` (`id@host:port,...`): every voter's node id and controller
-    /// endpoint. Empty (the default) makes this node the only voter. Every Fjord node is a
-    /// voter (`process.roles=broker,controller`), so the list must name `node.id`.
+    /// endpoint. Empty (the default) makes this node the only voter. A node with the
+    /// controller role must be in the list; a broker-only node must not.
     pub quorum_voters: BTreeMap<i32, String>,
     /// `controller.quorum.bootstrap.servers` (`host:port`, ...): without
     /// `controller.quorum.voters`, the quorum this node joins as an observer (KIP-853);
@@ -205,12 +214,18 @@ impl Config {
     /// Whether this node is one of several controller voters (a cluster), not the embedded
     /// single node.
     pub fn is_cluster(&self) -> bool {
-        self.quorum_voters.len() > 1 || !self.quorum_bootstrap_servers.is_empty()
+        self.roles != fjord_controller::Roles::COMBINED
+            || self.quorum_voters.keys().any(|&id| id != self.node_id)
+            || !self.quorum_bootstrap_servers.is_empty()
     }
 
-    /// This node's controller endpoint (`host:port`) as the other controllers reach it: a
-    /// listener bound to every address is reached at the advertised host.
+    /// This node's controller endpoint (`host:port`) as the other controllers reach it: the
+    /// controller listener's entry in `advertised.listeners`, else the listener itself, where
+    /// one bound to every address is reached at `advertised_host`.
     pub fn controller_endpoint(&self, advertised_host: &str) -> Option<String> {
+        if let Some(a) = &self.controller_advertised {
+            return Some(format!("{}:{}", a.host, a.port));
+        }
         let l = self.controller_listener.as_ref()?;
         let host = if binds_every_address(&l.host) {
             advertised_host
@@ -319,26 +334,32 @@ fn parse_bootstrap_servers(key: &str, value: &str) -> Result<Vec<String>, Config
     Ok(out)
 }
 
-/// `process.roles`: Fjord runs every node as both broker and controller (KRaft's combined
-/// mode), so `broker,controller` in any order is the only value accepted.
-fn check_process_roles(key: &str, value: &str) -> Result<(), ConfigError> {
-    let roles: std::collections::BTreeSet<&str> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-    if let Some(r) = roles.iter().find(|r| !matches!(**r, "broker" | "controller")) {
-        return Err(invalid(
-            key,
-            value,
-            format!("unknown role '{r}' (Kafka's are broker and controller)"),
-        ));
+/// `process.roles`: `broker`, `controller` or both, in any order, each once (Kafka's rule).
+fn parse_process_roles(key: &str, value: &str) -> Result<fjord_controller::Roles, ConfigError> {
+    let mut roles = fjord_controller::Roles {
+        broker: false,
+        controller: false,
+    };
+    for r in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let seen = match r {
+            "broker" => std::mem::replace(&mut roles.broker, true),
+            "controller" => std::mem::replace(&mut roles.controller, true),
+            _ => {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!("unknown role '{r}' (Kafka's are broker and controller)"),
+                ))
+            }
+        };
+        if seen {
+            return Err(invalid(key, value, format!("'{r}' is listed twice")));
+        }
     }
-    if roles.len() != 2 {
-        return Err(invalid(
-            key,
-            value,
-            "Fjord runs every node as broker and controller: use process.roles=broker,controller \
-             (dedicated broker or controller nodes are not supported yet)",
-        ));
+    if !roles.broker && !roles.controller {
+        return Err(invalid(key, value, "expected broker, controller or broker,controller"));
     }
-    Ok(())
+    Ok(roles)
 }
 
 /// Parses `NAME://host:port[,NAME://host:port]`.
@@ -401,6 +422,9 @@ impl Config {
             }],
             advertised_listeners: Vec::new(),
             controller_listener: None,
+            controller_listener_name: "CONTROLLER".into(),
+            controller_advertised: None,
+            roles: fjord_controller::Roles::COMBINED,
             quorum_voters: BTreeMap::new(),
             quorum_bootstrap_servers: Vec::new(),
             broker_heartbeat_interval_ms: fjord_controller::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
@@ -565,7 +589,7 @@ impl Config {
                     let seconds: u64 = parse_at_least_one(k, value)?;
                     cfg.leader_imbalance_check_interval_ms = seconds.saturating_mul(1000);
                 }
-                "process.roles" => check_process_roles(k, value)?,
+                "process.roles" => cfg.roles = parse_process_roles(k, value)?,
                 "replica.lag.time.max.ms" => cfg.replication.lag_time_max_ms = parse_at_least_one(k, value)?,
                 "replica.fetch.wait.max.ms" => cfg.replication.fetch_wait_max_ms = parse_at_least_one(k, value)?,
                 "replica.fetch.max.bytes" => cfg.replication.fetch_max_bytes = parse_at_least_one(k, value)?,
@@ -619,48 +643,8 @@ impl Config {
         if let Some((ms, _)) = retention {
             cfg.topic_defaults.insert("retention.ms".into(), ms.to_string());
         }
-        // A KRaft deployment lists its controller listener among `listeners`; it carries the
-        // controller quorum's traffic, not clients'.
-        cfg.controller_listener = cfg
-            .listeners
-            .iter()
-            .find(|l| l.name == controller_listeners[0])
-            .cloned();
-        cfg.listeners.retain(|l| !controller_listeners.contains(&l.name));
-        if !cfg.quorum_voters.is_empty() {
-            let voters = props.get("controller.quorum.voters").map(String::as_str).unwrap_or("");
-            if !cfg.quorum_voters.contains_key(&cfg.node_id) {
-                return Err(invalid(
-                    "controller.quorum.voters",
-                    voters,
-                    format!(
-                        "does not name this node (node.id={}); every Fjord node is a broker and a controller voter",
-                        cfg.node_id
-                    ),
-                ));
-            }
-        }
-        // Other voters, or a quorum to join (controller.quorum.bootstrap.servers): the others
-        // reach this node on its controller listener.
-        let joins = cfg.quorum_voters.is_empty() && !cfg.quorum_bootstrap_servers.is_empty();
-        if (cfg.quorum_voters.len() > 1 || joins) && cfg.controller_listener.is_none() {
-            return Err(invalid(
-                "listeners",
-                props.get("listeners").map(String::as_str).unwrap_or(""),
-                format!(
-                    "a node of a controller quorum needs the controller listener {}:// among its listeners",
-                    controller_listeners[0]
-                ),
-            ));
-        }
-        if cfg.listeners.is_empty() {
-            return Err(invalid(
-                "listeners",
-                props.get("listeners").map(String::as_str).unwrap_or(""),
-                "no client listener",
-            ));
-        }
-        if cfg.advertised_listeners.is_empty() {
+        cfg.check_roles(&props, &controller_listeners)?;
+        if cfg.advertised_listeners.is_empty() && cfg.roles.broker {
             cfg.advertised_listeners = cfg
                 .listeners
                 .iter()
@@ -679,6 +663,100 @@ impl Config {
                 .collect();
         }
         Ok(cfg)
+    }
+
+    /// Splits the controller listener from the client listeners and checks them, the voters
+    /// and `process.roles` against each other as Kafka's `KafkaConfig` does.
+    fn check_roles(
+        &mut self,
+        props: &BTreeMap<String, String>,
+        controller_names: &[String],
+    ) -> Result<(), ConfigError> {
+        let given = |key: &str| props.get(key).map(String::as_str).unwrap_or("").to_string();
+        let roles = self.roles;
+        // A KRaft deployment lists its controller listener among `listeners`; it carries the
+        // controller quorum's traffic, not clients'.
+        self.controller_listener_name = controller_names[0].clone();
+        self.controller_listener = self.listeners.iter().find(|l| l.name == controller_names[0]).cloned();
+        self.controller_advertised = self
+            .advertised_listeners
+            .iter()
+            .find(|l| l.name == controller_names[0])
+            .cloned();
+        self.listeners.retain(|l| !controller_names.contains(&l.name));
+        self.advertised_listeners
+            .retain(|l| !controller_names.contains(&l.name));
+        if !roles.controller {
+            // Kafka's rules for a broker-only node: it finds the controllers through the voters
+            // or the bootstrap servers, is not a voter itself, and has no controller listener.
+            if self.quorum_voters.is_empty() && self.quorum_bootstrap_servers.is_empty() {
+                return Err(invalid(
+                    "process.roles",
+                    &given("process.roles"),
+                    "a broker-only node needs controller.quorum.voters or controller.quorum.bootstrap.servers \
+                     to find the controllers",
+                ));
+            }
+            if self.quorum_voters.contains_key(&self.node_id) {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    &given("controller.quorum.voters"),
+                    format!(
+                        "names this node (node.id={}), which process.roles=broker makes a broker only",
+                        self.node_id
+                    ),
+                ));
+            }
+            if self.controller_listener.is_some() {
+                return Err(invalid(
+                    "listeners",
+                    &given("listeners"),
+                    format!(
+                        "a broker-only node has no controller listener, but {}:// is among its listeners",
+                        controller_names[0]
+                    ),
+                ));
+            }
+        } else {
+            if !self.quorum_voters.is_empty() && !self.quorum_voters.contains_key(&self.node_id) {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    &given("controller.quorum.voters"),
+                    format!(
+                        "does not name this node (node.id={}), which process.roles makes a controller",
+                        self.node_id
+                    ),
+                ));
+            }
+            // Other voters, brokers apart from the controllers, or a quorum to join
+            // (controller.quorum.bootstrap.servers): the others reach this node on its
+            // controller listener.
+            if self.is_cluster() && self.controller_listener.is_none() {
+                return Err(invalid(
+                    "listeners",
+                    &given("listeners"),
+                    format!(
+                        "a node of a controller quorum needs the controller listener {}:// among its listeners",
+                        controller_names[0]
+                    ),
+                ));
+            }
+        }
+        if roles.broker && self.listeners.is_empty() {
+            return Err(invalid("listeners", &given("listeners"), "no client listener"));
+        }
+        if !roles.broker && !self.listeners.is_empty() {
+            return Err(invalid(
+                "listeners",
+                &given("listeners"),
+                format!(
+                    "a controller-only node (process.roles=controller) serves no clients: its listeners must \
+                     all be named in controller.listener.names ({})",
+                    controller_names.join(",")
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `log.segment.bytes` (default 1 GiB): the size at which a partition's segment file rolls.
@@ -972,5 +1050,77 @@ mod tests {
         refused(&[("node.id", "1"), ("controller.quorum.voters", three)], "listeners");
         refused(&[("process.roles", "broker")], "process.roles");
         refused(&[("process.roles", "broker,controller,other")], "process.roles");
+        refused(&[("process.roles", "broker,broker")], "process.roles");
+        refused(&[("process.roles", "")], "process.roles");
+    }
+
+    #[test]
+    fn dedicated_roles_follow_kafkas_rules() {
+        let voters = "1@c1:9093,2@c2:9093,3@c3:9093";
+        let broker = Config::from_properties(props(&[
+            ("process.roles", "broker"),
+            ("node.id", "4"),
+            ("listeners", "PLAINTEXT://:9092"),
+            ("controller.listener.names", "CONTROLLER"),
+            ("controller.quorum.voters", voters),
+        ]))
+        .expect("valid broker");
+        assert_eq!(broker.roles, fjord_controller::Roles::BROKER);
+        assert!(broker.is_cluster());
+        assert!(broker.controller_listener.is_none());
+        let controller = Config::from_properties(props(&[
+            ("process.roles", "controller"),
+            ("node.id", "1"),
+            ("listeners", "CONTROLLER://:9093"),
+            ("advertised.listeners", "CONTROLLER://c1:9093"),
+            ("controller.quorum.voters", "1@c1:9093"),
+        ]))
+        .expect("valid controller");
+        assert_eq!(controller.roles, fjord_controller::Roles::CONTROLLER);
+        assert!(controller.is_cluster(), "a lone controller has brokers elsewhere");
+        assert!(controller.listeners.is_empty() && controller.advertised_listeners.is_empty());
+        assert_eq!(controller.controller_endpoint("ignored").as_deref(), Some("c1:9093"));
+        let refused = |pairs: &[(&str, &str)], key: &str| match Config::from_properties(props(pairs)) {
+            Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{pairs:?}"),
+            other => panic!("{pairs:?} gave {other:?}"),
+        };
+        // A broker-only node: not a voter, no controller listener, and a quorum to find.
+        refused(
+            &[("process.roles", "broker"), ("node.id", "1"), ("controller.quorum.voters", voters)],
+            "controller.quorum.voters",
+        );
+        refused(
+            &[
+                ("process.roles", "broker"),
+                ("node.id", "4"),
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                ("controller.quorum.voters", voters),
+            ],
+            "listeners",
+        );
+        refused(&[("process.roles", "broker"), ("node.id", "4")], "process.roles");
+        // A controller-only node: a voter, with its controller listener and no client one.
+        refused(
+            &[
+                ("process.roles", "controller"),
+                ("node.id", "1"),
+                ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                ("controller.quorum.voters", voters),
+            ],
+            "listeners",
+        );
+        refused(
+            &[("process.roles", "controller"), ("node.id", "1"), ("controller.quorum.voters", voters)],
+            "listeners",
+        );
+        refused(
+            &[
+                ("process.roles", "controller"),
+                ("node.id", "4"),
+                ("listeners", "CONTROLLER://:9093"),
+                ("controller.quorum.voters", voters),
+            ],
+            "controller.quorum.voters",
+        );
     }
 }

@@ -70,12 +70,20 @@ impl Broker {
     /// The controller id clients are told (Metadata, DescribeCluster): the Raft leader this
     /// node knows of, else the one that wrote the latest metadata. Any node takes admin
     /// requests, but a live id keeps clients that send them to "the controller" off a dead node.
+    /// A leader that is no broker (a controller-only node) serves no clients, and Kafka's
+    /// brokers then name a live broker: this one.
     pub fn controller_id(&self, meta: &ClusterMetadata) -> i32 {
-        self.controller
+        let leader = self
+            .controller
             .raft_status()
             .leader
             .and_then(|l| i32::try_from(l).ok())
-            .unwrap_or(meta.controller_id)
+            .unwrap_or(meta.controller_id);
+        if meta.brokers.contains_key(&leader) && !meta.fenced.contains(&leader) {
+            leader
+        } else {
+            self.node_id()
+        }
     }
 
     /// The latest cluster metadata.
@@ -182,26 +190,24 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send,
     ready: Option<tokio::sync::oneshot::Sender<Vec<std::net::SocketAddr>>>,
 ) -> Result<(), BrokerError> {
+    if !config.roles.broker {
+        return run_controller(config, shutdown, ready).await;
+    }
     let started = Instant::now();
     let data_dir = config.log_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| BrokerError::Startup(format!("cannot create {}: {e}", data_dir.display())))?;
-
-    // The HTTP listener comes up first, so /readyz can say "not yet" while storage opens.
-    let http_state = Arc::new(http::HttpState {
-        handle: config.metrics_listener.as_ref().and_then(|_| metrics::install()),
-        ..Default::default()
-    });
-    let http_task = match &config.metrics_listener {
-        Some(addr) => {
-            let l = http::bind(addr).await?;
-            tracing::info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics and status page listening");
-            Some(tokio::spawn(http::serve(l, http_state.clone())))
-        }
-        None => None,
-    };
+    let (http_state, http_task) = start_http(&config).await?;
     let listeners = server::bind(&config).await?;
     let addrs: Vec<std::net::SocketAddr> = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
+    // A broker-only node has no controller listener: the metadata leader's Raft connections
+    // come to its broker listener, and are handed to the controller from the start, since the
+    // controller must catch up before the broker opens.
+    let (raft_tx, raft_rx) = if config.roles.controller {
+        (None, None)
+    } else {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        (Some(tx), Some(rx))
+    };
+    let server = server::Server::accept(&config, listeners, raft_tx);
 
     let storage_cfg = StorageConfig {
         data_dir: data_dir.join(LOGS_SUBDIR),
@@ -222,28 +228,20 @@ pub async fn run(
     } else {
         advertised.port
     };
-    let controller_listener = match &config.controller_listener {
-        Some(l) => Some(server::bind_controller(l).await?),
-        None => None,
+    let controller_cfg = controller_config(&config, &advertised.host, advertised_port);
+    let open = async {
+        match raft_rx {
+            Some(rx) => Controller::open_with_incoming(controller_cfg, rx).await,
+            None => {
+                let listener = match &config.controller_listener {
+                    Some(l) => Some(server::bind_controller(l).await?),
+                    None => None,
+                };
+                Controller::open_with_listener(controller_cfg, listener).await
+            }
+        }
+        .map_err(BrokerError::from)
     };
-    let open = Controller::open_with_listener(
-        ControllerConfig {
-            node_id: config.node_id,
-            data_dir: data_dir.join(METADATA_SUBDIR),
-            advertised_host: advertised.host.clone(),
-            advertised_port,
-            rack: config.rack.clone(),
-            voters: config.quorum_voters.clone(),
-            bootstrap_servers: config.quorum_bootstrap_servers.clone(),
-            controller_endpoint: config.controller_endpoint(&advertised.host),
-            heartbeat_interval_ms: config.broker_heartbeat_interval_ms,
-            session_timeout_ms: config.broker_session_timeout_ms,
-            leader_balance_interval_ms: config
-                .auto_leader_rebalance
-                .then_some(config.leader_imbalance_check_interval_ms),
-        },
-        controller_listener,
-    );
     // A node of a quorum waits in `open` until a majority of the voters is up; a SIGTERM
     // meanwhile stops it there.
     let mut shutdown = std::pin::pin!(shutdown);
@@ -254,10 +252,7 @@ pub async fn run(
             return Ok(());
         }
     };
-    // For Kafka's tools (kafka-metadata-quorum.sh add-controller reads the directory id).
-    if let Err(e) = meta_properties::write(&data_dir, &controller.metadata().cluster_id, config.node_id) {
-        tracing::warn!(error = %e, dir = %data_dir.display(), "could not write meta.properties");
-    }
+    write_meta_properties(&config, &controller);
     let store = store_task
         .await
         .map_err(|e| BrokerError::Startup(format!("storage open task: {e}")))??;
@@ -350,7 +345,8 @@ pub async fn run(
             leaving.leave().await;
         }
     };
-    server::serve(broker.clone(), listeners, shutdown).await;
+    server.open(broker.clone());
+    server.serve(shutdown).await;
 
     reconciler.abort();
     retention.abort();
@@ -378,6 +374,130 @@ pub async fn run(
     tracing::info!("shutting down: connections drained, closing storage and controller");
     broker.store.shutdown().await?;
     broker.controller.shutdown().await?;
+    if let Some(t) = http_task {
+        t.abort();
+    }
+    tracing::info!("fjord stopped");
+    Ok(())
+}
+
+/// The controller's settings from the node's.
+fn controller_config(config: &Config, advertised_host: &str, advertised_port: u16) -> ControllerConfig {
+    ControllerConfig {
+        node_id: config.node_id,
+        roles: config.roles,
+        data_dir: config.log_dir.join(METADATA_SUBDIR),
+        advertised_host: advertised_host.to_string(),
+        advertised_port,
+        rack: config.rack.clone(),
+        voters: config.quorum_voters.clone(),
+        bootstrap_servers: config.quorum_bootstrap_servers.clone(),
+        // A broker-only node is reached at its broker address (see `server::Server`).
+        controller_endpoint: if config.roles.controller {
+            config.controller_endpoint(advertised_host)
+        } else {
+            Some(format!("{advertised_host}:{advertised_port}"))
+        },
+        heartbeat_interval_ms: config.broker_heartbeat_interval_ms,
+        session_timeout_ms: config.broker_session_timeout_ms,
+        leader_balance_interval_ms: config
+            .auto_leader_rebalance
+            .then_some(config.leader_imbalance_check_interval_ms),
+    }
+}
+
+/// Kafka's `meta.properties`, for Kafka's tools (kafka-metadata-quorum.sh add-controller
+/// reads the directory id there).
+fn write_meta_properties(config: &Config, controller: &Controller) {
+    if let Err(e) = meta_properties::write(&config.log_dir, &controller.metadata().cluster_id, config.node_id) {
+        tracing::warn!(error = %e, dir = %config.log_dir.display(), "could not write meta.properties");
+    }
+}
+
+/// Creates the data directory and starts the HTTP listener, first of all, so that /readyz can
+/// say "not yet" while storage and the controller open.
+async fn start_http(
+    config: &Config,
+) -> Result<(Arc<http::HttpState>, Option<tokio::task::JoinHandle<()>>), BrokerError> {
+    std::fs::create_dir_all(&config.log_dir)
+        .map_err(|e| BrokerError::Startup(format!("cannot create {}: {e}", config.log_dir.display())))?;
+    let http_state = Arc::new(http::HttpState {
+        handle: config.metrics_listener.as_ref().and_then(|_| metrics::install()),
+        ..Default::default()
+    });
+    let http_task = match &config.metrics_listener {
+        Some(addr) => {
+            let l = http::bind(addr).await?;
+            tracing::info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics and status page listening");
+            Some(tokio::spawn(http::serve(l, http_state.clone())))
+        }
+        None => None,
+    };
+    Ok((http_state, http_task))
+}
+
+/// [`run`] for a controller-only node (`process.roles=controller`): a voter of the metadata
+/// quorum (or an observer that AddRaftVoter can make one) with no broker: no client listener,
+/// no partitions, no registration. `ready` is told the controller listener's address.
+async fn run_controller(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    ready: Option<tokio::sync::oneshot::Sender<Vec<std::net::SocketAddr>>>,
+) -> Result<(), BrokerError> {
+    let started = Instant::now();
+    let (http_state, http_task) = start_http(&config).await?;
+    let l = config
+        .controller_listener
+        .as_ref()
+        .ok_or_else(|| BrokerError::Startup("a controller needs its controller listener".into()))?;
+    let listener = server::bind_controller(l).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| BrokerError::Startup(format!("controller listener: {e}")))?;
+    let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" {
+        "localhost".to_string()
+    } else {
+        l.host.clone()
+    };
+    let open = Controller::open_with_listener(controller_config(&config, &host, bound.port()), Some(listener));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let controller = tokio::select! {
+        c = open => c?,
+        () = &mut shutdown => {
+            tracing::info!("stopped while waiting for the controller quorum");
+            return Ok(());
+        }
+    };
+    write_meta_properties(&config, &controller);
+    let _ = http_state.controller.set((controller.clone(), config.node_id));
+    let collector = tokio::spawn(http::controller_collect_loop(
+        controller.clone(),
+        http_state.handle.clone(),
+    ));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id = config.node_id,
+        cluster_id = %controller.metadata().cluster_id,
+        controller_listener = %bound,
+        data_dir = %config.log_dir.display(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "fjord controller started (process.roles=controller)"
+    );
+    if let Some(tx) = ready {
+        let _ = tx.send(vec![bound]);
+    }
+    let failed = tokio::select! {
+        () = &mut shutdown => None,
+        reason = controller.failed() => Some(reason),
+    };
+    http_state.stopping.store(true, std::sync::atomic::Ordering::Release);
+    collector.abort();
+    if let Some(reason) = failed {
+        tracing::error!(%reason, "the controller's Raft core stopped");
+        let _ = controller.shutdown().await;
+        return Err(BrokerError::Controller(fjord_controller::ControllerError::Raft(reason)));
+    }
+    controller.shutdown().await?;
     if let Some(t) = http_task {
         t.abort();
     }

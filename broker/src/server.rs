@@ -115,48 +115,102 @@ fn tune_accepted(socket: &TcpStream, send_buffer: Option<usize>) -> std::io::Res
     Ok(())
 }
 
-/// Serves until `shutdown` resolves, then stops reading requests, lets every connection
-/// answer what it already read (bounded by [`SHUTDOWN_DRAIN_MS`]) and returns.
-pub async fn serve(
-    broker: Arc<Broker>,
-    listeners: Vec<(TcpListener, Listener)>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let queued = broker
-        .config
-        .queued_max_request_bytes
-        .map(|bytes| RequestMemory::new(bytes.min(Semaphore::MAX_PERMITS)));
-    let conn_ids = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for (listener, l) in listeners {
-        let bound_port = listener.local_addr().map(|a| a.port()).unwrap_or(l.port);
-        let endpoint = advertised_endpoint(&broker.config, &l, bound_port);
-        tasks.push(tokio::spawn(accept_loop(
-            broker.clone(),
-            listener,
-            endpoint,
-            permits.clone(),
-            conn_ids.clone(),
-            queued.clone(),
-            stop_rx.clone(),
-        )));
+/// The client listeners, accepting from the start: a connection accepted before the broker
+/// is open waits for it (see [`Server::open`]), and on a broker-only node the metadata
+/// leader's Raft connections are told apart by their preamble and handed to the controller
+/// at once, which needs them to catch up before the broker can open.
+pub struct Server {
+    stop_tx: watch::Sender<bool>,
+    broker_tx: watch::Sender<Option<Arc<Broker>>>,
+    permits: Arc<Semaphore>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts accepting on `listeners`. `raft`: where connections that open with the Raft
+    /// preamble go (a broker-only node's controller); `None` serves Kafka clients only.
+    pub fn accept(
+        config: &Config,
+        listeners: Vec<(TcpListener, Listener)>,
+        raft: Option<mpsc::Sender<TcpStream>>,
+    ) -> Server {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (broker_tx, broker_rx) = watch::channel(None);
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let queued = config
+            .queued_max_request_bytes
+            .map(|bytes| RequestMemory::new(bytes.min(Semaphore::MAX_PERMITS)));
+        let conn_ids = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for (listener, l) in listeners {
+            let bound_port = listener.local_addr().map(|a| a.port()).unwrap_or(l.port);
+            let accepting = Accepting {
+                endpoint: Arc::new(advertised_endpoint(config, &l, bound_port)),
+                send_buffer: config.socket_send_buffer_bytes,
+                broker: broker_rx.clone(),
+                raft: raft.clone(),
+                permits: permits.clone(),
+                conn_ids: conn_ids.clone(),
+                queued: queued.clone(),
+                stop: stop_rx.clone(),
+            };
+            tasks.push(tokio::spawn(accept_loop(listener, accepting)));
+        }
+        Server {
+            stop_tx,
+            broker_tx,
+            permits,
+            tasks,
+        }
     }
-    shutdown.await;
-    let _ = stop_tx.send(true);
-    for t in &tasks {
-        t.abort();
+
+    /// The broker is open: the Kafka connections accepted so far, and every later one, are
+    /// served from now on.
+    pub fn open(&self, broker: Arc<Broker>) {
+        let _ = self.broker_tx.send(Some(broker));
     }
-    // Wait until every connection has returned its permit, or give up after the drain time.
-    let drained = tokio::time::timeout(
-        Duration::from_millis(SHUTDOWN_DRAIN_MS),
-        permits.acquire_many(MAX_CONNECTIONS as u32),
-    )
-    .await;
-    if drained.is_err() {
-        tracing::warn!("some connections did not finish within {SHUTDOWN_DRAIN_MS} ms; closing them");
+
+    /// Serves until `shutdown` resolves, then stops reading requests, lets every connection
+    /// answer what it already read (at most [`SHUTDOWN_DRAIN_MS`]), and returns.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        shutdown.await;
+        let _ = self.stop_tx.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        // Wait until every connection has returned its permit, or give up after the drain time.
+        let drained = tokio::time::timeout(
+            Duration::from_millis(SHUTDOWN_DRAIN_MS),
+            self.permits.acquire_many(MAX_CONNECTIONS as u32),
+        )
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some connections did not finish within {SHUTDOWN_DRAIN_MS} ms; closing them");
+        }
     }
+}
+
+impl Drop for Server {
+    /// A start that failed stops accepting; the connections waiting for the broker end when
+    /// the broker's sender goes.
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What every connection of one listener needs.
+#[derive(Clone)]
+struct Accepting {
+    endpoint: Arc<Endpoint>,
+    send_buffer: Option<usize>,
+    broker: watch::Receiver<Option<Arc<Broker>>>,
+    raft: Option<mpsc::Sender<TcpStream>>,
+    permits: Arc<Semaphore>,
+    conn_ids: Arc<AtomicU64>,
+    queued: Option<RequestMemory>,
+    stop: watch::Receiver<bool>,
 }
 
 /// What clients connected to `listener` are told this broker's address is.
@@ -172,19 +226,10 @@ fn advertised_endpoint(config: &Config, listener: &Listener, bound_port: u16) ->
     Endpoint { host: adv.host, port }
 }
 
-async fn accept_loop(
-    broker: Arc<Broker>,
-    listener: TcpListener,
-    endpoint: Endpoint,
-    permits: Arc<Semaphore>,
-    conn_ids: Arc<AtomicU64>,
-    queued: Option<RequestMemory>,
-    stop: watch::Receiver<bool>,
-) {
-    let endpoint = Arc::new(endpoint);
+async fn accept_loop(listener: TcpListener, a: Accepting) {
     loop {
         // We never close the semaphore, so acquiring only fails if it is dropped: stop then.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+        let Ok(permit) = a.permits.clone().acquire_owned().await else {
             return;
         };
         let (socket, peer) = match listener.accept().await {
@@ -196,21 +241,82 @@ async fn accept_loop(
                 continue;
             }
         };
-        if let Err(e) = tune_accepted(&socket, broker.config.socket_send_buffer_bytes) {
+        if let Err(e) = tune_accepted(&socket, a.send_buffer) {
             tracing::debug!(error = %e, %peer, "cannot set socket options");
         }
-        let conn_id = conn_ids.fetch_add(1, Ordering::Relaxed);
+        let conn_id = a.conn_ids.fetch_add(1, Ordering::Relaxed);
         let span = tracing::debug_span!("conn", conn_id, %peer);
-        let (broker, endpoint, stop, queued) = (broker.clone(), endpoint.clone(), stop.clone(), queued.clone());
+        let mut a = a.clone();
         tokio::spawn(
             async move {
-                connection(broker, socket, peer, endpoint, queued, stop).await;
+                if let Some(raft) = &a.raft {
+                    match opens_with(&socket, fjord_controller::RAFT_PREAMBLE).await {
+                        Ok(true) => {
+                            // The controller serves it for as long as the peer keeps it; its
+                            // permit is not held, so that shutdown does not wait for it.
+                            drop(permit);
+                            let _ = raft.send(socket).await;
+                            return;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "connection closed before its first bytes");
+                            return;
+                        }
+                    }
+                }
+                let broker = tokio::select! {
+                    b = a.broker.wait_for(Option::is_some) => match b {
+                        Ok(b) => b.clone(),
+                        Err(_) => return,
+                    },
+                    _ = a.stop.wait_for(|s| *s) => return,
+                };
+                let Some(broker) = broker else { return };
+                connection(
+                    broker,
+                    socket,
+                    peer,
+                    a.endpoint.clone(),
+                    a.queued.clone(),
+                    a.stop.clone(),
+                )
+                .await;
                 drop(permit);
             }
             .instrument(span),
         );
     }
 }
+
+/// Whether the first bytes `socket` receives are `preamble` (peeked, so that they are read
+/// again by whoever serves the connection). A Kafka request's first byte, the top of its
+/// length, is 0, so a client is told apart from the first byte. Waits for the whole preamble
+/// for at most [`PREAMBLE_WAIT`].
+async fn opens_with(socket: &TcpStream, preamble: &[u8]) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; preamble.len()];
+    let since = std::time::Instant::now();
+    loop {
+        let n = socket.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if buf[..n] != preamble[..n] {
+            return Ok(false);
+        }
+        if n == preamble.len() {
+            return Ok(true);
+        }
+        if since.elapsed() > PREAMBLE_WAIT {
+            return Ok(false);
+        }
+        // Part of the preamble arrived (peek returns at once while any byte is unread).
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// How long a connection that began with part of the Raft preamble may take to send the rest.
+const PREAMBLE_WAIT: Duration = Duration::from_secs(10);
 
 /// `queued.max.request.bytes`: the request bytes read and not yet answered, over every
 /// connection. A frame's bytes are taken from it as soon as its length prefix is read, before

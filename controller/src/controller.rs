@@ -73,11 +73,50 @@ const LEAVE_WAIT_MS: u64 = 5_000;
 /// How long `shutdown` waits for openraft's tasks to release the store.
 const STORE_CLOSE_WAIT_MS: u64 = 5_000;
 
+/// Kafka's `process.roles`: whether a node is a broker, a controller, or both (KRaft's
+/// combined mode, Fjord's default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves clients and hosts partitions: it registers with the controller and heartbeats.
+    pub broker: bool,
+    /// Votes in the metadata quorum (or may be made a voter with AddRaftVoter); without it the
+    /// node is an observer that only follows the metadata log.
+    pub controller: bool,
+}
+
+impl Roles {
+    /// `process.roles=broker,controller`.
+    pub const COMBINED: Roles = Roles {
+        broker: true,
+        controller: true,
+    };
+    /// `process.roles=broker`.
+    pub const BROKER: Roles = Roles {
+        broker: true,
+        controller: false,
+    };
+    /// `process.roles=controller`.
+    pub const CONTROLLER: Roles = Roles {
+        broker: false,
+        controller: true,
+    };
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Roles::COMBINED
+    }
+}
+
 /// Settings of the controller, a sub-struct of the broker's config.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
     /// Kafka `node.id` of this broker; also its Raft node id. Must be non-negative.
     pub node_id: i32,
+    /// Kafka `process.roles`. A broker-only node follows the metadata log as an observer,
+    /// joining through the voters; a controller-only node neither registers as a broker nor
+    /// heartbeats.
+    pub roles: Roles,
     /// Directory owned by the controller (RocksDB lives here); created if missing.
     pub data_dir: PathBuf,
     /// Host advertised for this broker (`advertised.listeners`).
@@ -94,8 +133,11 @@ pub struct ControllerConfig {
     /// when `voters` is empty: the node joins an existing quorum through them as an observer,
     /// and AddRaftVoter can make it a voter (see `membership`).
     pub bootstrap_servers: Vec<String>,
-    /// This node's controller endpoint (`host:port`) as the other controllers reach it; needed
-    /// to join through `bootstrap_servers`.
+    /// This node's Raft endpoint (`host:port`) as the other controllers reach it; needed to
+    /// join through `bootstrap_servers`. A controller's is its controller listener; a
+    /// broker-only node has none (Kafka forbids it one), and the leader reaches it at its
+    /// advertised broker address, where the broker hands the connections that open with
+    /// [`RAFT_PREAMBLE`] to [`Controller::open_with_incoming`]'s channel.
     pub controller_endpoint: Option<String>,
     /// Kafka `broker.heartbeat.interval.ms`: how often this broker tells the leader it is alive.
     pub heartbeat_interval_ms: u64,
@@ -105,6 +147,15 @@ pub struct ControllerConfig {
     /// is on: how often the active controller hands partitions back to their preferred replica.
     /// `None` never does.
     pub leader_balance_interval_ms: Option<u64>,
+}
+
+/// Where the Raft connections of the other nodes come from.
+pub(crate) enum Incoming {
+    /// The controller listener.
+    Listener(TcpListener),
+    /// Connections a broker-only node accepted on its broker listener (see
+    /// [`Controller::open_with_incoming`]).
+    Handed(tokio::sync::mpsc::Receiver<tokio::net::TcpStream>),
 }
 
 /// Raft knobs that tests turn down; production uses [`Tuning::default`].
@@ -165,8 +216,11 @@ struct Inner {
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Heartbeats received while leader.
     liveness: Liveness,
-    /// Whether there are other voters (a quorum, not the embedded single node).
+    /// Whether there are other nodes (a quorum, or brokers apart from the controllers; not the
+    /// embedded single node).
     has_peers: bool,
+    /// `process.roles`.
+    roles: Roles,
     /// The heartbeat task, stopped first by [`Controller::leave`].
     heartbeat: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Drawn at each start: tells this process from another one with the same node id.
@@ -196,13 +250,23 @@ impl Controller {
     /// bound, saying so every few seconds) until a leader is elected and this node has caught up
     /// with it; a new cluster forms once a majority of `voters` is up.
     pub async fn open_with_listener(config: ControllerConfig, listener: Option<TcpListener>) -> Result<Controller> {
-        Self::open_tuned(config, listener, Tuning::default()).await
+        Self::open_tuned(config, listener.map(Incoming::Listener), Tuning::default()).await
+    }
+
+    /// [`Controller::open`] for a broker-only node (`process.roles=broker`): it has no
+    /// controller listener, and the Raft connections the leader opens to it arrive through
+    /// `incoming`, accepted on its broker listener.
+    pub async fn open_with_incoming(
+        config: ControllerConfig,
+        incoming: tokio::sync::mpsc::Receiver<tokio::net::TcpStream>,
+    ) -> Result<Controller> {
+        Self::open_tuned(config, Some(Incoming::Handed(incoming)), Tuning::default()).await
     }
 
     #[tracing::instrument(name = "controller_open", skip_all, fields(node_id = config.node_id))]
     pub(crate) async fn open_tuned(
         config: ControllerConfig,
-        listener: Option<TcpListener>,
+        listener: Option<Incoming>,
         tuning: Tuning,
     ) -> Result<Controller> {
         let started = Instant::now();
@@ -212,15 +276,29 @@ impl Controller {
                 config.node_id
             )));
         }
-        if !config.voters.is_empty() && !config.voters.contains_key(&config.node_id) {
+        let roles = config.roles;
+        if !roles.broker && !roles.controller {
+            return Err(ControllerError::InvalidRequest(
+                "a node must be a broker, a controller or both".to_string(),
+            ));
+        }
+        if roles.controller && !config.voters.is_empty() && !config.voters.contains_key(&config.node_id) {
             return Err(ControllerError::InvalidRequest(format!(
-                "controller.quorum.voters does not name this node (node.id={}): every Fjord node is a voter",
+                "controller.quorum.voters does not name this controller (node.id={})",
                 config.node_id
             )));
         }
-        // Without voters, bootstrap servers mean a quorum to join (KIP-853's dynamic quorum).
-        let joining = config.voters.is_empty() && !config.bootstrap_servers.is_empty();
-        let has_peers = joining || config.voters.keys().any(|&id| id != config.node_id);
+        if !roles.controller && config.voters.contains_key(&config.node_id) {
+            return Err(ControllerError::InvalidRequest(format!(
+                "controller.quorum.voters names this broker-only node (node.id={})",
+                config.node_id
+            )));
+        }
+        // Without voters, bootstrap servers mean a quorum to join (KIP-853's dynamic quorum);
+        // a broker-only node always joins, through the voters or the bootstrap servers.
+        let joining = !roles.controller || (config.voters.is_empty() && !config.bootstrap_servers.is_empty());
+        // A controller-only node has brokers elsewhere to fence even as the only voter.
+        let has_peers = joining || !roles.broker || config.voters.keys().any(|&id| id != config.node_id);
         if has_peers && listener.is_none() {
             return Err(ControllerError::InvalidRequest(
                 "a node with other controller voters needs a controller listener (controller.listener.names)"
@@ -273,12 +351,19 @@ impl Controller {
                 tasks: std::sync::Mutex::new(Vec::new()),
                 liveness: Liveness::default(),
                 has_peers,
+                roles,
                 heartbeat: std::sync::Mutex::new(None),
                 incarnation: Uuid::new_v4(),
             }),
         };
-        if let Some(l) = listener {
-            controller.own_task(tokio::spawn(network::serve(l, raft, controller.weak())));
+        match listener {
+            Some(Incoming::Listener(l)) => {
+                controller.own_task(tokio::spawn(network::serve(l, raft, controller.weak())));
+            }
+            Some(Incoming::Handed(rx)) => {
+                controller.own_task(tokio::spawn(network::serve_handed(rx, raft, controller.weak())));
+            }
+            None => {}
         }
         let applied = match controller.start(&config).await {
             Ok(applied) => applied,
@@ -294,12 +379,14 @@ impl Controller {
         if has_peers {
             let heartbeat = Duration::from_millis(config.heartbeat_interval_ms.max(1));
             let session = Duration::from_millis(config.session_timeout_ms.max(1));
-            let task = tokio::spawn(liveness::heartbeat_loop(controller.clone(), heartbeat));
-            *controller
-                .inner
-                .heartbeat
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+            if roles.broker {
+                let task = tokio::spawn(liveness::heartbeat_loop(controller.clone(), heartbeat));
+                *controller
+                    .inner
+                    .heartbeat
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
+            }
             controller.own_task(tokio::spawn(liveness::fencing_loop(
                 controller.clone(),
                 session,
@@ -328,11 +415,11 @@ impl Controller {
     async fn start(&self, config: &ControllerConfig) -> Result<Option<LogId>> {
         let raft = &self.inner.raft;
         let id = self.inner.node_id;
+        if !config.roles.controller || (config.voters.is_empty() && !config.bootstrap_servers.is_empty()) {
+            return self.start_observer(config).await;
+        }
         if config.voters.keys().any(|&v| v != id) {
             return self.start_quorum(config).await;
-        }
-        if config.voters.is_empty() && !config.bootstrap_servers.is_empty() {
-            return self.start_observer(config).await;
         }
         // The voter's controller endpoint when it has one; a store formed before controller
         // listeners were served keeps the broker address it recorded (nobody dials it).
@@ -426,7 +513,8 @@ impl Controller {
         self.wait_for_quorum(config).await
     }
 
-    /// `start` for a node with `controller.quorum.bootstrap.servers` and no voters: on first
+    /// `start` for a node with `controller.quorum.bootstrap.servers` and no voters, and for
+    /// a broker-only node (which joins through the voters when it is given them): on first
     /// start it asks the quorum to take it as an observer; on a restart its metadata log
     /// already has the membership, with this node as an observer or, since AddRaftVoter, a
     /// voter. Either way it then waits for a leader and catches up with it.
@@ -438,6 +526,11 @@ impl Controller {
                 "a node that joins through controller.quorum.bootstrap.servers needs a controller listener".to_string(),
             )
         })?;
+        let bootstrap: Vec<String> = if config.bootstrap_servers.is_empty() {
+            config.voters.values().cloned().collect()
+        } else {
+            config.bootstrap_servers.clone()
+        };
         let member = raft
             .with_raft_state(move |st| st.membership_state.effective().membership().get_node(&id).is_some())
             .await
@@ -446,13 +539,13 @@ impl Controller {
             let waiting = Instant::now();
             let mut said: Option<Instant> = None;
             loop {
-                match self.join(&config.bootstrap_servers, &addr).await {
+                match self.join(&bootstrap, &addr).await {
                     Ok(()) => break,
                     Err(e @ ControllerError::InvalidRequest(_)) => return Err(e),
                     Err(e) => {
                         if time_to_say(&mut said) {
                             tracing::info!(
-                                bootstrap = ?config.bootstrap_servers,
+                                bootstrap = ?bootstrap,
                                 waited_s = waiting.elapsed().as_secs(),
                                 reason = %e,
                                 "waiting to join the controller quorum"
@@ -462,7 +555,7 @@ impl Controller {
                     }
                 }
             }
-            tracing::info!(bootstrap = ?config.bootstrap_servers, "joined the controller quorum as an observer");
+            tracing::info!(bootstrap = ?bootstrap, "joined the controller quorum as an observer");
         }
         self.wait_for_quorum(config).await
     }
@@ -584,6 +677,10 @@ impl Controller {
             let cluster_id = new_cluster_id();
             tracing::debug!(%cluster_id, "initializing cluster id");
             applied = Some(self.write(Command::InitCluster { cluster_id }).await?.0);
+        }
+        // A controller-only node serves no clients and hosts no partitions.
+        if !config.roles.broker {
+            return Ok(applied);
         }
         let me = BrokerInfo {
             node_id: id,
@@ -850,7 +947,7 @@ impl Controller {
     /// `broker.session.timeout.ms`; it is unfenced when it heartbeats again after its restart.
     /// A single node has nobody to tell. Best effort, bounded by [`LEAVE_WAIT_MS`].
     pub async fn leave(&self) {
-        if !self.inner.has_peers {
+        if !self.inner.has_peers || !self.inner.roles.broker {
             return;
         }
         self.stop_heartbeats();
@@ -944,6 +1041,7 @@ impl Controller {
         Identity {
             node_id: self.inner.node_id,
             incarnation: self.inner.incarnation,
+            controller: self.inner.roles.controller,
         }
     }
 

@@ -42,9 +42,10 @@ pub use crate::command::{
     MAX_TOPIC_NAME_BYTES,
 };
 pub use crate::controller::{
-    new_kafka_id, Controller, ControllerConfig, RaftStatus, DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
+    new_kafka_id, Controller, ControllerConfig, RaftStatus, Roles, DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
     DEFAULT_BROKER_SESSION_TIMEOUT_MS,
 };
 pub use crate::error::{ControllerError, Result};
 pub use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
+pub use crate::network::MAGIC as RAFT_PREAMBLE;
 pub use crate::quorum::{QuorumDescription, VoterState};

@@ -107,6 +107,16 @@ pub(crate) async fn apply_as_leader(c: &Controller, change: Change) -> std::resu
                      controller.quorum.bootstrap.servers first"
                 )));
             };
+            // A broker-only node (process.roles=broker) follows the log but must never vote.
+            // One that cannot be asked is refused later, as it cannot catch up either.
+            if let Ok(Ok(who)) = Peer::new(node_id, node.addr.clone()).identify().await {
+                if who.node_id == node_id && !who.controller {
+                    return Err(Refusal::Invalid(format!(
+                        "node {node_id} is a broker-only node (process.roles=broker); only a node \
+                         with the controller role can be a voter"
+                    )));
+                }
+            }
             // add_learner of a learner only waits for it to be caught up.
             let caught_up = tokio::time::timeout(
                 Duration::from_millis(timeout_ms.max(1)),

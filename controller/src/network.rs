@@ -33,8 +33,9 @@ use crate::error::ControllerError;
 use crate::quorum::QuorumDescription;
 use crate::raft_types::{LogId, NodeId, Raft, TypeConfig};
 
-/// First bytes of every controller-to-controller connection.
-pub(crate) const MAGIC: &[u8; 8] = b"FJRAFT01";
+/// First bytes of every controller-to-controller connection. A broker-only node, which has no
+/// controller listener, tells the leader's connections from clients' by them.
+pub const MAGIC: &[u8; 8] = b"FJRAFT01";
 
 /// Largest frame either side accepts. A snapshot travels in openraft's chunks (3 MiB by default,
 /// about four times that as JSON) and an AppendEntries carries at most a few hundred small
@@ -81,6 +82,8 @@ pub(crate) enum PeerRequest {
 pub(crate) struct Identity {
     pub(crate) node_id: NodeId,
     pub(crate) incarnation: uuid::Uuid,
+    /// Whether the node has the controller role: only such a node can become a voter.
+    pub(crate) controller: bool,
 }
 
 /// The answer to a [`PeerRequest`] of the same name.
@@ -426,6 +429,25 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft, controller: WeakCon
         };
         let raft = raft.clone();
         let controller = controller.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_peer(stream, raft, controller).await {
+                tracing::debug!(peer = %addr, error = %e, "controller connection closed");
+            }
+        });
+    }
+}
+
+/// Serves the peer connections a broker-only node hands over from its broker listener (see
+/// `Controller::open_with_incoming`), until the channel closes or the task is aborted.
+pub(crate) async fn serve_handed(
+    mut incoming: tokio::sync::mpsc::Receiver<TcpStream>,
+    raft: Raft,
+    controller: WeakController,
+) {
+    while let Some(stream) = incoming.recv().await {
+        let raft = raft.clone();
+        let controller = controller.clone();
+        let addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
         tokio::spawn(async move {
             if let Err(e) = serve_peer(stream, raft, controller).await {
                 tracing::debug!(peer = %addr, error = %e, "controller connection closed");

@@ -86,11 +86,7 @@ pub async fn describe_quorum(
         .with_partitions(vec![partition])]);
     if ctx.version >= 2 {
         // The voters' controller endpoints (KIP-853).
-        let listener_name = broker
-            .config
-            .controller_listener
-            .as_ref()
-            .map_or_else(|| "CONTROLLER".to_string(), |l| l.name.clone());
+        let listener_name = broker.config.controller_listener_name.clone();
         resp.nodes = d
             .voters
             .iter()

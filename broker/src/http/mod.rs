@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::Broker;
 
-pub use status::{collect_loop, live_gauges, status_json};
+pub use status::{collect_loop, controller_collect_loop, controller_status_json, live_gauges, status_json};
 
 /// The status page; `/*FJORD_STATUS_JSON*/null` is replaced by the current status so the
 /// first paint needs no second request.
@@ -34,6 +34,9 @@ pub struct HttpState {
     pub handle: Option<PrometheusHandle>,
     /// Set once storage, groups and the controller are open.
     pub broker: OnceLock<Arc<Broker>>,
+    /// Set once the controller of a controller-only node (`process.roles=controller`) is open,
+    /// with its node id; such a node has no broker.
+    pub controller: OnceLock<(fjord_controller::Controller, i32)>,
     /// Client listeners are bound and served.
     pub serving: AtomicBool,
     /// Shutdown has begun.
@@ -45,6 +48,13 @@ impl HttpState {
     pub fn not_ready(&self) -> Option<&'static str> {
         if self.stopping.load(Ordering::Acquire) {
             return Some("shutting down");
+        }
+        if let Some((c, _)) = self.controller.get() {
+            return c
+                .raft_status()
+                .leader
+                .is_none()
+                .then_some("the controller has no leader");
         }
         let Some(broker) = self.broker.get() else {
             return Some("storage and controller are opening");
@@ -130,13 +140,19 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
                 format!("not ready: {why}\n"),
             ),
         },
-        "/api/status" => match state.broker.get() {
-            Some(b) => reply(StatusCode::OK, "application/json", status_json(b).await),
-            None => reply(
+        "/api/status" => match (state.broker.get(), state.controller.get()) {
+            (Some(b), _) => reply(StatusCode::OK, "application/json", status_json(b).await),
+            (None, Some((c, id))) => reply(StatusCode::OK, "application/json", controller_status_json(c, *id)),
+            (None, None) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "application/json",
                 "{\"error\":\"starting\"}",
             ),
+        },
+        // The status page shows a broker; a controller-only node's status is its JSON.
+        "/" | "/index.html" if state.controller.get().is_some() => match state.controller.get() {
+            Some((c, id)) => reply(StatusCode::OK, "application/json", controller_status_json(c, *id)),
+            None => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         },
         "/" | "/index.html" => {
             let json = match state.broker.get() {

@@ -342,11 +342,8 @@ async fn collect(broker: &Broker) {
     live_gauges(broker);
 
     let meta = broker.metadata();
-    let partitions: usize = meta.topics.values().map(|t| t.partitions.len()).sum();
-    metrics::gauge!("fjord_topics").set(meta.topics.len() as f64);
-    metrics::gauge!("fjord_partitions").set(partitions as f64);
     // As Kafka reports them: under-replicated partitions by their leader, so that summing the
-    // brokers counts each once; offline partitions by the active controller only.
+    // brokers counts each once.
     let me = broker.node_id();
     let under = meta
         .topics
@@ -354,25 +351,8 @@ async fn collect(broker: &Broker) {
         .flat_map(|t| &t.partitions)
         .filter(|p| p.leader == me && p.isr.len() < p.replicas.len())
         .count();
-    let offline = if broker.controller.raft_status().is_leader {
-        meta.topics
-            .values()
-            .flat_map(|t| &t.partitions)
-            .filter(|p| p.leader < 0)
-            .count()
-    } else {
-        0
-    };
     metrics::gauge!("fjord_under_replicated_partitions").set(under as f64);
-    metrics::gauge!("fjord_offline_partitions").set(offline as f64);
-    let fenced = meta.fenced.iter().filter(|b| meta.brokers.contains_key(b)).count();
-    metrics::gauge!("fjord_fenced_brokers").set(fenced as f64);
-    metrics::gauge!("fjord_active_brokers").set(meta.brokers.len().saturating_sub(fenced) as f64);
-
-    let raft = broker.controller.raft_status();
-    metrics::gauge!("fjord_controller_raft_term").set(raft.term as f64);
-    metrics::gauge!("fjord_controller_is_leader").set(if raft.is_leader { 1.0 } else { 0.0 });
-    metrics::gauge!("fjord_controller_commit_lag").set(raft.last_log_index.saturating_sub(raft.applied_index) as f64);
+    controller_gauges(&broker.controller);
 
     let (stopped, delayed, pending, running) = broker.store.rocksdb_stats();
     metrics::gauge!("fjord_rocksdb_write_stopped").set(stopped as f64);
@@ -400,6 +380,83 @@ async fn collect(broker: &Broker) {
     }
 
     collect_groups(broker).await;
+}
+
+/// The gauges of the cluster metadata and of this node's Raft, which every node sets (offline
+/// partitions only on the active controller, as Kafka counts them).
+pub fn controller_gauges(controller: &fjord_controller::Controller) {
+    let meta = controller.metadata();
+    let partitions: usize = meta.topics.values().map(|t| t.partitions.len()).sum();
+    metrics::gauge!("fjord_topics").set(meta.topics.len() as f64);
+    metrics::gauge!("fjord_partitions").set(partitions as f64);
+    let raft = controller.raft_status();
+    let offline = if raft.is_leader {
+        meta.topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.leader < 0)
+            .count()
+    } else {
+        0
+    };
+    metrics::gauge!("fjord_offline_partitions").set(offline as f64);
+    let fenced = meta.fenced.iter().filter(|b| meta.brokers.contains_key(b)).count();
+    metrics::gauge!("fjord_fenced_brokers").set(fenced as f64);
+    metrics::gauge!("fjord_active_brokers").set(meta.brokers.len().saturating_sub(fenced) as f64);
+    metrics::gauge!("fjord_controller_raft_term").set(raft.term as f64);
+    metrics::gauge!("fjord_controller_is_leader").set(if raft.is_leader { 1.0 } else { 0.0 });
+    metrics::gauge!("fjord_controller_commit_lag").set(raft.last_log_index.saturating_sub(raft.applied_index) as f64);
+}
+
+/// [`collect_loop`] of a controller-only node: its Raft and the cluster metadata.
+pub async fn controller_collect_loop(controller: fjord_controller::Controller, handle: Option<PrometheusHandle>) {
+    let mut tick = tokio::time::interval(COLLECT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    metrics::gauge!("fjord_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!("fjord_up").set(1.0);
+    loop {
+        tick.tick().await;
+        controller_gauges(&controller);
+        if let Some(h) = &handle {
+            h.run_upkeep();
+        }
+    }
+}
+
+/// `/api/status` of a controller-only node: its role, its Raft and the brokers it knows.
+pub fn controller_status_json(controller: &fjord_controller::Controller, node_id: i32) -> String {
+    let meta = controller.metadata();
+    let raft = controller.raft_status();
+    let brokers: Vec<serde_json::Value> = meta
+        .brokers
+        .values()
+        .map(|b| {
+            serde_json::json!({
+                "node_id": b.node_id,
+                "host": b.host,
+                "port": b.port,
+                "rack": b.rack,
+                "fenced": meta.fenced.contains(&b.node_id),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "node_id": node_id,
+        "process_roles": "controller",
+        "cluster_id": meta.cluster_id,
+        "controller": {
+            "leader": raft.leader,
+            "is_leader": raft.is_leader,
+            "term": raft.term,
+            "last_log_index": raft.last_log_index,
+            "applied_index": raft.applied_index,
+        },
+        "brokers": brokers,
+        "topics": meta.topics.len(),
+        "partitions": meta.topics.values().map(|t| t.partitions.len()).sum::<usize>(),
+    })
+    .to_string()
 }
 
 /// Consumer lag per group and partition (bounded), lag in seconds from record timestamps,

@@ -26,6 +26,7 @@ fn config(dir: &Path, node_id: i32) -> ControllerConfig {
     init_tracing();
     ControllerConfig {
         node_id,
+        roles: crate::Roles::COMBINED,
         data_dir: dir.join("controller"),
         advertised_host: "127.0.0.1".to_string(),
         advertised_port: 9092,
