@@ -138,6 +138,9 @@ class Broker:
         self.overrides.update(overrides or {})
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        #: A controller-only node (process.roles=controller): `port` is its controller
+        #: listener, and it serves no Kafka client.
+        self.controller_only = False
         _ALL.append(self)
 
     @property
@@ -188,10 +191,15 @@ class Broker:
         return self
 
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S):
-        """Ready means a Metadata request gets an answer that lists this broker."""
+        """Ready means a Metadata request gets an answer that lists this broker; for a
+        controller-only node, that its controller listener is open (and, on Fjord, that
+        /readyz says it knows the quorum's leader)."""
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout_s
+        if self.controller_only:
+            self._wait_controller_ready(deadline, timeout_s)
+            return
         # First the cheap check: is anything listening yet?
         while True:
             self._check_alive()
@@ -215,6 +223,24 @@ class Broker:
                 last = repr(e)
             time.sleep(0.1)
         raise BrokerError(f"{self.name}: no Metadata answer within {timeout_s}s (last: {last})\n{self.log_tail()}")
+
+    def _wait_controller_ready(self, deadline: float, timeout_s: float):
+        import urllib.request
+
+        last = None
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                if self.is_reference:
+                    return
+                with urllib.request.urlopen(f"{self.metrics_url}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except Exception as e:  # noqa: BLE001 - any failure means not ready yet
+                last = repr(e)
+            time.sleep(0.05)
+        raise BrokerError(f"{self.name}: controller not ready within {timeout_s}s (last: {last})\n{self.log_tail()}")
 
     def _check_alive(self):
         if self.proc is not None and self.proc.poll() is not None:
@@ -354,6 +380,60 @@ def start_cluster():
                 b.kill()
             raise
         return nodes
+
+    yield start
+    for b in made:
+        b.cleanup(_keep())
+
+
+@pytest.fixture(scope="session")
+def start_split_cluster():
+    """Factory for clusters with dedicated roles: `controllers` controller-only nodes (ids 1..,
+    process.roles=controller, the voters) and `brokers` broker-only nodes (the ids after them,
+    process.roles=broker, which find the quorum through controller.quorum.voters). Returns
+    (controllers, brokers); they live until the end of the session."""
+    made: list[Broker] = []
+
+    def start(name: str, controllers: int = 3, brokers: int = 3, **overrides) -> tuple[list[Broker], list[Broker]]:
+        ctrl = []
+        for i in range(controllers):
+            c = Broker(f"{name}-controller{i + 1}", host="127.0.0.1")
+            c.node_id = i + 1
+            c.controller_only = True
+            ctrl.append(c)
+        voters = ",".join(f"{c.node_id}@{c.host}:{c.port}" for c in ctrl)
+        for c in ctrl:
+            c.overrides.pop("advertised.listeners")
+            c.overrides.update({
+                "node.id": c.node_id,
+                "listeners": f"CONTROLLER://{c.host}:{c.port}",
+                "controller.listener.names": "CONTROLLER",
+                "controller.quorum.voters": voters,
+                "process.roles": "controller",
+            })
+            c.overrides.update(overrides)
+        brk = []
+        for i in range(brokers):
+            b = Broker(f"{name}-broker{controllers + i + 1}", overrides, host="127.0.0.1")
+            b.node_id = controllers + i + 1
+            b.overrides.update({
+                "node.id": b.node_id,
+                "controller.listener.names": "CONTROLLER",
+                "controller.quorum.voters": voters,
+                "process.roles": "broker",
+            })
+            brk.append(b)
+        made.extend(ctrl + brk)
+        for n in ctrl + brk:
+            n.spawn()
+        try:
+            for n in ctrl + brk:
+                n.wait_ready(timeout_s=READY_TIMEOUT_S * 4 if REFERENCE else READY_TIMEOUT_S)
+        except BaseException:
+            for n in ctrl + brk:
+                n.kill()
+            raise
+        return ctrl, brk
 
     yield start
     for b in made:

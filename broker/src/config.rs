@@ -1086,7 +1086,11 @@ mod tests {
         };
         // A broker-only node: not a voter, no controller listener, and a quorum to find.
         refused(
-            &[("process.roles", "broker"), ("node.id", "1"), ("controller.quorum.voters", voters)],
+            &[
+                ("process.roles", "broker"),
+                ("node.id", "1"),
+                ("controller.quorum.voters", voters),
+            ],
             "controller.quorum.voters",
         );
         refused(
@@ -1110,7 +1114,11 @@ mod tests {
             "listeners",
         );
         refused(
-            &[("process.roles", "controller"), ("node.id", "1"), ("controller.quorum.voters", voters)],
+            &[
+                ("process.roles", "controller"),
+                ("node.id", "1"),
+                ("controller.quorum.voters", voters),
+            ],
             "listeners",
         );
         refused(

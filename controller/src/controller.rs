@@ -18,7 +18,7 @@ use crate::command::{
 use crate::error::{ControllerError, Result};
 use crate::liveness::{self, Liveness};
 use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
-use crate::network::{self, CallError, ForwardError, Identity, NetworkFactory, Peer};
+use crate::network::{self, CallError, ClusterTag, ForwardError, Identity, NetworkFactory, Peer};
 use crate::quorum::{self, QuorumDescription};
 use crate::raft_types::{LogId, NodeId, Raft};
 use crate::state_machine::StateMachineStore;
@@ -221,6 +221,8 @@ struct Inner {
     has_peers: bool,
     /// `process.roles`.
     roles: Roles,
+    /// The cluster id the connections to and from other nodes are checked against.
+    cluster: ClusterTag,
     /// The heartbeat task, stopped first by [`Controller::leave`].
     heartbeat: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Drawn at each start: tells this process from another one with the same node id.
@@ -332,10 +334,11 @@ impl Controller {
         .validate()
         .map_err(|e| ControllerError::Raft(format!("invalid raft config: {e}")))?;
 
+        let cluster = ClusterTag::new(metadata.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            NetworkFactory,
+            NetworkFactory(cluster.clone()),
             log_store,
             state_machine,
         )
@@ -352,6 +355,7 @@ impl Controller {
                 liveness: Liveness::default(),
                 has_peers,
                 roles,
+                cluster,
                 heartbeat: std::sync::Mutex::new(None),
                 incarnation: Uuid::new_v4(),
             }),
@@ -604,7 +608,7 @@ impl Controller {
         let Some(addr) = config.voters.get(&id) else {
             return Ok(());
         };
-        let who = match Peer::new(id, addr.clone()).identify().await {
+        let who = match self.peer(id, addr.clone()).identify().await {
             Ok(Ok(who)) => who,
             Ok(Err(e)) => {
                 tracing::debug!(%addr, error = ?e, "this node's controller address answered without an identity");
@@ -656,7 +660,7 @@ impl Controller {
         let (leader, addr) = self
             .leader_endpoint()
             .ok_or_else(|| ControllerError::NotController("the leader has no known address".to_string()))?;
-        let index = match Peer::new(leader, addr).read_index().await {
+        let index = match self.peer(leader, addr).read_index().await {
             Ok(Ok(index)) => index,
             Ok(Err(e)) => return Err(ControllerError::NotController(format!("{e:?}"))),
             Err(e) => return Err(ControllerError::NotController(e.to_string())),
@@ -1024,7 +1028,7 @@ impl Controller {
         if leader == self.inner.node_id {
             return quorum::describe_as_leader(self).await;
         }
-        match Peer::new(leader, addr).describe_quorum().await {
+        match self.peer(leader, addr).describe_quorum().await {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(e)) => Err(ControllerError::NotController(format!("leader {leader}: {e:?}"))),
             Err(e) => Err(ControllerError::NotController(format!("leader {leader}: {e}"))),
@@ -1043,6 +1047,16 @@ impl Controller {
             incarnation: self.inner.incarnation,
             controller: self.inner.roles.controller,
         }
+    }
+
+    /// The cluster this node belongs to, for the connections between nodes.
+    pub(crate) fn cluster_tag(&self) -> ClusterTag {
+        self.inner.cluster.clone()
+    }
+
+    /// A client for node `target` at `addr`.
+    pub(crate) fn peer(&self, target: NodeId, addr: String) -> Peer {
+        Peer::new(target, addr, self.inner.cluster.clone())
     }
 
     pub(crate) fn weak(&self) -> WeakController {
@@ -1147,7 +1161,7 @@ impl Controller {
             let reason = match proposed {
                 Ok(r) => return Ok((r.log_id, r.data)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match (f.leader_id, f.leader_node) {
-                    (Some(leader), Some(node)) => match Peer::new(leader, node.addr).forward_write(cmd.clone()).await {
+                    (Some(leader), Some(node)) => match self.peer(leader, node.addr).forward_write(cmd.clone()).await {
                         Ok(Ok(res)) => return Ok(res),
                         Ok(Err(ForwardError::NotLeader(_))) => format!("node {leader} is no longer the leader"),
                         Ok(Err(ForwardError::Stopped(e))) => format!("leader {leader}: {e}"),

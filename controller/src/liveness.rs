@@ -77,7 +77,7 @@ pub(crate) async fn heartbeat_loop(controller: Controller, interval: Duration) {
             continue;
         }
         if peer.as_ref().map(|(id, _)| *id) != Some(leader) {
-            peer = Some((leader, Peer::new(leader, addr)));
+            peer = Some((leader, controller.peer(leader, addr)));
         }
         let Some((_, p)) = peer.as_mut() else { continue };
         // A leader that stopped answering (paused, cut off) must not hold the loop: the others

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::controller::Controller;
 use crate::error::{ControllerError, Result};
-use crate::network::{CallError, Peer};
+use crate::network::CallError;
 use crate::raft_types::NodeId;
 
 /// A change of the quorum's membership.
@@ -109,7 +109,7 @@ pub(crate) async fn apply_as_leader(c: &Controller, change: Change) -> std::resu
             };
             // A broker-only node (process.roles=broker) follows the log but must never vote.
             // One that cannot be asked is refused later, as it cannot catch up either.
-            if let Ok(Ok(who)) = Peer::new(node_id, node.addr.clone()).identify().await {
+            if let Ok(Ok(who)) = c.peer(node_id, node.addr.clone()).identify().await {
                 if who.node_id == node_id && !who.controller {
                     return Err(Refusal::Invalid(format!(
                         "node {node_id} is a broker-only node (process.roles=broker); only a node \
@@ -192,7 +192,7 @@ impl Controller {
         if leader == self.node_id() {
             return apply_as_leader(self, change).await.map_err(Into::into);
         }
-        match Peer::new(leader, addr).change_membership(change).await {
+        match self.peer(leader, addr).change_membership(change).await {
             Ok(r) => r.map_err(Into::into),
             Err(e) => Err(ControllerError::NotController(format!("leader {leader}: {e}"))),
         }
@@ -230,7 +230,8 @@ impl Controller {
         };
         let mut last = String::from("no bootstrap server");
         for server in bootstrap.iter().filter(|s| s.as_str() != addr) {
-            match Peer::new(self.node_id(), server.clone())
+            match self
+                .peer(self.node_id(), server.clone())
                 .change_membership(change.clone())
                 .await
             {

@@ -1,8 +1,12 @@
 //! The Raft transport between controllers, on the controller listener
 //! (`controller.listener.names`).
 //!
-//! A connection opens with [`MAGIC`] and then carries length-prefixed JSON frames, one
-//! [`PeerRequest`] answered by one [`PeerResponse`], in order. The magic tells a peer from a Kafka
+//! A connection opens with [`MAGIC`] and a [`Hello`] each way, then carries length-prefixed JSON
+//! frames, one [`PeerRequest`] answered by one [`PeerResponse`], in order. The hellos carry
+//! both sides' cluster ids, and a node refuses a peer of another cluster, as every KRaft RPC is
+//! refused with INCONSISTENT_CLUSTER_ID: the leader of a cluster that is gone or being torn
+//! down keeps replicating to its members' old addresses, and a new node listening at one of
+//! them must not take that cluster's log for its own. The magic tells a peer from a Kafka
 //! client: read as a Kafka frame length it is over a gigabyte, which no Kafka request can be
 //! (`socket.request.max.bytes` defaults to 100 MiB), so the listener can later serve Kafka's own
 //! controller APIs beside it.
@@ -53,6 +57,78 @@ const MAGIC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting to a peer may take: peers are on the same network, and a dead peer
 /// must not hold up the replication stream that retries it.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The first frame each way on a connection: the sender's cluster id, empty while it knows
+/// none (a new quorum before its first entry, a node that has not joined yet).
+#[derive(Debug, Serialize, Deserialize)]
+struct Hello {
+    cluster_id: String,
+}
+
+/// The cluster this node belongs to, as far as it knows: the id in its metadata, or before
+/// its metadata has one, the id of the quorum it joined (learned from the hello of the node it
+/// asked). Unknown ids are no reason to refuse: the nodes of a new quorum have none until the
+/// first leader writes one.
+#[derive(Clone)]
+pub(crate) struct ClusterTag {
+    metadata: tokio::sync::watch::Receiver<std::sync::Arc<crate::metadata::ClusterMetadata>>,
+    learned: std::sync::Arc<std::sync::OnceLock<String>>,
+}
+
+impl ClusterTag {
+    pub(crate) fn new(
+        metadata: tokio::sync::watch::Receiver<std::sync::Arc<crate::metadata::ClusterMetadata>>,
+    ) -> ClusterTag {
+        ClusterTag {
+            metadata,
+            learned: Default::default(),
+        }
+    }
+
+    fn get(&self) -> String {
+        let id = self.metadata.borrow().cluster_id.clone();
+        if id.is_empty() {
+            self.learned.get().cloned().unwrap_or_default()
+        } else {
+            id
+        }
+    }
+
+    /// Whether a peer that says it belongs to `theirs` may be talked to.
+    fn agrees(&self, theirs: &str) -> bool {
+        let ours = self.get();
+        ours.is_empty() || theirs.is_empty() || ours == theirs
+    }
+
+    /// A node asked answered with its cluster's id: until this node's metadata has one, that
+    /// is the cluster it belongs to.
+    fn learn(&self, theirs: &str) {
+        if !theirs.is_empty() && self.get().is_empty() {
+            let _ = self.learned.set(theirs.to_string());
+        }
+    }
+}
+
+/// When a refused peer was last logged at WARN (seconds since the epoch): the refused leader
+/// retries every few hundred milliseconds.
+static REFUSAL_SAID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn say_refusal() -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = REFUSAL_SAID.load(std::sync::atomic::Ordering::Relaxed);
+    now >= last + 10
+        && REFUSAL_SAID
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+}
 
 /// What one controller asks another.
 #[derive(Debug, Serialize, Deserialize)]
@@ -111,14 +187,14 @@ pub(crate) enum ForwardError {
 
 /// Builds a [`Peer`] client per target node; the address is the node's controller endpoint from
 /// the Raft membership (`controller.quorum.voters`).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct NetworkFactory;
+#[derive(Clone)]
+pub(crate) struct NetworkFactory(pub(crate) ClusterTag);
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        Peer::new(target, node.addr.clone())
+        Peer::new(target, node.addr.clone(), self.0.clone())
     }
 }
 
@@ -128,6 +204,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub(crate) struct Peer {
     target: NodeId,
     addr: String,
+    cluster: ClusterTag,
     conn: Option<Conn>,
 }
 
@@ -170,10 +247,11 @@ impl fmt::Display for CallError {
 }
 
 impl Peer {
-    pub(crate) fn new(target: NodeId, addr: String) -> Peer {
+    pub(crate) fn new(target: NodeId, addr: String, cluster: ClusterTag) -> Peer {
         Peer {
             target,
             addr,
+            cluster,
             conn: None,
         }
     }
@@ -189,7 +267,10 @@ impl Peer {
         let frame = serde_json::to_vec(req).map_err(|e| CallError::Io(io::Error::other(e)))?;
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
-            None => connect(&self.addr).await.map_err(CallError::Connect)?,
+            None => tokio::time::timeout(ttl, connect(&self.addr, &self.cluster))
+                .await
+                .map_err(|_| CallError::Connect(io::Error::new(io::ErrorKind::TimedOut, "no hello in time")))?
+                .map_err(CallError::Connect)?,
         };
         let exchange = async {
             write_frame(&mut conn.writer, &frame).await?;
@@ -334,7 +415,7 @@ impl Peer {
     }
 }
 
-async fn connect(addr: &str) -> io::Result<Conn> {
+async fn connect(addr: &str, cluster: &ClusterTag) -> io::Result<Conn> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect within {CONNECT_TIMEOUT:?}")))??;
@@ -342,11 +423,27 @@ async fn connect(addr: &str) -> io::Result<Conn> {
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
     let mut writer = BufWriter::new(w);
+    let mut reader = BufReader::new(r);
     writer.write_all(MAGIC).await?;
-    Ok(Conn {
-        reader: BufReader::new(r),
-        writer,
+    let hello = serde_json::to_vec(&Hello {
+        cluster_id: cluster.get(),
     })
+    .map_err(io::Error::other)?;
+    write_frame(&mut writer, &hello).await?;
+    let theirs: Hello = serde_json::from_slice(&read_frame(&mut reader).await?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    if !cluster.agrees(&theirs.cluster_id) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{addr} belongs to cluster {}, this node to {}",
+                theirs.cluster_id,
+                cluster.get()
+            ),
+        ));
+    }
+    cluster.learn(&theirs.cluster_id);
+    Ok(Conn { reader, writer })
 }
 
 async fn write_frame(w: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>, body: &[u8]) -> io::Result<()> {
@@ -474,6 +571,32 @@ async fn serve_peer(stream: TcpStream, raft: Raft, controller: WeakController) -
             "not a Fjord controller (Kafka requests are not served on the controller listener)",
         ));
     }
+    let theirs: Hello = tokio::time::timeout(MAGIC_TIMEOUT, read_frame(&mut reader))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no hello"))
+        .and_then(|f| f)
+        .and_then(|f| serde_json::from_slice(&f).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    let Some(cluster) = controller.get().map(|c| c.cluster_tag()) else {
+        return Ok(());
+    };
+    let hello = serde_json::to_vec(&Hello {
+        cluster_id: cluster.get(),
+    })
+    .map_err(io::Error::other)?;
+    write_frame(&mut writer, &hello).await?;
+    if !cluster.agrees(&theirs.cluster_id) {
+        let peer = reader.get_ref().peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        if say_refusal() {
+            tracing::warn!(
+                %peer,
+                theirs = %theirs.cluster_id,
+                ours = %cluster.get(),
+                "refusing a controller connection from another cluster (INCONSISTENT_CLUSTER_ID); \
+                 a node of that cluster still has this node's address"
+            );
+        }
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "a peer of another cluster"));
+    }
     // The broker whose heartbeats come on this connection: when it closes, the leader checks
     // at once whether that broker's process is gone (see `liveness`).
     let mut heartbeats_of: Option<NodeId> = None;
@@ -592,7 +715,14 @@ mod tests {
                     let (r, w) = stream.into_split();
                     let (mut r, mut w) = (BufReader::new(r), BufWriter::new(w));
                     let mut magic = [0u8; 8];
-                    if r.read_exact(&mut magic).await.is_err() {
+                    if r.read_exact(&mut magic).await.is_err() || read_frame(&mut r).await.is_err() {
+                        return;
+                    }
+                    let hello = serde_json::to_vec(&Hello {
+                        cluster_id: "cluster-a".into(),
+                    })
+                    .expect("encodes");
+                    if write_frame(&mut w, &hello).await.is_err() {
                         return;
                     }
                     while let Ok(body) = read_frame(&mut r).await {
@@ -612,9 +742,32 @@ mod tests {
         addr
     }
 
+    fn tag(cluster_id: &str) -> ClusterTag {
+        let meta = crate::metadata::ClusterMetadata {
+            cluster_id: cluster_id.to_string(),
+            ..Default::default()
+        };
+        ClusterTag::new(tokio::sync::watch::channel(Arc::new(meta)).1)
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_another_cluster_is_refused_and_an_unknown_id_is_learned() {
+        let addr = numbering_peer().await;
+        let mut stranger = Peer::new(2, addr.clone(), tag("cluster-b"));
+        match stranger.read_index().await {
+            Err(CallError::Connect(e)) => assert!(e.to_string().contains("cluster-a"), "{e}"),
+            other => panic!("a peer of another cluster answered: {other:?}"),
+        }
+        let fresh = tag("");
+        let mut joining = Peer::new(2, addr, fresh.clone());
+        assert!(joining.read_index().await.is_ok());
+        assert_eq!(fresh.get(), "cluster-a", "learned from the node asked");
+        assert!(!fresh.agrees("cluster-b") && fresh.agrees("cluster-a") && fresh.agrees(""));
+    }
+
     #[tokio::test]
     async fn a_call_dropped_mid_exchange_never_hands_its_answer_to_the_next() {
-        let mut peer = Peer::new(2, numbering_peer().await);
+        let mut peer = Peer::new(2, numbering_peer().await, tag("cluster-a"));
         // The caller gives up (openraft times out its own RPCs by dropping them).
         assert!(tokio::time::timeout(Duration::from_millis(50), peer.read_index())
             .await
