@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clientlib import assert_ok, consume, expected_layout, java, layout_mismatch, produce, sample_records
-from conftest import wait_for
+from conftest import Broker, wait_for
 from test_multinode import acks_all_producer, assert_read_back_once
 
 SESSION = {"broker.session.timeout.ms": 2000, "broker.heartbeat.interval.ms": 300}
@@ -131,3 +131,40 @@ def test_a_broker_only_node_cannot_be_made_a_voter(split):
     assert err["error"] == "InvalidRequestException", err
     assert "broker-only" in err["message"], err
     assert sorted(v["id"] for v in quorum(b.bootstrap)["voters"]) == [1, 2, 3]
+
+
+def test_a_node_refuses_the_leader_of_another_cluster(start_cluster, topic_name):
+    """A cluster loses a node, and a new single node takes its controller address: the old
+    cluster's leader keeps replicating there. The new node refuses it (the cluster ids differ,
+    Kafka's INCONSISTENT_CLUSTER_ID) and keeps its own metadata."""
+    old = start_cluster("stale", 3, **SESSION)
+    if old[0].is_reference:
+        pytest.skip("kafka-as-fjord gives every cluster the same id")
+    admin = AdminClient({"bootstrap.servers": old[0].bootstrap})
+    admin.create_topics([NewTopic(topic_name, 1, 1)], operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
+    gone = old[2]
+    controller_port = int(gone.overrides["listeners"].rsplit(":", 1)[1])
+    gone.kill()
+    new = Broker("stale-new")
+    new.overrides.update({"listeners": f"PLAINTEXT://127.0.0.1:{new.port},CONTROLLER://127.0.0.1:{controller_port}",
+                          "controller.listener.names": "CONTROLLER"})
+    try:
+        refused_by(new.start(), old, topic_name)
+    finally:
+        new.cleanup(False)
+
+
+def refused_by(new, old, topic_name):
+    wait_for(lambda: "refusing a controller connection from another cluster" in new.log_text(),
+             "the old leader refused", timeout_s=30)
+    (old_cluster,) = java("admin-describe-cluster", "--bootstrap", old[0].bootstrap)
+    (new_cluster,) = java("admin-describe-cluster", "--bootstrap", new.bootstrap)
+    assert new_cluster["cluster_id"] != old_cluster["cluster_id"]
+    assert [n["id"] for n in new_cluster["nodes"]] == [1]
+    assert topic_name not in AdminClient({"bootstrap.servers": new.bootstrap}).list_topics(timeout=10).topics
+    records = sample_records("confluent", partitions=1, per_partition=10)
+    acks = produce("confluent", new.bootstrap, f"{topic_name}-new", records)
+    assert_ok(acks)
+    got = consume("confluent", new.bootstrap, f"{topic_name}-new", len(records))
+    problem = layout_mismatch(got, expected_layout(records, acks))
+    assert problem is None, problem
