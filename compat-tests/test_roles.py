@@ -3,7 +3,8 @@
 observers of the metadata quorum that find it through `controller.quorum.voters`). Clients see the
 brokers alone; the cluster keeps every acknowledged record and goes on taking metadata writes when
 the active controller and a partition leader are killed, and the killed nodes rejoin. The same
-test runs against Kafka 4.4 (reference/kafka-as-fjord).
+tests run against Kafka 4.4 (reference/kafka-as-fjord), less two Fjord-only checks: AddRaftVoter
+refused for a broker-only node, and a node refusing the leader of another cluster.
 """
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
