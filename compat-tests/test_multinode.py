@@ -61,6 +61,23 @@ def acks_all_producer(bootstrap, message_timeout_ms):
     return producer, report, acked, failed
 
 
+def replicated_partition(bootstrap, topic):
+    """Creates `topic` with one partition, RF=3 and min.insync.replicas=2, and waits until its
+    three replicas are in sync. Returns a function that reads partition 0 from Metadata (None
+    while the topic is unknown) and the partition as it was then."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 3, config={"min.insync.replicas": "2"})],
+                        operation_timeout=20, request_timeout=20)[topic].result(timeout=30)
+
+    def partition():
+        t = admin.list_topics(topic, timeout=5).topics.get(topic)
+        return t.partitions.get(0) if t is not None and t.error is None else None
+
+    first = wait_for(lambda: (p := partition()) is not None and p.leader >= 0 and len(p.isrs) == 3 and p,
+                     "three in-sync replicas")
+    return partition, first
+
+
 def assert_read_back_once(bootstrap, topic, acked):
     """Reads partition 0 of `topic` from the start and proves it holds exactly `acked`, in
     order: nothing lost, nothing twice, nothing extra."""
@@ -165,16 +182,7 @@ def test_an_acks_all_producer_loses_nothing_when_the_leader_is_killed(start_clus
     producer writes; every acknowledged record is read back once, in order, from the survivors."""
     nodes = start_cluster("failover", 3, **{"broker.session.timeout.ms": 2000, "broker.heartbeat.interval.ms": 300})
     bootstrap = ",".join(n.bootstrap for n in nodes)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic_name, 1, 3, config={"min.insync.replicas": "2"})],
-                        operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
-
-    def partition():
-        t = admin.list_topics(topic_name, timeout=5).topics.get(topic_name)
-        return t.partitions.get(0) if t is not None and t.error is None else None
-
-    first = wait_for(lambda: (p := partition()) is not None and p.leader >= 0 and len(p.isrs) == 3 and p,
-                     "three in-sync replicas")
+    partition, first = replicated_partition(bootstrap, topic_name)
     producer, report, acked, failed = acks_all_producer(bootstrap, 60000)
     for i in range(300):
         producer.produce(topic_name, value=f"before-{i}".encode(), partition=0, on_delivery=report)

@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from clientlib import assert_ok, consume, expected_layout, java, layout_mismatch, produce, sample_records
 from conftest import Broker, wait_for
-from test_multinode import acks_all_producer, assert_read_back_once
+from test_multinode import acks_all_producer, assert_read_back_once, replicated_partition
 
 SESSION = {"broker.session.timeout.ms": 2000, "broker.heartbeat.interval.ms": 300}
 
@@ -73,16 +73,7 @@ def test_killing_the_active_controller_and_a_leader_loses_nothing(split, topic_n
     restart and rejoin: the controller as a caught-up voter, the broker into the ISR."""
     controllers, brokers = split
     bootstrap = ",".join(b.bootstrap for b in brokers)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic_name, 1, 3, config={"min.insync.replicas": "2"})],
-                        operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
-
-    def partition():
-        t = admin.list_topics(topic_name, timeout=5).topics.get(topic_name)
-        return t.partitions.get(0) if t is not None and t.error is None else None
-
-    first = wait_for(lambda: (p := partition()) is not None and p.leader >= 0 and len(p.isrs) == 3 and p,
-                     "three in-sync replicas")
+    partition, first = replicated_partition(bootstrap, topic_name)
     producer, report, acked, failed = acks_all_producer(bootstrap, 60000)
     for i in range(200):
         producer.produce(topic_name, value=f"before-{i}".encode(), partition=0, on_delivery=report)

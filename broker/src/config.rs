@@ -238,7 +238,7 @@ impl Config {
 
 /// Whether a listener's host binds every address (empty, `0.0.0.0` or `::`), so that it is no
 /// address to give others.
-fn binds_every_address(host: &str) -> bool {
+pub(crate) fn binds_every_address(host: &str) -> bool {
     host.is_empty() || host == "0.0.0.0" || host == "::"
 }
 

@@ -242,17 +242,10 @@ pub async fn run(
         }
         .map_err(BrokerError::from)
     };
-    // A node of a quorum waits in `open` until a majority of the voters is up; a SIGTERM
-    // meanwhile stops it there.
     let mut shutdown = std::pin::pin!(shutdown);
-    let controller = tokio::select! {
-        c = open => c?,
-        () = &mut shutdown => {
-            tracing::info!("stopped while waiting for the controller quorum");
-            return Ok(());
-        }
+    let Some(controller) = open_unless_stopped(&config, open, shutdown.as_mut()).await? else {
+        return Ok(());
     };
-    write_meta_properties(&config, &controller);
     let store = store_task
         .await
         .map_err(|e| BrokerError::Startup(format!("storage open task: {e}")))??;
@@ -406,12 +399,26 @@ fn controller_config(config: &Config, advertised_host: &str, advertised_port: u1
     }
 }
 
-/// Kafka's `meta.properties`, for Kafka's tools (kafka-metadata-quorum.sh add-controller
-/// reads the directory id there).
-fn write_meta_properties(config: &Config, controller: &Controller) {
+/// Waits for the controller to open: a node of a quorum waits in `open` until a majority of
+/// the voters is up, and a SIGTERM meanwhile stops it there (`None`). Then writes Kafka's
+/// `meta.properties`, for Kafka's tools (kafka-metadata-quorum.sh add-controller reads the
+/// directory id there).
+async fn open_unless_stopped(
+    config: &Config,
+    open: impl std::future::Future<Output = Result<Controller, BrokerError>>,
+    shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<Option<Controller>, BrokerError> {
+    let controller = tokio::select! {
+        c = open => c?,
+        () = shutdown => {
+            tracing::info!("stopped while waiting for the controller quorum");
+            return Ok(None);
+        }
+    };
     if let Err(e) = meta_properties::write(&config.log_dir, &controller.metadata().cluster_id, config.node_id) {
         tracing::warn!(error = %e, dir = %config.log_dir.display(), "could not write meta.properties");
     }
+    Ok(Some(controller))
 }
 
 /// Creates the data directory and starts the HTTP listener, first of all, so that /readyz can
@@ -454,21 +461,20 @@ async fn run_controller(
     let bound = listener
         .local_addr()
         .map_err(|e| BrokerError::Startup(format!("controller listener: {e}")))?;
-    let host = if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" {
-        "localhost".to_string()
+    let host = if config::binds_every_address(&l.host) {
+        "localhost"
     } else {
-        l.host.clone()
+        l.host.as_str()
     };
-    let open = Controller::open_with_listener(controller_config(&config, &host, bound.port()), Some(listener));
+    let open = async {
+        Controller::open_with_listener(controller_config(&config, host, bound.port()), Some(listener))
+            .await
+            .map_err(BrokerError::from)
+    };
     let mut shutdown = std::pin::pin!(shutdown);
-    let controller = tokio::select! {
-        c = open => c?,
-        () = &mut shutdown => {
-            tracing::info!("stopped while waiting for the controller quorum");
-            return Ok(());
-        }
+    let Some(controller) = open_unless_stopped(&config, open, shutdown.as_mut()).await? else {
+        return Ok(());
     };
-    write_meta_properties(&config, &controller);
     let _ = http_state.controller.set((controller.clone(), config.node_id));
     let collector = tokio::spawn(http::controller_collect_loop(
         controller.clone(),
