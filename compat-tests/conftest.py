@@ -141,6 +141,8 @@ class Broker:
         #: A controller-only node (process.roles=controller): `port` is its controller
         #: listener, and it serves no Kafka client.
         self.controller_only = False
+        #: Environment variables added to the process's (as a compose file's `environment:`).
+        self.env: dict[str, str] = {}
         _ALL.append(self)
 
     @property
@@ -186,7 +188,8 @@ class Broker:
             log.write(f"\n===== fjord-compat: start #{self.starts}: {' '.join(self.command())}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, **self.env} if self.env else None)
         _RUNNING.append(self)
         return self
 

@@ -196,6 +196,11 @@ pub struct Config {
     pub topic_defaults: BTreeMap<String, String>,
     /// Every property explicitly given, for DescribeConfigs on the broker resource.
     pub explicit: BTreeMap<String, String>,
+    /// Environment variables that looked like properties (`KAFKA_*`) but name no key Fjord or
+    /// Kafka knows, with the key each mapped to: ignored, as Kafka ignores unknown properties,
+    /// because compose files carry variables meant for other images and tools. Logged at WARN
+    /// once logging is up.
+    pub ignored_env: Vec<(String, String)>,
     /// Group coordinator settings (`group.*`, `offsets.*`).
     pub groups: crate::group::GroupConfig,
     /// Transaction coordinator settings (`transaction.*`).
@@ -449,6 +454,7 @@ impl Config {
             checkpoint_interval_ms: 60_000,
             topic_defaults: topic_config::defaults(),
             explicit: props.clone(),
+            ignored_env: Vec::new(),
             groups: Default::default(),
             txns: Default::default(),
             metrics_listener: Some("0.0.0.0:9644".into()),
@@ -774,8 +780,12 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut props = BTreeMap::new();
+        // Which variable each environment-sourced key came from, while no file or override
+        // has replaced it.
+        let mut from_env: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in env {
             if let Some(key) = env_to_key(&name) {
+                from_env.insert(key.clone(), name);
                 props.insert(key, value);
             }
         }
@@ -802,15 +812,43 @@ impl Config {
                 path: path.clone(),
                 error: e.to_string(),
             })?;
-            props.extend(parse_properties(&text));
+            for (k, v) in parse_properties(&text) {
+                from_env.remove(&k);
+                props.insert(k, v);
+            }
         }
         for kv in overrides {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| ConfigError::Usage(format!("--override {kv}: expected key=value")))?;
+            from_env.remove(k.trim());
             props.insert(k.trim().to_string(), v.to_string());
         }
-        Config::from_properties(props)
+        // An unknown key from a file or an override is a typo to stop on; from the
+        // environment it is a variable meant for something else.
+        let mut ignored = Vec::new();
+        loop {
+            match Config::from_properties(props.clone()) {
+                Err(ConfigError::UnknownKey(key)) if from_env.contains_key(&key) => {
+                    props.remove(&key);
+                    let name = from_env.remove(&key).unwrap_or_default();
+                    ignored.push((name, key));
+                }
+                Ok(mut cfg) => {
+                    cfg.ignored_env = ignored;
+                    return Ok(cfg);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The keys given that Fjord accepts and does not act on ([`ACCEPTED_WITHOUT_EFFECT`]).
+    pub fn without_effect(&self) -> impl Iterator<Item = &str> {
+        self.explicit
+            .keys()
+            .map(String::as_str)
+            .filter(|k| ACCEPTED_WITHOUT_EFFECT.contains(k))
     }
 }
 
@@ -818,9 +856,12 @@ impl Config {
 pub const USAGE: &str = "usage: fjord [server.properties] [--override key=value]...";
 
 /// `KAFKA_LOG_DIRS` -> `log.dirs`, the apache/kafka image convention: strip `KAFKA_`, lower
-/// case, `_` -> `.`, `__` -> `_`, `___` -> `-`. Image-internal variables are not properties.
+/// case, `_` -> `.`, `__` -> `_`, `___` -> `-`; the bitnami images' `KAFKA_CFG_LOG_DIRS` too.
+/// The variables the images and Kafka's scripts hand to the JVM or read themselves are not
+/// properties.
 pub fn env_to_key(name: &str) -> Option<String> {
     let rest = name.strip_prefix("KAFKA_")?;
+    let rest = rest.strip_prefix("CFG_").unwrap_or(rest);
     const NOT_PROPERTIES: &[&str] = &[
         "HOME",
         "HEAP_OPTS",
@@ -828,9 +869,14 @@ pub fn env_to_key(name: &str) -> Option<String> {
         "OPTS",
         "LOG4J_OPTS",
         "JMX_OPTS",
+        "JMX_PORT",
+        "JMX_HOSTNAME",
         "DEBUG",
+        "DEBUG_SUSPEND_FLAG",
         "GC_LOG_OPTS",
         "VERSION",
+        "TOOLS_LOG4J_LOGLEVEL",
+        "KRAFT_CLUSTER_ID",
     ];
     if rest.is_empty() || NOT_PROPERTIES.contains(&rest) || rest.starts_with("LOG4J_") {
         return None;
@@ -938,6 +984,47 @@ mod tests {
             let e = Config::from_properties(props(&[("socket.send.buffer.bytes", bad)])).expect_err(bad);
             assert!(e.to_string().contains("socket.send.buffer.bytes"), "{e}");
         }
+    }
+
+    #[test]
+    fn unknown_variables_of_the_environment_are_ignored_but_unknown_keys_elsewhere_stop() {
+        assert_eq!(env_to_key("KAFKA_JMX_PORT"), None);
+        assert_eq!(env_to_key("KAFKA_VERSION"), None);
+        assert_eq!(env_to_key("KAFKA_CFG_LOG_DIRS").as_deref(), Some("log.dirs"));
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let c = Config::from_args_and_env(
+            Vec::<String>::new(),
+            env(&[
+                ("KAFKA_CONFLUENT_SUPPORT_CUSTOMER_ID", "anonymous"),
+                ("KAFKA_JMX_PORT", "9101"),
+                ("KAFKA_CFG_NUM_PARTITIONS", "3"),
+                ("KAFKA_NODE_ID", "2"),
+            ]),
+        )
+        .expect("the unknown variable is ignored");
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.node_id, 2);
+        assert_eq!(
+            c.ignored_env,
+            vec![(
+                "KAFKA_CONFLUENT_SUPPORT_CUSTOMER_ID".to_string(),
+                "confluent.support.customer.id".to_string()
+            )]
+        );
+        // A bad value from the environment still stops the broker; so does an unknown key
+        // from an override, even when the environment has it too.
+        let bad = Config::from_args_and_env(Vec::<String>::new(), env(&[("KAFKA_NUM_PARTITIONS", "many")]));
+        assert!(matches!(bad, Err(ConfigError::Invalid { key, .. }) if key == "num.partitions"));
+        let typo = Config::from_args_and_env(
+            vec!["--override".to_string(), "num.partitons=3".to_string()],
+            env(&[("KAFKA_NUM_PARTITONS", "3")]),
+        );
+        assert!(matches!(typo, Err(ConfigError::UnknownKey(k)) if k == "num.partitons"));
+        let quiet = Config::from_properties(props(&[("zookeeper.connect", "zk:2181"), ("num.partitions", "2")]))
+            .expect("valid");
+        assert_eq!(quiet.without_effect().collect::<Vec<_>>(), vec!["zookeeper.connect"]);
     }
 
     #[test]

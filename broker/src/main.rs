@@ -29,6 +29,12 @@ fn main() -> ExitCode {
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
+    for (variable, key) in &config.ignored_env {
+        tracing::warn!(%variable, %key, "ignoring an environment variable that names no Kafka or Fjord property");
+    }
+    for key in config.without_effect() {
+        tracing::info!(%key, "accepted: this Kafka property has no effect in Fjord");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("fjord")

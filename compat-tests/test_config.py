@@ -1,0 +1,53 @@
+"""Configuration as deployments hand it over: `KAFKA_*` environment variables meant for other
+images and tools (Confluent's, the JVM's) are ignored with a WARN line naming them, bitnami's
+`KAFKA_CFG_*` are read, keys Kafka deployments set that mean nothing to Fjord get an INFO line,
+and an unknown key in an override (a typo) stops the broker with a message naming it. Fjord's
+own start-up rules: Kafka logs unknown keys and starts, so these run against Fjord only.
+"""
+import subprocess
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from conftest import FJORD_BIN, Broker, wait_for
+
+
+@pytest.fixture
+def reference_skip():
+    if FJORD_BIN.name == "kafka-as-fjord":
+        pytest.skip("Fjord's start-up checks")
+
+
+def test_variables_meant_for_others_are_ignored_and_bitnami_style_ones_read(reference_skip, topic_name):
+    b = Broker("config-env", {"zookeeper.connect": "zk:2181"})
+    b.env = {"KAFKA_JMX_PORT": "9101", "KAFKA_HEAP_OPTS": "-Xmx1G", "KAFKA_VERSION": "4.4.0",
+             "KAFKA_CONFLUENT_SUPPORT_CUSTOMER_ID": "anonymous", "KAFKA_CFG_NUM_PARTITIONS": "3"}
+    try:
+        b.start()
+        log = b.log_text()
+        assert "variable=KAFKA_CONFLUENT_SUPPORT_CUSTOMER_ID key=confluent.support.customer.id" in log, log
+        for quiet in ("KAFKA_JMX_PORT", "KAFKA_HEAP_OPTS", "KAFKA_VERSION"):
+            assert f"variable={quiet}" not in log, f"{quiet} is not a property"
+        assert "no effect in Fjord key=zookeeper.connect" in log, log
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        admin.list_topics(topic_name, timeout=10)  # auto-created with num.partitions
+        t = wait_for(lambda: (t := admin.list_topics(topic_name, timeout=5).topics.get(topic_name)) is not None
+                     and t.error is None and t, "the auto-created topic")
+        assert len(t.partitions) == 3, "KAFKA_CFG_NUM_PARTITIONS read as num.partitions"
+    finally:
+        b.cleanup(False)
+
+
+@pytest.mark.parametrize("source", ["override", "file"])
+def test_an_unknown_key_outside_the_environment_stops_the_broker(reference_skip, tmp_path, source):
+    args = [str(FJORD_BIN), "--override", f"log.dirs={tmp_path / 'data'}", "--override", "metrics.listener=none"]
+    if source == "file":
+        props = tmp_path / "server.properties"
+        props.write_text("num.partitons=3\n")
+        args.insert(1, str(props))
+    else:
+        args += ["--override", "num.partitons=3"]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=20,
+                       env={"KAFKA_NUM_PARTITONS": "3", "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "unknown configuration property 'num.partitons'" in p.stderr, p.stderr
