@@ -51,3 +51,31 @@ def test_an_unknown_key_outside_the_environment_stops_the_broker(reference_skip,
                        env={"KAFKA_NUM_PARTITONS": "3", "PATH": "/usr/bin:/bin"})
     assert p.returncode == 1, (p.returncode, p.stderr)
     assert "unknown configuration property 'num.partitons'" in p.stderr, p.stderr
+
+
+def test_cluster_id_from_the_environment_is_the_clusters_and_another_one_is_refused(reference_skip):
+    """The apache/kafka image's CLUSTER_ID: a new node takes it as its cluster id; started
+    again on the same data with another one, it stops naming both; a malformed one stops it at
+    once."""
+    from clientlib import java
+
+    first, second = "MkU3OEVBNTcwNTJENDM2Qg", "q1Sh-9_ISia_zwGINzRvyQ"
+    b = Broker("config-cluster-id")
+    b.env = {"CLUSTER_ID": first}
+    try:
+        b.start()
+        (cluster,) = java("admin-describe-cluster", "--bootstrap", b.bootstrap)
+        assert cluster["cluster_id"] == first
+        assert b.stop() == 0
+        b.env = {"CLUSTER_ID": second}
+        b.spawn()
+        assert b.proc.wait(20) == 1
+        log = b.log_text()
+        assert f"belongs to cluster {first} (meta.properties), but cluster.id (CLUSTER_ID) is {second}" in log, \
+            b.log_tail()
+        b.env = {"CLUSTER_ID": "not-a-cluster-id"}
+        b.spawn()
+        assert b.proc.wait(20) == 1
+        assert "invalid value 'not-a-cluster-id' for configuration property 'cluster.id'" in b.log_text(), b.log_tail()
+    finally:
+        b.cleanup(False)

@@ -69,7 +69,6 @@ pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "num.replica.fetchers",
     "log.cleaner.enable",
     "zookeeper.connect",
-    "cluster.id",
     "metadata.log.dir",
     "share.coordinator.state.topic.replication.factor",
     "share.coordinator.state.topic.min.isr",
@@ -122,6 +121,10 @@ pub struct Config {
     /// `advertised.listeners`' entry for the controller listener, if it has one (Kafka 3.9+):
     /// the address the other nodes reach this controller at.
     pub controller_advertised: Option<Listener>,
+    /// `cluster.id` (from the environment also `CLUSTER_ID`, as the apache/kafka image takes it):
+    /// the id a new cluster takes, and the only one this node accepts. Unset: a new cluster
+    /// draws one.
+    pub cluster_id: Option<String>,
     /// `process.roles`: `broker,controller` (the default: KRaft's combined mode), `broker`
     /// (an observer of the metadata quorum that serves clients) or `controller` (a voter that
     /// serves no clients).
@@ -339,6 +342,21 @@ fn parse_bootstrap_servers(key: &str, value: &str) -> Result<Vec<String>, Config
     Ok(out)
 }
 
+/// `cluster.id`: a Kafka Uuid as `kafka-storage.sh random-uuid` prints it, 16 bytes in 22
+/// characters of URL-safe base64 without padding.
+fn parse_cluster_id(key: &str, value: &str) -> Result<String, ConfigError> {
+    let id = value.trim();
+    let base64url = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if id.len() != 22 || !id.chars().all(base64url) {
+        return Err(invalid(
+            key,
+            value,
+            "not a Kafka cluster id (22 characters of URL-safe base64, as kafka-storage.sh random-uuid prints)",
+        ));
+    }
+    Ok(id.to_string())
+}
+
 /// `process.roles`: `broker`, `controller` or both, in any order, each once (Kafka's rule).
 fn parse_process_roles(key: &str, value: &str) -> Result<fjord_controller::Roles, ConfigError> {
     let mut roles = fjord_controller::Roles {
@@ -430,6 +448,7 @@ impl Config {
             controller_listener_name: "CONTROLLER".into(),
             controller_advertised: None,
             roles: fjord_controller::Roles::COMBINED,
+            cluster_id: None,
             quorum_voters: BTreeMap::new(),
             quorum_bootstrap_servers: Vec::new(),
             broker_heartbeat_interval_ms: fjord_controller::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
@@ -596,6 +615,7 @@ impl Config {
                     cfg.leader_imbalance_check_interval_ms = seconds.saturating_mul(1000);
                 }
                 "process.roles" => cfg.roles = parse_process_roles(k, value)?,
+                "cluster.id" => cfg.cluster_id = Some(parse_cluster_id(k, value)?),
                 "replica.lag.time.max.ms" => cfg.replication.lag_time_max_ms = parse_at_least_one(k, value)?,
                 "replica.fetch.wait.max.ms" => cfg.replication.fetch_wait_max_ms = parse_at_least_one(k, value)?,
                 "replica.fetch.max.bytes" => cfg.replication.fetch_max_bytes = parse_at_least_one(k, value)?,
@@ -784,7 +804,13 @@ impl Config {
         // has replaced it.
         let mut from_env: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in env {
-            if let Some(key) = env_to_key(&name) {
+            // The apache/kafka image formats its storage with CLUSTER_ID.
+            let key = if name == "CLUSTER_ID" {
+                Some("cluster.id".to_string())
+            } else {
+                env_to_key(&name)
+            };
+            if let Some(key) = key {
                 from_env.insert(key.clone(), name);
                 props.insert(key, value);
             }
@@ -1025,6 +1051,21 @@ mod tests {
         let quiet = Config::from_properties(props(&[("zookeeper.connect", "zk:2181"), ("num.partitions", "2")]))
             .expect("valid");
         assert_eq!(quiet.without_effect().collect::<Vec<_>>(), vec!["zookeeper.connect"]);
+    }
+
+    #[test]
+    fn cluster_id_is_a_kafka_uuid_from_the_file_or_cluster_id_in_the_environment() {
+        let id = "MkU3OEVBNTcwNTJENDM2Qg";
+        let c = Config::from_args_and_env(Vec::<String>::new(), vec![("CLUSTER_ID".to_string(), id.to_string())])
+            .expect("valid");
+        assert_eq!(c.cluster_id.as_deref(), Some(id));
+        assert_eq!(c.without_effect().count(), 0, "cluster.id has an effect now");
+        for bad in ["", "short", "MkU3OEVBNTcwNTJENDM2Q!", "MkU3OEVBNTcwNTJENDM2QgXX"] {
+            match Config::from_properties(props(&[("cluster.id", bad)])) {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "cluster.id"),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
     }
 
     #[test]

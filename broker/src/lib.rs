@@ -379,6 +379,7 @@ fn controller_config(config: &Config, advertised_host: &str, advertised_port: u1
     ControllerConfig {
         node_id: config.node_id,
         roles: config.roles,
+        cluster_id: config.cluster_id.clone(),
         data_dir: config.log_dir.join(METADATA_SUBDIR),
         advertised_host: advertised_host.to_string(),
         advertised_port,
@@ -422,12 +423,22 @@ async fn open_unless_stopped(
 }
 
 /// Creates the data directory and starts the HTTP listener, first of all, so that /readyz can
-/// say "not yet" while storage and the controller open.
+/// say "not yet" while storage and the controller open. A data directory of another cluster
+/// than `cluster.id` stops the node here, as Kafka stops on its `meta.properties`.
 async fn start_http(
     config: &Config,
 ) -> Result<(Arc<http::HttpState>, Option<tokio::task::JoinHandle<()>>), BrokerError> {
     std::fs::create_dir_all(&config.log_dir)
         .map_err(|e| BrokerError::Startup(format!("cannot create {}: {e}", config.log_dir.display())))?;
+    if let (Some(want), Some(have)) = (&config.cluster_id, meta_properties::cluster_id(&config.log_dir)) {
+        if *want != have {
+            return Err(BrokerError::Startup(format!(
+                "{} belongs to cluster {have} ({}), but cluster.id (CLUSTER_ID) is {want}",
+                config.log_dir.display(),
+                meta_properties::FILE
+            )));
+        }
+    }
     let http_state = Arc::new(http::HttpState {
         handle: config.metrics_listener.as_ref().and_then(|_| metrics::install()),
         ..Default::default()

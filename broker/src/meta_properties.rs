@@ -31,6 +31,12 @@ pub fn write(dir: &Path, cluster_id: &str, node_id: i32) -> std::io::Result<Stri
     Ok(directory_id)
 }
 
+/// The cluster id `dir/meta.properties` names, if the file is there and names one.
+pub fn cluster_id(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(FILE)).ok()?;
+    value(&text, "cluster.id")
+}
+
 /// The value of `key` in Java properties text (`key=value` lines; `#` starts a comment).
 fn value(text: &str, key: &str) -> Option<String> {
     text.lines()
@@ -53,6 +59,7 @@ mod tests {
         assert_eq!(first.len(), 22);
         let text = std::fs::read_to_string(dir.path().join(FILE)).expect("read");
         assert_eq!(value(&text, "cluster.id").as_deref(), Some("c1"));
+        assert_eq!(cluster_id(dir.path()).as_deref(), Some("c1"));
         assert_eq!(value(&text, "node.id").as_deref(), Some("4"));
         assert_eq!(value(&text, "version").as_deref(), Some("1"));
         assert_eq!(write(dir.path(), "c1", 4).expect("again"), first);

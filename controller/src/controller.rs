@@ -113,6 +113,10 @@ impl Default for Roles {
 pub struct ControllerConfig {
     /// Kafka `node.id` of this broker; also its Raft node id. Must be non-negative.
     pub node_id: i32,
+    /// Kafka's `cluster.id` (the apache/kafka image's `CLUSTER_ID`, what `kafka-storage.sh
+    /// format -t` writes): the id a new cluster takes, and the only one this node accepts,
+    /// from its own metadata and from the other nodes. `None`: a new cluster draws one.
+    pub cluster_id: Option<String>,
     /// Kafka `process.roles`. A broker-only node follows the metadata log as an observer,
     /// joining through the voters; a controller-only node neither registers as a broker nor
     /// heartbeats.
@@ -335,6 +339,12 @@ impl Controller {
         .map_err(|e| ControllerError::Raft(format!("invalid raft config: {e}")))?;
 
         let cluster = ClusterTag::new(metadata.clone());
+        if let Some(want) = &config.cluster_id {
+            // Known before any connection: a node that has not joined yet refuses the leader
+            // of another cluster too. (A store of another cluster is refused once its log is
+            // applied, in `init_and_register`.)
+            cluster.expect(want);
+        }
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -677,10 +687,32 @@ impl Controller {
     async fn init_and_register(&self, config: &ControllerConfig, mut applied: Option<LogId>) -> Result<Option<LogId>> {
         let id = self.inner.node_id;
         let current = self.metadata();
+        if let Some(want) = config.cluster_id.as_ref() {
+            if !current.cluster_id.is_empty() && current.cluster_id != *want {
+                return Err(ControllerError::InvalidRequest(format!(
+                    "this node's metadata log belongs to cluster {}, but cluster.id (CLUSTER_ID) is {want}",
+                    current.cluster_id
+                )));
+            }
+        }
         if current.cluster_id.is_empty() {
-            let cluster_id = new_cluster_id();
+            let cluster_id = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
             tracing::debug!(%cluster_id, "initializing cluster id");
-            applied = Some(self.write(Command::InitCluster { cluster_id }).await?.0);
+            let written = self.write(Command::InitCluster { cluster_id }).await?.0;
+            applied = Some(written);
+            // The first id written wins: a node configured with another one is refused.
+            let _ = self
+                .inner
+                .raft
+                .wait(Some(Duration::from_millis(LEADER_WAIT_MS)))
+                .applied_index_at_least(Some(written.index), "the cluster id applied")
+                .await;
+            let set = self.metadata().cluster_id.clone();
+            if let Some(want) = config.cluster_id.as_ref().filter(|w| !set.is_empty() && **w != set) {
+                return Err(ControllerError::InvalidRequest(format!(
+                    "the quorum formed cluster {set}, but cluster.id (CLUSTER_ID) of this node is {want}"
+                )));
+            }
         }
         // A controller-only node serves no clients and hosts no partitions.
         if !config.roles.broker {

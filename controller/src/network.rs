@@ -85,6 +85,11 @@ impl ClusterTag {
         }
     }
 
+    /// The id of the cluster this node is configured for, before its metadata has one.
+    pub(crate) fn expect(&self, id: &str) {
+        let _ = self.learned.set(id.to_string());
+    }
+
     fn get(&self) -> String {
         let id = self.metadata.borrow().cluster_id.clone();
         if id.is_empty() {

@@ -27,6 +27,7 @@ fn config(dir: &Path, node_id: i32) -> ControllerConfig {
     ControllerConfig {
         node_id,
         roles: crate::Roles::COMBINED,
+        cluster_id: None,
         data_dir: dir.join("controller"),
         advertised_host: "127.0.0.1".to_string(),
         advertised_port: 9092,
