@@ -79,3 +79,41 @@ def test_cluster_id_from_the_environment_is_the_clusters_and_another_one_is_refu
         assert "invalid value 'not-a-cluster-id' for configuration property 'cluster.id'" in b.log_text(), b.log_tail()
     finally:
         b.cleanup(False)
+
+
+def test_an_internal_and_an_external_listener_each_advertise_their_own_address(topic_name):
+    """The classic compose setup, "PLAINTEXT://kafka:29092,PLAINTEXT_HOST://localhost:9092"
+    with its protocol map: a client of each listener is told that listener's advertised
+    address and works through it. Runs on Kafka too."""
+    from clientlib import assert_ok, consume, expected_layout, layout_mismatch, produce, sample_records
+    from conftest import free_port
+
+    b = Broker("config-listeners")
+    external = free_port()
+    b.overrides.update({
+        "listeners": f"PLAINTEXT://127.0.0.1:{b.port},PLAINTEXT_HOST://127.0.0.1:{external}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{b.port},PLAINTEXT_HOST://localhost:{external}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,PLAINTEXT_HOST:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    })
+    try:
+        b.start()
+        inside = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=10)
+        outside = AdminClient({"bootstrap.servers": f"localhost:{external}"}).list_topics(timeout=10)
+        assert {(m.host, m.port) for m in inside.brokers.values()} == {("127.0.0.1", b.port)}
+        assert {(m.host, m.port) for m in outside.brokers.values()} == {("localhost", external)}
+        records = sample_records("confluent", partitions=1, per_partition=10)
+        acks = produce("confluent", f"localhost:{external}", topic_name, records)
+        assert_ok(acks)
+        got = consume("confluent", b.bootstrap, topic_name, len(records))
+        problem = layout_mismatch(got, expected_layout(records, acks))
+        assert problem is None, problem
+    finally:
+        b.cleanup(False)
+
+
+def test_a_listener_without_a_security_protocol_stops_the_broker(reference_skip, tmp_path):
+    p = subprocess.run([str(FJORD_BIN), "--override", f"log.dirs={tmp_path / 'data'}", "--override", "metrics.listener=none",
+                        "--override", "listeners=PLAINTEXT://127.0.0.1:0,PLAINTEXT_HOST://127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "no security protocol defined for listener PLAINTEXT_HOST" in p.stderr, p.stderr

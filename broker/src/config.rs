@@ -62,7 +62,6 @@ pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 256 << 20;
 /// The value is still checked to be present; the start log lists which were given.
 pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "inter.broker.listener.name",
-    "listener.security.protocol.map",
     "num.network.threads",
     "num.io.threads",
     "num.recovery.threads.per.data.dir",
@@ -385,6 +384,70 @@ fn parse_process_roles(key: &str, value: &str) -> Result<fjord_controller::Roles
     Ok(roles)
 }
 
+/// Kafka's `listener.security.protocol.map` when it is not set.
+const DEFAULT_PROTOCOL_MAP: &str = "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL";
+
+/// Every listener's security protocol, from `listener.security.protocol.map` as Kafka reads
+/// it: a listener the map does not name stops the broker (Kafka's "No security protocol
+/// defined for listener"), except a controller listener while the map is not set, which is
+/// PLAINTEXT. Fjord serves PLAINTEXT only so far: a listener mapped to SSL or SASL stops it too,
+/// rather than serving in the clear what its clients expect to be encrypted or authenticated.
+fn check_security_protocols(
+    cfg: &Config,
+    map: Option<&String>,
+    controller_names: &[String],
+) -> Result<(), ConfigError> {
+    const KEY: &str = "listener.security.protocol.map";
+    let raw = map.map(String::as_str).unwrap_or(DEFAULT_PROTOCOL_MAP);
+    let mut protocols = BTreeMap::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, protocol) = item
+            .split_once(':')
+            .ok_or_else(|| invalid(KEY, raw, format!("'{item}': expected LISTENER_NAME:PROTOCOL")))?;
+        let protocol = protocol.trim().to_ascii_uppercase();
+        if !matches!(protocol.as_str(), "PLAINTEXT" | "SSL" | "SASL_PLAINTEXT" | "SASL_SSL") {
+            return Err(invalid(
+                KEY,
+                raw,
+                format!("'{item}': unknown security protocol {protocol}"),
+            ));
+        }
+        if protocols.insert(name.trim().to_ascii_uppercase(), protocol).is_some() {
+            return Err(invalid(KEY, raw, format!("listener {} is mapped twice", name.trim())));
+        }
+    }
+    for (key, listeners) in [
+        ("listeners", &cfg.listeners),
+        ("advertised.listeners", &cfg.advertised_listeners),
+    ] {
+        for l in listeners {
+            let name = l.name.to_ascii_uppercase();
+            let protocol = match protocols.get(&name) {
+                Some(p) => p.as_str(),
+                None if map.is_none() && controller_names.iter().any(|c| c.eq_ignore_ascii_case(&name)) => "PLAINTEXT",
+                None => {
+                    return Err(invalid(
+                        KEY,
+                        raw,
+                        format!("no security protocol defined for listener {} (of {key})", l.name),
+                    ))
+                }
+            };
+            if protocol != "PLAINTEXT" {
+                return Err(invalid(
+                    key,
+                    &format!("{}://{}:{}", l.name, l.host, l.port),
+                    format!(
+                        "listener {} uses security protocol {protocol}, which Fjord does not serve yet (PLAINTEXT only)",
+                        l.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parses `NAME://host:port[,NAME://host:port]`.
 pub fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError> {
     let mut out = Vec::new();
@@ -616,6 +679,8 @@ impl Config {
                 }
                 "process.roles" => cfg.roles = parse_process_roles(k, value)?,
                 "cluster.id" => cfg.cluster_id = Some(parse_cluster_id(k, value)?),
+                // Checked against the listeners once they are all read.
+                "listener.security.protocol.map" => {}
                 "replica.lag.time.max.ms" => cfg.replication.lag_time_max_ms = parse_at_least_one(k, value)?,
                 "replica.fetch.wait.max.ms" => cfg.replication.fetch_wait_max_ms = parse_at_least_one(k, value)?,
                 "replica.fetch.max.bytes" => cfg.replication.fetch_max_bytes = parse_at_least_one(k, value)?,
@@ -669,6 +734,7 @@ impl Config {
         if let Some((ms, _)) = retention {
             cfg.topic_defaults.insert("retention.ms".into(), ms.to_string());
         }
+        check_security_protocols(&cfg, props.get("listener.security.protocol.map"), &controller_listeners)?;
         cfg.check_roles(&props, &controller_listeners)?;
         if cfg.advertised_listeners.is_empty() && cfg.roles.broker {
             cfg.advertised_listeners = cfg
@@ -1066,6 +1132,56 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn every_listener_needs_a_security_protocol_and_only_plaintext_is_served() {
+        // The classic compose setup: an internal and an external listener.
+        let c = Config::from_properties(props(&[
+            ("listeners", "PLAINTEXT://0.0.0.0:29092,PLAINTEXT_HOST://0.0.0.0:9092"),
+            (
+                "advertised.listeners",
+                "PLAINTEXT://kafka:29092,PLAINTEXT_HOST://localhost:9092",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,PLAINTEXT_HOST:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+        ]))
+        .expect("valid");
+        assert_eq!(c.listeners.len(), 2);
+        let refused = |pairs: &[(&str, &str)], key: &str, why: &str| match Config::from_properties(props(pairs)) {
+            Err(ConfigError::Invalid { key: k, reason, .. }) => {
+                assert_eq!(k, key, "{pairs:?}");
+                assert!(reason.contains(why), "{reason}");
+            }
+            other => panic!("{pairs:?} gave {other:?}"),
+        };
+        refused(
+            &[("listeners", "PLAINTEXT://:29092,PLAINTEXT_HOST://:9092")],
+            "listener.security.protocol.map",
+            "no security protocol defined for listener PLAINTEXT_HOST",
+        );
+        refused(&[("listeners", "SSL://:9093")], "listeners", "security protocol SSL");
+        refused(
+            &[
+                ("listeners", "EXTERNAL://:9093"),
+                ("listener.security.protocol.map", "EXTERNAL:SASL_SSL"),
+            ],
+            "listeners",
+            "security protocol SASL_SSL",
+        );
+        refused(
+            &[("listener.security.protocol.map", "PLAINTEXT:TLS")],
+            "listener.security.protocol.map",
+            "unknown security protocol",
+        );
+        // Without a map, the controller listener is PLAINTEXT, as in Kafka.
+        Config::from_properties(props(&[
+            ("listeners", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+            ("controller.quorum.voters", "1@localhost:9093"),
+        ]))
+        .expect("valid");
     }
 
     #[test]
