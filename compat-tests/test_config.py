@@ -117,3 +117,22 @@ def test_a_listener_without_a_security_protocol_stops_the_broker(reference_skip,
                        capture_output=True, text=True, timeout=20)
     assert p.returncode == 1, (p.returncode, p.stderr)
     assert "no security protocol defined for listener PLAINTEXT_HOST" in p.stderr, p.stderr
+
+
+def test_without_listeners_the_advertised_ones_are_listened_on(reference_skip):
+    """As the apache/kafka image derives them: only KAFKA_ADVERTISED_LISTENERS set (the
+    common compose block), and the broker listens on every address at those ports."""
+    from conftest import free_port
+
+    b = Broker("config-derived")
+    external = free_port()
+    b.overrides.pop("listeners")
+    b.overrides.pop("advertised.listeners")
+    b.env = {"KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{b.port},PLAINTEXT_HOST://localhost:{external}",
+             "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,PLAINTEXT_HOST:PLAINTEXT"}
+    try:
+        b.start()
+        outside = AdminClient({"bootstrap.servers": f"localhost:{external}"}).list_topics(timeout=10)
+        assert {(m.host, m.port) for m in outside.brokers.values()} == {("localhost", external)}
+    finally:
+        b.cleanup(False)

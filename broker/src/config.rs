@@ -734,6 +734,19 @@ impl Config {
         if let Some((ms, _)) = retention {
             cfg.topic_defaults.insert("retention.ms".into(), ms.to_string());
         }
+        // As the apache/kafka image does: without `listeners`, listen on every address at the
+        // ports of `advertised.listeners` (a compose file often sets only those).
+        if !props.contains_key("listeners") && !cfg.advertised_listeners.is_empty() {
+            cfg.listeners = cfg
+                .advertised_listeners
+                .iter()
+                .map(|a| Listener {
+                    name: a.name.clone(),
+                    host: "0.0.0.0".into(),
+                    port: a.port,
+                })
+                .collect();
+        }
         check_security_protocols(&cfg, props.get("listener.security.protocol.map"), &controller_listeners)?;
         cfg.check_roles(&props, &controller_listeners)?;
         if cfg.advertised_listeners.is_empty() && cfg.roles.broker {
@@ -1175,6 +1188,30 @@ mod tests {
             &[("listener.security.protocol.map", "PLAINTEXT:TLS")],
             "listener.security.protocol.map",
             "unknown security protocol",
+        );
+        // Without `listeners`, the advertised listeners' ports on every address.
+        let derived = Config::from_properties(props(&[
+            (
+                "advertised.listeners",
+                "PLAINTEXT://kafka:29092,PLAINTEXT_HOST://localhost:9092",
+            ),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,PLAINTEXT_HOST:PLAINTEXT",
+            ),
+        ]))
+        .expect("valid");
+        let bound: Vec<(String, String, u16)> = derived
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.host.clone(), l.port))
+            .collect();
+        assert_eq!(
+            bound,
+            vec![
+                ("PLAINTEXT".to_string(), "0.0.0.0".to_string(), 29092),
+                ("PLAINTEXT_HOST".to_string(), "0.0.0.0".to_string(), 9092)
+            ]
         );
         // Without a map, the controller listener is PLAINTEXT, as in Kafka.
         Config::from_properties(props(&[
