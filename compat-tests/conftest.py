@@ -346,6 +346,20 @@ def start_broker():
         b.cleanup(_keep())
 
 
+def _start_together(nodes: list[Broker]):
+    """Starts the nodes of one cluster, all before waiting for any (each is ready only once a
+    majority of the voters runs); kills them all if one does not come up."""
+    for n in nodes:
+        n.spawn()
+    try:
+        for n in nodes:
+            n.wait_ready(timeout_s=READY_TIMEOUT_S * 4 if REFERENCE else READY_TIMEOUT_S)
+    except BaseException:
+        for n in nodes:
+            n.kill()
+        raise
+
+
 @pytest.fixture(scope="session")
 def start_cluster():
     """Factory for clusters of `n` nodes (each a broker and a controller voter, Kafka's KRaft
@@ -373,15 +387,7 @@ def start_cluster():
             b.overrides.update((per_node or [{}] * n)[i])
             made.append(b)
             nodes.append(b)
-        for b in nodes:
-            b.spawn()
-        try:
-            for b in nodes:
-                b.wait_ready(timeout_s=READY_TIMEOUT_S * 4 if REFERENCE else READY_TIMEOUT_S)
-        except BaseException:
-            for b in nodes:
-                b.kill()
-            raise
+        _start_together(nodes)
         return nodes
 
     yield start
@@ -427,15 +433,7 @@ def start_split_cluster():
             })
             brk.append(b)
         made.extend(ctrl + brk)
-        for n in ctrl + brk:
-            n.spawn()
-        try:
-            for n in ctrl + brk:
-                n.wait_ready(timeout_s=READY_TIMEOUT_S * 4 if REFERENCE else READY_TIMEOUT_S)
-        except BaseException:
-            for n in ctrl + brk:
-                n.kill()
-            raise
+        _start_together(ctrl + brk)
         return ctrl, brk
 
     yield start

@@ -245,8 +245,18 @@ impl Config {
 
 /// Whether a listener's host binds every address (empty, `0.0.0.0` or `::`), so that it is no
 /// address to give others.
-pub(crate) fn binds_every_address(host: &str) -> bool {
+fn binds_every_address(host: &str) -> bool {
     host.is_empty() || host == "0.0.0.0" || host == "::"
+}
+
+/// The host to tell others for a listener with nothing better to advertise: its own, or
+/// `localhost` for one bound to every address (Kafka's default advertised listener).
+pub(crate) fn default_advertised_host(host: &str) -> &str {
+    if binds_every_address(host) {
+        "localhost"
+    } else {
+        host
+    }
 }
 
 impl Default for Config {
@@ -753,17 +763,10 @@ impl Config {
             cfg.advertised_listeners = cfg
                 .listeners
                 .iter()
-                .map(|l| {
-                    let host = if binds_every_address(&l.host) {
-                        "localhost".into()
-                    } else {
-                        l.host.clone()
-                    };
-                    Listener {
-                        name: l.name.clone(),
-                        host,
-                        port: l.port,
-                    }
+                .map(|l| Listener {
+                    name: l.name.clone(),
+                    host: default_advertised_host(&l.host).to_string(),
+                    port: l.port,
                 })
                 .collect();
         }

@@ -472,11 +472,7 @@ async fn run_controller(
     let bound = listener
         .local_addr()
         .map_err(|e| BrokerError::Startup(format!("controller listener: {e}")))?;
-    let host = if config::binds_every_address(&l.host) {
-        "localhost"
-    } else {
-        l.host.as_str()
-    };
+    let host = config::default_advertised_host(&l.host);
     let open = async {
         Controller::open_with_listener(controller_config(&config, host, bound.port()), Some(listener))
             .await

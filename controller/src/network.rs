@@ -529,13 +529,7 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft, controller: WeakCon
                 continue;
             }
         };
-        let raft = raft.clone();
-        let controller = controller.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, raft, controller).await {
-                tracing::debug!(peer = %addr, error = %e, "controller connection closed");
-            }
-        });
+        spawn_peer(stream, addr.to_string(), &raft, &controller);
     }
 }
 
@@ -547,15 +541,19 @@ pub(crate) async fn serve_handed(
     controller: WeakController,
 ) {
     while let Some(stream) = incoming.recv().await {
-        let raft = raft.clone();
-        let controller = controller.clone();
         let addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        tokio::spawn(async move {
-            if let Err(e) = serve_peer(stream, raft, controller).await {
-                tracing::debug!(peer = %addr, error = %e, "controller connection closed");
-            }
-        });
+        spawn_peer(stream, addr, &raft, &controller);
     }
+}
+
+/// Serves one peer connection (from `addr`) in a task of its own.
+fn spawn_peer(stream: TcpStream, addr: String, raft: &Raft, controller: &WeakController) {
+    let (raft, controller) = (raft.clone(), controller.clone());
+    tokio::spawn(async move {
+        if let Err(e) = serve_peer(stream, raft, controller).await {
+            tracing::debug!(peer = %addr, error = %e, "controller connection closed");
+        }
+    });
 }
 
 async fn serve_peer(stream: TcpStream, raft: Raft, controller: WeakController) -> io::Result<()> {

@@ -149,12 +149,11 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
                 "{\"error\":\"starting\"}",
             ),
         },
-        // The status page shows a broker; a controller-only node's status is its JSON.
-        "/" | "/index.html" if state.controller.get().is_some() => match state.controller.get() {
-            Some((c, id)) => reply(StatusCode::OK, "application/json", controller_status_json(c, *id)),
-            None => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
-        },
         "/" | "/index.html" => {
+            // The status page shows a broker; a controller-only node's status is its JSON.
+            if let Some((c, id)) = state.controller.get() {
+                return reply(StatusCode::OK, "application/json", controller_status_json(c, *id));
+            }
             let json = match state.broker.get() {
                 Some(b) => status_json(b).await,
                 None => "null".into(),
