@@ -8,7 +8,7 @@ VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 # The C/C++ compilers are set in .cargo/config.toml for every cargo build (tools/cc says why).
 
-.PHONY: fault-schedule run build-deps-hint system-deps build setup test test-rust test-compat bench bench-failover bench-replicated fmt lint clippy clean-data
+.PHONY: fault-schedule run build-deps-hint system-deps build setup test test-rust test-compat bench bench-failover bench-replicated fmt lint clippy clean-data kafka-configs check-kafka-configs kafka-configs-build
 
 ## Run a single-node broker on PLAINTEXT://0.0.0.0:9092 with data in ./fjord-data.
 run: build-deps-hint
@@ -40,6 +40,7 @@ build:
 ## among them), then real clients against real brokers.
 test: setup
 	$(CARGO) fmt --all -- --check
+	$(MAKE) --no-print-directory check-kafka-configs
 	$(MAKE) --no-print-directory build
 	$(MAKE) --no-print-directory clippy
 	$(MAKE) --no-print-directory test-rust
@@ -83,6 +84,34 @@ bench-replicated: setup build
 ## one JSON line per run is appended to bench/results/faults.jsonl.
 fault-schedule: setup build
 	FAULT_OUT=$(CURDIR)/bench/results/faults.jsonl $(PYTEST) compat-tests/fault_schedule.py -p no:cacheprovider -q -s
+
+## broker/src/kafka_configs.tsv: every broker and topic config key of Apache Kafka 4.4 with its type,
+## default, validator, update mode and synonyms, generated from Kafka's own ConfigDefs by
+## tools/kafka-configs (Java 17 + Maven, as `make setup` installs them; its README says more).
+KAFKA_CONFIGS := tools/kafka-configs
+KAFKA_CONFIGS_TSV := broker/src/kafka_configs.tsv
+KAFKA_CONFIGS_RUN := java -cp '$(KAFKA_CONFIGS)/target/fjord-kafka-configs-0.1.0.jar:$(KAFKA_CONFIGS)/target/lib/*' dev.fjord.KafkaConfigs
+
+kafka-configs: kafka-configs-build
+	$(KAFKA_CONFIGS_RUN) > $(KAFKA_CONFIGS_TSV).tmp
+	mv $(KAFKA_CONFIGS_TSV).tmp $(KAFKA_CONFIGS_TSV)
+
+## Fails when the checked-in broker/src/kafka_configs.tsv is not what the generator prints.
+check-kafka-configs: kafka-configs-build
+	@tmp=$$(mktemp) && trap 'rm -f "$$tmp"' EXIT && \
+	$(KAFKA_CONFIGS_RUN) > "$$tmp" && \
+	if ! diff -u $(KAFKA_CONFIGS_TSV) "$$tmp"; then \
+	  echo "$(KAFKA_CONFIGS_TSV) is stale: run make kafka-configs"; exit 1; \
+	fi
+
+# `mvn -q -B package` as compat-tests/setup.sh runs it: target/lib emptied first (no stale jars from
+# an older Kafka), Maven's output kept in target/mvn-build.log and shown only when it fails.
+kafka-configs-build:
+	@command -v java >/dev/null && command -v mvn >/dev/null \
+	  || { echo "kafka-configs: needs Java 17 and Maven (make setup installs them)"; exit 1; }
+	@rm -rf $(KAFKA_CONFIGS)/target/lib && mkdir -p $(KAFKA_CONFIGS)/target
+	@mvn -q -B -f $(KAFKA_CONFIGS)/pom.xml package >$(KAFKA_CONFIGS)/target/mvn-build.log 2>&1 \
+	  || { cat $(KAFKA_CONFIGS)/target/mvn-build.log; echo "kafka-configs: Maven build failed"; exit 1; }
 
 fmt:
 	$(CARGO) fmt --all

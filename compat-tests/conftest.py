@@ -368,7 +368,8 @@ def start_cluster():
 
     def start(name: str, n: int = 3, network=None, per_node: list[dict] | None = None, **overrides) -> list[Broker]:
         """`network` (a netlab.Network of `n` nodes) runs each node in a namespace of its own;
-        `per_node[i]` adds settings of node i + 1 alone."""
+        `per_node[i]` adds settings of node i + 1 alone (`{port}`, `{controller_port}` in one:
+        its client and controller ports)."""
         hosts = network.addresses if network is not None else ["127.0.0.1"] * n
         controller_ports = [free_port() for _ in range(n)]
         voters = ",".join(f"{i + 1}@{hosts[i]}:{p}" for i, p in enumerate(controller_ports))
@@ -384,7 +385,11 @@ def start_cluster():
                 "controller.quorum.voters": voters,
                 "process.roles": "broker,controller",
             })
-            b.overrides.update((per_node or [{}] * n)[i])
+            # `{port}` and `{controller_port}` in a per-node value: the node's client and
+            # controller ports.
+            fill = lambda v: (v.replace("{port}", str(b.port)).replace("{controller_port}", str(controller_ports[i]))
+                              if isinstance(v, str) else v)
+            b.overrides.update({k: fill(v) for k, v in (per_node or [{}] * n)[i].items()})
             made.append(b)
             nodes.append(b)
         _start_together(nodes)

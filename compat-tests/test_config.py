@@ -136,3 +136,84 @@ def test_without_listeners_the_advertised_ones_are_listened_on(reference_skip):
         assert {(m.host, m.port) for m in outside.brokers.values()} == {("localhost", external)}
     finally:
         b.cleanup(False)
+
+
+def test_every_kafka_broker_key_is_accepted_and_described_as_kafka_describes_it():
+    """Keys of a stock Kafka configuration that Fjord does not act on (the cleaner's, thread
+    counts) start it with an INFO line each; DescribeConfigs lists every broker key Kafka lists,
+    with the value given or Kafka's default, and hides passwords. Runs on Kafka too."""
+    from confluent_kafka.admin import ConfigResource, ConfigSource, ResourceType
+
+    b = Broker("config-kafka-keys", {"log.cleaner.backoff.ms": 1000, "num.io.threads": 4,
+                                     "log.cleaner.dedupe.buffer.size": 67108864})
+    try:
+        b.start()
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        (fut,) = admin.describe_configs([ConfigResource(ResourceType.BROKER, str(b.node_id))]).values()
+        configs = fut.result(timeout=20)
+        given = configs["num.io.threads"]
+        assert (given.value, given.source) == ("4", ConfigSource.STATIC_BROKER_CONFIG.value), given
+        assert configs["log.cleaner.backoff.ms"].value == "1000"
+        default = configs["num.network.threads"]
+        assert (default.value, default.source) == ("3", ConfigSource.DEFAULT_CONFIG.value), default
+        password = configs["ssl.keystore.password"]
+        assert password.is_sensitive and password.value is None, password
+        # A sample across Kafka's families of broker keys.
+        for key in ("log.cleaner.threads", "sasl.enabled.mechanisms", "group.share.delivery.count.limit", "remote.log.storage.system.enable",
+                    "quota.window.num", "replica.selector.class", "transaction.partition.verification.enable"):
+            assert key in configs, key
+        if FJORD_BIN.name != "kafka-as-fjord":
+            log = b.log_text()
+            for key in ("log.cleaner.backoff.ms", "num.io.threads", "log.cleaner.dedupe.buffer.size"):
+                assert f"no effect in Fjord key={key}" in log, log
+    finally:
+        b.cleanup(False)
+
+
+@pytest.mark.parametrize("key,value,reason", [
+    ("num.io.threads", "0", "Value must be at least 1"),
+    ("log.cleaner.enable", "maybe", "Expected value to be either true or false"),
+    ("log.message.timestamp.type", "WallClock", "String must be one of: CreateTime, LogAppendTime"),
+])
+def test_a_value_kafka_refuses_stops_the_broker_naming_the_key(reference_skip, tmp_path, key, value, reason):
+    p = subprocess.run([str(FJORD_BIN), "--override", f"log.dirs={tmp_path / 'data'}", "--override", "metrics.listener=none",
+                        "--override", f"{key}={value}"], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert f"invalid value '{value}' for configuration property '{key}': {reason}" in p.stderr, p.stderr
+
+
+def test_each_listener_of_a_cluster_lists_every_broker_at_its_own_address(start_cluster):
+    """A 3-node cluster with an internal and an external listener per node (the compose
+    cluster setup): a client of the external listener is told every broker's external
+    address, and one of the internal listener the internal ones; coordinators too. Runs on
+    Kafka too."""
+    from conftest import free_port
+
+    external = [free_port() for _ in range(3)]
+    per_node = [{
+        "listeners": "PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},"
+                     f"PLAINTEXT_HOST://127.0.0.1:{external[i]}",
+        "advertised.listeners": "PLAINTEXT://127.0.0.1:{port},PLAINTEXT_HOST://localhost:" + str(external[i]),
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,PLAINTEXT_HOST:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+    } for i in range(3)]
+    nodes = start_cluster("config-listeners-cluster", per_node=per_node)
+    internal = [n.port for n in nodes]
+    outside = AdminClient({"bootstrap.servers": f"localhost:{external[0]}"})
+    inside = AdminClient({"bootstrap.servers": f"127.0.0.1:{internal[1]}"})
+    want_outside = {(n.node_id, "localhost", p) for n, p in zip(nodes, external)}
+    want_inside = {(n.node_id, "127.0.0.1", p) for n, p in zip(nodes, internal)}
+    brokers = lambda admin: {(m.id, m.host, m.port) for m in admin.list_topics(timeout=10).brokers.values()}
+    wait_for(lambda: brokers(outside) == want_outside, "every broker at its external address")
+    assert brokers(inside) == want_inside
+
+    def coordinator():
+        # Kafka answers NOT_COORDINATOR while its new __consumer_offsets partitions load.
+        try:
+            g = outside.describe_consumer_groups(["config-listeners-group"])["config-listeners-group"].result(timeout=10)
+        except Exception:  # noqa: BLE001 - retried
+            return None
+        return g.coordinator
+
+    c = wait_for(coordinator, "the group's coordinator")
+    assert (c.id, c.host, c.port) in want_outside, c

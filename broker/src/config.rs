@@ -4,10 +4,12 @@
 //! defaults, then `KAFKA_*` environment variables (`KAFKA_LOG_DIRS` -> `log.dirs`), then the
 //! properties file given as the first argument, then `--override key=value`.
 //!
-//! Every key is checked at start: a key Fjord does not know, or a value that does not parse,
-//! stops the broker with a message naming the key. Keys that Kafka deployments commonly set
-//! but that mean nothing to a single Fjord process (KRaft wiring, thread counts) are accepted
-//! and listed in [`ACCEPTED_WITHOUT_EFFECT`].
+//! Every key is checked at start. Every broker key of Apache Kafka 4.4 is accepted
+//! ([`crate::kafka_keys`], generated from Kafka's own definitions) and its value checked as
+//! Kafka checks it; a key Fjord does not act on is listed by [`Config::without_effect`], which
+//! the start log names. A key neither Kafka nor Fjord knows stops the broker, naming it, when it
+//! comes from a file or `--override`; from the environment it is ignored (see
+//! [`Config::from_args_and_env`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -58,21 +60,15 @@ pub struct Listener {
 /// [`Config::queued_max_request_bytes`] for why Fjord's is not).
 pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 256 << 20;
 
-/// Keys that Kafka deployments set and that Fjord accepts without acting on them (yet).
-/// The value is still checked to be present; the start log lists which were given.
-pub const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
-    "inter.broker.listener.name",
-    "num.network.threads",
-    "num.io.threads",
-    "num.recovery.threads.per.data.dir",
-    "num.replica.fetchers",
-    "log.cleaner.enable",
-    "zookeeper.connect",
-    "metadata.log.dir",
-    "share.coordinator.state.topic.replication.factor",
-    "share.coordinator.state.topic.min.isr",
-    "confluent.support.metrics.enable",
-];
+/// Keys that are not Kafka 4.4's but that configurations written for older Kafka or for
+/// Confluent's images still carry: accepted without effect, as the broker keys Fjord does not
+/// act on are.
+pub const LEGACY_KEYS: &[&str] = &["zookeeper.connect", "confluent.support.metrics.enable"];
+
+/// Kafka broker keys whose values Fjord accepts beyond Kafka's validator, and why.
+/// `log.segment.bytes`: Kafka 4.0 raised its minimum to 1 MiB and moved smaller segments to an
+/// internal topic key; Fjord's own fault tests roll segments of a few kilobytes.
+const LENIENT_KEYS: &[&str] = &["log.segment.bytes"];
 
 /// How followers fetch and when the leader drops them from the ISR, with Kafka's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +113,9 @@ pub struct Config {
     pub controller_listener: Option<Listener>,
     /// The first name of `controller.quorum.listener.names` (default `CONTROLLER`).
     pub controller_listener_name: String,
+    /// `inter.broker.listener.name`: the advertised listener other brokers fetch from this one
+    /// on. Unset: the one named `PLAINTEXT`, else the first advertised listener.
+    pub inter_broker_listener_name: Option<String>,
     /// `advertised.listeners`' entry for the controller listener, if it has one (Kafka 3.9+):
     /// the address the other nodes reach this controller at.
     pub controller_advertised: Option<Listener>,
@@ -203,6 +202,8 @@ pub struct Config {
     /// because compose files carry variables meant for other images and tools. Logged at WARN
     /// once logging is up.
     pub ignored_env: Vec<(String, String)>,
+    /// The keys given that Fjord accepts and does not act on ([`Config::without_effect`]).
+    pub without_effect: Vec<String>,
     /// Group coordinator settings (`group.*`, `offsets.*`).
     pub groups: crate::group::GroupConfig,
     /// Transaction coordinator settings (`transaction.*`).
@@ -218,6 +219,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// The name of the listener other brokers reach this one on (see
+    /// [`Config::inter_broker_listener_name`]); `None` leaves the first advertised listener.
+    pub fn inter_broker_listener(&self) -> Option<&str> {
+        match &self.inter_broker_listener_name {
+            Some(name) => Some(name),
+            None => self
+                .advertised_listeners
+                .iter()
+                .find(|a| a.name == "PLAINTEXT")
+                .map(|a| a.name.as_str()),
+        }
+    }
+
     /// Whether this node is one of several controller voters (a cluster), not the embedded
     /// single node.
     pub fn is_cluster(&self) -> bool {
@@ -519,6 +533,7 @@ impl Config {
             advertised_listeners: Vec::new(),
             controller_listener: None,
             controller_listener_name: "CONTROLLER".into(),
+            inter_broker_listener_name: None,
             controller_advertised: None,
             roles: fjord_controller::Roles::COMBINED,
             cluster_id: None,
@@ -547,6 +562,7 @@ impl Config {
             topic_defaults: topic_config::defaults(),
             explicit: props.clone(),
             ignored_env: Vec::new(),
+            without_effect: Vec::new(),
             groups: Default::default(),
             txns: Default::default(),
             metrics_listener: Some("0.0.0.0:9644".into()),
@@ -558,6 +574,9 @@ impl Config {
         let mut controller_listeners: Vec<String> = vec!["CONTROLLER".to_string()];
         for (key, value) in &props {
             let k = key.as_str();
+            if let Some(kafka) = crate::kafka_keys::broker(k).filter(|_| !LENIENT_KEYS.contains(&k)) {
+                kafka.check(value).map_err(|reason| invalid(k, value, reason))?;
+            }
             match k {
                 "node.id" | "broker.id" => cfg.node_id = parse_num(k, value)?,
                 "listeners" => cfg.listeners = parse_listeners(k, value)?,
@@ -688,6 +707,9 @@ impl Config {
                     cfg.leader_imbalance_check_interval_ms = seconds.saturating_mul(1000);
                 }
                 "process.roles" => cfg.roles = parse_process_roles(k, value)?,
+                "inter.broker.listener.name" => {
+                    cfg.inter_broker_listener_name = Some(value.trim().to_string()).filter(|n| !n.is_empty())
+                }
                 "cluster.id" => cfg.cluster_id = Some(parse_cluster_id(k, value)?),
                 // Checked against the listeners once they are all read.
                 "listener.security.protocol.map" => {}
@@ -713,11 +735,17 @@ impl Config {
                 }
                 _ if BROKER_TO_TOPIC.iter().any(|(b, _)| *b == k) => {
                     let (_, topic_key) = BROKER_TO_TOPIC.iter().find(|(b, _)| *b == k).expect("matched above");
-                    topic_config::validate(topic_key, value).map_err(|reason| invalid(k, value, reason))?;
+                    if LENIENT_KEYS.contains(&k) {
+                        parse_at_least_one::<i32>(k, value)?;
+                    } else {
+                        topic_config::validate(topic_key, value).map_err(|reason| invalid(k, value, reason))?;
+                    }
                     cfg.topic_defaults
                         .insert((*topic_key).to_string(), value.trim().to_string());
                 }
-                _ if ACCEPTED_WITHOUT_EFFECT.contains(&k) => {}
+                _ if crate::kafka_keys::broker(k).is_some() || LEGACY_KEYS.contains(&k) => {
+                    cfg.without_effect.push(k.to_string())
+                }
                 _ => return Err(ConfigError::UnknownKey(key.clone())),
             }
         }
@@ -853,6 +881,34 @@ impl Config {
         if roles.broker && self.listeners.is_empty() {
             return Err(invalid("listeners", &given("listeners"), "no client listener"));
         }
+        if let Some(name) = self.inter_broker_listener_name.as_ref().filter(|_| roles.broker) {
+            // Kafka's checks, with its wording.
+            if controller_names.contains(name) {
+                return Err(invalid(
+                    "inter.broker.listener.name",
+                    name,
+                    "the listeners named in controller.listener.names must not be used for inter-broker traffic",
+                ));
+            }
+            // Advertised listeners not given yet default to the listeners.
+            let named = if self.advertised_listeners.is_empty() {
+                &self.listeners
+            } else {
+                &self.advertised_listeners
+            };
+            if !named.iter().any(|a| &a.name == name) {
+                let valid: Vec<&str> = named.iter().map(|a| a.name.as_str()).collect();
+                return Err(invalid(
+                    "inter.broker.listener.name",
+                    name,
+                    format!(
+                        "must be a listener name defined in advertised.listeners; the valid options based on the \
+                         configured listeners are {}",
+                        valid.join(",")
+                    ),
+                ));
+            }
+        }
         if !roles.broker && !self.listeners.is_empty() {
             return Err(invalid(
                 "listeners",
@@ -951,12 +1007,10 @@ impl Config {
         }
     }
 
-    /// The keys given that Fjord accepts and does not act on ([`ACCEPTED_WITHOUT_EFFECT`]).
+    /// The keys given that Fjord accepts and does not act on: Kafka broker keys with no
+    /// meaning in Fjord (yet), and [`LEGACY_KEYS`].
     pub fn without_effect(&self) -> impl Iterator<Item = &str> {
-        self.explicit
-            .keys()
-            .map(String::as_str)
-            .filter(|k| ACCEPTED_WITHOUT_EFFECT.contains(k))
+        self.without_effect.iter().map(String::as_str)
     }
 }
 
@@ -1414,5 +1468,55 @@ mod tests {
             ],
             "controller.quorum.voters",
         );
+    }
+
+    #[test]
+    fn every_kafka_broker_key_is_accepted_with_its_default() {
+        use crate::kafka_keys::{all, Scope};
+        // Defaults that do not stand alone: a broker-only role needs voters, a node id outside
+        // the voters, and so on; each is covered by its own tests.
+        const NEEDS_MORE: &[&str] = &["process.roles", "node.id", "controller.listener.names"];
+        let mut refused = Vec::new();
+        for key in all(Scope::Broker).filter(|k| !NEEDS_MORE.contains(&k.name)) {
+            let Some(default) = &key.default else { continue };
+            if let Err(e) = Config::from_properties(props(&[(key.name, default)])) {
+                refused.push(format!("{}={default}: {e}", key.name));
+            }
+        }
+        assert!(refused.is_empty(), "Kafka's defaults refused:\n{}", refused.join("\n"));
+        let cfg = Config::from_properties(props(&[("num.io.threads", "16"), ("zookeeper.connect", "zk:2181")]))
+            .expect("accepted");
+        assert_eq!(
+            cfg.without_effect().collect::<Vec<_>>(),
+            ["num.io.threads", "zookeeper.connect"]
+        );
+    }
+
+    #[test]
+    fn values_kafka_refuses_stop_the_broker_naming_the_key() {
+        for (k, v) in [
+            ("num.io.threads", "0"),
+            ("log.cleaner.enable", "maybe"),
+            ("log.cleaner.min.cleanable.ratio", "2"),
+            ("sasl.enabled.mechanisms", "PLAIN,PLAIN"),
+        ] {
+            match Config::from_properties(props(&[(k, v)])) {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, k),
+                other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn broker_defaults_of_topic_configs_follow_kafkas_synonyms() {
+        for (broker_key, topic_key) in BROKER_TO_TOPIC {
+            let synonyms = &crate::kafka_keys::topic(topic_key).expect(topic_key).synonyms;
+            assert!(
+                synonyms.contains(&(broker_key, 1)),
+                "{broker_key} is not a synonym of {topic_key}: {synonyms:?}"
+            );
+        }
+        let retention = &crate::kafka_keys::topic("retention.ms").expect("retention.ms").synonyms;
+        assert_eq!(retention.as_slice(), RETENTION_KEYS);
     }
 }

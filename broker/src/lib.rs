@@ -10,6 +10,7 @@ mod error;
 pub mod group;
 mod handler;
 mod http;
+pub mod kafka_keys;
 mod meta_properties;
 pub mod metrics;
 mod peers;
@@ -198,6 +199,10 @@ pub async fn run(
     let (http_state, http_task) = start_http(&config).await?;
     let listeners = server::bind(&config).await?;
     let addrs: Vec<std::net::SocketAddr> = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
+    let bound_ports: Vec<(String, u16)> = listeners
+        .iter()
+        .filter_map(|(l, info)| Some((info.name.clone(), l.local_addr().ok()?.port())))
+        .collect();
     // A broker-only node has no controller listener: the metadata leader's Raft connections
     // come to its broker listener, and are handed to the controller from the start, since the
     // controller must catch up before the broker opens.
@@ -217,18 +222,34 @@ pub async fn run(
         checkpoint_interval_ms: config.checkpoint_interval_ms,
     };
     let store_task = tokio::task::spawn_blocking(move || LogStore::open(storage_cfg));
-    let advertised = config
+    // Every advertised listener, registered so that each client is told the other brokers'
+    // addresses on its own listener. Advertising port 0 would be useless: tests bind port 0
+    // and advertise what was bound.
+    let registered: Vec<fjord_controller::BrokerEndpoint> = config
         .advertised_listeners
-        .first()
+        .iter()
+        .map(|a| {
+            let bound = bound_ports.iter().find(|(name, _)| *name == a.name).map(|(_, p)| *p);
+            fjord_controller::BrokerEndpoint {
+                name: a.name.clone(),
+                host: a.host.clone(),
+                port: if a.port == 0 { bound.unwrap_or(0) } else { a.port },
+            }
+        })
+        .collect();
+    let inter_broker = config
+        .inter_broker_listener()
+        .and_then(|name| registered.iter().find(|e| e.name == name))
+        .or(registered.first())
         .cloned()
         .ok_or_else(|| BrokerError::Startup("no advertised listener".into()))?;
-    // Advertising port 0 would be useless: tests bind port 0 and advertise what was bound.
-    let advertised_port = if advertised.port == 0 {
-        addrs.first().map(|a| a.port()).unwrap_or(0)
-    } else {
-        advertised.port
-    };
-    let controller_cfg = controller_config(&config, &advertised.host, advertised_port);
+    let mut controller_cfg = controller_config(&config, &inter_broker.host, inter_broker.port);
+    let advertised_log = registered
+        .iter()
+        .map(|e| format!("{}://{}:{}", e.name, e.host, e.port))
+        .collect::<Vec<_>>()
+        .join(",");
+    controller_cfg.advertised_listeners = registered;
     let open = async {
         match raft_rx {
             Some(rx) => Controller::open_with_incoming(controller_cfg, rx).await,
@@ -298,7 +319,7 @@ pub async fn run(
         node_id = broker.node_id(),
         cluster_id = %meta.cluster_id,
         listeners = ?addrs,
-        advertised = %format!("{}:{}", advertised.host, advertised_port),
+        advertised = %advertised_log,
         data_dir = %data_dir.display(),
         topics = meta.topics.len(),
         ready_ms = started.elapsed().as_millis() as u64,
@@ -383,6 +404,7 @@ fn controller_config(config: &Config, advertised_host: &str, advertised_port: u1
         data_dir: config.log_dir.join(METADATA_SUBDIR),
         advertised_host: advertised_host.to_string(),
         advertised_port,
+        advertised_listeners: Vec::new(),
         rack: config.rack.clone(),
         voters: config.quorum_voters.clone(),
         bootstrap_servers: config.quorum_bootstrap_servers.clone(),

@@ -223,7 +223,11 @@ fn advertised_endpoint(config: &Config, listener: &Listener, bound_port: u16) ->
         .cloned()
         .unwrap_or_else(|| listener.clone());
     let port = if adv.port == 0 { bound_port } else { adv.port };
-    Endpoint { host: adv.host, port }
+    Endpoint {
+        listener: listener.name.clone(),
+        host: adv.host,
+        port,
+    }
 }
 
 async fn accept_loop(listener: TcpListener, a: Accepting) {

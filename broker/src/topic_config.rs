@@ -5,109 +5,31 @@ use std::collections::BTreeMap;
 
 use fjord_protocol::batch::{parse_codec_config, Compression, TimestampType};
 
-/// Value types, as DescribeConfigs v3+ reports them (`ConfigType` in Kafka's schema).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigType {
-    /// `BOOLEAN` (1)
-    Boolean = 1,
-    /// `STRING` (2)
-    String = 2,
-    /// `INT` (3)
-    Int = 3,
-    /// `LONG` (5)
-    Long = 5,
-    /// `DOUBLE` (6)
-    Double = 6,
-    /// `LIST` (7)
-    List = 7,
-}
+use crate::kafka_keys::{self, Scope};
 
-/// Every topic config Kafka 4.1 defines, with its type and Kafka's default.
-pub const TOPIC_CONFIGS: &[(&str, ConfigType, &str)] = &[
-    ("cleanup.policy", ConfigType::List, "delete"),
-    ("compression.type", ConfigType::String, "producer"),
-    ("compression.gzip.level", ConfigType::Int, "-1"),
-    ("compression.lz4.level", ConfigType::Int, "9"),
-    ("compression.zstd.level", ConfigType::Int, "3"),
-    ("delete.retention.ms", ConfigType::Long, "86400000"),
-    ("file.delete.delay.ms", ConfigType::Long, "60000"),
-    ("flush.messages", ConfigType::Long, "9223372036854775807"),
-    ("flush.ms", ConfigType::Long, "9223372036854775807"),
-    ("follower.replication.throttled.replicas", ConfigType::List, ""),
-    ("index.interval.bytes", ConfigType::Int, "4096"),
-    ("leader.replication.throttled.replicas", ConfigType::List, ""),
-    ("local.retention.bytes", ConfigType::Long, "-2"),
-    ("local.retention.ms", ConfigType::Long, "-2"),
-    ("max.compaction.lag.ms", ConfigType::Long, "9223372036854775807"),
-    ("max.message.bytes", ConfigType::Int, "1048588"),
-    ("message.timestamp.after.max.ms", ConfigType::Long, "3600000"),
-    (
-        "message.timestamp.before.max.ms",
-        ConfigType::Long,
-        "9223372036854775807",
-    ),
-    ("message.timestamp.type", ConfigType::String, "CreateTime"),
-    ("min.cleanable.dirty.ratio", ConfigType::Double, "0.5"),
-    ("min.compaction.lag.ms", ConfigType::Long, "0"),
-    ("min.insync.replicas", ConfigType::Int, "1"),
-    ("preallocate", ConfigType::Boolean, "false"),
-    ("remote.storage.enable", ConfigType::Boolean, "false"),
-    ("retention.bytes", ConfigType::Long, "-1"),
-    ("retention.ms", ConfigType::Long, "604800000"),
-    ("segment.bytes", ConfigType::Int, "1073741824"),
-    ("segment.index.bytes", ConfigType::Int, "10485760"),
-    ("segment.jitter.ms", ConfigType::Long, "0"),
-    ("segment.ms", ConfigType::Long, "604800000"),
-    ("unclean.leader.election.enable", ConfigType::Boolean, "false"),
-];
+/// Value types, as DescribeConfigs v3+ reports them.
+pub use crate::kafka_keys::KeyType as ConfigType;
 
-/// Kafka's defaults for every topic config.
+/// Kafka's defaults for every topic config: the topic keys of Kafka 4.4's `LogConfig`
+/// ([`crate::kafka_keys`]) less the internal one.
 pub fn defaults() -> BTreeMap<String, String> {
-    TOPIC_CONFIGS
-        .iter()
-        .map(|(k, _, v)| (k.to_string(), v.to_string()))
+    kafka_keys::all(Scope::Topic)
+        .filter(|k| !k.internal)
+        .filter_map(|k| Some((k.name.to_string(), k.default.clone()?)))
         .collect()
 }
 
 /// The type of a topic config, `None` for a name Kafka does not define.
 pub fn config_type(key: &str) -> Option<ConfigType> {
-    TOPIC_CONFIGS.iter().find(|(k, _, _)| *k == key).map(|(_, t, _)| *t)
+    kafka_keys::topic(key).map(|k| k.kind)
 }
 
-/// Checks a topic config value, with Kafka's message for what is wrong.
+/// Checks a topic config value as Kafka's `LogConfig` does, with Kafka's message for what is
+/// wrong.
 pub fn validate(key: &str, value: &str) -> Result<(), String> {
-    let t = config_type(key).ok_or_else(|| format!("Unknown topic config name: {key}"))?;
-    let v = value.trim();
-    let ok = match t {
-        ConfigType::Boolean => matches!(v.to_ascii_lowercase().as_str(), "true" | "false"),
-        ConfigType::Int => v.parse::<i32>().is_ok(),
-        ConfigType::Long => v.parse::<i64>().is_ok(),
-        ConfigType::Double => v.parse::<f64>().is_ok(),
-        ConfigType::String | ConfigType::List => true,
-    };
-    if !ok {
-        return Err(format!(
-            "Invalid value {value} for configuration {key}: expected a {t:?}"
-        ));
-    }
-    match key {
-        "compression.type" if parse_codec_config(v).is_none() => {
-            Err(format!("Invalid value {value} for configuration compression.type: String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer"))
-        }
-        "message.timestamp.type" if v != "CreateTime" && v != "LogAppendTime" => {
-            Err(format!("Invalid value {value} for configuration message.timestamp.type: String must be one of: CreateTime, LogAppendTime"))
-        }
-        "cleanup.policy" if !v.split(',').map(str::trim).all(|p| p == "delete" || p == "compact") => {
-            Err(format!("Invalid value {value} for configuration cleanup.policy: must be a list of delete, compact"))
-        }
-        "max.message.bytes" | "segment.bytes" if v.parse::<i32>().map(|n| n < 0).unwrap_or(true) => {
-            Err(format!("Invalid value {value} for configuration {key}: Value must be at least 0"))
-        }
-        "min.insync.replicas" if v.parse::<i32>().map(|n| n < 1).unwrap_or(true) => {
-            Err(format!("Invalid value {value} for configuration min.insync.replicas: Value must be at least 1"))
-        }
-        _ => Ok(()),
-    }
+    let k = kafka_keys::topic(key).ok_or_else(|| format!("Unknown topic config name: {key}"))?;
+    k.check(value)
+        .map_err(|reason| format!("Invalid value {value} for configuration {key}: {reason}"))
 }
 
 /// The configs in force for one topic.

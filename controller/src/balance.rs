@@ -76,6 +76,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 9092,
                 rack: None,
+                listeners: Vec::new(),
             };
             apply(&mut meta, Command::RegisterBroker(broker));
         }

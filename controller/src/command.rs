@@ -652,6 +652,7 @@ mod tests {
             host: "127.0.0.1".to_string(),
             port: 9092,
             rack: None,
+            listeners: Vec::new(),
         }
     }
 

@@ -17,7 +17,7 @@ use crate::command::{
 };
 use crate::error::{ControllerError, Result};
 use crate::liveness::{self, Liveness};
-use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
+use crate::metadata::{BrokerEndpoint, BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
 use crate::network::{self, CallError, ClusterTag, ForwardError, Identity, NetworkFactory, Peer};
 use crate::quorum::{self, QuorumDescription};
 use crate::raft_types::{LogId, NodeId, Raft};
@@ -123,10 +123,12 @@ pub struct ControllerConfig {
     pub roles: Roles,
     /// Directory owned by the controller (RocksDB lives here); created if missing.
     pub data_dir: PathBuf,
-    /// Host advertised for this broker (`advertised.listeners`).
+    /// Host of this broker's inter-broker listener (`advertised.listeners`).
     pub advertised_host: String,
-    /// Port advertised for this broker.
+    /// Port of this broker's inter-broker listener.
     pub advertised_port: u16,
+    /// Every advertised client listener of this broker, registered for Metadata.
+    pub advertised_listeners: Vec<BrokerEndpoint>,
     /// Kafka `broker.rack`.
     pub rack: Option<String>,
     /// Kafka `controller.quorum.voters`: every voter's node id and controller endpoint
@@ -723,6 +725,7 @@ impl Controller {
             host: config.advertised_host.clone(),
             port: config.advertised_port,
             rack: config.rack.clone(),
+            listeners: config.advertised_listeners.clone(),
         };
         // A broker of a quorum that registers again starts fenced, as KRaft fences a broker
         // that comes back with a new incarnation: what it led moves to a replica that stayed in

@@ -46,6 +46,6 @@ pub use crate::controller::{
     DEFAULT_BROKER_SESSION_TIMEOUT_MS,
 };
 pub use crate::error::{ControllerError, Result};
-pub use crate::metadata::{BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
+pub use crate::metadata::{BrokerEndpoint, BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
 pub use crate::network::MAGIC as RAFT_PREAMBLE;
 pub use crate::quorum::{QuorumDescription, VoterState};

@@ -13,12 +13,44 @@ use uuid::Uuid;
 pub struct BrokerInfo {
     /// Kafka `node.id`; non-negative.
     pub node_id: i32,
-    /// Host advertised to clients in Metadata responses.
+    /// Host of the inter-broker listener (`inter.broker.listener.name`): where followers fetch
+    /// from this broker.
     pub host: String,
-    /// Port advertised to clients in Metadata responses.
+    /// Port of the inter-broker listener.
     pub port: u16,
     /// Kafka `broker.rack`, if set.
     pub rack: Option<String>,
+    /// Every advertised listener, by name: a client is told the other brokers' addresses on the
+    /// listener it came in on, as Kafka tells it (an internal listener for a compose network,
+    /// an external one for the host). Empty in registrations written before listeners were
+    /// recorded, which [`BrokerInfo::endpoint`] answers with `host`/`port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<BrokerEndpoint>,
+}
+
+/// One advertised listener of a broker (Kafka's `BrokerEndpoint`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    /// Listener name (`PLAINTEXT`, `PLAINTEXT_HOST`, ...).
+    pub name: String,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: u16,
+}
+
+impl BrokerInfo {
+    /// The address of this broker on the listener named `listener`; `None` when it has no such
+    /// listener (Kafka then leaves it out of Metadata for that client).
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map(|l| (l.host.as_str(), l.port))
+    }
 }
 
 /// One partition of a topic (Kafka's `PartitionRecord`, reduced).

@@ -132,6 +132,7 @@ mod tests {
                     host: "h".into(),
                     port: 1,
                     rack: rack.map(str::to_string),
+                    listeners: Vec::new(),
                 },
             );
         }

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
 
 use super::str_bytes;
 use crate::error::controller_error_code;
+use crate::kafka_keys::{self, KeyType, Scope};
 use crate::topic_config::{self, ConfigType, EffectiveConfig};
 use crate::Broker;
 
@@ -57,7 +58,10 @@ pub fn config_entries(
         .collect()
 }
 
-fn broker_entries(broker: &Broker) -> Vec<(String, String, ConfigSource)> {
+/// Every broker config as Kafka lists it: each non-internal key of Kafka's broker definitions,
+/// its value Fjord's effective one where Fjord acts on the key, else the value given or Kafka's
+/// default (none for a key without one; passwords are never shown).
+fn broker_entries(broker: &Broker) -> Vec<(String, Option<String>, ConfigSource)> {
     let c = &broker.config;
     let listeners = |ls: &[crate::config::Listener]| {
         ls.iter()
@@ -107,7 +111,18 @@ fn broker_entries(broker: &Broker) -> Vec<(String, String, ConfigSource)> {
         "log.retention.ms".into(),
         c.topic_defaults.get("retention.ms").cloned().unwrap_or_default(),
     );
-    out.into_iter()
+    let mut entries: BTreeMap<String, Option<String>> = kafka_keys::all(Scope::Broker)
+        .filter(|k| !k.internal)
+        .map(|k| {
+            (
+                k.name.to_string(),
+                c.explicit.get(k.name).cloned().or_else(|| k.default.clone()),
+            )
+        })
+        .collect();
+    entries.extend(out.into_iter().map(|(k, v)| (k, Some(v))));
+    entries
+        .into_iter()
         .map(|(k, v)| {
             let source = if c.explicit.contains_key(&k) {
                 ConfigSource::StaticBroker
@@ -136,6 +151,9 @@ pub fn describe(broker: &Broker, req: DescribeConfigsRequest) -> DescribeConfigs
                 Some(t) => {
                     let effective = EffectiveConfig::new(&broker.config.topic_defaults, &t.configs);
                     config_entries(broker, &effective, &t.configs, keys.as_deref())
+                        .into_iter()
+                        .map(|(k, v, source)| (k, Some(v), source))
+                        .collect::<Vec<_>>()
                 }
                 None => {
                     results.push(
@@ -176,21 +194,30 @@ pub fn describe(broker: &Broker, req: DescribeConfigsRequest) -> DescribeConfigs
         let configs = entries
             .into_iter()
             .map(|(name, value, source)| {
-                let config_type = topic_config::config_type(&name).unwrap_or(ConfigType::String);
+                let config_type = if r.resource_type == RESOURCE_BROKER {
+                    kafka_keys::broker(&name).map(|k| k.kind)
+                } else {
+                    topic_config::config_type(&name)
+                }
+                .unwrap_or(ConfigType::String);
+                // As Kafka: a password's value is never sent.
+                let sensitive = config_type == KeyType::Password;
+                let value = value.filter(|_| !sensitive).map(str_bytes);
                 let synonyms = if req.include_synonyms {
                     vec![DescribeConfigsSynonym::default()
                         .with_name(str_bytes(name.clone()))
-                        .with_value(Some(str_bytes(value.clone())))
+                        .with_value(value.clone())
                         .with_source(source as i8)]
                 } else {
                     Vec::new()
                 };
                 DescribeConfigsResourceResult::default()
                     .with_name(str_bytes(name))
-                    .with_value(Some(str_bytes(value)))
+                    .with_value(value)
+                    // No broker config changes without a restart in Fjord yet.
                     .with_read_only(r.resource_type == RESOURCE_BROKER)
                     .with_config_source(source as i8)
-                    .with_is_sensitive(false)
+                    .with_is_sensitive(sensitive)
                     .with_synonyms(synonyms)
                     .with_config_type(config_type as i8)
             })

@@ -71,8 +71,18 @@ fn lookup(
         // The address on the listener the request came in on.
         return Ok((node, ctx.endpoint.host.clone(), i32::from(ctx.endpoint.port)));
     }
-    match broker.metadata().brokers.get(&node) {
-        Some(b) => Ok((node, b.host.clone(), i32::from(b.port))),
+    let meta = broker.metadata();
+    match meta.brokers.get(&node) {
+        Some(b) => match b.endpoint(&ctx.endpoint.listener) {
+            Some((host, port)) => Ok((node, host.to_string(), i32::from(port))),
+            None => Err((
+                ResponseError::CoordinatorNotAvailable,
+                format!(
+                    "the coordinator, node {node}, has no listener named {}",
+                    ctx.endpoint.listener
+                ),
+            )),
+        },
         None => Err((
             ResponseError::CoordinatorNotAvailable,
             format!("the coordinator, node {node}, has not registered yet"),

@@ -12,24 +12,28 @@ use super::{str_bytes, topic_name, validate_topic_name, RequestContext, AUTHORIZ
 use crate::handler::admin;
 use crate::Broker;
 
-/// The broker list, with this broker at the address of the listener the client used. Fenced
-/// brokers (silent past `broker.session.timeout.ms`) are left out, as Kafka leaves them out.
+/// The broker list, each broker at its address on the listener the client used (a broker
+/// without that listener is left out, as Kafka leaves it out). Fenced brokers (silent past
+/// `broker.session.timeout.ms`) are left out too, as in Kafka.
 pub fn brokers(broker: &Broker, ctx: &RequestContext, meta: &ClusterMetadata) -> Vec<MetadataResponseBroker> {
     let mut out: Vec<MetadataResponseBroker> = meta
         .brokers
         .values()
         .filter(|b| b.node_id == broker.node_id() || !meta.fenced.contains(&b.node_id))
-        .map(|b| {
+        .filter_map(|b| {
             let (host, port) = if b.node_id == broker.node_id() {
                 (ctx.endpoint.host.clone(), ctx.endpoint.port)
             } else {
-                (b.host.clone(), b.port)
+                let (host, port) = b.endpoint(&ctx.endpoint.listener)?;
+                (host.to_string(), port)
             };
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.node_id))
-                .with_host(str_bytes(host))
-                .with_port(i32::from(port))
-                .with_rack(b.rack.clone().map(str_bytes))
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(str_bytes(host))
+                    .with_port(i32::from(port))
+                    .with_rack(b.rack.clone().map(str_bytes)),
+            )
         })
         .collect();
     if !meta.brokers.contains_key(&broker.node_id()) {

@@ -119,6 +119,8 @@ pub fn advertised_versions(api_key: ApiKey) -> Option<VersionRange> {
 /// The address clients of one listener use for this broker.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
+    /// The listener's name: other brokers are given on their listener of the same name.
+    pub listener: String,
     /// Advertised host.
     pub host: String,
     /// Advertised port.
@@ -566,6 +568,7 @@ mod tests {
             correlation_id: 1,
             client_id: None,
             endpoint: Arc::new(Endpoint {
+                listener: "PLAINTEXT".into(),
                 host: "localhost".into(),
                 port: 9092,
             }),

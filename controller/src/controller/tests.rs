@@ -31,6 +31,7 @@ fn config(dir: &Path, node_id: i32) -> ControllerConfig {
         data_dir: dir.join("controller"),
         advertised_host: "127.0.0.1".to_string(),
         advertised_port: 9092,
+        advertised_listeners: Vec::new(),
         rack: Some("rack-a".to_string()),
         voters: BTreeMap::new(),
         bootstrap_servers: Vec::new(),
@@ -68,6 +69,7 @@ async fn fresh_open_then_create_topic() {
             host: "127.0.0.1".to_string(),
             port: 9092,
             rack: Some("rack-a".to_string()),
+            listeners: Vec::new(),
         })
     );
 
