@@ -143,6 +143,8 @@ class Broker:
         self.controller_only = False
         #: Environment variables added to the process's (as a compose file's `environment:`).
         self.env: dict[str, str] = {}
+        #: A properties file given before the overrides, as `kafka-server-start.sh` takes one.
+        self.properties_file: Path | None = None
         _ALL.append(self)
 
     @property
@@ -163,6 +165,8 @@ class Broker:
     def command(self) -> list[str]:
         cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
         cmd += [str(FJORD_BIN)]
+        if self.properties_file is not None:
+            cmd.append(str(self.properties_file))
         for k, v in self.overrides.items():
             cmd += ["--override", f"{k}={v}"]
         return cmd

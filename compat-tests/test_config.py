@@ -217,3 +217,35 @@ def test_each_listener_of_a_cluster_lists_every_broker_at_its_own_address(start_
 
     c = wait_for(coordinator, "the group's coordinator")
     assert (c.id, c.host, c.port) in want_outside, c
+
+
+def test_a_properties_file_with_every_kafka_broker_key_at_its_default_starts_the_broker(reference_skip, tmp_path):
+    """Every broker key of Kafka 4.4 (broker/src/kafka_configs.tsv, generated from Kafka's own
+    definitions) at Kafka's default, in one properties file: Fjord starts, and names each key
+    it does not act on in one INFO line."""
+    from pathlib import Path
+
+    tsv = Path(__file__).resolve().parent.parent / "broker" / "src" / "kafka_configs.tsv"
+    # Keys whose default does not stand alone (a role needs voters, node.id has none) or that
+    # the fixture sets.
+    skip = {"process.roles", "node.id", "controller.listener.names", "controller.quorum.voters", "listeners"}
+    keys = {}
+    for line in tsv.read_text().splitlines()[1:]:
+        scope, name, _type, default, _validator, _dynamic, internal, _synonyms = line.split("\t")
+        if scope == "broker" and internal == "false" and default != r"\N" and name not in skip:
+            keys[name] = default.replace("\\\\", "\\")
+    assert len(keys) > 250, len(keys)
+    props = tmp_path / "server.properties"
+    props.write_text("".join(f"{k}={v}\n" for k, v in keys.items()))
+    b = Broker("config-every-key")
+    b.properties_file = props
+    try:
+        b.start()
+        log = b.log_text()
+        quiet = [k for k in keys if f"no effect in Fjord key={k}" not in log]
+        loud = len(keys) - len(quiet)
+        assert loud > 100, f"only {loud} keys named as without effect"
+        assert "num.io.threads" not in quiet and "log.cleaner.threads" not in quiet
+        assert "num.partitions" in quiet and "message.max.bytes" in quiet, "honoured keys are not named"
+    finally:
+        b.cleanup(False)

@@ -578,7 +578,18 @@ impl Config {
                 kafka.check(value).map_err(|reason| invalid(k, value, reason))?;
             }
             match k {
-                "node.id" | "broker.id" => cfg.node_id = parse_num(k, value)?,
+                "node.id" => cfg.node_id = parse_num(k, value)?,
+                // Kafka's default, -1, means unset; otherwise it must agree with node.id.
+                "broker.id" => {
+                    let id: i32 = parse_num(k, value)?;
+                    let node_id = props.get("node.id").and_then(|n| n.trim().parse::<i32>().ok());
+                    if id >= 0 && node_id.is_some_and(|n| n != id) {
+                        return Err(invalid(k, value, "must be the same as node.id"));
+                    }
+                    if id >= 0 && node_id.is_none() {
+                        cfg.node_id = id;
+                    }
+                }
                 "listeners" => cfg.listeners = parse_listeners(k, value)?,
                 "advertised.listeners" => cfg.advertised_listeners = parse_listeners(k, value)?,
                 "log.dirs" | "log.dir" => {
@@ -1490,6 +1501,18 @@ mod tests {
             cfg.without_effect().collect::<Vec<_>>(),
             ["num.io.threads", "zookeeper.connect"]
         );
+    }
+
+    #[test]
+    fn broker_id_minus_one_is_unset_and_another_must_match_node_id() {
+        let id = |kv: &[(&str, &str)]| Config::from_properties(props(kv)).map(|c| c.node_id);
+        assert_eq!(id(&[("node.id", "3"), ("broker.id", "-1")]).ok(), Some(3));
+        assert_eq!(id(&[("broker.id", "2")]).ok(), Some(2));
+        assert_eq!(id(&[("node.id", "3"), ("broker.id", "3")]).ok(), Some(3));
+        assert!(matches!(
+            id(&[("node.id", "3"), ("broker.id", "2")]),
+            Err(ConfigError::Invalid { key, .. }) if key == "broker.id"
+        ));
     }
 
     #[test]
