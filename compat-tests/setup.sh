@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what Fjord's compat tests need; quick and quiet when everything is already there.
 #
-#   compat-tests/setup.sh                              kcat, <repo>/.venv, the Java CLI
+#   compat-tests/setup.sh                              kcat, Docker, <repo>/.venv, the Java CLI
 #   FJORD_COMPAT_REFERENCE=1 compat-tests/setup.sh     also Apache Kafka (4.4; FJORD_KAFKA_VERSION=4.1.1 for another) as a stand-in broker
 #
 # Then: .venv/bin/pytest compat-tests -n 2
-# Needs: Debian (apt-get, as root, for kcat), python3 >= 3.10 with venv, Java 17 + Maven (both
+# Needs: Debian (apt-get, as root, for kcat and Docker), python3 >= 3.10 with venv, Java 17 + Maven (both
 # installed from apt when missing), and the package registries (PyPI, Maven Central, Debian).
 set -euo pipefail
 
@@ -44,6 +44,18 @@ if command -v kcat >/dev/null; then
     say "kcat: $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*librdkafka \([^ ]*\).*/\1 (librdkafka \2)/p')"
 else
     apt_install kcat
+fi
+
+# --- Docker (test_docker.py): Debian's engine (docker.io 20.10) and docker-compose 1.29, and ------
+# debootstrap, which makes the base images (nothing is pulled from a registry). The tests start
+# dockerd themselves when `docker info` fails, and build the images (compat-tests/dockerlib.py).
+DOCKER_PKGS=()
+command -v dockerd >/dev/null || DOCKER_PKGS+=(docker.io)
+command -v docker-compose >/dev/null || DOCKER_PKGS+=(docker-compose)
+command -v debootstrap >/dev/null || DOCKER_PKGS+=(debootstrap)
+command -v objcopy >/dev/null || DOCKER_PKGS+=(binutils)
+if [ "${#DOCKER_PKGS[@]}" -gt 0 ]; then
+    apt_install "${DOCKER_PKGS[@]}"
 fi
 
 # --- Java 17 and Maven ---------------------------------------------------------------------
