@@ -41,6 +41,8 @@ WORKDIR /home/appuser
 # The image's default data directory; KAFKA_LOG_DIRS in a compose file, or log.dirs in a
 # properties file, wins.
 ENV KAFKA_LOG_DIRS=/var/lib/kafka/data
+# Log lines on stdout, as Kafka's images write them.
+ENV KAFKA_LOG_TARGET=stdout
 # The apache/kafka image's defaults for what a compose file leaves unset: internal topics with
 # one replica and no wait for a group's first members.
 ENV KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR=1 \

@@ -374,6 +374,8 @@ def test_single_node_compose_file_keeps_data_and_offsets_across_restart_and_down
         logs = dl.logs(fjord)
         assert state["ExitCode"] == 0, (state, logs[-2000:])
         assert "fjord stopped" in logs.rpartition("SIGTERM received")[2], logs[-2000:]
+        stdout = dl.docker("logs", fjord, check=False).stdout
+        assert "fjord started" in stdout and "fjord stopped" in stdout, "the image logs on stdout"
         assert took < 5, f"docker stop took {took:.1f}s (docker kills at 10 s)"
         assert_clean_exit_logs(logs)
 

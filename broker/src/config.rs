@@ -213,6 +213,9 @@ pub struct Config {
     pub metrics_listener: Option<String>,
     /// `log.format`: `text` (default) or `json`.
     pub log_json: bool,
+    /// `log.target`: `stderr` (default) or `stdout`, where the log lines go. The container
+    /// image logs to stdout, as Kafka's images do (some log collectors take stderr for errors).
+    pub log_stdout: bool,
     /// `log.slow.request.ms`: requests taking longer are logged at WARN; 0 turns it off.
     /// Default 5000.
     pub slow_request_ms: u64,
@@ -567,6 +570,7 @@ impl Config {
             txns: Default::default(),
             metrics_listener: Some("0.0.0.0:9644".into()),
             log_json: false,
+            log_stdout: false,
             slow_request_ms: 5000,
         };
         let mut retention: Option<(i64, &str)> = None;
@@ -654,6 +658,13 @@ impl Config {
                         let host = if host.is_empty() { "0.0.0.0" } else { host };
                         Some(format!("{host}:{port}"))
                     };
+                }
+                "log.target" => {
+                    cfg.log_stdout = match value.trim() {
+                        "stdout" => true,
+                        "stderr" => false,
+                        _ => return Err(invalid(k, value, "expected stderr or stdout")),
+                    }
                 }
                 "log.format" => {
                     cfg.log_json = match value.trim() {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use fjord_broker::config::{Config, ConfigError};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1).peekable();
@@ -29,15 +30,19 @@ fn main() -> ExitCode {
     };
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (writer, terminal) = if config.log_stdout {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        (BoxMakeWriter::new(std::io::stdout), terminal)
+    } else {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        (BoxMakeWriter::new(std::io::stderr), terminal)
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     if config.log_json {
         // One JSON object per line, with the request and connection spans' fields.
         logs.json().with_current_span(true).with_span_list(true).init();
     } else {
-        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+        logs.with_ansi(terminal).init();
     }
     for (variable, key) in &config.ignored_env {
         tracing::warn!(%variable, %key, "ignoring an environment variable that names no Kafka or Fjord property");
