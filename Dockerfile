@@ -3,7 +3,7 @@
 # argument), its data in the volume at /var/lib/kafka/data.
 #
 #   docker build -t fjord .
-#       builds from source (cold: ~15 minutes, most of it RocksDB's C++)
+#       builds from source (cold: ~16 minutes on 2 cores, most of it RocksDB's C++)
 #   docker build --build-arg FJORD_PREBUILT=target/docker/fjord -t fjord .
 #       packages a binary already built on a Debian bookworm host (what the tests do, with
 #       `objcopy --strip-debug target/release/fjord target/docker/fjord`)
