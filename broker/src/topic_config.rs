@@ -95,6 +95,13 @@ impl EffectiveConfig {
         self.get("message.timestamp.after.max.ms", 3_600_000)
     }
 
+    /// Whether `cleanup.policy` includes `compact`.
+    pub fn compacted(&self) -> bool {
+        self.values
+            .get("cleanup.policy")
+            .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
+    }
+
     /// `min.insync.replicas`.
     pub fn min_insync_replicas(&self) -> usize {
         usize::try_from(self.get::<i32>("min.insync.replicas", 1)).unwrap_or(1)
@@ -142,6 +149,8 @@ pub struct ProduceSettings {
     pub timestamp_after_max_ms: i64,
     /// `min.insync.replicas`: acks=all needs this many in-sync replicas.
     pub min_insync_replicas: usize,
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    pub compacted: bool,
 }
 
 impl From<&EffectiveConfig> for ProduceSettings {
@@ -153,6 +162,7 @@ impl From<&EffectiveConfig> for ProduceSettings {
             timestamp_before_max_ms: c.timestamp_before_max_ms(),
             timestamp_after_max_ms: c.timestamp_after_max_ms(),
             min_insync_replicas: c.min_insync_replicas(),
+            compacted: c.compacted(),
         }
     }
 }

@@ -244,6 +244,9 @@ pub struct ValidationConfig {
     /// broker validates on a reactor thread within a budget and moves a batch that inflates
     /// past it to the blocking pool: the compressed size says nothing of the work.
     pub inflate_budget: Option<usize>,
+    /// The topic is compacted (`cleanup.policy` includes `compact`): every record needs a key,
+    /// as Kafka's `LogValidator` requires.
+    pub require_keys: bool,
 }
 
 /// A batch that passed validation, ready for offset assignment.
@@ -361,6 +364,13 @@ pub fn validate_produce(records: Bytes, cfg: &ValidationConfig) -> Result<ValidB
         let raw = stream::decompress_within(source_codec, section, cfg.inflate_budget)?;
         (scan_section(Compression::None, &raw, &header, None)?, Some(raw))
     };
+    if cfg.require_keys {
+        if let Some(delta) = scan.first_keyless {
+            return Err(BatchError::InvalidRecord(format!(
+                "Compacted topic cannot accept message without key (record {delta} of the batch)"
+            )));
+        }
+    }
     if cfg.timestamp_type == TimestampType::CreateTime {
         check_timestamp_window(scan.min_timestamp, scan.max_timestamp, cfg)?;
     }
@@ -564,6 +574,8 @@ pub struct RecordScan {
     pub max_timestamp: i64,
     /// Offset delta of the first record carrying `max_timestamp`.
     pub max_timestamp_offset_delta: i32,
+    /// Offset delta of the first record without a key, if any.
+    pub first_keyless: Option<i32>,
 }
 
 /// One record's position and time, as needed by ListOffsets by timestamp.
@@ -573,6 +585,8 @@ pub struct RecordStamp {
     pub offset_delta: i32,
     /// The record's timestamp (the batch's max timestamp under LogAppendTime).
     pub timestamp: i64,
+    /// Whether the record has a key (not null).
+    pub has_key: bool,
 }
 
 fn invalid(what: &str) -> BatchError {
@@ -629,7 +643,7 @@ fn walk<R: BufRead>(
                 "record offset delta {offset_delta} where {expected_delta} was expected"
             )));
         }
-        skip_nullable(&mut r, end, "key", &fail)?;
+        let has_key = skip_nullable(&mut r, end, "key", &fail)?;
         skip_nullable(&mut r, end, "value", &fail)?;
         let headers = r.varint().map_err(fail)?.ok_or_else(|| invalid("header count"))?;
         left_in(&r, end, "header count")?;
@@ -657,6 +671,7 @@ fn walk<R: BufRead>(
         if f(RecordStamp {
             offset_delta,
             timestamp,
+            has_key,
         })
         .is_break()
         {
@@ -679,23 +694,24 @@ fn left_in<R>(r: &Fields<R>, end: u64, what: &str) -> Result<u64, BatchError> {
 }
 
 /// Skips a nullable key, value or header value (varint length, -1 for null) that must end
-/// inside the record ending at `end`.
+/// inside the record ending at `end`; whether it was there (not null).
 fn skip_nullable<R: BufRead>(
     r: &mut Fields<R>,
     end: u64,
     what: &str,
     fail: &impl Fn(FieldError) -> BatchError,
-) -> Result<(), BatchError> {
+) -> Result<bool, BatchError> {
     let len = r.varint().map_err(fail)?.ok_or_else(|| invalid(what))?;
     let left = left_in(r, end, what)?;
     if len == -1 {
-        return Ok(());
+        return Ok(false);
     }
     let len = u64::try_from(len).map_err(|_| invalid(what))?;
     if len > left {
         return Err(invalid(what));
     }
-    r.skip(len).map_err(fail)
+    r.skip(len).map_err(fail)?;
+    Ok(true)
 }
 
 /// Walks a batch's records section (compressed with `codec`) for the timestamp summary.
@@ -709,8 +725,12 @@ fn scan_section(
         min_timestamp: i64::MAX,
         max_timestamp: i64::MIN,
         max_timestamp_offset_delta: 0,
+        first_keyless: None,
     };
     walk_section(codec, section, header, budget, |r| {
+        if !r.has_key && scan.first_keyless.is_none() {
+            scan.first_keyless = Some(r.offset_delta);
+        }
         scan.min_timestamp = scan.min_timestamp.min(r.timestamp);
         if r.timestamp > scan.max_timestamp {
             scan.max_timestamp = r.timestamp;

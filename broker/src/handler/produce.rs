@@ -185,6 +185,7 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
                 produce_version: ctx.version,
                 now_ms: crate::txn::now_ms(),
                 inflate_budget: Some(INLINE_INFLATE_MAX_BYTES),
+                require_keys: config.compacted,
             };
             let validated = match validate_produce(records.clone(), &vcfg) {
                 Err(BatchError::OverBudget(_)) => {

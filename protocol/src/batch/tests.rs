@@ -61,6 +61,7 @@ fn cfg() -> ValidationConfig {
         produce_version: 9,
         now_ms: NOW_MS,
         inflate_budget: None,
+        require_keys: false,
     }
 }
 
@@ -86,7 +87,8 @@ fn every_codec_validates_and_is_kept_as_sent() {
             found,
             Some(RecordStamp {
                 offset_delta: 4,
-                timestamp: NOW_MS + 4
+                timestamp: NOW_MS + 4,
+                has_key: true,
             })
         );
         assert_eq!(find_record(&valid.bytes, |r| r.offset_delta > 9), Ok(None));
@@ -457,4 +459,30 @@ fn control_marker_reads_back_what_control_batch_wrote() {
     let mut data = commit.to_vec();
     data[21..23].copy_from_slice(&0i16.to_be_bytes()); // attributes: not a control batch
     assert_eq!(control_marker(&data), None);
+}
+
+#[test]
+fn a_compacted_topic_refuses_a_record_without_a_key() {
+    let compacted = ValidationConfig {
+        require_keys: true,
+        ..cfg()
+    };
+    for c in CODECS {
+        assert!(
+            validate_produce(encode(&sample(5), c), &compacted).is_ok(),
+            "{c:?}: keyed records"
+        );
+        let mut records = sample(5);
+        records[3].key = None;
+        match validate_produce(encode(&records, c), &compacted) {
+            Err(BatchError::InvalidRecord(m)) => {
+                assert!(m.contains("without key (record 3"), "{c:?}: {m}")
+            }
+            other => panic!("{c:?}: {other:?}"),
+        }
+        assert!(
+            validate_produce(encode(&records, c), &cfg()).is_ok(),
+            "{c:?}: a keyless record elsewhere"
+        );
+    }
 }

@@ -48,6 +48,7 @@ fn encoded(n: i64, ts0: i64, producer: Option<(i64, i16, i32, bool)>) -> AppendB
         produce_version: 9,
         now_ms: T0,
         inflate_budget: None,
+        require_keys: false,
     };
     let v = validate_produce(buf.freeze(), &cfg).expect("valid");
     AppendBatch {
