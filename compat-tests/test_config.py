@@ -205,7 +205,7 @@ def test_each_listener_of_a_cluster_lists_every_broker_at_its_own_address(start_
     want_inside = {(n.node_id, "127.0.0.1", p) for n, p in zip(nodes, internal)}
     brokers = lambda admin: {(m.id, m.host, m.port) for m in admin.list_topics(timeout=10).brokers.values()}
     wait_for(lambda: brokers(outside) == want_outside, "every broker at its external address")
-    assert brokers(inside) == want_inside
+    wait_for(lambda: brokers(inside) == want_inside, "every broker at its internal address")
 
     def coordinator():
         # Kafka answers NOT_COORDINATOR while its new __consumer_offsets partitions load.

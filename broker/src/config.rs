@@ -765,6 +765,16 @@ impl Config {
                     cfg.topic_defaults
                         .insert((*topic_key).to_string(), value.trim().to_string());
                 }
+                // Accepting an authorizer and ignoring it would serve every client everything
+                // a configuration meant to deny.
+                "authorizer.class.name" if !value.trim().is_empty() => {
+                    return Err(invalid(
+                        k,
+                        value,
+                        "Fjord has no authorizer yet (ACLs are not implemented); it will not start open to every \
+                         client when access control was asked for",
+                    ))
+                }
                 _ if crate::kafka_keys::broker(k).is_some() || LEGACY_KEYS.contains(&k) => {
                     cfg.without_effect.push(k.to_string())
                 }
@@ -1512,6 +1522,16 @@ mod tests {
             cfg.without_effect().collect::<Vec<_>>(),
             ["num.io.threads", "zookeeper.connect"]
         );
+    }
+
+    #[test]
+    fn an_authorizer_is_refused_rather_than_ignored() {
+        let cfg = |v: &str| Config::from_properties(props(&[("authorizer.class.name", v)]));
+        assert!(cfg("").is_ok(), "Kafka's default, no authorizer");
+        assert!(matches!(
+            cfg("org.apache.kafka.metadata.authorizer.StandardAuthorizer"),
+            Err(ConfigError::Invalid { key, .. }) if key == "authorizer.class.name"
+        ));
     }
 
     #[test]
