@@ -65,10 +65,11 @@ pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 256 << 20;
 /// act on are.
 pub const LEGACY_KEYS: &[&str] = &["zookeeper.connect", "confluent.support.metrics.enable"];
 
-/// Kafka broker keys whose values Fjord accepts beyond Kafka's validator, and why.
-/// `log.segment.bytes`: Kafka 4.0 raised its minimum to 1 MiB and moved smaller segments to an
-/// internal topic key; Fjord's own fault tests roll segments of a few kilobytes.
-const LENIENT_KEYS: &[&str] = &["log.segment.bytes"];
+/// Kafka broker keys that Fjord checks with a looser validator than Kafka's (in the form of
+/// `kafka_configs.tsv`), and why. `log.segment.bytes`: Kafka 4.0 raised its minimum to 1 MiB
+/// and moved smaller segments to an internal topic key; Fjord's own fault tests roll segments
+/// of a few kilobytes.
+const LENIENT_KEYS: &[(&str, &str)] = &[("log.segment.bytes", "range:1:")];
 
 /// How followers fetch and when the leader drops them from the ISR, with Kafka's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -578,8 +579,12 @@ impl Config {
         let mut controller_listeners: Vec<String> = vec!["CONTROLLER".to_string()];
         for (key, value) in &props {
             let k = key.as_str();
-            if let Some(kafka) = crate::kafka_keys::broker(k).filter(|_| !LENIENT_KEYS.contains(&k)) {
-                kafka.check(value).map_err(|reason| invalid(k, value, reason))?;
+            if let Some(kafka) = crate::kafka_keys::broker(k) {
+                match LENIENT_KEYS.iter().find(|(lenient, _)| *lenient == k) {
+                    Some((_, validator)) => kafka.check_as(value, validator),
+                    None => kafka.check(value),
+                }
+                .map_err(|reason| invalid(k, value, reason))?;
             }
             match k {
                 "node.id" => cfg.node_id = parse_num(k, value)?,
@@ -755,13 +760,10 @@ impl Config {
                         retention = Some((ms, k));
                     }
                 }
+                // Checked above as a broker key, with Kafka's validator for it (the same as its
+                // topic key's).
                 _ if BROKER_TO_TOPIC.iter().any(|(b, _)| *b == k) => {
                     let (_, topic_key) = BROKER_TO_TOPIC.iter().find(|(b, _)| *b == k).expect("matched above");
-                    if LENIENT_KEYS.contains(&k) {
-                        parse_at_least_one::<i32>(k, value)?;
-                    } else {
-                        topic_config::validate(topic_key, value).map_err(|reason| invalid(k, value, reason))?;
-                    }
                     cfg.topic_defaults
                         .insert((*topic_key).to_string(), value.trim().to_string());
                 }
@@ -1564,6 +1566,8 @@ mod tests {
     #[test]
     fn broker_defaults_of_topic_configs_follow_kafkas_synonyms() {
         for (broker_key, topic_key) in BROKER_TO_TOPIC {
+            // Its value is checked as a Kafka broker key, before the defaults take it.
+            assert!(crate::kafka_keys::broker(broker_key).is_some(), "{broker_key}");
             let synonyms = &crate::kafka_keys::topic(topic_key).expect(topic_key).synonyms;
             assert!(
                 synonyms.contains(&(broker_key, 1)),

@@ -39,6 +39,33 @@ pub enum KeyType {
     Password = 9,
 }
 
+impl KeyType {
+    /// Every type with its name as Kafka prints it.
+    const NAMES: [(KeyType, &'static str); 9] = [
+        (KeyType::Boolean, "BOOLEAN"),
+        (KeyType::String, "STRING"),
+        (KeyType::Int, "INT"),
+        (KeyType::Short, "SHORT"),
+        (KeyType::Long, "LONG"),
+        (KeyType::Double, "DOUBLE"),
+        (KeyType::List, "LIST"),
+        (KeyType::Class, "CLASS"),
+        (KeyType::Password, "PASSWORD"),
+    ];
+
+    /// The type's name as Kafka prints it.
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map_or("UNKNOWN", |(_, n)| n)
+    }
+
+    fn from_name(name: &str) -> Option<KeyType> {
+        Self::NAMES.iter().find(|(_, n)| *n == name).map(|(t, _)| *t)
+    }
+}
+
 /// How a broker key can change without a restart in Kafka (the docs' "Update Mode").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateMode {
@@ -111,18 +138,8 @@ fn parse(tsv: &'static str) -> Keys {
         let [scope, name, kind, default, validator, dynamic, internal, synonyms] = cols[..] else {
             panic!("kafka_configs.tsv: malformed line {line:?}");
         };
-        let kind = match kind {
-            "BOOLEAN" => KeyType::Boolean,
-            "STRING" => KeyType::String,
-            "INT" => KeyType::Int,
-            "SHORT" => KeyType::Short,
-            "LONG" => KeyType::Long,
-            "DOUBLE" => KeyType::Double,
-            "LIST" => KeyType::List,
-            "CLASS" => KeyType::Class,
-            "PASSWORD" => KeyType::Password,
-            other => panic!("kafka_configs.tsv: unknown type {other} for {name}"),
-        };
+        let kind =
+            KeyType::from_name(kind).unwrap_or_else(|| panic!("kafka_configs.tsv: unknown type {kind} for {name}"));
         let key = KafkaKey {
             name,
             kind,
@@ -195,33 +212,24 @@ impl KafkaKey {
     /// Checks `value` as Kafka's `ConfigDef` does: the type first, then the validator. The
     /// error says what is wrong, in Kafka's words where it has them.
     pub fn check(&self, value: &str) -> Result<(), String> {
+        self.check_as(value, self.validator)
+    }
+
+    /// [`KafkaKey::check`] with `validator` (in the generator's form) in place of Kafka's: for
+    /// the few keys Fjord deliberately checks more loosely.
+    pub fn check_as(&self, value: &str, validator: &str) -> Result<(), String> {
         let v = value.trim();
         match self.kind {
             KeyType::Boolean if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") => {
                 return Err("Expected value to be either true or false".into());
             }
             KeyType::Short | KeyType::Int | KeyType::Long | KeyType::Double if number(self.kind, v).is_none() => {
-                return Err(format!("Not a number of type {}", self.type_name()));
+                return Err(format!("Not a number of type {}", self.kind.name()));
             }
             KeyType::Class if v.is_empty() => return Err("Expected a Class instance or class name".into()),
             _ => {}
         }
-        check_validator(self.validator, self.kind, v)
-    }
-
-    /// The type's name as Kafka prints it.
-    pub fn type_name(&self) -> &'static str {
-        match self.kind {
-            KeyType::Boolean => "BOOLEAN",
-            KeyType::String => "STRING",
-            KeyType::Int => "INT",
-            KeyType::Short => "SHORT",
-            KeyType::Long => "LONG",
-            KeyType::Double => "DOUBLE",
-            KeyType::List => "LIST",
-            KeyType::Class => "CLASS",
-            KeyType::Password => "PASSWORD",
-        }
+        check_validator(validator, self.kind, v)
     }
 }
 
@@ -230,7 +238,7 @@ fn check_validator(validator: &str, kind: KeyType, v: &str) -> Result<(), String
     let one_of = |set: &str| set.split('|').collect::<Vec<_>>().join(", ");
     match form {
         "range" => {
-            let n = number(kind, v).ok_or_else(|| format!("Not a number of type {kind:?}"))?;
+            let n = number(kind, v).ok_or_else(|| format!("Not a number of type {}", kind.name()))?;
             let (min, max) = arg.split_once(':').unwrap_or((arg, ""));
             if let Ok(min) = min.parse::<f64>() {
                 if n < min {
@@ -245,7 +253,7 @@ fn check_validator(validator: &str, kind: KeyType, v: &str) -> Result<(), String
             Ok(())
         }
         "ranges" => {
-            let n = number(kind, v).ok_or_else(|| format!("Not a number of type {kind:?}"))?;
+            let n = number(kind, v).ok_or_else(|| format!("Not a number of type {}", kind.name()))?;
             let fits = arg.split('|').any(|r| {
                 let (min, max) = r.split_once(':').unwrap_or((r, r));
                 min.parse::<f64>().is_ok_and(|m| n >= m) && max.parse::<f64>().is_ok_and(|m| n <= m)

@@ -78,10 +78,7 @@ impl EffectiveConfig {
     /// `retention.ms` and `retention.bytes` when `cleanup.policy` includes `delete`, else
     /// `None` (compacted-only topics keep everything).
     pub fn retention(&self) -> Option<(i64, i64)> {
-        let delete = self
-            .values
-            .get("cleanup.policy")
-            .is_none_or(|p| p.split(',').any(|x| x.trim() == "delete"));
+        let delete = self.cleanup_policy_includes("delete").unwrap_or(true);
         delete.then(|| (self.get("retention.ms", 604_800_000), self.get("retention.bytes", -1)))
     }
 
@@ -97,9 +94,14 @@ impl EffectiveConfig {
 
     /// Whether `cleanup.policy` includes `compact`.
     pub fn compacted(&self) -> bool {
+        self.cleanup_policy_includes("compact").unwrap_or(false)
+    }
+
+    /// Whether `cleanup.policy` lists `policy`; `None` when it is not set.
+    fn cleanup_policy_includes(&self, policy: &str) -> Option<bool> {
         self.values
             .get("cleanup.policy")
-            .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
+            .map(|p| p.split(',').any(|x| x.trim() == policy))
     }
 
     /// `min.insync.replicas`.
