@@ -190,6 +190,8 @@ pub struct Config {
     pub flush_interval_ms: Option<u64>,
     /// `log.retention.check.interval.ms`: how often retention runs. Default 300000 (5 min).
     pub retention_check_interval_ms: u64,
+    /// The log cleaner (`log.cleaner.*` less the topic defaults among them).
+    pub cleaner: CleanerConfig,
     /// `log.flush.offset.checkpoint.interval.ms`: how often rolled segments are fsynced and the
     /// recovery checkpoint written. Default 60000 (Kafka's).
     pub checkpoint_interval_ms: u64,
@@ -515,8 +517,57 @@ const BROKER_TO_TOPIC: &[(&str, &str)] = &[
     ("log.flush.interval.messages", "flush.messages"),
     ("log.flush.interval.ms", "flush.ms"),
     ("min.insync.replicas", "min.insync.replicas"),
+    ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+    ("log.cleaner.min.cleanable.ratio", "min.cleanable.dirty.ratio"),
+    ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+    ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
     ("unclean.leader.election.enable", "unclean.leader.election.enable"),
 ];
+
+/// The log cleaner's broker settings, with Kafka's names and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable` (default true).
+    pub enable: bool,
+    /// `log.cleaner.threads`: partitions cleaned at once (default 1).
+    pub threads: usize,
+    /// `log.cleaner.backoff.ms`: the pause when nothing is due (default 15000).
+    pub backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for the offset maps of all threads (default
+    /// 128 MiB, 24 bytes a key as Kafka counts it).
+    pub dedupe_buffer_size: u64,
+    /// `log.cleaner.io.buffer.load.factor`: how full an offset map gets (default 0.9).
+    pub load_factor: f64,
+    /// `log.cleaner.io.max.bytes.per.second`: the cleaners' read plus write rate (default
+    /// unlimited).
+    pub io_max_bytes_per_second: f64,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig {
+            enable: true,
+            threads: 1,
+            backoff_ms: 15_000,
+            dedupe_buffer_size: 128 << 20,
+            load_factor: 0.9,
+            io_max_bytes_per_second: f64::MAX,
+        }
+    }
+}
+
+impl CleanerConfig {
+    /// One thread's limits: its share of the dedupe buffer (Kafka caps a thread's at 2 GB) and
+    /// of the IO rate.
+    pub fn limits(&self) -> fjord_storage::CleanerLimits {
+        let threads = self.threads.max(1) as u64;
+        let per_thread = (self.dedupe_buffer_size / threads).min(i32::MAX as u64);
+        fjord_storage::CleanerLimits {
+            map_keys: ((per_thread / 24) as f64 * self.load_factor.clamp(0.01, 1.0)) as usize,
+            io_bytes_per_second: self.io_max_bytes_per_second / threads as f64,
+        }
+    }
+}
 
 const RETENTION_KEYS: &[(&str, i64)] = &[
     ("log.retention.ms", 1),
@@ -562,6 +613,7 @@ impl Config {
             flush_interval_messages: i64::MAX,
             flush_interval_ms: None,
             retention_check_interval_ms: 300_000,
+            cleaner: CleanerConfig::default(),
             checkpoint_interval_ms: 60_000,
             topic_defaults: topic_config::defaults(),
             explicit: props.clone(),
@@ -575,6 +627,7 @@ impl Config {
             slow_request_ms: 5000,
         };
         let mut retention: Option<(i64, &str)> = None;
+        let (mut roll_ms, mut roll_hours): (Option<i64>, Option<i64>) = (None, None);
         let mut queued_max: Option<(i64, &str)> = None;
         let mut controller_listeners: Vec<String> = vec!["CONTROLLER".to_string()];
         for (key, value) in &props {
@@ -631,6 +684,15 @@ impl Config {
                 "log.flush.interval.ms" => cfg.flush_interval_ms = Some(parse_num(k, value)?),
                 "log.flush.offset.checkpoint.interval.ms" => cfg.checkpoint_interval_ms = parse_at_least_one(k, value)?,
                 "log.retention.check.interval.ms" => cfg.retention_check_interval_ms = parse_at_least_one(k, value)?,
+                "log.cleaner.enable" => cfg.cleaner.enable = parse_bool(k, value)?,
+                "log.cleaner.threads" => cfg.cleaner.threads = parse_num(k, value)?,
+                "log.cleaner.backoff.ms" => cfg.cleaner.backoff_ms = parse_num(k, value)?,
+                "log.cleaner.dedupe.buffer.size" => cfg.cleaner.dedupe_buffer_size = parse_num(k, value)?,
+                "log.cleaner.io.buffer.load.factor" => cfg.cleaner.load_factor = parse_num(k, value)?,
+                "log.cleaner.io.max.bytes.per.second" => cfg.cleaner.io_max_bytes_per_second = parse_num(k, value)?,
+                // Kafka: log.roll.ms wins over log.roll.hours.
+                "log.roll.ms" => roll_ms = Some(parse_num::<i64>(k, value)?),
+                "log.roll.hours" => roll_hours = Some(parse_num::<i64>(k, value)?),
                 "group.min.session.timeout.ms" => cfg.groups.min_session_timeout_ms = parse_num(k, value)?,
                 "group.max.session.timeout.ms" => cfg.groups.max_session_timeout_ms = parse_num(k, value)?,
                 "group.initial.rebalance.delay.ms" => cfg.groups.initial_rebalance_delay_ms = parse_num(k, value)?,
@@ -805,6 +867,9 @@ impl Config {
         };
         if let Some((ms, _)) = retention {
             cfg.topic_defaults.insert("retention.ms".into(), ms.to_string());
+        }
+        if let Some(ms) = roll_ms.or(roll_hours.map(|h| h.saturating_mul(3_600_000))) {
+            cfg.topic_defaults.insert("segment.ms".into(), ms.to_string());
         }
         // As the apache/kafka image does: without `listeners`, listen on every address at the
         // ports of `advertised.listeners` (a compose file often sets only those).

@@ -32,6 +32,7 @@ pub fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::UnknownPartition => ResponseError::UnknownTopicOrPartition,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        StorageError::Superseded(_) => ResponseError::UnknownServerError,
         StorageError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
         StorageError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
         StorageError::InvalidTxnState(_) => ResponseError::InvalidTxnState,

@@ -5,6 +5,7 @@
 //! `run` is the whole life of a broker: open storage and the controller, bind the listeners,
 //! serve until `shutdown` resolves, then drain connections and close storage cleanly.
 
+pub mod cleaner;
 pub mod config;
 mod error;
 pub mod group;
@@ -60,6 +61,8 @@ pub struct Broker {
     pub(crate) replication: replication::Replication,
     /// Held by a [`Broker::reconcile`] under way.
     reconciling: tokio::sync::Mutex<()>,
+    /// The log cleaner's view of the compacted partitions, for the status page.
+    pub(crate) cleaner: cleaner::CleanerState,
 }
 
 impl Broker {
@@ -102,12 +105,15 @@ impl Broker {
         let _turn = self.reconciling.lock().await;
         let meta = self.metadata();
         for topic in meta.topics.values() {
+            // Segment rolling follows the topic's config, changed or not.
+            let cfg = topic_config::EffectiveConfig::new(&self.config.topic_defaults, &topic.configs);
             for p in &topic.partitions {
                 if p.replicas.contains(&self.node_id()) {
                     let pid = partition_id(topic, p.partition);
                     let replicated = replication::is_replicated(p);
                     self.store.ensure_replica(pid, replicated).await?;
                     self.store.set_replicated(&pid, replicated);
+                    self.store.set_roll(&pid, cfg.segment_bytes(), Some(cfg.segment_ms()));
                 }
             }
         }
@@ -295,6 +301,7 @@ pub async fn run(
         stats: metrics::BrokerStats::default(),
         replication: Default::default(),
         reconciling: Default::default(),
+        cleaner: Default::default(),
     });
     let _ = http_state.broker.set(broker.clone());
     if cluster {
@@ -305,6 +312,7 @@ pub async fn run(
     broker.reconcile().await?;
     let reconciler = tokio::spawn(reconcile_on_change(broker.clone()));
     let retention = tokio::spawn(retention_loop(broker.clone()));
+    let log_cleaner = tokio::spawn(cleaner::run(broker.clone()));
     let group_timers = tokio::spawn(groups.run_timers());
     let txn_timers = tokio::spawn(transaction_loop(broker.clone()));
     let isr = tokio::spawn(replication::isr_loop(broker.clone()));
@@ -364,6 +372,7 @@ pub async fn run(
 
     reconciler.abort();
     retention.abort();
+    log_cleaner.abort();
     group_timers.abort();
     txn_timers.abort();
     isr.abort();

@@ -104,6 +104,29 @@ impl EffectiveConfig {
             .map(|p| p.split(',').any(|x| x.trim() == policy))
     }
 
+    /// What the cleaner applies, when `cleanup.policy` includes `compact`.
+    pub fn compaction(&self) -> Option<fjord_storage::CompactionConfig> {
+        self.compacted().then(|| fjord_storage::CompactionConfig {
+            delete_retention_ms: self.get("delete.retention.ms", 86_400_000),
+            min_compaction_lag_ms: self.get("min.compaction.lag.ms", 0),
+            max_compaction_lag_ms: self.get("max.compaction.lag.ms", i64::MAX),
+            min_cleanable_ratio: self.get("min.cleanable.dirty.ratio", 0.5),
+            segment_bytes: self.segment_bytes(),
+        })
+    }
+
+    /// `segment.bytes`.
+    pub fn segment_bytes(&self) -> u64 {
+        u64::try_from(self.get::<i32>("segment.bytes", 1 << 30))
+            .unwrap_or(1 << 30)
+            .max(1)
+    }
+
+    /// `segment.ms`.
+    pub fn segment_ms(&self) -> i64 {
+        self.get("segment.ms", 604_800_000)
+    }
+
     /// `min.insync.replicas`.
     pub fn min_insync_replicas(&self) -> usize {
         usize::try_from(self.get::<i32>("min.insync.replicas", 1)).unwrap_or(1)

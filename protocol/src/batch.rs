@@ -22,6 +22,7 @@ use crate::error::BatchError;
 pub use stream::{decompress, MAX_INFLATED_BYTES};
 use stream::{FieldError, Fields};
 
+pub mod compact;
 mod stream;
 
 /// Bytes of `baseOffset` + `batchLength`, in front of what `batchLength` counts.

@@ -46,6 +46,10 @@ pub enum StorageError {
     /// parse (a follower's fetch answered with the wrong data).
     #[error("replicated batch refused: {0}")]
     ReplicaMismatch(String),
+    /// A cleaning pass planned against a log that changed before it could be applied
+    /// (retention, DeleteRecords or a truncation in between); the next pass starts over.
+    #[error("cleaning superseded: {0}")]
+    Superseded(String),
     /// The store is closing and takes no more writes.
     #[error("storage is shutting down")]
     ShuttingDown,

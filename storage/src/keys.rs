@@ -72,6 +72,17 @@ pub fn aborted_key(pid: &PartitionId, last_offset: i64) -> [u8; PID_BYTES + 9] {
     tagged_key(pid, b'a', last_offset)
 }
 
+/// `pid | 'c' | 0` -> the cleaner's first dirty offset (Kafka's cleaner-offset-checkpoint).
+pub fn cleaner_key(pid: &PartitionId) -> [u8; PID_BYTES + 9] {
+    tagged_key(pid, b'c', 0)
+}
+
+/// `pid | 's' | 0` -> cleaned segments whose swap the index committed
+/// (`segments::CleanedSwap`), until their files are in place.
+pub fn swap_key(pid: &PartitionId) -> [u8; PID_BYTES + 9] {
+    tagged_key(pid, b's', 0)
+}
+
 fn tagged_key(pid: &PartitionId, tag: u8, n: i64) -> [u8; PID_BYTES + 9] {
     let mut k = [0u8; PID_BYTES + 9];
     k[..PID_BYTES].copy_from_slice(&pid_prefix(pid));

@@ -16,6 +16,7 @@
 //! This crate knows nothing of sockets, Kafka request types or Raft; it depends only on
 //! `fjord-protocol` below it.
 
+pub mod cleaner;
 pub mod error;
 pub mod groups;
 pub mod health;
@@ -26,6 +27,7 @@ mod segments;
 mod tail;
 mod writer;
 
+pub use cleaner::{CleanStats, Cleanable, CleanerLimits, CompactionConfig};
 pub use error::{Result, StorageError};
 pub use groups::{CommittedOffset, GroupStore, GroupWrite, LoadedGroups, StateLog, StoredGroup, StoredOffset};
 pub use health::DirHealth;

@@ -15,6 +15,7 @@ use rocksdb::{
 };
 use tokio::sync::{oneshot, watch};
 
+use crate::cleaner::{CleanStats, Cleanable, CleanerLimits, CompactionConfig, Pass};
 use crate::error::{Result, StorageError};
 use crate::groups::{GroupStore, CF_GROUPS};
 use crate::health::DirHealth;
@@ -89,6 +90,10 @@ pub(crate) struct PartitionState {
     /// The partition has other replicas: its high watermark is what the leader says the ISR
     /// has (see [`LogStore::advance_high_watermark`]), not its log end.
     pub replicated: bool,
+    /// Bumped whenever batches below the log end are removed or rewritten (retention,
+    /// DeleteRecords, truncation, cleaning): a cleaning planned against an older generation is
+    /// not applied.
+    pub generation: u64,
 }
 
 impl PartitionState {
@@ -186,6 +191,8 @@ pub struct LogStore {
     /// Background compactions of deleted ranges (see `reclaim`).
     reclaims: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     groups: GroupStore,
+    /// Set at shutdown: a cleaning pass under way gives up.
+    cleaner_stop: std::sync::atomic::AtomicBool,
 }
 
 fn db_options() -> Options {
@@ -293,6 +300,7 @@ impl LogStore {
             flusher_stop: Mutex::new(flusher_stop),
             checkpointer_stop: Mutex::new(Some(checkpointer_stop)),
             reclaims: Mutex::new(Vec::new()),
+            cleaner_stop: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -784,6 +792,102 @@ impl LogStore {
         })
     }
 
+    /// Sets how a partition's segments roll (the topic's `segment.bytes` and `segment.ms`).
+    pub fn set_roll(&self, pid: &PartitionId, bytes: u64, ms: Option<i64>) {
+        self.segments.set_roll(
+            pid,
+            crate::segments::Roll {
+                bytes: bytes.max(1),
+                ms,
+            },
+        );
+    }
+
+    fn cleaner_pass(&self, pid: PartitionId, cfg: CompactionConfig, now_ms: i64) -> Result<Pass<'_>> {
+        let state = *self
+            .partition(&pid)
+            .ok_or(StorageError::UnknownPartition)?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(Pass {
+            db: &self.db,
+            segments: &self.segments,
+            pid,
+            cfg,
+            now_ms,
+            log_start: state.offsets.log_start,
+            log_end: state.offsets.log_end,
+            last_stable: state.offsets.last_stable,
+            generation: state.generation,
+            aborted: self.aborted_txns(&pid, 0, i64::MAX),
+            stop: &self.cleaner_stop,
+        })
+    }
+
+    /// How dirty a compacted partition is (`None`: nothing cleanable). Blocking: reads the
+    /// partition's index.
+    pub fn cleanable(&self, pid: PartitionId, cfg: CompactionConfig, now_ms: i64) -> Result<Option<Cleanable>> {
+        self.cleaner_pass(pid, cfg, now_ms)?.cleanable()
+    }
+
+    /// Cleans a compacted partition (see [`crate::cleaner`]): `None` when there was nothing
+    /// to clean. Blocking: the pass runs on the caller's thread, only its swap on the writer's.
+    pub fn clean(
+        &self,
+        pid: PartitionId,
+        cfg: CompactionConfig,
+        limits: CleanerLimits,
+        now_ms: i64,
+    ) -> Result<Option<CleanStats>> {
+        let pass = self.cleaner_pass(pid, cfg, now_ms)?;
+        let producers = self.stored_producers(&pid)?;
+        let Some(plan) = pass.run(&limits, &producers)? else {
+            return Ok(None);
+        };
+        let stats = plan.stats;
+        let tmp: Vec<std::path::PathBuf> = plan
+            .swap
+            .groups
+            .iter()
+            .map(|g| self.segments.cleaned_path(&pid, g.name))
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        let sent = self.writer.blocking_send(WriteOp::Compact {
+            plan: Box::new(plan),
+            reply: tx,
+        });
+        let res = if sent {
+            rx.blocking_recv()
+                .map_err(|_| StorageError::ShuttingDown)
+                .and_then(|r| r)
+        } else {
+            Err(StorageError::ShuttingDown)
+        };
+        if res.is_err() {
+            for p in tmp {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        res.map(|()| Some(stats))
+    }
+
+    /// A partition's producer states as last written to the index.
+    fn stored_producers(&self, pid: &PartitionId) -> Result<HashMap<i64, ProducerEntry>> {
+        let prefix = keys::producer_key(pid, 0);
+        let prefix = &prefix[..PID_BYTES + 1];
+        let mut out = HashMap::new();
+        for item in self.db.prefix_iterator_cf(cf(&self.db, CF_PARTITIONS)?, prefix) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let id = i64::from_be_bytes(k[PID_BYTES + 1..].try_into().map_err(|_| corrupt("producer key"))?);
+            let e: ProducerEntry = serde_json::from_slice(&v).map_err(|_| corrupt("producer state"))?;
+            out.insert(id, e);
+        }
+        Ok(out)
+    }
+
     /// Bytes of a partition's stored batches (DescribeLogDirs, retention.bytes).
     pub fn size_bytes(&self, pid: &PartitionId) -> u64 {
         let map = self.partitions.read().unwrap_or_else(|p| p.into_inner());
@@ -819,6 +923,7 @@ impl LogStore {
     /// Stops the flusher and checkpoint threads, then the writer once it has answered
     /// everything queued, and waits for it. Blocking.
     fn stop_threads(&self) {
+        self.cleaner_stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for stop in [&self.flusher_stop, &self.checkpointer_stop] {
             if let Some(stop) = stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 let _ = stop.send(());

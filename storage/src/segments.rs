@@ -37,6 +37,27 @@ use crate::PartitionId;
 /// with its base offset, a non-negative big-endian i64, so its first byte is below 0x80.
 const LOCATOR_TAG: u8 = 0xFF;
 
+/// Suffix of a segment the cleaner is writing, before it is swapped in.
+const CLEANED_SUFFIX: &str = ".cleaned";
+
+/// Cleaned segments to put in place of the ones they replace: recorded in the index's write
+/// that points at them (so a crash between that write and the renames is finished at start).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CleanedSwap {
+    pub groups: Vec<CleanedGroup>,
+}
+
+/// One cleaned file and the files it replaces.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CleanedGroup {
+    /// Its name: the name of the first file it replaces.
+    pub name: i64,
+    /// The names of the files it replaces, `name` first.
+    pub inputs: Vec<i64>,
+    /// Its length.
+    pub len: u64,
+}
+
 /// The recovery checkpoint, in the segments directory (Kafka's recovery-point-offset-checkpoint).
 const CHECKPOINT_FILE: &str = "recovery-checkpoint";
 
@@ -167,6 +188,11 @@ impl SegmentFile {
         self.base
     }
 
+    /// Bytes written to it.
+    pub fn len(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
     /// Makes the file exactly `len` bytes long, with the append cursor at its end: after
     /// recovery, and to cut off a write that failed or whose group did not commit.
     fn cut_to(&self, len: u64) -> std::io::Result<()> {
@@ -212,8 +238,25 @@ pub(crate) struct Segments {
     /// with the files in them).
     new_dirs: std::sync::Mutex<Vec<PathBuf>>,
     health: Arc<DirHealth>,
+    /// Per-partition rolling (topic `segment.bytes` and `segment.ms`), where set.
+    rolls: RwLock<HashMap<PartitionId, Roll>>,
+    /// Held shared by a reader from the moment it reads locators from the index until it has
+    /// the segment files they name, and exclusively by the writer while it swaps cleaned
+    /// segments in: a cleaned file takes the name of the first file it replaces, so a locator
+    /// read before the swap must not be resolved to a file installed after it.
+    swap: RwLock<()>,
     #[cfg(test)]
     pub(crate) fail: FailPoints,
+}
+
+/// When a partition's active segment rolls (Kafka's `segment.bytes` and `segment.ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roll {
+    /// Largest segment.
+    pub bytes: u64,
+    /// Longest time between the first batch of a segment and a new one, by their timestamps
+    /// (Kafka's rule); `None` for no limit.
+    pub ms: Option<i64>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> StorageError {
@@ -229,6 +272,8 @@ impl Segments {
             parts: RwLock::new(HashMap::new()),
             new_dirs: std::sync::Mutex::new(Vec::new()),
             health,
+            rolls: RwLock::new(HashMap::new()),
+            swap: RwLock::new(()),
             #[cfg(test)]
             fail: FailPoints::default(),
         })
@@ -236,6 +281,117 @@ impl Segments {
 
     pub fn health(&self) -> &Arc<DirHealth> {
         &self.health
+    }
+
+    /// Sets how a partition's segments roll; the broker's `log.segment.bytes` otherwise.
+    pub fn set_roll(&self, pid: &PartitionId, roll: Roll) {
+        let mut rolls = self.rolls.write().unwrap_or_else(|p| p.into_inner());
+        if rolls.get(pid) != Some(&roll) {
+            rolls.insert(*pid, roll);
+        }
+    }
+
+    fn roll(&self, pid: &PartitionId) -> Roll {
+        let rolls = self.rolls.read().unwrap_or_else(|p| p.into_inner());
+        rolls.get(pid).copied().unwrap_or(Roll {
+            bytes: self.segment_bytes,
+            ms: None,
+        })
+    }
+
+    /// Shared while locators read from the index are resolved to files (see `swap`).
+    pub fn read_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.swap.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exclusive while cleaned segments are swapped in.
+    pub fn swap_guard(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.swap.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A partition's segment files, by name.
+    pub fn files_of(&self, pid: &PartitionId) -> BTreeMap<i64, Arc<SegmentFile>> {
+        let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
+        parts.get(pid).cloned().unwrap_or_default()
+    }
+
+    /// Where the cleaner writes the segment that will replace the one named `base`.
+    pub fn cleaned_path(&self, pid: &PartitionId, base: i64) -> PathBuf {
+        let mut p = self.segment_file_path(pid, base).into_os_string();
+        p.push(CLEANED_SUFFIX);
+        PathBuf::from(p)
+    }
+
+    /// Puts cleaned segments in place of the ones they replace, once the index points into
+    /// them: each output file (written and fsynced at its `.cleaned` path) is renamed to its
+    /// name, which is the name of the first file it replaces, and the other replaced files are
+    /// deleted. Readers holding the old files keep reading them. Also what recovery does with
+    /// a swap that the index committed but a crash interrupted, where some of it may be done.
+    pub fn install_cleaned(&self, pid: &PartitionId, swap: &CleanedSwap) -> Result<()> {
+        let dir = self.partition_dir(pid);
+        for g in &swap.groups {
+            let tmp = self.cleaned_path(pid, g.name);
+            let path = Self::segment_path(&dir, g.name);
+            match std::fs::rename(&tmp, &path) {
+                Ok(()) => {}
+                // Renamed before a crash.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.health.fail(io_err("cannot rename", &tmp, e))),
+            }
+            for old in g.inputs.iter().filter(|b| **b != g.name) {
+                let p = Self::segment_path(&dir, *old);
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(self.health.fail(io_err("cannot remove", &p, e)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        File::open(&dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| self.health.fail(io_err("cannot sync", &dir, e)))?;
+        Ok(())
+    }
+
+    /// Swaps the open files of a committed cleaning: the replaced files leave the map, the
+    /// cleaned ones (already renamed into place by [`Segments::install_cleaned`]) enter it.
+    fn swap_open_files(&self, pid: &PartitionId, swap: &CleanedSwap) -> Result<()> {
+        let dir = self.partition_dir(pid);
+        let mut opened = Vec::new();
+        for g in &swap.groups {
+            let path = Self::segment_path(&dir, g.name);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| self.health.fail(io_err("cannot open", &path, e)))?;
+            let f = SegmentFile::new(file, path, g.name, g.len, false);
+            f.synced.store(g.len, Ordering::Release);
+            f.rolled.store(true, Ordering::Release);
+            opened.push((g, Arc::new(f)));
+        }
+        let mut parts = self.write_parts();
+        let files = parts.entry(*pid).or_default();
+        for (g, f) in opened {
+            for old in &g.inputs {
+                files.remove(old);
+            }
+            files.insert(g.name, f);
+        }
+        Ok(())
+    }
+
+    /// Removes `.cleaned` files that no committed swap names: a cleaning cut short.
+    pub fn remove_stale_cleaned(&self, pid_dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(pid_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_str().is_some_and(|n| n.ends_with(CLEANED_SUFFIX)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn fail_point(&self, _name: &'static str) -> std::io::Result<()> {
@@ -569,6 +725,10 @@ struct Active {
     base: i64,
     len: u64,
     file: Arc<SegmentFile>,
+    /// Largest timestamp of its first batch: `segment.ms` counts from it, as Kafka's does.
+    first_ts: Option<i64>,
+    /// When it was opened, for `segment.ms` before its first batch's timestamp is known.
+    opened: std::time::Instant,
 }
 
 /// The writer thread's side: appends, rolls, and undoes a group whose RocksDB write failed.
@@ -594,7 +754,16 @@ impl SegmentWriter {
                     tracing::error!(segment = %file.path.display(), error = %e, "cannot position a segment; the next append starts a new one");
                     return None;
                 }
-                Some((pid, Active { base, len, file }))
+                Some((
+                    pid,
+                    Active {
+                        base,
+                        len,
+                        file,
+                        first_ts: None,
+                        opened: std::time::Instant::now(),
+                    },
+                ))
             })
             .collect();
         SegmentWriter {
@@ -605,17 +774,25 @@ impl SegmentWriter {
         }
     }
 
-    /// Appends a batch (given as slices: a patched header and the rest) to the partition's
-    /// active segment, rolling to a new one named `base_offset` when it would pass the segment
-    /// size. Returns the segment and the position written at.
-    pub fn append(&mut self, pid: &PartitionId, base_offset: i64, parts: &[&[u8]]) -> Result<(i64, u64)> {
+    /// Appends a batch (given as slices: a patched header and the rest, its largest timestamp
+    /// `max_ts`) to the partition's active segment, rolling to a new one named `base_offset`
+    /// when it would pass the segment size or age. Returns the segment and the position written
+    /// at.
+    pub fn append(&mut self, pid: &PartitionId, base_offset: i64, max_ts: i64, parts: &[&[u8]]) -> Result<(i64, u64)> {
         let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if !self.undo.contains_key(pid) {
             self.undo.insert(*pid, self.active.get(pid).cloned());
         }
+        let limit = self.segments.roll(pid);
         let roll = match self.active.get(pid) {
             None => true,
-            Some(a) => a.len > 0 && a.len + total > self.segments.segment_bytes,
+            Some(a) => {
+                let too_old = limit.ms.is_some_and(|ms| match a.first_ts {
+                    Some(first) => max_ts.saturating_sub(first) > ms,
+                    None => a.opened.elapsed().as_millis() > u128::try_from(ms).unwrap_or(0),
+                });
+                a.len > 0 && (a.len + total > limit.bytes || too_old)
+            }
         };
         if roll {
             let a = self.create(pid, base_offset)?;
@@ -652,6 +829,9 @@ impl SegmentWriter {
             }
         }
         let at = a.len;
+        if a.len == 0 || a.first_ts.is_none() {
+            a.first_ts = Some(max_ts);
+        }
         a.len += total;
         a.file.written.store(a.len, Ordering::Release);
         Ok((a.base, at))
@@ -684,7 +864,13 @@ impl SegmentWriter {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(dir);
-        Ok(Active { base, len: 0, file })
+        Ok(Active {
+            base,
+            len: 0,
+            file,
+            first_ts: None,
+            opened: std::time::Instant::now(),
+        })
     }
 
     /// The group's RocksDB write went through: its appends stay.
@@ -798,6 +984,8 @@ impl SegmentWriter {
                 base: segment,
                 len: position,
                 file,
+                first_ts: None,
+                opened: std::time::Instant::now(),
             },
         );
     }
@@ -828,6 +1016,21 @@ impl SegmentWriter {
     /// The directory's health, which a failed append takes offline.
     pub fn health(&self) -> &Arc<DirHealth> {
         &self.segments.health
+    }
+
+    pub fn segments(&self) -> &Arc<Segments> {
+        &self.segments
+    }
+
+    /// Whether `name` is the partition's active segment.
+    pub fn is_active(&self, pid: &PartitionId, name: i64) -> bool {
+        self.active.get(pid).is_some_and(|a| a.base == name)
+    }
+
+    /// Puts a committed cleaning's files in place and in the map of open files.
+    pub fn install_cleaned(&mut self, pid: &PartitionId, swap: &CleanedSwap) -> Result<()> {
+        self.segments.install_cleaned(pid, swap)?;
+        self.segments.swap_open_files(pid, swap)
     }
 
     /// The segment a partition's next batch goes to (the one its last append went to).
@@ -892,12 +1095,12 @@ mod tests {
     fn appends_roll_at_the_segment_size_and_read_back() {
         let tmp = tempfile::tempdir().expect("tmp");
         let (s, mut w) = seg_writer(tmp.path(), 100);
-        assert_eq!(w.append(&P, 0, &[b"hello ", b"world"]).expect("append"), (0, 0));
-        assert_eq!(w.append(&P, 1, &[&[1u8; 60]]).expect("append"), (0, 11));
+        assert_eq!(w.append(&P, 0, 0, &[b"hello ", b"world"]).expect("append"), (0, 0));
+        assert_eq!(w.append(&P, 1, 0, &[&[1u8; 60]]).expect("append"), (0, 11));
         // 71 + 40 > 100: a new segment named by the batch's base offset.
-        assert_eq!(w.append(&P, 2, &[&[2u8; 40]]).expect("append"), (2, 0));
+        assert_eq!(w.append(&P, 2, 0, &[&[2u8; 40]]).expect("append"), (2, 0));
         // A batch larger than the segment size still goes in (alone).
-        assert_eq!(w.append(&P, 3, &[&[3u8; 300]]).expect("append"), (3, 0));
+        assert_eq!(w.append(&P, 3, 0, &[&[3u8; 300]]).expect("append"), (3, 0));
         w.commit();
         let mut buf = vec![0u8; 11];
         assert!(s.read_into(&P, 0, 0, &mut buf).expect("read"));
@@ -918,7 +1121,7 @@ mod tests {
         w.commit();
         w.drop_before(&P, 4);
         assert!(s.files_on_disk(&P).expect("list").is_empty());
-        assert_eq!(w.append(&P, 4, &[b"x"]).expect("append"), (4, 0));
+        assert_eq!(w.append(&P, 4, 0, &[b"x"]).expect("append"), (4, 0));
         // A topic deleted before the next sync: its directory is gone, the sync still succeeds.
         w.remove(&Doomed::Topic(P.topic_id));
         s.sync_dirty().expect("sync after a topic delete");
@@ -929,13 +1132,13 @@ mod tests {
     fn rollback_cuts_off_a_failed_group_and_restore_cuts_unindexed_tails() {
         let tmp = tempfile::tempdir().expect("tmp");
         let (s, mut w) = seg_writer(tmp.path(), 100);
-        w.append(&P, 0, &[&[1u8; 50]]).expect("append");
+        w.append(&P, 0, 0, &[&[1u8; 50]]).expect("append");
         w.commit();
-        w.append(&P, 1, &[&[2u8; 30]]).expect("append");
-        w.append(&P, 2, &[&[3u8; 90]]).expect("append (rolls)");
+        w.append(&P, 1, 0, &[&[2u8; 30]]).expect("append");
+        w.append(&P, 2, 0, &[&[3u8; 90]]).expect("append (rolls)");
         w.rollback();
         assert_eq!(s.files_on_disk(&P).expect("list"), BTreeMap::from([(0, 50)]));
-        assert_eq!(w.append(&P, 1, &[&[4u8; 10]]).expect("append"), (0, 50));
+        assert_eq!(w.append(&P, 1, 0, &[&[4u8; 10]]).expect("append"), (0, 50));
         w.commit();
         drop(w);
         // Recovery with the index ending at byte 55 of segment 0: 5 bytes go.
@@ -954,7 +1157,7 @@ mod tests {
     fn a_failed_sync_takes_the_directory_offline_and_is_never_retried() {
         let tmp = tempfile::tempdir().expect("tmp");
         let (s, mut w) = seg_writer(tmp.path(), 1 << 20);
-        w.append(&P, 0, &[b"acked"]).expect("append");
+        w.append(&P, 0, 0, &[b"acked"]).expect("append");
         w.commit();
         s.fail.arm("segment-sync", 0);
         assert!(matches!(s.sync_dirty(), Err(StorageError::Offline(_))));
@@ -971,9 +1174,12 @@ mod tests {
     fn a_failed_write_takes_the_directory_offline() {
         let tmp = tempfile::tempdir().expect("tmp");
         let (s, mut w) = seg_writer(tmp.path(), 1 << 20);
-        w.append(&P, 0, &[b"first"]).expect("append");
+        w.append(&P, 0, 0, &[b"first"]).expect("append");
         s.fail.arm("segment-write", 0);
-        assert!(matches!(w.append(&P, 1, &[b"second"]), Err(StorageError::Offline(_))));
+        assert!(matches!(
+            w.append(&P, 1, 0, &[b"second"]),
+            Err(StorageError::Offline(_))
+        ));
         // What went in of the failed write is cut off again.
         assert_eq!(s.files_on_disk(&P).expect("list"), BTreeMap::from([(0, 5)]));
         assert!(matches!(s.sync_dirty(), Err(StorageError::Offline(_))));
@@ -987,8 +1193,8 @@ mod tests {
             topic_id: [7; 16],
             partition: 3,
         };
-        w.append(&P, 0, &[b"a"]).expect("append");
-        w.append(&other, 0, &[b"b"]).expect("append");
+        w.append(&P, 0, 0, &[b"a"]).expect("append");
+        w.append(&other, 0, 0, &[b"b"]).expect("append");
         w.commit();
         assert_eq!(s.new_dirs.lock().expect("lock").len(), 2);
         // The first directory's sync fails: both stay listed for whoever looks after the failure.

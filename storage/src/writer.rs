@@ -19,6 +19,7 @@ use fjord_protocol::batch::{
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cleaner::CleanPlan;
 use crate::error::{Result, StorageError};
 use crate::health::DirHealth;
 use crate::keys::{self, Doomed, PartitionRecord, CF_BATCHES, CF_PARTITIONS, CF_TIME_INDEX};
@@ -27,7 +28,7 @@ use crate::log::{
     ProducerMap,
 };
 use crate::producers::{self, AbortedTxn, Check, ProducerBatch, ProducerEntry, TxnMarker};
-use crate::segments::{Locator, SegmentWriter, Stored};
+use crate::segments::{CleanedSwap, Locator, SegmentWriter, Stored};
 use crate::tail::{TailBatch, Tails};
 use crate::PartitionId;
 
@@ -105,6 +106,11 @@ pub(crate) enum WriteOp {
         max_age_ms: i64,
         reply: oneshot::Sender<Result<i64>>,
     },
+    /// Swaps in the segments a cleaning pass wrote (see [`crate::cleaner`]).
+    Compact {
+        plan: Box<CleanPlan>,
+        reply: oneshot::Sender<Result<()>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -121,7 +127,9 @@ impl WriteOp {
     /// Answers the operation with an error without applying it.
     fn refuse(self, e: StorageError) {
         match self {
-            WriteOp::Create { reply, .. } | WriteOp::Delete { reply, .. } => drop(reply.send(Err(e))),
+            WriteOp::Create { reply, .. } | WriteOp::Delete { reply, .. } | WriteOp::Compact { reply, .. } => {
+                drop(reply.send(Err(e)))
+            }
             WriteOp::Append { reply, .. } => drop(reply.send(Err(e))),
             WriteOp::DeleteRecords { reply, .. }
             | WriteOp::ReplicaAppend { reply, .. }
@@ -210,6 +218,8 @@ struct Group<'a> {
     pending: HashMap<PartitionId, PartitionState>,
     created: Vec<PartitionId>,
     deleted: Vec<Doomed>,
+    /// Cleaned segments to put in place once the write is in.
+    swaps: Vec<(PartitionId, CleanedSwap, i64)>,
     replies: Vec<Reply>,
     messages: i64,
     bytes: usize,
@@ -258,7 +268,8 @@ impl<'a> Group<'a> {
 
     /// Records a partition's new state in the group (published after the write) and in its
     /// persisted row.
-    fn put_state(&mut self, pid: PartitionId, state: PartitionState) -> Result<()> {
+    fn put_state(&mut self, pid: PartitionId, mut state: PartitionState) -> Result<()> {
+        state.generation += 1;
         let rec = PartitionRecord {
             log_start_offset: state.offsets.log_start,
             size_bytes: state.size_bytes,
@@ -340,9 +351,12 @@ impl<'a> Group<'a> {
         let index_cf = cf(self.db, CF_TIME_INDEX)?;
         let parts_cf = cf(self.db, CF_PARTITIONS)?;
         assert!(s.count > 0, "batches hold at least one record");
-        let (segment, position) = self.segments.append(pid, s.base, &s.parts).inspect_err(|e| {
-            tracing::error!(error = %e, "cannot append to a segment");
-        })?;
+        let (segment, position) = self
+            .segments
+            .append(pid, s.base, s.max_timestamp, &s.parts)
+            .inspect_err(|e| {
+                tracing::error!(error = %e, "cannot append to a segment");
+            })?;
         let len: usize = s.parts.iter().map(|p| p.len()).sum();
         let len32 = u32::try_from(len).map_err(|_| StorageError::Corruption("batch over 4 GiB".into()))?;
         let locator = Locator {
@@ -705,6 +719,47 @@ impl<'a> Group<'a> {
         Ok(out)
     }
 
+    /// Stages a cleaning pass: the locators of the swapped groups replaced, the partition's
+    /// size, the cleaner checkpoint, and the swap itself for recovery. Refused when the log
+    /// changed below its end since the pass read it, or when its files are no longer those
+    /// the pass read.
+    fn compact(&mut self, plan: CleanPlan) -> Result<()> {
+        let pid = plan.pid;
+        let mut state = *self.state(&pid).ok_or(StorageError::UnknownPartition)?;
+        if state.generation != plan.generation || self.swaps.iter().any(|(p, ..)| *p == pid) {
+            return Err(StorageError::Superseded("the log changed during the pass".into()));
+        }
+        for g in &plan.swap.groups {
+            for name in &g.inputs {
+                if self.segments.file(&pid, *name).is_none() || self.segments.is_active(&pid, *name) {
+                    return Err(StorageError::Superseded(format!(
+                        "segment {name} changed during the pass"
+                    )));
+                }
+            }
+        }
+        let batches_cf = cf(self.db, CF_BATCHES)?;
+        let parts_cf = cf(self.db, CF_PARTITIONS)?;
+        for (start, end) in &plan.ranges {
+            self.wb
+                .delete_range_cf(batches_cf, keys::offset_key(&pid, *start), keys::offset_key(&pid, *end));
+        }
+        for (base, loc) in &plan.locators {
+            self.wb.put_cf(batches_cf, keys::offset_key(&pid, *base), loc.encode());
+        }
+        self.wb
+            .put_cf(parts_cf, keys::cleaner_key(&pid), plan.checkpoint.to_be_bytes());
+        if !plan.swap.groups.is_empty() {
+            let v = serde_json::to_vec(&plan.swap).map_err(|e| StorageError::Corruption(e.to_string()))?;
+            self.wb.put_cf(parts_cf, keys::swap_key(&pid), v);
+            state.size_bytes = state.size_bytes.saturating_sub(plan.stats.bytes_freed);
+            self.put_state(pid, state)?;
+            let end = plan.ranges.iter().map(|r| r.1).max().unwrap_or(0);
+            self.swaps.push((pid, plan.swap, end));
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, op: WriteOp) -> Result<()> {
         match op {
             WriteOp::Create { pid, replicated, reply } => {
@@ -732,6 +787,7 @@ impl<'a> Group<'a> {
                             size_bytes: 0,
                             first_unstable: None,
                             replicated,
+                            generation: 0,
                         },
                     );
                 }
@@ -910,6 +966,10 @@ impl<'a> Group<'a> {
                 }
                 self.replies.push(Reply::Offset(reply, expired));
             }
+            WriteOp::Compact { plan, reply } => match self.compact(*plan) {
+                Ok(()) => self.replies.push(Reply::Unit(reply)),
+                Err(e) => drop(reply.send(Err(e))),
+            },
             WriteOp::Shutdown { .. } => unreachable!("handled by the loop"),
         }
         Ok(())
@@ -961,6 +1021,16 @@ impl WriterHandle {
             return Err(StorageError::ShuttingDown);
         }
         Ok(())
+    }
+
+    /// Queues an operation from a thread outside the runtime (a cleaner), waiting for room.
+    pub(crate) fn blocking_send(&self, op: WriteOp) -> bool {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let sent = self.tx.blocking_send(op).is_ok();
+        if !sent {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
     }
 
     /// Queues an operation if the queue has room.
@@ -1073,6 +1143,7 @@ impl Writer {
             pending: HashMap::new(),
             created: Vec::new(),
             deleted: Vec::new(),
+            swaps: Vec::new(),
             replies: Vec::new(),
             messages: 0,
             bytes: 0,
@@ -1101,13 +1172,20 @@ impl Writer {
         }
         // Kafka's log.flush.interval.messages: fsync once that many messages are unflushed.
         // Every caller in the group waits for the same write, so they share the fsync.
-        let sync = self.unflushed.saturating_add(group.messages) >= self.flush_interval_messages;
+        // A swap is always synced: its renames follow, and a locator that survived a power
+        // loss must not point into a file that was renamed over.
+        let sync =
+            self.unflushed.saturating_add(group.messages) >= self.flush_interval_messages || !group.swaps.is_empty();
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         // Durability promise: nothing is acknowledged before this write has returned, i.e.
         // before the batch is in its segment and its locator in the WAL (both on disk when
         // `sync`: the segments first, so a synced locator always finds its bytes).
         let started = std::time::Instant::now();
+        // Readers resolving locators wait while cleaned segments are swapped in (see
+        // `Segments::read_guard`).
+        let swap_segments = group.segments.segments().clone();
+        let swapping = (!group.swaps.is_empty()).then(|| swap_segments.swap_guard());
         let written = if sync { group.segments.sync() } else { Ok(()) }
             .and_then(|()| Ok(self.db.write_opt(std::mem::take(&mut group.wb), &wo)?));
         metrics::histogram!("fjord_wal_write_seconds").record(started.elapsed().as_secs_f64());
@@ -1132,9 +1210,24 @@ impl Writer {
                     trims,
                     tail,
                     truncated,
+                    swaps,
                     ..
                 } = group;
                 self.segments.commit();
+                for (pid, swap, end) in swaps {
+                    // The tail holds the replaced files: reads of the cleaned range go to the
+                    // index from now on.
+                    self.tails.drop_before(&pid, end);
+                    match self.segments.install_cleaned(&pid, &swap) {
+                        Ok(()) => {
+                            if let Ok(parts) = cf(&self.db, CF_PARTITIONS) {
+                                let _ = self.db.delete_cf(parts, keys::swap_key(&pid));
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot put cleaned segments in place"),
+                    }
+                }
+                drop(swapping);
                 // Before the new offsets are published: a reader that sees them finds the
                 // batches in the tail.
                 self.tails.push(tail);
@@ -1191,6 +1284,12 @@ impl Writer {
                 // A failed fsync or WAL write leaves unknown what reached the disk: the
                 // directory goes offline rather than trying again (see `health`).
                 let e = self.health.fail(format!("log write failed: {e}"));
+                drop(swapping);
+                for (pid, swap, _) in &group.swaps {
+                    for g in &swap.groups {
+                        let _ = std::fs::remove_file(swap_segments.cleaned_path(pid, g.name));
+                    }
+                }
                 let replies = group.replies;
                 self.segments.rollback();
                 for r in replies {

@@ -24,6 +24,8 @@ struct Status {
     topics: Vec<TopicView>,
     groups: Vec<GroupView>,
     series: Vec<crate::metrics::Sample>,
+    /// Compacted partitions hosted here, as the log cleaner last saw them.
+    cleaner: Vec<crate::cleaner::CleanerRow>,
 }
 
 #[derive(Serialize)]
@@ -282,6 +284,7 @@ pub async fn status_json(broker: &Broker) -> String {
         topics,
         groups,
         series: broker.stats.series(),
+        cleaner: broker.cleaner.rows(),
     };
     serde_json::to_string(&status).unwrap_or_else(|_| "null".into())
 }

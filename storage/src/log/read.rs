@@ -178,6 +178,8 @@ pub(super) fn plan_batches(
         max_bytes,
         at_least_one,
     } = span;
+    // Held until every locator read is resolved to its file (see `Segments::read_guard`).
+    let _resolving = segments.read_guard();
     let mut it = batch_iter(db, pid, offset, tier)?;
     let mut plan = FileRecords::default();
     while it.valid() {
@@ -241,6 +243,8 @@ pub(super) fn find_by_timestamp(
     offsets: PartitionOffsets,
 ) -> Result<Option<(i64, i64)>> {
     let index = cf(db, CF_TIME_INDEX)?;
+    // Held while locators read from the index are resolved (see `Segments::read_guard`).
+    let _resolving = segments.read_guard();
     let mut it = db.iterator_cf(
         index,
         IteratorMode::From(&keys::time_key(pid, timestamp), Direction::Forward),

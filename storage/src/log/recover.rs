@@ -18,9 +18,31 @@ pub(super) struct Recovered {
     pub checkpoint: HashMap<(PartitionId, i64), u64>,
 }
 
+/// Puts in place the cleaned segments of swaps the index committed before a crash cut their
+/// renames short, and removes what cleanings that never committed left behind.
+fn finish_swaps(db: &DB, segments: &Segments) -> Result<()> {
+    let parts = cf(db, CF_PARTITIONS)?;
+    for item in db.iterator_cf(parts, IteratorMode::Start) {
+        let (k, v) = item?;
+        if k.len() != PID_BYTES + 9 || k[PID_BYTES] != b's' {
+            continue;
+        }
+        let pid = keys::pid_from_prefix(&k).ok_or_else(|| corrupt("partition key"))?;
+        let swap: crate::segments::CleanedSwap = serde_json::from_slice(&v).map_err(|_| corrupt("cleaned swap"))?;
+        segments.install_cleaned(&pid, &swap)?;
+        tracing::info!(topic_id = %hex(&pid.topic_id), partition = pid.partition, "finished swapping in cleaned segments");
+        db.delete_cf(parts, &k)?;
+    }
+    for (_, dir) in segments.on_disk()? {
+        segments.remove_stale_cleaned(&dir);
+    }
+    Ok(())
+}
+
 /// Rebuilds the in-memory state of every partition from the `partitions` rows (partition
 /// records, producer state, aborted transactions) and the last batch of each log.
 pub(super) fn recover(db: &DB, segments: &Segments) -> Result<Recovered> {
+    finish_swaps(db, segments)?;
     let checkpoint = segments.read_checkpoint();
     let mut out = HashMap::new();
     let mut active = HashMap::new();
@@ -91,6 +113,7 @@ pub(super) fn recover(db: &DB, segments: &Segments) -> Result<Recovered> {
                 size_bytes: rec.size_bytes,
                 first_unstable: None,
                 replicated: false,
+                generation: 0,
             },
         );
     }

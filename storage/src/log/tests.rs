@@ -15,20 +15,32 @@ fn batch(n: i64, ts0: i64) -> AppendBatch {
 /// A batch of `n` records whose bytes carry `producer` (id, epoch, first sequence,
 /// transactional), as a producer's do.
 fn encoded(n: i64, ts0: i64, producer: Option<(i64, i16, i32, bool)>) -> AppendBatch {
+    let recs: Vec<(Option<String>, Option<String>)> = (0..n).map(|i| (None, Some(format!("v{i}")))).collect();
+    encoded_records(&recs, ts0, producer)
+}
+
+/// A batch of the given (key, value) records, with `producer` as in [`encoded`].
+fn encoded_records(
+    recs: &[(Option<String>, Option<String>)],
+    ts0: i64,
+    producer: Option<(i64, i16, i32, bool)>,
+) -> AppendBatch {
     let (producer_id, producer_epoch, first_seq, transactional) = producer.unwrap_or((-1, -1, 0, false));
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
+    let records: Vec<Record> = recs
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
             transactional,
             control: false,
             partition_leader_epoch: 0,
             producer_id,
             producer_epoch,
             timestamp_type: fjord_protocol::kafka_protocol::records::TimestampType::Creation,
-            offset: i,
+            offset: i as i64,
             sequence: first_seq + i as i32,
-            timestamp: ts0 + i,
-            key: None,
-            value: Some(Bytes::from(format!("v{i}"))),
+            timestamp: ts0 + i as i64,
+            key: k.clone().map(Bytes::from),
+            value: v.clone().map(Bytes::from),
             headers: IndexMap::new(),
             delete_horizon: false,
         })
@@ -1072,5 +1084,196 @@ async fn a_deleted_partition_is_gone_and_its_neighbours_are_untouched() {
         .expect("append");
     assert_eq!(again.base_offset, 0);
     assert_eq!(store.offsets(&P0).expect("new").log_end, 3);
+    store.shutdown().await.expect("close");
+}
+
+/// `(key, value)` records, `None` for a tombstone.
+fn kv(recs: &[(&str, Option<&str>)]) -> Vec<(Option<String>, Option<String>)> {
+    recs.iter()
+        .map(|(k, v)| (Some(k.to_string()), v.map(str::to_string)))
+        .collect()
+}
+
+/// Every record of a partition from its start: (offset, key, value).
+async fn keyed_contents(store: &LogStore) -> Vec<(i64, String, Option<String>)> {
+    let r = store.read(P0, 0, 64 << 20, true).await.expect("read");
+    let mut b = r.records.clone();
+    RecordBatchDecoder::decode_all(&mut b)
+        .expect("decodes")
+        .into_iter()
+        .flat_map(|set| set.records.into_iter())
+        .filter(|r| !r.control)
+        .map(|r| {
+            let s = |b: Option<Bytes>| b.map(|b| String::from_utf8(b.to_vec()).expect("utf8"));
+            (r.offset, s(r.key).expect("keyed"), s(r.value))
+        })
+        .collect()
+}
+
+fn compaction(delete_retention_ms: i64) -> crate::CompactionConfig {
+    crate::CompactionConfig {
+        delete_retention_ms,
+        min_compaction_lag_ms: 0,
+        max_compaction_lag_ms: i64::MAX,
+        min_cleanable_ratio: 0.5,
+        segment_bytes: 1 << 30,
+    }
+}
+
+const UNLIMITED: crate::CleanerLimits = crate::CleanerLimits {
+    map_keys: 1 << 20,
+    io_bytes_per_second: f64::MAX,
+};
+
+async fn clean(store: &Arc<LogStore>, cfg: crate::CompactionConfig, now: i64) -> Option<crate::CleanStats> {
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.clean(P0, cfg, UNLIMITED, now))
+        .await
+        .expect("task")
+        .expect("clean")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_the_latest_value_per_key_and_tombstones_until_their_horizon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // About two batches a segment.
+    let one = encoded_records(&kv(&[("k0", Some("v")); 3]), T0, None).bytes.len() as u64;
+    let store = open_with_segments(dir.path(), i64::MAX, one * 2 + 10);
+    store.ensure_partition(P0).await.expect("create");
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..10 {
+        let recs: Vec<(String, Option<String>)> = (0..3)
+            .map(|j| {
+                let n = i * 3 + j;
+                let v = (n != 25).then(|| format!("v{n}"));
+                (format!("k{}", n % 5), v)
+            })
+            .collect();
+        for (k, v) in &recs {
+            expected.insert(k.clone(), v.clone());
+        }
+        let recs: Vec<(Option<String>, Option<String>)> = recs.into_iter().map(|(k, v)| (Some(k), v)).collect();
+        store
+            .append(P0, encoded_records(&recs, T0 + i, None), 0)
+            .await
+            .expect("append");
+    }
+    let before = segment_files(dir.path()).len();
+    let cfg = compaction(1000);
+    let c = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.cleanable(P0, cfg, T0 + 100))
+            .await
+            .expect("task")
+            .expect("measure")
+    }
+    .expect("cleanable");
+    assert_eq!(c.first_dirty, 0);
+    assert!(c.due(&cfg) && c.ratio() == 1.0, "{c:?}");
+    let stats = clean(&store, cfg, T0 + 100).await.expect("cleaned");
+    assert!(stats.records_removed > 0 && stats.bytes_freed > 0, "{stats:?}");
+
+    let check = |got: &[(i64, String, Option<String>)], tombstone_kept: bool| {
+        let offsets: Vec<i64> = got.iter().map(|r| r.0).collect();
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]), "offsets increase: {offsets:?}");
+        let mut latest = std::collections::BTreeMap::new();
+        for (_, k, v) in got {
+            latest.insert(k.clone(), v.clone());
+        }
+        assert_eq!(latest, expected, "the latest value of every key");
+        // Below the cleaned point each key appears once.
+        let cleaned: Vec<&String> = got.iter().filter(|r| r.0 < stats.cleaned_to).map(|r| &r.1).collect();
+        let unique: std::collections::BTreeSet<&String> = cleaned.iter().copied().collect();
+        assert_eq!(
+            cleaned.len(),
+            unique.len(),
+            "one record per key below {}: {got:?}",
+            stats.cleaned_to
+        );
+        assert_eq!(got.iter().any(|r| r.0 == 25), tombstone_kept, "{got:?}");
+    };
+    let got = keyed_contents(&store).await;
+    check(&got, true);
+    assert!(segment_files(dir.path()).len() < before);
+    assert_eq!(store.offsets(&P0).expect("known").log_end, 30);
+
+    // The swap is durable: the same after a restart.
+    store.shutdown().await.expect("close");
+    drop(store);
+    let store = open_with_segments(dir.path(), i64::MAX, one * 2 + 10);
+    assert_eq!(keyed_contents(&store).await, got);
+    // Past the delete horizon the tombstone goes; before it, a second pass keeps it.
+    clean(&store, cfg, T0 + 500).await;
+    check(&keyed_contents(&store).await, true);
+    clean(&store, cfg, T0 + 100 + 1001).await;
+    let got = keyed_contents(&store).await;
+    assert!(!got.iter().any(|r| r.0 == 25), "{got:?}");
+    expected.remove("k0");
+    let mut latest = std::collections::BTreeMap::new();
+    for (_, k, v) in &got {
+        latest.insert(k.clone(), v.clone());
+    }
+    assert_eq!(latest, expected);
+    // Appends carry on at the log end.
+    assert_eq!(
+        store
+            .append(P0, encoded_records(&kv(&[("k9", Some("x"))]), T0, None), 0)
+            .await
+            .expect("append")
+            .base_offset,
+        30
+    );
+    store.shutdown().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_removes_aborted_transactions_and_keeps_the_producers_last_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with_segments(dir.path(), i64::MAX, 200);
+    store.ensure_partition(P0).await.expect("create");
+    let txn = |recs: &[(&str, Option<&str>)], seq: i32| {
+        let mut b = encoded_records(&kv(recs), T0, Some((7, 0, seq, true)));
+        b.producer = Some(crate::producers::ProducerBatch::new(7, 0, seq, recs.len() as i32, true));
+        b
+    };
+    store
+        .append(P0, txn(&[("a", Some("1")), ("b", Some("1"))], 0), 0)
+        .await
+        .expect("append");
+    store.append(P0, marker(7, 0, true), 0).await.expect("commit");
+    store
+        .append(P0, txn(&[("a", Some("aborted")), ("c", Some("aborted"))], 2), 0)
+        .await
+        .expect("append");
+    store.append(P0, marker(7, 0, false), 0).await.expect("abort");
+    store
+        .append(P0, encoded_records(&kv(&[("d", Some("1"))]), T0, None), 0)
+        .await
+        .expect("append");
+    store
+        .append(P0, encoded_records(&kv(&[("e", Some("1"))]), T0, None), 0)
+        .await
+        .expect("append");
+    let cfg = compaction(1000);
+    clean(&store, cfg, T0 + 10).await.expect("cleaned");
+    let got: Vec<(String, Option<String>)> = keyed_contents(&store).await.into_iter().map(|r| (r.1, r.2)).collect();
+    assert!(!got.iter().any(|r| r.1.as_deref() == Some("aborted")), "{got:?}");
+    assert!(got.contains(&("a".into(), Some("1".into()))) && got.contains(&("b".into(), Some("1".into()))));
+    // The producer's last batch (the aborted one) stays as an empty header: a retry of it is
+    // still known as a duplicate after a restart.
+    store.shutdown().await.expect("close");
+    drop(store);
+    let store = open_with_segments(dir.path(), i64::MAX, 200);
+    let r = store.read(P0, 0, 1 << 20, true).await.expect("read");
+    let headers: Vec<(i64, i64, i32)> = fjord_protocol::batch::split_batches(r.records)
+        .expect("whole batches")
+        .iter()
+        .map(|b| {
+            let h = fjord_protocol::batch::BatchHeader::parse(b).expect("header");
+            (h.base_offset, h.last_offset(), h.record_count)
+        })
+        .collect();
+    assert!(headers.contains(&(3, 4, 0)), "{headers:?}");
+    assert_eq!(store.offsets(&P0).expect("known").log_end, 8);
     store.shutdown().await.expect("close");
 }
