@@ -111,11 +111,11 @@ async fn pass(broker: &Arc<Broker>, cfg: &CleanerConfig, uncleanable: &mut HashS
         let Some(cc) = eff.compaction() else {
             continue;
         };
-        for p in topic
-            .partitions
-            .iter()
-            .filter(|p| p.replicas.contains(&broker.node_id()))
-        {
+        // Only partitions without other replicas for now: a follower appends its leader's
+        // batches only at its exact log end, so it could not copy a log with the gaps that
+        // cleaning leaves (each replica is to be cleaned on its own, as in Kafka).
+        let alone_here = |p: &&fjord_controller::PartitionMeta| p.replicas == [broker.node_id()];
+        for p in topic.partitions.iter().filter(alone_here) {
             candidates.push(Candidate {
                 pid: partition_id(topic, p.partition),
                 topic: topic.name.clone(),

@@ -259,10 +259,11 @@ impl Throttle {
         if !(self.rate.is_finite() && self.rate > 0.0) || self.rate >= f64::MAX / 2.0 {
             return;
         }
-        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate);
+        let due = Duration::try_from_secs_f64(self.bytes as f64 / self.rate).unwrap_or(Duration::MAX);
         let spent = self.started.elapsed();
         if due > spent {
-            std::thread::sleep(due - spent);
+            // At most a second at a time: a pass keeps checking whether the store is closing.
+            std::thread::sleep((due - spent).min(Duration::from_secs(1)));
         }
     }
 }
@@ -579,6 +580,10 @@ impl Pass<'_> {
             });
         }
         plan.stats.cleaned_to = end;
+        if !plan.swap.groups.is_empty() {
+            // The cleaned files' directory entries are on disk before the index names them.
+            self.segments.sync_partition_dir(&self.pid)?;
+        }
         Ok(Some(plan))
     }
 

@@ -315,6 +315,14 @@ impl Segments {
         parts.get(pid).cloned().unwrap_or_default()
     }
 
+    /// Fsyncs a partition's directory (new entries in it reach the disk).
+    pub fn sync_partition_dir(&self, pid: &PartitionId) -> Result<()> {
+        let dir = self.partition_dir(pid);
+        File::open(&dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_err("cannot sync", &dir, e))
+    }
+
     /// Where the cleaner writes the segment that will replace the one named `base`.
     pub fn cleaned_path(&self, pid: &PartitionId, base: i64) -> PathBuf {
         let mut p = self.segment_file_path(pid, base).into_os_string();

@@ -537,6 +537,9 @@ impl<'a> Group<'a> {
         }
         it.status()?;
         let new_end = new_end.unwrap_or(state.offsets.log_end).max(state.offsets.log_start);
+        // The cleaner starts over: its checkpoint may be past the new end, and what the log
+        // grows back to there is dirty.
+        self.wb.delete_cf(parts_cf, keys::cleaner_key(pid));
         self.wb.delete_range_cf(
             batches_cf,
             keys::offset_key(pid, new_end),
@@ -726,7 +729,10 @@ impl<'a> Group<'a> {
     fn compact(&mut self, plan: CleanPlan) -> Result<()> {
         let pid = plan.pid;
         let mut state = *self.state(&pid).ok_or(StorageError::UnknownPartition)?;
-        if state.generation != plan.generation || self.swaps.iter().any(|(p, ..)| *p == pid) {
+        if state.generation != plan.generation
+            || self.swaps.iter().any(|(p, ..)| *p == pid)
+            || self.deleted.iter().any(|d| d.covers(&pid))
+        {
             return Err(StorageError::Superseded("the log changed during the pass".into()));
         }
         for g in &plan.swap.groups {
@@ -1157,13 +1163,15 @@ impl Writer {
                 self.closed = true;
                 break;
             }
+            // A cleaning ends its group: what follows it reads the index as the swap leaves it.
+            let compacting = matches!(op, WriteOp::Compact { .. });
             // Nothing more is written to an offline directory, so nothing more is acknowledged.
             if let Err(e) = self.health.check() {
                 op.refuse(e);
             } else if let Err(e) = group.apply(op) {
                 tracing::error!(error = %e, "log writer could not stage an operation");
             }
-            if ops < MAX_GROUP_OPS && group.bytes < MAX_GROUP_BYTES {
+            if ops < MAX_GROUP_OPS && group.bytes < MAX_GROUP_BYTES && !compacting {
                 next = more();
             }
         }
@@ -1185,9 +1193,10 @@ impl Writer {
         // Readers resolving locators wait while cleaned segments are swapped in (see
         // `Segments::read_guard`).
         let swap_segments = group.segments.segments().clone();
-        let swapping = (!group.swaps.is_empty()).then(|| swap_segments.swap_guard());
-        let written = if sync { group.segments.sync() } else { Ok(()) }
-            .and_then(|()| Ok(self.db.write_opt(std::mem::take(&mut group.wb), &wo)?));
+        let segments_synced = if sync { group.segments.sync() } else { Ok(()) };
+        // Taken after the segments' fsync: readers wait for the index write and the renames.
+        let swapping = (segments_synced.is_ok() && !group.swaps.is_empty()).then(|| swap_segments.swap_guard());
+        let written = segments_synced.and_then(|()| Ok(self.db.write_opt(std::mem::take(&mut group.wb), &wo)?));
         metrics::histogram!("fjord_wal_write_seconds").record(started.elapsed().as_secs_f64());
         if sync {
             metrics::counter!("fjord_wal_syncs_total").increment(1);
@@ -1220,8 +1229,14 @@ impl Writer {
                     self.tails.drop_before(&pid, end);
                     match self.segments.install_cleaned(&pid, &swap) {
                         Ok(()) => {
-                            if let Ok(parts) = cf(&self.db, CF_PARTITIONS) {
-                                let _ = self.db.delete_cf(parts, keys::swap_key(&pid));
+                            // Synced: a later pass writes files of the same names, which a swap
+                            // record surviving a power loss would rename into place.
+                            let mut wo = WriteOptions::default();
+                            wo.set_sync(true);
+                            let done = cf(&self.db, CF_PARTITIONS)
+                                .and_then(|parts| Ok(self.db.delete_cf_opt(parts, keys::swap_key(&pid), &wo)?));
+                            if let Err(e) = done {
+                                self.health.fail(format!("cannot record a finished segment swap: {e}"));
                             }
                         }
                         Err(e) => tracing::error!(error = %e, "cannot put cleaned segments in place"),

@@ -198,7 +198,7 @@ pub fn empty_batch(header: &BatchHeader) -> Bytes {
     out.put_i32(header.partition_leader_epoch);
     out.put_i8(MAGIC_V2);
     out.put_u32(0); // crc, below
-    out.put_i16(header.attributes & !COMPRESSION_MASK);
+    out.put_i16(header.attributes & !COMPRESSION_MASK & !DELETE_HORIZON_BIT);
     out.put_i32(header.last_offset_delta);
     out.put_i64(header.max_timestamp);
     out.put_i64(header.max_timestamp);
