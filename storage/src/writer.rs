@@ -1031,18 +1031,18 @@ impl WriterHandle {
 
     /// Queues an operation from a thread outside the runtime (a cleaner), waiting for room.
     pub(crate) fn blocking_send(&self, op: WriteOp) -> bool {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        let sent = self.tx.blocking_send(op).is_ok();
-        if !sent {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-        }
-        sent
+        self.counted(|tx| tx.blocking_send(op).is_ok())
     }
 
     /// Queues an operation if the queue has room.
     pub(crate) fn try_send(&self, op: WriteOp) -> bool {
+        self.counted(|tx| tx.try_send(op).is_ok())
+    }
+
+    /// Counts an operation as queued while `send` queues it, and not when it could not.
+    fn counted(&self, send: impl FnOnce(&mpsc::Sender<WriteOp>) -> bool) -> bool {
         self.queued.fetch_add(1, Ordering::SeqCst);
-        let sent = self.tx.try_send(op).is_ok();
+        let sent = send(&self.tx);
         if !sent {
             self.queued.fetch_sub(1, Ordering::SeqCst);
         }

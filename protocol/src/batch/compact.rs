@@ -214,7 +214,7 @@ pub fn empty_batch(header: &BatchHeader) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::{Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::{Record, RecordBatchDecoder, TimestampType};
 
     fn batch(c: Compression, recs: &[(Option<&str>, Option<&str>, i64)]) -> Bytes {
         let records: Vec<Record> = recs
@@ -241,13 +241,7 @@ mod tests {
                 delete_horizon: false,
             })
             .collect();
-        let mut buf = BytesMut::new();
-        let opts = RecordEncodeOptions {
-            version: 2,
-            compression: c,
-        };
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &opts).expect("encodes");
-        buf.freeze()
+        crate::batch::tests::encode(&records, c)
     }
 
     #[test]

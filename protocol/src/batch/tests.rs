@@ -28,7 +28,7 @@ fn record(i: i64, key: Option<&[u8]>, value: Option<&[u8]>, ts: i64) -> Record {
     }
 }
 
-fn encode(records: &[Record], c: Compression) -> Bytes {
+pub(super) fn encode(records: &[Record], c: Compression) -> Bytes {
     let mut buf = BytesMut::new();
     let opts = RecordEncodeOptions {
         version: 2,
