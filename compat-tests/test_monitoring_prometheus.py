@@ -51,6 +51,7 @@ METRICS = {
         "fjord_messages_in_total", "fjord_bytes_out_total", "fjord_connections_total",
         "fjord_wal_syncs_total", "fjord_inline_appends_total",
         "fjord_isr_shrinks_total", "fjord_isr_expands_total", "fjord_replica_truncations_total",
+        "fjord_log_dir_refused_bytes_total",
     },
     "histogram": {
         "fjord_request_queue_seconds", "fjord_request_processing_seconds",
@@ -61,7 +62,7 @@ METRICS = {
         "fjord_rocksdb_write_stopped", "fjord_rocksdb_delayed_write_rate_bytes",
         "fjord_rocksdb_pending_compaction_bytes", "fjord_rocksdb_running_compactions",
         "fjord_log_dir_size_bytes", "fjord_log_dir_free_bytes", "fjord_log_dir_total_bytes",
-        "fjord_partitions", "fjord_topics", "fjord_controller_raft_term",
+        "fjord_log_dir_full", "fjord_log_dir_min_free_bytes", "fjord_partitions", "fjord_topics", "fjord_controller_raft_term",
         "fjord_controller_is_leader", "fjord_controller_commit_lag",
         "fjord_under_replicated_partitions", "fjord_offline_partitions",
         "fjord_active_brokers", "fjord_fenced_brokers",

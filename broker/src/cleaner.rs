@@ -111,11 +111,10 @@ async fn pass(broker: &Arc<Broker>, cfg: &CleanerConfig, uncleanable: &mut HashS
         let Some(cc) = eff.compaction() else {
             continue;
         };
-        // Only partitions without other replicas for now: a follower appends its leader's
-        // batches only at its exact log end, so it could not copy a log with the gaps that
-        // cleaning leaves (each replica is to be cleaned on its own, as in Kafka).
-        let alone_here = |p: &&fjord_controller::PartitionMeta| p.replicas == [broker.node_id()];
-        for p in topic.partitions.iter().filter(alone_here) {
+        // Each replica is cleaned on its own, leader or follower, as in Kafka: a follower
+        // copies the leader's batches with their offsets, gaps included.
+        let here = |p: &&fjord_controller::PartitionMeta| p.replicas.contains(&broker.node_id());
+        for p in topic.partitions.iter().filter(here) {
             candidates.push(Candidate {
                 pid: partition_id(topic, p.partition),
                 topic: topic.name.clone(),
@@ -225,6 +224,10 @@ async fn pass(broker: &Arc<Broker>, cfg: &CleanerConfig, uncleanable: &mut HashS
             // Retention, DeleteRecords or a truncation got there first: measured again next round.
             Err(StorageError::Superseded(_)) => cleaned = true,
             Err(StorageError::ShuttingDown) | Err(StorageError::Offline(_)) => {}
+            // Tried again once the disk has room for the cleaned copy.
+            Err(StorageError::NoSpace(e)) => {
+                tracing::debug!(topic = %c.topic, partition = c.partition, error = %e, "cleaning put off: not enough free space");
+            }
             Err(e) => {
                 metrics::counter!("fjord_cleaner_failures_total").increment(1);
                 tracing::error!(topic = %c.topic, partition = c.partition, error = %e, "cannot clean a compacted partition; it is skipped until the broker restarts");

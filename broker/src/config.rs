@@ -222,6 +222,11 @@ pub struct Config {
     /// `log.slow.request.ms`: requests taking longer are logged at WARN; 0 turns it off.
     /// Default 5000.
     pub slow_request_ms: u64,
+    /// `log.dir.min.free.bytes` (Fjord's): new data is refused with KAFKA_STORAGE_ERROR
+    /// while less is free in the log directory; `None` (-1, the default) for 5% of the file
+    /// system up to 1 GiB, 0 for no reserve (a full disk then fails writes as on Kafka,
+    /// though a segment write that runs out of space is still only refused).
+    pub min_free_bytes: Option<u64>,
 }
 
 impl Config {
@@ -625,6 +630,7 @@ impl Config {
             log_json: false,
             log_stdout: false,
             slow_request_ms: 5000,
+            min_free_bytes: None,
         };
         let mut retention: Option<(i64, &str)> = None;
         let (mut roll_ms, mut roll_hours): (Option<i64>, Option<i64>) = (None, None);
@@ -741,6 +747,14 @@ impl Config {
                     }
                 }
                 "log.slow.request.ms" => cfg.slow_request_ms = parse_num(k, value)?,
+                "log.dir.min.free.bytes" => {
+                    let v: i64 = parse_num(k, value)?;
+                    cfg.min_free_bytes = match v {
+                        -1 => None,
+                        v if v >= 0 => Some(v as u64),
+                        _ => return Err(invalid(k, value, "must be -1 (the default rule) or at least 0")),
+                    };
+                }
                 "transaction.max.timeout.ms" => cfg.txns.max_timeout_ms = parse_at_least_one(k, value)?,
                 "transactional.id.expiration.ms" => cfg.txns.id_expiration_ms = parse_at_least_one(k, value)?,
                 "producer.id.expiration.ms" => cfg.txns.producer_id_expiration_ms = parse_at_least_one(k, value)?,

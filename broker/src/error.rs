@@ -40,6 +40,8 @@ pub fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::ReplicaMismatch(_) => ResponseError::CorruptMessage,
         // Already logged once, when the directory went offline.
         StorageError::Offline(_) => ResponseError::KafkaStorageError,
+        // Logged once when the disk fills up, and counted (see fjord_storage::space).
+        StorageError::NoSpace(_) => ResponseError::KafkaStorageError,
         StorageError::Corruption(_) | StorageError::Rocks(_) | StorageError::Io(_) => {
             tracing::error!(error = %e, "storage failure answered as KAFKA_STORAGE_ERROR");
             ResponseError::KafkaStorageError

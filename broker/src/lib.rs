@@ -276,6 +276,7 @@ pub async fn run(
     let store = store_task
         .await
         .map_err(|e| BrokerError::Startup(format!("storage open task: {e}")))??;
+    store.space().set_min_free(config.min_free_bytes);
     let group_store = store.groups().clone();
     let group_cfg = config.groups.clone();
     let cluster = config.is_cluster();

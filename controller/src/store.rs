@@ -62,6 +62,9 @@ pub(crate) struct MetaDb {
     _closed: watch::Sender<()>,
 }
 
+/// Memtable size of the metadata column families.
+const METADATA_WRITE_BUFFER_BYTES: usize = 4 << 20;
+
 impl MetaDb {
     /// Opens (creating if missing) the store in `dir`. Blocking: call from `spawn_blocking`.
     ///
@@ -74,7 +77,15 @@ impl MetaDb {
         opts.set_keep_log_file_num(KEEP_INFO_LOG_FILES);
         let deadline = Instant::now() + Duration::from_millis(DB_LOCK_WAIT_MS);
         let db = loop {
-            let cfs = [CF_LOGS, CF_STORE].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            // The unused default column family too, which the crate would otherwise open with
+            // default options: the WAL's preallocation follows the largest memtable.
+            let cfs = [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, CF_LOGS, CF_STORE].map(|name| {
+                // Metadata is small: RocksDB's default 64 MiB memtables would only make it
+                // preallocate a WAL of some 70 MiB on disk, space a full disk lacks.
+                let mut cf = Options::default();
+                cf.set_write_buffer_size(METADATA_WRITE_BUFFER_BYTES);
+                ColumnFamilyDescriptor::new(name, cf)
+            });
             match DB::open_cf_descriptors(&opts, dir, cfs) {
                 Ok(db) => break db,
                 Err(e) if is_lock_error(&e) && Instant::now() < deadline => {

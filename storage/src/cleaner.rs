@@ -419,6 +419,15 @@ impl Pass<'_> {
         if c.end <= index.first().map_or(i64::MAX, |b| b.base) {
             return Ok(None);
         }
+        // The cleaned copy sits next to what it replaces until the swap: it must fit above
+        // the disk's reserve.
+        let need = c.clean_bytes.saturating_add(c.dirty_bytes);
+        let room = self.segments.space().room();
+        if need > room {
+            return Err(StorageError::NoSpace(format!(
+                "cleaning needs up to {need} bytes, {room} are free above the reserve"
+            )));
+        }
         let mut throttle = Throttle::new(limits.io_bytes_per_second);
         let mut stats = CleanStats::default();
         let names: Vec<i64> = files.keys().copied().collect();
@@ -507,7 +516,7 @@ impl Pass<'_> {
                 .create(true)
                 .truncate(true)
                 .open(&tmp)
-                .map_err(|e| StorageError::Io(format!("cannot create {}: {e}", tmp.display())))?;
+                .map_err(|e| output_error("cannot create", &tmp, e))?;
             let mut out = std::io::BufWriter::with_capacity(256 << 10, out);
             let mut position = 0u64;
             let mut changed = false;
@@ -543,7 +552,7 @@ impl Pass<'_> {
                 };
                 throttle.account(read + written.len());
                 out.write_all(&written)
-                    .map_err(|e| StorageError::Io(format!("cannot write {}: {e}", tmp.display())))?;
+                    .map_err(|e| output_error("cannot write", &tmp, e))?;
                 let header = BatchHeader::parse(&written).map_err(|e| StorageError::Corruption(e.to_string()))?;
                 locators.push((
                     b.base,
@@ -565,9 +574,8 @@ impl Pass<'_> {
             }
             let file = out
                 .into_inner()
-                .map_err(|e| StorageError::Io(format!("cannot write {}: {e}", tmp.display())))?;
-            file.sync_data()
-                .map_err(|e| StorageError::Io(format!("cannot sync {}: {e}", tmp.display())))?;
+                .map_err(|e| output_error("cannot write", &tmp, e.into_error()))?;
+            file.sync_data().map_err(|e| output_error("cannot sync", &tmp, e))?;
             plan.stats.bytes_written += position;
             plan.stats.bytes_freed += old_bytes.saturating_sub(position);
             plan.stats.segments_replaced += g.len() as u64;
@@ -673,4 +681,15 @@ fn rebuilt(batch: &DecodedBatch, keep: &[CleanRecord<'_>], horizon: Option<i64>)
         .rebuild(keep, horizon)
         .map(Outcome::Rebuilt)
         .map_err(|e| StorageError::Corruption(format!("cannot rebuild a batch: {e}")))
+}
+
+/// A failed write of a cleaned file: out of space is a pass to try again later, not an
+/// uncleanable partition.
+fn output_error(what: &str, path: &std::path::Path, e: std::io::Error) -> StorageError {
+    let message = format!("{what} {}: {e}", path.display());
+    if crate::space::is_out_of_space(&e) {
+        StorageError::NoSpace(message)
+    } else {
+        StorageError::Io(message)
+    }
 }

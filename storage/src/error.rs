@@ -38,6 +38,11 @@ pub enum StorageError {
     /// last had (`TRANSACTION_COORDINATOR_FENCED`).
     #[error("transaction coordinator fenced: {0}")]
     CoordinatorFenced(String),
+    /// Less than the reserve is free in the log directory, or a write ran out of space
+    /// (`KAFKA_STORAGE_ERROR`, retried by producers); the directory stays online and takes
+    /// data again once space is freed (see [`crate::space`]).
+    #[error("no space: {0}")]
+    NoSpace(String),
     /// The log directory went offline after a failed fsync or write (`KAFKA_STORAGE_ERROR`);
     /// see [`crate::health`].
     #[error("log directory offline: {0}")]

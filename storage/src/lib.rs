@@ -24,6 +24,7 @@ mod keys;
 mod log;
 pub mod producers;
 mod segments;
+pub mod space;
 mod tail;
 mod writer;
 
@@ -36,6 +37,7 @@ pub use log::{
     RecordChunk, SegmentHandle, StorageConfig,
 };
 pub use segments::DEFAULT_SEGMENT_BYTES;
+pub use space::DiskSpace;
 
 /// A partition of a topic, named by the topic's id (so a topic deleted and created again
 /// under the same name never sees the old data).

@@ -211,6 +211,15 @@ fn db_options() -> Options {
     o
 }
 
+/// The column families other than the batch index: RocksDB's default 64 MiB memtables
+/// would set the WAL's preallocation (1.1 times the largest memtable) at 70 MiB of disk,
+/// where the batch index needs 35.
+fn small_cf_options() -> Options {
+    let mut o = Options::default();
+    o.set_write_buffer_size(16 << 20);
+    o
+}
+
 fn batches_cf_options() -> Options {
     let mut o = Options::default();
     // Values are batch locators (37 bytes, see `segments`); the batches are in segment files.
@@ -245,10 +254,12 @@ impl LogStore {
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| StorageError::Corruption(format!("cannot create {}: {e}", cfg.data_dir.display())))?;
         let cfs = vec![
+            // Unused, but opened with default options otherwise (by the crate).
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, small_cf_options()),
             ColumnFamilyDescriptor::new(CF_BATCHES, batches_cf_options()),
-            ColumnFamilyDescriptor::new(CF_TIME_INDEX, Options::default()),
-            ColumnFamilyDescriptor::new(CF_PARTITIONS, Options::default()),
-            ColumnFamilyDescriptor::new(CF_GROUPS, Options::default()),
+            ColumnFamilyDescriptor::new(CF_TIME_INDEX, small_cf_options()),
+            ColumnFamilyDescriptor::new(CF_PARTITIONS, small_cf_options()),
+            ColumnFamilyDescriptor::new(CF_GROUPS, small_cf_options()),
         ];
         let db = Arc::new(DB::open_cf_descriptors(&db_options(), &cfg.data_dir, cfs)?);
         let health = Arc::new(DirHealth::default());
@@ -528,6 +539,11 @@ impl LogStore {
     /// The log directory's health: the broker stops when it goes offline.
     pub fn health(&self) -> &Arc<DirHealth> {
         self.segments.health()
+    }
+
+    /// The log directory's free space and its reserve (`log.dir.min.free.bytes`).
+    pub fn space(&self) -> &Arc<crate::space::DiskSpace> {
+        self.segments.space()
     }
 
     /// RocksDB's health: (writes stopped, delayed write rate in bytes/s, pending compaction
@@ -841,8 +857,14 @@ impl LogStore {
     ) -> Result<Option<CleanStats>> {
         let pass = self.cleaner_pass(pid, cfg, now_ms)?;
         let producers = self.stored_producers(&pid)?;
-        let Some(plan) = pass.run(&limits, &producers)? else {
-            return Ok(None);
+        let plan = match pass.run(&limits, &producers) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                // Whatever the pass wrote is of no use now.
+                self.segments.remove_cleaned(&pid);
+                return Err(e);
+            }
         };
         let stats = plan.stats;
         let tmp: Vec<std::path::PathBuf> = plan

@@ -31,6 +31,7 @@ use fjord_protocol::batch::{BatchHeader, LOG_OVERHEAD_BYTES};
 use crate::error::{Result, StorageError};
 use crate::health::DirHealth;
 use crate::keys::Doomed;
+use crate::space::{is_out_of_space, DiskSpace};
 use crate::PartitionId;
 
 /// First byte of a locator value. A stored batch (an older store kept batches inline) starts
@@ -238,6 +239,7 @@ pub(crate) struct Segments {
     /// with the files in them).
     new_dirs: std::sync::Mutex<Vec<PathBuf>>,
     health: Arc<DirHealth>,
+    space: Arc<DiskSpace>,
     /// Per-partition rolling (topic `segment.bytes` and `segment.ms`), where set.
     rolls: RwLock<HashMap<PartitionId, Roll>>,
     /// Held shared by a reader from the moment it reads locators from the index until it has
@@ -266,12 +268,15 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> StorageError {
 impl Segments {
     pub fn open(dir: PathBuf, segment_bytes: u64, health: Arc<DirHealth>) -> Result<Segments> {
         std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        let space = Arc::new(DiskSpace::new(dir.clone()));
+        space.look();
         Ok(Segments {
             dir,
             segment_bytes: segment_bytes.max(1),
             parts: RwLock::new(HashMap::new()),
             new_dirs: std::sync::Mutex::new(Vec::new()),
             health,
+            space,
             rolls: RwLock::new(HashMap::new()),
             swap: RwLock::new(()),
             #[cfg(test)]
@@ -281,6 +286,15 @@ impl Segments {
 
     pub fn health(&self) -> &Arc<DirHealth> {
         &self.health
+    }
+
+    pub fn space(&self) -> &Arc<DiskSpace> {
+        &self.space
+    }
+
+    /// Removes the partition's `.cleaned` files: a cleaning pass that failed.
+    pub fn remove_cleaned(&self, pid: &PartitionId) {
+        self.remove_stale_cleaned(&self.partition_dir(pid));
     }
 
     /// Sets how a partition's segments roll; the broker's `log.segment.bytes` otherwise.
@@ -829,13 +843,18 @@ impl SegmentWriter {
                 Ok(n) => IoSlice::advance_slices(&mut rest, n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // As Kafka does on an I/O error in the log: the directory goes offline.
-                    // The part that went in is cut off all the same, for recovery's sake.
-                    let _ = a.file.cut_to(a.len);
+                    // The part that went in is cut off. Out of space, that is all: the batch
+                    // is refused and the log is as it was. Any other error takes the directory
+                    // offline, as Kafka does on an I/O error in the log.
+                    let cut = a.file.cut_to(a.len);
+                    if cut.is_ok() && is_out_of_space(&e) {
+                        return Err(self.segments.space.exhausted());
+                    }
                     return Err(self.segments.health.fail(io_err("cannot write", &a.file.path, e)));
                 }
             }
         }
+        self.segments.space.wrote();
         let at = a.len;
         if a.len == 0 || a.first_ts.is_none() {
             a.first_ts = Some(max_ts);
@@ -847,8 +866,16 @@ impl SegmentWriter {
 
     fn create(&mut self, pid: &PartitionId, base: i64) -> Result<Active> {
         let dir = self.segments.partition_dir(pid);
+        let space = &self.segments.space;
+        let refuse = |what: &str, path: &Path, e: std::io::Error| {
+            if is_out_of_space(&e) {
+                space.exhausted()
+            } else {
+                io_err(what, path, e)
+            }
+        };
         if !dir.exists() {
-            std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+            std::fs::create_dir_all(&dir).map_err(|e| refuse("cannot create", &dir, e))?;
         }
         let path = Segments::segment_path(&dir, base);
         // A file of that name can only be left from a write that was never acknowledged.
@@ -858,7 +885,7 @@ impl SegmentWriter {
             .create(true)
             .truncate(true)
             .open(&path)
-            .map_err(|e| io_err("cannot create", &path, e))?;
+            .map_err(|e| refuse("cannot create", &path, e))?;
         let file = Arc::new(SegmentFile::new(file, path, base, 0, true));
         self.segments
             .write_parts()

@@ -116,6 +116,19 @@ pub(crate) enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// Bytes of new data the operation adds to the log, refused when the disk is nearly full:
+    /// produced batches and replicated ones. Transaction markers are not, as they finish
+    /// what was admitted, nor is anything that frees space.
+    fn new_data(&self) -> Option<u64> {
+        match self {
+            WriteOp::Append { batch, .. } if batch.marker.is_none() => Some(batch.bytes.len() as u64),
+            WriteOp::ReplicaAppend { records, .. } => Some(records.len() as u64),
+            _ => None,
+        }
+    }
+}
+
 /// An answer held back until the group's write is durable.
 enum Reply {
     Unit(oneshot::Sender<Result<()>>),
@@ -355,7 +368,10 @@ impl<'a> Group<'a> {
             .segments
             .append(pid, s.base, s.max_timestamp, &s.parts)
             .inspect_err(|e| {
-                tracing::error!(error = %e, "cannot append to a segment");
+                // A full disk is announced once, by `space`.
+                if !matches!(e, StorageError::NoSpace(_)) {
+                    tracing::error!(error = %e, "cannot append to a segment");
+                }
             })?;
         let len: usize = s.parts.iter().map(|p| p.len()).sum();
         let len32 = u32::try_from(len).map_err(|_| StorageError::Corruption("batch over 4 GiB".into()))?;
@@ -432,8 +448,11 @@ impl<'a> Group<'a> {
 
     /// Appends batches fetched from the leader as they are: their offsets, leader epochs and
     /// producer fields are the leader's. Batches the log already has are skipped (a fetch
-    /// repeated after a lost answer); a gap is refused. The producer state follows the batches
-    /// without the leader's checks, as Kafka's followers replay it. Returns the log end offset.
+    /// repeated after a lost answer); one that overlaps the log's end is refused. A batch may
+    /// start past the log's end: the leader's cleaner removed what was between, and as Kafka's
+    /// followers do, the follower's log has the same gap. The producer state follows the
+    /// batches without the leader's checks, as Kafka's followers replay it. Returns the log
+    /// end offset.
     fn replicate(&mut self, pid: &PartitionId, records: Bytes) -> Result<i64> {
         let batches = split_batches(records).map_err(|e| StorageError::ReplicaMismatch(e.to_string()))?;
         for b in batches {
@@ -442,9 +461,9 @@ impl<'a> Group<'a> {
             if h.last_offset() < log_end {
                 continue;
             }
-            if h.base_offset != log_end {
+            if h.base_offset < log_end {
                 return Err(StorageError::ReplicaMismatch(format!(
-                    "batch at offset {} where the log ends at {log_end}",
+                    "batch at offset {} overlaps the log's end at {log_end}",
                     h.base_offset
                 )));
             }
@@ -465,11 +484,13 @@ impl<'a> Group<'a> {
                         aborted_txn = a;
                     }
                 } else {
+                    // Kafka's lastSequence: baseSequence + lastOffsetDelta, which a cleaned
+                    // batch keeps while its record count drops.
                     let pb = ProducerBatch::new(
                         h.producer_id,
                         h.producer_epoch,
                         h.base_sequence,
-                        h.record_count,
+                        h.last_offset_delta + 1,
                         h.is_transactional(),
                     );
                     let e = producers::after_append(entry, &pb, h.base_offset, h.max_timestamp);
@@ -703,11 +724,13 @@ impl<'a> Group<'a> {
                         producers::after_marker(entry, &m, base, h.max_timestamp).0
                     })
                 } else {
+                    // Kafka's lastSequence: baseSequence + lastOffsetDelta, which a cleaned
+                    // batch keeps while its record count drops.
                     let pb = ProducerBatch::new(
                         h.producer_id,
                         h.producer_epoch,
                         h.base_sequence,
-                        h.record_count,
+                        h.last_offset_delta + 1,
                         h.is_transactional(),
                     );
                     Some(producers::after_append(entry, &pb, base, h.max_timestamp))
@@ -1167,6 +1190,12 @@ impl Writer {
             let compacting = matches!(op, WriteOp::Compact { .. });
             // Nothing more is written to an offline directory, so nothing more is acknowledged.
             if let Err(e) = self.health.check() {
+                op.refuse(e);
+            } else if let Err(e) = op
+                .new_data()
+                .map_or(Ok(()), |n| group.segments.segments().space().admit(n))
+            {
+                // Below the disk reserve: new data waits for space (see `space`).
                 op.refuse(e);
             } else if let Err(e) = group.apply(op) {
                 tracing::error!(error = %e, "log writer could not stage an operation");

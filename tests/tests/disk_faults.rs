@@ -214,6 +214,64 @@ fn a_failed_segment_write_acknowledges_nothing_more_and_stops_the_broker() {
 }
 
 #[test]
+fn a_segment_write_out_of_space_is_refused_and_the_broker_takes_data_again_once_there_is_room() {
+    // No reserve: the shim's ENOSPC is the first the broker hears of a full disk.
+    let mut f = Faulty::start(&[("log.dir.min.free.bytes", "0")]);
+    let mut client = f.broker.client();
+    let topic = client.create_topic("disk-full", 1);
+    let mut acked = Vec::new();
+    produce_acked(&mut client, &topic, "before", 3, &mut acked);
+
+    // The disk fills up in the middle of a write: half of it goes in, then ENOSPC.
+    f.arm("write", "*/segments/*\nENOSPC");
+    for attempt in 0..3 {
+        let (_, answer) = produce_batch(&mut client, &topic, &format!("refused-{attempt}"));
+        let (code, _) = answer.expect("a produce into a full disk is answered");
+        assert_eq!(code, KAFKA_STORAGE_ERROR, "attempt {attempt}: {}", error_name(code));
+    }
+    assert!(
+        f.injected().contains("write ENOSPC"),
+        "the shim never failed a write:\n{}",
+        f.injected()
+    );
+    assert!(
+        f.broker.wait_for_exit(Duration::from_millis(300)).is_none(),
+        "a full disk stopped the broker\n{}",
+        f.broker.logs()
+    );
+    // Reads go on, and the torn write left nothing behind.
+    let (records, hw) = client.fetch_all(FetchRequest::VERSIONS.max, &topic, 0, 0);
+    assert_eq!(hw, acked.len() as i64, "high watermark while the disk is full");
+    assert_same_records(&records, &acked, 0, "read while the disk is full");
+    assert!(
+        f.broker.logs().contains("the log directory is full"),
+        "{}",
+        f.broker.logs()
+    );
+
+    // Space is back: within a second (the broker lets one write through a second to find
+    // out) produce goes in again at the next offset, as a producer's retries would find.
+    f.disarm("write");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (records, answer) = produce_batch(&mut client, &topic, "retried");
+        let (code, base) = answer.expect("produce answered");
+        if code == KAFKA_STORAGE_ERROR && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(code, 0, "once space is back: {}", error_name(code));
+        assert_eq!(base, acked.len() as i64, "the first batch after the full disk");
+        acked.extend(records);
+        break;
+    }
+    produce_acked(&mut client, &topic, "after", 2, &mut acked);
+    assert!(f.broker.logs().contains("has space again"), "{}", f.broker.logs());
+    let records = records_after_restart(&mut f.broker, &topic);
+    assert_same_records(&records, &acked, 0, "after a full disk and a restart");
+}
+
+#[test]
 fn a_failed_periodic_flush_is_not_retried_and_stops_the_broker() {
     let mut f = Faulty::start(&[("log.flush.interval.ms", "100")]);
     let mut client = f.broker.client();

@@ -651,11 +651,32 @@ impl GroupCoordinator {
 
     /// Deletes a locked group and its offsets, in storage and here.
     pub async fn delete(&self, group: &mut Group) -> Result<(), WriteError> {
-        let write = GroupWrite::DeleteGroup {
-            partition: group.partition,
-            group_id: group.id.clone(),
-        };
-        self.persist(group.partition, group.epoch, vec![write]).await?;
+        // In a cluster these are records of the compacted `__consumer_offsets`: a tombstone
+        // for each key the group has, so that once the cleaner has removed the tombstones
+        // (after `delete.retention.ms`) no older record of the group is left to bring it back
+        // at the next load. The DeleteGroup record alone would be removed the same way while
+        // the offsets it covered stayed.
+        let (partition, group_id) = (group.partition, group.id.clone());
+        let mut writes = vec![GroupWrite::Group {
+            partition,
+            group_id: group_id.clone(),
+            value: None,
+        }];
+        writes.extend(group.offsets.keys().map(|(topic, p)| GroupWrite::Offset {
+            partition,
+            group_id: group_id.clone(),
+            topic: topic.clone(),
+            topic_partition: *p,
+            value: None,
+        }));
+        writes.extend(group.pending_txn.keys().map(|producer_id| GroupWrite::PendingOffsets {
+            partition,
+            group_id: group_id.clone(),
+            producer_id: *producer_id,
+            value: None,
+        }));
+        writes.push(GroupWrite::DeleteGroup { partition, group_id });
+        self.persist(group.partition, group.epoch, writes).await?;
         group.offsets.clear();
         group.dead = true;
         self.map().remove(&group.id);

@@ -37,6 +37,11 @@ struct BrokerView {
     now_ms: i64,
     listeners: Vec<String>,
     data_dir: String,
+    /// Free space in the log directory, its reserve (`log.dir.min.free.bytes`), and whether
+    /// new data is refused for want of space.
+    disk_free_bytes: u64,
+    disk_min_free_bytes: u64,
+    disk_full: bool,
 }
 
 #[derive(Serialize)]
@@ -268,6 +273,9 @@ pub async fn status_json(broker: &Broker) -> String {
                 .map(|l| format!("{}:{}", l.host, l.port))
                 .collect(),
             data_dir: broker.config.log_dir.display().to_string(),
+            disk_free_bytes: broker.store.space().free_and_total().0,
+            disk_min_free_bytes: broker.store.space().reserve(),
+            disk_full: broker.store.space().is_full(),
         },
         brokers: meta
             .brokers
@@ -363,6 +371,9 @@ async fn collect(broker: &Broker) {
     metrics::gauge!("fjord_rocksdb_pending_compaction_bytes").set(pending as f64);
     metrics::gauge!("fjord_rocksdb_running_compactions").set(running as f64);
 
+    // Also what clears a refusal when no producer is asking (see fjord_storage::space).
+    let space = broker.store.space().clone();
+    let _ = tokio::task::spawn_blocking(move || space.look()).await;
     let dir = broker.config.log_dir.clone();
     let label = dir.display().to_string();
     let disk = tokio::task::spawn_blocking(move || {

@@ -897,6 +897,72 @@ async fn an_offset_between_the_high_watermark_and_the_log_end_reads_nothing_yet(
     store.shutdown().await.expect("close");
 }
 
+/// The batch of `records` starting at `base`, with its base offset changed to `to` (the
+/// CRC does not cover it).
+fn moved(records: &Bytes, base: i64, to: i64) -> Bytes {
+    let b = fjord_protocol::batch::split_batches(records.clone())
+        .expect("batches")
+        .into_iter()
+        .find(|b| i64::from_be_bytes(b[..8].try_into().expect("8 bytes")) == base)
+        .expect("a batch at base");
+    let mut m = BytesMut::from(&b[..]);
+    m[..8].copy_from_slice(&to.to_be_bytes());
+    m.freeze()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_copies_a_cleaned_leader_with_its_gaps_and_producer_sequences() {
+    let (ld, fd) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let leader = open(ld.path(), i64::MAX);
+    let follower = open(fd.path(), i64::MAX);
+    for s in [&leader, &follower] {
+        s.ensure_partition(P0).await.expect("create");
+        s.set_replicated(&P0, true);
+    }
+    leader.append(P0, idempotent(3, 9, 0, 0, false), 0).await.expect("ok"); // 0-2, seq 0-2
+    leader.append(P0, batch(2, T0), 0).await.expect("ok"); // 3-4
+    leader.append(P0, batch(1, T0), 0).await.expect("ok"); // 5
+    leader.append(P0, batch(2, T0), 0).await.expect("ok"); // 6-7
+    let all = leader_records(&leader, 0).await;
+    // What the leader's cleaner leaves: 0-2 with its first record only (same base and last
+    // offset), 3-4 gone, 5 as it was.
+    let first = moved(&all, 0, 0);
+    let decoded = fjord_protocol::batch::compact::DecodedBatch::decode(first).expect("decode");
+    let records = decoded.records();
+    let cleaned = decoded.rebuild(&records[..1], None).expect("rebuild");
+    let mut copy = BytesMut::from(&cleaned[..]);
+    copy.extend_from_slice(&moved(&all, 5, 5));
+    let end = follower
+        .replica_append(P0, copy.freeze())
+        .await
+        .expect("a gap is copied");
+    assert_eq!(end, 6);
+    assert_eq!(offsets_of(&leader_records(&follower, 0).await), vec![0, 5]);
+    // A batch that overlaps the log's end is refused: 6-7 moved to 5-6.
+    assert!(matches!(
+        follower.replica_append(P0, moved(&all, 6, 5)).await,
+        Err(StorageError::ReplicaMismatch(_))
+    ));
+    assert_eq!(follower.offsets(&P0).expect("ok").log_end, 6);
+    // Producer 9's last sequence is 2, from the cleaned batch's base sequence and last
+    // offset delta (its one record would say 0): as the new leader it takes 3 next.
+    follower.set_replicated(&P0, false);
+    assert!(matches!(
+        follower.append(P0, idempotent(1, 9, 0, 1, false), 1).await,
+        Err(StorageError::OutOfOrderSequence(_))
+    ));
+    let next = follower
+        .append(P0, idempotent(1, 9, 0, 3, false), 1)
+        .await
+        .expect("seq 3 follows 2");
+    assert_eq!(next.base_offset, 6);
+    follower.shutdown().await.expect("close");
+    leader.shutdown().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_copy_the_leader_and_truncate_where_they_diverge() {
     let (ld, fd) = (
@@ -931,7 +997,7 @@ async fn followers_copy_the_leader_and_truncate_where_they_diverge() {
         .await
         .expect("replicate");
     assert_eq!(end, 7);
-    // A repeated fetch adds nothing; a gap is refused.
+    // A repeated fetch adds nothing.
     assert_eq!(
         follower
             .replica_append(P0, leader_records(&leader, 3).await)
@@ -941,10 +1007,6 @@ async fn followers_copy_the_leader_and_truncate_where_they_diverge() {
     );
     leader.append(P0, batch(1, T0), 0).await.expect("ok"); // 7
     leader.append(P0, batch(1, T0), 0).await.expect("ok"); // 8
-    assert!(matches!(
-        follower.replica_append(P0, leader_records(&leader, 8).await).await,
-        Err(StorageError::ReplicaMismatch(_))
-    ));
     let fo = follower.offsets(&P0).expect("ok");
     assert_eq!((fo.log_end, fo.last_stable), (7, 0));
     assert_eq!(leader.advance_high_watermark(&P0, 5), Some(5));
