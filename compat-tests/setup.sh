@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Fjord's compat tests need; quick and quiet when everything is already there.
 #
-#   compat-tests/setup.sh                              kcat, Docker, <repo>/.venv, the Java CLI
+#   compat-tests/setup.sh                              kcat, Docker, <repo>/.venv, the Java CLI (with
+#                                                      Kafka Streams and Connect)
 #   FJORD_COMPAT_REFERENCE=1 compat-tests/setup.sh     also Apache Kafka (4.4; FJORD_KAFKA_VERSION=4.1.1 for another) as a stand-in broker
 #
 # Then: .venv/bin/pytest compat-tests -n 2
@@ -109,8 +110,11 @@ build_maven() {
     fi
     echo "$h" > "$stamp"
 }
+# Also Kafka Streams and Kafka Connect (4.4.0, with RocksDB and the FileStream connectors; about
+# 100 MB of jars) for test_streams.py and test_connect.py.
 build_maven "$HERE/java" "Java CLI" "$HERE/java/target/classes/dev/fjord/compat/Cli.class" \
-    "$HERE/java/pom.xml" "$HERE"/java/src/main/java/dev/fjord/compat/*.java
+    "$HERE/java/pom.xml" "$HERE"/java/src/main/java/dev/fjord/compat/*.java \
+    "$HERE"/java/src/main/java/org/apache/kafka/common/utils/*.java
 
 # --- The Go client (go/): franz-go, which resets fetch sessions on every rebalance ---------------
 GO_DIR="$HERE/go"

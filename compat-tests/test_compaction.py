@@ -193,3 +193,62 @@ def test_the_cleaner_removes_aborted_transactions(cleaner_broker, new_topic):
     assert b"only-aborted" not in m
     committed = read_all(b, topic, "read_committed")
     assert latest_per_key(committed) == m
+
+
+def test_a_replica_that_copied_a_cleaned_log_takes_over_with_the_same_records(start_cluster, topic_name):
+    """Three nodes, a compacted partition on all three. One replica is down while the leader
+    cleans; it comes back and copies the cleaned log, gaps and all, from the leader; when the
+    leader dies, that replica (next in the assignment) leads, and a consumer reads from it the
+    latest record of every key at the offsets the leader had."""
+    from types import SimpleNamespace
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    nodes = start_cluster("compact-replicas", 3, **CLEANER, **{
+        "broker.session.timeout.ms": 2000, "broker.heartbeat.interval.ms": 300, "replica.lag.time.max.ms": 2000})
+    by_id = {n.node_id: n for n in nodes}
+    bootstrap = ",".join(n.bootstrap for n in nodes)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    configs = {"cleanup.policy": "compact", "segment.ms": str(ROLL_MS), "min.cleanable.dirty.ratio": "0.01",
+               "min.compaction.lag.ms": "0", "delete.retention.ms": "60000"}
+    admin.create_topics([NewTopic(topic_name, num_partitions=1, replica_assignment=[[1, 3, 2]], config=configs)],
+                        operation_timeout=20, request_timeout=20)[topic_name].result(timeout=30)
+
+    def partition():
+        t = admin.list_topics(topic_name, timeout=5).topics.get(topic_name)
+        return t.partitions.get(0) if t is not None and t.error is None else None
+
+    wait_for("three in-sync replicas", lambda: ((p := partition()) is not None and len(p.isrs) == 3, p))
+    by_id[3].kill()
+    wait_for("the stopped replica out of the ISR", lambda: ((p := partition()) is not None and 3 not in p.isrs, p))
+
+    keys = [f"k{i:02}".encode() for i in range(10)]
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    expected = {}
+    for r in range(5):
+        recs = [(k, f"{k.decode()}-{r}".encode()) for k in keys]
+        expected.update(recs)
+        produce_round(p, topic_name, recs)
+    produce_round(p, topic_name, [(b"roll", b"1")])
+    expected[b"roll"] = b"1"
+    produced = 5 * len(keys) + 1
+    leader_view = SimpleNamespace(bootstrap=by_id[1].bootstrap)
+
+    def compacted_on_the_leader():
+        got = read_all(leader_view, topic_name)
+        return len([k for _, k, _ in got if k != b"roll"]) == len(keys), got
+
+    cleaned = wait_for("one record per key on the leader", compacted_on_the_leader)
+    assert len(cleaned) < produced
+
+    by_id[3].start()
+    wait_for("the returning replica in sync again", lambda: ((p := partition()) is not None and len(p.isrs) == 3, p))
+    by_id[1].kill()
+    moved = wait_for("a new leader", lambda: ((p := partition()) is not None and p.leader not in (-1, 1), p))
+    assert moved.leader == 3, f"the first in-sync replica of the assignment leads: {moved}"
+    got = read_all(SimpleNamespace(bootstrap=by_id[3].bootstrap), topic_name)
+    offsets = [o for o, _, _ in got]
+    assert offsets == sorted(offsets) and offsets[-1] == produced - 1, offsets
+    assert latest_per_key(got) == expected, got
+    # What the old leader kept, the copy has (it may have cleaned more on its own since).
+    assert set(offsets) <= {o for o, _, _ in cleaned}, (offsets, cleaned)
