@@ -119,7 +119,8 @@ impl DiskSpace {
         match nix::sys::statvfs::statvfs(&self.dir) {
             Ok(v) => {
                 let frag = v.fragment_size();
-                self.free.store(v.blocks_available().saturating_mul(frag), Ordering::Relaxed);
+                self.free
+                    .store(v.blocks_available().saturating_mul(frag), Ordering::Relaxed);
                 self.total.store(v.blocks().saturating_mul(frag), Ordering::Relaxed);
             }
             Err(e) => {
