@@ -8,7 +8,7 @@ VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 # The C/C++ compilers are set in .cargo/config.toml for every cargo build (tools/cc says why).
 
-.PHONY: fault-schedule run build-deps-hint system-deps build setup test test-rust test-compat bench bench-failover bench-replicated fmt lint clippy clean-data kafka-configs check-kafka-configs kafka-configs-build
+.PHONY: fault-schedule run build-deps-hint system-deps build setup test test-rust test-compat bench bench-failover bench-replicated bench-cleaner-soak fmt lint clippy clean-data kafka-configs check-kafka-configs kafka-configs-build
 
 ## Run a single-node broker on PLAINTEXT://0.0.0.0:9092 with data in ./fjord-data.
 run: build-deps-hint
@@ -78,6 +78,16 @@ bench-replicated: setup build
 	FJORD_BIN=$(CURDIR)/compat-tests/reference/kafka-as-fjord FJORD_READY_TIMEOUT_S=60 REPLICATED_RUN=$$run \
 	  $(PYTEST) compat-tests/replicated_bench.py -p no:cacheprovider -q -s; \
 	python3 compat-tests/replicated_bench.py summary bench/results/replicated.jsonl $$run
+
+## The log cleaner under a steady load (compat-tests/cleaner_soak.py): Fjord with its cleaner,
+## Fjord without it (the latency baseline), then Kafka 4.4 with its cleaner, SOAK_S seconds each
+## (1200: about an hour in all). One JSON line per run is appended to bench/results/cleaner_soak.jsonl.
+bench-cleaner-soak: setup build
+	FJORD_COMPAT_REFERENCE=1 bash compat-tests/setup.sh
+	SOAK_OUT=$(CURDIR)/bench/results/cleaner_soak.jsonl $(PYTEST) compat-tests/cleaner_soak.py -p no:cacheprovider -q -s
+	SOAK_CLEANER=0 SOAK_OUT=$(CURDIR)/bench/results/cleaner_soak.jsonl $(PYTEST) compat-tests/cleaner_soak.py -p no:cacheprovider -q -s
+	FJORD_BIN=$(CURDIR)/compat-tests/reference/kafka-as-fjord FJORD_READY_TIMEOUT_S=60 \
+	  SOAK_OUT=$(CURDIR)/bench/results/cleaner_soak.jsonl $(PYTEST) compat-tests/cleaner_soak.py -p no:cacheprovider -q -s
 
 ## The seeded fault schedule against a 3-node cluster under real clients, with its checker
 ## (compat-tests/fault_schedule.py). FAULT_RUNS (1), FAULT_SEED (from the clock), FAULT_STEPS (5);

@@ -27,6 +27,7 @@ KAFKA_44 = {
     20: ("DeleteTopics", 1, 6),
     21: ("DeleteRecords", 0, 2),
     32: ("DescribeConfigs", 1, 4),
+    33: ("AlterConfigs", 0, 2),
     35: ("DescribeLogDirs", 1, 5),
     37: ("CreatePartitions", 0, 3),
     44: ("IncrementalAlterConfigs", 0, 1),

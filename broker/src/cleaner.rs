@@ -84,18 +84,23 @@ struct Candidate {
 
 /// Runs the cleaner until the broker stops (the task is aborted).
 pub async fn run(broker: Arc<Broker>) {
-    let cfg = broker.config.cleaner.clone();
-    if !cfg.enable || cfg.threads == 0 {
-        tracing::info!("the log cleaner is off (log.cleaner.enable=false or log.cleaner.threads=0): compacted topics are not compacted");
+    if !broker.config.cleaner.enable {
+        tracing::info!("the log cleaner is off (log.cleaner.enable=false): compacted topics are not compacted");
         return;
     }
-    let backoff = Duration::from_millis(cfg.backoff_ms.max(1));
     let mut uncleanable: HashSet<PartitionId> = HashSet::new();
+    let mut idle_said = false;
     loop {
-        let cleaned = pass(&broker, &cfg, &mut uncleanable).await;
+        // Read each round: log.cleaner.threads, backoff.ms and the rest change at run time.
+        let cfg = broker.live(&broker.metadata()).cleaner.clone();
+        if cfg.threads == 0 && !idle_said {
+            tracing::info!("log.cleaner.threads=0: compacted topics are not compacted until it is raised");
+        }
+        idle_said = cfg.threads == 0;
+        let cleaned = cfg.threads > 0 && pass(&broker, &cfg, &mut uncleanable).await;
         metrics::gauge!("fjord_cleaner_last_run_timestamp_seconds").set(txn::now_ms() as f64 / 1000.0);
         if !cleaned {
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(Duration::from_millis(cfg.backoff_ms.max(1))).await;
         }
     }
 }
@@ -112,10 +117,11 @@ fn thread_cpu_seconds() -> Option<f64> {
 /// ones. Whether anything was cleaned.
 async fn pass(broker: &Arc<Broker>, cfg: &CleanerConfig, uncleanable: &mut HashSet<PartitionId>) -> bool {
     let meta = broker.metadata();
+    let live = broker.live(&meta);
     let now_ms = txn::now_ms();
     let mut candidates = Vec::new();
     for topic in meta.topics.values() {
-        let eff = topic_config::EffectiveConfig::new(&broker.config.topic_defaults, &topic.configs);
+        let eff = topic_config::EffectiveConfig::new(&live.topic_defaults, &topic.configs);
         let Some(cc) = eff.compaction() else {
             continue;
         };

@@ -7,6 +7,7 @@
 
 pub mod cleaner;
 pub mod config;
+pub mod dynamic;
 mod error;
 pub mod group;
 mod handler;
@@ -63,6 +64,8 @@ pub struct Broker {
     reconciling: tokio::sync::Mutex<()>,
     /// The log cleaner's view of the compacted partitions, for the status page.
     pub(crate) cleaner: cleaner::CleanerState,
+    /// The settings dynamic broker configs change, as of the latest metadata.
+    live: dynamic::LiveCache,
 }
 
 impl Broker {
@@ -95,6 +98,12 @@ impl Broker {
         self.controller.metadata()
     }
 
+    /// The settings that dynamic broker configs change (topic defaults, the cleaner's, the
+    /// disk reserve), as `meta` has them for this broker.
+    pub fn live(&self, meta: &ClusterMetadata) -> Arc<dynamic::Live> {
+        self.live.get(&self.config, meta)
+    }
+
     /// Makes storage match the metadata: every partition led here exists, and the data of
     /// deleted topics is gone. Idempotent; run at start, after admin changes and whenever
     /// the metadata moves.
@@ -104,9 +113,11 @@ impl Broker {
         // newer one.
         let _turn = self.reconciling.lock().await;
         let meta = self.metadata();
+        let live = self.live(&meta);
+        self.store.space().set_min_free(live.min_free_bytes);
         for topic in meta.topics.values() {
             // Segment rolling follows the topic's config, changed or not.
-            let cfg = topic_config::EffectiveConfig::new(&self.config.topic_defaults, &topic.configs);
+            let cfg = topic_config::EffectiveConfig::new(&live.topic_defaults, &topic.configs);
             for p in &topic.partitions {
                 if p.replicas.contains(&self.node_id()) {
                     let pid = partition_id(topic, p.partition);
@@ -160,9 +171,10 @@ impl Broker {
     /// One retention pass over every partition led here.
     pub async fn enforce_retention(&self) -> Result<(), BrokerError> {
         let meta = self.metadata();
+        let live = self.live(&meta);
         let now_ms = txn::now_ms();
         for topic in meta.topics.values() {
-            let cfg = topic_config::EffectiveConfig::new(&self.config.topic_defaults, &topic.configs);
+            let cfg = topic_config::EffectiveConfig::new(&live.topic_defaults, &topic.configs);
             let Some((retention_ms, retention_bytes)) = cfg.retention() else {
                 continue;
             };
@@ -296,6 +308,7 @@ pub async fn run(
         controller,
         fetch_sessions: FetchSessions::default(),
         produce_settings: Default::default(),
+        live: Default::default(),
         groups: groups.clone(),
         txns,
         peers: Default::default(),

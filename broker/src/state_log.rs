@@ -237,7 +237,9 @@ pub async fn append(
     let (topic, p) = led_partition(&meta, log, partition)
         .filter(|(_, p)| p.leader == broker.node_id() && p.leader_epoch == epoch)
         .ok_or(refused(ResponseError::NotCoordinator))?;
-    let settings = broker.produce_settings.get(&broker.config.topic_defaults, &meta, topic);
+    let settings = broker
+        .produce_settings
+        .get(&broker.live(&meta).topic_defaults, &meta, topic);
     if p.isr.len() < settings.min_insync_replicas {
         return Err(refused(ResponseError::NotEnoughReplicas));
     }

@@ -68,6 +68,10 @@ pub(crate) enum Command {
     },
     /// Applies IncrementalAlterConfigs operations to a topic's overrides, all or nothing.
     AlterTopicConfigs { name: String, ops: Vec<ConfigOp> },
+    /// Applies config operations to a broker resource's dynamic configs (`""`: the
+    /// cluster-wide defaults; a node id: that broker's), all or nothing. The broker that takes
+    /// the request has checked the keys and values.
+    AlterBrokerConfigs { resource: String, ops: Vec<ConfigOp> },
     /// Hands a block of `count` producer ids to a broker.
     AllocateProducerIds { broker_id: i32, count: i32 },
     /// A broker missed its heartbeats: it is fenced, and each partition it leads moves to another
@@ -249,6 +253,7 @@ pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse
             assignment,
         } => create_partitions(meta, name, new_total, assignment),
         Command::AlterTopicConfigs { name, ops } => alter_topic_configs(meta, name, &ops),
+        Command::AlterBrokerConfigs { resource, ops } => alter_broker_configs(meta, resource, &ops),
         Command::FenceBroker { node_id } => fence_broker(meta, node_id),
         Command::UnfenceBroker { node_id } => unfence_broker(meta, node_id),
         Command::AlterIsr {
@@ -571,6 +576,37 @@ fn alter_topic_configs(
     let Some(topic) = meta.topics.get_mut(&name) else {
         return Err(ApplyError::UnknownTopic(name));
     };
+    check_config_ops(ops)?;
+    // All checks are done: from here on every op applies, so the request is all or nothing.
+    for op in ops {
+        apply_config_op(&mut topic.configs, op);
+    }
+    Ok(CommandResponse::Topic(topic.clone()))
+}
+
+fn alter_broker_configs(
+    meta: &mut ClusterMetadata,
+    resource: String,
+    ops: &[ConfigOp],
+) -> Result<CommandResponse, ApplyError> {
+    if !resource.is_empty() && resource.parse::<i32>().is_err() {
+        return Err(ApplyError::InvalidRequest(format!(
+            "Node id must be an integer, but it is: {resource}"
+        )));
+    }
+    check_config_ops(ops)?;
+    let configs = meta.broker_configs.entry(resource.clone()).or_default();
+    for op in ops {
+        apply_config_op(configs, op);
+    }
+    if configs.is_empty() {
+        meta.broker_configs.remove(&resource);
+    }
+    Ok(CommandResponse::Done)
+}
+
+/// What Kafka refuses in any config change before looking at the keys themselves.
+fn check_config_ops(ops: &[ConfigOp]) -> Result<(), ApplyError> {
     let mut seen = BTreeSet::new();
     for op in ops {
         if op.key().is_empty() {
@@ -584,11 +620,7 @@ fn alter_topic_configs(
             )));
         }
     }
-    // All checks are done: from here on every op applies, so the request is all or nothing.
-    for op in ops {
-        apply_config_op(&mut topic.configs, op);
-    }
-    Ok(CommandResponse::Topic(topic.clone()))
+    Ok(())
 }
 
 /// Applies one config operation. APPEND and SUBTRACT work on the explicit override only: the
@@ -741,6 +773,35 @@ mod tests {
         else {
             panic!("too many partitions must be rejected");
         };
+        assert_eq!(meta, before);
+    }
+
+    #[test]
+    fn broker_configs_are_kept_per_resource_and_dropped_when_emptied() {
+        let mut meta = ClusterMetadata::default();
+        let alter = |resource: &str, ops: Vec<ConfigOp>| Command::AlterBrokerConfigs {
+            resource: resource.into(),
+            ops,
+        };
+        let set = |k: &str, v: &str| ConfigOp::Set(k.into(), v.into());
+        assert!(matches!(
+            apply(&mut meta, alter("", vec![set("log.retention.ms", "1000")])),
+            CommandResponse::Done
+        ));
+        apply(&mut meta, alter("2", vec![set("message.max.bytes", "2000")]));
+        assert_eq!(meta.broker_configs[""]["log.retention.ms"], "1000");
+        assert_eq!(meta.broker_configs["2"]["message.max.bytes"], "2000");
+        apply(&mut meta, alter("", vec![ConfigOp::Delete("log.retention.ms".into())]));
+        assert!(!meta.broker_configs.contains_key(""), "an emptied resource goes");
+        let before = meta.clone();
+        for bad in [
+            alter("x", vec![set("a", "1")]),
+            alter("", vec![set("a", "1"), ConfigOp::Delete("a".into())]),
+        ] {
+            let CommandResponse::Rejected(ApplyError::InvalidRequest(_)) = apply(&mut meta, bad) else {
+                panic!("must be refused");
+            };
+        }
         assert_eq!(meta, before);
     }
 

@@ -896,6 +896,28 @@ impl Controller {
         .await
     }
 
+    /// Applies config operations to a broker resource's dynamic configs (`""` for the
+    /// cluster-wide defaults, a node id for one broker), all or nothing.
+    ///
+    /// Errors: `InvalidRequest` for a resource that is neither, an empty key or a key named twice.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn alter_broker_configs(&self, resource: &str, ops: Vec<ConfigOp>) -> Result<()> {
+        match self
+            .write(Command::AlterBrokerConfigs {
+                resource: resource.to_string(),
+                ops,
+            })
+            .await?
+            .1
+        {
+            CommandResponse::Done => Ok(()),
+            CommandResponse::Rejected(e) => Err(e.into()),
+            other => Err(ControllerError::Raft(format!(
+                "a broker config command applied with {other:?}"
+            ))),
+        }
+    }
+
     /// Changes a partition's in-sync replicas, as its leader `leader` in `leader_epoch` asks
     /// (Kafka's AlterPartition). Returns the partition as it is after the change.
     ///

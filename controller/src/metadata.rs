@@ -109,6 +109,10 @@ pub struct ClusterMetadata {
     /// blocks of ids from here, so ids are unique across the cluster and never reused.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Dynamic broker configs (IncrementalAlterConfigs and AlterConfigs on BROKER resources):
+    /// by resource name, `""` for the cluster-wide defaults and a node id for one broker.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl ClusterMetadata {

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use super::configs::config_entries;
 use super::{str_bytes, topic_name, validate_topic_name};
 use crate::error::{controller_error_code, storage_error_code};
-use crate::topic_config::{self, EffectiveConfig};
+use crate::topic_config;
 use crate::{partition_id, Broker};
 
 /// Creates a topic with the broker's defaults, as Metadata's auto-creation does.
@@ -153,6 +153,7 @@ fn check_creatable(
 
 /// Answers CreateTopics.
 pub async fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let meta = broker.metadata();
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = req
         .topics
@@ -192,15 +193,14 @@ pub async fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateT
             }
         };
         let describe = |overrides: &BTreeMap<String, String>| -> Option<Vec<CreatableTopicConfigs>> {
-            let effective = EffectiveConfig::new(&broker.config.topic_defaults, overrides);
             Some(
-                config_entries(broker, &effective, overrides, None)
+                config_entries(broker, &meta, overrides, None)
                     .into_iter()
-                    .map(|(name, value, source)| {
+                    .map(|e| {
                         CreatableTopicConfigs::default()
-                            .with_name(str_bytes(name))
-                            .with_value(Some(str_bytes(value)))
-                            .with_config_source(source as i8)
+                            .with_name(str_bytes(e.name))
+                            .with_value(e.value.map(str_bytes))
+                            .with_config_source(e.source as i8)
                             .with_read_only(false)
                             .with_is_sensitive(false)
                     })

@@ -1,20 +1,24 @@
-//! DescribeConfigs and IncrementalAlterConfigs for topics (and describing the broker).
+//! DescribeConfigs, IncrementalAlterConfigs and AlterConfigs, for topics and brokers (the
+//! dynamic broker configs themselves are in [`crate::dynamic`]).
 
 use std::collections::BTreeMap;
 
-use fjord_controller::ConfigOp;
+use fjord_controller::{ClusterMetadata, ConfigOp};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as LegacyResourceResponse;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 
 use super::str_bytes;
+use crate::dynamic::{self, ConfigSource, Op};
 use crate::error::controller_error_code;
-use crate::kafka_keys::{self, KeyType, Scope};
+use crate::kafka_keys::{self, KeyType, Scope, UpdateMode};
 use crate::topic_config::{self, ConfigType, EffectiveConfig};
 use crate::Broker;
 
@@ -22,38 +26,50 @@ use crate::Broker;
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
-/// Where a config value comes from (`DescribeConfigsResponse.ConfigSource`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigSource {
-    /// Set on the topic.
-    DynamicTopic = 1,
-    /// Set in the broker's properties.
-    StaticBroker = 4,
-    /// Kafka's default.
-    Default = 5,
+/// A config as DescribeConfigs (and CreateTopics) describe it.
+pub struct Entry {
+    pub name: String,
+    /// `None` for a key without a value (or a password, never shown).
+    pub value: Option<String>,
+    pub source: ConfigSource,
+    /// Kafka's synonyms, highest precedence first (see [`dynamic::synonyms`]).
+    pub synonyms: Vec<(String, Option<String>, ConfigSource)>,
+    pub read_only: bool,
 }
 
-/// The configs of a topic, each with its source, optionally limited to `keys`.
+/// The configs of a topic with `overrides`, optionally limited to `keys`: the values in force
+/// (the override, else the broker default as dynamic configs leave it), with Kafka's sources
+/// and synonyms (the override, then the broker keys that supply the default, level by level).
 pub fn config_entries(
     broker: &Broker,
-    effective: &EffectiveConfig,
+    meta: &ClusterMetadata,
     overrides: &BTreeMap<String, String>,
     keys: Option<&[String]>,
-) -> Vec<(String, String, ConfigSource)> {
-    let kafka_defaults = topic_config::defaults();
+) -> Vec<Entry> {
+    let live = broker.live(meta);
+    let effective = EffectiveConfig::new(&live.topic_defaults, overrides);
     effective
         .values
         .iter()
         .filter(|(k, _)| keys.is_none_or(|ks| ks.iter().any(|w| w == *k)))
         .map(|(k, v)| {
-            let source = if overrides.contains_key(k) {
-                ConfigSource::DynamicTopic
-            } else if broker.config.topic_defaults.get(k) != kafka_defaults.get(k) {
-                ConfigSource::StaticBroker
-            } else {
-                ConfigSource::Default
-            };
-            (k.clone(), v.clone(), source)
+            let mut synonyms = Vec::new();
+            if let Some(o) = overrides.get(k) {
+                synonyms.push((k.clone(), Some(o.clone()), ConfigSource::DynamicTopic));
+            }
+            let names: Vec<&str> = kafka_keys::topic(k)
+                .map(|t| t.synonyms.iter().map(|(b, _)| *b).collect())
+                .unwrap_or_default();
+            if let Some(primary) = names.first() {
+                synonyms.extend(dynamic::synonyms(&broker.config, meta, &names, primary));
+            }
+            Entry {
+                name: k.clone(),
+                value: Some(v.clone()),
+                source: synonyms.first().map_or(ConfigSource::Default, |s| s.2),
+                synonyms,
+                read_only: false,
+            }
         })
         .collect()
 }
@@ -61,7 +77,7 @@ pub fn config_entries(
 /// Every broker config as Kafka lists it: each non-internal key of Kafka's broker definitions,
 /// its value Fjord's effective one where Fjord acts on the key, else the value given or Kafka's
 /// default (none for a key without one; passwords are never shown).
-fn broker_entries(broker: &Broker) -> Vec<(String, Option<String>, ConfigSource)> {
+fn broker_entries(broker: &Broker, meta: &ClusterMetadata) -> Vec<Entry> {
     let c = &broker.config;
     let listeners = |ls: &[crate::config::Listener]| {
         ls.iter()
@@ -121,15 +137,49 @@ fn broker_entries(broker: &Broker) -> Vec<(String, Option<String>, ConfigSource)
         })
         .collect();
     entries.extend(out.into_iter().map(|(k, v)| (k, Some(v))));
+    // Keys set only dynamically (Fjord's own, or keys Kafka does not define) are listed too.
+    for (layer, _) in dynamic::layers(meta, broker.node_id()) {
+        for k in layer.iter().flat_map(|l| l.keys()) {
+            entries.entry(k.clone()).or_insert(None);
+        }
+    }
     entries
         .into_iter()
         .map(|(k, v)| {
-            let source = if c.explicit.contains_key(&k) {
-                ConfigSource::StaticBroker
-            } else {
-                ConfigSource::Default
+            let names = dynamic::broker_synonyms(&k);
+            let names = if names.is_empty() { vec![k.as_str()] } else { names };
+            let synonyms = dynamic::synonyms(&broker.config, meta, &names, &k);
+            // A dynamic value wins over what the broker started with.
+            let (value, source) = match synonyms.first() {
+                Some((_, v, s @ (ConfigSource::DynamicBroker | ConfigSource::DynamicDefaultBroker))) => (v.clone(), *s),
+                Some((_, _, s)) => (v, *s),
+                None => (v, ConfigSource::Default),
             };
-            (k, v, source)
+            let read_only = !dynamic::FJORD_DYNAMIC_KEYS.contains(&k.as_str())
+                && kafka_keys::broker(&k).is_none_or(|d| d.update_mode == UpdateMode::ReadOnly);
+            Entry {
+                name: k,
+                value,
+                source,
+                synonyms,
+                read_only,
+            }
+        })
+        .collect()
+}
+
+/// The `""` broker resource: the cluster-wide dynamic configs alone, as Kafka lists them.
+fn cluster_default_entries(meta: &ClusterMetadata) -> Vec<Entry> {
+    meta.broker_configs
+        .get("")
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| Entry {
+            name: k.clone(),
+            value: Some(v.clone()),
+            source: ConfigSource::DynamicDefaultBroker,
+            synonyms: vec![(k.clone(), Some(v.clone()), ConfigSource::DynamicDefaultBroker)],
+            read_only: false,
         })
         .collect()
 }
@@ -148,13 +198,7 @@ pub fn describe(broker: &Broker, req: DescribeConfigsRequest) -> DescribeConfigs
             .map(|ks| ks.iter().map(|k| k.to_string()).collect());
         let entries = match r.resource_type {
             RESOURCE_TOPIC => match meta.topics.get(r.resource_name.as_str()) {
-                Some(t) => {
-                    let effective = EffectiveConfig::new(&broker.config.topic_defaults, &t.configs);
-                    config_entries(broker, &effective, &t.configs, keys.as_deref())
-                        .into_iter()
-                        .map(|(k, v, source)| (k, Some(v), source))
-                        .collect::<Vec<_>>()
-                }
+                Some(t) => config_entries(broker, &meta, &t.configs, keys.as_deref()),
                 None => {
                     results.push(
                         base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
@@ -178,9 +222,14 @@ pub fn describe(broker: &Broker, req: DescribeConfigsRequest) -> DescribeConfigs
                     );
                     continue;
                 }
-                broker_entries(broker)
+                let entries = if name.is_empty() {
+                    cluster_default_entries(&meta)
+                } else {
+                    broker_entries(broker, &meta)
+                };
+                entries
                     .into_iter()
-                    .filter(|(k, _, _)| keys.as_ref().is_none_or(|ks| ks.contains(k)))
+                    .filter(|e| keys.as_ref().is_none_or(|ks| ks.contains(&e.name)))
                     .collect()
             }
             other => {
@@ -193,30 +242,34 @@ pub fn describe(broker: &Broker, req: DescribeConfigsRequest) -> DescribeConfigs
         };
         let configs = entries
             .into_iter()
-            .map(|(name, value, source)| {
+            .map(|e| {
                 let config_type = if r.resource_type == RESOURCE_BROKER {
-                    kafka_keys::broker(&name).map(|k| k.kind)
+                    kafka_keys::broker(&e.name).map(|k| k.kind)
                 } else {
-                    topic_config::config_type(&name)
+                    topic_config::config_type(&e.name)
                 }
                 .unwrap_or(ConfigType::String);
-                // As Kafka: a password's value is never sent.
+                // As Kafka: a password's value is never sent, nor its synonyms'.
                 let sensitive = config_type == KeyType::Password;
-                let value = value.filter(|_| !sensitive).map(str_bytes);
+                let shown = |v: Option<String>| v.filter(|_| !sensitive).map(str_bytes);
                 let synonyms = if req.include_synonyms {
-                    vec![DescribeConfigsSynonym::default()
-                        .with_name(str_bytes(name.clone()))
-                        .with_value(value.clone())
-                        .with_source(source as i8)]
+                    e.synonyms
+                        .into_iter()
+                        .map(|(name, value, source)| {
+                            DescribeConfigsSynonym::default()
+                                .with_name(str_bytes(name))
+                                .with_value(shown(value))
+                                .with_source(source as i8)
+                        })
+                        .collect()
                 } else {
                     Vec::new()
                 };
                 DescribeConfigsResourceResult::default()
-                    .with_name(str_bytes(name))
-                    .with_value(value)
-                    // No broker config changes without a restart in Fjord yet.
-                    .with_read_only(r.resource_type == RESOURCE_BROKER)
-                    .with_config_source(source as i8)
+                    .with_name(str_bytes(e.name))
+                    .with_value(shown(e.value))
+                    .with_read_only(e.read_only)
+                    .with_config_source(e.source as i8)
                     .with_is_sensitive(sensitive)
                     .with_synonyms(synonyms)
                     .with_config_type(config_type as i8)
@@ -271,17 +324,47 @@ pub async fn incremental_alter(
                 .with_error_code(e.code())
                 .with_error_message(Some(str_bytes(m)))
         };
-        // No broker config is dynamic in Fjord, so deleting one finds nothing to delete and
-        // succeeds, as on Kafka when none is set: `kafka-reassign-partitions.sh --verify` clears
-        // its replication throttles this way.
-        if r.resource_type == RESOURCE_BROKER && r.configs.iter().all(|c| c.config_operation == OP_DELETE) {
-            responses.push(base);
+        if r.resource_type == RESOURCE_BROKER {
+            let mut changes = Vec::with_capacity(r.configs.len());
+            for c in &r.configs {
+                let op = match c.config_operation {
+                    OP_SET => Op::Set,
+                    OP_DELETE => Op::Delete,
+                    OP_APPEND => Op::Append,
+                    OP_SUBTRACT => Op::Subtract,
+                    other => {
+                        changes.clear();
+                        responses.push(fail(
+                            ResponseError::InvalidRequest,
+                            format!("Unknown config operation {other}"),
+                        ));
+                        break;
+                    }
+                };
+                changes.push((op, c.name.to_string(), c.value.as_ref().map(|v| v.to_string())));
+            }
+            if changes.len() != r.configs.len() {
+                continue;
+            }
+            let outcome = alter_broker(
+                broker,
+                &meta,
+                r.resource_name.as_str(),
+                &changes,
+                false,
+                req.validate_only,
+            )
+            .await;
+            responses.push(match outcome {
+                Ok(()) => base,
+                Err((e, m)) => fail(e, m),
+            });
             continue;
         }
         if r.resource_type != RESOURCE_TOPIC {
             responses.push(fail(
                 ResponseError::InvalidRequest,
-                "Fjord does not support dynamic broker configs yet; set them in server.properties".into(),
+                format!("Unsupported resource type {}", r.resource_type),
             ));
             continue;
         }
@@ -292,7 +375,7 @@ pub async fn incremental_alter(
             ));
             continue;
         };
-        let effective = EffectiveConfig::new(&broker.config.topic_defaults, &topic.configs);
+        let effective = EffectiveConfig::new(&broker.live(&meta).topic_defaults, &topic.configs);
         let mut ops = Vec::with_capacity(r.configs.len());
         let mut error = None;
         for c in &r.configs {
@@ -368,4 +451,146 @@ pub async fn incremental_alter(
         }
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Changes a broker resource's dynamic configs (`""`: every broker's; this node's id: its
+/// own): `changes` applied to what the resource has (`replace`: to nothing, AlterConfigs'
+/// semantics), checked as Kafka checks them, and written through the controller unless
+/// `validate_only`.
+async fn alter_broker(
+    broker: &Broker,
+    meta: &ClusterMetadata,
+    resource: &str,
+    changes: &[(Op, String, Option<String>)],
+    replace: bool,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    dynamic::check_resource(resource, broker.node_id())?;
+    let current = meta.broker_configs.get(resource).cloned().unwrap_or_default();
+    let start = if replace { BTreeMap::new() } else { current.clone() };
+    // APPEND and SUBTRACT start from the value in force where the resource sets none.
+    let in_force = |key: &str| {
+        let entries = broker_entries(broker, meta);
+        entries.into_iter().find(|e| e.name == key).and_then(|e| e.value)
+    };
+    let next = dynamic::apply_changes(resource, &start, changes, in_force)?;
+    if validate_only {
+        return Ok(());
+    }
+    let mut ops: Vec<ConfigOp> = current
+        .keys()
+        .filter(|k| !next.contains_key(*k))
+        .map(|k| ConfigOp::Delete(k.clone()))
+        .collect();
+    ops.extend(
+        next.iter()
+            .filter(|(k, v)| current.get(*k) != Some(*v))
+            .map(|(k, v)| ConfigOp::Set(k.clone(), v.clone())),
+    );
+    if ops.is_empty() {
+        return Ok(());
+    }
+    broker
+        .controller
+        .alter_broker_configs(resource, ops)
+        .await
+        .map_err(|e| (controller_error_code(&e), e.to_string()))?;
+    tracing::info!(
+        resource = if resource.is_empty() { "cluster default" } else { resource },
+        keys = ?next.keys().collect::<Vec<_>>(),
+        "dynamic broker configs changed"
+    );
+    Ok(())
+}
+
+/// Answers AlterConfigs (the legacy API, which Kafka still serves): each resource's dynamic
+/// configs become exactly the ones given, every other one removed.
+pub async fn alter(broker: &Broker, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let meta = broker.metadata();
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let base = LegacyResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        let name = r.resource_name.as_str();
+        let given: Vec<(String, Option<String>)> = r
+            .configs
+            .iter()
+            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+            .collect();
+        let outcome = match r.resource_type {
+            RESOURCE_BROKER => {
+                let changes: Vec<(Op, String, Option<String>)> =
+                    given.into_iter().map(|(k, v)| (Op::Set, k, v)).collect();
+                alter_broker(broker, &meta, name, &changes, true, req.validate_only).await
+            }
+            RESOURCE_TOPIC => replace_topic_configs(broker, &meta, name, given, req.validate_only).await,
+            other => Err((
+                ResponseError::InvalidRequest,
+                format!("Unsupported resource type {other}"),
+            )),
+        };
+        responses.push(match outcome {
+            Ok(()) => base,
+            Err((e, m)) => base.with_error_code(e.code()).with_error_message(Some(str_bytes(m))),
+        });
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// AlterConfigs on a topic: its overrides become `given`, as Kafka's controller replaces them.
+async fn replace_topic_configs(
+    broker: &Broker,
+    meta: &ClusterMetadata,
+    name: &str,
+    given: Vec<(String, Option<String>)>,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    let Some(topic) = meta.topics.get(name) else {
+        return Err((
+            ResponseError::UnknownTopicOrPartition,
+            format!("The topic '{name}' does not exist."),
+        ));
+    };
+    let nulls: Vec<&str> = given
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if !nulls.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("Null value not supported for : {}", nulls.join(", ")),
+        ));
+    }
+    let mut next = BTreeMap::new();
+    for (k, v) in given {
+        let v = v.unwrap_or_default();
+        topic_config::validate(&k, &v).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        if next.insert(k.clone(), v).is_some() {
+            return Err((
+                ResponseError::InvalidRequest,
+                "Error due to duplicate config keys".into(),
+            ));
+        }
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let mut ops: Vec<ConfigOp> = topic
+        .configs
+        .keys()
+        .filter(|k| !next.contains_key(*k))
+        .map(|k| ConfigOp::Delete(k.clone()))
+        .collect();
+    ops.extend(next.into_iter().map(|(k, v)| ConfigOp::Set(k, v)));
+    if ops.is_empty() {
+        return Ok(());
+    }
+    broker
+        .controller
+        .alter_topic_configs(name, ops)
+        .await
+        .map(|_| ())
+        .map_err(|e| (controller_error_code(&e), e.to_string()))
 }

@@ -257,7 +257,9 @@ async fn place(broker: &Broker, topic: &str, partition: i32, marker: Marker) -> 
     if pmeta.leader != broker.node_id() {
         return Err(ResponseError::NotLeaderOrFollower);
     }
-    let settings = broker.produce_settings.get(&broker.config.topic_defaults, &meta, t);
+    let settings = broker
+        .produce_settings
+        .get(&broker.live(&meta).topic_defaults, &meta, t);
     let replicated = is_replicated(pmeta);
     if replicated && pmeta.isr.len() < settings.min_insync_replicas {
         return Err(ResponseError::NotEnoughReplicas);

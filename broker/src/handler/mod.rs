@@ -56,6 +56,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::AlterPartitionReassignments,
     ApiKey::ListPartitionReassignments,
     ApiKey::IncrementalAlterConfigs,
+    ApiKey::AlterConfigs,
     ApiKey::DescribeCluster,
     ApiKey::DescribeQuorum,
     ApiKey::AddRaftVoter,
@@ -355,6 +356,7 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(admin::create_partitions(b, r).await),
         RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(admin::delete_records(b, r).await),
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(configs::describe(b, r)),
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(b, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(b, r).await)
         }

@@ -123,7 +123,11 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
         } else {
             ResponseError::UnknownTopicOrPartition
         };
-        let config = topic.map(|tm| broker.produce_settings.get(&broker.config.topic_defaults, &meta, tm));
+        let config = topic.map(|tm| {
+            broker
+                .produce_settings
+                .get(&broker.live(&meta).topic_defaults, &meta, tm)
+        });
         let mut outcomes = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
             if !(-1..=1).contains(&acks) {

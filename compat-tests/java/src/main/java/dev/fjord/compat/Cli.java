@@ -585,7 +585,8 @@ public final class Cli {
     private static int adminDescribeConfigs(Opts o) throws Exception {
         ConfigResource res = resource(o);
         try (Admin a = Admin.create(common(o))) {
-            Config cfg = a.describeConfigs(List.of(res)).all().get().get(res);
+            Config cfg = a.describeConfigs(List.of(res), new org.apache.kafka.clients.admin.DescribeConfigsOptions()
+                    .includeSynonyms(true)).all().get().get(res);
             StringBuilder sb = new StringBuilder("{\"configs\":{");
             boolean first = true;
             for (ConfigEntry ce : cfg.entries()) {
@@ -593,7 +594,15 @@ public final class Cli {
                         .append(",\"source\":").append(Json.quote(ce.source().name()))
                         .append(",\"default\":").append(ce.isDefault())
                         .append(",\"read_only\":").append(ce.isReadOnly())
-                        .append(",\"sensitive\":").append(ce.isSensitive()).append('}');
+                        .append(",\"sensitive\":").append(ce.isSensitive())
+                        .append(",\"synonyms\":[");
+                boolean firstSynonym = true;
+                for (ConfigEntry.ConfigSynonym s : ce.synonyms()) {
+                    sb.append(firstSynonym ? "" : ",").append('[').append(Json.quote(s.name())).append(',')
+                            .append(Json.quote(s.value())).append(',').append(Json.quote(s.source().name())).append(']');
+                    firstSynonym = false;
+                }
+                sb.append("]}");
                 first = false;
             }
             OUT.println(sb.append("}}"));
@@ -601,16 +610,22 @@ public final class Cli {
         return 0;
     }
 
-    /** IncrementalAlterConfigs: {@code --topic T [--set k=v]... [--delete k]...}. */
+    /**
+     * IncrementalAlterConfigs: {@code --topic T | --broker ID (empty: the cluster default)
+     * [--set k=v]... [--append k=v]... [--subtract k=v]... [--delete k]... [--validate-only]}.
+     */
     private static int adminAlterConfigs(Opts o) throws Exception {
         ConfigResource res = resource(o);
         List<AlterConfigOp> ops = new ArrayList<>();
         keyValues(o.all("set")).forEach((k, v) -> ops.add(new AlterConfigOp(new ConfigEntry(k, v), AlterConfigOp.OpType.SET)));
+        keyValues(o.all("append")).forEach((k, v) -> ops.add(new AlterConfigOp(new ConfigEntry(k, v), AlterConfigOp.OpType.APPEND)));
+        keyValues(o.all("subtract")).forEach((k, v) -> ops.add(new AlterConfigOp(new ConfigEntry(k, v), AlterConfigOp.OpType.SUBTRACT)));
         for (String k : o.all("delete")) {
             ops.add(new AlterConfigOp(new ConfigEntry(k, null), AlterConfigOp.OpType.DELETE));
         }
         try (Admin a = Admin.create(common(o))) {
-            a.incrementalAlterConfigs(Map.of(res, ops)).all().get();
+            a.incrementalAlterConfigs(Map.of(res, ops),
+                    new org.apache.kafka.clients.admin.AlterConfigsOptions().validateOnly(o.has("validate-only"))).all().get();
             OUT.println("{\"ok\":true}");
         }
         return 0;
