@@ -453,6 +453,22 @@ pub async fn incremental_alter(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
+/// The operations that turn `current` into `next`: a DELETE for each key that goes, a SET for
+/// each key new or changed.
+fn ops_between(current: &BTreeMap<String, String>, next: &BTreeMap<String, String>) -> Vec<ConfigOp> {
+    let mut ops: Vec<ConfigOp> = current
+        .keys()
+        .filter(|k| !next.contains_key(*k))
+        .map(|k| ConfigOp::Delete(k.clone()))
+        .collect();
+    ops.extend(
+        next.iter()
+            .filter(|(k, v)| current.get(*k) != Some(*v))
+            .map(|(k, v)| ConfigOp::Set(k.clone(), v.clone())),
+    );
+    ops
+}
+
 /// Changes a broker resource's dynamic configs (`""`: every broker's; this node's id: its
 /// own): `changes` applied to what the resource has (`replace`: to nothing, AlterConfigs'
 /// semantics), checked as Kafka checks them, and written through the controller unless
@@ -477,16 +493,7 @@ async fn alter_broker(
     if validate_only {
         return Ok(());
     }
-    let mut ops: Vec<ConfigOp> = current
-        .keys()
-        .filter(|k| !next.contains_key(*k))
-        .map(|k| ConfigOp::Delete(k.clone()))
-        .collect();
-    ops.extend(
-        next.iter()
-            .filter(|(k, v)| current.get(*k) != Some(*v))
-            .map(|(k, v)| ConfigOp::Set(k.clone(), v.clone())),
-    );
+    let ops = ops_between(&current, &next);
     if ops.is_empty() {
         return Ok(());
     }
@@ -577,13 +584,7 @@ async fn replace_topic_configs(
     if validate_only {
         return Ok(());
     }
-    let mut ops: Vec<ConfigOp> = topic
-        .configs
-        .keys()
-        .filter(|k| !next.contains_key(*k))
-        .map(|k| ConfigOp::Delete(k.clone()))
-        .collect();
-    ops.extend(next.into_iter().map(|(k, v)| ConfigOp::Set(k, v)));
+    let ops = ops_between(&topic.configs, &next);
     if ops.is_empty() {
         return Ok(());
     }
