@@ -239,7 +239,7 @@ pub async fn append(
         .ok_or(refused(ResponseError::NotCoordinator))?;
     let settings = broker
         .produce_settings
-        .get(&broker.live(&meta).topic_defaults, &meta, topic);
+        .get(|| broker.live(&meta).topic_defaults.clone(), &meta, topic);
     if p.isr.len() < settings.min_insync_replicas {
         return Err(refused(ResponseError::NotEnoughReplicas));
     }

@@ -207,10 +207,11 @@ struct CacheInner {
 }
 
 impl SettingsCache {
-    /// The settings of `topic` as of `meta`.
-    pub fn get(
+    /// The settings of `topic` as of `meta`; `broker_defaults` is asked only when they are
+    /// not cached (the produce path calls this for every request).
+    pub fn get<D: std::ops::Deref<Target = BTreeMap<String, String>>>(
         &self,
-        broker_defaults: &BTreeMap<String, String>,
+        broker_defaults: impl FnOnce() -> D,
         meta: &std::sync::Arc<fjord_controller::ClusterMetadata>,
         topic: &fjord_controller::TopicMeta,
     ) -> std::sync::Arc<ProduceSettings> {
@@ -224,7 +225,7 @@ impl SettingsCache {
             .entry(topic.topic_id)
             .or_insert_with(|| {
                 std::sync::Arc::new(ProduceSettings::from(&EffectiveConfig::new(
-                    broker_defaults,
+                    &broker_defaults(),
                     &topic.configs,
                 )))
             })

@@ -861,18 +861,13 @@ impl LogStore {
             Ok(Some(plan)) => plan,
             Ok(None) => return Ok(None),
             Err(e) => {
-                // Whatever the pass wrote is of no use now.
+                // Whatever the pass wrote is of no use now (one pass per partition at a time,
+                // so every `.cleaned` file of the partition is this pass's).
                 self.segments.remove_cleaned(&pid);
                 return Err(e);
             }
         };
         let stats = plan.stats;
-        let tmp: Vec<std::path::PathBuf> = plan
-            .swap
-            .groups
-            .iter()
-            .map(|g| self.segments.cleaned_path(&pid, g.name))
-            .collect();
         let (tx, rx) = oneshot::channel();
         let sent = self.writer.blocking_send(WriteOp::Compact {
             plan: Box::new(plan),
@@ -886,9 +881,7 @@ impl LogStore {
             Err(StorageError::ShuttingDown)
         };
         if res.is_err() {
-            for p in tmp {
-                let _ = std::fs::remove_file(p);
-            }
+            self.segments.remove_cleaned(&pid);
         }
         res.map(|()| Some(stats))
     }

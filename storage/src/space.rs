@@ -101,36 +101,44 @@ impl DiskSpace {
         self.full.load(Ordering::Relaxed)
     }
 
-    /// Looks at the file system now (the metrics do, every scrape).
-    pub fn look(&self) {
+    /// Looks at the file system now (the metrics do, every scrape). Returns the bytes free and
+    /// the file system's size, `None` if it cannot be looked at.
+    pub fn look(&self) -> Option<(u64, u64)> {
         let mut st = self.state();
-        self.look_locked(&mut st);
+        let seen = self.look_locked(&mut st);
         self.publish(&st);
         // Set at every look (the metrics scrape looks), so that they exist from the start.
         metrics::gauge!("fjord_log_dir_min_free_bytes").set(self.reserve() as f64);
         metrics::gauge!("fjord_log_dir_full").set(if self.is_full() { 1.0 } else { 0.0 });
         metrics::counter!("fjord_log_dir_refused_bytes_total").increment(0);
+        seen
     }
 
     /// A directory that cannot be looked at (it is gone, or the call is refused) is taken to
     /// have room: the writes themselves will say otherwise.
-    fn look_locked(&self, st: &mut State) {
+    fn look_locked(&self, st: &mut State) -> Option<(u64, u64)> {
         st.last_look = Some(Instant::now());
-        match nix::sys::statvfs::statvfs(&self.dir) {
+        let seen = match nix::sys::statvfs::statvfs(&self.dir) {
             Ok(v) => {
                 let frag = v.fragment_size();
-                self.free
-                    .store(v.blocks_available().saturating_mul(frag), Ordering::Relaxed);
-                self.total.store(v.blocks().saturating_mul(frag), Ordering::Relaxed);
+                let (free, total) = (
+                    v.blocks_available().saturating_mul(frag),
+                    v.blocks().saturating_mul(frag),
+                );
+                self.free.store(free, Ordering::Relaxed);
+                self.total.store(total, Ordering::Relaxed);
+                Some((free, total))
             }
             Err(e) => {
                 tracing::debug!(dir = %self.dir.display(), error = %e, "cannot look at the log directory's free space");
                 self.free.store(u64::MAX, Ordering::Relaxed);
+                None
             }
-        }
+        };
         if st.below_reserve && self.free.load(Ordering::Relaxed) >= self.reserve() {
             st.below_reserve = false;
         }
+        seen
     }
 
     /// Admits `bytes` of new data, or refuses them with [`StorageError::NoSpace`] if they
@@ -147,7 +155,7 @@ impl DiskSpace {
         }
         // While refusing, every attempt looks again: space freed is taken at once.
         if st.below_reserve || st.last_look.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
-            self.look_locked(&mut st);
+            let _ = self.look_locked(&mut st);
         }
         let (free, reserve) = (self.free.load(Ordering::Relaxed), self.reserve());
         if free < reserve.saturating_add(bytes) {
@@ -180,7 +188,7 @@ impl DiskSpace {
     pub fn room(&self) -> u64 {
         let mut st = self.state();
         if st.last_look.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
-            self.look_locked(&mut st);
+            let _ = self.look_locked(&mut st);
             self.publish(&st);
         }
         drop(st);

@@ -259,7 +259,7 @@ async fn place(broker: &Broker, topic: &str, partition: i32, marker: Marker) -> 
     }
     let settings = broker
         .produce_settings
-        .get(&broker.live(&meta).topic_defaults, &meta, t);
+        .get(|| broker.live(&meta).topic_defaults.clone(), &meta, t);
     let replicated = is_replicated(pmeta);
     if replicated && pmeta.isr.len() < settings.min_insync_replicas {
         return Err(ResponseError::NotEnoughReplicas);

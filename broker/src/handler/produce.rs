@@ -126,7 +126,7 @@ pub async fn start(broker: &Broker, ctx: &RequestContext, req: ProduceRequest) -
         let config = topic.map(|tm| {
             broker
                 .produce_settings
-                .get(&broker.live(&meta).topic_defaults, &meta, tm)
+                .get(|| broker.live(&meta).topic_defaults.clone(), &meta, tm)
         });
         let mut outcomes = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {

@@ -371,17 +371,14 @@ async fn collect(broker: &Broker) {
     metrics::gauge!("fjord_rocksdb_pending_compaction_bytes").set(pending as f64);
     metrics::gauge!("fjord_rocksdb_running_compactions").set(running as f64);
 
-    // Also what clears a refusal when no producer is asking (see fjord_storage::space).
-    let space = broker.store.space().clone();
-    let _ = tokio::task::spawn_blocking(move || space.look()).await;
     let dir = broker.config.log_dir.clone();
     let label = dir.display().to_string();
+    let space = broker.store.space().clone();
     let disk = tokio::task::spawn_blocking(move || {
         let used = dir_size(&dir);
-        let fs = nix::sys::statvfs::statvfs(&dir).ok().map(|v| {
-            let frag = v.fragment_size();
-            (v.blocks_available() * frag, v.blocks() * frag)
-        });
+        // The disk reserve's look: also what clears a refusal when no producer is asking
+        // (see fjord_storage::space).
+        let fs = space.look();
         (used, fs)
     })
     .await;
