@@ -13,9 +13,9 @@ have no check at all. In `src/messages/*_response.rs`, this script
   lack, before the tagged fields of `encode` and `compute_size`.
 
 Running it again changes nothing. The authority is the schemas inside the kafka-clients jar the
-crate was generated from (Kafka 4.1.0 for kafka-protocol 0.18.0):
+crate was generated from (vendor/kafka-protocol/KAFKA_VERSION; vendor/regenerate.sh runs this):
 
-    mvn -q dependency:get -Dartifact=org.apache.kafka:kafka-clients:4.1.0
+    mvn -q dependency:get -Dartifact=org.apache.kafka:kafka-clients:4.4.0
     python3 vendor/ignorable_checks.py --check --list   # lists every check, changes nothing
     python3 vendor/ignorable_checks.py                  # rewrites what disagrees
 
@@ -32,7 +32,7 @@ import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_JAR = os.path.expanduser(
-    "~/.m2/repository/org/apache/kafka/kafka-clients/4.1.0/kafka-clients-4.1.0.jar"
+    "~/.m2/repository/org/apache/kafka/kafka-clients/4.4.0/kafka-clients-4.4.0.jar"
 )
 UPSTREAM = 'bail!("A field is set that is not available on the selected protocol version");'
 FJORD = "// Fjord: a field the version lacks is dropped, as Kafka does for ignorable fields."

@@ -72,6 +72,12 @@ pub(crate) enum Command {
     /// cluster-wide defaults; a node id: that broker's), all or nothing. The broker that takes
     /// the request has checked the keys and values.
     AlterBrokerConfigs { resource: String, ops: Vec<ConfigOp> },
+    /// Finalizes feature levels (UpdateFeatures), all or none, checked by Kafka's rules as
+    /// node `node_id` (the proposer, named in the refusal); level 0 removes a feature.
+    UpdateFeatures {
+        node_id: i32,
+        updates: Vec<(String, i16, crate::features::UpgradeType)>,
+    },
     /// Hands a block of `count` producer ids to a broker.
     AllocateProducerIds { broker_id: i32, count: i32 },
     /// A broker missed its heartbeats: it is fenced, and each partition it leads moves to another
@@ -221,11 +227,17 @@ pub(crate) fn check_replication_factor(replication_factor: i16) -> Result<(), Ap
 pub(crate) fn apply(meta: &mut ClusterMetadata, cmd: Command) -> CommandResponse {
     let res = match cmd {
         Command::InitCluster { cluster_id } => {
+            // A new cluster stores Fjord's default feature levels with its id.
             if meta.cluster_id.is_empty() {
                 meta.cluster_id = cluster_id;
+                if meta.features.is_empty() {
+                    meta.features = crate::features::defaults();
+                    meta.features_epoch += 1;
+                }
             }
             Ok(CommandResponse::Done)
         }
+        Command::UpdateFeatures { node_id, updates } => update_features(meta, node_id, updates),
         Command::RegisterBroker(broker) => register_broker(meta, broker),
         Command::CreateTopic {
             name,
@@ -584,6 +596,30 @@ fn alter_topic_configs(
     Ok(CommandResponse::Topic(topic.clone()))
 }
 
+fn update_features(
+    meta: &mut ClusterMetadata,
+    node_id: i32,
+    updates: Vec<(String, i16, crate::features::UpgradeType)>,
+) -> Result<CommandResponse, ApplyError> {
+    for (name, level, upgrade) in &updates {
+        crate::features::check_update(meta, node_id, name, *level, Some(*upgrade))
+            .map_err(ApplyError::InvalidUpdateVersion)?;
+    }
+    // A cluster with no levels stored reads as the defaults; store them before changing one.
+    if meta.features.is_empty() {
+        meta.features = crate::features::defaults();
+    }
+    for (name, level, _) in updates {
+        if level == 0 {
+            meta.features.remove(&name);
+        } else {
+            meta.features.insert(name, level);
+        }
+    }
+    meta.features_epoch += 1;
+    Ok(CommandResponse::Done)
+}
+
 fn alter_broker_configs(
     meta: &mut ClusterMetadata,
     resource: String,
@@ -716,6 +752,43 @@ mod tests {
         apply(&mut meta, Command::InitCluster { cluster_id: "a".into() });
         apply(&mut meta, Command::InitCluster { cluster_id: "b".into() });
         assert_eq!(meta.cluster_id, "a");
+    }
+
+    #[test]
+    fn a_new_cluster_finalizes_default_features_and_updates_are_all_or_none() {
+        use crate::features::UpgradeType::{SafeDowngrade, Upgrade};
+        let mut meta = ClusterMetadata::default();
+        apply(&mut meta, Command::InitCluster { cluster_id: "a".into() });
+        assert_eq!(meta.feature_level("transaction.version"), 2);
+        assert_eq!(meta.feature_level(crate::features::METADATA_VERSION), 33);
+        let epoch = meta.features_epoch;
+        assert!(epoch > 0);
+        let refused = apply(
+            &mut meta,
+            Command::UpdateFeatures {
+                node_id: 1,
+                updates: vec![
+                    ("transaction.version".into(), 0, SafeDowngrade),
+                    ("group.version".into(), 5, Upgrade),
+                ],
+            },
+        );
+        assert!(
+            matches!(&refused, CommandResponse::Rejected(ApplyError::InvalidUpdateVersion(m)) if m.contains("only supports versions 0-1")),
+            "{refused:?}"
+        );
+        assert_eq!(meta.feature_level("transaction.version"), 2, "nothing applied");
+        assert_eq!(meta.features_epoch, epoch);
+        let done = apply(
+            &mut meta,
+            Command::UpdateFeatures {
+                node_id: 1,
+                updates: vec![("transaction.version".into(), 0, SafeDowngrade)],
+            },
+        );
+        assert_eq!(done, CommandResponse::Done);
+        assert!(!meta.features.contains_key("transaction.version"), "level 0 is removed");
+        assert_eq!(meta.features_epoch, epoch + 1);
     }
 
     #[test]

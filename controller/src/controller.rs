@@ -918,6 +918,25 @@ impl Controller {
         }
     }
 
+    /// Finalizes feature levels (UpdateFeatures): all of them, or none when one breaks Kafka's
+    /// rules (`InvalidUpdateVersion` with Kafka's message).
+    pub async fn update_features(&self, updates: Vec<(String, i16, crate::features::UpgradeType)>) -> Result<()> {
+        match self
+            .write(Command::UpdateFeatures {
+                node_id: self.inner.node_id,
+                updates,
+            })
+            .await?
+            .1
+        {
+            CommandResponse::Done => Ok(()),
+            CommandResponse::Rejected(e) => Err(e.into()),
+            other => Err(ControllerError::Raft(format!(
+                "a feature update applied with {other:?}"
+            ))),
+        }
+    }
+
     /// Changes a partition's in-sync replicas, as its leader `leader` in `leader_epoch` asks
     /// (Kafka's AlterPartition). Returns the partition as it is after the change.
     ///

@@ -24,6 +24,7 @@ mod balance;
 mod command;
 mod controller;
 mod error;
+pub mod features;
 mod liveness;
 mod membership;
 mod metadata;
@@ -46,6 +47,7 @@ pub use crate::controller::{
     DEFAULT_BROKER_SESSION_TIMEOUT_MS,
 };
 pub use crate::error::{ControllerError, Result};
+pub use crate::features::UpgradeType;
 pub use crate::metadata::{BrokerEndpoint, BrokerInfo, ClusterMetadata, ConfigOp, PartitionMeta, TopicMeta};
 pub use crate::network::MAGIC as RAFT_PREAMBLE;
 pub use crate::quorum::{QuorumDescription, VoterState};

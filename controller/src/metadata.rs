@@ -113,6 +113,14 @@ pub struct ClusterMetadata {
     /// by resource name, `""` for the cluster-wide defaults and a node id for one broker.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Finalized feature levels (KIP-584) other than 0, by name; empty for a cluster created
+    /// before Fjord kept them (see [`crate::features`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub features: BTreeMap<String, i16>,
+    /// Raised by every change of `features` (ApiVersions' `FinalizedFeaturesEpoch`, which
+    /// clients use to tell newer answers from older ones).
+    #[serde(default)]
+    pub features_epoch: i64,
 }
 
 impl ClusterMetadata {

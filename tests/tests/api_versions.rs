@@ -1,6 +1,7 @@
 //! ApiVersions: every version answers, the advertised ranges match what
-//! `kafka-protocol` (Kafka 4.1's schemas) can speak, and a too-new request
-//! gets KIP-511's v0-format fallback instead of a closed connection.
+//! `kafka-protocol` (regenerated from Kafka 4.4's schemas) can speak, a too-new request
+//! gets KIP-511's v0-format fallback instead of a closed connection, and v5 checks the
+//! cluster and node a client means to reach (KIP-1242).
 
 use std::collections::HashMap;
 
@@ -8,6 +9,7 @@ use bytes::{BufMut, BytesMut};
 use fjord_tests::client::CLIENT_ID;
 use fjord_tests::codes;
 use fjord_tests::{error_name, Broker};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, FetchRequest, ListOffsetsRequest,
     MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
@@ -82,6 +84,52 @@ fn v3_invalid_client_software_name_is_invalid_request() {
     );
     // The connection stays usable.
     assert_eq!(client.api_versions(3).error_code, 0);
+}
+
+/// KIP-1242: a v5 request naming another cluster, or this cluster but another node, gets
+/// REBOOTSTRAP_REQUIRED and no ranges (the client's metadata is stale); naming this broker,
+/// or nothing (a null cluster id, whatever the node id), gets the usual answer. Older versions
+/// lack the fields, so nothing is checked.
+#[test]
+fn v5_checks_cluster_and_node_id() {
+    let broker = Broker::start(&[]);
+    let mut client = broker.client();
+    let meta = client.metadata(Some(&[]), false);
+    let cluster = meta.cluster_id.clone().expect("Metadata names the cluster");
+    let node = meta.controller_id.0;
+    assert!(node >= 0, "a single node is its own controller: {meta:?}");
+    let ask = |client: &mut fjord_tests::client::Client, cluster: Option<&str>, node: i32| {
+        let mut req = ApiVersionsRequest::default();
+        req.client_software_name = StrBytes::from_static_str("fjord-tests");
+        req.client_software_version = StrBytes::from_static_str("1.0");
+        req.cluster_id = cluster.map(|c| StrBytes::from_string(c.to_string()));
+        req.node_id = node;
+        client.send_request(5, req)
+    };
+    let ok = ask(&mut client, Some(cluster.as_str()), node);
+    assert_eq!(ok.error_code, 0, "this cluster and node: {}", error_name(ok.error_code));
+    assert!(!ok.api_keys.is_empty());
+    let unnamed = ask(&mut client, None, node + 7);
+    assert_eq!(
+        unnamed.error_code,
+        0,
+        "no cluster id: {}",
+        error_name(unnamed.error_code)
+    );
+    let rebootstrap = ResponseError::RebootstrapRequired.code();
+    for (cluster, node, what) in [
+        ("another-cluster-id", node, "another cluster"),
+        (cluster.as_str(), node + 1, "another node"),
+    ] {
+        let resp = ask(&mut client, Some(cluster), node);
+        assert_eq!(resp.error_code, rebootstrap, "{what}: {}", error_name(resp.error_code));
+        assert!(resp.api_keys.is_empty(), "{what}: ranges sent with the error");
+    }
+    // The connection stays usable, and v4 has no such check.
+    let mut req = ApiVersionsRequest::default();
+    req.client_software_name = StrBytes::from_static_str("fjord-tests");
+    req.client_software_version = StrBytes::from_static_str("1.0");
+    assert_eq!(client.send_request(4, req).error_code, 0);
 }
 
 #[test]

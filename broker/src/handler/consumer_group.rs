@@ -35,6 +35,12 @@ pub fn topics_view(broker: &Broker) -> TopicsView {
     }
 }
 
+/// Whether the cluster finalized `group.version` 1, which enables this protocol: without it
+/// Kafka answers both APIs with UNSUPPORTED_VERSION, and so does Fjord.
+fn protocol_enabled(broker: &Broker) -> bool {
+    broker.metadata().feature_level("group.version") >= 1
+}
+
 /// ConsumerGroupHeartbeat.
 pub async fn heartbeat(
     broker: &Broker,
@@ -43,6 +49,9 @@ pub async fn heartbeat(
 ) -> ConsumerGroupHeartbeatResponse {
     let groups = &broker.groups;
     let cfg = &groups.cfg.consumer;
+    if !protocol_enabled(broker) {
+        return ConsumerGroupHeartbeatResponse::default().with_error_code(ResponseError::UnsupportedVersion.code());
+    }
     if let Err(e) = consumer::validate_heartbeat_request(ctx.version, &req, cfg) {
         return consumer::error_response(e.error, Some(e.message));
     }
@@ -88,6 +97,18 @@ pub async fn heartbeat(
 
 /// ConsumerGroupDescribe.
 pub async fn describe(broker: &Broker, req: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+    if !protocol_enabled(broker) {
+        return ConsumerGroupDescribeResponse::default().with_groups(
+            req.group_ids
+                .into_iter()
+                .map(|g| {
+                    DescribedGroup::default()
+                        .with_group_id(g)
+                        .with_error_code(ResponseError::UnsupportedVersion.code())
+                })
+                .collect(),
+        );
+    }
     let groups = &broker.groups;
     let topics = topics_view(broker);
     let ops = if req.include_authorized_operations {

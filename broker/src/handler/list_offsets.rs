@@ -1,4 +1,5 @@
-//! ListOffsets: earliest, latest, max timestamp, and by timestamp.
+//! ListOffsets: earliest, latest, max timestamp, by timestamp, and the tiered-storage
+//! offsets (KIP-1005, KIP-1023), which are "none" without tiered storage.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
@@ -14,6 +15,7 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
+const EARLIEST_PENDING_UPLOAD: i64 = -6;
 
 fn error(partition: i32, e: ResponseError) -> ListOffsetsPartitionResponse {
     ListOffsetsPartitionResponse::default()
@@ -51,8 +53,9 @@ pub async fn handle(broker: &Broker, version: i16, req: ListOffsetsRequest) -> L
                 LATEST if isolation_level == 1 => Ok(Some((offsets.last_stable, -1))),
                 LATEST => Ok(Some((offsets.high_watermark, -1))),
                 EARLIEST | EARLIEST_LOCAL => Ok(Some((offsets.log_start, -1))),
-                // No tiered storage: nothing is tiered, so the answer is "none" (-1).
-                LATEST_TIERED => Ok(Some((-1, -1))),
+                // No tiered storage: nothing is tiered or waiting to be, so the answer is
+                // "none" (offset, timestamp and epoch -1), as Kafka answers without remote storage.
+                LATEST_TIERED | EARLIEST_PENDING_UPLOAD => Ok(None),
                 MAX_TIMESTAMP => broker.store.max_timestamp(pid).await,
                 ts if ts >= 0 => broker.store.offset_for_timestamp(pid, ts).await,
                 _ => {

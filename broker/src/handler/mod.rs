@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod configs;
 pub mod consumer_group;
 pub mod coordinator;
+pub mod features;
 pub mod fetch;
 pub mod groups;
 pub mod leader_epoch;
@@ -36,8 +37,8 @@ use tracing::Instrument;
 
 use crate::Broker;
 
-/// The APIs Fjord implements, each over the whole version range of Kafka 4.1 that
-/// `kafka-protocol` can decode (see [`supported_versions`]).
+/// The APIs Fjord implements, each over Kafka 4.4's whole version range (see
+/// [`supported_versions`]).
 pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::Produce,
     ApiKey::Fetch,
@@ -58,6 +59,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::IncrementalAlterConfigs,
     ApiKey::AlterConfigs,
     ApiKey::DescribeCluster,
+    ApiKey::UpdateFeatures,
     ApiKey::DescribeQuorum,
     ApiKey::AddRaftVoter,
     ApiKey::RemoveRaftVoter,
@@ -84,22 +86,12 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::WriteTxnMarkers,
 ];
 
-/// The versions served for an API, `None` if it is not served.
+/// The versions served for an API, `None` if it is not served: all that `kafka-protocol`,
+/// regenerated from Kafka 4.4's schemas (`vendor/regenerate.sh`), can decode. Like Kafka's
+/// generator, it leaves out a latest version the schema marks unstable (InitProducerId v6 of
+/// KIP-939), which Kafka 4.4 does not advertise either.
 pub fn supported_versions(api_key: ApiKey) -> Option<VersionRange> {
-    let range = IMPLEMENTED.contains(&api_key).then(|| api_key.valid_versions())?;
-    Some(match api_key {
-        // `kafka-protocol` lists a version its request structs cannot decode (OffsetCommit and
-        // OffsetFetch v10 with topic ids, InitProducerId v6 of KIP-939).
-        ApiKey::OffsetCommit | ApiKey::OffsetFetch => VersionRange {
-            min: range.min,
-            max: range.max.min(9),
-        },
-        ApiKey::InitProducerId => VersionRange {
-            min: range.min,
-            max: range.max.min(5),
-        },
-        _ => range,
-    })
+    IMPLEMENTED.contains(&api_key).then(|| api_key.valid_versions())
 }
 
 /// The range ApiVersions advertises. The same as what is served, except Produce, which is
@@ -314,7 +306,9 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
     let b = &broker;
     let v = ctx.version;
     let resp = match body {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&ctx, r)),
+        RequestKind::ApiVersions(r) => {
+            ResponseKind::ApiVersions(api_versions::handle(&ctx, r, &b.metadata(), b.node_id()))
+        }
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(b, &ctx, r).await),
         RequestKind::Fetch(r) => {
             let (response, files) = fetch::handle(b, v, r).await;
@@ -360,6 +354,7 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(b, r).await)
         }
+        RequestKind::UpdateFeatures(r) => ResponseKind::UpdateFeatures(features::update_features(b, &ctx, r).await),
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(cluster::describe_cluster(b, &ctx, r)),
         RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(cluster::elect_leaders(b, &ctx, r).await),
         RequestKind::AlterPartitionReassignments(r) => {
@@ -386,6 +381,22 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
 /// A topic name for a response.
 pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// Fills in the names of topics a request names by id (OffsetCommit v10, OffsetFetch v10,
+/// TxnOffsetCommit v6), as Kafka does before anything else: a topic whose id no topic has keeps
+/// an empty name, which the handler answers with UNKNOWN_TOPIC_ID. Committed offsets stay keyed
+/// by name, so clients of both kinds of version see the same offsets.
+pub fn names_from_ids<'a>(
+    meta: &fjord_controller::ClusterMetadata,
+    topics: impl Iterator<Item = (&'a mut TopicName, fjord_controller::Uuid)>,
+) {
+    for (name, id) in topics {
+        *name = match meta.topic_by_id(&id) {
+            Some(t) => topic_name(&t.name),
+            None => TopicName::default(),
+        };
+    }
 }
 
 /// A string for a response.
@@ -580,7 +591,7 @@ mod tests {
         let req = kafka_protocol::messages::ApiVersionsRequest::default()
             .with_client_software_name(str_bytes("fjord-tests"))
             .with_client_software_version(str_bytes("1.0"));
-        let resp = api_versions::handle(&ctx, req);
+        let resp = api_versions::handle(&ctx, req, &Default::default(), 1);
         assert_eq!(resp.error_code, 0, "ApiVersions v3 answered an error");
         let mut out: Vec<_> = resp
             .api_keys

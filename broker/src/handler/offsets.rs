@@ -44,9 +44,31 @@ fn validate_commit(
 }
 
 /// OffsetCommit.
-pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn offset_commit(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let groups = &broker.groups;
+    // v10 names topics by id (KIP-848's topic ids); an unknown id is UNKNOWN_TOPIC_ID.
+    let by_id = ctx.version >= 10;
+    let meta = broker.metadata();
+    if by_id {
+        super::names_from_ids(&meta, req.topics.iter_mut().map(|t| (&mut t.name, t.topic_id)));
+    }
     let group_id = req.group_id.to_string();
+    // Kafka answers for unknown topics and partitions before it asks the group coordinator, so
+    // those keep their own error whatever the group says.
+    let topic_error = |name: &TopicName, p: i32| -> Option<i16> {
+        if by_id && name.is_empty() {
+            return Some(ResponseError::UnknownTopicId.code());
+        }
+        let known = meta
+            .topics
+            .get(name.as_str())
+            .is_some_and(|m| p >= 0 && (p as usize) < m.partitions.len());
+        (!known).then(|| ResponseError::UnknownTopicOrPartition.code())
+    };
     let respond_all = |topics: &[kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic],
                        code: i16| {
         let topics = topics
@@ -54,13 +76,14 @@ pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCom
             .map(|t| {
                 OffsetCommitResponseTopic::default()
                     .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id)
                     .with_partitions(
                         t.partitions
                             .iter()
                             .map(|p| {
                                 OffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
-                                    .with_error_code(code)
+                                    .with_error_code(topic_error(&t.name, p.partition_index).unwrap_or(code))
                             })
                             .collect(),
                     )
@@ -89,20 +112,16 @@ pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCom
     if let Err(e) = validate_commit(&group, ctx.version, &member_id, instance_id.as_deref(), generation) {
         return respond_all(&req.topics, e.code());
     }
-    let meta = broker.metadata();
     let now = crate::txn::now_ms();
     // v2-4 carry a retention time; -1 means the broker's.
     let expire = (ctx.version <= 4 && req.retention_time_ms >= 0).then(|| now.saturating_add(req.retention_time_ms));
     let mut writes = Vec::new();
     let mut codes: BTreeMap<(usize, usize), i16> = BTreeMap::new();
     for (ti, t) in req.topics.iter().enumerate() {
-        let topic = meta.topics.get(t.name.as_str());
         for (pi, p) in t.partitions.iter().enumerate() {
-            let known =
-                topic.is_some_and(|m| p.partition_index >= 0 && (p.partition_index as usize) < m.partitions.len());
             let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
-            let code = if !known {
-                ResponseError::UnknownTopicOrPartition.code()
+            let code = if let Some(code) = topic_error(&t.name, p.partition_index) {
+                code
             } else if metadata.len() > groups.cfg.offset_metadata_max_bytes {
                 ResponseError::OffsetMetadataTooLarge.code()
             } else {
@@ -137,6 +156,7 @@ pub async fn offset_commit(broker: &Broker, ctx: &RequestContext, req: OffsetCom
         .map(|(ti, t)| {
             OffsetCommitResponseTopic::default()
                 .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
                 .with_partitions(
                     t.partitions
                         .iter()
@@ -215,6 +235,7 @@ async fn fetch_group(
 /// OffsetFetch.
 pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
     if ctx.version >= 8 {
+        let meta = broker.metadata();
         let mut out = Vec::with_capacity(req.groups.len());
         for g in req.groups {
             if let Err(e) = super::coordinator::check_group(broker, g.group_id.as_str()) {
@@ -241,33 +262,67 @@ pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetc
                     }
                 }
             }
-            let topics = g.topics.map(|ts| {
+            // v10 names topics by id: an unknown id answers UNKNOWN_TOPIC_ID, and a group's
+            // offsets of a topic that no longer exists are left out of a whole-group answer.
+            let by_id = ctx.version >= 10;
+            let mut unknown_ids = Vec::new();
+            let topics = g.topics.map(|mut ts| {
+                if by_id {
+                    super::names_from_ids(&meta, ts.iter_mut().map(|t| (&mut t.name, t.topic_id)));
+                }
                 ts.into_iter()
-                    .map(|t| (t.name.to_string(), t.partition_indexes))
+                    .filter_map(|t| {
+                        if by_id && t.name.is_empty() {
+                            unknown_ids.push((t.topic_id, t.partition_indexes));
+                            None
+                        } else {
+                            Some((t.name.to_string(), t.partition_indexes))
+                        }
+                    })
                     .collect::<Vec<_>>()
             });
             let fetched = fetch_group(broker, g.group_id.as_str(), topics, req.require_stable).await;
-            let topics = fetched
+            let mut topics: Vec<OffsetFetchResponseTopics> = fetched
                 .into_iter()
-                .map(|t| {
-                    OffsetFetchResponseTopics::default()
-                        .with_name(topic_name(&t.name))
-                        .with_partitions(
-                            t.partitions
-                                .into_iter()
-                                .map(|(p, o, code)| {
-                                    let (offset, epoch, metadata) = split(o);
-                                    OffsetFetchResponsePartitions::default()
-                                        .with_error_code(code)
-                                        .with_partition_index(p)
-                                        .with_committed_offset(offset)
-                                        .with_committed_leader_epoch(epoch)
-                                        .with_metadata(Some(str_bytes(metadata)))
-                                })
-                                .collect(),
-                        )
+                .filter_map(|t| {
+                    let topic_id = meta.topics.get(&t.name).map(|m| m.topic_id);
+                    if by_id && topic_id.is_none() {
+                        return None;
+                    }
+                    Some(
+                        OffsetFetchResponseTopics::default()
+                            .with_name(topic_name(&t.name))
+                            .with_topic_id(topic_id.unwrap_or_default())
+                            .with_partitions(
+                                t.partitions
+                                    .into_iter()
+                                    .map(|(p, o, code)| {
+                                        let (offset, epoch, metadata) = split(o);
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_error_code(code)
+                                            .with_partition_index(p)
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(Some(str_bytes(metadata)))
+                                    })
+                                    .collect(),
+                            ),
+                    )
                 })
                 .collect();
+            topics.extend(unknown_ids.into_iter().map(|(id, parts)| {
+                OffsetFetchResponseTopics::default().with_topic_id(id).with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartitions::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(-1)
+                                .with_error_code(ResponseError::UnknownTopicId.code())
+                        })
+                        .collect(),
+                )
+            }));
             out.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)

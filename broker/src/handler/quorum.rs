@@ -120,7 +120,10 @@ fn check_cluster_id(broker: &Broker, cluster_id: Option<&StrBytes>) -> Result<()
 /// `Admin.addRaftVoter`): an observer of the quorum (a node started with
 /// `controller.quorum.bootstrap.servers`) becomes a voter once it has caught up, within the
 /// request's timeout. Kafka's errors: DUPLICATE_VOTER, REQUEST_TIMED_OUT (not an observer, not
-/// caught up, or another change under way), INCONSISTENT_CLUSTER_ID.
+/// caught up, or another change under way), INCONSISTENT_CLUSTER_ID. v1's `AckWhenCommitted`
+/// (KIP-1186) lets a client ask for the answer once the leader has written the change; Fjord
+/// answers once the new voter set is committed either way, which is later but never wrong: the
+/// new voter is a caught-up observer by then, so the commit does not wait on it to start.
 pub async fn add_raft_voter(broker: &Broker, req: AddRaftVoterRequest) -> AddRaftVoterResponse {
     let outcome = match check_cluster_id(broker, req.cluster_id.as_ref()) {
         Err(e) => Err(e),

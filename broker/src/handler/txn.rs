@@ -315,8 +315,25 @@ pub async fn add_offsets_to_txn(
 pub async fn txn_offset_commit(
     broker: &Broker,
     ctx: &RequestContext,
-    req: TxnOffsetCommitRequest,
+    mut req: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
+    // v6 names topics by id; an unknown id is UNKNOWN_TOPIC_ID, and an unknown topic or
+    // partition keeps its error whatever the rest of the request gets, as in Kafka.
+    let by_id = ctx.version >= 6;
+    let meta = broker.metadata();
+    if by_id {
+        super::names_from_ids(&meta, req.topics.iter_mut().map(|t| (&mut t.name, t.topic_id)));
+    }
+    let topic_error = |name: &str, p: i32| -> Option<i16> {
+        if by_id && name.is_empty() {
+            return Some(ResponseError::UnknownTopicId.code());
+        }
+        let known = meta
+            .topics
+            .get(name)
+            .is_some_and(|tm| p >= 0 && (p as usize) < tm.partitions.len());
+        (!known).then(|| ResponseError::UnknownTopicOrPartition.code())
+    };
     let respond = |code_of: &dyn Fn(&str, i32) -> i16| {
         TxnOffsetCommitResponse::default().with_topics(
             req.topics
@@ -324,13 +341,16 @@ pub async fn txn_offset_commit(
                 .map(|t| {
                     TxnOffsetCommitResponseTopic::default()
                         .with_name(t.name.clone())
+                        .with_topic_id(t.topic_id)
                         .with_partitions(
                             t.partitions
                                 .iter()
                                 .map(|p| {
+                                    let code = topic_error(t.name.as_str(), p.partition_index)
+                                        .unwrap_or_else(|| code_of(t.name.as_str(), p.partition_index));
                                     TxnOffsetCommitResponsePartition::default()
                                         .with_partition_index(p.partition_index)
-                                        .with_error_code(code_of(t.name.as_str(), p.partition_index))
+                                        .with_error_code(code)
                                 })
                                 .collect(),
                         )
@@ -342,7 +362,7 @@ pub async fn txn_offset_commit(
         return respond(&|_, _| e.code());
     }
     let window = broker.groups.open_txn_offsets(req.producer_id.0);
-    let checked = check_txn_offsets(broker, &req).await;
+    let checked = check_txn_offsets(broker, ctx.version, &req).await;
     if let Err(e) = checked {
         let e = for_version(e, ctx.version >= 2);
         return respond(&|_, _| e.code());
@@ -359,25 +379,24 @@ pub async fn txn_offset_commit(
     // Kafka checks membership only when the producer says which member it is (v3+).
     let member_id = req.member_id.to_string();
     let membership = match &group.kind {
-        GroupKind::Classic(c) if req.generation_id >= 0 || !member_id.is_empty() => {
+        GroupKind::Classic(c) if req.generation_id_or_member_epoch >= 0 || !member_id.is_empty() => {
             if !c.has_member(&member_id) {
                 Err(ResponseError::UnknownMemberId)
-            } else if req.generation_id != c.generation() {
+            } else if req.generation_id_or_member_epoch != c.generation() {
                 Err(ResponseError::IllegalGeneration)
             } else {
                 Ok(())
             }
         }
         GroupKind::Classic(_) => Ok(()),
-        GroupKind::Consumer(c) if req.generation_id >= 0 || !member_id.is_empty() => {
-            c.validate_offset_commit(&member_id, req.generation_id)
+        GroupKind::Consumer(c) if req.generation_id_or_member_epoch >= 0 || !member_id.is_empty() => {
+            c.validate_offset_commit(&member_id, req.generation_id_or_member_epoch)
         }
         GroupKind::Consumer(_) => Ok(()),
     };
     if let Err(e) = membership {
         return respond(&|_, _| e.code());
     }
-    let meta = broker.metadata();
     let now = now_ms();
     let mut offsets = Vec::new();
     for t in &req.topics {
@@ -409,28 +428,35 @@ pub async fn txn_offset_commit(
     }
     drop(group);
     drop(window);
-    respond(&|t, p| {
-        let known = meta
-            .topics
-            .get(t)
-            .is_some_and(|tm| p >= 0 && (p as usize) < tm.partitions.len());
-        if known {
-            0
-        } else {
-            ResponseError::UnknownTopicOrPartition.code()
-        }
-    })
+    respond(&|_, _| 0)
 }
 
 /// TxnOffsetCommit's check that the producer's transaction is open and has the group: asked
 /// of the transaction's coordinator, here or (in a cluster) on another broker, which answers
 /// whether the group's `__consumer_offsets` partition is in the transaction (KIP-890).
-async fn check_txn_offsets(broker: &Broker, req: &TxnOffsetCommitRequest) -> Result<(), ResponseError> {
+///
+/// From v5 the group joins the transaction if it has not yet (Kafka's
+/// `txnOffsetCommitRequestVersionToTransactionSupportedOperation`): a producer of transaction
+/// version 2 sends no AddOffsetsToTxn, so without this its offsets would never be completed by
+/// the transaction's markers.
+async fn check_txn_offsets(broker: &Broker, version: i16, req: &TxnOffsetCommitRequest) -> Result<(), ResponseError> {
     let tid = req.transactional_id.as_str();
     if req.group_id.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
+    let add = version >= 5;
     match super::coordinator::txn_coordinator(broker, tid) {
+        Ok(node) if node == broker.node_id() && add => {
+            let mut m = lock_txn(broker, tid, false).await?;
+            let t = state::add_offsets(
+                m.as_deref(),
+                req.producer_id.0,
+                req.producer_epoch,
+                req.group_id.as_str(),
+                now_ms(),
+            );
+            run(broker, m.as_deref_mut(), t).await
+        }
         Ok(node) if node == broker.node_id() => {
             let m = lock_txn(broker, tid, false).await?;
             state::check_offsets(
@@ -443,7 +469,7 @@ async fn check_txn_offsets(broker: &Broker, req: &TxnOffsetCommitRequest) -> Res
         Ok(node) => {
             let partition = broker.groups.partition_for(req.group_id.as_str());
             let target = (OFFSETS_TOPIC, partition);
-            verify_remote(broker, node, tid, req.producer_id.0, req.producer_epoch, target, true)
+            verify_remote(broker, node, tid, req.producer_id.0, req.producer_epoch, target, !add)
                 .await
                 .map_err(|e| e.unwrap_or(ResponseError::CoordinatorNotAvailable))
         }
@@ -519,21 +545,31 @@ pub async fn end_txn(broker: &Broker, ctx: &RequestContext, req: EndTxnRequest) 
                 .with_producer_epoch(-1)
         }
     };
-    let input = state::EndInput {
+    let error = |e: ResponseError| {
+        EndTxnResponse::default()
+            .with_error_code(for_version(e, ctx.version >= 2).code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    let mut input = state::EndInput {
         producer_id: req.producer_id.0,
         epoch: req.producer_epoch,
         commit: req.committed,
         v5: ctx.version >= 5,
+        fresh_id: None,
     };
+    if state::end_txn_needs_producer_id(m.as_deref(), &input) {
+        match new_producer_id(broker).await {
+            Ok(id) => input.fresh_id = Some(id),
+            Err(e) => return error(e),
+        }
+    }
     let t = state::end_txn(m.as_deref(), &input, now_ms());
     match run(broker, m.as_deref_mut(), t).await {
         Ok((id, epoch)) => EndTxnResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(epoch),
-        Err(e) => EndTxnResponse::default()
-            .with_error_code(for_version(e, ctx.version >= 2).code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
+        Err(e) => error(e),
     }
 }
 

@@ -467,6 +467,11 @@ pub fn add_offsets(
     if group_id.is_empty() {
         return fail(ResponseError::InvalidGroupId);
     }
+    // Already in the open transaction (a retry, or TxnOffsetCommit v5+ after the first): no
+    // record to write.
+    if m.state == TxnState::Ongoing && m.groups.contains(group_id) {
+        return Transition::answer(Ok(()));
+    }
     let mut next = m.clone();
     join_transaction(&mut next, now_ms);
     next.groups.insert(group_id.to_string());
@@ -496,6 +501,17 @@ pub struct EndInput {
     pub commit: bool,
     /// EndTxn v5+ (KIP-890, transaction version 2).
     pub v5: bool,
+    /// A newly allocated producer id, for a v5 request whose epoch bump would exhaust the
+    /// epochs (see [`end_txn_needs_producer_id`]).
+    pub fresh_id: Option<i64>,
+}
+
+/// Whether EndTxn v5 must be given a fresh producer id: its epoch bump reaches the last epoch,
+/// after which the producer continues under a new id at epoch 0, as in Kafka.
+pub fn end_txn_needs_producer_id(m: Option<&TxnMeta>, input: &EndInput) -> bool {
+    m.is_some_and(|m| {
+        input.v5 && input.producer_id == m.producer_id && input.epoch == m.epoch && epoch_exhausted(m.epoch)
+    })
 }
 
 /// EndTxn: commit or abort the open transaction; the answer carries the producer id and epoch.
@@ -503,18 +519,8 @@ pub fn end_txn(m: Option<&TxnMeta>, input: &EndInput, now_ms: i64) -> Transition
     let Some(current) = m else {
         return fail(ResponseError::InvalidProducerIdMapping);
     };
-    // EndTxn v5: the producer of a transaction the coordinator aborted on timeout (bumping the
-    // epoch) learns it with INVALID_TXN_STATE on commit, and its abort is acknowledged as done.
-    if input.v5
-        && input.producer_id == current.producer_id
-        && i32::from(input.epoch) + 1 == i32::from(current.epoch)
-        && current.state == TxnState::CompleteAbort
-    {
-        return if input.commit {
-            fail(ResponseError::InvalidTxnState)
-        } else {
-            Transition::answer(Ok(current.id_and_epoch()))
-        };
+    if input.v5 {
+        return end_txn_v2(current, input, now_ms);
     }
     let m = match check_producer(m, input.producer_id, input.epoch) {
         Ok(m) => m,
@@ -533,6 +539,79 @@ pub fn end_txn(m: Option<&TxnMeta>, input: &EndInput, now_ms: i64) -> Transition
         // A retry of an EndTxn whose answer was lost.
         (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Transition::answer(Ok(m.id_and_epoch())),
         _ => fail(ResponseError::InvalidTxnState),
+    }
+}
+
+/// EndTxn v5+, transaction version 2 (KIP-890; Kafka's `TransactionCoordinator.endTransaction`):
+/// every transaction ends under a bumped epoch, its markers carry that epoch (so a late write of
+/// the old epoch is fenced), and the answer hands the producer the new epoch (or, once the
+/// epochs run out, a new producer id at epoch 0). A retry whose answer was lost names the epoch
+/// before the bump and gets the current one; an abort with nothing open still bumps.
+fn end_txn_v2(m: &TxnMeta, input: &EndInput, now_ms: i64) -> Transition<Result<IdAndEpoch, ResponseError>> {
+    let retry_on_bump = input.producer_id == m.producer_id && i32::from(input.epoch) + 1 == i32::from(m.epoch);
+    let retry_on_overflow = input.producer_id != m.producer_id
+        && input.producer_id == m.last_producer_id
+        && input.epoch == i16::MAX - 1
+        && m.epoch == 0;
+    let retry = retry_on_bump || retry_on_overflow;
+    if input.producer_id != m.producer_id && !retry_on_overflow {
+        return fail(ResponseError::InvalidProducerIdMapping);
+    }
+    let valid_epoch = match m.state {
+        TxnState::Ongoing | TxnState::Empty => input.epoch == m.epoch,
+        TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_bump,
+        TxnState::CompleteCommit | TxnState::CompleteAbort => retry || input.epoch == m.epoch,
+    };
+    if !valid_epoch {
+        return fail(ResponseError::ProducerFenced);
+    }
+    match (m.state, input.commit) {
+        (TxnState::Ongoing, commit) => bump_and_end(m, commit, input.fresh_id, now_ms),
+        (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) if retry => {
+            Transition::answer(Ok(m.id_and_epoch()))
+        }
+        (TxnState::CompleteCommit | TxnState::CompleteAbort | TxnState::Empty, false) if !retry => {
+            bump_and_end(m, false, input.fresh_id, now_ms)
+        }
+        (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+            fail(ResponseError::ConcurrentTransactions)
+        }
+        _ => fail(ResponseError::InvalidTxnState),
+    }
+}
+
+/// Ends the transaction of `m` (open, or empty for an abort) under a bumped epoch.
+fn bump_and_end(
+    m: &TxnMeta,
+    commit: bool,
+    fresh_id: Option<i64>,
+    now_ms: i64,
+) -> Transition<Result<IdAndEpoch, ResponseError>> {
+    let exhausted = epoch_exhausted(m.epoch);
+    if exhausted && fresh_id.is_none() {
+        return fail(ResponseError::CoordinatorNotAvailable);
+    }
+    let mut next = m.clone();
+    let mut effects = Vec::new();
+    next.last_producer_id = m.producer_id;
+    next.last_epoch = m.epoch;
+    next.epoch = m.epoch.saturating_add(1);
+    if next.state != TxnState::Ongoing {
+        next.start_ms = now_ms;
+    }
+    end(&mut next, commit, now_ms, &mut effects);
+    if let Some(id) = fresh_id.filter(|_| exhausted) {
+        // The markers went out under the old id and its last epoch; the producer goes on
+        // under the new id.
+        next.producer_id = id;
+        next.epoch = 0;
+        if let Some(Effect::Persist(last)) = effects.last_mut() {
+            *last = next.clone();
+        }
+    }
+    Transition {
+        effects,
+        reply: Ok(next.id_and_epoch()),
     }
 }
 

@@ -88,6 +88,7 @@ fn end(epoch: i16, commit: bool, v5: bool) -> EndInput {
         epoch,
         commit,
         v5,
+        fresh_id: None,
     }
 }
 
@@ -626,13 +627,79 @@ fn end_txn_prepares_writes_markers_and_completes() {
 
 #[test]
 fn a_retried_end_txn_is_answered_without_effects() {
+    // Before v5 a retry names the current epoch; from v5 the epoch before the bump.
     for (state, commit) in [(TxnState::CompleteCommit, true), (TxnState::CompleteAbort, false)] {
-        for v5 in [false, true] {
-            let t = end_txn(Some(&meta(5, state)), &end(5, commit, v5), NOW);
-            assert_eq!(t.reply, Ok((7, 5)));
+        for (v5, asked) in [(false, 5), (true, 4)] {
+            let t = end_txn(Some(&meta(5, state)), &end(asked, commit, v5), NOW);
+            assert_eq!(t.reply, Ok((7, 5)), "v5 {v5}");
             assert!(t.effects.is_empty());
         }
     }
+}
+
+#[test]
+fn end_txn_v5_ends_every_transaction_under_a_bumped_epoch() {
+    let m = ongoing(5, &[("a", 0)], &["g"], NOW - 1);
+    for commit in [true, false] {
+        let t = end_txn(Some(&m), &end(5, commit, true), NOW);
+        assert_eq!(t.reply, Ok((7, 6)), "the producer goes on at epoch 6");
+        let markers: Vec<_> = t
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::WriteMarkers(mk) => Some((mk.producer_id, mk.epoch, mk.commit)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(markers, vec![(7, 6, commit)], "markers carry the bumped epoch");
+        let Some(Effect::Persist(done)) = t.effects.last() else {
+            panic!("no complete record: {:?}", t.effects)
+        };
+        assert_eq!((done.epoch, done.last_epoch), (6, 5));
+    }
+    // An abort with nothing open bumps too; a commit of nothing is refused.
+    let empty = meta(5, TxnState::CompleteCommit);
+    assert_eq!(end_txn(Some(&empty), &end(5, false, true), NOW).reply, Ok((7, 6)));
+    assert_eq!(
+        end_txn(Some(&meta(5, TxnState::Empty)), &end(5, true, true), NOW).reply,
+        Err(ResponseError::InvalidTxnState)
+    );
+    assert_eq!(
+        end_txn(Some(&m), &end(4, true, true), NOW).reply,
+        Err(ResponseError::ProducerFenced)
+    );
+}
+
+#[test]
+fn end_txn_v5_at_the_last_epoch_moves_to_a_new_producer_id() {
+    let m = ongoing(i16::MAX - 1, &[("a", 0)], &[], NOW - 1);
+    let mut input = end(i16::MAX - 1, true, true);
+    assert!(end_txn_needs_producer_id(Some(&m), &input));
+    assert_eq!(
+        end_txn(Some(&m), &input, NOW).reply,
+        Err(ResponseError::CoordinatorNotAvailable),
+        "never without the new id"
+    );
+    input.fresh_id = Some(99);
+    let t = end_txn(Some(&m), &input, NOW);
+    assert_eq!(t.reply, Ok((99, 0)));
+    assert!(t
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::WriteMarkers(mk) if mk.producer_id == 7 && mk.epoch == i16::MAX)));
+    let Some(Effect::Persist(done)) = t.effects.last() else {
+        panic!("no complete record")
+    };
+    // A retry of that request under the old id is recognised.
+    let retry = EndInput {
+        producer_id: 7,
+        ..end(i16::MAX - 1, true, true)
+    };
+    assert_eq!(end_txn(Some(done), &retry, NOW).reply, Ok((99, 0)));
+    assert!(!end_txn_needs_producer_id(
+        Some(&meta(5, TxnState::Ongoing)),
+        &end(5, true, true)
+    ));
 }
 
 #[test]
@@ -685,6 +752,7 @@ fn end_txn_checks_the_producer() {
                 epoch,
                 commit,
                 v5: false,
+                fresh_id: None,
             };
             let t = end_txn(m.as_ref(), &input, NOW);
             assert_eq!(t.reply, Err(want), "{m:?} {id} {epoch} commit={commit}");
@@ -711,8 +779,15 @@ fn end_txn_v5_after_a_timeout_abort() {
         assert_eq!(before_v5.reply, Err(ResponseError::ProducerFenced));
         let older = end_txn(Some(&m), &end(4, commit, true), NOW);
         assert_eq!(older.reply, Err(ResponseError::ProducerFenced));
+        // After a commit under epoch 6, epoch 5's commit is a retry of it, and its abort is
+        // the wrong state, as Kafka answers.
         let committed = end_txn(Some(&meta(6, TxnState::CompleteCommit)), &end(5, commit, true), NOW);
-        assert_eq!(committed.reply, Err(ResponseError::ProducerFenced));
+        let want = if commit {
+            Ok((7, 6))
+        } else {
+            Err(ResponseError::InvalidTxnState)
+        };
+        assert_eq!(committed.reply, want);
     }
 }
 
@@ -1110,7 +1185,13 @@ mod stored_records {
             let init = InitInput { timeout_ms: 60_000, producer_id, epoch: ask_epoch };
             let _ = init_producer_id(&loaded, &init, None, now_ms);
             let _ = init_producer_id(&loaded, &init, Some(producer_id.wrapping_add(1)), now_ms);
-            let end = EndInput { producer_id, epoch: ask_epoch, commit, v5 };
+            let end = EndInput {
+                producer_id,
+                epoch: ask_epoch,
+                commit,
+                v5,
+                fresh_id: None,
+            };
             let _ = end_txn(Some(&loaded), &end, now_ms);
             let _ = check_offsets(Some(&loaded), producer_id, ask_epoch, "g");
         }
