@@ -1,8 +1,8 @@
 """Feature flags (KIP-584): the levels a new cluster finalizes, as ApiVersions reports them to
 `kafka-features.sh describe` (org.apache.kafka.tools.FeatureCommand from kafka-tools 4.4.0), and
 UpdateFeatures through the same tool: upgrade, downgrade, disable, --dry-run, and Kafka's
-refusals with their messages. Each test has a broker of its own, since levels are cluster-wide.
-Runs on Kafka too.
+refusals with their messages; and the Java producer following the finalized transaction version.
+Each test has a broker of its own, since levels are cluster-wide. Runs on Kafka too.
 """
 import re
 import subprocess
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Broker, wait_for
+from eoslib import Conn, TxnSession, read_java
 
 JAVA_DIR = Path(__file__).resolve().parent / "java"
 
@@ -102,3 +103,36 @@ def test_disable_and_enable_again(feat_broker):
     rc, out = features_tool(b, "upgrade", "--feature", "transaction.version=2")
     assert rc == 0, out
     wait_for(lambda: describe(b)["transaction.version"][2] == "2", "transaction.version 2 again", timeout_s=15)
+
+
+@pytest.mark.parametrize("tv", [0, 2])
+def test_the_java_producer_follows_the_finalized_transaction_version(feat_broker, new_topic, tv):
+    """transaction.version 2 (KIP-890) as the Java 4.4 producer uses it: every transaction ends
+    under a bumped epoch, so each one's batches carry the next epoch; at 0 the producer keeps its
+    epoch across transactions (and adds partitions with AddPartitionsToTxn). Either way a
+    read_committed consumer reads every committed record and none of the aborted one."""
+    b = feat_broker.bootstrap
+    if tv != 2:
+        rc, out = features_tool(b, "downgrade", "--feature", f"transaction.version={tv}")
+        assert rc == 0, out
+        wait_for(lambda: describe(b)["transaction.version"][2] == str(tv), f"transaction.version {tv}", timeout_s=15)
+    topic = new_topic(feat_broker, partitions=1)
+    s = TxnSession(b, f"tv{tv}-{uuid.uuid4().hex[:6]}")
+    try:
+        s.ok("init")
+        for i, end in enumerate(["commit", "abort", "commit"]):
+            s.ok("begin")
+            s.ok("send", topic, 0, 2, f"t{i}")
+            s.ok(end)
+    finally:
+        s.close()
+    with Conn(b) as c:
+        data = [bt for bt in c.fetch(topic, 0).batches if bt.transactional and not bt.control]
+    epochs = sorted({bt.producer_epoch for bt in data})
+    if tv >= 2:
+        assert len(epochs) == 3 and epochs == list(range(epochs[0], epochs[0] + 3)), \
+            f"one epoch per transaction, each the next: {epochs}"
+    else:
+        assert len(epochs) == 1, f"one epoch for every transaction: {epochs}"
+    got = [r.value for r in read_java(b, topic, "read_committed")]
+    assert got == ["t0-0", "t0-1", "t2-0", "t2-1"], got
