@@ -410,6 +410,45 @@ fn long_poll_returns_soon_after_data_arrives() {
     assert_same_records(&got, &records, 0, "long poll");
 }
 
+/// A Fetch of no partition, as every Java consumer sends on close() to end its fetch session
+/// (session id, epoch -1, its partitions forgotten), has nothing to wait for: Kafka answers it
+/// at once whatever `max_wait_ms` says, and so must Fjord, or each close() takes
+/// `fetch.max.wait.ms` longer. A sessionless one is the same.
+#[test]
+fn a_fetch_of_no_partition_is_answered_at_once() {
+    let broker = Broker::start(&[]);
+    let mut consumer = broker.client();
+    let topic = consumer.create_topic("pf-no-partition", 1);
+    // A session of one partition (epoch 0 opens it), then the closing fetch forgets it.
+    let mut open = Client::fetch_request(&topic, 0, 0, 0, 0);
+    open.session_epoch = 0;
+    let opened = consumer.send_request(FETCH_MAX, open);
+    assert_eq!(opened.error_code, 0, "{}", error_name(opened.error_code));
+    assert!(opened.session_id > 0, "no session opened");
+    let mut close = Client::fetch_request(&topic, 0, 0, LONG_POLL_MS, 1);
+    close.topics.clear();
+    close.session_id = opened.session_id;
+    close.session_epoch = -1;
+    let mut forget = kafka_protocol::messages::fetch_request::ForgottenTopic::default();
+    forget.topic = fjord_tests::client::topic_name(&topic.name);
+    forget.topic_id = topic.id;
+    forget.partitions = vec![0];
+    close.forgotten_topics_data = vec![forget];
+    let mut sessionless = Client::fetch_request(&topic, 0, 0, LONG_POLL_MS, 1);
+    sessionless.topics.clear();
+    for (what, req) in [("closing", close), ("sessionless", sessionless)] {
+        let started = Instant::now();
+        let resp = consumer.send_request(FETCH_MAX, req);
+        let elapsed = started.elapsed();
+        assert_eq!(resp.error_code, 0, "{what}: {}", error_name(resp.error_code));
+        assert!(resp.responses.is_empty(), "{what}: partitions in the answer");
+        assert!(
+            elapsed < Duration::from_millis(u64::try_from(LONG_POLL_MS).expect("positive") / 2),
+            "a {what} fetch of no partition took {elapsed:?} (max_wait {LONG_POLL_MS} ms)"
+        );
+    }
+}
+
 #[test]
 fn long_poll_without_data_waits_max_wait() {
     let broker = Broker::start(&[]);

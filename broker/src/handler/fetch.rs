@@ -289,7 +289,10 @@ pub async fn handle(
         let bytes: usize = parts.iter().map(answer_bytes).sum();
         let any_error = parts.iter().any(|(_, p, _)| p.error_code != 0);
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || any_error || now >= deadline || min_bytes == 0 {
+        // A fetch of no partition at all (the session-closing Fetch every Java consumer sends on
+        // close(), or a session with nothing in it) is answered at once, as Kafka's
+        // ReplicaManager does when it has nothing to read: waiting could only end in nothing.
+        if wanted.is_empty() || bytes >= min_bytes.max(1) || any_error || now >= deadline || min_bytes == 0 {
             break parts;
         }
         // Woken by any append; re-reading is cheap when nothing new is ours.
