@@ -116,22 +116,36 @@ build_maven "$HERE/java" "Java CLI" "$HERE/java/target/classes/dev/fjord/compat/
     "$HERE/java/pom.xml" "$HERE"/java/src/main/java/dev/fjord/compat/*.java \
     "$HERE"/java/src/main/java/org/apache/kafka/common/utils/*.java
 
-# --- The Go client (go/): franz-go, which resets fetch sessions on every rebalance ---------------
+# --- The Java 3.x client (java3/): kafka-clients 3.9.2, for test_java3_client.py ----------------
+# Its own module, as Spring Kafka's below: a class path holds one kafka-clients.
+build_maven "$HERE/java3" "Java 3.x client" "$HERE/java3/target/classes/dev/fjord/compat3/Java3.class" \
+    "$HERE/java3/pom.xml" "$HERE"/java3/src/main/java/dev/fjord/compat3/*.java \
+    "$HERE"/java3/src/main/resources/*
+
+# --- Spring Kafka (spring/): 4.0.9 (Spring 7.0.11, kafka-clients 4.1.2), for test_spring_kafka.py --
+build_maven "$HERE/spring" "Spring Kafka app" \
+    "$HERE/spring/target/classes/dev/fjord/compat/spring/SpringKafkaApp.class" \
+    "$HERE/spring/pom.xml" "$HERE"/spring/src/main/java/dev/fjord/compat/spring/*.java \
+    "$HERE"/spring/src/main/resources/*
+
+# --- The Go clients (go/): franz-go, sarama, kafka-go from the Go module proxy (go.mod pins them) --
+# bin/rebalance drives franz-go through a rebalance (test_fetch_sessions.py); bin/clients is every
+# client family's produce/consume/group/admin/transaction calls (test_go_clients.py).
 GO_DIR="$HERE/go"
-GO_BIN="$GO_DIR/bin/rebalance"
 GO_STAMP="$GO_DIR/bin/.fjord-compat-build.sha256"
 if command -v go >/dev/null; then
-    GO_HASH="$(hash_of "$GO_DIR/go.mod" "$GO_DIR/go.sum" "$GO_DIR"/rebalance/*.go)"
-    if [ -x "$GO_BIN" ] && [ "$(cat "$GO_STAMP" 2>/dev/null)" = "$GO_HASH" ]; then
-        say "Go client: up to date"
+    GO_HASH="$(hash_of "$GO_DIR/go.mod" "$GO_DIR/go.sum" "$GO_DIR"/rebalance/*.go "$GO_DIR"/clients/*.go)"
+    if [ -x "$GO_DIR/bin/rebalance" ] && [ -x "$GO_DIR/bin/clients" ] \
+        && [ "$(cat "$GO_STAMP" 2>/dev/null)" = "$GO_HASH" ]; then
+        say "Go clients: up to date"
     else
-        say "Go client: go build (in compat-tests/go)"
+        say "Go clients: go build (in compat-tests/go)"
         mkdir -p "$GO_DIR/bin"
-        (cd "$GO_DIR" && go build -o bin/rebalance ./rebalance)
+        (cd "$GO_DIR" && go build -o bin/ ./rebalance ./clients)
         echo "$GO_HASH" > "$GO_STAMP"
     fi
 else
-    say "Go client: go not installed; its test is skipped"
+    say "Go clients: go not installed; their tests are skipped"
 fi
 
 if [ "${FJORD_COMPAT_REFERENCE:-0}" = 1 ]; then
