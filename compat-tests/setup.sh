@@ -148,6 +148,44 @@ else
     say "Go clients: go not installed; their tests are skipped"
 fi
 
+# --- The JavaScript clients (js/): KafkaJS and @confluentinc/kafka-javascript from npm ---------
+# `npm ci` (package-lock.json pins them) when the package files changed. Their native addons are
+# built here from the packages' own source, not downloaded (their install scripts would fetch
+# prebuilt binaries from GitHub, out of reach here): librdkafka inside
+# @confluentinc/kafka-javascript (2-4 minutes on 2 cores), linked against Debian's zlib, OpenSSL
+# and zstd (CKJS_LINKING=dynamic; its default static build downloads their sources instead), and
+# lz4 and zstd-napi for KafkaJS's codecs. Without node and npm, test_js_clients.py is skipped.
+JS_DIR="$HERE/js"
+JS_STAMP="$JS_DIR/node_modules/.fjord-compat-npm.sha256"
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    JS_HASH="$(hash_of "$JS_DIR/package.json" "$JS_DIR/package-lock.json")"
+    if [ "$(cat "$JS_STAMP" 2>/dev/null)" = "$JS_HASH" ]; then
+        say "JavaScript clients: up to date"
+    else
+        JS_PKGS=()
+        command -v g++ >/dev/null && command -v make >/dev/null || JS_PKGS+=(build-essential)
+        command -v python3 >/dev/null || JS_PKGS+=(python3)  # node-gyp
+        command -v pkg-config >/dev/null || JS_PKGS+=(pkg-config)
+        for pkg in zlib1g-dev libssl-dev libzstd-dev; do
+            dpkg -s "$pkg" >/dev/null 2>&1 || JS_PKGS+=("$pkg")
+        done
+        if [ "${#JS_PKGS[@]}" -gt 0 ]; then
+            apt_install "${JS_PKGS[@]}"
+        fi
+        say "JavaScript clients: npm ci (in compat-tests/js; builds librdkafka, a few minutes)"
+        JS_LOG="${TMPDIR:-/tmp}/fjord-compat-npm-ci.log"
+        if ! (cd "$JS_DIR" && CKJS_LINKING=dynamic npm_config_build_from_source=true \
+                npm ci --no-audit --no-fund) >"$JS_LOG" 2>&1; then
+            tail -n 60 "$JS_LOG"
+            say "JavaScript clients: npm ci failed (whole log: $JS_LOG)"
+            exit 1
+        fi
+        echo "$JS_HASH" > "$JS_STAMP"
+    fi
+else
+    say "JavaScript clients: node/npm not installed; test_js_clients.py is skipped"
+fi
+
 if [ "${FJORD_COMPAT_REFERENCE:-0}" = 1 ]; then
     KAFKA_VERSION="${FJORD_KAFKA_VERSION:-4.4.0}"
     KAFKA_LIB="$HERE/reference/target/kafka-$KAFKA_VERSION"
