@@ -53,6 +53,7 @@ pub fn storage_error_code(e: &StorageError) -> ResponseError {
 pub fn controller_error_code(e: &ControllerError) -> ResponseError {
     match e {
         ControllerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        ControllerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
         ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         ControllerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,

@@ -146,6 +146,8 @@ pub struct Election {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ApplyError {
     TopicAlreadyExists(String),
+    /// A topic name Kafka refuses for what else exists (`INVALID_TOPIC_EXCEPTION`).
+    InvalidTopic(String),
     UnknownTopic(String),
     InvalidPartitions(String),
     InvalidReplicationFactor(String),
@@ -491,6 +493,17 @@ fn create_topic(
     if meta.topics.contains_key(&name) {
         return Err(ApplyError::TopicAlreadyExists(name));
     }
+    // '.' and '_' become the same character in metric names, so Kafka refuses a topic whose name
+    // differs from an existing one only by them (Topic.hasCollisionChars).
+    if name.contains(['.', '_']) {
+        let unified = |n: &str| n.replace('.', "_");
+        let key = unified(&name);
+        if let Some(other) = meta.topics.keys().find(|t| unified(t) == key) {
+            return Err(ApplyError::InvalidTopic(format!(
+                "Topic '{name}' collides with existing topic: {other}"
+            )));
+        }
+    }
     check_num_partitions(num_partitions)?;
     check_replication_factor(replication_factor)?;
     if topic_id.is_nil() {
@@ -815,9 +828,14 @@ mod tests {
     fn rejected_commands_leave_state_unchanged() {
         let mut meta = meta_with_brokers(&[0]);
         apply(&mut meta, create("t", 1, 1));
+        apply(&mut meta, create("t_x", 1, 1));
         let before = meta.clone();
         for (cmd, want) in [
             (create("t", 1, 1), ApplyError::TopicAlreadyExists("t".into())),
+            (
+                create("t.x", 1, 1),
+                ApplyError::InvalidTopic("Topic 't.x' collides with existing topic: t_x".into()),
+            ),
             (
                 create("x", 0, 1),
                 ApplyError::InvalidPartitions("Number of partitions was set to an invalid non-positive value.".into()),

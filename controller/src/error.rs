@@ -22,6 +22,9 @@ pub enum ControllerError {
     /// Invalid replication factor (`INVALID_REPLICATION_FACTOR`); the message is Kafka's wording.
     #[error("{0}")]
     InvalidReplicationFactor(String),
+    /// A topic name refused for what else exists (`INVALID_TOPIC_EXCEPTION`).
+    #[error("{0}")]
+    InvalidTopic(String),
     /// Any other malformed request (`INVALID_REQUEST`).
     #[error("{0}")]
     InvalidRequest(String),
@@ -73,6 +76,7 @@ impl From<ApplyError> for ControllerError {
     fn from(e: ApplyError) -> Self {
         match e {
             ApplyError::TopicAlreadyExists(name) => ControllerError::TopicAlreadyExists(name),
+            ApplyError::InvalidTopic(msg) => ControllerError::InvalidTopic(msg),
             ApplyError::UnknownTopic(name) => ControllerError::UnknownTopic(name),
             ApplyError::InvalidPartitions(msg) => ControllerError::InvalidPartitions(msg),
             ApplyError::InvalidReplicationFactor(msg) => ControllerError::InvalidReplicationFactor(msg),
