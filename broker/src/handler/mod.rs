@@ -399,6 +399,20 @@ pub fn names_from_ids<'a>(
     }
 }
 
+/// The error Kafka gives a partition of an offset commit before it asks the group coordinator:
+/// UNKNOWN_TOPIC_ID for a topic named by an id no topic has (`by_id`, after [`names_from_ids`]
+/// left its name empty), UNKNOWN_TOPIC_OR_PARTITION for a topic or partition that does not exist.
+pub fn commit_target_error(meta: &fjord_controller::ClusterMetadata, by_id: bool, name: &str, p: i32) -> Option<i16> {
+    if by_id && name.is_empty() {
+        return Some(ResponseError::UnknownTopicId.code());
+    }
+    let known = meta
+        .topics
+        .get(name)
+        .is_some_and(|t| p >= 0 && (p as usize) < t.partitions.len());
+    (!known).then(|| ResponseError::UnknownTopicOrPartition.code())
+}
+
 /// A string for a response.
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())

@@ -59,16 +59,7 @@ pub async fn offset_commit(
     let group_id = req.group_id.to_string();
     // Kafka answers for unknown topics and partitions before it asks the group coordinator, so
     // those keep their own error whatever the group says.
-    let topic_error = |name: &TopicName, p: i32| -> Option<i16> {
-        if by_id && name.is_empty() {
-            return Some(ResponseError::UnknownTopicId.code());
-        }
-        let known = meta
-            .topics
-            .get(name.as_str())
-            .is_some_and(|m| p >= 0 && (p as usize) < m.partitions.len());
-        (!known).then(|| ResponseError::UnknownTopicOrPartition.code())
-    };
+    let topic_error = |name: &TopicName, p: i32| super::commit_target_error(&meta, by_id, name.as_str(), p);
     let respond_all = |topics: &[kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic],
                        code: i16| {
         let topics = topics

@@ -324,16 +324,7 @@ pub async fn txn_offset_commit(
     if by_id {
         super::names_from_ids(&meta, req.topics.iter_mut().map(|t| (&mut t.name, t.topic_id)));
     }
-    let topic_error = |name: &str, p: i32| -> Option<i16> {
-        if by_id && name.is_empty() {
-            return Some(ResponseError::UnknownTopicId.code());
-        }
-        let known = meta
-            .topics
-            .get(name)
-            .is_some_and(|tm| p >= 0 && (p as usize) < tm.partitions.len());
-        (!known).then(|| ResponseError::UnknownTopicOrPartition.code())
-    };
+    let topic_error = |name: &str, p: i32| super::commit_target_error(&meta, by_id, name, p);
     let respond = |code_of: &dyn Fn(&str, i32) -> i16| {
         TxnOffsetCommitResponse::default().with_topics(
             req.topics
