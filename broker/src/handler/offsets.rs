@@ -30,6 +30,7 @@ fn validate_commit(
     member_id: &str,
     instance_id: Option<&str>,
     generation: i32,
+    partitions: impl IntoIterator<Item = (uuid::Uuid, i32)>,
 ) -> Result<(), ResponseError> {
     match &group.kind {
         GroupKind::Classic(c) => c.validate_offset_commit(member_id, instance_id, generation),
@@ -38,7 +39,7 @@ fn validate_commit(
             if generation >= 0 && version < 9 {
                 return Err(ResponseError::UnsupportedVersion);
             }
-            c.validate_offset_commit(member_id, generation)
+            c.validate_offset_commit(member_id, generation, partitions)
         }
     }
 }
@@ -100,7 +101,26 @@ pub async fn offset_commit(
         };
         return respond_all(&req.topics, code.code());
     };
-    if let Err(e) = validate_commit(&group, ctx.version, &member_id, instance_id.as_deref(), generation) {
+    // The partitions the coordinator is asked to commit: Kafka validates an older member
+    // epoch against each of them, and not against those refused before it (unknown, or
+    // metadata too large).
+    let max_metadata = groups.cfg.offset_metadata_max_bytes;
+    let committed = req.topics.iter().flat_map(|t| {
+        let topic_id = meta.topics.get(t.name.as_str()).map(|tm| tm.topic_id);
+        let (meta_ok, topic_error) = (&max_metadata, &topic_error);
+        t.partitions.iter().filter_map(move |p| {
+            let too_large = p.committed_metadata.as_ref().is_some_and(|m| m.len() > *meta_ok);
+            (topic_error(&t.name, p.partition_index).is_none() && !too_large).then_some((topic_id?, p.partition_index))
+        })
+    });
+    if let Err(e) = validate_commit(
+        &group,
+        ctx.version,
+        &member_id,
+        instance_id.as_deref(),
+        generation,
+        committed,
+    ) {
         return respond_all(&req.topics, e.code());
     }
     let now = crate::txn::now_ms();

@@ -381,7 +381,23 @@ pub async fn txn_offset_commit(
         }
         GroupKind::Classic(_) => Ok(()),
         GroupKind::Consumer(c) if req.generation_id_or_member_epoch >= 0 || !member_id.is_empty() => {
-            c.validate_offset_commit(&member_id, req.generation_id_or_member_epoch)
+            let partitions = req.topics.iter().flat_map(|t| {
+                let topic_id = meta.topics.get(t.name.as_str()).map(|tm| tm.topic_id);
+                t.partitions
+                    .iter()
+                    .filter_map(move |p| Some((topic_id?, p.partition_index)))
+            });
+            // The member and a newer epoch first: those refusals keep their code at every
+            // version. An older epoch is then checked per partition, and there TxnOffsetCommit
+            // before v6, which has no STALE_MEMBER_EPOCH, gets ILLEGAL_GENERATION (Kafka's
+            // `supportsStaleMemberEpochError`).
+            let epoch = req.generation_id_or_member_epoch;
+            c.validate_offset_commit(&member_id, epoch, []).and_then(|()| {
+                match c.validate_offset_commit(&member_id, epoch, partitions) {
+                    Err(ResponseError::StaleMemberEpoch) if ctx.version < 6 => Err(ResponseError::IllegalGeneration),
+                    other => other,
+                }
+            })
         }
         GroupKind::Consumer(_) => Ok(()),
     };

@@ -151,6 +151,11 @@ pub struct Member {
     pub assigned_partitions: Assignment,
     /// Partitions the member still owns but has been asked to revoke.
     pub partitions_pending_revocation: Assignment,
+    /// For each partition in `assigned_partitions` or `partitions_pending_revocation`, the
+    /// member epoch at which the member received it. An offset commit at an older epoch is
+    /// still accepted for a partition the member already had then (Kafka's assignment-epoch
+    /// validator), which is what lets a commit racing a rebalance succeed.
+    pub assignment_epochs: BTreeMap<(Uuid, i32), i32>,
 }
 
 impl Member {
@@ -170,7 +175,23 @@ impl Member {
             state: MemberState::Stable,
             assigned_partitions: Assignment::new(),
             partitions_pending_revocation: Assignment::new(),
+            assignment_epochs: BTreeMap::new(),
         }
+    }
+
+    /// The epoch at which the member received a partition it owns, assigned or pending
+    /// revocation; `None` if it owns no such partition.
+    pub fn assignment_epoch(&self, topic_id: Uuid, partition: i32) -> Option<i32> {
+        let owns = |a: &Assignment| a.get(&topic_id).is_some_and(|ps| ps.contains(&partition));
+        if !owns(&self.assigned_partitions) && !owns(&self.partitions_pending_revocation) {
+            return None;
+        }
+        Some(
+            self.assignment_epochs
+                .get(&(topic_id, partition))
+                .copied()
+                .unwrap_or(self.member_epoch),
+        )
     }
 
     /// Kafka's `isReconciledTo`: stable at the given target epoch.
@@ -314,16 +335,33 @@ impl ConsumerGroup {
 
     /// Kafka's `ConsumerGroup.validateOffsetCommit` for members of this group. An epoch below
     /// zero is accepted only while the group is empty (admin or standalone consumers); else
-    /// the member must exist (UNKNOWN_MEMBER_ID) and the epoch must be its current one
-    /// (STALE_MEMBER_EPOCH). Kafka also requires OffsetCommit v9+ from such members for
-    /// non-transactional commits (UNSUPPORTED_VERSION); that check is the caller's.
-    pub fn validate_offset_commit(&self, member_id: &str, member_epoch: i32) -> std::result::Result<(), ResponseError> {
+    /// the member must exist (UNKNOWN_MEMBER_ID). Its current epoch is accepted; a newer one is
+    /// STALE_MEMBER_EPOCH; an older one is accepted only if the member received every committed
+    /// partition (`partitions`, by topic id) at or before that epoch, so that a commit sent
+    /// just before a rebalance moved the member on still lands. Kafka also requires
+    /// OffsetCommit v9+ from such members for non-transactional commits (UNSUPPORTED_VERSION);
+    /// that check is the caller's.
+    pub fn validate_offset_commit(
+        &self,
+        member_id: &str,
+        member_epoch: i32,
+        partitions: impl IntoIterator<Item = (Uuid, i32)>,
+    ) -> std::result::Result<(), ResponseError> {
         if member_epoch < 0 && self.members.is_empty() {
             return Ok(());
         }
         let member = self.members.get(member_id).ok_or(ResponseError::UnknownMemberId)?;
-        if member.member_epoch != member_epoch {
+        if member_epoch == member.member_epoch {
+            return Ok(());
+        }
+        if member_epoch > member.member_epoch {
             return Err(ResponseError::StaleMemberEpoch);
+        }
+        for (topic_id, partition) in partitions {
+            match member.assignment_epoch(topic_id, partition) {
+                Some(assigned_at) if member_epoch >= assigned_at => {}
+                _ => return Err(ResponseError::StaleMemberEpoch),
+            }
         }
         Ok(())
     }

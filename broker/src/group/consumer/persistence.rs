@@ -128,6 +128,10 @@ struct MemberRecord {
     state: MemberState,
     assigned_partitions: Vec<TopicPartitionsRecord>,
     partitions_pending_revocation: Vec<TopicPartitionsRecord>,
+    /// (topic id, partition, epoch at which the member received it). Absent from records
+    /// written before it existed: the member's epoch then stands for every partition.
+    #[serde(default)]
+    assignment_epochs: Vec<(String, i32, i32)>,
 }
 
 impl MemberRecord {
@@ -147,10 +151,19 @@ impl MemberRecord {
             state: m.state,
             assigned_partitions: assignment_to_record(&m.assigned_partitions),
             partitions_pending_revocation: assignment_to_record(&m.partitions_pending_revocation),
+            assignment_epochs: m
+                .assignment_epochs
+                .iter()
+                .map(|((topic_id, p), epoch)| (topic_id.to_string(), *p, *epoch))
+                .collect(),
         }
     }
 
     fn into_member(self) -> Option<Member> {
+        let mut assignment_epochs = std::collections::BTreeMap::new();
+        for (topic_id, p, epoch) in self.assignment_epochs {
+            assignment_epochs.insert((Uuid::parse_str(&topic_id).ok()?, p), epoch);
+        }
         Some(Member {
             member_id: self.member_id,
             instance_id: self.instance_id,
@@ -166,6 +179,7 @@ impl MemberRecord {
             state: self.state,
             assigned_partitions: assignment_from_record(self.assigned_partitions)?,
             partitions_pending_revocation: assignment_from_record(self.partitions_pending_revocation)?,
+            assignment_epochs,
         })
     }
 }

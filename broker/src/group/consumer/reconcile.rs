@@ -69,7 +69,7 @@ pub(super) fn reconcile(
 ) -> Member {
     let next =
         |epoch: i32| compute_next_assignment(member, epoch, target_epoch, target, subscribed, partition_epochs, owned);
-    match member.state {
+    let mut next = match member.state {
         MemberState::Stable => {
             if member.member_epoch != target_epoch {
                 next(member.member_epoch)
@@ -93,7 +93,26 @@ pub(super) fn reconcile(
         MemberState::UnreleasedPartitions => next(member.member_epoch),
         // The caller fenced the member unless it owns nothing.
         MemberState::Unknown => next(target_epoch),
-    }
+    };
+    track_assignment_epochs(member, &mut next);
+    next
+}
+
+/// Kafka keeps, per owned partition, the epoch at which the member received it: a partition
+/// the member kept (assigned or now pending revocation) keeps its epoch, a new one gets the
+/// epoch the member moved to, and one it no longer owns is forgotten.
+fn track_assignment_epochs(before: &Member, next: &mut Member) {
+    let owned = next
+        .assigned_partitions
+        .iter()
+        .chain(next.partitions_pending_revocation.iter())
+        .flat_map(|(topic_id, ps)| ps.iter().map(move |p| (*topic_id, *p)));
+    next.assignment_epochs = owned
+        .map(|(topic_id, p)| {
+            let epoch = before.assignment_epoch(topic_id, p).unwrap_or(next.member_epoch);
+            ((topic_id, p), epoch)
+        })
+        .collect();
 }
 
 /// Kafka's `CurrentAssignmentBuilder.updateCurrentAssignment`: drops the topics the member no

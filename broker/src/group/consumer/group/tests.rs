@@ -157,7 +157,7 @@ fn range_assignor_co_partitions() {
 #[test]
 fn describe_and_offset_validation() {
     let mut h = Harness::new(&[("t", 2)]);
-    assert_eq!(h.group.validate_offset_commit("", -1), Ok(()));
+    assert_eq!(h.group.validate_offset_commit("", -1, []), Ok(()));
     let mut m1 = Client::new("m1", &["t"]);
     h.join(&mut m1);
 
@@ -174,17 +174,17 @@ fn describe_and_offset_validation() {
     assert_eq!(member.assignment.topic_partitions[0].partitions, vec![0, 1]);
     assert_eq!(member.target_assignment, member.assignment);
 
-    assert_eq!(h.group.validate_offset_commit("m1", 1), Ok(()));
+    assert_eq!(h.group.validate_offset_commit("m1", 1, []), Ok(()));
     assert_eq!(
-        h.group.validate_offset_commit("m1", 0),
+        h.group.validate_offset_commit("m1", 2, []),
         Err(ResponseError::StaleMemberEpoch)
     );
     assert_eq!(
-        h.group.validate_offset_commit("zz", 1),
+        h.group.validate_offset_commit("zz", 1, []),
         Err(ResponseError::UnknownMemberId)
     );
     assert_eq!(
-        h.group.validate_offset_commit("", -1),
+        h.group.validate_offset_commit("", -1, []),
         Err(ResponseError::UnknownMemberId)
     );
     assert_eq!(h.group.validate_offset_fetch(None, -1), Ok(()));
@@ -196,5 +196,59 @@ fn describe_and_offset_validation() {
     assert_eq!(
         h.group.validate_offset_fetch(Some("zz"), 1),
         Err(ResponseError::UnknownMemberId)
+    );
+}
+
+/// Kafka's assignment-epoch validator: a commit at an epoch older than the member's current
+/// one is accepted for partitions the member already had at that epoch, and refused for a
+/// partition it received later, or never had.
+#[test]
+fn offset_commit_at_an_older_epoch() {
+    let mut h = Harness::new(&[("t", 4)]);
+    let t = topic_id("t");
+    let mut m1 = Client::new("m1", &["t"]);
+    h.join(&mut m1);
+    let first_epoch = m1.epoch;
+    assert_eq!(h.group.member("m1").unwrap().assignment_epoch(t, 0), Some(first_epoch));
+    // A second member joins: m1 revokes half, and moves on to the new epoch.
+    let mut m2 = Client::new("m2", &["t"]);
+    h.join(&mut m2);
+    let mut clients = [m1, m2];
+    h.converge(&mut clients);
+    let [m1, m2] = clients;
+    assert!(m1.epoch > first_epoch);
+    let kept: Vec<i32> = m1.owned[&t].iter().copied().collect();
+    let given: Vec<i32> = m2.owned[&t].iter().copied().collect();
+    assert_eq!(kept.len(), 2);
+    // m1 kept these since its first epoch: a commit at that epoch still lands.
+    for p in &kept {
+        assert_eq!(h.group.member("m1").unwrap().assignment_epoch(t, *p), Some(first_epoch));
+    }
+    assert_eq!(
+        h.group
+            .validate_offset_commit("m1", first_epoch, kept.iter().map(|p| (t, *p))),
+        Ok(())
+    );
+    // Partitions it no longer owns, or a newer epoch than its own, are refused.
+    assert_eq!(
+        h.group.validate_offset_commit("m1", first_epoch, [(t, given[0])]),
+        Err(ResponseError::StaleMemberEpoch)
+    );
+    assert_eq!(
+        h.group.validate_offset_commit("m1", m1.epoch + 1, []),
+        Err(ResponseError::StaleMemberEpoch)
+    );
+    // m2 received its partitions at its first epoch: an epoch before that is refused.
+    let m2_at = h.group.member("m2").unwrap().assignment_epoch(t, given[0]).unwrap();
+    assert_eq!(m2_at, m2.epoch);
+    assert_eq!(
+        h.group.validate_offset_commit("m2", m2_at - 1, [(t, given[0])]),
+        Err(ResponseError::StaleMemberEpoch)
+    );
+    // The epochs survive the group's record.
+    let loaded = ConsumerGroup::from_record(&h.group.to_record(), std::time::Instant::now()).unwrap();
+    assert_eq!(
+        loaded.member("m1").unwrap().assignment_epochs,
+        h.group.member("m1").unwrap().assignment_epochs
     );
 }

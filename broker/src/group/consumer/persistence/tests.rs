@@ -159,6 +159,11 @@ fn consumer_records() -> impl Strategy<Value = Vec<u8>> {
                     .map(|(who, subscription, (assigned, pending))| {
                         let (member_id, instance_id, rack_id, client_id, client_host, rebalance_timeout_ms) = who;
                         let (names, regex, server_assignor, member_epoch, previous_member_epoch, state) = subscription;
+                        let assignment_epochs = assigned
+                            .first()
+                            .map(|(t, ps)| (t.clone(), ps.first().copied().unwrap_or(0), member_epoch))
+                            .into_iter()
+                            .collect();
                         MemberRecord {
                             member_id,
                             instance_id,
@@ -173,6 +178,7 @@ fn consumer_records() -> impl Strategy<Value = Vec<u8>> {
                             previous_member_epoch,
                             state,
                             assigned_partitions: assignment_record(assigned),
+                            assignment_epochs,
                             partitions_pending_revocation: assignment_record(pending),
                         }
                     })
