@@ -774,6 +774,39 @@ impl Config {
                     cfg.groups.consumer.heartbeat_interval_ms = parse_num(k, value)?
                 }
                 "group.consumer.max.size" => cfg.groups.consumer.max_size = parse_num(k, value)?,
+                "group.streams.session.timeout.ms" => cfg.groups.streams.session_timeout_ms = parse_num(k, value)?,
+                "group.streams.heartbeat.interval.ms" => {
+                    cfg.groups.streams.heartbeat_interval_ms = parse_num(k, value)?
+                }
+                "group.streams.max.size" => cfg.groups.streams.max_size = parse_num(k, value)?,
+                "group.streams.num.standby.replicas" => cfg.groups.streams.num_standby_replicas = parse_num(k, value)?,
+                "group.streams.initial.rebalance.delay.ms" => {
+                    cfg.groups.streams.initial_rebalance_delay_ms = parse_num(k, value)?
+                }
+                "group.streams.assignment.interval.ms" => {
+                    cfg.groups.streams.assignment_interval_ms = parse_num(k, value)?
+                }
+                "group.streams.task.offset.interval.ms" => {
+                    cfg.groups.streams.task_offset_interval_ms = parse_num(k, value)?
+                }
+                "group.streams.acceptable.recovery.lag" => {
+                    cfg.groups.streams.acceptable_recovery_lag = parse_num(k, value)?
+                }
+                "group.streams.rack.aware.assignment.tags" => {
+                    cfg.groups.streams.rack_aware_assignment_tags = value
+                        .split(',')
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                }
+                // Fjord cannot load a Java plugin, and ignoring it would change what describe reports.
+                "group.streams.topology.description.plugin.class" if !value.trim().is_empty() => {
+                    return Err(invalid(
+                        k,
+                        value,
+                        "Fjord cannot load a topology description plugin (KIP-1331); leave it unset",
+                    ))
+                }
                 "group.consumer.assignors" => {
                     // Kafka lists class names; the last dotted component names the assignor
                     // (`org.apache.kafka.coordinator.group.assignor.UniformAssignor` -> uniform).
@@ -863,6 +896,10 @@ impl Config {
             .consumer
             .validate()
             .map_err(|reason| invalid("group.consumer.*", "", reason))?;
+        cfg.groups
+            .streams
+            .validate()
+            .map_err(|reason| invalid("group.streams.*", "", reason))?;
         cfg.queued_max_request_bytes = match queued_max {
             // Kafka: -1 (and any value <= 0) is unbounded; a bound must hold the largest request.
             Some((v, _)) if v <= 0 => None,

@@ -63,6 +63,13 @@ pub const SUPPORTED: &[Feature] = &[
         max: 2,
         default: 2,
     },
+    // Level 1 enables streams groups (KIP-1071).
+    Feature {
+        name: "streams.version",
+        min: 0,
+        max: 1,
+        default: 1,
+    },
 ];
 
 /// The finalized levels of a new cluster.

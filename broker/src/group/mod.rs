@@ -14,6 +14,7 @@
 pub mod assignor;
 pub mod classic;
 pub mod consumer;
+pub mod streams;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -28,6 +29,7 @@ use crate::state_log::{self, Load, Loads, WriteError};
 use classic::{ClassicGroup, Delivery};
 use consumer::{ConsumerGroup, ConsumerGroupConfig};
 use fjord_storage::{LoadedGroups, StateLog};
+use streams::{StreamsGroup, StreamsGroupConfig};
 
 use crate::Broker;
 
@@ -61,6 +63,8 @@ pub struct GroupConfig {
     pub offset_metadata_max_bytes: usize,
     /// KIP-848 groups: `group.consumer.*`.
     pub consumer: ConsumerGroupConfig,
+    /// KIP-1071 streams groups: `group.streams.*`.
+    pub streams: StreamsGroupConfig,
 }
 
 impl Default for GroupConfig {
@@ -77,6 +81,7 @@ impl Default for GroupConfig {
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
             consumer: ConsumerGroupConfig::default(),
+            streams: StreamsGroupConfig::default(),
         }
     }
 }
@@ -89,6 +94,8 @@ pub enum GroupKind {
     Classic(ClassicGroup),
     /// The consumer protocol of KIP-848 (ConsumerGroupHeartbeat, server-side assignment).
     Consumer(Box<ConsumerGroup>),
+    /// The streams protocol of KIP-1071 (StreamsGroupHeartbeat, server-side task assignment).
+    Streams(Box<StreamsGroup>),
 }
 
 /// One group: its membership protocol state and its committed offsets.
@@ -134,6 +141,7 @@ impl Group {
         match &self.kind {
             GroupKind::Classic(c) => c.state() == classic::ClassicState::Empty,
             GroupKind::Consumer(c) => c.is_empty(),
+            GroupKind::Streams(s) => s.is_empty(),
         }
     }
 
@@ -142,14 +150,25 @@ impl Group {
         match &self.kind {
             GroupKind::Classic(c) => c.state().name(),
             GroupKind::Consumer(c) => c.state(),
+            GroupKind::Streams(s) => s.state(),
         }
     }
 
-    /// "classic" or "consumer" (KIP-848 group types).
+    /// The state as ListGroups compares a state filter with it, lowercased: Kafka's
+    /// `toLowerCaseString`, which spells a streams group's NotReady `not_ready`.
+    pub fn state_filter_name(&self) -> String {
+        match &self.kind {
+            GroupKind::Streams(s) => s.state_filter_name().to_string(),
+            _ => self.state_name().to_lowercase(),
+        }
+    }
+
+    /// "classic", "consumer" or "streams" (group types of KIP-848 and KIP-1071).
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
             GroupKind::Classic(_) => "classic",
             GroupKind::Consumer(_) => "consumer",
+            GroupKind::Streams(_) => "streams",
         }
     }
 
@@ -158,6 +177,7 @@ impl Group {
         match &self.kind {
             GroupKind::Classic(c) => c.protocol_type().unwrap_or("").to_string(),
             GroupKind::Consumer(_) => classic::CONSUMER_PROTOCOL_TYPE.to_string(),
+            GroupKind::Streams(_) => "streams".to_string(),
         }
     }
 
@@ -170,6 +190,12 @@ impl Group {
     /// Makes this (empty) group a KIP-848 consumer group, keeping its offsets.
     pub fn make_consumer(&mut self) {
         self.kind = GroupKind::Consumer(Box::new(ConsumerGroup::new(self.id.clone())));
+        self.dirty = true;
+    }
+
+    /// Makes this (empty) group a streams group, keeping its offsets.
+    pub fn make_streams(&mut self) {
+        self.kind = GroupKind::Streams(Box::new(StreamsGroup::new(&self.id)));
         self.dirty = true;
     }
 
@@ -195,6 +221,11 @@ impl Group {
                 v.extend_from_slice(&c.to_record());
                 Some(v)
             }
+            GroupKind::Streams(s) => {
+                let mut v = vec![RECORD_STREAMS];
+                v.extend_from_slice(&s.to_record());
+                Some(v)
+            }
         }
     }
 
@@ -202,13 +233,14 @@ impl Group {
         let own = std::mem::take(&mut self.dirty);
         match &mut self.kind {
             GroupKind::Classic(c) => (own | std::mem::take(&mut c.dirty), std::mem::take(&mut c.outbox)),
-            GroupKind::Consumer(_) => (own, Vec::new()),
+            GroupKind::Consumer(_) | GroupKind::Streams(_) => (own, Vec::new()),
         }
     }
 }
 
 const RECORD_CLASSIC: u8 = b'c';
 const RECORD_CONSUMER: u8 = b'n';
+const RECORD_STREAMS: u8 = b's';
 
 /// Kafka's `Utils.abs(groupId.hashCode()) % partitions`: Java's String.hashCode over UTF-16.
 pub fn coordinator_partition(group_id: &str, partitions: i32) -> i32 {
@@ -288,7 +320,7 @@ impl GroupCoordinator {
         } else {
             store.load_all()?
         };
-        let groups = groups_from(loaded, -1);
+        let groups = groups_from(loaded, -1, &cfg.streams);
         if !cluster {
             let offsets: usize = groups.values().map(|g| g.offsets.len()).sum();
             tracing::info!(groups = groups.len(), offsets, "consumer groups loaded");
@@ -372,7 +404,7 @@ impl GroupCoordinator {
     pub(crate) fn install(&self, partition: i32, epoch: i32, loaded: LoadedGroups) -> bool {
         self.loads.finish(partition, epoch, || {
             let mut map = self.map();
-            for (id, g) in groups_from(loaded, epoch) {
+            for (id, g) in groups_from(loaded, epoch, &self.cfg.streams) {
                 map.insert(id, Arc::new(tokio::sync::Mutex::new(g)));
             }
         })
@@ -395,7 +427,7 @@ impl GroupCoordinator {
 }
 
 /// Groups in memory from what the store read.
-fn groups_from(loaded: LoadedGroups, epoch: i32) -> HashMap<String, Group> {
+fn groups_from(loaded: LoadedGroups, epoch: i32, streams: &StreamsGroupConfig) -> HashMap<String, Group> {
     let now = Instant::now();
     let mut groups: HashMap<String, Group> = HashMap::new();
     for g in loaded.groups {
@@ -403,6 +435,9 @@ fn groups_from(loaded: LoadedGroups, epoch: i32) -> HashMap<String, Group> {
             Some((&RECORD_CLASSIC, rest)) => ClassicGroup::from_record(rest, now).map(GroupKind::Classic),
             Some((&RECORD_CONSUMER, rest)) => {
                 ConsumerGroup::from_record(rest, now.into_std()).map(|c| GroupKind::Consumer(Box::new(c)))
+            }
+            Some((&RECORD_STREAMS, rest)) => {
+                StreamsGroup::from_record(rest, now.into_std(), streams).map(|s| GroupKind::Streams(Box::new(s)))
             }
             _ => None,
         };
@@ -691,6 +726,7 @@ impl GroupCoordinator {
             && match &group.kind {
                 GroupKind::Classic(c) => c.is_idle(),
                 GroupKind::Consumer(c) => c.is_empty(),
+                GroupKind::Streams(s) => s.is_empty(),
             };
         if unused {
             if let Err(e) = self.delete(group).await {
@@ -717,6 +753,11 @@ impl GroupCoordinator {
                     GroupKind::Classic(c) => c.tick(&self.cfg, now),
                     GroupKind::Consumer(c) => {
                         if c.tick(now.into_std(), &self.cfg.consumer) {
+                            guard.dirty = true;
+                        }
+                    }
+                    GroupKind::Streams(s) => {
+                        if s.tick(now.into_std(), crate::txn::now_ms(), &self.cfg.streams) {
                             guard.dirty = true;
                         }
                     }
@@ -752,6 +793,8 @@ impl GroupCoordinator {
                 GroupKind::Classic(_) => Since::Never,
                 GroupKind::Consumer(c) if c.is_empty() => Since::Commit,
                 GroupKind::Consumer(_) => Since::Never,
+                GroupKind::Streams(s) if s.is_empty() => Since::Commit,
+                GroupKind::Streams(_) => Since::Never,
             };
             let expired: Vec<((String, i32), Option<CommittedOffset>)> = g
                 .offsets

@@ -63,6 +63,12 @@ pub async fn heartbeat(
     let Some(mut group) = groups.lock(&group_id, req.member_epoch == 0).await else {
         return consumer::group_not_found_response(&group_id);
     };
+    if matches!(group.kind, GroupKind::Streams(_)) {
+        return consumer::error_response(
+            ResponseError::GroupIdNotFound,
+            Some(format!("Group {group_id} is not a consumer group.")),
+        );
+    }
     if let GroupKind::Classic(_) = group.kind {
         if req.member_epoch == 0 && group.convertible() {
             group.make_consumer();
@@ -85,7 +91,7 @@ pub async fn heartbeat(
             cfg,
             Instant::now().into_std(),
         ),
-        GroupKind::Classic(_) => unreachable!("converted above"),
+        GroupKind::Classic(_) | GroupKind::Streams(_) => unreachable!("converted or refused above"),
     };
     if outcome.changed {
         group.dirty = true;
@@ -139,7 +145,9 @@ pub async fn describe(broker: &Broker, req: ConsumerGroupDescribeRequest) -> Con
             None => not_found(format!("Group {} not found.", id.as_str())),
             Some(g) => match &g.kind {
                 GroupKind::Consumer(c) => c.describe(&topics).with_authorized_operations(ops),
-                GroupKind::Classic(_) => not_found(format!("Group {} is not a consumer group.", id.as_str())),
+                GroupKind::Classic(_) | GroupKind::Streams(_) => {
+                    not_found(format!("Group {} is not a consumer group.", id.as_str()))
+                }
             },
         };
         out.push(described);

@@ -81,15 +81,23 @@ pub async fn join_group(broker: &Broker, ctx: &RequestContext, req: JoinGroupReq
             .map(|p| (p.name.to_string(), p.metadata))
             .collect(),
     };
-    if matches!(group.kind, GroupKind::Consumer(_)) {
+    if matches!(group.kind, GroupKind::Consumer(_) | GroupKind::Streams(_)) {
         if !group.convertible() {
-            return join_error(v, &input.member_id, ResponseError::InconsistentGroupProtocol);
+            // Kafka names no member when the group is a streams group.
+            let member = if matches!(group.kind, GroupKind::Streams(_)) {
+                ""
+            } else {
+                &input.member_id
+            };
+            return join_error(v, member, ResponseError::InconsistentGroupProtocol);
         }
         group.make_classic();
     }
     let answer = match &mut group.kind {
         GroupKind::Classic(c) => c.join(&groups.cfg, input, Instant::now()),
-        GroupKind::Consumer(_) => Answer::Now(join_error(v, "", ResponseError::InconsistentGroupProtocol)),
+        GroupKind::Consumer(_) | GroupKind::Streams(_) => {
+            Answer::Now(join_error(v, "", ResponseError::InconsistentGroupProtocol))
+        }
     };
     groups.finish(&mut group).await;
     drop(group);
@@ -132,7 +140,7 @@ pub async fn sync_group(broker: &Broker, req: SyncGroupRequest) -> SyncGroupResp
     };
     let answer = match &mut group.kind {
         GroupKind::Classic(c) => c.sync(input, Instant::now()),
-        GroupKind::Consumer(_) => {
+        GroupKind::Consumer(_) | GroupKind::Streams(_) => {
             Answer::Now(SyncGroupResponse::default().with_error_code(ResponseError::UnknownMemberId.code()))
         }
     };
@@ -166,7 +174,7 @@ pub async fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> HeartbeatRespo
             req.generation_id,
             Instant::now(),
         ),
-        GroupKind::Consumer(_) => Err(ResponseError::UnknownMemberId),
+        GroupKind::Consumer(_) | GroupKind::Streams(_) => Err(ResponseError::UnknownMemberId),
     };
     groups.finish(&mut group).await;
     HeartbeatResponse::default().with_error_code(result.err().map(|e| e.code()).unwrap_or(0))
@@ -202,7 +210,9 @@ pub async fn leave_group(broker: &Broker, ctx: &RequestContext, req: LeaveGroupR
     };
     let results = match &mut group.kind {
         GroupKind::Classic(c) => c.leave(&groups.cfg, &leaving, Instant::now()),
-        GroupKind::Consumer(_) => leaving.iter().map(|_| Err(ResponseError::UnknownMemberId)).collect(),
+        GroupKind::Consumer(_) | GroupKind::Streams(_) => {
+            leaving.iter().map(|_| Err(ResponseError::UnknownMemberId)).collect()
+        }
     };
     groups.finish(&mut group).await;
     if !batched {
@@ -234,7 +244,7 @@ pub async fn list_groups(broker: &Broker, req: ListGroupsRequest) -> ListGroupsR
             continue;
         };
         let state = g.state_name();
-        if !states.is_empty() && !states.contains(&state.to_lowercase()) {
+        if !states.is_empty() && !states.contains(&g.state_filter_name()) {
             continue;
         }
         if !types.is_empty() && !types.iter().any(|t| t == g.type_name()) {

@@ -21,6 +21,7 @@ pub mod offsets;
 pub mod produce;
 pub mod quorum;
 pub mod reassign;
+pub mod streams_group;
 pub mod txn;
 
 use std::sync::Arc;
@@ -76,6 +77,9 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::OffsetDelete,
     ApiKey::ConsumerGroupHeartbeat,
     ApiKey::ConsumerGroupDescribe,
+    ApiKey::StreamsGroupHeartbeat,
+    ApiKey::StreamsGroupDescribe,
+    ApiKey::StreamsGroupTopologyDescriptionUpdate,
     ApiKey::InitProducerId,
     ApiKey::AddPartitionsToTxn,
     ApiKey::AddOffsetsToTxn,
@@ -343,6 +347,15 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         }
         RequestKind::ConsumerGroupDescribe(r) => {
             ResponseKind::ConsumerGroupDescribe(consumer_group::describe(b, r).await)
+        }
+        RequestKind::StreamsGroupHeartbeat(r) => {
+            ResponseKind::StreamsGroupHeartbeat(streams_group::heartbeat(b, &ctx, r).await)
+        }
+        RequestKind::StreamsGroupDescribe(r) => {
+            ResponseKind::StreamsGroupDescribe(streams_group::describe(b, &ctx, r).await)
+        }
+        RequestKind::StreamsGroupTopologyDescriptionUpdate(r) => {
+            ResponseKind::StreamsGroupTopologyDescriptionUpdate(streams_group::topology_description_update(b, r))
         }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(b, v, r).await),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(b, r).await),

@@ -24,13 +24,13 @@ use crate::Broker;
 
 /// Kafka's checks of who may commit to a group (`ClassicGroup.validateOffsetCommit`,
 /// `ConsumerGroup.validateOffsetCommit`).
-fn validate_commit(
+fn validate_commit<'a>(
     group: &Group,
     version: i16,
     member_id: &str,
     instance_id: Option<&str>,
     generation: i32,
-    partitions: impl IntoIterator<Item = (uuid::Uuid, i32)>,
+    partitions: impl IntoIterator<Item = (&'a str, uuid::Uuid, i32)>,
 ) -> Result<(), ResponseError> {
     match &group.kind {
         GroupKind::Classic(c) => c.validate_offset_commit(member_id, instance_id, generation),
@@ -39,7 +39,21 @@ fn validate_commit(
             if generation >= 0 && version < 9 {
                 return Err(ResponseError::UnsupportedVersion);
             }
-            c.validate_offset_commit(member_id, generation, partitions)
+            c.validate_offset_commit(member_id, generation, partitions.into_iter().map(|(_, id, p)| (id, p)))
+        }
+        GroupKind::Streams(s) => {
+            // Kafka looks the member up first, then asks for v9+.
+            let admin = generation < 0 && s.is_empty();
+            if !admin && s.members().any(|m| m.member_id == member_id) && version < 9 {
+                return Err(ResponseError::UnsupportedVersion);
+            }
+            s.validate_offset_commit(
+                member_id,
+                instance_id,
+                generation,
+                false,
+                partitions.into_iter().map(|(name, _, p)| (name, p)),
+            )
         }
     }
 }
@@ -110,7 +124,11 @@ pub async fn offset_commit(
         let (meta_ok, topic_error) = (&max_metadata, &topic_error);
         t.partitions.iter().filter_map(move |p| {
             let too_large = p.committed_metadata.as_ref().is_some_and(|m| m.len() > *meta_ok);
-            (topic_error(&t.name, p.partition_index).is_none() && !too_large).then_some((topic_id?, p.partition_index))
+            (topic_error(&t.name, p.partition_index).is_none() && !too_large).then_some((
+                t.name.as_str(),
+                topic_id?,
+                p.partition_index,
+            ))
         })
     });
     if let Err(e) = validate_commit(
@@ -260,16 +278,19 @@ pub async fn offset_fetch(broker: &Broker, ctx: &RequestContext, req: OffsetFetc
             // v9: a KIP-848 member fetches with its id and epoch, which must be current.
             if ctx.version >= 9 {
                 if let Some(group) = broker.groups.lock(g.group_id.as_str(), false).await {
-                    if let GroupKind::Consumer(c) = &group.kind {
-                        let member = g.member_id.as_ref().map(|m| m.as_str());
-                        if let Err(e) = c.validate_offset_fetch(member, g.member_epoch) {
-                            out.push(
-                                OffsetFetchResponseGroup::default()
-                                    .with_group_id(g.group_id)
-                                    .with_error_code(e.code()),
-                            );
-                            continue;
-                        }
+                    let member = g.member_id.as_ref().map(|m| m.as_str());
+                    let checked = match &group.kind {
+                        GroupKind::Consumer(c) => Some(c.validate_offset_fetch(member, g.member_epoch)),
+                        GroupKind::Streams(s) => Some(s.validate_offset_fetch(member, g.member_epoch)),
+                        GroupKind::Classic(_) => None,
+                    };
+                    if let Some(Err(e)) = checked {
+                        out.push(
+                            OffsetFetchResponseGroup::default()
+                                .with_group_id(g.group_id)
+                                .with_error_code(e.code()),
+                        );
+                        continue;
                     }
                 }
             }
@@ -435,6 +456,12 @@ pub async fn offset_delete(broker: &Broker, req: OffsetDeleteRequest) -> OffsetD
         }
         GroupKind::Consumer(c) => {
             let names = c.subscribed_topic_names(&crate::handler::consumer_group::topics_view(broker));
+            Box::new(move |t| names.contains(t))
+        }
+        // Source and repartition source topics, while the group has members.
+        GroupKind::Streams(s) if s.is_empty() => Box::new(|_| false),
+        GroupKind::Streams(s) => {
+            let names = s.subscribed_topics();
             Box::new(move |t| names.contains(t))
         }
     };

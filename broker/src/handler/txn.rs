@@ -400,6 +400,23 @@ pub async fn txn_offset_commit(
             })
         }
         GroupKind::Consumer(_) => Ok(()),
+        GroupKind::Streams(st) => {
+            let epoch = req.generation_id_or_member_epoch;
+            let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
+            let partitions = req
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(move |p| (t.name.as_str(), p.partition_index)));
+            st.validate_offset_commit(&member_id, instance, epoch, true, [])
+                .and_then(
+                    |()| match st.validate_offset_commit(&member_id, instance, epoch, true, partitions) {
+                        Err(ResponseError::StaleMemberEpoch) if ctx.version < 6 => {
+                            Err(ResponseError::IllegalGeneration)
+                        }
+                        other => other,
+                    },
+                )
+        }
     };
     if let Err(e) = membership {
         return respond(&|_, _| e.code());

@@ -175,6 +175,27 @@ async fn snapshot_group(broker: &Broker, id: &str, names_by_id: &HashMap<uuid::U
                 .collect();
             ("consumer", c.state(), c.assignor_name(), members)
         }
+        GroupKind::Streams(s) => {
+            // Active tasks, shown as the subtopology's partitions.
+            let members = s
+                .members()
+                .map(|m| MemberView {
+                    member_id: m.member_id.clone(),
+                    client_id: m.client_id.clone(),
+                    host: m.client_host.clone(),
+                    assignment: m
+                        .assigned
+                        .active_tasks()
+                        .into_iter()
+                        .map(|(sub, parts)| AssignedView {
+                            topic: format!("subtopology {sub}"),
+                            partitions: parts.into_iter().collect(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            ("streams", s.state(), "sticky".to_string(), members)
+        }
     };
     let meta = broker.metadata();
     let mut lag = Vec::new();
@@ -486,6 +507,7 @@ async fn collect_groups(broker: &Broker) {
         let members = match &g.kind {
             GroupKind::Classic(c) => c.members().count(),
             GroupKind::Consumer(c) => c.members().count(),
+            GroupKind::Streams(s) => s.members().count(),
         };
         metrics::gauge!("fjord_consumer_group_members", "group" => id.clone()).set(members as f64);
         let offsets: Vec<((String, i32), i64)> = g.offsets.iter().map(|(k, o)| (k.clone(), o.offset)).collect();

@@ -209,7 +209,10 @@ fn offset_commit_at_an_older_epoch() {
     let mut m1 = Client::new("m1", &["t"]);
     h.join(&mut m1);
     let first_epoch = m1.epoch;
-    assert_eq!(h.group.member("m1").unwrap().assignment_epoch(t, 0), Some(first_epoch));
+    assert_eq!(
+        h.group.member("m1").expect("present").assignment_epoch(t, 0),
+        Some(first_epoch)
+    );
     // A second member joins: m1 revokes half, and moves on to the new epoch.
     let mut m2 = Client::new("m2", &["t"]);
     h.join(&mut m2);
@@ -222,7 +225,10 @@ fn offset_commit_at_an_older_epoch() {
     assert_eq!(kept.len(), 2);
     // m1 kept these since its first epoch: a commit at that epoch still lands.
     for p in &kept {
-        assert_eq!(h.group.member("m1").unwrap().assignment_epoch(t, *p), Some(first_epoch));
+        assert_eq!(
+            h.group.member("m1").expect("present").assignment_epoch(t, *p),
+            Some(first_epoch)
+        );
     }
     assert_eq!(
         h.group
@@ -239,16 +245,21 @@ fn offset_commit_at_an_older_epoch() {
         Err(ResponseError::StaleMemberEpoch)
     );
     // m2 received its partitions at its first epoch: an epoch before that is refused.
-    let m2_at = h.group.member("m2").unwrap().assignment_epoch(t, given[0]).unwrap();
+    let m2_at = h
+        .group
+        .member("m2")
+        .expect("present")
+        .assignment_epoch(t, given[0])
+        .expect("present");
     assert_eq!(m2_at, m2.epoch);
     assert_eq!(
         h.group.validate_offset_commit("m2", m2_at - 1, [(t, given[0])]),
         Err(ResponseError::StaleMemberEpoch)
     );
     // The epochs survive the group's record.
-    let loaded = ConsumerGroup::from_record(&h.group.to_record(), std::time::Instant::now()).unwrap();
+    let loaded = ConsumerGroup::from_record(&h.group.to_record(), std::time::Instant::now()).expect("present");
     assert_eq!(
-        loaded.member("m1").unwrap().assignment_epochs,
-        h.group.member("m1").unwrap().assignment_epochs
+        loaded.member("m1").expect("present").assignment_epochs,
+        h.group.member("m1").expect("present").assignment_epochs
     );
 }
