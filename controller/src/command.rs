@@ -189,12 +189,12 @@ pub(crate) enum CommandResponse {
 pub(crate) fn check_topic_name(name: &str) -> Result<(), ApplyError> {
     if name.is_empty() {
         return Err(ApplyError::InvalidRequest(
-            "Topic name is illegal, it can't be empty".to_string(),
+            "Topic name is invalid: the empty string is not allowed".to_string(),
         ));
     }
     if name.len() > MAX_TOPIC_NAME_BYTES {
         return Err(ApplyError::InvalidRequest(format!(
-            "Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_BYTES} characters"
+            "Topic name is invalid: the length of '{name}' is longer than the max allowed length {MAX_TOPIC_NAME_BYTES}"
         )));
     }
     Ok(())
@@ -547,14 +547,14 @@ fn create_partitions(
     // `partitions.len()` is at most MAX_PARTITIONS_PER_TOPIC, so it fits an i32.
     let current = i32::try_from(topic.partitions.len())
         .map_err(|_| ApplyError::InvalidPartitions("Topic has too many partitions".to_string()))?;
-    if new_total < current {
-        return Err(ApplyError::InvalidPartitions(format!(
-            "Topic currently has {current} partitions, which is higher than the requested {new_total}."
-        )));
-    }
     if new_total == current {
         return Err(ApplyError::InvalidPartitions(format!(
-            "Topic already has {current} partitions."
+            "Topic already has {current} partition(s)."
+        )));
+    }
+    if new_total < current {
+        return Err(ApplyError::InvalidPartitions(format!(
+            "The topic {name} currently has {current} partition(s); {new_total} would not be an increase."
         )));
     }
     check_num_partitions(new_total)?;
@@ -717,7 +717,7 @@ fn split_list(value: &str) -> Vec<String> {
 fn check_rf_against_brokers(rf: usize, brokers: usize) -> Result<(), ApplyError> {
     if rf > brokers {
         return Err(ApplyError::InvalidReplicationFactor(format!(
-            "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {brokers} broker(s) are registered."
+            "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {brokers} broker(s) are registered or some brokers have all their log directories cordoned."
         )));
     }
     Ok(())
@@ -850,7 +850,7 @@ mod tests {
                     new_total: 1,
                     assignment: None,
                 },
-                ApplyError::InvalidPartitions("Topic already has 1 partitions.".into()),
+                ApplyError::InvalidPartitions("Topic already has 1 partition(s).".into()),
             ),
         ] {
             assert_eq!(apply(&mut meta, cmd), CommandResponse::Rejected(want));

@@ -886,6 +886,14 @@ impl LogStore {
         res.map(|()| Some(stats))
     }
 
+    /// The producers with state in a partition, by producer id (DescribeProducers). A RocksDB
+    /// read: call it off the async reactor.
+    pub fn active_producers(&self, pid: &PartitionId) -> Result<Vec<(i64, ProducerEntry)>> {
+        let mut list: Vec<(i64, ProducerEntry)> = self.stored_producers(pid)?.into_iter().collect();
+        list.sort_by_key(|(id, _)| *id);
+        Ok(list)
+    }
+
     /// A partition's producer states as last written to the index.
     fn stored_producers(&self, pid: &PartitionId) -> Result<HashMap<i64, ProducerEntry>> {
         let prefix = keys::producer_key(pid, 0);

@@ -43,6 +43,39 @@ pub async fn auto_create(broker: &Broker, name: &str) -> Result<TopicMeta, Respo
 
 struct Failure(ResponseError, String);
 
+/// Kafka's checks of one partition's manual replica assignment
+/// (`ReplicationControlManager.validateManualPartitionAssignment`), with its texts: a refusal,
+/// or `None`.
+fn manual_assignment_error(replicas: &[i32], known: &HashSet<i32>, rf: Option<usize>) -> Option<String> {
+    if replicas.is_empty() {
+        return Some("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut sorted = replicas.to_vec();
+    sorted.sort_unstable();
+    let mut previous = None;
+    for b in &sorted {
+        if !known.contains(b) {
+            return Some(format!(
+                "The manual partition assignment includes broker {b}, but no such broker is registered."
+            ));
+        }
+        if previous == Some(*b) {
+            return Some(format!(
+                "The manual partition assignment includes the broker {b} more than once."
+            ));
+        }
+        previous = Some(*b);
+    }
+    match rf {
+        Some(rf) if rf != sorted.len() => Some(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this is not consistent \
+             with previous partitions, which have {rf} replica(s).",
+            sorted.len()
+        )),
+        _ => None,
+    }
+}
+
 /// A CreateTopics entry, checked.
 struct Creatable {
     partitions: i32,
@@ -91,14 +124,14 @@ fn check_creatable(
         let rf = t.assignments[0].broker_ids.len();
         let known: HashSet<i32> = meta.brokers.keys().copied().collect();
         for (i, a) in t.assignments.iter().enumerate() {
-            if a.partition_index != i as i32
-                || a.broker_ids.len() != rf
-                || a.broker_ids.iter().any(|b| !known.contains(&b.0))
-            {
-                return Err(Failure(
-                    ResponseError::InvalidReplicaAssignment,
-                    "Invalid replica assignment".into(),
-                ));
+            let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+            let refusal = if a.partition_index != i as i32 {
+                Some("Invalid replica assignment".to_string())
+            } else {
+                manual_assignment_error(&replicas, &known, Some(rf))
+            };
+            if let Some(message) = refusal {
+                return Err(Failure(ResponseError::InvalidReplicaAssignment, message));
             }
         }
         let rf = i16::try_from(rf)
@@ -140,7 +173,7 @@ fn check_creatable(
     if rf as usize > brokers {
         return Err(Failure(
             ResponseError::InvalidReplicationFactor,
-            format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {brokers} broker(s) are registered."),
+            format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {brokers} broker(s) are registered or some brokers have all their log directories cordoned."),
         ));
     }
     Ok(Creatable {
@@ -339,34 +372,41 @@ pub async fn create_partitions(broker: &Broker, req: CreatePartitionsRequest) ->
             continue;
         };
         let current = topic.partitions.len() as i32;
+        if t.count == current {
+            results.push(fail(
+                ResponseError::InvalidPartitions,
+                format!("Topic already has {current} partition(s)."),
+            ));
+            continue;
+        }
         if t.count < current {
             results.push(fail(
                 ResponseError::InvalidPartitions,
                 format!(
-                    "Topic currently has {current} partitions, which is higher than the requested {}.",
+                    "The topic {} currently has {current} partition(s); {} would not be an increase.",
+                    t.name.as_str(),
                     t.count
                 ),
             ));
             continue;
         }
-        if t.count == current {
-            results.push(fail(
-                ResponseError::InvalidPartitions,
-                format!("Topic already has {current} partitions."),
-            ));
-            continue;
-        }
         if let Some(assignments) = &t.assignments {
             let known: HashSet<i32> = meta.brokers.keys().copied().collect();
-            if assignments.len() as i32 != t.count - current
-                || assignments
-                    .iter()
-                    .any(|a| a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| !known.contains(&b.0)))
-            {
-                results.push(fail(
-                    ResponseError::InvalidReplicaAssignment,
-                    "Invalid replica assignment.".into(),
-                ));
+            let additional = t.count - current;
+            let refusal = if assignments.len() as i32 != additional {
+                Some(format!(
+                    "Attempted to add {additional} additional partition(s), but only {} assignment(s) were specified.",
+                    assignments.len()
+                ))
+            } else {
+                let rf = topic.partitions.first().map(|p| p.replicas.len());
+                assignments.iter().find_map(|a| {
+                    let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+                    manual_assignment_error(&replicas, &known, rf)
+                })
+            };
+            if let Some(message) = refusal {
+                results.push(fail(ResponseError::InvalidReplicaAssignment, message));
                 continue;
             }
         }

@@ -19,6 +19,7 @@ pub mod markers;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod producers;
 pub mod quorum;
 pub mod reassign;
 pub mod streams_group;
@@ -86,6 +87,7 @@ pub const IMPLEMENTED: &[ApiKey] = &[
     ApiKey::EndTxn,
     ApiKey::TxnOffsetCommit,
     ApiKey::DescribeTransactions,
+    ApiKey::DescribeProducers,
     ApiKey::ListTransactions,
     ApiKey::WriteTxnMarkers,
 ];
@@ -341,6 +343,7 @@ async fn handle(broker: Arc<Broker>, ctx: RequestContext, body: RequestKind) -> 
         RequestKind::DescribeTransactions(r) => {
             ResponseKind::DescribeTransactions(txn::describe_transactions(b, r).await)
         }
+        RequestKind::DescribeProducers(r) => ResponseKind::DescribeProducers(producers::describe_producers(b, r).await),
         RequestKind::ListTransactions(r) => ResponseKind::ListTransactions(txn::list_transactions(b, r).await),
         RequestKind::ConsumerGroupHeartbeat(r) => {
             ResponseKind::ConsumerGroupHeartbeat(consumer_group::heartbeat(b, &ctx, r).await)
@@ -432,26 +435,23 @@ pub fn str_bytes(s: impl Into<String>) -> StrBytes {
 }
 
 /// Kafka's rule for topic names (`Topic.validate`): 1 to 249 of `[a-zA-Z0-9._-]`, not `.`
-/// or `..`.
+/// or `..`, refused with Kafka 4.4's texts.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("Topic name is illegal, it can't be empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err("Topic name cannot be \".\" or \"..\"".into());
-    }
-    if name.len() > 249 {
-        return Err(format!(
-            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
-        ));
-    }
-    if !name
+    let reason = if name.is_empty() {
+        "the empty string is not allowed".to_string()
+    } else if name == "." || name == ".." {
+        format!("'{name}' is not allowed")
+    } else if name.len() > 249 {
+        format!("the length of '{name}' is longer than the max allowed length 249")
+    } else if !name
         .bytes()
         .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-')
     {
-        return Err(format!("Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"));
-    }
-    Ok(())
+        format!("'{name}' contains one or more characters other than ASCII alphanumerics, '.', '_' and '-'")
+    } else {
+        return Ok(());
+    };
+    Err(format!("Topic name is invalid: {reason}"))
 }
 
 /// Finds a partition that this broker leads, checking the client's view of the leader epoch

@@ -137,7 +137,7 @@ async fn errors_are_domain_states() {
     match err {
         ControllerError::InvalidPartitions(msg) => assert_eq!(
             msg,
-            "Topic currently has 3 partitions, which is higher than the requested 2."
+            "The topic t currently has 3 partition(s); 2 would not be an increase."
         ),
         other => panic!("{other:?}"),
     }
