@@ -7,11 +7,14 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Properties;
+import java.util.Set;
+import java.util.TreeSet;
 
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.producer.ProducerConfig;
@@ -21,6 +24,7 @@ import org.apache.kafka.common.utils.Bytes;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
+import org.apache.kafka.streams.StreamsMetadata;
 import org.apache.kafka.streams.Topology;
 import org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler;
 import org.apache.kafka.streams.kstream.Consumed;
@@ -32,7 +36,8 @@ import org.apache.kafka.streams.processor.StateRestoreListener;
 import org.apache.kafka.streams.state.KeyValueStore;
 
 /**
- * A Kafka Streams word count for {@code test_streams.py}: lines from {@code --input}, split into
+ * A Kafka Streams word count for {@code test_streams.py} (and, with {@code -X group.protocol=streams},
+ * {@code test_streams_groups.py}): lines from {@code --input}, split into
  * lower-case words, re-keyed by word (through the repartition topic {@code <app>-words-repartition})
  * and counted in the persistent (RocksDB) store {@code counts}, whose changelog is
  * {@code <app>-counts-changelog}; every count change goes to {@code --output} as word -> decimal
@@ -52,6 +57,11 @@ import org.apache.kafka.streams.state.KeyValueStore;
  *       restore listener, for every store partition restored from its changelog;</li>
  *   <li>{@code {"error":...}}: an uncaught exception in a stream thread (the client then shuts
  *       down), or a failure to start;</li>
+ *   <li>{@code {"event":"metadata","clients":[{"host","port","active":["topic-p",...],
+ *       "standby":[...],"stores":[...]}...]}}: the answer to a {@code metadata} line on stdin, what
+ *       {@code KafkaStreams.metadataForAllStreamsClients()} knows of every instance with an
+ *       {@code application.server} (Interactive Queries; with {@code group.protocol=streams} the
+ *       broker sends it in the heartbeat responses);</li>
  *   <li>{@code {"event":"closed"}} after a clean close: stdin saying {@code stop} or closing.</li>
  * </ul>
  *
@@ -95,6 +105,35 @@ public final class Streams {
         }
         return "{\"error\":" + Eos.quote(t.getClass().getSimpleName()) + ",\"chain\":" + chain
                 + ",\"message\":" + Eos.quote(String.valueOf(t.getMessage())) + "}";
+    }
+
+    /** The {@code metadata} event: every instance's host, port and partitions, sorted. */
+    private static String metadataJson(KafkaStreams streams) {
+        List<String> clients = new ArrayList<>();
+        for (StreamsMetadata m : streams.metadataForAllStreamsClients()) {
+            clients.add("{\"host\":" + Eos.quote(m.host()) + ",\"port\":" + m.port()
+                    + ",\"active\":" + partitions(m.topicPartitions())
+                    + ",\"standby\":" + partitions(m.standbyTopicPartitions())
+                    + ",\"stores\":" + quoted(new TreeSet<>(m.stateStoreNames())) + "}");
+        }
+        Collections.sort(clients);
+        return "{\"event\":\"metadata\",\"clients\":[" + String.join(",", clients) + "]}";
+    }
+
+    private static String partitions(Set<TopicPartition> tps) {
+        Set<String> names = new TreeSet<>();
+        for (TopicPartition tp : tps) {
+            names.add(tp.topic() + "-" + tp.partition());
+        }
+        return quoted(names);
+    }
+
+    private static String quoted(Set<String> values) {
+        List<String> out = new ArrayList<>();
+        for (String v : values) {
+            out.add(Eos.quote(v));
+        }
+        return "[" + String.join(",", out) + "]";
     }
 
     static Topology wordCount(String input, String output) {
@@ -175,11 +214,20 @@ public final class Streams {
         });
         streams.start();
 
-        // Runs until stdin says stop or closes (a kill -9 needs no help).
+        // Runs until stdin says stop or closes (a kill -9 needs no help); "metadata" asks for the
+        // Interactive Queries view of all instances.
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         for (String line; (line = in.readLine()) != null; ) {
             if (line.trim().equals("stop")) {
                 break;
+            }
+            if (line.trim().equals("metadata")) {
+                try {
+                    emit(metadataJson(streams));
+                } catch (RuntimeException e) {
+                    // Not RUNNING or REBALANCING yet: StreamsNotStartedException and the like.
+                    emit("{\"event\":\"metadata\",\"unavailable\":" + Eos.quote(e.getClass().getSimpleName()) + "}");
+                }
             }
         }
         boolean closed = streams.close(Duration.ofSeconds(30));
