@@ -8,7 +8,7 @@ VENV := .venv
 PYTEST := $(VENV)/bin/pytest
 # The C/C++ compilers are set in .cargo/config.toml for every cargo build (tools/cc says why).
 
-.PHONY: fault-schedule run build-deps-hint system-deps build setup test test-rust test-compat bench bench-failover bench-replicated bench-cleaner-soak fmt lint clippy clean-data kafka-configs check-kafka-configs kafka-configs-build
+.PHONY: fault-schedule run build-deps-hint system-deps build setup test test-rust test-compat test-reference test-reference-4.1 bench bench-failover bench-replicated bench-cleaner-soak fmt lint clippy clean-data kafka-configs check-kafka-configs kafka-configs-build
 
 ## Run a single-node broker on PLAINTEXT://0.0.0.0:9092 with data in ./fjord-data.
 run: build-deps-hint
@@ -37,7 +37,8 @@ build:
 	$(CARGO) build --release --workspace --all-targets
 
 ## Every test: formatting and lints, unit, property and integration tests (the layering check
-## among them), then real clients against real brokers.
+## among them), then real clients against real brokers, then the client-family tiers against
+## Apache Kafka 4.4 itself (test-reference), which shows that the tests hold for Kafka too.
 test: setup
 	$(CARGO) fmt --all -- --check
 	$(MAKE) --no-print-directory check-kafka-configs
@@ -45,12 +46,32 @@ test: setup
 	$(MAKE) --no-print-directory clippy
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-compat
+	$(MAKE) --no-print-directory test-reference
 
 test-rust:
 	$(CARGO) test --release --workspace --no-fail-fast
 
 test-compat:
 	$(PYTEST) compat-tests -n 2 -q -p no:cacheprovider
+
+# The compat suite against Apache Kafka itself (compat-tests/reference/kafka-as-fjord), to check the
+# tests rather than the broker: every test must pass there (or skip, saying why).
+REFERENCE_RUN := FJORD_BIN=$(CURDIR)/compat-tests/reference/kafka-as-fjord FJORD_READY_TIMEOUT_S=60
+# The client-family tiers (a file not there yet is left out).
+REFERENCE_TIERS := $(wildcard $(addprefix compat-tests/,test_go_clients.py test_js_clients.py test_java3_client.py \
+  test_spring_kafka.py test_kafka_tools.py test_streams.py test_features.py test_streams_groups.py))
+
+## The client-family tiers (Go, JavaScript, Java 3.x, Spring Kafka, Kafka's tools, Streams, features,
+## streams groups) against Apache Kafka 4.4 as the reference broker (~5 min). PYTEST_ARGS adds to pytest's.
+test-reference: system-deps
+	FJORD_COMPAT_REFERENCE=1 FJORD_KAFKA_VERSION=4.4.0 bash compat-tests/setup.sh
+	FJORD_KAFKA_VERSION=4.4.0 $(REFERENCE_RUN) $(PYTEST) $(REFERENCE_TIERS) -n 2 -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## The whole compat suite against Apache Kafka 4.1.1, the second reference: what only Kafka 4.4 does
+## is skipped there (the kafka_min_version marker, conftest.py), with the reason.
+test-reference-4.1: system-deps
+	FJORD_COMPAT_REFERENCE=1 FJORD_KAFKA_VERSION=4.1.1 bash compat-tests/setup.sh
+	FJORD_KAFKA_VERSION=4.1.1 $(REFERENCE_RUN) $(PYTEST) compat-tests -n 2 -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Fjord against Apache Kafka 4.4 on this machine, librdkafka and Kafka's own perf tools (~18 min built;
 ## BENCH_ARGS=--quick for a few minutes, BENCH_ARGS=--kafka-version=4.1.1 for an older Kafka).

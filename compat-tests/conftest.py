@@ -15,6 +15,8 @@ Environment:
   FJORD_READY_TIMEOUT_S  how long a start may take before the test fails (default 15)
   FJORD_COMPAT_KEEP      keep broker temp dirs after the session (default: removed when all passed)
   FJORD_COMPAT_STRICT    1: ignore known-failures.txt, report every failure as a failure
+  FJORD_KAFKA_VERSION    which Kafka reference/kafka-as-fjord runs (default 4.4.0); a test marked
+                         kafka_min_version("4.4", reason=...) is skipped against an older one
 
 known-failures.txt lists tests that fail because the broker is not there yet: each runs, and is
 reported as xfail with its reason; once it passes, strict xfail turns that into a failure, so the
@@ -24,6 +26,7 @@ line has to go. The list does not apply to the reference broker (reference/kafka
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import re
 import shutil
@@ -31,6 +34,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -49,6 +53,16 @@ KNOWN_FAILURES_FILE = Path(__file__).resolve().parent / "known-failures.txt"
 
 #: The broker under test is Apache Kafka behind fjord's command line (reference/kafka-as-fjord).
 REFERENCE = FJORD_BIN.name == "kafka-as-fjord"
+#: Which Apache Kafka the reference broker is (FJORD_KAFKA_VERSION, as kafka-as-fjord reads it;
+#: 4.4.0 unless set), e.g. (4, 1, 1); None when the broker under test is Fjord.
+KAFKA_VERSION = (tuple(int(p) for p in os.environ.get("FJORD_KAFKA_VERSION", "4.4.0").split("."))
+                 if REFERENCE else None)
+
+
+def kafka_older_than(version: str) -> bool:
+    """True when the broker under test is an Apache Kafka older than `version` ("4.4")."""
+    want = tuple(int(p) for p in version.split("."))
+    return KAFKA_VERSION is not None and KAFKA_VERSION[:len(want)] < want
 
 #: Broker settings for the consumer-group tests (test_groups*.py), all Kafka property names that
 #: fjord accepts: no initial rebalance delay (the tests wait for the first assignment), classic
@@ -77,6 +91,9 @@ def group_overrides(**extra) -> dict[str, object]:
     out.update(extra)
     return out
 
+#: util-linux's setpriv, to start brokers with a parent-death signal (see Broker.spawn).
+_SETPRIV = shutil.which("setpriv")
+
 _RUNNING: list["Broker"] = []
 #: Every broker this worker made, for failure reports (a killed broker's log matters most).
 _ALL: list["Broker"] = []
@@ -86,15 +103,20 @@ _ALL: list["Broker"] = []
 #: (32768+), not from binding port 0: the kernel can hand the same ephemeral port to two
 #: successive binds (a broker then got one port for both its listeners), and a client's
 #: outgoing connection can take an ephemeral port between the probe and the broker's bind.
-_PORT_BASE, _PORT_BLOCK = 20000, 2000
-_port_cursor = 0
+#: Two pytest sessions on one machine would walk the same blocks from the same place, so the
+#: blocks are rotated by the session (xdist's run id, shared by its workers) and each process
+#: starts at a place of its own in its block (its pid); a port still in use is skipped anyway.
+_PORT_BASE, _PORT_BLOCK, _PORT_BLOCKS = 20000, 2000, 6
+_port_cursor = (os.getpid() * 7919) % _PORT_BLOCK
 
 
 def free_port() -> int:
     global _port_cursor
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker[2:].isdigit() else 0
-    low = _PORT_BASE + (index % 6) * _PORT_BLOCK
+    session = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+    index += int(hashlib.sha256(session.encode()).hexdigest(), 16)
+    low = _PORT_BASE + (index % _PORT_BLOCKS) * _PORT_BLOCK
     for _ in range(_PORT_BLOCK):
         port = low + _port_cursor % _PORT_BLOCK
         _port_cursor += 1
@@ -188,10 +210,16 @@ class Broker:
                               f"`cargo build --release -p fjord-broker` or set FJORD_BIN")
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         self.starts += 1
+        cmd = self.command()
+        if _SETPRIV and threading.current_thread() is threading.main_thread():
+            # SIGKILLed when this process dies, even without its atexit (an xdist worker that
+            # crashed): a broker left behind keeps its port and, a JVM, its CPU. (The signal comes
+            # when the thread that started it ends, hence the main thread only.)
+            cmd = [_SETPRIV, "--pdeathsig", "KILL", "--", *cmd]
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== fjord-compat: start #{self.starts}: {' '.join(self.command())}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          env={**os.environ, **self.env} if self.env else None)
         _RUNNING.append(self)
@@ -207,16 +235,16 @@ class Broker:
         if self.controller_only:
             self._wait_controller_ready(deadline, timeout_s)
             return
-        # First the cheap check: is anything listening yet?
+        # First the cheap check: is this process listening yet? (Not just anything: another
+        # session's broker on the same port would answer Metadata as well.)
         while True:
             self._check_alive()
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
+            if self._listening():
                 break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise BrokerError(f"{self.name}: port {self.port} not open after {timeout_s}s\n{self.log_tail()}")
-                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                raise BrokerError(f"{self.name}: port {self.port} not open after {timeout_s}s"
+                                  f"{self._port_holder()}\n{self.log_tail()}")
+            time.sleep(0.05)
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.connection.setup.timeout.ms": 2000})
         last = None
         while time.monotonic() < deadline:
@@ -224,6 +252,7 @@ class Broker:
             try:
                 md = admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
                 if self.node_id in md.brokers:
+                    self._check_alive()
                     return
                 last = f"metadata lists brokers {list(md.brokers)}"
             except Exception as e:  # noqa: BLE001 - any failure means not ready yet
@@ -238,7 +267,8 @@ class Broker:
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                if not self._listening():
+                    raise OSError(f"port {self.port} not open{self._port_holder()}")
                 if self.is_reference:
                     return
                 with urllib.request.urlopen(f"{self.metrics_url}/readyz", timeout=2) as r:
@@ -248,6 +278,51 @@ class Broker:
                 last = repr(e)
             time.sleep(0.05)
         raise BrokerError(f"{self.name}: controller not ready within {timeout_s}s (last: {last})\n{self.log_tail()}")
+
+    def _listening(self) -> bool:
+        """The port takes connections and (where /proc tells) the socket listening on it is this
+        broker's process's own: a port that another process took first would otherwise pass
+        for ready while this broker dies of "address in use"."""
+        try:
+            socket.create_connection((self.host, self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        owned = self._owns_listener()
+        return owned is None or owned
+
+    def _owns_listener(self) -> bool | None:
+        """Whether a LISTEN socket on `port` is among the process's open files (Linux /proc,
+        in the process's own network namespace); None when that cannot be read."""
+        pid = self.proc.pid if self.proc is not None else None
+        if pid is None:
+            return None
+        try:
+            inodes = set()
+            for table in ("tcp", "tcp6"):
+                with open(f"/proc/{pid}/net/{table}") as f:
+                    for line in f.readlines()[1:]:
+                        cols = line.split()
+                        if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == self.port:
+                            inodes.add(cols[9])
+            fds = set()
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    fds.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                except OSError:  # closed meanwhile
+                    pass
+        except (OSError, ValueError, IndexError):
+            return None if self.proc.poll() is None else False
+        return any(f"socket:[{i}]" in fds for i in inodes)
+
+    def _port_holder(self) -> str:
+        """For an error message: whether the port takes connections from another process."""
+        try:
+            socket.create_connection((self.host, self.port), timeout=0.5).close()
+        except OSError:
+            return ""
+        if self._owns_listener() is not False:
+            return ""
+        return f" by this broker (pid {self.proc.pid}), though it takes connections: another process listens on it"
 
     def _check_alive(self):
         if self.proc is not None and self.proc.poll() is not None:
@@ -335,14 +410,35 @@ def _keep() -> bool:
     return bool(os.environ.get("FJORD_COMPAT_KEEP")) or _failed
 
 
+#: The brokers that the body of the running test started through start_broker, start_cluster or
+#: start_split_cluster (None between test bodies): they go at its teardown. Those a fixture starts
+#: go with the test's module (the fixtures that use the factories are module-scoped; pytest tears
+#: a module down when a worker moves on to another). At the end of the session, as before, a whole
+#: run kept every module's broker and every test's cluster running: against the reference, three
+#: JVMs a cluster, that filled this machine's 23 GB.
+_test_owned: list[Broker] | None = None
+_setting_up: pytest.Item | None = None
+
+
+def _owned_by_the_running_test(brokers: list[Broker]):
+    if _test_owned is not None:
+        _test_owned.extend(brokers)
+    elif _setting_up is not None:
+        module = _setting_up.getparent(pytest.Module)
+        if module is not None:
+            module.addfinalizer(lambda: [b.cleanup(_keep()) for b in brokers])
+
+
 @pytest.fixture(scope="session")
 def start_broker():
-    """Factory for brokers that live until the end of the session (or the caller stops them)."""
+    """Factory for brokers that live until the end of the session (or the caller stops them):
+    one a test's body starts, until that test's teardown; one a fixture starts, until the module's."""
     made: list[Broker] = []
 
     def start(name: str, **overrides) -> Broker:
         b = Broker(name, overrides)
         made.append(b)
+        _owned_by_the_running_test([b])
         return b.start()
 
     yield start
@@ -367,7 +463,8 @@ def _start_together(nodes: list[Broker]):
 @pytest.fixture(scope="session")
 def start_cluster():
     """Factory for clusters of `n` nodes (each a broker and a controller voter, Kafka's KRaft
-    settings) that live until the end of the session."""
+    settings) that live until the end of the session, or, started by a test's body, until that
+    test's teardown; by a fixture, until the module's."""
     made: list[Broker] = []
 
     def start(name: str, n: int = 3, network=None, per_node: list[dict] | None = None, **overrides) -> list[Broker]:
@@ -396,6 +493,7 @@ def start_cluster():
             b.overrides.update({k: fill(v) for k, v in (per_node or [{}] * n)[i].items()})
             made.append(b)
             nodes.append(b)
+        _owned_by_the_running_test(nodes)
         _start_together(nodes)
         return nodes
 
@@ -409,7 +507,8 @@ def start_split_cluster():
     """Factory for clusters with dedicated roles: `controllers` controller-only nodes (ids 1..,
     process.roles=controller, the voters) and `brokers` broker-only nodes (the ids after them,
     process.roles=broker, which find the quorum through controller.quorum.voters). Returns
-    (controllers, brokers); they live until the end of the session."""
+    (controllers, brokers); they live until the end of the session, or, started by a test's
+    body, until that test's teardown; by a fixture, until the module's."""
     made: list[Broker] = []
 
     def start(name: str, controllers: int = 3, brokers: int = 3, **overrides) -> tuple[list[Broker], list[Broker]]:
@@ -442,6 +541,7 @@ def start_split_cluster():
             })
             brk.append(b)
         made.extend(ctrl + brk)
+        _owned_by_the_running_test(ctrl + brk)
         _start_together(ctrl + brk)
         return ctrl, brk
 
@@ -451,9 +551,12 @@ def start_split_cluster():
 
 
 @pytest.fixture(scope="session")
-def broker(start_broker) -> Broker:
-    """The shared broker: auto-create off, Kafka defaults otherwise."""
-    return start_broker("shared", **{"auto.create.topics.enable": "false", "num.partitions": 1})
+def broker() -> Broker:
+    """The shared broker: auto-create off, Kafka defaults otherwise. (Not through start_broker,
+    which would give it to the module of the test that first asks for it.)"""
+    b = Broker("shared", {"auto.create.topics.enable": "false", "num.partitions": 1})
+    yield b.start()
+    b.cleanup(_keep())
 
 
 @pytest.fixture
@@ -537,10 +640,21 @@ def _known_failures() -> dict[str, str]:
     return out
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "kafka_min_version(version, reason): what Apache Kafka does only from `version` (\"4.4\") on; "
+        "skipped, with the reason, against an older reference Kafka (FJORD_KAFKA_VERSION); runs on Fjord")
+
+
 def pytest_collection_modifyitems(config, items):
     known = _known_failures()
     here = Path(__file__).resolve().parent
     for item in items:
+        for mark in item.iter_markers("kafka_min_version"):
+            version = mark.args[0]
+            if kafka_older_than(version):
+                item.add_marker(pytest.mark.skip(
+                    reason=f"Kafka {'.'.join(map(str, KAFKA_VERSION))} < {version}: {mark.kwargs.get('reason', '')}"))
         rel = Path(item.path).resolve().relative_to(here).as_posix()
         nodeid = f"{rel}::{item.name}"
         why = known.get(nodeid) or known.get(f"{rel}::{item.originalname}")
@@ -550,8 +664,30 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
+    global _setting_up
     item._fjord_log_marks = {id(b): b.log_size() for b in _ALL}
+    _setting_up = item
+    try:
+        yield
+    finally:
+        _setting_up = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    global _test_owned
+    _test_owned = []
+    try:
+        yield
+    finally:
+        item._fjord_owned, _test_owned = _test_owned, None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
     yield
+    for b in getattr(item, "_fjord_owned", ()):
+        b.cleanup(_keep())
 
 
 @pytest.hookimpl(hookwrapper=True)

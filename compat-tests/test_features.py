@@ -47,6 +47,8 @@ def describe(bootstrap) -> dict:
     return found
 
 
+@pytest.mark.kafka_min_version("4.4", reason="the levels are Kafka 4.4's: 4.1.1 supports and finalizes "
+                                           "metadata.version up to 4.1-IV1, not 4.4-IV2")
 def test_a_new_cluster_finalizes_kafka_4_4s_defaults(feat_broker):
     """What Kafka 4.4's storage format finalizes by default, and what the broker supports."""
     found = describe(feat_broker.bootstrap)

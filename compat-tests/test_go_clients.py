@@ -501,7 +501,8 @@ def test_kafka_go_conn(gobroker, topic_name):
     assert not failed, failed
     # Conn.CreateTopics drops TOPIC_ALREADY_EXISTS on purpose ("idempotent operational semantics").
     assert steps["create-topics-again"]["error_code"] == 0
-    assert steps["read-partitions"]["partitions"] == [0, 1]
+    # In Metadata's order, which Kafka does not fix (4.1 answered [1, 0]).
+    assert sorted(steps["read-partitions"]["partitions"]) == [0, 1], steps["read-partitions"]
     assert steps["write-compressed-at"]["offset"] == 2
     assert (steps["read-offsets"]["first"], steps["read-offsets"]["last"]) == (0, 3)
     got = [go_rec(l) for l in steps["read-batch"]["records"]]

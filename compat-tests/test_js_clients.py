@@ -323,8 +323,10 @@ def test_kafkajs_admin_topics_configs_offsets_groups(jb, topic_name):
     (described,) = live["describeGroups"]
     assert (described["groupId"], described["errorCode"], described["state"], described["protocolType"],
             described["protocol"]) == (group, 0, "Stable", "consumer", "RoundRobinAssigner"), described
-    assert [(m["clientId"], m["assignment"], m["subscription"]) for m in described["members"]] == \
-        [("fjord-compat-kafkajs", {topic: [0, 1, 2]}, [topic])], described["members"]
+    # The assignor lists the partitions in Metadata's order, which Kafka does not fix (4.1: [1, 2, 0]).
+    assert [(m["clientId"], {t: sorted(ps) for t, ps in m["assignment"].items()}, m["subscription"])
+            for m in described["members"]] == [("fjord-compat-kafkajs", {topic: [0, 1, 2]}, [topic])], \
+        described["members"]
     assert live["fetchOffsets"] == [{"topic": topic, "partitions": [
         {"partition": p, "offset": 3, "metadata": None} for p in range(3)]}], live["fetchOffsets"]
     assert live["fetchTopicOffsets"] == [{"partition": p, "low": 0, "high": 3} for p in range(3)]

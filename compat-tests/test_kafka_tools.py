@@ -14,8 +14,8 @@ reference). Runs against Kafka 4.4 too (reference/kafka-as-fjord); what passes t
 Fjord is a Fjord bug, marked `fjord_gap` (strict xfail on Fjord only) with what differs.
 
 Left out, since Fjord has no such feature yet (kafka-cluster api-versions lists the APIs it lacks):
-kafka-acls, kafka-delegation-tokens and SCRAM users (no ACLs, no SASL), kafka-share-groups and
-kafka-streams-groups (no share or streams groups), kafka-client-metrics (no KIP-714 telemetry),
+kafka-acls, kafka-delegation-tokens and SCRAM users (no ACLs, no SASL), kafka-share-groups (no
+share groups; kafka-streams-groups is in test_streams_groups.py), kafka-client-metrics (no KIP-714 telemetry),
 client quotas (no DescribeClientQuotas/AlterClientQuotas), `kafka-cluster unregister` (no
 UnregisterBroker), moves between log dirs (no AlterReplicaLogDirs; one log dir per broker),
 `--bootstrap-controller` (KIP-919: Fjord's controller listener serves the quorum only, as README
@@ -289,10 +289,10 @@ def test_kafka_topics_create_list_describe_alter_delete(tb, topic_name):
     p = topics(b, "--create", "--topic", f"{t}-bad", "--partitions", 1, "--config", "no.such.config=1", rc=1)
     assert "Unknown topic config name: no.such.config" in p.stdout, p.stdout
 
-    listed = topics(b, "--list").stdout.split()
-    assert t in listed and f"{t}-bad" not in listed, listed
-
     # Kafka's brokers learn of a topic from the metadata log a moment after the controller answers.
+    listed = wait_for(lambda: t in (names := topics(b, "--list").stdout.split()) and names, f"{t} in --list")
+    assert f"{t}-bad" not in listed, listed
+
     d = wait_for(lambda: describe_topic(b, t), f"{t} described")
     assert (d.partition_count, d.replication_factor) == (3, 1), d
     # Kafka 4.4 also shows min.insync.replicas=1: a cluster-wide default that its eligible leader
@@ -326,14 +326,9 @@ def test_kafka_topics_create_list_describe_alter_delete(tb, topic_name):
     assert d3.topic_id != d.topic_id and d3.partition_count == 1, d3
 
 
-@fjord_gap("CreateTopics and CreatePartitions refusals carry older texts than Kafka 4.4's (same error codes): "
-           "'Topic currently has 3 partitions, which is higher than the requested 2.' for 'The topic T currently has "
-           "3 partition(s); 2 would not be an increase.', 'Topic already has 3 partitions.' for '... 3 partition(s).', "
-           "'Invalid replica assignment' for 'The manual partition assignment includes broker 4, but no such broker "
-           "is registered.', a replication factor over the broker count without ' or some brokers have all their "
-           "log directories cordoned.', and the 3.x topic name texts ('Topic name \"a/b\" is illegal, it contains a "
-           "character other than ...', 'Topic name is illegal, it can't be longer than 249 characters, ...') for "
-           "Kafka 4.4's 'Topic name is invalid: ...'")
+@pytest.mark.kafka_min_version("4.4", reason="the texts are Kafka 4.4's: 4.1's replication factor refusal ends at "
+                               "'... because only 1 broker(s) are registered.', without ' or some brokers have all "
+                               "their log directories cordoned.' (KIP-1066)")
 def test_kafka_topics_refusals_carry_kafkas_messages(tb, new_topic):
     b = tb.bootstrap
     t = new_topic(tb, 3)
@@ -631,14 +626,9 @@ def test_producer_perf_test_and_consumer_perf_test(tb, new_topic):
 
 @pytest.mark.parametrize("protocol", [
     "classic",
-    # Not strict: it fails only when a commit races the rebalance. Kafka 4.4 accepts a KIP-848
-    # commit whose member epoch is older than the member's current one when each partition was
-    # assigned at or before that epoch (ConsumerGroup.validateOffsetCommit's assignment-epoch
-    # validator); Fjord answers STALE_MEMBER_EPOCH, so the verifiable consumer logs a failed commit.
-    pytest.param("consumer", marks=pytest.mark.xfail(
-        not REFERENCE, strict=False,
-        reason="Fjord refuses a KIP-848 commit with an older member epoch (STALE_MEMBER_EPOCH) that Kafka 4.4 "
-               "accepts for partitions assigned at or before that epoch")),
+    # With KIP-848, a commit racing the rebalance carries an older member epoch: accepted for the
+    # partitions the member had at that epoch (the assignment-epoch validator).
+    "consumer",
 ])
 def test_verifiable_producer_and_consumers_deliver_every_acked_record_once(tb, new_topic, tmp_path, protocol):
     """A producer at 1000 records/s into 4 partitions, two consumers of one group (the second joins
@@ -968,11 +958,6 @@ def test_transactions_list_and_describe(tb, new_topic):
            "found." in p.stderr, p.stderr
 
 
-@fjord_gap("DescribeProducers (API 61) is not served: the Java admin client says 'The node does not support "
-           "DESCRIBE_PRODUCERS' (UnsupportedVersionException from ApiVersions), so kafka-transactions "
-           "describe-producers, find-hanging and abort (which looks the producer up first) all exit 1; "
-           "Kafka lists the producer with its CurrentTransactionStartOffset and aborts the transaction "
-           "(WriteTxnMarkers to the partition leader)")
 def test_transactions_describe_producers_find_hanging_and_abort(tb, new_topic):
     """A transaction left open on a partition, aborted there by the tool, as an operator recovers a
     hanging transaction: read_committed consumers move past it at once."""
@@ -1006,6 +991,44 @@ def test_transactions_describe_producers_find_hanging_and_abort(tb, new_topic):
     assert_ok(produce("confluent", b, t, [rec("k", "after", 0)]))
     got = consume("confluent", b, t, 2, partition=0, timeout_s=15, **{"isolation.level": "read_committed"})
     assert [r.value for r in got] == [b"before", b"after"], got
+    try:
+        p.abort_transaction(10)
+    except Exception:  # noqa: BLE001 - the producer's own abort after the tool's may be refused
+        pass
+
+
+def test_transactions_abort_by_producer_id(tb, new_topic):
+    """kafka-transactions abort with the producer named (--producer-id, --producer-epoch,
+    --coordinator-epoch: the form for brokers before 3.0) instead of found by its start offset:
+    the tool then asks no DescribeProducers and writes the abort marker itself (WriteTxnMarkers to
+    the partition's leader). The coordinator is not told: it still has the transaction Ongoing,
+    while read_committed consumers move past the aborted records at once."""
+    b = tb.bootstrap
+    t = new_topic(tb, 1)
+    assert_ok(produce("confluent", b, t, [rec("k", "before", 0)]))
+    tid = f"abort-pid-{t}"
+    p = Producer({"bootstrap.servers": b, "transactional.id": tid, "transaction.timeout.ms": 60000})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for i in range(3):
+        p.produce(t, value=f"open-{i}".encode(), partition=0)
+    assert p.flush(15) == 0
+    [d] = table(txns(b, "describe", "--transactional-id", tid).stdout, "CoordinatorId")
+    assert d["TransactionState"] == "Ongoing", d
+    # The last stable offset stops at the open transaction's first record.
+    assert watermarks(b, t, (0,), "read_committed")[0] == (0, 1)
+
+    # A fresh producer id has no coordinator epoch on the partition yet: 0 is at or below any.
+    out = txns(b, "abort", "--topic", t, "--partition", 0, "--producer-id", d["ProducerId"],
+               "--producer-epoch", d["ProducerEpoch"], "--coordinator-epoch", 0).stdout
+    assert out.strip() == "", out
+    # before, the 3 aborted records, the abort marker: everything up to the end is stable.
+    wait_for(lambda: watermarks(b, t, (0,), "read_committed")[0] == (0, 5), "the last stable offset at the end")
+    [d2] = table(txns(b, "describe", "--transactional-id", tid).stdout, "CoordinatorId")
+    assert (d2["ProducerId"], d2["TransactionState"]) == (d["ProducerId"], "Ongoing"), d2
+    assert_ok(produce("confluent", b, t, [rec("k", "after", 0)]))
+    got = consume("confluent", b, t, 2, partition=0, timeout_s=15, **{"isolation.level": "read_committed"})
+    assert [(r.offset, r.value) for r in got] == [(0, b"before"), (5, b"after")], got
     try:
         p.abort_transaction(10)
     except Exception:  # noqa: BLE001 - the producer's own abort after the tool's may be refused

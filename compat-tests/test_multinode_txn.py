@@ -204,7 +204,10 @@ def test_transactional_offsets_reach_a_group_coordinated_elsewhere(start_cluster
     txn_node = state_leaders[java_hash_partition(tid, 50)]
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "enable.auto.commit": False})
     try:
-        probe.committed([TopicPartition(topic_name, 0)], timeout=30)  # makes __consumer_offsets
+        # Makes __consumer_offsets. Kafka 4.1 may answer NOT_COORDINATOR while it loads the new
+        # topic's partitions, which librdkafka hands back rather than retries: ask again.
+        wait_for(lambda: probe.committed([TopicPartition(topic_name, 0)], timeout=10) is not None,
+                 "an OffsetFetch answered", timeout_s=60)
     finally:
         probe.close()
     offset_leaders = wait_for(lambda: leaders(admin, "__consumer_offsets"), "__consumer_offsets led")
