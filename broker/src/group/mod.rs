@@ -238,6 +238,25 @@ impl Group {
     }
 }
 
+/// Kafka's `validateOffsetFetch` for the groups whose members have epochs (consumer and streams
+/// groups): a fetch without member id and with an epoch below zero (admin, or OffsetFetch before
+/// v9) is always accepted; else the member must exist (UNKNOWN_MEMBER_ID) at that epoch
+/// (STALE_MEMBER_EPOCH). `epoch_of` gives a member's current epoch.
+pub fn validate_member_fetch(
+    member_id: Option<&str>,
+    member_epoch: i32,
+    epoch_of: impl FnOnce(&str) -> Option<i32>,
+) -> Result<(), ResponseError> {
+    if member_id.is_none() && member_epoch < 0 {
+        return Ok(());
+    }
+    let current = epoch_of(member_id.unwrap_or_default()).ok_or(ResponseError::UnknownMemberId)?;
+    if current != member_epoch {
+        return Err(ResponseError::StaleMemberEpoch);
+    }
+    Ok(())
+}
+
 const RECORD_CLASSIC: u8 = b'c';
 const RECORD_CONSUMER: u8 = b'n';
 const RECORD_STREAMS: u8 = b's';

@@ -374,17 +374,7 @@ impl ConsumerGroup {
         member_id: Option<&str>,
         member_epoch: i32,
     ) -> std::result::Result<(), ResponseError> {
-        if member_id.is_none() && member_epoch < 0 {
-            return Ok(());
-        }
-        let member = self
-            .members
-            .get(member_id.unwrap_or_default())
-            .ok_or(ResponseError::UnknownMemberId)?;
-        if member.member_epoch != member_epoch {
-            return Err(ResponseError::StaleMemberEpoch);
-        }
-        Ok(())
+        crate::group::validate_member_fetch(member_id, member_epoch, |m| self.members.get(m).map(|m| m.member_epoch))
     }
 
     /// Expires sessions and rebalance timeouts. A member whose session expired is removed; a

@@ -388,17 +388,7 @@ impl StreamsGroup {
 
     /// Kafka's `StreamsGroup.validateOffsetFetch`.
     pub fn validate_offset_fetch(&self, member_id: Option<&str>, member_epoch: i32) -> Result<(), ResponseError> {
-        if member_id.is_none() && member_epoch < 0 {
-            return Ok(());
-        }
-        let member = self
-            .members
-            .get(member_id.unwrap_or_default())
-            .ok_or(ResponseError::UnknownMemberId)?;
-        if member.member_epoch != member_epoch {
-            return Err(ResponseError::StaleMemberEpoch);
-        }
-        Ok(())
+        crate::group::validate_member_fetch(member_id, member_epoch, |m| self.members.get(m).map(|m| m.member_epoch))
     }
 
     /// Removes a member (left, or its session or rebalance timeout passed): the group epoch

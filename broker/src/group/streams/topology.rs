@@ -89,33 +89,24 @@ impl Topology {
     /// Every topic the topology reads or keeps state in: source, repartition source and
     /// changelog topics, each once, in order of appearance (Kafka's required topics).
     pub fn required_topics(&self) -> Vec<String> {
-        let mut seen = BTreeSet::new();
-        let mut out = Vec::new();
-        for s in &self.subtopologies {
-            let names = s
-                .source_topics
-                .iter()
-                .chain(s.repartition_source_topics.iter().map(|t| &t.name))
-                .chain(s.changelog_topics.iter().map(|t| &t.name));
-            for n in names {
-                if seen.insert(n.clone()) {
-                    out.push(n.clone());
-                }
-            }
-        }
-        out
+        self.topics(false)
     }
 
     /// The topics Kafka checks for validity and for internal names before anything else:
     /// the required topics and the repartition sink topics.
     pub fn named_topics(&self) -> Vec<String> {
+        self.topics(true)
+    }
+
+    fn topics(&self, with_sinks: bool) -> Vec<String> {
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
         for s in &self.subtopologies {
+            let sinks = s.repartition_sink_topics.iter().filter(|_| with_sinks);
             let names = s
                 .source_topics
                 .iter()
-                .chain(s.repartition_sink_topics.iter())
+                .chain(sinks)
                 .chain(s.repartition_source_topics.iter().map(|t| &t.name))
                 .chain(s.changelog_topics.iter().map(|t| &t.name));
             for n in names {
