@@ -32,3 +32,9 @@ pub use heartbeat::{
     LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
 pub use topology::{status, ConfiguredTopology, TopicToCreate, Topology};
+
+use kafka_protocol::protocol::StrBytes;
+
+fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

@@ -3,7 +3,7 @@
 //! module finds or converts the group, persists it, and creates the internal topics a
 //! topology needs (without waiting for them, as Kafka does).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -116,7 +116,7 @@ pub async fn heartbeat(
 /// intervals (Kafka's `DefaultAutoTopicCreationManager` cache), by name.
 #[derive(Default)]
 struct Creations {
-    in_flight: HashMap<String, ()>,
+    in_flight: HashSet<String>,
     failed: BTreeMap<String, (Instant, String)>,
 }
 
@@ -136,10 +136,10 @@ fn create_internal_topics(broker: &Arc<Broker>, topics: Vec<TopicToCreate>) {
         c.failed.retain(|_, (until, _)| *until > now);
         let todo: Vec<TopicToCreate> = topics
             .into_iter()
-            .filter(|t| !c.in_flight.contains_key(&t.name) && !c.failed.contains_key(&t.name))
+            .filter(|t| !c.in_flight.contains(&t.name) && !c.failed.contains_key(&t.name))
             .collect();
         for t in &todo {
-            c.in_flight.insert(t.name.clone(), ());
+            c.in_flight.insert(t.name.clone());
         }
         todo
     };

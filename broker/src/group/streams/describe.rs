@@ -7,14 +7,10 @@ use kafka_protocol::messages::streams_group_describe_response::{
     TopicInfo, Topology as DescribedTopology,
 };
 use kafka_protocol::messages::{GroupId, TopicName};
-use kafka_protocol::protocol::StrBytes;
 
 use super::group::{StreamsGroup, TargetTasks, Tasks};
+use super::sb;
 use super::topology::InternalTopic;
-
-fn sb(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
-}
 
 fn task_ids(tasks: &Tasks) -> Vec<TaskIds> {
     tasks

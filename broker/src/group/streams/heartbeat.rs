@@ -12,11 +12,13 @@ use kafka_protocol::messages::streams_group_heartbeat_response::{
     Endpoint, EndpointToPartitions, Status, TaskIds, TopicPartition,
 };
 use kafka_protocol::messages::{StreamsGroupHeartbeatRequest, StreamsGroupHeartbeatResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
 
 use super::group::{
     rebalance_timeout, Member, MemberState, StreamsGroup, StreamsGroupConfig, TargetTasks, Tasks, Timers, TopicsView,
 };
+use kafka_protocol::protocol::StrBytes;
+
+use super::sb;
 use super::topology::{self, status, ConfiguredTopology, TopicToCreate, Topology};
 
 /// Member epoch of a member leaving the group.
@@ -53,10 +55,6 @@ pub struct HeartbeatOutcome {
     pub response: StreamsGroupHeartbeatResponse,
     pub changed: bool,
     pub to_create: Vec<TopicToCreate>,
-}
-
-fn sb(s: impl Into<String>) -> StrBytes {
-    StrBytes::from_string(s.into())
 }
 
 /// An error response as Kafka shapes it: no member id, an empty status list, and an acceptable
